@@ -1,0 +1,547 @@
+package local
+
+import (
+	"context"
+	"crypto"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/signet-dev/signet/backends"
+)
+
+// Scheme is the URI scheme of this backend.
+const Scheme = "local"
+
+// KEKEnv names the environment variable holding the key-encryption key.
+const KEKEnv = "SIGNET_LOCAL_KEK"
+
+func init() {
+	backends.Register(Scheme, func(ctx context.Context, u *url.URL, opts backends.OpenOptions) (backends.Signer, error) {
+		dir := u.Opaque
+		if dir == "" {
+			dir = u.Host + u.Path
+		}
+		if dir == "" {
+			return nil, errorf(backends.KindInvalidArgument, "URI %q names no directory (for example local://./signet-data)", u.String())
+		}
+		return Open(dir, opts)
+	})
+}
+
+func errorf(kind backends.Kind, format string, args ...any) error {
+	return backends.Errorf(kind, Scheme, format, args...)
+}
+
+// Store is the local backend.
+type Store struct {
+	dir string
+	kek cipher.AEAD
+
+	mu     sync.RWMutex
+	closed bool
+	rings  map[string]map[string]*entry // ring -> version ID -> entry
+}
+
+type entry struct {
+	version backends.Version
+	key     crypto.Signer // nil once disabled
+	modTime time.Time
+	size    int64
+}
+
+// Open opens (and on first use creates) the store in dir.
+func Open(dir string, opts backends.OpenOptions) (*Store, error) {
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	getenv := opts.Getenv
+	if getenv == nil {
+		getenv = os.Getenv
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "rings"), 0o700); err != nil {
+		return nil, errorf(backends.KindUnavailable, "creating key directory: %w", err)
+	}
+	kek, err := loadKEK(dir, getenv(KEKEnv), log)
+	if err != nil {
+		return nil, err
+	}
+	block, err := aes.NewCipher(kek)
+	if err != nil {
+		return nil, errorf(backends.KindInvalidArgument, "key-encryption key: %w", err)
+	}
+	aead, err := cipher.NewGCM(block)
+	if err != nil {
+		return nil, errorf(backends.KindInvalidArgument, "key-encryption key: %w", err)
+	}
+	return &Store{dir: dir, kek: aead, rings: map[string]map[string]*entry{}}, nil
+}
+
+func loadKEK(dir, fromEnv string, log *slog.Logger) ([]byte, error) {
+	if fromEnv != "" {
+		kek, err := decodeKEK(fromEnv)
+		if err != nil {
+			return nil, errorf(backends.KindInvalidArgument, "%s: %v", KEKEnv, err)
+		}
+		return kek, nil
+	}
+	path := filepath.Join(dir, "kek")
+	data, err := os.ReadFile(path)
+	if err == nil {
+		kek, err := decodeKEK(strings.TrimSpace(string(data)))
+		if err != nil {
+			return nil, errorf(backends.KindInvalidArgument, "key-encryption key file %s: %v", path, err)
+		}
+		return kek, nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return nil, errorf(backends.KindUnavailable, "reading key-encryption key: %w", err)
+	}
+	// A new KEK would make existing key files unreadable; never do that silently.
+	if files, _ := filepath.Glob(filepath.Join(dir, "rings", "*", "*.json")); len(files) > 0 {
+		return nil, errorf(backends.KindFailedPrecondition,
+			"%s holds %d key files but no key-encryption key: set %s or restore %s", dir, len(files), KEKEnv, path)
+	}
+	kek := make([]byte, 32)
+	if _, err := rand.Read(kek); err != nil {
+		return nil, err
+	}
+	if err := writeFileExclusive(path, []byte(base64.StdEncoding.EncodeToString(kek)+"\n")); err != nil {
+		return nil, errorf(backends.KindUnavailable, "writing generated key-encryption key: %w", err)
+	}
+	log.Warn("GENERATED A KEY-ENCRYPTION KEY AND STORED IT NEXT TO THE KEYS IT PROTECTS: anyone who can read "+
+		path+" can read every private key; fine for development only. Set "+KEKEnv+" (32 bytes, base64) or use a real backend.",
+		"kek_file", path)
+	return kek, nil
+}
+
+func decodeKEK(s string) ([]byte, error) {
+	for _, dec := range []func(string) ([]byte, error){
+		hex.DecodeString, base64.StdEncoding.DecodeString, base64.RawStdEncoding.DecodeString,
+		base64.URLEncoding.DecodeString, base64.RawURLEncoding.DecodeString,
+	} {
+		if b, err := dec(s); err == nil && len(b) == 32 {
+			return b, nil
+		}
+	}
+	return nil, errors.New("want 32 bytes, base64 or hex encoded (for example: openssl rand -base64 32)")
+}
+
+// Algorithms reports that every JWS algorithm Signet knows is supported.
+func (s *Store) Algorithms() []backends.Algorithm { return backends.AllAlgorithms }
+
+var ringName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
+
+func (s *Store) ringDir(ring backends.KeyRing) (string, error) {
+	if !ringName.MatchString(ring.Name) {
+		return "", errorf(backends.KindInvalidArgument, "key ring name %q: use letters, digits, '.', '_' and '-'", ring.Name)
+	}
+	return filepath.Join(s.dir, "rings", ring.Name), nil
+}
+
+func (s *Store) checkOpen() error {
+	if s.closed {
+		return errorf(backends.KindFailedPrecondition, "store is closed")
+	}
+	return nil
+}
+
+// Versions reads the ring's directory, decrypting files it has not seen or
+// that changed since it last read them.
+func (s *Store) Versions(ctx context.Context, ring backends.KeyRing) ([]backends.Version, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	dir, err := s.ringDir(ring)
+	if err != nil {
+		return nil, err
+	}
+	des, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, errorf(backends.KindUnavailable, "reading %s: %w", dir, err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.checkOpen(); err != nil {
+		return nil, err
+	}
+	cached := s.rings[ring.Name]
+	fresh := map[string]*entry{}
+	for _, de := range des {
+		id, ok := strings.CutSuffix(de.Name(), ".json")
+		if !ok {
+			continue
+		}
+		if _, err := strconv.ParseUint(id, 10, 64); err != nil {
+			continue
+		}
+		info, err := de.Info()
+		if err != nil {
+			return nil, errorf(backends.KindUnavailable, "reading %s: %w", de.Name(), err)
+		}
+		if e := cached[id]; e != nil && e.modTime.Equal(info.ModTime()) && e.size == info.Size() {
+			fresh[id] = e
+			continue
+		}
+		e, err := s.load(ring, id)
+		if err != nil {
+			return nil, err
+		}
+		fresh[id] = e
+	}
+	s.rings[ring.Name] = fresh
+	out := make([]backends.Version, 0, len(fresh))
+	for _, e := range fresh {
+		out = append(out, e.version)
+	}
+	sort.Slice(out, func(i, j int) bool { return versionNumber(out[i].ID) < versionNumber(out[j].ID) })
+	return out, nil
+}
+
+func versionNumber(id string) uint64 {
+	n, _ := strconv.ParseUint(id, 10, 64)
+	return n
+}
+
+// file is the on-disk form of a version.
+type file struct {
+	Ring       string    `json:"ring"`
+	Version    string    `json:"version"`
+	Algorithm  string    `json:"algorithm"`
+	Created    time.Time `json:"created"`
+	PublicKey  []byte    `json:"public_key"`            // PKIX DER
+	PrivateKey []byte    `json:"private_key,omitempty"` // nonce || AES-256-GCM(PKCS#8 DER)
+	Disabled   bool      `json:"disabled,omitempty"`
+	DisabledAt time.Time `json:"disabled_at,omitzero"`
+}
+
+func (f *file) aad() []byte {
+	return []byte(strings.Join([]string{"signet-local-v1", f.Ring, f.Version, f.Algorithm,
+		base64.StdEncoding.EncodeToString(f.PublicKey)}, "\x00"))
+}
+
+func (s *Store) path(ring backends.KeyRing, id string) string {
+	return filepath.Join(s.dir, "rings", ring.Name, id+".json")
+}
+
+// load reads and checks one version file. Any inconsistency is an error
+// naming the file: a key is never replaced because its file is unreadable.
+func (s *Store) load(ring backends.KeyRing, id string) (*entry, error) {
+	path := s.path(ring, id)
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, errorf(backends.KindNotFound, "key ring %q has no version %s", ring.Name, id)
+	}
+	if err != nil {
+		return nil, errorf(backends.KindUnavailable, "reading %s: %w", path, err)
+	}
+	info, err := os.Stat(path)
+	if err != nil {
+		return nil, errorf(backends.KindUnavailable, "reading %s: %w", path, err)
+	}
+	bad := func(format string, args ...any) error {
+		return errorf(backends.KindFailedPrecondition, "key file %s is unusable: %s", path, fmt.Sprintf(format, args...))
+	}
+	var f file
+	if err := json.Unmarshal(data, &f); err != nil {
+		return nil, bad("not valid JSON (%v)", err)
+	}
+	if f.Ring != ring.Name || f.Version != id {
+		return nil, bad("it says it is version %q of ring %q", f.Version, f.Ring)
+	}
+	alg, err := backends.ParseAlgorithm(f.Algorithm)
+	if err != nil {
+		return nil, bad("%v", err)
+	}
+	if alg != ring.Algorithm {
+		return nil, errorf(backends.KindFailedPrecondition,
+			"key ring %q holds %s keys but is configured for %s", ring.Name, alg, ring.Algorithm)
+	}
+	pub, err := x509.ParsePKIXPublicKey(f.PublicKey)
+	if err != nil {
+		return nil, bad("public key: %v", err)
+	}
+	if err := alg.CheckPublicKey(pub); err != nil {
+		return nil, bad("%v", err)
+	}
+	e := &entry{
+		version: backends.Version{ID: id, Algorithm: alg, PublicKey: pub, Created: f.Created, Disabled: f.Disabled},
+		modTime: info.ModTime(),
+		size:    info.Size(),
+	}
+	if f.Disabled {
+		return e, nil
+	}
+	ns := s.kek.NonceSize()
+	if len(f.PrivateKey) < ns+s.kek.Overhead() {
+		return nil, bad("the private key is missing or truncated")
+	}
+	der, err := s.kek.Open(nil, f.PrivateKey[:ns], f.PrivateKey[ns:], f.aad())
+	if err != nil {
+		return nil, bad("the private key does not decrypt: wrong key-encryption key (%s) or a corrupted file", KEKEnv)
+	}
+	priv, err := x509.ParsePKCS8PrivateKey(der)
+	if err != nil {
+		return nil, bad("private key: %v", err)
+	}
+	signer, ok := priv.(crypto.Signer)
+	if !ok || !publicEqual(signer.Public(), pub) {
+		return nil, bad("the private key does not match the public key")
+	}
+	e.key = signer
+	return e, nil
+}
+
+func publicEqual(a, b crypto.PublicKey) bool {
+	ea, ok := a.(interface{ Equal(crypto.PublicKey) bool })
+	return ok && ea.Equal(b)
+}
+
+// Sign signs with the named version, reading it from disk if another process
+// created it since the last Versions call.
+func (s *Store) Sign(ctx context.Context, ring backends.KeyRing, versionID string, signingInput []byte) ([]byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	e, err := s.entry(ring, versionID)
+	if err != nil {
+		return nil, err
+	}
+	if e.key == nil {
+		return nil, errorf(backends.KindFailedPrecondition, "version %s of key ring %q is revoked", versionID, ring.Name)
+	}
+	sig, err := backends.SignWithKey(ring.Algorithm, e.key, signingInput)
+	if err != nil {
+		return nil, errorf(backends.KindInvalidArgument, "signing with version %s of key ring %q: %w", versionID, ring.Name, err)
+	}
+	return sig, nil
+}
+
+func (s *Store) entry(ring backends.KeyRing, id string) (*entry, error) {
+	s.mu.RLock()
+	if err := s.checkOpen(); err != nil {
+		s.mu.RUnlock()
+		return nil, err
+	}
+	e := s.rings[ring.Name][id]
+	s.mu.RUnlock()
+	if e != nil {
+		if e.version.Algorithm != ring.Algorithm {
+			return nil, errorf(backends.KindFailedPrecondition, "key ring %q holds %s keys, not %s", ring.Name, e.version.Algorithm, ring.Algorithm)
+		}
+		return e, nil
+	}
+	if _, err := s.ringDir(ring); err != nil {
+		return nil, err
+	}
+	if _, err := strconv.ParseUint(id, 10, 64); err != nil {
+		return nil, errorf(backends.KindNotFound, "key ring %q has no version %q", ring.Name, id)
+	}
+	e, err := s.load(ring, id)
+	if err != nil {
+		return nil, err
+	}
+	s.remember(ring, e)
+	return e, nil
+}
+
+func (s *Store) remember(ring backends.KeyRing, e *entry) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return
+	}
+	if s.rings[ring.Name] == nil {
+		s.rings[ring.Name] = map[string]*entry{}
+	}
+	s.rings[ring.Name][e.version.ID] = e
+}
+
+// CreateVersion generates a key pair and stores it as the version after latest.
+func (s *Store) CreateVersion(ctx context.Context, ring backends.KeyRing, latest string) (backends.Version, error) {
+	dir, err := s.ringDir(ring)
+	if err != nil {
+		return backends.Version{}, err
+	}
+	if !backends.Supports(s, ring.Algorithm) {
+		return backends.Version{}, errorf(backends.KindUnimplemented, "algorithm %q is not supported", ring.Algorithm)
+	}
+	var next uint64 = 1
+	if latest != "" {
+		n, err := strconv.ParseUint(latest, 10, 64)
+		if err != nil {
+			return backends.Version{}, errorf(backends.KindInvalidArgument, "latest version %q is not a version of this backend", latest)
+		}
+		next = n + 1
+	}
+	if existing, err := s.Versions(ctx, ring); err != nil {
+		return backends.Version{}, err
+	} else if n := len(existing); n > 0 && existing[n-1].ID != latest || n == 0 && latest != "" {
+		return backends.Version{}, errorf(backends.KindConflict, "key ring %q changed: its newest version is no longer %q", ring.Name, latest)
+	}
+
+	key, err := generate(ctx, ring.Algorithm)
+	if err != nil {
+		return backends.Version{}, err
+	}
+	pubDER, err := x509.MarshalPKIXPublicKey(key.Public())
+	if err != nil {
+		return backends.Version{}, errorf(backends.KindUnknown, "encoding public key: %w", err)
+	}
+	privDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return backends.Version{}, errorf(backends.KindUnknown, "encoding private key: %w", err)
+	}
+	f := file{
+		Ring: ring.Name, Version: strconv.FormatUint(next, 10), Algorithm: string(ring.Algorithm),
+		Created: time.Now().UTC().Round(0), PublicKey: pubDER,
+	}
+	nonce := make([]byte, s.kek.NonceSize())
+	if _, err := rand.Read(nonce); err != nil {
+		return backends.Version{}, err
+	}
+	f.PrivateKey = s.kek.Seal(nonce, nonce, privDER, f.aad())
+	data, err := json.MarshalIndent(&f, "", "  ")
+	if err != nil {
+		return backends.Version{}, err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return backends.Version{}, errorf(backends.KindUnavailable, "creating %s: %w", dir, err)
+	}
+	if err := writeFileExclusive(s.path(ring, f.Version), data); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return backends.Version{}, errorf(backends.KindConflict, "key ring %q changed: version %s was created concurrently", ring.Name, f.Version)
+		}
+		return backends.Version{}, errorf(backends.KindUnavailable, "writing key file: %w", err)
+	}
+	e, err := s.load(ring, f.Version)
+	if err != nil {
+		return backends.Version{}, err
+	}
+	s.remember(ring, e)
+	return e.version, nil
+}
+
+// generate runs key generation (seconds for RSA-4096) so that a cancelled
+// context returns at once; the abandoned key is simply dropped.
+func generate(ctx context.Context, alg backends.Algorithm) (crypto.Signer, error) {
+	type result struct {
+		key crypto.Signer
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		k, err := backends.GenerateKey(alg)
+		done <- result{k, err}
+	}()
+	select {
+	case r := <-done:
+		if r.err != nil {
+			return nil, errorf(backends.KindUnknown, "generating %s key: %w", alg, r.err)
+		}
+		return r.key, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// DisableVersion erases the version's private key from its file.
+func (s *Store) DisableVersion(ctx context.Context, ring backends.KeyRing, versionID string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if _, err := s.entry(ring, versionID); err != nil {
+		return err
+	}
+	path := s.path(ring, versionID)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return errorf(backends.KindUnavailable, "reading %s: %w", path, err)
+	}
+	var f file
+	if err := json.Unmarshal(data, &f); err != nil {
+		return errorf(backends.KindFailedPrecondition, "key file %s is unusable: %v", path, err)
+	}
+	if f.Disabled {
+		return nil
+	}
+	f.Disabled, f.DisabledAt, f.PrivateKey = true, time.Now().UTC().Round(0), nil
+	if data, err = json.MarshalIndent(&f, "", "  "); err != nil {
+		return err
+	}
+	tmp, err := writeTemp(filepath.Dir(path), data)
+	if err != nil {
+		return errorf(backends.KindUnavailable, "writing %s: %w", path, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return errorf(backends.KindUnavailable, "writing %s: %w", path, err)
+	}
+	e, err := s.load(ring, versionID)
+	if err != nil {
+		return err
+	}
+	s.remember(ring, e)
+	return nil
+}
+
+// Close forgets the decrypted keys. It is safe to call more than once.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
+	s.rings = nil
+	return nil
+}
+
+// writeFileExclusive writes data to path only if path does not exist yet,
+// atomically: readers see either no file or the whole file.
+func writeFileExclusive(path string, data []byte) error {
+	tmp, err := writeTemp(filepath.Dir(path), data)
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp)
+	return os.Link(tmp, path)
+}
+
+func writeTemp(dir string, data []byte) (string, error) {
+	f, err := os.CreateTemp(dir, ".tmp-*")
+	if err != nil {
+		return "", err
+	}
+	name := f.Name()
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(name)
+		return "", err
+	}
+	return name, nil // CreateTemp makes the file 0600
+}

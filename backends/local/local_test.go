@@ -1,0 +1,203 @@
+package local_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/signet-dev/signet/backends"
+	"github.com/signet-dev/signet/backends/local"
+	"github.com/signet-dev/signet/backends/signertest"
+)
+
+func TestConformance(t *testing.T) {
+	dir := t.TempDir()
+	signertest.Run(t, signertest.Harness{Open: func(t *testing.T) backends.Signer {
+		s, err := local.Open(dir, backends.OpenOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}})
+}
+
+func openStore(t *testing.T, dir, kek string) (*local.Store, error) {
+	t.Helper()
+	return local.Open(dir, backends.OpenOptions{Getenv: func(k string) string {
+		if k == local.KEKEnv {
+			return kek
+		}
+		return ""
+	}})
+}
+
+var ring = backends.KeyRing{Name: "default", Algorithm: backends.ES256}
+
+// seed creates a store with one version and returns the path of its file.
+func seed(t *testing.T, dir, kek string) string {
+	t.Helper()
+	s, err := openStore(t, dir, kek)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	v, err := s.CreateVersion(context.Background(), ring, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return filepath.Join(dir, "rings", ring.Name, v.ID+".json")
+}
+
+func TestFilesArePrivate(t *testing.T) {
+	dir := t.TempDir()
+	path := seed(t, dir, "")
+	for _, p := range []string{path, filepath.Join(dir, "kek")} {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s has mode %v, want 0600", p, fi.Mode().Perm())
+		}
+	}
+	data, _ := os.ReadFile(path)
+	if strings.Contains(string(data), "PRIVATE") {
+		t.Errorf("key file holds a plaintext private key:\n%s", data)
+	}
+}
+
+func TestRefusesUnreadableKeys(t *testing.T) {
+	kekA := base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{1}, 32))
+	kekB := base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{2}, 32))
+	tests := []struct {
+		name    string
+		kek     string
+		corrupt func(t *testing.T, dir, path string)
+		want    string
+	}{
+		{name: "wrong KEK", kek: kekB, want: "wrong key-encryption key"},
+		{name: "no KEK for existing keys", kek: "", want: "no key-encryption key"},
+		{name: "malformed KEK", kek: "c2hvcnQ=", want: "want 32 bytes"},
+		{name: "flipped ciphertext byte", kek: kekA, want: "does not decrypt", corrupt: func(t *testing.T, dir, path string) {
+			edit(t, path, func(m map[string]any) {
+				b, _ := base64.StdEncoding.DecodeString(m["private_key"].(string))
+				b[len(b)-1] ^= 1
+				m["private_key"] = base64.StdEncoding.EncodeToString(b)
+			})
+		}},
+		{name: "swapped public key", kek: kekA, want: "does not decrypt", corrupt: func(t *testing.T, dir, path string) {
+			other := seedElsewhere(t, kekA)
+			edit(t, path, func(m map[string]any) { m["public_key"] = other["public_key"] })
+		}},
+		{name: "truncated file", kek: kekA, want: "not valid JSON", corrupt: func(t *testing.T, dir, path string) {
+			data, _ := os.ReadFile(path)
+			os.WriteFile(path, data[:len(data)/2], 0o600)
+		}},
+		{name: "file renamed to another version", kek: kekA, want: "says it is version", corrupt: func(t *testing.T, dir, path string) {
+			os.Rename(path, filepath.Join(filepath.Dir(path), "7.json"))
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			path := seed(t, dir, kekA)
+			if tt.corrupt != nil {
+				tt.corrupt(t, dir, path)
+			}
+			before := listDir(t, dir)
+			s, err := openStore(t, dir, tt.kek)
+			if err == nil {
+				_, err = s.Versions(context.Background(), ring)
+				s.Close()
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("got error %v, want one saying %q", err, tt.want)
+			}
+			if after := listDir(t, dir); after != before {
+				t.Errorf("a failed open changed the key directory:\nbefore %s\nafter  %s", before, after)
+			}
+		})
+	}
+}
+
+func TestKEKFromEnvironmentIsNotWritten(t *testing.T) {
+	dir := t.TempDir()
+	kek := hex.EncodeToString(bytes.Repeat([]byte{7}, 32))
+	seed(t, dir, kek)
+	if _, err := os.Stat(filepath.Join(dir, "kek")); !os.IsNotExist(err) {
+		t.Fatalf("a KEK from %s was written to disk (stat: %v)", local.KEKEnv, err)
+	}
+	s, err := openStore(t, dir, kek)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if vs, err := s.Versions(context.Background(), ring); err != nil || len(vs) != 1 {
+		t.Fatalf("reopened with the same hex KEK: %d versions, %v", len(vs), err)
+	}
+}
+
+func TestRevokeErasesPrivateKey(t *testing.T) {
+	dir := t.TempDir()
+	path := seed(t, dir, "")
+	s, err := openStore(t, dir, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.DisableVersion(context.Background(), ring, "1"); err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	data, _ := os.ReadFile(path)
+	json.Unmarshal(data, &m)
+	if _, ok := m["private_key"]; ok || m["disabled"] != true {
+		t.Fatalf("revoked key file still holds the private key or is not marked disabled:\n%s", data)
+	}
+}
+
+func seedElsewhere(t *testing.T, kek string) map[string]any {
+	path := seed(t, t.TempDir(), kek)
+	var m map[string]any
+	data, _ := os.ReadFile(path)
+	json.Unmarshal(data, &m)
+	return m
+}
+
+func edit(t *testing.T, path string, f func(map[string]any)) {
+	t.Helper()
+	var m map[string]any
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(data, &m); err != nil {
+		t.Fatal(err)
+	}
+	f(m)
+	data, _ = json.Marshal(m)
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func listDir(t *testing.T, dir string) string {
+	var b strings.Builder
+	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			data, _ := os.ReadFile(p)
+			fmt.Fprintf(&b, "%s:%x ", strings.TrimPrefix(p, dir), sha256.Sum256(data))
+		}
+		return nil
+	})
+	return b.String()
+}

@@ -1,0 +1,93 @@
+package backends
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"sort"
+	"strings"
+	"sync"
+)
+
+// OpenOptions carries what every backend may need besides its URI.
+// Secrets (tokens, PINs, key-encryption keys) come from the environment or
+// files named in the URI, never from the URI itself.
+type OpenOptions struct {
+	Logger *slog.Logger
+	// Getenv reads the environment; tests replace it. Nil means os.Getenv.
+	Getenv func(string) string
+}
+
+// Opener opens a backend from its URI.
+type Opener func(ctx context.Context, uri *url.URL, opts OpenOptions) (Signer, error)
+
+var (
+	registryMu sync.RWMutex
+	registry   = map[string]Opener{}
+)
+
+// Register makes a backend available under a URI scheme. Backends call it
+// from init; registering a scheme twice panics.
+func Register(scheme string, open Opener) {
+	registryMu.Lock()
+	defer registryMu.Unlock()
+	if _, dup := registry[scheme]; dup {
+		panic("backends: scheme registered twice: " + scheme)
+	}
+	registry[scheme] = open
+}
+
+// Schemes lists the registered schemes, sorted.
+func Schemes() []string {
+	registryMu.RLock()
+	defer registryMu.RUnlock()
+	s := make([]string, 0, len(registry))
+	for k := range registry {
+		s = append(s, k)
+	}
+	sort.Strings(s)
+	return s
+}
+
+// ParseURI parses a backend URI and checks that its scheme is registered.
+// Both "scheme://..." and "scheme:opaque" forms are accepted.
+func ParseURI(raw string) (*url.URL, Opener, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, nil, fmt.Errorf("backend URI %q: %w", raw, err)
+	}
+	if u.Scheme == "" {
+		return nil, nil, fmt.Errorf("backend URI %q has no scheme (known: %s)", raw, strings.Join(Schemes(), ", "))
+	}
+	registryMu.RLock()
+	open, ok := registry[u.Scheme]
+	registryMu.RUnlock()
+	if !ok {
+		return nil, nil, fmt.Errorf("backend URI %q: no backend for scheme %q in this build (known: %s)",
+			raw, u.Scheme, strings.Join(Schemes(), ", "))
+	}
+	return u, open, nil
+}
+
+// Open opens the backend a URI names.
+func Open(ctx context.Context, raw string, opts OpenOptions) (Signer, error) {
+	u, open, err := ParseURI(raw)
+	if err != nil {
+		return nil, err
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	return open(ctx, u, opts)
+}
+
+// Supports reports whether s can sign with alg.
+func Supports(s Signer, alg Algorithm) bool {
+	for _, a := range s.Algorithms() {
+		if a == alg {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,63 @@
+package backends
+
+import (
+	"context"
+	"crypto"
+	"time"
+)
+
+// KeyRing names a ring and fixes its algorithm. Backends use the algorithm to
+// create versions of the right type and to refuse an existing ring of another.
+type KeyRing struct {
+	Name      string
+	Algorithm Algorithm
+}
+
+// Version is one key pair of a key ring, as the backend records it.
+type Version struct {
+	// ID is the backend's own id for the version: a Vault key version, a KMS
+	// key ARN, a PKCS#11 CKA_ID, ... Unique within the ring.
+	ID        string
+	Algorithm Algorithm
+	// PublicKey is *ecdsa.PublicKey, *rsa.PublicKey or ed25519.PublicKey.
+	PublicKey crypto.PublicKey
+	// Created is the creation time the backend recorded, not the time Signet
+	// first saw the version.
+	Created time.Time
+	// Disabled versions can never sign again (revoked).
+	Disabled bool
+}
+
+// Signer is what a backend implements. All methods are safe for concurrent
+// use, take a context first and honour its deadline. Errors are classified
+// with [Error] so that callers can tell "not found" from "unavailable".
+type Signer interface {
+	// Algorithms lists the algorithms this backend can create and sign with.
+	Algorithms() []Algorithm
+
+	// Versions lists every version of the ring, enabled or not, oldest
+	// first. A ring that has no versions yet returns an empty list.
+	Versions(ctx context.Context, ring KeyRing) ([]Version, error)
+
+	// Sign signs a JWS signing input (ASCII(header) "." ASCII(payload)) with
+	// exactly the version named, never "the latest", and returns the JWS
+	// signature: ECDSA as fixed-length R||S, RSA as the raw signature,
+	// Ed25519 as the 64-byte signature. Signing with a disabled version fails
+	// with KindFailedPrecondition.
+	Sign(ctx context.Context, ring KeyRing, versionID string, signingInput []byte) ([]byte, error)
+
+	// CreateVersion creates a new version, creating the ring first when it
+	// has no versions. latest is the ID of the newest version the caller
+	// knows of ("" when it knows of none); if the ring's newest version is no
+	// longer that one, CreateVersion fails with KindConflict, atomically where
+	// the backend allows, so that replicas racing to rotate create one
+	// version, not two.
+	CreateVersion(ctx context.Context, ring KeyRing, latest string) (Version, error)
+
+	// DisableVersion makes a version unable to sign, permanently. Disabling a
+	// disabled version is not an error.
+	DisableVersion(ctx context.Context, ring KeyRing, versionID string) error
+
+	// Close releases the backend's resources. Calling it twice is safe.
+	Close() error
+}

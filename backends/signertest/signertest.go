@@ -1,0 +1,427 @@
+// Package signertest is the conformance suite every backend passes. A
+// backend's test runs it in a few lines:
+//
+//	func TestConformance(t *testing.T) {
+//		signertest.Run(t, signertest.Harness{Open: func(t *testing.T) backends.Signer { ... }})
+//	}
+//
+// Signatures are checked with go-jose, a JOSE library Signet did not write,
+// against the public JWK that Signet exports for the version.
+package signertest
+
+import (
+	"context"
+	"crypto"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	jose "github.com/go-jose/go-jose/v4"
+
+	"github.com/signet-dev/signet/backends"
+)
+
+// Harness describes the backend under test.
+type Harness struct {
+	// Open returns a backend over the harness's storage. It is called more
+	// than once per test to check that what one instance wrote another reads;
+	// the suite closes what it opens.
+	Open func(t *testing.T) backends.Signer
+	// Algorithms limits the algorithms tested; empty means every algorithm
+	// the backend claims.
+	Algorithms []backends.Algorithm
+	// ClockSkew is how far the backend's clock may be from the test's when
+	// checking creation times; zero means one minute.
+	ClockSkew time.Duration
+	// Concurrency is how many goroutines sign at once; zero means 32.
+	Concurrency int
+}
+
+// Run runs the conformance suite.
+func Run(t *testing.T, h Harness) {
+	if h.ClockSkew == 0 {
+		h.ClockSkew = time.Minute
+	}
+	if h.Concurrency == 0 {
+		h.Concurrency = 32
+	}
+	algs := h.Algorithms
+	if len(algs) == 0 {
+		s := h.open(t)
+		algs = s.Algorithms()
+	}
+	t.Run("Algorithms", func(t *testing.T) {
+		for _, alg := range algs {
+			t.Run(string(alg), func(t *testing.T) { h.testSignVerify(t, alg) })
+		}
+	})
+	first := algs[0]
+	t.Run("UnsupportedAlgorithm", func(t *testing.T) { h.testUnsupported(t) })
+	t.Run("VersionPinning", func(t *testing.T) { h.testVersionPinning(t, first) })
+	t.Run("ListAndDisable", func(t *testing.T) { h.testListAndDisable(t, first) })
+	t.Run("CreateConflict", func(t *testing.T) { h.testCreateConflict(t, first) })
+	t.Run("Reopen", func(t *testing.T) { h.testReopen(t, first) })
+	t.Run("UnknownRingAndVersion", func(t *testing.T) { h.testUnknown(t, first) })
+	t.Run("CancelledContext", func(t *testing.T) { h.testCancelled(t, first) })
+	t.Run("CloseTwice", func(t *testing.T) {
+		s := h.Open(t)
+		if err := s.Close(); err != nil {
+			t.Fatalf("first Close: %v", err)
+		}
+		if err := s.Close(); err != nil {
+			t.Fatalf("second Close: %v", err)
+		}
+	})
+	t.Run("ConcurrentSign", func(t *testing.T) { h.testConcurrent(t, first) })
+}
+
+func (h Harness) open(t *testing.T) backends.Signer {
+	t.Helper()
+	s := h.Open(t)
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// newRing names a ring no earlier run can have used: backends like Vault
+// keep state across tests.
+func newRing(alg backends.Algorithm) backends.KeyRing {
+	b := make([]byte, 6)
+	rand.Read(b)
+	return backends.KeyRing{Name: "conformance-" + hex.EncodeToString(b), Algorithm: alg}
+}
+
+func ctxFor(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func create(t *testing.T, s backends.Signer, ring backends.KeyRing, latest string) backends.Version {
+	t.Helper()
+	v, err := s.CreateVersion(ctxFor(t), ring, latest)
+	if err != nil {
+		t.Fatalf("CreateVersion(%s, latest=%q): %v", ring.Name, latest, err)
+	}
+	if v.ID == "" || v.Algorithm != ring.Algorithm || v.Disabled {
+		t.Fatalf("CreateVersion returned %+v", v)
+	}
+	if err := ring.Algorithm.CheckPublicKey(v.PublicKey); err != nil {
+		t.Fatalf("CreateVersion returned a public key unfit for %s: %v", ring.Algorithm, err)
+	}
+	return v
+}
+
+func signingInput(alg backends.Algorithm, payload string) []byte {
+	hdr, _ := json.Marshal(map[string]string{"alg": string(alg), "typ": "JWT"})
+	return []byte(base64.RawURLEncoding.EncodeToString(hdr) + "." + base64.RawURLEncoding.EncodeToString([]byte(payload)))
+}
+
+func sign(t *testing.T, s backends.Signer, ring backends.KeyRing, id string, input []byte) []byte {
+	t.Helper()
+	sig, err := s.Sign(ctxFor(t), ring, id, input)
+	if err != nil {
+		t.Fatalf("Sign(%s, version %s): %v", ring.Name, id, err)
+	}
+	return sig
+}
+
+// Verify checks a JWS signature with go-jose against the public JWK Signet
+// exports for pub. It is exported for backend tests that check more.
+func Verify(alg backends.Algorithm, v backends.Version, input, sig []byte) error {
+	if n := alg.SignatureSize(); n != 0 && len(sig) != n {
+		return fmt.Errorf("%s signature is %d bytes, want exactly %d", alg, len(sig), n)
+	}
+	pj, err := backends.JWKFromPublicKey(v.PublicKey)
+	if err != nil {
+		return err
+	}
+	members := map[string]string{"kty": pj.Kty}
+	for k, val := range map[string]string{"crv": pj.Crv, "x": pj.X, "y": pj.Y, "n": pj.N, "e": pj.E} {
+		if val != "" {
+			members[k] = val
+		}
+	}
+	raw, _ := json.Marshal(members)
+	var jwk jose.JSONWebKey
+	if err := jwk.UnmarshalJSON(raw); err != nil {
+		return fmt.Errorf("go-jose rejects the exported JWK %s: %w", raw, err)
+	}
+	if tp, err := jwk.Thumbprint(crypto.SHA256); err != nil || base64.RawURLEncoding.EncodeToString(tp) != pj.Thumbprint() {
+		return fmt.Errorf("go-jose computes another RFC 7638 thumbprint for %s (%v)", raw, err)
+	}
+	compact := string(input) + "." + base64.RawURLEncoding.EncodeToString(sig)
+	obj, err := jose.ParseSigned(compact, []jose.SignatureAlgorithm{jose.SignatureAlgorithm(alg)})
+	if err != nil {
+		return fmt.Errorf("go-jose cannot parse the JWS: %w", err)
+	}
+	if _, err := obj.Verify(jwk.Key); err != nil {
+		return fmt.Errorf("go-jose: %w", err)
+	}
+	return nil
+}
+
+func (h Harness) testSignVerify(t *testing.T, alg backends.Algorithm) {
+	s := h.open(t)
+	ring := newRing(alg)
+	v := create(t, s, ring, "")
+	for _, payload := range []string{`{}`, `{"sub":"svc","aud":"x"}`, string(make([]byte, 8192))} {
+		input := signingInput(alg, payload)
+		sig := sign(t, s, ring, v.ID, input)
+		if err := Verify(alg, v, input, sig); err != nil {
+			t.Fatalf("signature of a %d-byte payload does not verify: %v", len(payload), err)
+		}
+		if err := Verify(alg, v, append([]byte(nil), input[:len(input)-1]...), sig); err == nil {
+			t.Fatal("signature verifies over a different input")
+		}
+	}
+}
+
+func (h Harness) testUnsupported(t *testing.T) {
+	s := h.open(t)
+	for _, alg := range backends.AllAlgorithms {
+		if backends.Supports(s, alg) {
+			continue
+		}
+		_, err := s.CreateVersion(ctxFor(t), newRing(alg), "")
+		if backends.KindOf(err) != backends.KindUnimplemented {
+			t.Errorf("CreateVersion with unsupported %s: got %v, want an unimplemented error", alg, err)
+		}
+	}
+	ring := newRing(backends.Algorithm("HS256"))
+	if _, err := s.CreateVersion(ctxFor(t), ring, ""); err == nil {
+		t.Error("CreateVersion with HS256 succeeded")
+	}
+}
+
+func (h Harness) testVersionPinning(t *testing.T, alg backends.Algorithm) {
+	s := h.open(t)
+	ring := newRing(alg)
+	v1 := create(t, s, ring, "")
+	v2 := create(t, s, ring, v1.ID)
+	if v1.ID == v2.ID {
+		t.Fatalf("two versions share the ID %q", v1.ID)
+	}
+	input := signingInput(alg, `{"n":1}`)
+	sig1 := sign(t, s, ring, v1.ID, input)
+	sig2 := sign(t, s, ring, v2.ID, input)
+	if err := Verify(alg, v1, input, sig1); err != nil {
+		t.Errorf("version %s signature under its own key: %v", v1.ID, err)
+	}
+	if err := Verify(alg, v2, input, sig1); err == nil {
+		t.Errorf("a signature by version %s verifies under version %s", v1.ID, v2.ID)
+	}
+	if err := Verify(alg, v2, input, sig2); err != nil {
+		t.Errorf("version %s signature under its own key: %v", v2.ID, err)
+	}
+	if err := Verify(alg, v1, input, sig2); err == nil {
+		t.Errorf("a signature by version %s verifies under version %s", v2.ID, v1.ID)
+	}
+}
+
+func (h Harness) testListAndDisable(t *testing.T, alg backends.Algorithm) {
+	s := h.open(t)
+	ring := newRing(alg)
+	ctx := ctxFor(t)
+	before := time.Now()
+	if vs, err := s.Versions(ctx, ring); err != nil || len(vs) != 0 {
+		t.Fatalf("Versions of a new ring = %v, %v; want none", vs, err)
+	}
+	var created []backends.Version
+	latest := ""
+	for range 3 {
+		v := create(t, s, ring, latest)
+		created = append(created, v)
+		latest = v.ID
+	}
+	after := time.Now()
+	vs, err := s.Versions(ctx, ring)
+	if err != nil {
+		t.Fatalf("Versions: %v", err)
+	}
+	if len(vs) != 3 {
+		t.Fatalf("Versions lists %d versions, want 3", len(vs))
+	}
+	for i, v := range vs {
+		if v.ID != created[i].ID {
+			t.Errorf("Versions[%d] is %q, want %q (oldest first)", i, v.ID, created[i].ID)
+		}
+		if v.Created.Before(before.Add(-h.ClockSkew)) || v.Created.After(after.Add(h.ClockSkew)) {
+			t.Errorf("version %s created at %v, not between %v and %v", v.ID, v.Created, before, after)
+		}
+		if i > 0 && v.Created.Before(vs[i-1].Created) {
+			t.Errorf("version %s is listed after %s but created before it", v.ID, vs[i-1].ID)
+		}
+		if !publicEqual(v.PublicKey, created[i].PublicKey) {
+			t.Errorf("version %s lists another public key than CreateVersion returned", v.ID)
+		}
+	}
+	if err := s.DisableVersion(ctx, ring, vs[0].ID); err != nil {
+		t.Fatalf("DisableVersion: %v", err)
+	}
+	if err := s.DisableVersion(ctx, ring, vs[0].ID); err != nil {
+		t.Fatalf("DisableVersion of a disabled version: %v", err)
+	}
+	vs2, err := s.Versions(ctx, ring)
+	if err != nil || len(vs2) != 3 {
+		t.Fatalf("Versions after disabling = %d versions, %v", len(vs2), err)
+	}
+	if !vs2[0].Disabled || vs2[1].Disabled || vs2[2].Disabled {
+		t.Fatalf("after disabling %s: disabled flags are %v %v %v", vs[0].ID, vs2[0].Disabled, vs2[1].Disabled, vs2[2].Disabled)
+	}
+	_, err = s.Sign(ctx, ring, vs[0].ID, signingInput(alg, "{}"))
+	if k := backends.KindOf(err); k != backends.KindFailedPrecondition {
+		t.Errorf("Sign with a disabled version: got %v (%v), want failed precondition", err, k)
+	}
+	input := signingInput(alg, "{}")
+	if err := Verify(alg, vs2[2], input, sign(t, s, ring, vs2[2].ID, input)); err != nil {
+		t.Errorf("the newest version no longer signs after disabling the oldest: %v", err)
+	}
+}
+
+func (h Harness) testCreateConflict(t *testing.T, alg backends.Algorithm) {
+	s := h.open(t)
+	ring := newRing(alg)
+	v1 := create(t, s, ring, "")
+	v2 := create(t, s, ring, v1.ID)
+	for _, stale := range []string{"", v1.ID} {
+		if _, err := s.CreateVersion(ctxFor(t), ring, stale); backends.KindOf(err) != backends.KindConflict {
+			t.Errorf("CreateVersion(latest=%q) when the newest is %q: got %v, want a conflict", stale, v2.ID, err)
+		}
+	}
+	vs, err := s.Versions(ctxFor(t), ring)
+	if err != nil || len(vs) != 2 {
+		t.Fatalf("after refused creations: %d versions, %v; want 2", len(vs), err)
+	}
+}
+
+func (h Harness) testReopen(t *testing.T, alg backends.Algorithm) {
+	s := h.Open(t)
+	ring := newRing(alg)
+	v1 := create(t, s, ring, "")
+	v2 := create(t, s, ring, v1.ID)
+	if err := s.DisableVersion(ctxFor(t), ring, v1.ID); err != nil {
+		t.Fatal(err)
+	}
+	want, err := s.Versions(ctxFor(t), ring)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+
+	s2 := h.open(t)
+	got, err := s2.Versions(ctxFor(t), ring)
+	if err != nil {
+		t.Fatalf("Versions after reopening: %v", err)
+	}
+	if len(got) != len(want) {
+		t.Fatalf("after reopening: %d versions, want %d", len(got), len(want))
+	}
+	for i := range want {
+		g, w := got[i], want[i]
+		if g.ID != w.ID || !g.Created.Equal(w.Created) || g.Disabled != w.Disabled || !publicEqual(g.PublicKey, w.PublicKey) {
+			t.Errorf("after reopening, version %d is {%s %v disabled=%v}, was {%s %v disabled=%v}",
+				i, g.ID, g.Created, g.Disabled, w.ID, w.Created, w.Disabled)
+		}
+	}
+	input := signingInput(alg, `{"reopened":true}`)
+	if err := Verify(alg, v2, input, sign(t, s2, ring, v2.ID, input)); err != nil {
+		t.Errorf("signing after reopening: %v", err)
+	}
+}
+
+func (h Harness) testUnknown(t *testing.T, alg backends.Algorithm) {
+	s := h.open(t)
+	ring := newRing(alg)
+	if _, err := s.Sign(ctxFor(t), ring, "1", signingInput(alg, "{}")); backends.KindOf(err) != backends.KindNotFound {
+		t.Errorf("Sign on a ring with no versions: got %v, want not found", err)
+	}
+	v := create(t, s, ring, "")
+	for _, id := range []string{"999999", "no-such-version"} {
+		if id == v.ID {
+			continue
+		}
+		if _, err := s.Sign(ctxFor(t), ring, id, signingInput(alg, "{}")); backends.KindOf(err) != backends.KindNotFound {
+			t.Errorf("Sign with unknown version %q: got %v, want not found", id, err)
+		}
+	}
+}
+
+func (h Harness) testCancelled(t *testing.T, alg backends.Algorithm) {
+	s := h.open(t)
+	ring := newRing(alg)
+	v := create(t, s, ring, "")
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	calls := map[string]func() error{
+		"Sign": func() error {
+			_, err := s.Sign(ctx, ring, v.ID, signingInput(alg, "{}"))
+			return err
+		},
+		"Versions": func() error {
+			_, err := s.Versions(ctx, ring)
+			return err
+		},
+		"CreateVersion": func() error {
+			_, err := s.CreateVersion(ctx, ring, v.ID)
+			return err
+		},
+	}
+	for name, call := range calls {
+		done := make(chan error, 1)
+		go func() { done <- call() }()
+		select {
+		case err := <-done:
+			if err == nil {
+				t.Errorf("%s with a cancelled context succeeded", name)
+			}
+		case <-time.After(30 * time.Second): // a hang detector, not a speed check
+			t.Errorf("%s with a cancelled context did not return", name)
+		}
+	}
+}
+
+func (h Harness) testConcurrent(t *testing.T, alg backends.Algorithm) {
+	s := h.open(t)
+	ring := newRing(alg)
+	v := create(t, s, ring, "")
+	const perWorker = 8
+	var wg sync.WaitGroup
+	errs := make(chan error, h.Concurrency*perWorker)
+	for w := range h.Concurrency {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range perWorker {
+				input := signingInput(alg, fmt.Sprintf(`{"worker":%d,"i":%d}`, w, i))
+				sig, err := s.Sign(context.Background(), ring, v.ID, input)
+				if err == nil {
+					err = Verify(alg, v, input, sig)
+				}
+				if err != nil {
+					errs <- fmt.Errorf("worker %d, signature %d: %w", w, i, err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	n := 0
+	for err := range errs {
+		if n++; n <= 5 {
+			t.Error(err)
+		}
+	}
+	if n > 0 {
+		t.Errorf("%d of %d concurrent signatures failed", n, h.Concurrency*perWorker)
+	}
+}
+
+func publicEqual(a, b crypto.PublicKey) bool {
+	ea, ok := a.(interface{ Equal(crypto.PublicKey) bool })
+	return ok && ea.Equal(b)
+}

@@ -95,9 +95,9 @@ func (KeyState) EnumDescriptor() ([]byte, []int) {
 type SignRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Key ring to sign with, for example "default".
-	KeyRing *string `protobuf:"bytes,1,opt,name=key_ring,json=keyRing" json:"key_ring,omitempty"`
+	KeyRing string `protobuf:"bytes,1,opt,name=key_ring,json=keyRing" json:"key_ring,omitempty"`
 	// The "sub" claim. Optional.
-	Subject *string `protobuf:"bytes,2,opt,name=subject" json:"subject,omitempty"`
+	Subject string `protobuf:"bytes,2,opt,name=subject" json:"subject,omitempty"`
 	// The "aud" claim: at least one audience.
 	Audience []string `protobuf:"bytes,3,rep,name=audience" json:"audience,omitempty"`
 	// Token lifetime; defaults to the ring's token_default_ttl and may not
@@ -141,15 +141,15 @@ func (*SignRequest) Descriptor() ([]byte, []int) {
 }
 
 func (x *SignRequest) GetKeyRing() string {
-	if x != nil && x.KeyRing != nil {
-		return *x.KeyRing
+	if x != nil {
+		return x.KeyRing
 	}
 	return ""
 }
 
 func (x *SignRequest) GetSubject() string {
-	if x != nil && x.Subject != nil {
-		return *x.Subject
+	if x != nil {
+		return x.Subject
 	}
 	return ""
 }
@@ -178,11 +178,11 @@ func (x *SignRequest) GetClaims() *structpb.Struct {
 type SignResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The compact JWS.
-	Token *string `protobuf:"bytes,1,opt,name=token" json:"token,omitempty"`
+	Token string `protobuf:"bytes,1,opt,name=token" json:"token,omitempty"`
 	// Key id (RFC 7638 thumbprint) in the token header.
-	Kid *string `protobuf:"bytes,2,opt,name=kid" json:"kid,omitempty"`
+	Kid string `protobuf:"bytes,2,opt,name=kid" json:"kid,omitempty"`
 	// The token's unique "jti".
-	Jti *string `protobuf:"bytes,3,opt,name=jti" json:"jti,omitempty"`
+	Jti string `protobuf:"bytes,3,opt,name=jti" json:"jti,omitempty"`
 	// The token's "exp".
 	ExpiresAt     *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=expires_at,json=expiresAt" json:"expires_at,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -220,22 +220,22 @@ func (*SignResponse) Descriptor() ([]byte, []int) {
 }
 
 func (x *SignResponse) GetToken() string {
-	if x != nil && x.Token != nil {
-		return *x.Token
+	if x != nil {
+		return x.Token
 	}
 	return ""
 }
 
 func (x *SignResponse) GetKid() string {
-	if x != nil && x.Kid != nil {
-		return *x.Kid
+	if x != nil {
+		return x.Kid
 	}
 	return ""
 }
 
 func (x *SignResponse) GetJti() string {
-	if x != nil && x.Jti != nil {
-		return *x.Jti
+	if x != nil {
+		return x.Jti
 	}
 	return ""
 }
@@ -249,11 +249,11 @@ func (x *SignResponse) GetExpiresAt() *timestamppb.Timestamp {
 
 type RotateRequest struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
-	KeyRing *string                `protobuf:"bytes,1,opt,name=key_ring,json=keyRing" json:"key_ring,omitempty"`
+	KeyRing string                 `protobuf:"bytes,1,opt,name=key_ring,json=keyRing" json:"key_ring,omitempty"`
 	// Disable every older version in the backend now: the new version signs at
 	// once and the old kids leave the JWKS at once. Tokens they signed stop
 	// verifying as soon as verifiers refresh the JWKS.
-	RevokePrevious *bool `protobuf:"varint,2,opt,name=revoke_previous,json=revokePrevious" json:"revoke_previous,omitempty"`
+	RevokePrevious bool `protobuf:"varint,2,opt,name=revoke_previous,json=revokePrevious" json:"revoke_previous,omitempty"`
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
 }
@@ -289,15 +289,15 @@ func (*RotateRequest) Descriptor() ([]byte, []int) {
 }
 
 func (x *RotateRequest) GetKeyRing() string {
-	if x != nil && x.KeyRing != nil {
-		return *x.KeyRing
+	if x != nil {
+		return x.KeyRing
 	}
 	return ""
 }
 
 func (x *RotateRequest) GetRevokePrevious() bool {
-	if x != nil && x.RevokePrevious != nil {
-		return *x.RevokePrevious
+	if x != nil {
+		return x.RevokePrevious
 	}
 	return false
 }
@@ -359,7 +359,7 @@ func (x *RotateResponse) GetRevoked() []*KeyVersion {
 type ListKeysRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Key ring to list; empty lists every ring.
-	KeyRing       *string `protobuf:"bytes,1,opt,name=key_ring,json=keyRing" json:"key_ring,omitempty"`
+	KeyRing       string `protobuf:"bytes,1,opt,name=key_ring,json=keyRing" json:"key_ring,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -395,8 +395,8 @@ func (*ListKeysRequest) Descriptor() ([]byte, []int) {
 }
 
 func (x *ListKeysRequest) GetKeyRing() string {
-	if x != nil && x.KeyRing != nil {
-		return *x.KeyRing
+	if x != nil {
+		return x.KeyRing
 	}
 	return ""
 }
@@ -448,15 +448,15 @@ func (x *ListKeysResponse) GetVersions() []*KeyVersion {
 
 type KeyVersion struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
-	KeyRing *string                `protobuf:"bytes,1,opt,name=key_ring,json=keyRing" json:"key_ring,omitempty"`
+	KeyRing string                 `protobuf:"bytes,1,opt,name=key_ring,json=keyRing" json:"key_ring,omitempty"`
 	// RFC 7638 JWK thumbprint of the public key.
-	Kid *string `protobuf:"bytes,2,opt,name=kid" json:"kid,omitempty"`
+	Kid string `protobuf:"bytes,2,opt,name=kid" json:"kid,omitempty"`
 	// The backend's own id for this version (file version, Vault key version,
 	// KMS key ARN, PKCS#11 CKA_ID, ...).
-	BackendId *string `protobuf:"bytes,3,opt,name=backend_id,json=backendId" json:"backend_id,omitempty"`
+	BackendId string `protobuf:"bytes,3,opt,name=backend_id,json=backendId" json:"backend_id,omitempty"`
 	// JWS algorithm, for example "ES256".
-	Algorithm *string   `protobuf:"bytes,4,opt,name=algorithm" json:"algorithm,omitempty"`
-	State     *KeyState `protobuf:"varint,5,opt,name=state,enum=signet.v1.KeyState" json:"state,omitempty"`
+	Algorithm string   `protobuf:"bytes,4,opt,name=algorithm" json:"algorithm,omitempty"`
+	State     KeyState `protobuf:"varint,5,opt,name=state,enum=signet.v1.KeyState" json:"state,omitempty"`
 	// Creation time as the backend records it.
 	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=created_at,json=createdAt" json:"created_at,omitempty"`
 	// When the version starts (or started) signing. Unset for revoked versions.
@@ -498,36 +498,36 @@ func (*KeyVersion) Descriptor() ([]byte, []int) {
 }
 
 func (x *KeyVersion) GetKeyRing() string {
-	if x != nil && x.KeyRing != nil {
-		return *x.KeyRing
+	if x != nil {
+		return x.KeyRing
 	}
 	return ""
 }
 
 func (x *KeyVersion) GetKid() string {
-	if x != nil && x.Kid != nil {
-		return *x.Kid
+	if x != nil {
+		return x.Kid
 	}
 	return ""
 }
 
 func (x *KeyVersion) GetBackendId() string {
-	if x != nil && x.BackendId != nil {
-		return *x.BackendId
+	if x != nil {
+		return x.BackendId
 	}
 	return ""
 }
 
 func (x *KeyVersion) GetAlgorithm() string {
-	if x != nil && x.Algorithm != nil {
-		return *x.Algorithm
+	if x != nil {
+		return x.Algorithm
 	}
 	return ""
 }
 
 func (x *KeyVersion) GetState() KeyState {
-	if x != nil && x.State != nil {
-		return *x.State
+	if x != nil {
+		return x.State
 	}
 	return KeyState_KEY_STATE_UNSPECIFIED
 }
@@ -638,18 +638,18 @@ func (x *GetJWKSResponse) GetKeys() []*JSONWebKey {
 // JSONWebKey holds public members only.
 type JSONWebKey struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	Kty   *string                `protobuf:"bytes,1,opt,name=kty" json:"kty,omitempty"`
-	Kid   *string                `protobuf:"bytes,2,opt,name=kid" json:"kid,omitempty"`
-	Use   *string                `protobuf:"bytes,3,opt,name=use" json:"use,omitempty"`
-	Alg   *string                `protobuf:"bytes,4,opt,name=alg" json:"alg,omitempty"`
+	Kty   string                 `protobuf:"bytes,1,opt,name=kty" json:"kty,omitempty"`
+	Kid   string                 `protobuf:"bytes,2,opt,name=kid" json:"kid,omitempty"`
+	Use   string                 `protobuf:"bytes,3,opt,name=use" json:"use,omitempty"`
+	Alg   string                 `protobuf:"bytes,4,opt,name=alg" json:"alg,omitempty"`
 	// EC and OKP.
-	Crv *string `protobuf:"bytes,5,opt,name=crv" json:"crv,omitempty"`
-	X   *string `protobuf:"bytes,6,opt,name=x" json:"x,omitempty"`
+	Crv string `protobuf:"bytes,5,opt,name=crv" json:"crv,omitempty"`
+	X   string `protobuf:"bytes,6,opt,name=x" json:"x,omitempty"`
 	// EC.
-	Y *string `protobuf:"bytes,7,opt,name=y" json:"y,omitempty"`
+	Y string `protobuf:"bytes,7,opt,name=y" json:"y,omitempty"`
 	// RSA.
-	N             *string `protobuf:"bytes,8,opt,name=n" json:"n,omitempty"`
-	E             *string `protobuf:"bytes,9,opt,name=e" json:"e,omitempty"`
+	N             string `protobuf:"bytes,8,opt,name=n" json:"n,omitempty"`
+	E             string `protobuf:"bytes,9,opt,name=e" json:"e,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -685,64 +685,64 @@ func (*JSONWebKey) Descriptor() ([]byte, []int) {
 }
 
 func (x *JSONWebKey) GetKty() string {
-	if x != nil && x.Kty != nil {
-		return *x.Kty
+	if x != nil {
+		return x.Kty
 	}
 	return ""
 }
 
 func (x *JSONWebKey) GetKid() string {
-	if x != nil && x.Kid != nil {
-		return *x.Kid
+	if x != nil {
+		return x.Kid
 	}
 	return ""
 }
 
 func (x *JSONWebKey) GetUse() string {
-	if x != nil && x.Use != nil {
-		return *x.Use
+	if x != nil {
+		return x.Use
 	}
 	return ""
 }
 
 func (x *JSONWebKey) GetAlg() string {
-	if x != nil && x.Alg != nil {
-		return *x.Alg
+	if x != nil {
+		return x.Alg
 	}
 	return ""
 }
 
 func (x *JSONWebKey) GetCrv() string {
-	if x != nil && x.Crv != nil {
-		return *x.Crv
+	if x != nil {
+		return x.Crv
 	}
 	return ""
 }
 
 func (x *JSONWebKey) GetX() string {
-	if x != nil && x.X != nil {
-		return *x.X
+	if x != nil {
+		return x.X
 	}
 	return ""
 }
 
 func (x *JSONWebKey) GetY() string {
-	if x != nil && x.Y != nil {
-		return *x.Y
+	if x != nil {
+		return x.Y
 	}
 	return ""
 }
 
 func (x *JSONWebKey) GetN() string {
-	if x != nil && x.N != nil {
-		return *x.N
+	if x != nil {
+		return x.N
 	}
 	return ""
 }
 
 func (x *JSONWebKey) GetE() string {
-	if x != nil && x.E != nil {
-		return *x.E
+	if x != nil {
+		return x.E
 	}
 	return ""
 }
@@ -785,8 +785,8 @@ func (*GetOpenIDConfigurationRequest) Descriptor() ([]byte, []int) {
 
 type GetOpenIDConfigurationResponse struct {
 	state                            protoimpl.MessageState `protogen:"open.v1"`
-	Issuer                           *string                `protobuf:"bytes,1,opt,name=issuer" json:"issuer,omitempty"`
-	JwksUri                          *string                `protobuf:"bytes,2,opt,name=jwks_uri,json=jwksUri" json:"jwks_uri,omitempty"`
+	Issuer                           string                 `protobuf:"bytes,1,opt,name=issuer" json:"issuer,omitempty"`
+	JwksUri                          string                 `protobuf:"bytes,2,opt,name=jwks_uri,json=jwksUri" json:"jwks_uri,omitempty"`
 	IdTokenSigningAlgValuesSupported []string               `protobuf:"bytes,3,rep,name=id_token_signing_alg_values_supported,json=idTokenSigningAlgValuesSupported" json:"id_token_signing_alg_values_supported,omitempty"`
 	ResponseTypesSupported           []string               `protobuf:"bytes,4,rep,name=response_types_supported,json=responseTypesSupported" json:"response_types_supported,omitempty"`
 	SubjectTypesSupported            []string               `protobuf:"bytes,5,rep,name=subject_types_supported,json=subjectTypesSupported" json:"subject_types_supported,omitempty"`
@@ -825,15 +825,15 @@ func (*GetOpenIDConfigurationResponse) Descriptor() ([]byte, []int) {
 }
 
 func (x *GetOpenIDConfigurationResponse) GetIssuer() string {
-	if x != nil && x.Issuer != nil {
-		return *x.Issuer
+	if x != nil {
+		return x.Issuer
 	}
 	return ""
 }
 
 func (x *GetOpenIDConfigurationResponse) GetJwksUri() string {
-	if x != nil && x.JwksUri != nil {
-		return *x.JwksUri
+	if x != nil {
+		return x.JwksUri
 	}
 	return ""
 }
@@ -933,7 +933,7 @@ const file_signet_v1_signet_proto_rawDesc = "" +
 	"\bListKeys\x12\x1a.signet.v1.ListKeysRequest\x1a\x1b.signet.v1.ListKeysResponse2\xc0\x01\n" +
 	"\rKeySetService\x12@\n" +
 	"\aGetJWKS\x12\x19.signet.v1.GetJWKSRequest\x1a\x1a.signet.v1.GetJWKSResponse\x12m\n" +
-	"\x16GetOpenIDConfiguration\x12(.signet.v1.GetOpenIDConfigurationRequest\x1a).signet.v1.GetOpenIDConfigurationResponseB:Z3github.com/signet-dev/signet/gen/signet/v1;signetv1\x92\x03\x02 \x03b\beditionsp\xe8\a"
+	"\x16GetOpenIDConfiguration\x12(.signet.v1.GetOpenIDConfigurationRequest\x1a).signet.v1.GetOpenIDConfigurationResponseB<Z3github.com/signet-dev/signet/gen/signet/v1;signetv1\x92\x03\x04\b\x02 \x03b\beditionsp\xe8\a"
 
 var (
 	file_signet_v1_signet_proto_rawDescOnce sync.Once

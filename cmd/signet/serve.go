@@ -1,0 +1,66 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+
+	"github.com/signet-dev/signet/server"
+)
+
+func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("serve", "[--config signet.yaml]",
+		"Runs Signet. With no config file it uses the embedded local backend under ./signet-data,\n"+
+			"one ES256 key ring \"default\", gRPC on 127.0.0.1:9090 (plaintext, loopback only) and\n"+
+			"HTTP on 127.0.0.1:8080. docs/configuration.md documents every option.", stderr)
+	configPath := fs.String("config", "", "YAML config file (default: built-in development config)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("serve takes no arguments, got %q", fs.Args())
+	}
+	cfg := server.DefaultConfig()
+	if *configPath != "" {
+		var err error
+		if cfg, err = server.LoadConfig(*configPath); err != nil {
+			return err
+		}
+	}
+	level, err := cfg.LogLevel()
+	if err != nil {
+		return err
+	}
+	hopts := &slog.HandlerOptions{Level: level}
+	var h slog.Handler = slog.NewTextHandler(stderr, hopts)
+	if cfg.Log.Format == "json" {
+		h = slog.NewJSONHandler(stderr, hopts)
+	}
+	log := slog.New(h)
+
+	srv, err := server.New(ctx, cfg, server.Options{Logger: log})
+	if err != nil {
+		return err
+	}
+	defer srv.Close()
+	return srv.Serve(ctx, func(grpcAddr, httpAddr net.Addr) {
+		printBanner(stdout, cfg, grpcAddr.String(), httpAddr.String())
+	})
+}
+
+func printBanner(w io.Writer, cfg server.Config, grpcAddr, httpAddr string) {
+	ring := cfg.KeyRings[0].Name
+	var b strings.Builder
+	fmt.Fprintf(&b, "\nSignet is running (press Ctrl-C to stop).\n\n")
+	fmt.Fprintf(&b, "  JWKS:       http://%s%s\n", httpAddr, server.JWKSPath)
+	fmt.Fprintf(&b, "  Discovery:  http://%s%s\n", httpAddr, server.OpenIDConfigurationPath)
+	fmt.Fprintf(&b, "  gRPC:       %s (plaintext development mode, loopback only)\n", grpcAddr)
+	fmt.Fprintf(&b, "  Issuer:     %s\n\n", cfg.Issuer)
+	fmt.Fprintf(&b, "Sign a token:\n  ./bin/signet sign --server %s --key-ring %s --audience my-service --subject alice\n\n", grpcAddr, ring)
+	fmt.Fprintf(&b, "or with grpcurl:\n  grpcurl -plaintext -d '{\"key_ring\":\"%s\",\"audience\":[\"my-service\"],\"subject\":\"alice\"}' %s signet.v1.SignerService/Sign\n\n", ring, grpcAddr)
+	fmt.Fprintf(&b, "Verify it:\n  ./bin/signet verify --jwks http://%s%s TOKEN\n\n", httpAddr, server.JWKSPath)
+	io.WriteString(w, b.String())
+}

@@ -1,0 +1,261 @@
+package server
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"reflect"
+	"regexp"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/signet-dev/signet/backends"
+)
+
+// Config is the whole of Signet's configuration; docs/configuration.md
+// documents every field. Secrets never live here: each backend reads its
+// own from the environment (for example SIGNET_LOCAL_KEK).
+type Config struct {
+	// Issuer is the "iss" of every token and the base of jwks_uri.
+	Issuer string `yaml:"issuer"`
+	GRPC   struct {
+		Listen string `yaml:"listen"`
+	} `yaml:"grpc"`
+	HTTP struct {
+		Listen string `yaml:"listen"`
+		// JWKSStaleIfError is the Cache-Control stale-if-error of the JWKS.
+		JWKSStaleIfError Duration `yaml:"jwks_stale_if_error"`
+	} `yaml:"http"`
+	// BackendTimeout bounds every backend call; a request's own deadline
+	// shortens it further.
+	BackendTimeout Duration `yaml:"backend_timeout"`
+	// ShutdownTimeout bounds graceful shutdown.
+	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
+	Log             struct {
+		Level  string `yaml:"level"`  // debug, info, warn, error
+		Format string `yaml:"format"` // text or json
+	} `yaml:"log"`
+	KeyRings []RingConfig `yaml:"key_rings"`
+}
+
+// RingConfig configures one key ring.
+type RingConfig struct {
+	Name string `yaml:"name"`
+	// Backend is the backend URI, e.g. local://./signet-data.
+	Backend   string `yaml:"backend"`
+	Algorithm string `yaml:"algorithm"`
+
+	TokenDefaultTTL Duration `yaml:"token_default_ttl"`
+	TokenMaxTTL     Duration `yaml:"token_max_ttl"`
+	JWKSMaxAge      Duration `yaml:"jwks_max_age"`
+	RefreshInterval Duration `yaml:"refresh_interval"`
+	PublishAhead    Duration `yaml:"publish_ahead"`
+	RetireAfter     Duration `yaml:"retire_after"`
+	RotationPeriod  Duration `yaml:"rotation_period"`
+}
+
+// Policy returns the ring's lifecycle policy.
+func (r RingConfig) Policy() Policy {
+	return Policy{
+		TokenDefaultTTL: r.TokenDefaultTTL.D(), TokenMaxTTL: r.TokenMaxTTL.D(), JWKSMaxAge: r.JWKSMaxAge.D(),
+		RefreshInterval: r.RefreshInterval.D(), PublishAhead: r.PublishAhead.D(), RetireAfter: r.RetireAfter.D(),
+		RotationPeriod: r.RotationPeriod.D(),
+	}
+}
+
+// Duration is a time.Duration written as "90s", "15m" or "24h".
+type Duration time.Duration
+
+// D returns the time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	v, err := time.ParseDuration(n.Value)
+	if err != nil {
+		return fmt.Errorf("line %d: %q is not a duration (use e.g. 90s, 15m, 24h)", n.Line, n.Value)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
+
+// DefaultRing is the policy every ring starts from; a ring's fields in the
+// config file override it one by one.
+var DefaultRing = RingConfig{
+	Algorithm:       "ES256",
+	TokenDefaultTTL: Duration(15 * time.Minute),
+	TokenMaxTTL:     Duration(time.Hour),
+	JWKSMaxAge:      Duration(5 * time.Minute),
+	RefreshInterval: Duration(30 * time.Second),
+	PublishAhead:    Duration(10 * time.Minute),
+	RetireAfter:     Duration(2 * time.Hour),
+}
+
+// DefaultConfig is what `signet serve` runs with no config file: the local
+// backend under ./signet-data, one ES256 ring "default", loopback only.
+func DefaultConfig() Config {
+	var c Config
+	c.Issuer = "http://127.0.0.1:8080"
+	c.GRPC.Listen = "127.0.0.1:9090"
+	c.HTTP.Listen = "127.0.0.1:8080"
+	c.HTTP.JWKSStaleIfError = Duration(24 * time.Hour)
+	c.BackendTimeout = Duration(5 * time.Second)
+	c.ShutdownTimeout = Duration(15 * time.Second)
+	c.Log.Level, c.Log.Format = "info", "text"
+	ring := DefaultRing
+	ring.Name, ring.Backend = "default", "local://./signet-data"
+	c.KeyRings = []RingConfig{ring}
+	return c
+}
+
+// LoadConfig reads a YAML config file over the defaults. Unknown fields are
+// errors: a misspelt option must not silently fall back to a default.
+func LoadConfig(path string) (Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return Config{}, err
+	}
+	return ParseConfig(data)
+}
+
+// ParseConfig parses YAML config over the defaults and validates it.
+func ParseConfig(data []byte) (Config, error) {
+	c := DefaultConfig()
+	c.KeyRings = nil
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
+		return Config{}, fmt.Errorf("config: %w", err)
+	}
+	if c.KeyRings == nil {
+		c.KeyRings = DefaultConfig().KeyRings
+	}
+	if err := c.Validate(); err != nil {
+		return Config{}, fmt.Errorf("config: %w", err)
+	}
+	return c, nil
+}
+
+// UnmarshalYAML starts each ring from DefaultRing, so a ring names only what
+// it changes.
+func (r *RingConfig) UnmarshalYAML(n *yaml.Node) error {
+	type plain RingConfig // without this method
+	p := plain(DefaultRing)
+	if err := knownFields(n, p); err != nil {
+		return err
+	}
+	if err := n.Decode(&p); err != nil {
+		return err
+	}
+	*r = RingConfig(p)
+	return nil
+}
+
+// knownFields does for a nested mapping what Decoder.KnownFields does for
+// the document: yaml.v3 drops that setting when it calls UnmarshalYAML.
+func knownFields(n *yaml.Node, v any) error {
+	if n.Kind != yaml.MappingNode {
+		return fmt.Errorf("line %d: want a mapping", n.Line)
+	}
+	known := map[string]bool{}
+	t := reflect.TypeOf(v)
+	for i := range t.NumField() {
+		known[strings.Split(t.Field(i).Tag.Get("yaml"), ",")[0]] = true
+	}
+	for i := 0; i < len(n.Content); i += 2 {
+		if k := n.Content[i]; !known[k.Value] {
+			return fmt.Errorf("line %d: field %s not found in type %s", k.Line, k.Value, "key ring")
+		}
+	}
+	return nil
+}
+
+var ringNameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9._-]{0,62}[a-z0-9])?$`)
+
+// Validate checks the whole config; its errors name the offending field.
+func (c *Config) Validate() error {
+	u, err := url.Parse(c.Issuer)
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+		return fmt.Errorf("issuer %q must be an http(s) URL with a host and no query or fragment", c.Issuer)
+	}
+	if err := loopbackOnly("grpc.listen", c.GRPC.Listen); err != nil {
+		return err
+	}
+	if _, _, err := net.SplitHostPort(c.HTTP.Listen); err != nil {
+		return fmt.Errorf("http.listen %q: %v", c.HTTP.Listen, err)
+	}
+	if c.HTTP.JWKSStaleIfError < 0 {
+		return fmt.Errorf("http.jwks_stale_if_error may not be negative")
+	}
+	if c.BackendTimeout <= 0 {
+		return fmt.Errorf("backend_timeout must be positive")
+	}
+	if c.ShutdownTimeout <= 0 {
+		return fmt.Errorf("shutdown_timeout must be positive")
+	}
+	if _, err := c.LogLevel(); err != nil {
+		return err
+	}
+	if c.Log.Format != "text" && c.Log.Format != "json" {
+		return fmt.Errorf("log.format %q: want text or json", c.Log.Format)
+	}
+	if len(c.KeyRings) == 0 {
+		return fmt.Errorf("key_rings: configure at least one key ring")
+	}
+	seen := map[string]bool{}
+	for i, r := range c.KeyRings {
+		field := fmt.Sprintf("key_rings[%d]", i)
+		if !ringNameRE.MatchString(r.Name) {
+			return fmt.Errorf("%s.name %q: use 1-64 lower-case letters, digits, '.', '_' or '-'", field, r.Name)
+		}
+		field = fmt.Sprintf("key_rings[%d] (%s)", i, r.Name)
+		if seen[r.Name] {
+			return fmt.Errorf("%s.name: key ring %q is configured twice", field, r.Name)
+		}
+		seen[r.Name] = true
+		if _, _, err := backends.ParseURI(r.Backend); err != nil {
+			return fmt.Errorf("%s.backend: %v", field, err)
+		}
+		if _, err := backends.ParseAlgorithm(r.Algorithm); err != nil {
+			return fmt.Errorf("%s.algorithm: %v", field, err)
+		}
+		if err := r.Policy().Validate(); err != nil {
+			return fmt.Errorf("%s: %v", field, err)
+		}
+	}
+	return nil
+}
+
+// loopbackOnly allows plaintext, unauthenticated gRPC only where nothing but
+// this machine can reach it. mTLS is what makes other addresses safe.
+func loopbackOnly(field, addr string) error {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%s %q: %v", field, addr, err)
+	}
+	if host == "localhost" {
+		return nil
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+		return nil
+	}
+	return fmt.Errorf("%s %q: gRPC runs in plaintext development mode with no caller authentication, "+
+		"so it may only listen on a loopback address such as 127.0.0.1", field, addr)
+}
+
+// LogLevel parses log.level.
+func (c *Config) LogLevel() (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(c.Log.Level)); err != nil {
+		return 0, fmt.Errorf("log.level %q: want debug, info, warn or error", c.Log.Level)
+	}
+	return l, nil
+}

@@ -1,0 +1,125 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	signetv1 "github.com/signet-dev/signet/gen/signet/v1"
+)
+
+// NewHTTPHandler serves the public, read-only HTTP side: the JWKS and the
+// discovery document through grpc-gateway, plus /healthz and /readyz.
+// Nothing that signs or rotates is reachable here.
+func NewHTTPHandler(ctx context.Context, svc *Service) (http.Handler, error) {
+	mux := runtime.NewServeMux(
+		runtime.WithMarshalerOption(runtime.MIMEWildcard, &documentMarshaler{
+			ks:     svc.ks,
+			openID: renderOpenIDConfiguration(svc.openID),
+			JSONPb: runtime.JSONPb{MarshalOptions: protojson.MarshalOptions{UseProtoNames: true}},
+		}),
+		runtime.WithOutgoingHeaderMatcher(func(key string) (string, bool) {
+			switch key {
+			case "etag":
+				return "ETag", true
+			case "cache-control":
+				return "Cache-Control", true
+			}
+			return "", false
+		}),
+		runtime.WithWriteContentLength(),
+	)
+	if err := signetv1.RegisterKeySetServiceHandlerServer(ctx, mux, svc); err != nil {
+		return nil, err
+	}
+	if err := mux.HandlePath(http.MethodGet, "/healthz", func(w http.ResponseWriter, _ *http.Request, _ map[string]string) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Write([]byte("ok\n"))
+	}); err != nil {
+		return nil, err
+	}
+	if err := mux.HandlePath(http.MethodGet, "/readyz", func(w http.ResponseWriter, _ *http.Request, _ map[string]string) {
+		why := svc.ks.Readiness()
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "no-store")
+		if len(why) > 0 {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+		json.NewEncoder(w).Encode(struct {
+			Ready   bool     `json:"ready"`
+			Reasons []string `json:"reasons,omitempty"`
+		}{len(why) == 0, why})
+	}); err != nil {
+		return nil, err
+	}
+	return notModified(svc.ks, mux), nil
+}
+
+// documentMarshaler writes the JWKS and the discovery document from bytes
+// rendered once, not re-marshalled per request; everything else (errors)
+// goes through JSONPb.
+type documentMarshaler struct {
+	runtime.JSONPb
+	ks     *KeySet
+	openID []byte
+}
+
+func (m *documentMarshaler) Marshal(v any) ([]byte, error) {
+	switch v := v.(type) {
+	case *signetv1.GetJWKSResponse:
+		if doc := m.ks.jwks.Load(); doc.msg == v {
+			return doc.body, nil
+		}
+		return renderJWKS(v), nil // a key set replaced since the handler ran: same renderer, same bytes
+	case *signetv1.GetOpenIDConfigurationResponse:
+		return m.openID, nil
+	}
+	return m.JSONPb.Marshal(v)
+}
+
+func (m *documentMarshaler) ContentType(any) string { return "application/json" }
+
+// notModified answers a conditional GET of the JWKS whose ETag still
+// matches with 304, and a HEAD with the headers of a GET, before the gateway
+// renders anything.
+func notModified(ks *KeySet, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != JWKSPath || (r.Method != http.MethodGet && r.Method != http.MethodHead) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		inm := r.Header.Get("If-None-Match")
+		if inm == "" && r.Method == http.MethodGet {
+			next.ServeHTTP(w, r)
+			return
+		}
+		doc := ks.JWKS()
+		w.Header().Set("ETag", doc.etag)
+		w.Header().Set("Cache-Control", doc.cacheControl)
+		switch {
+		case inm != "" && etagMatches(inm, doc.etag):
+			w.WriteHeader(http.StatusNotModified)
+		case r.Method == http.MethodHead:
+			w.Header().Set("Content-Type", "application/json")
+			w.Header().Set("Content-Length", strconv.Itoa(len(doc.body)))
+		default:
+			next.ServeHTTP(w, r)
+		}
+	})
+}
+
+// etagMatches applies If-None-Match's weak comparison (RFC 9110 13.1.2).
+func etagMatches(header, etag string) bool {
+	for _, candidate := range strings.Split(header, ",") {
+		candidate = strings.TrimSpace(candidate)
+		if candidate == "*" || strings.TrimPrefix(candidate, "W/") == etag {
+			return true
+		}
+	}
+	return false
+}

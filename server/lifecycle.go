@@ -1,0 +1,167 @@
+package server
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/signet-dev/signet/backends"
+)
+
+// Policy is a key ring's lifecycle policy (DESIGN.md, "Key lifecycle").
+type Policy struct {
+	TokenDefaultTTL time.Duration
+	TokenMaxTTL     time.Duration
+	JWKSMaxAge      time.Duration // Cache-Control max-age of the JWKS
+	RefreshInterval time.Duration // how often a replica re-reads versions
+	PublishAhead    time.Duration // how long a new version is published before it signs
+	RetireAfter     time.Duration // how long a replaced version stays published
+	RotationPeriod  time.Duration // 0: manual rotation only
+}
+
+// Validate refuses a policy under which a verifier could meet a kid it has
+// not fetched yet, or lose a kid while tokens it signed are still valid. The
+// error names the field in the config file's terms.
+func (p Policy) Validate() error {
+	positive := []struct {
+		name string
+		d    time.Duration
+	}{
+		{"token_default_ttl", p.TokenDefaultTTL}, {"token_max_ttl", p.TokenMaxTTL},
+		{"jwks_max_age", p.JWKSMaxAge}, {"refresh_interval", p.RefreshInterval},
+	}
+	for _, f := range positive {
+		if f.d <= 0 {
+			return fmt.Errorf("%s must be positive, got %v", f.name, f.d)
+		}
+	}
+	if p.PublishAhead < 0 || p.RetireAfter < 0 || p.RotationPeriod < 0 {
+		return fmt.Errorf("publish_ahead, retire_after and rotation_period may not be negative")
+	}
+	if p.TokenDefaultTTL > p.TokenMaxTTL {
+		return fmt.Errorf("token_default_ttl %v exceeds token_max_ttl %v", p.TokenDefaultTTL, p.TokenMaxTTL)
+	}
+	if min := p.JWKSMaxAge + p.RefreshInterval; p.PublishAhead < min {
+		return fmt.Errorf("publish_ahead %v is shorter than jwks_max_age + refresh_interval = %v: "+
+			"verifiers holding a cached JWKS (or replicas that have not refreshed) would meet the new kid before they know it",
+			p.PublishAhead, min)
+	}
+	if min := p.TokenMaxTTL + p.JWKSMaxAge + p.RefreshInterval; p.RetireAfter < min {
+		return fmt.Errorf("retire_after %v is shorter than token_max_ttl + jwks_max_age + refresh_interval = %v: "+
+			"a replaced key would leave the JWKS while tokens it signed are still valid", p.RetireAfter, min)
+	}
+	if p.RotationPeriod != 0 && p.RotationPeriod < p.PublishAhead {
+		return fmt.Errorf("rotation_period %v is shorter than publish_ahead %v: every new key would be replaced before it signs",
+			p.RotationPeriod, p.PublishAhead)
+	}
+	return nil
+}
+
+// State is a version's derived lifecycle state.
+type State int
+
+const (
+	StatePending State = iota + 1
+	StateActive
+	StateRetiring
+	StateRetired
+	StateRevoked
+)
+
+var stateNames = map[State]string{StatePending: "pending", StateActive: "active", StateRetiring: "retiring",
+	StateRetired: "retired", StateRevoked: "revoked"}
+
+func (s State) String() string { return stateNames[s] }
+
+// Published reports whether the state's key belongs in the JWKS.
+func (s State) Published() bool { return s == StatePending || s == StateActive || s == StateRetiring }
+
+// Lifecycle is one version's derived state and the times that bound it.
+type Lifecycle struct {
+	State State
+	// ActivatesAt is when the version signs (or started signing); zero for
+	// revoked versions.
+	ActivatesAt time.Time
+	// RetiresAt is when the version leaves the JWKS; zero while no enabled
+	// version follows it.
+	RetiresAt time.Time
+}
+
+// Derive computes every version's state from the versions (oldest first),
+// the policy and now. It returns the index of the active version (-1 when no
+// version is enabled) and the earliest future instant at which any state
+// changes (zero if none will without a new version or revocation).
+//
+// For the enabled versions, oldest first:
+//   - active: the newest version whose created + publish_ahead <= now, or,
+//     if there is none, the oldest enabled version. DESIGN.md names this
+//     fallback for first start and after an emergency revocation, when one
+//     version is enabled and oldest and newest are the same; taking the
+//     oldest keeps its promise that a rotation in the first publish_ahead
+//     after first start is pending too, instead of signing at once;
+//   - pending: newer than the active one;
+//   - retiring: older than the active one while now < activation of its
+//     successor + retire_after;
+//   - retired: older than that.
+//
+// Disabled versions are revoked.
+func Derive(versions []backends.Version, p Policy, now time.Time) (states []Lifecycle, active int, next time.Time) {
+	states = make([]Lifecycle, len(versions))
+	active = -1
+	oldestEnabled := -1
+	for i, v := range versions {
+		if v.Disabled {
+			states[i].State = StateRevoked
+			continue
+		}
+		if oldestEnabled == -1 {
+			oldestEnabled = i
+		}
+		if !v.Created.Add(p.PublishAhead).After(now) {
+			active = i
+		}
+	}
+	fallback := active == -1
+	if fallback {
+		active = oldestEnabled
+	}
+	if active == -1 {
+		return states, -1, time.Time{}
+	}
+	activation := func(i int) time.Time {
+		if i == active && fallback {
+			// Nothing had matured: the version signs from its creation.
+			return versions[i].Created
+		}
+		return versions[i].Created.Add(p.PublishAhead)
+	}
+	later := func(t time.Time) {
+		if t.After(now) && (next.IsZero() || t.Before(next)) {
+			next = t
+		}
+	}
+	successor := -1 // the next enabled version after i, walking backwards
+	for i := len(versions) - 1; i >= 0; i-- {
+		if versions[i].Disabled {
+			continue
+		}
+		later(versions[i].Created.Add(p.PublishAhead)) // maturing can change which version is active
+		s := &states[i]
+		s.ActivatesAt = activation(i)
+		if successor >= 0 {
+			s.RetiresAt = activation(successor).Add(p.RetireAfter)
+		}
+		switch {
+		case i > active:
+			s.State = StatePending
+		case i == active:
+			s.State = StateActive
+		case now.Before(s.RetiresAt):
+			s.State = StateRetiring
+			later(s.RetiresAt)
+		default:
+			s.State = StateRetired
+		}
+		successor = i
+	}
+	return states, active, next
+}

@@ -1,0 +1,243 @@
+package server
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"math"
+	"slices"
+	"strconv"
+	"time"
+	"unicode/utf8"
+
+	"google.golang.org/protobuf/types/known/structpb"
+)
+
+// Limits on what a caller may put in a token.
+const (
+	MaxClaimsBytes   = 8 << 10 // JSON of the custom claims
+	MaxClaimsDepth   = 16      // nesting of objects and arrays
+	MaxAudiences     = 32
+	MaxStringClaim   = 1024 // bytes in sub and each aud
+	minTokenLifetime = time.Second
+)
+
+// reservedClaims are set by Signet (or are header members) and may not
+// appear in a request's custom claims; the value says what to do instead.
+var reservedClaims = map[string]string{
+	"iss": "Signet sets the issuer from its configuration",
+	"sub": "use the subject field",
+	"aud": "use the audience field",
+	"exp": "use the ttl field",
+	"nbf": "Signet sets it to the issue time",
+	"iat": "Signet sets it to the issue time",
+	"jti": "Signet sets a unique id",
+	"kid": "Signet sets the key id in the header",
+	"alg": "Signet sets the algorithm in the header",
+}
+
+// claimsRequest is what a Sign request asks to put in a token.
+type claimsRequest struct {
+	Subject  string
+	Audience []string
+	TTL      time.Duration // already checked against the ring's policy
+	Claims   *structpb.Struct
+}
+
+// inputError is a request error whose message is safe and useful to return
+// to the caller as InvalidArgument.
+type inputError struct{ msg string }
+
+func (e *inputError) Error() string { return e.msg }
+
+func invalid(format string, args ...any) error { return &inputError{fmt.Sprintf(format, args...)} }
+
+// validateIdentity checks subject and audience.
+func validateIdentity(subject string, audience []string) error {
+	if !utf8.ValidString(subject) {
+		return invalid("subject is not valid UTF-8")
+	}
+	if len(subject) > MaxStringClaim {
+		return invalid("subject is %d bytes; the limit is %d", len(subject), MaxStringClaim)
+	}
+	if len(audience) == 0 {
+		return invalid("audience is empty: name at least one audience the token is for")
+	}
+	if len(audience) > MaxAudiences {
+		return invalid("%d audiences; the limit is %d", len(audience), MaxAudiences)
+	}
+	for i, a := range audience {
+		switch {
+		case a == "":
+			return invalid("audience[%d] is empty", i)
+		case !utf8.ValidString(a):
+			return invalid("audience[%d] is not valid UTF-8", i)
+		case len(a) > MaxStringClaim:
+			return invalid("audience[%d] is %d bytes; the limit is %d", i, len(a), MaxStringClaim)
+		case slices.Index(audience, a) < i:
+			return invalid("audience[%d] repeats %q", i, a)
+		}
+	}
+	return nil
+}
+
+// encodeClaims validates custom claims and renders them as the members of a
+// JSON object, without braces, keys sorted. It refuses reserved names, NaN and
+// infinities (not JSON), deep nesting, invalid UTF-8 and more than
+// MaxClaimsBytes.
+func encodeClaims(claims *structpb.Struct) ([]byte, error) {
+	if claims == nil || len(claims.Fields) == 0 {
+		return nil, nil
+	}
+	keys := make([]string, 0, len(claims.Fields))
+	for k := range claims.Fields {
+		if why, ok := reservedClaims[k]; ok {
+			return nil, invalid("claims.%s is reserved: %s", k, why)
+		}
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	var buf []byte
+	for i, k := range keys {
+		if i > 0 {
+			buf = append(buf, ',')
+		}
+		var err error
+		if buf, err = appendString(buf, k, "claims"); err != nil {
+			return nil, err
+		}
+		buf = append(buf, ':')
+		if buf, err = appendValue(buf, claims.Fields[k], "claims."+k, 1); err != nil {
+			return nil, err
+		}
+		if len(buf) > MaxClaimsBytes {
+			return nil, invalid("claims exceed %d bytes of JSON", MaxClaimsBytes)
+		}
+	}
+	return buf, nil
+}
+
+func appendValue(buf []byte, v *structpb.Value, path string, depth int) ([]byte, error) {
+	if depth > MaxClaimsDepth {
+		return nil, invalid("%s: claims nest deeper than %d levels", path, MaxClaimsDepth)
+	}
+	if len(buf) > MaxClaimsBytes {
+		return nil, invalid("claims exceed %d bytes of JSON", MaxClaimsBytes)
+	}
+	switch k := v.GetKind().(type) {
+	case *structpb.Value_NullValue:
+		return append(buf, "null"...), nil
+	case *structpb.Value_BoolValue:
+		return strconv.AppendBool(buf, k.BoolValue), nil
+	case *structpb.Value_NumberValue:
+		f := k.NumberValue
+		if math.IsNaN(f) || math.IsInf(f, 0) {
+			return nil, invalid("%s: %v is not a JSON number", path, f)
+		}
+		b, _ := json.Marshal(f)
+		return append(buf, b...), nil
+	case *structpb.Value_StringValue:
+		return appendString(buf, k.StringValue, path)
+	case *structpb.Value_ListValue:
+		buf = append(buf, '[')
+		for i, e := range k.ListValue.GetValues() {
+			if i > 0 {
+				buf = append(buf, ',')
+			}
+			var err error
+			if buf, err = appendValue(buf, e, fmt.Sprintf("%s[%d]", path, i), depth+1); err != nil {
+				return nil, err
+			}
+		}
+		return append(buf, ']'), nil
+	case *structpb.Value_StructValue:
+		fields := k.StructValue.GetFields()
+		keys := make([]string, 0, len(fields))
+		for key := range fields {
+			keys = append(keys, key)
+		}
+		slices.Sort(keys)
+		buf = append(buf, '{')
+		for i, key := range keys {
+			if i > 0 {
+				buf = append(buf, ',')
+			}
+			var err error
+			if buf, err = appendString(buf, key, path); err != nil {
+				return nil, err
+			}
+			buf = append(buf, ':')
+			if buf, err = appendValue(buf, fields[key], path+"."+key, depth+1); err != nil {
+				return nil, err
+			}
+		}
+		return append(buf, '}'), nil
+	}
+	return nil, invalid("%s has no value (set one of null, bool, number, string, list or struct)", path)
+}
+
+func appendString(buf []byte, s, path string) ([]byte, error) {
+	if !utf8.ValidString(s) {
+		return nil, invalid("%s: string is not valid UTF-8", path)
+	}
+	b, _ := json.Marshal(s)
+	return append(buf, b...), nil
+}
+
+// payload renders the JWT claims set: the registered claims Signet sets,
+// then the caller's custom claims.
+func payload(issuer string, req claimsRequest, custom []byte, now time.Time) (body []byte, jti string, exp time.Time) {
+	jti = newJTI()
+	iat := now.Unix()
+	exp = time.Unix(now.Add(req.TTL).Unix(), 0)
+	buf := make([]byte, 0, 160+len(custom)+len(req.Subject)+len(issuer))
+	buf = append(buf, `{"iss":`...)
+	buf = appendJSON(buf, issuer)
+	if req.Subject != "" {
+		buf = append(buf, `,"sub":`...)
+		buf = appendJSON(buf, req.Subject)
+	}
+	buf = append(buf, `,"aud":`...)
+	if len(req.Audience) == 1 {
+		buf = appendJSON(buf, req.Audience[0])
+	} else {
+		buf = appendJSON(buf, req.Audience)
+	}
+	buf = append(buf, `,"exp":`...)
+	buf = strconv.AppendInt(buf, exp.Unix(), 10)
+	buf = append(buf, `,"nbf":`...)
+	buf = strconv.AppendInt(buf, iat, 10)
+	buf = append(buf, `,"iat":`...)
+	buf = strconv.AppendInt(buf, iat, 10)
+	buf = append(buf, `,"jti":"`...)
+	buf = append(buf, jti...)
+	buf = append(buf, '"')
+	if len(custom) > 0 {
+		buf = append(buf, ',')
+		buf = append(buf, custom...)
+	}
+	return append(buf, '}'), jti, exp
+}
+
+func appendJSON(buf []byte, v any) []byte {
+	b, _ := json.Marshal(v) // strings and []string, already checked for UTF-8
+	return append(buf, b...)
+}
+
+// newJTI returns 128 random bits, base64url: unique without coordination.
+func newJTI() string {
+	var b [16]byte
+	rand.Read(b[:])
+	return base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+// compactHeader is the encoded JOSE header of every token a version signs.
+func compactHeader(alg, kid string) string {
+	h, _ := json.Marshal(struct {
+		Alg string `json:"alg"`
+		Kid string `json:"kid"`
+		Typ string `json:"typ"`
+	}{alg, kid, "JWT"})
+	return base64.RawURLEncoding.EncodeToString(h)
+}

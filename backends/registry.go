@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 )
 
 // OpenOptions carries what every backend may need besides its URI.
@@ -17,6 +18,9 @@ type OpenOptions struct {
 	Logger *slog.Logger
 	// Getenv reads the environment; tests replace it. Nil means os.Getenv.
 	Getenv func(string) string
+	// Now is the clock of a backend that records creation times itself (the
+	// local one); remote backends use their own. Nil means time.Now.
+	Now func() time.Time
 }
 
 // Opener opens a backend from its URI.

@@ -99,17 +99,19 @@ func notModified(ks *KeySet, next http.Handler) http.Handler {
 			return
 		}
 		doc := ks.JWKS()
+		matched := inm != "" && etagMatches(inm, doc.etag)
+		if !matched && r.Method == http.MethodGet {
+			next.ServeHTTP(w, r) // the gateway sets ETag and Cache-Control itself
+			return
+		}
 		w.Header().Set("ETag", doc.etag)
 		w.Header().Set("Cache-Control", doc.cacheControl)
-		switch {
-		case inm != "" && etagMatches(inm, doc.etag):
+		if matched {
 			w.WriteHeader(http.StatusNotModified)
-		case r.Method == http.MethodHead:
-			w.Header().Set("Content-Type", "application/json")
-			w.Header().Set("Content-Length", strconv.Itoa(len(doc.body)))
-		default:
-			next.ServeHTTP(w, r)
+			return
 		}
+		w.Header().Set("Content-Type", "application/json") // HEAD
+		w.Header().Set("Content-Length", strconv.Itoa(len(doc.body)))
 	})
 }
 

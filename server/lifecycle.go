@@ -120,16 +120,16 @@ func Derive(versions []backends.Version, p Policy, now time.Time) (states []Life
 			active = i
 		}
 	}
-	fallback := active == -1
-	if fallback {
+	if active == -1 {
 		active = oldestEnabled
 	}
 	if active == -1 {
 		return states, -1, time.Time{}
 	}
 	activation := func(i int) time.Time {
-		if i == active && fallback {
-			// Nothing had matured: the version signs from its creation.
+		if i == oldestEnabled {
+			// With nothing enabled before it, it signed from its creation
+			// (first start, emergency rotation), matured or not.
 			return versions[i].Created
 		}
 		return versions[i].Created.Add(p.PublishAhead)

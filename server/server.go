@@ -53,7 +53,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*Server, error) {
 		b, ok := opened[rc.Backend]
 		if !ok {
 			var err error
-			b, err = backends.Open(ctx, rc.Backend, backends.OpenOptions{Logger: log, Getenv: opts.Getenv})
+			b, err = backends.Open(ctx, rc.Backend, backends.OpenOptions{Logger: log, Getenv: opts.Getenv, Now: opts.Now})
 			if err != nil {
 				s.Close()
 				return nil, fmt.Errorf("key ring %q: opening backend: %w", rc.Name, err)

@@ -54,6 +54,7 @@ func errorf(kind backends.Kind, format string, args ...any) error {
 type Store struct {
 	dir string
 	kek cipher.AEAD
+	now func() time.Time
 
 	mu     sync.RWMutex
 	closed bool
@@ -92,7 +93,11 @@ func Open(dir string, opts backends.OpenOptions) (*Store, error) {
 	if err != nil {
 		return nil, errorf(backends.KindInvalidArgument, "key-encryption key: %w", err)
 	}
-	return &Store{dir: dir, kek: aead, rings: map[string]map[string]*entry{}}, nil
+	now := opts.Now
+	if now == nil {
+		now = time.Now
+	}
+	return &Store{dir: dir, kek: aead, now: now, rings: map[string]map[string]*entry{}}, nil
 }
 
 func loadKEK(dir, fromEnv string, log *slog.Logger) ([]byte, error) {
@@ -415,7 +420,7 @@ func (s *Store) CreateVersion(ctx context.Context, ring backends.KeyRing, latest
 	}
 	f := file{
 		Ring: ring.Name, Version: strconv.FormatUint(next, 10), Algorithm: string(ring.Algorithm),
-		Created: time.Now().UTC().Round(0), PublicKey: pubDER,
+		Created: s.now().UTC().Round(0), PublicKey: pubDER,
 	}
 	nonce := make([]byte, s.kek.NonceSize())
 	if _, err := rand.Read(nonce); err != nil {
@@ -486,7 +491,7 @@ func (s *Store) DisableVersion(ctx context.Context, ring backends.KeyRing, versi
 	if f.Disabled {
 		return nil
 	}
-	f.Disabled, f.DisabledAt, f.PrivateKey = true, time.Now().UTC().Round(0), nil
+	f.Disabled, f.DisabledAt, f.PrivateKey = true, s.now().UTC().Round(0), nil
 	if data, err = json.MarshalIndent(&f, "", "  "); err != nil {
 		return err
 	}

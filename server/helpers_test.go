@@ -1,0 +1,156 @@
+package server
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/signet-dev/signet/backends"
+	_ "github.com/signet-dev/signet/backends/local"
+	signetv1 "github.com/signet-dev/signet/gen/signet/v1"
+)
+
+// fakeClock is the injected clock that drives lifecycle tests: no sleeps.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func newFakeClock() *fakeClock { return &fakeClock{t: time.Now()} }
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+// testConfig is a loopback config with the local backend in a temp dir and
+// one ring per algorithm given (the first is named "default").
+func testConfig(t *testing.T, algs ...backends.Algorithm) Config {
+	t.Helper()
+	cfg := DefaultConfig()
+	cfg.GRPC.Listen, cfg.HTTP.Listen = "127.0.0.1:0", "127.0.0.1:0"
+	dir := t.TempDir()
+	cfg.KeyRings = nil
+	if len(algs) == 0 {
+		algs = []backends.Algorithm{backends.ES256}
+	}
+	for i, alg := range algs {
+		r := DefaultRing
+		r.Name, r.Backend, r.Algorithm = "default", "local://"+dir, string(alg)
+		if i > 0 {
+			r.Name = "ring-" + string(alg)
+		}
+		r.Name = lowerName(r.Name)
+		cfg.KeyRings = append(cfg.KeyRings, r)
+	}
+	return cfg
+}
+
+func lowerName(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if c >= 'A' && c <= 'Z' {
+			b[i] = c + 'a' - 'A'
+		}
+	}
+	return string(b)
+}
+
+// testServer is a running Signet on loopback ports.
+type testServer struct {
+	*Server
+	client   signetv1.SignerServiceClient
+	keys     signetv1.KeySetServiceClient
+	conn     *grpc.ClientConn
+	httpURL  string
+	grpcAddr string
+}
+
+func testLogger(t *testing.T) *slog.Logger {
+	if testing.Verbose() {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+func startServer(t *testing.T, cfg Config, opts Options) *testServer {
+	t.Helper()
+	if opts.Logger == nil {
+		opts.Logger = testLogger(t)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	srv, err := New(ctx, cfg, opts)
+	if err != nil {
+		cancel()
+		t.Fatalf("New: %v", err)
+	}
+	ts := &testServer{Server: srv}
+	ready := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		done <- srv.Serve(ctx, func(g, h net.Addr) {
+			ts.grpcAddr, ts.httpURL = g.String(), "http://"+h.String()
+			close(ready)
+		})
+	}()
+	select {
+	case <-ready:
+	case err := <-done:
+		cancel()
+		t.Fatalf("Serve: %v", err)
+	}
+	conn, err := grpc.NewClient(ts.grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts.conn = conn
+	ts.client = signetv1.NewSignerServiceClient(conn)
+	ts.keys = signetv1.NewKeySetServiceClient(conn)
+	t.Cleanup(func() {
+		conn.Close()
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Serve returned %v on shutdown", err)
+		}
+		srv.Close()
+	})
+	return ts
+}
+
+func (ts *testServer) get(t *testing.T, path string, header ...string) (*http.Response, []byte) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, ts.httpURL+path, nil)
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("GET %s: %v", path, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp, body
+}
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	t.Cleanup(cancel)
+	return ctx
+}
+

@@ -1,0 +1,125 @@
+package server
+
+import (
+	"context"
+	"net/url"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/signet-dev/signet/backends"
+	"github.com/signet-dev/signet/backends/local"
+	signetv1 "github.com/signet-dev/signet/gen/signet/v1"
+)
+
+// flakyBackend is a local store whose calls can be made to hang until their
+// context ends, the way a frozen remote backend behaves. (The remote
+// backends' own tests freeze real servers; this checks the server's side.)
+type flakyBackend struct {
+	backends.Signer
+	down atomic.Bool
+}
+
+var flaky = map[string]*flakyBackend{}
+
+func init() {
+	backends.Register("flaky-test", func(ctx context.Context, u *url.URL, opts backends.OpenOptions) (backends.Signer, error) {
+		s, err := local.Open(u.Path, opts)
+		if err != nil {
+			return nil, err
+		}
+		f := &flakyBackend{Signer: s}
+		flaky[u.Path] = f
+		return f, nil
+	})
+}
+
+func (f *flakyBackend) hang(ctx context.Context) error {
+	if f.down.Load() {
+		<-ctx.Done()
+		return backends.Errorf(backends.KindUnavailable, "flaky-test", "no answer: %w", ctx.Err())
+	}
+	return nil
+}
+
+func (f *flakyBackend) Sign(ctx context.Context, r backends.KeyRing, id string, in []byte) ([]byte, error) {
+	if err := f.hang(ctx); err != nil {
+		return nil, err
+	}
+	return f.Signer.Sign(ctx, r, id, in)
+}
+
+func (f *flakyBackend) Versions(ctx context.Context, r backends.KeyRing) ([]backends.Version, error) {
+	if err := f.hang(ctx); err != nil {
+		return nil, err
+	}
+	return f.Signer.Versions(ctx, r)
+}
+
+func (f *flakyBackend) CreateVersion(ctx context.Context, r backends.KeyRing, latest string) (backends.Version, error) {
+	if err := f.hang(ctx); err != nil {
+		return backends.Version{}, err
+	}
+	return f.Signer.CreateVersion(ctx, r, latest)
+}
+
+func TestBackendOutage(t *testing.T) {
+	cfg := testConfig(t)
+	dir := t.TempDir()
+	cfg.KeyRings[0].Backend = "flaky-test:" + dir
+	cfg.BackendTimeout = Duration(30 * time.Second) // longer than the request deadline: the deadline must win
+	ts := startServer(t, cfg, Options{})
+	fb := flaky[dir]
+	good := sign(t, ts, "default")
+	_, jwksBefore := ts.get(t, JWKSPath)
+
+	fb.down.Store(true)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_, err := ts.client.Sign(ctx, &signetv1.SignRequest{KeyRing: "default", Audience: []string{"x"}})
+	if status.Code(err) != codes.Unavailable || ctx.Err() != nil {
+		t.Fatalf("Sign while the backend hangs: %v (caller deadline passed: %v); want Unavailable before the deadline", err, ctx.Err())
+	}
+	if !strings.Contains(status.Convert(err).Message(), "did not answer in time") {
+		t.Errorf("message %q does not say the backend did not answer", status.Convert(err).Message())
+	}
+	_, err = ts.client.Rotate(ctx2s(t), &signetv1.RotateRequest{KeyRing: "default"})
+	if status.Code(err) != codes.Unavailable {
+		t.Errorf("Rotate while the backend hangs: %v, want Unavailable", err)
+	}
+	// The JWKS keeps being served from the last good key set.
+	resp, body := ts.get(t, JWKSPath)
+	if resp.StatusCode != 200 || string(body) != string(jwksBefore) {
+		t.Errorf("JWKS during the outage: %d %s", resp.StatusCode, body)
+	}
+	if _, err := verify(t, body, good.GetToken()); err != nil {
+		t.Errorf("a token signed before the outage no longer verifies: %v", err)
+	}
+	// Readiness says why after the next refresh fails.
+	ks := ts.KeySet()
+	ks.tick(ctx2s(t), ks.Ring("default"))
+	r, rb := ts.get(t, "/readyz")
+	if r.StatusCode != 503 || !strings.Contains(string(rb), "backend unreachable") {
+		t.Errorf("/readyz during the outage: %d %s", r.StatusCode, rb)
+	}
+
+	fb.down.Store(false)
+	after := sign(t, ts, "default")
+	if _, err := verify(t, body, after.GetToken()); err != nil {
+		t.Errorf("after recovery: %v", err)
+	}
+	ks.tick(ctx2s(t), ks.Ring("default"))
+	if r, rb := ts.get(t, "/readyz"); r.StatusCode != 200 {
+		t.Errorf("/readyz after recovery: %d %s", r.StatusCode, rb)
+	}
+}
+
+func ctx2s(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}

@@ -145,7 +145,10 @@ func ParseConfig(data []byte) (Config, error) {
 }
 
 // UnmarshalYAML starts each ring from DefaultRing, so a ring names only what
-// it changes.
+// it changes. Policy fields left unset follow the ones that are set:
+// token_default_ttl is at most token_max_ttl, and publish_ahead and
+// retire_after are at least the minimums the others imply. A value set
+// explicitly is never adjusted; Validate judges it.
 func (r *RingConfig) UnmarshalYAML(n *yaml.Node) error {
 	type plain RingConfig // without this method
 	p := plain(DefaultRing)
@@ -154,6 +157,19 @@ func (r *RingConfig) UnmarshalYAML(n *yaml.Node) error {
 	}
 	if err := n.Decode(&p); err != nil {
 		return err
+	}
+	set := map[string]bool{}
+	for i := 0; i < len(n.Content); i += 2 {
+		set[n.Content[i].Value] = true
+	}
+	if !set["token_default_ttl"] {
+		p.TokenDefaultTTL = min(p.TokenDefaultTTL, p.TokenMaxTTL)
+	}
+	if !set["publish_ahead"] {
+		p.PublishAhead = max(p.PublishAhead, p.JWKSMaxAge+p.RefreshInterval)
+	}
+	if !set["retire_after"] {
+		p.RetireAfter = max(p.RetireAfter, p.TokenMaxTTL+p.JWKSMaxAge+p.RefreshInterval)
 	}
 	*r = RingConfig(p)
 	return nil

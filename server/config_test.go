@@ -47,6 +47,21 @@ key_rings:
 	}
 }
 
+func TestUnsetPolicyFieldsFollowTheSetOnes(t *testing.T) {
+	c, err := ParseConfig([]byte("key_rings: [{name: a, backend: 'local://x', token_max_ttl: 24h, jwks_max_age: 1h}]"))
+	if err != nil {
+		t.Fatalf("a ring setting only token_max_ttl and jwks_max_age: %v", err)
+	}
+	r := c.KeyRings[0]
+	if r.RetireAfter.D() != 24*time.Hour+time.Hour+DefaultRing.RefreshInterval.D() || r.PublishAhead.D() != time.Hour+DefaultRing.RefreshInterval.D() {
+		t.Errorf("retire_after %v, publish_ahead %v", r.RetireAfter.D(), r.PublishAhead.D())
+	}
+	c, err = ParseConfig([]byte("key_rings: [{name: a, backend: 'local://x', token_max_ttl: 1m}]"))
+	if err != nil || c.KeyRings[0].TokenDefaultTTL.D() != time.Minute {
+		t.Errorf("token_max_ttl 1m: default ttl %v, %v", c.KeyRings[0].TokenDefaultTTL.D(), err)
+	}
+}
+
 func TestConfigErrorsNameTheField(t *testing.T) {
 	tests := []struct{ yaml, want string }{
 		{"isuer: x", "field isuer not found"},
@@ -64,7 +79,8 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		{"key_rings: [{name: a, backend: 'local://x', algorithm: HS256}]", "key_rings[0] (a).algorithm"},
 		{"key_rings: [{name: a, backend: 'local://x', algorithm: none}]", "algorithm"},
 		{"key_rings: [{name: a, backend: 'local://x', publish_ahead: 1m}]", "publish_ahead 1m0s is shorter than jwks_max_age + refresh_interval"},
-		{"key_rings: [{name: a, backend: 'local://x', token_max_ttl: 24h}]", "retire_after 2h0m0s is shorter than token_max_ttl"},
+		{"key_rings: [{name: a, backend: 'local://x', token_max_ttl: 24h, retire_after: 2h}]", "retire_after 2h0m0s is shorter than token_max_ttl"},
+		{"key_rings: [{name: a, backend: 'local://x', token_max_ttl: 1m, token_default_ttl: 5m}]", "token_default_ttl 5m0s exceeds token_max_ttl 1m0s"},
 	}
 	for _, tt := range tests {
 		_, err := ParseConfig([]byte(tt.yaml))

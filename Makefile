@@ -1,0 +1,41 @@
+# Everyday commands. `make run` and `make test` work on a fresh machine with Go.
+SHELL := /bin/bash
+GO    ?= go
+BIN   := bin/signet
+# Debian's python3, where python3-jwt (PyJWT) is installed for the verifier tests.
+PYTHON := /usr/bin/python3
+
+.PHONY: run build test test-deps lint generate check-generate clean
+
+run: build ## Start Signet on the embedded local backend (./signet-data).
+	./$(BIN) serve $(if $(CONFIG),--config $(CONFIG))
+
+build:
+	$(GO) build -o $(BIN) ./cmd/signet
+
+test: test-deps lint ## Install what the tests need, then run every test (with the race detector).
+	$(GO) test -race -count=1 ./...
+
+# PyJWT verifies Signet's tokens in the end-to-end tests.
+test-deps:
+	@if ! $(PYTHON) -c 'import jwt, cryptography' 2>/dev/null; then \
+		echo "installing python3-jwt (PyJWT) for the end-to-end verifier tests"; \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq python3-jwt python3-cryptography; \
+	fi
+
+lint:
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go') | grep -v '^gen/' || true); \
+	if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
+	$(GO) vet ./...
+
+generate: ## Regenerate gen/ from proto/ with the buf and plugins pinned in go.mod.
+	$(GO) tool buf lint
+	$(GO) tool buf generate
+
+check-generate: generate
+	@git diff --exit-code -- gen/ && test -z "$$(git status --porcelain -- gen/)" || \
+		{ echo "gen/ is not what 'make generate' produces: run it and commit"; exit 1; }
+
+clean:
+	rm -rf bin

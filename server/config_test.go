@@ -1,6 +1,7 @@
 package server
 
 import (
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -86,6 +87,19 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		_, err := ParseConfig([]byte(tt.yaml))
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%s\n  got %v\n  want an error containing %q", tt.yaml, err, tt.want)
+		}
+	}
+}
+
+// The documented examples must stay valid.
+func TestExampleConfigs(t *testing.T) {
+	paths, _ := filepath.Glob("../docs/examples/*.yaml")
+	if len(paths) == 0 {
+		t.Fatal("no example configs found")
+	}
+	for _, p := range paths {
+		if _, err := LoadConfig(p); err != nil {
+			t.Errorf("%s: %v", p, err)
 		}
 	}
 }

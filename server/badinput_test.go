@@ -5,8 +5,11 @@ import (
 	"strings"
 	"testing"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -143,4 +146,64 @@ func snapshotState(t *testing.T, ts *testServer) string {
 	}
 	r, _ := ts.get(t, JWKSPath)
 	return b.String() + r.Header.Get("ETag")
+}
+
+// rawCodec sends bytes as they are, to put on the wire what no protobuf
+// library would marshal.
+type rawCodec struct{}
+
+type rawRequest []byte
+
+func (rawCodec) Marshal(v any) (mem.BufferSlice, error) {
+	return mem.BufferSlice{mem.SliceBuffer(v.(rawRequest))}, nil
+}
+func (rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	return proto.Unmarshal(data.Materialize(), v.(proto.Message))
+}
+func (rawCodec) Name() string { return "proto" }
+
+func TestMalformedProtobuf(t *testing.T) {
+	ts := startServer(t, testConfig(t), Options{})
+	str := func(num protowire.Number, s string) []byte {
+		return protowire.AppendString(protowire.AppendTag(nil, num, protowire.BytesType), s)
+	}
+	msg := func(num protowire.Number, b []byte) []byte {
+		return protowire.AppendBytes(protowire.AppendTag(nil, num, protowire.BytesType), b)
+	}
+	base := append(str(1, "default"), str(3, "aud")...)
+	// claims = {"k": "\xff"}: Struct.fields entry {key, Value{string_value}}.
+	badClaim := msg(5, msg(1, append(str(1, "k"), msg(2, str(3, "\xff"))...)))
+	tests := []struct {
+		name string
+		req  []byte
+		want string
+	}{
+		{"invalid UTF-8 in a claim", append(base, badClaim...), "invalid UTF-8"},
+		{"truncated message", base[:len(base)-2], "malformed request"},
+		{"garbage", []byte{0xff, 0xff, 0xff, 0xff}, "malformed request"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var out signetv1.SignResponse
+			err := ts.conn.Invoke(ctxT(t), "/signet.v1.SignerService/Sign", rawRequest(tt.req), &out, grpc.ForceCodecV2(rawCodec{}))
+			if st := status.Convert(err); st.Code() != codes.InvalidArgument || !strings.Contains(st.Message(), tt.want) {
+				t.Errorf("got %v, want InvalidArgument containing %q", err, tt.want)
+			}
+		})
+	}
+	// The raw path itself works: the same bytes with a valid claim sign.
+	good := append(base, msg(5, msg(1, append(str(1, "k"), msg(2, str(3, "ok"))...)))...)
+	var out signetv1.SignResponse
+	if err := ts.conn.Invoke(ctxT(t), "/signet.v1.SignerService/Sign", rawRequest(good), &out, grpc.ForceCodecV2(rawCodec{})); err != nil || out.GetToken() == "" {
+		t.Fatalf("valid raw request: %v", err)
+	}
+	if n := countMalformed(); n != 0 {
+		t.Errorf("%d malformed requests are still remembered", n)
+	}
+}
+
+func countMalformed() int {
+	n := 0
+	malformedRequests.Range(func(any, any) bool { n++; return true })
+	return n
 }

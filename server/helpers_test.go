@@ -115,15 +115,8 @@ func startServer(t *testing.T, cfg Config, opts Options) *testServer {
 		cancel()
 		t.Fatalf("Serve: %v", err)
 	}
-	conn, err := grpc.NewClient(ts.grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts.conn = conn
-	ts.client = signetv1.NewSignerServiceClient(conn)
-	ts.keys = signetv1.NewKeySetServiceClient(conn)
+	ts.dial(t)
 	t.Cleanup(func() {
-		conn.Close()
 		cancel()
 		if err := <-done; err != nil {
 			t.Errorf("Serve returned %v on shutdown", err)
@@ -131,6 +124,21 @@ func startServer(t *testing.T, cfg Config, opts Options) *testServer {
 		srv.Close()
 	})
 	return ts
+}
+
+type netAddr = net.Addr
+
+// dial connects the gRPC clients; the connection closes when the test ends.
+func (ts *testServer) dial(t *testing.T) {
+	t.Helper()
+	conn, err := grpc.NewClient(ts.grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	ts.conn = conn
+	ts.client = signetv1.NewSignerServiceClient(conn)
+	ts.keys = signetv1.NewKeySetServiceClient(conn)
 }
 
 func (ts *testServer) get(t *testing.T, path string, header ...string) (*http.Response, []byte) {

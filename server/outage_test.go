@@ -21,7 +21,9 @@ import (
 // backends' own tests freeze real servers; this checks the server's side.)
 type flakyBackend struct {
 	backends.Signer
-	down atomic.Bool
+	down     atomic.Bool
+	delay    atomic.Int64 // nanoseconds every Sign waits first
+	inFlight atomic.Int32
 }
 
 var flaky = map[string]*flakyBackend{}
@@ -47,6 +49,9 @@ func (f *flakyBackend) hang(ctx context.Context) error {
 }
 
 func (f *flakyBackend) Sign(ctx context.Context, r backends.KeyRing, id string, in []byte) ([]byte, error) {
+	f.inFlight.Add(1)
+	defer f.inFlight.Add(-1)
+	time.Sleep(time.Duration(f.delay.Load()))
 	if err := f.hang(ctx); err != nil {
 		return nil, err
 	}

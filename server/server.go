@@ -102,7 +102,10 @@ func (s *Server) Serve(ctx context.Context, ready func(grpcAddr, httpAddr net.Ad
 		return fmt.Errorf("http.listen: %w", err)
 	}
 
-	gs := grpc.NewServer(grpc.ChainUnaryInterceptor(recoverUnary(s.log), logUnary(s.log)))
+	gs := grpc.NewServer(
+		grpc.ForceServerCodecV2(newRequestCodec()),
+		grpc.ChainUnaryInterceptor(rejectMalformed, recoverUnary(s.log), logUnary(s.log)),
+	)
 	signetv1.RegisterSignerServiceServer(gs, s.svc)
 	signetv1.RegisterKeySetServiceServer(gs, s.svc)
 	hs := health.NewServer()

@@ -1,0 +1,50 @@
+package server
+
+import (
+	"context"
+	"sync"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/encoding"
+	protoenc "google.golang.org/grpc/encoding/proto"
+	"google.golang.org/grpc/mem"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+)
+
+// grpc-go answers a request it cannot decode (say, invalid UTF-8 inside the
+// claims Struct) with Internal, before any interceptor runs. A malformed
+// request is the caller's error, so requestCodec lets decoding of Signet's
+// own requests "succeed" with an empty message and remembers why it failed;
+// rejectMalformed, the first interceptor, answers InvalidArgument with that
+// reason. Every Signet RPC is unary, so every remembered request passes
+// through the interceptor and is forgotten there.
+type requestCodec struct{ encoding.CodecV2 }
+
+var malformedRequests sync.Map // proto.Message -> decoding error text
+
+func newRequestCodec() requestCodec {
+	return requestCodec{encoding.GetCodecV2(protoenc.Name)}
+}
+
+func (c requestCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	err := c.CodecV2.Unmarshal(data, v)
+	if err == nil {
+		return nil
+	}
+	m, ok := v.(proto.Message)
+	if !ok || m.ProtoReflect().Descriptor().ParentFile().Package() != "signet.v1" {
+		return err
+	}
+	proto.Reset(m)
+	malformedRequests.Store(m, err.Error())
+	return nil
+}
+
+func rejectMalformed(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	if why, ok := malformedRequests.LoadAndDelete(req); ok {
+		return nil, status.Errorf(codes.InvalidArgument, "malformed request: %s", why)
+	}
+	return handler(ctx, req)
+}

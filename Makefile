@@ -5,7 +5,7 @@ BIN   := bin/signet
 # Debian's python3, where python3-jwt (PyJWT) is installed for the verifier tests.
 PYTHON := /usr/bin/python3
 
-.PHONY: run build test test-deps lint generate check-generate clean
+.PHONY: run build test test-deps lint bench fuzz generate check-generate clean
 
 run: build ## Start Signet on the embedded local backend (./signet-data).
 	./$(BIN) serve $(if $(CONFIG),--config $(CONFIG))
@@ -28,6 +28,12 @@ lint:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go') | grep -v '^gen/' || true); \
 	if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
 	$(GO) vet ./...
+
+bench: ## Print what Sign adds over the bare signature, and JWKS serving cost.
+	$(GO) test -run '^$$' -bench . -benchmem ./server/
+
+fuzz: ## Fuzz the claims encoder for FUZZTIME (default 30s).
+	$(GO) test -run '^$$' -fuzz FuzzEncodeClaims -fuzztime $(or $(FUZZTIME),30s) ./server/
 
 generate: ## Regenerate gen/ from proto/ with the buf and plugins pinned in go.mod.
 	$(GO) tool buf lint

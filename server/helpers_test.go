@@ -41,7 +41,7 @@ func (c *fakeClock) Advance(d time.Duration) {
 
 // testConfig is a loopback config with the local backend in a temp dir and
 // one ring per algorithm given (the first is named "default").
-func testConfig(t *testing.T, algs ...backends.Algorithm) Config {
+func testConfig(t testing.TB, algs ...backends.Algorithm) Config {
 	t.Helper()
 	cfg := DefaultConfig()
 	cfg.GRPC.Listen, cfg.HTTP.Listen = "127.0.0.1:0", "127.0.0.1:0"
@@ -82,7 +82,7 @@ type testServer struct {
 	grpcAddr string
 }
 
-func testLogger(t *testing.T) *slog.Logger {
+func testLogger(testing.TB) *slog.Logger {
 	if testing.Verbose() {
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}

@@ -57,7 +57,19 @@ func NewHTTPHandler(ctx context.Context, svc *Service) (http.Handler, error) {
 	}); err != nil {
 		return nil, err
 	}
-	return notModified(svc.ks, mux), nil
+	return publicDocuments(notModified(svc.ks, mux)), nil
+}
+
+// publicDocuments lets browsers read the key set and discovery document from
+// any origin, as identity providers' JWKS endpoints do: they are public.
+func publicDocuments(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == JWKSPath || r.URL.Path == OpenIDConfigurationPath {
+			w.Header().Set("Access-Control-Allow-Origin", "*")
+			w.Header().Set("X-Content-Type-Options", "nosniff")
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // documentMarshaler writes the JWKS and the discovery document from bytes

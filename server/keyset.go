@@ -57,7 +57,6 @@ type snapshot struct {
 	versions []*version // oldest first
 	active   *version   // nil: nothing can sign
 	next     time.Time  // when a state changes by the clock alone; zero: never
-	readAt   time.Time  // when the versions were read from the backend
 	read     uint64     // which read of the backend
 }
 
@@ -157,7 +156,7 @@ func (ks *KeySet) current(r *Ring) *snapshot {
 	}
 	r.mu.Lock()
 	if s = r.snap.Load(); !s.next.IsZero() && !ks.now().Before(s.next) {
-		s = ks.install(r, s.versions, s.readAt, s.read)
+		s = ks.install(r, s.versions, s.read)
 	}
 	r.mu.Unlock()
 	ks.rebuildJWKS()
@@ -186,7 +185,7 @@ func (ks *KeySet) Refresh(ctx context.Context, r *Ring) error {
 	}
 	r.mu.Lock()
 	if cur := r.snap.Load(); cur == nil || cur.read < read {
-		ks.install(r, converted, ks.now(), read)
+		ks.install(r, converted, read)
 	}
 	r.mu.Unlock()
 	r.lastErr.Store(nil)
@@ -212,14 +211,14 @@ func newVersion(r *Ring, v backends.Version) (*version, error) {
 
 // install derives states for versions at the current time and stores the
 // snapshot. The caller holds r.mu.
-func (ks *KeySet) install(r *Ring, vs []*version, readAt time.Time, read uint64) *snapshot {
+func (ks *KeySet) install(r *Ring, vs []*version, read uint64) *snapshot {
 	now := ks.now()
 	plain := make([]backends.Version, len(vs))
 	for i, v := range vs {
 		plain[i] = v.Version
 	}
 	states, active, next := Derive(plain, r.Policy, now)
-	s := &snapshot{versions: make([]*version, len(vs)), next: next, readAt: readAt, read: read}
+	s := &snapshot{versions: make([]*version, len(vs)), next: next, read: read}
 	for i, v := range vs {
 		c := *v
 		c.Lifecycle = states[i]

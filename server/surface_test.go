@@ -63,8 +63,11 @@ func TestHTTPSideIsPublicAndReadOnly(t *testing.T) {
 	if algs, _ := json.Marshal(doc["id_token_signing_alg_values_supported"]); string(algs) != `["ES256","EdDSA"]` {
 		t.Errorf("algorithms %s, want the distinct ring algorithms", algs)
 	}
-	if resp.Header.Get("Content-Type") != "application/json" {
-		t.Errorf("discovery Content-Type %q", resp.Header.Get("Content-Type"))
+	if resp.Header.Get("Content-Type") != "application/json" || resp.Header.Get("Access-Control-Allow-Origin") != "*" {
+		t.Errorf("discovery headers %v", resp.Header)
+	}
+	if r, _ := ts.get(t, JWKSPath); r.Header.Get("Access-Control-Allow-Origin") != "*" {
+		t.Errorf("JWKS headers %v", r.Header)
 	}
 	if r, b := ts.get(t, "/healthz"); r.StatusCode != 200 || strings.TrimSpace(string(b)) != "ok" {
 		t.Errorf("/healthz: %d %s", r.StatusCode, b)

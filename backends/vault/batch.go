@@ -1,0 +1,133 @@
+package vault
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/signet-dev/signet/backends"
+)
+
+// batcher coalesces concurrent Signs for one key version into batch_input
+// requests. A request that finds a free worker goes at once, so a lone Sign
+// waits for nothing; while workers are busy, arrivals queue and leave
+// together in the next batch (Transit answers a batch of 32 about as fast as
+// a single signature).
+type batcher struct {
+	b      *Backend
+	size   int
+	mu     sync.Mutex
+	queues map[queueKey]*queue
+	// observe, when set (by tests), sees the size of every batch sent.
+	observe func(size int)
+}
+
+// maxWorkers bounds the batch requests in flight per key version.
+const maxWorkers = 4
+
+type queueKey struct {
+	ring    backends.KeyRing
+	version int
+}
+
+type queue struct {
+	pending []*call
+	workers int
+}
+
+type call struct {
+	ctx   context.Context
+	input []byte
+	done  chan result // buffered: the worker never blocks on a caller that left
+}
+
+type result struct {
+	sig []byte
+	err error
+}
+
+func newBatcher(b *Backend, size int) *batcher {
+	return &batcher{b: b, size: size, queues: map[queueKey]*queue{}}
+}
+
+func (bt *batcher) sign(ctx context.Context, ring backends.KeyRing, version int, input []byte) ([]byte, error) {
+	c := &call{ctx: ctx, input: input, done: make(chan result, 1)}
+	k := queueKey{ring, version}
+	bt.mu.Lock()
+	q := bt.queues[k]
+	if q == nil {
+		q = &queue{}
+		bt.queues[k] = q
+	}
+	q.pending = append(q.pending, c)
+	if q.workers < maxWorkers {
+		q.workers++
+		go bt.work(k, q)
+	}
+	bt.mu.Unlock()
+	select {
+	case r := <-c.done:
+		return r.sig, r.err
+	case <-ctx.Done():
+		return nil, classify(ctx.Err(), "signing")
+	}
+}
+
+// work sends batches until the queue is empty.
+func (bt *batcher) work(k queueKey, q *queue) {
+	for {
+		bt.mu.Lock()
+		var batch []*call
+		for len(q.pending) > 0 && len(batch) < bt.size {
+			c := q.pending[0]
+			q.pending = q.pending[1:]
+			if c.ctx.Err() == nil { // its caller has given up
+				batch = append(batch, c)
+			}
+		}
+		if len(batch) == 0 {
+			q.workers--
+			if q.workers == 0 {
+				delete(bt.queues, k)
+			}
+			bt.mu.Unlock()
+			return
+		}
+		bt.mu.Unlock()
+
+		ctx, cancel := batchContext(batch)
+		inputs := make([][]byte, len(batch))
+		for i, c := range batch {
+			inputs[i] = c.input
+		}
+		if bt.observe != nil {
+			bt.observe(len(inputs))
+		}
+		sigs, errs, err := bt.b.signBatch(ctx, k.ring, k.version, inputs)
+		cancel()
+		for i, c := range batch {
+			switch {
+			case err != nil:
+				c.done <- result{err: err}
+			default:
+				c.done <- result{sig: sigs[i], err: errs[i]}
+			}
+		}
+	}
+}
+
+// batchContext lasts as long as the most patient caller in the batch; each
+// caller still stops waiting at its own deadline.
+func batchContext(batch []*call) (context.Context, context.CancelFunc) {
+	var latest time.Time
+	for _, c := range batch {
+		dl, ok := c.ctx.Deadline()
+		if !ok {
+			return context.WithTimeout(context.Background(), time.Minute)
+		}
+		if dl.After(latest) {
+			latest = dl
+		}
+	}
+	return context.WithDeadline(context.Background(), latest)
+}

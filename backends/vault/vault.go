@@ -1,0 +1,465 @@
+package vault
+
+import (
+	"context"
+	"crypto"
+	"crypto/ed25519"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/vault/api"
+
+	"github.com/signet-dev/signet/backends"
+)
+
+// Scheme is the URI scheme of this backend.
+const Scheme = "vault"
+
+func init() { backends.Register(Scheme, Open) }
+
+func errorf(kind backends.Kind, format string, args ...any) error {
+	return backends.Errorf(kind, Scheme, format, args...)
+}
+
+// Backend is the Vault Transit backend.
+type Backend struct {
+	client    *api.Client
+	mount     string
+	keyPrefix string
+	keyNames  map[string]string // ring -> Transit key name
+	log       *slog.Logger
+	auth      *authenticator
+	batches   *batcher
+
+	closeOnce sync.Once
+	closed    chan struct{}
+}
+
+// transitTypes is the Transit key type each algorithm needs.
+var transitTypes = map[backends.Algorithm]string{
+	backends.ES256: "ecdsa-p256", backends.ES384: "ecdsa-p384", backends.ES512: "ecdsa-p521",
+	backends.RS256: "rsa-2048", backends.RS384: "rsa-3072", backends.RS512: "rsa-4096",
+	backends.PS256: "rsa-2048", backends.PS384: "rsa-3072", backends.PS512: "rsa-4096",
+	backends.EdDSA: "ed25519",
+}
+
+// Open opens the backend a vault:// URI describes and logs in.
+func Open(ctx context.Context, u *url.URL, opts backends.OpenOptions) (backends.Signer, error) {
+	getenv := opts.Getenv
+	if getenv == nil {
+		getenv = os.Getenv
+	}
+	q := u.Query()
+	known := map[string]bool{"scheme": true, "namespace": true, "ca_file": true, "client_cert": true, "client_key": true,
+		"tls_server_name": true, "auth": true, "token_file": true, "role_id": true, "secret_id_file": true, "role": true,
+		"jwt_file": true, "auth_mount": true, "key_prefix": true, "batch_size": true}
+	keyNames := map[string]string{}
+	for k, v := range q {
+		if ring, ok := strings.CutPrefix(k, "key."); ok && len(v) == 1 && v[0] != "" {
+			keyNames[ring] = v[0]
+			continue
+		}
+		if !known[k] {
+			return nil, errorf(backends.KindInvalidArgument, "unknown URI option %q", k)
+		}
+	}
+	mount := strings.Trim(u.Path, "/")
+	if mount == "" {
+		mount = "transit"
+	}
+
+	cfg := api.DefaultConfig() // reads VAULT_ADDR, VAULT_CACERT, ... like the vault CLI
+	if cfg.Error != nil {
+		return nil, errorf(backends.KindInvalidArgument, "Vault client environment: %v", cfg.Error)
+	}
+	if u.Host != "" {
+		scheme := q.Get("scheme")
+		if scheme == "" {
+			scheme = "https"
+		}
+		if scheme != "https" && scheme != "http" {
+			return nil, errorf(backends.KindInvalidArgument, "scheme=%q: want https or http", scheme)
+		}
+		cfg.Address = scheme + "://" + u.Host
+	}
+	if q.Get("ca_file") != "" || q.Get("client_cert") != "" || q.Get("client_key") != "" || q.Get("tls_server_name") != "" {
+		if err := cfg.ConfigureTLS(&api.TLSConfig{CACert: q.Get("ca_file"), ClientCert: q.Get("client_cert"),
+			ClientKey: q.Get("client_key"), TLSServerName: q.Get("tls_server_name")}); err != nil {
+			return nil, errorf(backends.KindInvalidArgument, "TLS to Vault: %v", err)
+		}
+	}
+	// Retry only what can succeed on a second try, fast, and never past the
+	// caller's deadline: a sealed or unreachable Vault must be answered with
+	// Unavailable while the caller still waits.
+	cfg.MaxRetries = 2
+	cfg.MinRetryWait, cfg.MaxRetryWait = 50*time.Millisecond, 250*time.Millisecond
+	cfg.CheckRetry = checkRetry
+	client, err := api.NewClient(cfg)
+	if err != nil {
+		return nil, errorf(backends.KindInvalidArgument, "Vault client: %v", err)
+	}
+	client.ClearToken() // the token comes from the configured auth method only
+	if ns := q.Get("namespace"); ns != "" {
+		client.SetNamespace(ns)
+	}
+	b := &Backend{client: client, mount: mount, keyPrefix: q.Get("key_prefix"), keyNames: keyNames,
+		log: opts.Logger, closed: make(chan struct{})}
+	if b.log == nil {
+		b.log = slog.New(slog.DiscardHandler)
+	}
+	size := 32
+	if s := q.Get("batch_size"); s != "" {
+		if size, err = strconv.Atoi(s); err != nil || size < 1 || size > 1000 {
+			return nil, errorf(backends.KindInvalidArgument, "batch_size=%q: want 1 to 1000", s)
+		}
+	}
+	b.batches = newBatcher(b, size)
+	if b.auth, err = newAuthenticator(client, q, getenv, b.log, b.closed); err != nil {
+		return nil, err
+	}
+	if err := b.auth.login(ctx); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// checkRetry retries connection failures and the statuses a healthy Vault
+// answers again soon (sealed or standby 503, 502, 504, 429), never a 4xx or
+// an ordinary 500 (Transit reports a refused signature as 500).
+func checkRetry(ctx context.Context, resp *http.Response, err error) (bool, error) {
+	if ctx.Err() != nil {
+		return false, ctx.Err()
+	}
+	if err != nil {
+		return true, nil
+	}
+	switch resp.StatusCode {
+	case http.StatusTooManyRequests, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+		return true, nil
+	}
+	return false, nil
+}
+
+// Algorithms reports that Transit can sign every JWS algorithm Signet knows.
+func (b *Backend) Algorithms() []backends.Algorithm { return backends.AllAlgorithms }
+
+func (b *Backend) keyName(ring backends.KeyRing) string {
+	if n, ok := b.keyNames[ring.Name]; ok {
+		return n
+	}
+	return b.keyPrefix + ring.Name
+}
+
+func (b *Backend) path(parts ...string) string {
+	return b.mount + "/" + strings.Join(parts, "/")
+}
+
+func (b *Backend) checkOpen() error {
+	select {
+	case <-b.closed:
+		return errorf(backends.KindFailedPrecondition, "backend is closed")
+	default:
+		return nil
+	}
+}
+
+// transitKey is the part of a Transit key read that Signet uses.
+type transitKey struct {
+	Type                 string                     `json:"type"`
+	LatestVersion        int                        `json:"latest_version"`
+	MinEncryptionVersion int                        `json:"min_encryption_version"`
+	Exportable           bool                       `json:"exportable"`
+	Keys                 map[string]transitKeyEntry `json:"keys"`
+}
+
+type transitKeyEntry struct {
+	CreationTime time.Time `json:"creation_time"`
+	PublicKey    string    `json:"public_key"`
+}
+
+// readKey reads the ring's Transit key; nil when it does not exist.
+func (b *Backend) readKey(ctx context.Context, ring backends.KeyRing) (*transitKey, error) {
+	name := b.keyName(ring)
+	secret, err := b.call(ctx, func(ctx context.Context) (*api.Secret, error) {
+		return b.client.Logical().ReadWithContext(ctx, b.path("keys", name))
+	})
+	if err != nil {
+		return nil, b.classify(err, "reading Transit key %q", name)
+	}
+	if secret == nil || secret.Data == nil {
+		return nil, nil
+	}
+	raw, err := json.Marshal(secret.Data)
+	if err != nil {
+		return nil, err
+	}
+	var k transitKey
+	if err := json.Unmarshal(raw, &k); err != nil {
+		return nil, errorf(backends.KindUnknown, "Transit key %q: unexpected answer: %v", name, err)
+	}
+	if want := transitTypes[ring.Algorithm]; k.Type != want {
+		return nil, errorf(backends.KindFailedPrecondition,
+			"Transit key %q is of type %s but key ring %q needs %s for %s: use another key (key.%s=NAME) or another algorithm",
+			name, k.Type, ring.Name, want, ring.Algorithm, ring.Name)
+	}
+	if k.Exportable {
+		b.log.Warn("Transit key is exportable: its private key can leave Vault", "key", name)
+	}
+	return &k, nil
+}
+
+// Versions lists the Transit key's versions with Vault's creation times.
+func (b *Backend) Versions(ctx context.Context, ring backends.KeyRing) ([]backends.Version, error) {
+	if err := b.checkOpen(); err != nil {
+		return nil, err
+	}
+	k, err := b.readKey(ctx, ring)
+	if err != nil || k == nil {
+		return nil, err
+	}
+	out := make([]backends.Version, 0, len(k.Keys))
+	for id, e := range k.Keys {
+		n, err := strconv.Atoi(id)
+		if err != nil {
+			return nil, errorf(backends.KindUnknown, "Transit key %q has a version named %q", b.keyName(ring), id)
+		}
+		pub, err := parsePublicKey(ring.Algorithm, e.PublicKey)
+		if err != nil {
+			return nil, errorf(backends.KindUnknown, "Transit key %q version %d: %v", b.keyName(ring), n, err)
+		}
+		out = append(out, backends.Version{ID: id, Algorithm: ring.Algorithm, PublicKey: pub, Created: e.CreationTime,
+			Disabled: k.MinEncryptionVersion > 0 && n < k.MinEncryptionVersion})
+	}
+	sort.Slice(out, func(i, j int) bool { return versionNumber(out[i].ID) < versionNumber(out[j].ID) })
+	return out, nil
+}
+
+func versionNumber(id string) int {
+	n, _ := strconv.Atoi(id)
+	return n
+}
+
+// parsePublicKey reads Transit's public_key: PEM PKIX for ECDSA and RSA,
+// base64 of the raw key for Ed25519.
+func parsePublicKey(alg backends.Algorithm, s string) (crypto.PublicKey, error) {
+	var pub crypto.PublicKey
+	if alg.IsEdDSA() {
+		raw, err := base64.StdEncoding.DecodeString(s)
+		if err != nil || len(raw) != ed25519.PublicKeySize {
+			return nil, fmt.Errorf("public key is not a base64 Ed25519 key")
+		}
+		pub = ed25519.PublicKey(raw)
+	} else {
+		block, _ := pem.Decode([]byte(s))
+		if block == nil {
+			return nil, fmt.Errorf("public key is not PEM")
+		}
+		var err error
+		if pub, err = x509.ParsePKIXPublicKey(block.Bytes); err != nil {
+			return nil, err
+		}
+	}
+	if err := alg.CheckPublicKey(pub); err != nil {
+		return nil, err
+	}
+	return pub, nil
+}
+
+// CreateVersion creates the Transit key (first version) or rotates it.
+// Vault has no conditional rotate, so the check that latest is still the
+// newest version and the rotation are two calls: replicas racing within that
+// window can create two versions (harmless: both are pending).
+func (b *Backend) CreateVersion(ctx context.Context, ring backends.KeyRing, latest string) (backends.Version, error) {
+	if err := b.checkOpen(); err != nil {
+		return backends.Version{}, err
+	}
+	typ, ok := transitTypes[ring.Algorithm]
+	if !ok {
+		return backends.Version{}, errorf(backends.KindUnimplemented, "algorithm %q is not supported", ring.Algorithm)
+	}
+	k, err := b.readKey(ctx, ring)
+	if err != nil {
+		return backends.Version{}, err
+	}
+	name := b.keyName(ring)
+	current := ""
+	if k != nil {
+		current = strconv.Itoa(k.LatestVersion)
+	}
+	if current != latest {
+		return backends.Version{}, errorf(backends.KindConflict, "Transit key %q changed: its newest version is %q, not %q", name, current, latest)
+	}
+	var want int
+	if k == nil {
+		_, err = b.call(ctx, func(ctx context.Context) (*api.Secret, error) {
+			return b.client.Logical().WriteWithContext(ctx, b.path("keys", name), map[string]any{"type": typ, "exportable": false})
+		})
+		want = 1
+	} else {
+		_, err = b.call(ctx, func(ctx context.Context) (*api.Secret, error) {
+			return b.client.Logical().WriteWithContext(ctx, b.path("keys", name, "rotate"), nil)
+		})
+		want = k.LatestVersion + 1
+	}
+	if err != nil {
+		return backends.Version{}, b.classify(err, "creating a version of Transit key %q", name)
+	}
+	vs, err := b.Versions(ctx, ring)
+	if err != nil {
+		return backends.Version{}, err
+	}
+	for _, v := range vs {
+		if v.ID == strconv.Itoa(want) {
+			return v, nil
+		}
+	}
+	return backends.Version{}, errorf(backends.KindConflict, "Transit key %q: version %d was not the one created (concurrent rotation)", name, want)
+}
+
+// DisableVersion raises min_encryption_version past the version, so Vault
+// refuses to sign with it or any older version.
+func (b *Backend) DisableVersion(ctx context.Context, ring backends.KeyRing, versionID string) error {
+	if err := b.checkOpen(); err != nil {
+		return err
+	}
+	n, err := strconv.Atoi(versionID)
+	if err != nil || n < 1 {
+		return errorf(backends.KindNotFound, "Transit key %q has no version %q", b.keyName(ring), versionID)
+	}
+	k, err := b.readKey(ctx, ring)
+	if err != nil {
+		return err
+	}
+	name := b.keyName(ring)
+	switch {
+	case k == nil || n > k.LatestVersion:
+		return errorf(backends.KindNotFound, "Transit key %q has no version %d", name, n)
+	case k.MinEncryptionVersion > n:
+		return nil // already disabled
+	case n == k.LatestVersion:
+		return errorf(backends.KindFailedPrecondition, "cannot disable version %d of Transit key %q: it is the newest, and Transit only disables older versions (rotate first)", n, name)
+	}
+	_, err = b.call(ctx, func(ctx context.Context) (*api.Secret, error) {
+		return b.client.Logical().WriteWithContext(ctx, b.path("keys", name, "config"), map[string]any{"min_encryption_version": n + 1})
+	})
+	if err != nil {
+		return b.classify(err, "disabling version %d of Transit key %q", n, name)
+	}
+	return nil
+}
+
+// Sign signs with exactly the named version. Concurrent calls for the same
+// version travel together as one batch_input request.
+func (b *Backend) Sign(ctx context.Context, ring backends.KeyRing, versionID string, signingInput []byte) ([]byte, error) {
+	if err := b.checkOpen(); err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	n, err := strconv.Atoi(versionID)
+	if err != nil || n < 1 {
+		return nil, errorf(backends.KindNotFound, "Transit key %q has no version %q", b.keyName(ring), versionID)
+	}
+	if _, ok := transitTypes[ring.Algorithm]; !ok {
+		return nil, errorf(backends.KindUnimplemented, "algorithm %q is not supported", ring.Algorithm)
+	}
+	return b.batches.sign(ctx, ring, n, signingInput)
+}
+
+// signParams are the Transit sign parameters for an algorithm.
+func signParams(alg backends.Algorithm, version int) map[string]any {
+	p := map[string]any{"key_version": version, "marshaling_algorithm": "jws"}
+	switch {
+	case alg.IsEdDSA():
+		// Pure Ed25519 over the input; Transit refuses a hash here.
+	case alg.IsECDSA():
+		p["hash_algorithm"] = hashName(alg)
+	case alg.IsRSAPKCS1():
+		p["hash_algorithm"], p["signature_algorithm"] = hashName(alg), "pkcs1v15"
+	case alg.IsRSAPSS():
+		p["hash_algorithm"], p["signature_algorithm"], p["salt_length"] = hashName(alg), "pss", "hash"
+	}
+	return p
+}
+
+func hashName(alg backends.Algorithm) string {
+	switch alg.Hash() {
+	case crypto.SHA384:
+		return "sha2-384"
+	case crypto.SHA512:
+		return "sha2-512"
+	}
+	return "sha2-256"
+}
+
+// signBatch sends one batch_input request and returns, per input, a
+// signature or an error.
+func (b *Backend) signBatch(ctx context.Context, ring backends.KeyRing, version int, inputs [][]byte) ([][]byte, []error, error) {
+	name := b.keyName(ring)
+	params := signParams(ring.Algorithm, version)
+	items := make([]map[string]string, len(inputs))
+	for i, in := range inputs {
+		items[i] = map[string]string{"input": base64.StdEncoding.EncodeToString(in)}
+	}
+	params["batch_input"] = items
+	secret, err := b.call(ctx, func(ctx context.Context) (*api.Secret, error) {
+		return b.client.Logical().WriteWithContext(ctx, b.path("sign", name), params)
+	})
+	if err != nil {
+		return nil, nil, b.classify(err, "signing with version %d of Transit key %q", version, name)
+	}
+	var resp struct {
+		BatchResults []struct {
+			Signature  string `json:"signature"`
+			KeyVersion int    `json:"key_version"`
+			Error      string `json:"error"`
+		} `json:"batch_results"`
+	}
+	if secret != nil {
+		raw, _ := json.Marshal(secret.Data)
+		json.Unmarshal(raw, &resp)
+	}
+	if len(resp.BatchResults) != len(inputs) {
+		return nil, nil, errorf(backends.KindUnknown, "Transit answered %d results for %d inputs", len(resp.BatchResults), len(inputs))
+	}
+	sigs := make([][]byte, len(inputs))
+	errs := make([]error, len(inputs))
+	prefix := "vault:v" + strconv.Itoa(version) + ":"
+	for i, r := range resp.BatchResults {
+		switch {
+		case r.Error != "":
+			errs[i] = classifyMessage(r.Error, fmt.Sprintf("signing with version %d of Transit key %q", version, name), backends.KindUnknown)
+		case r.KeyVersion != version || !strings.HasPrefix(r.Signature, prefix):
+			errs[i] = errorf(backends.KindUnknown, "Transit signed with version %d, not the requested %d", r.KeyVersion, version)
+		default:
+			sig, err := base64.RawURLEncoding.DecodeString(strings.TrimPrefix(r.Signature, prefix))
+			if err != nil {
+				errs[i] = errorf(backends.KindUnknown, "Transit signature is not base64url: %v", err)
+			} else if want := ring.Algorithm.SignatureSize(); want != 0 && len(sig) != want {
+				errs[i] = errorf(backends.KindUnknown, "Transit returned a %d-byte %s signature, want %d", len(sig), ring.Algorithm, want)
+			} else {
+				sigs[i] = sig
+			}
+		}
+	}
+	return sigs, errs, nil
+}
+
+// Close stops token renewal. It is safe to call more than once.
+func (b *Backend) Close() error {
+	b.closeOnce.Do(func() { close(b.closed) })
+	return nil
+}

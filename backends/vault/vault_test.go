@@ -1,0 +1,306 @@
+package vault
+
+import (
+	"context"
+	"encoding/base64"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/vault/api"
+
+	"github.com/signet-dev/signet/backends"
+	"github.com/signet-dev/signet/backends/signertest"
+	"github.com/signet-dev/signet/backends/vault/vaulttest"
+)
+
+func open(t testing.TB, uri string, env map[string]string) (*Backend, error) {
+	t.Helper()
+	u, err := url.Parse(uri)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(context.Background(), u, backends.OpenOptions{Getenv: func(k string) string { return env[k] }})
+	if err != nil {
+		return nil, err
+	}
+	return s.(*Backend), nil
+}
+
+func mustOpen(t testing.TB, uri string, env map[string]string) *Backend {
+	t.Helper()
+	b, err := open(t, uri, env)
+	if err != nil {
+		t.Fatalf("Open(%s): %v", uri, err)
+	}
+	t.Cleanup(func() { b.Close() })
+	return b
+}
+
+func uriFor(s *vaulttest.Server, query string) string {
+	u, _ := url.Parse(s.Addr)
+	return "vault://" + u.Host + "/transit?scheme=http" + query
+}
+
+var rootEnv = map[string]string{"VAULT_TOKEN": vaulttest.RootToken}
+
+func TestConformance(t *testing.T) {
+	srv := vaulttest.Start(t)
+	// A token with only the documented policy, not root.
+	srv.Policy(t, "signet", vaulttest.SignerPolicy+`path "transit/keys/*/rotate" { capabilities = ["update"] }
+path "transit/keys/*/config" { capabilities = ["update"] }`)
+	token := srv.Token(t, map[string]any{"policies": []string{"signet"}})
+	signertest.Run(t, signertest.Harness{Open: func(t *testing.T) backends.Signer {
+		b, err := open(t, uriFor(srv, ""), map[string]string{"VAULT_TOKEN": token})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}})
+}
+
+func TestWrongKeyTypeIsAConfigurationError(t *testing.T) {
+	srv := vaulttest.Start(t)
+	srv.Write(t, "transit/keys/existing", map[string]any{"type": "rsa-2048"})
+	b := mustOpen(t, uriFor(srv, "&key.myring=existing"), rootEnv)
+	_, err := b.Versions(context.Background(), backends.KeyRing{Name: "myring", Algorithm: backends.ES256})
+	if backends.KindOf(err) != backends.KindFailedPrecondition || !strings.Contains(err.Error(), `Transit key "existing" is of type rsa-2048`) {
+		t.Fatalf("got %v", err)
+	}
+	// The same key fits an RS256 ring.
+	if vs, err := b.Versions(context.Background(), backends.KeyRing{Name: "myring", Algorithm: backends.RS256}); err != nil || len(vs) != 1 {
+		t.Fatalf("RS256 ring over the rsa-2048 key: %d versions, %v", len(vs), err)
+	}
+}
+
+func TestCreatesNonExportableKeysOfTheRightType(t *testing.T) {
+	srv := vaulttest.Start(t)
+	b := mustOpen(t, uriFor(srv, "&key_prefix=signet-"), rootEnv)
+	for alg, typ := range transitTypes {
+		ring := backends.KeyRing{Name: strings.ToLower(string(alg)), Algorithm: alg}
+		if _, err := b.CreateVersion(context.Background(), ring, ""); err != nil {
+			t.Fatal(err)
+		}
+		sec, err := srv.Root(t).Logical().Read("transit/keys/signet-" + ring.Name)
+		if err != nil || sec == nil {
+			t.Fatalf("reading the key: %v", err)
+		}
+		if sec.Data["type"] != typ || sec.Data["exportable"] != false {
+			t.Errorf("%s: type %v exportable %v, want %s and false", alg, sec.Data["type"], sec.Data["exportable"], typ)
+		}
+	}
+}
+
+func TestRevocationIsEnforcedByVault(t *testing.T) {
+	srv := vaulttest.Start(t)
+	b := mustOpen(t, uriFor(srv, ""), rootEnv)
+	ring := backends.KeyRing{Name: "rev", Algorithm: backends.ES256}
+	ctx := context.Background()
+	v1, _ := b.CreateVersion(ctx, ring, "")
+	v2, _ := b.CreateVersion(ctx, ring, v1.ID)
+	v3, err := b.CreateVersion(ctx, ring, v2.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.DisableVersion(ctx, ring, v2.ID); err != nil {
+		t.Fatal(err)
+	}
+	sec, _ := srv.Root(t).Logical().Read("transit/keys/rev")
+	if got := sec.Data["min_encryption_version"]; got == nil || got.(interface{ String() string }).String() != "3" {
+		t.Errorf("min_encryption_version = %v, want 3", got)
+	}
+	// Vault itself refuses, whatever Signet believes.
+	for _, v := range []string{v1.ID, v2.ID} {
+		_, err := srv.Root(t).Logical().Write("transit/sign/rev", map[string]any{"input": "aGk=", "key_version": v})
+		if err == nil || !strings.Contains(err.Error(), "minimum encryption key version") {
+			t.Errorf("Vault signed with revoked version %s: %v", v, err)
+		}
+	}
+	if err := b.DisableVersion(ctx, ring, v3.ID); backends.KindOf(err) != backends.KindFailedPrecondition {
+		t.Errorf("disabling the newest version: %v", err)
+	}
+}
+
+func TestErrors(t *testing.T) {
+	srv := vaulttest.Start(t)
+	ctx := context.Background()
+	ring := backends.KeyRing{Name: "errs", Algorithm: backends.ES256}
+	root := mustOpen(t, uriFor(srv, ""), rootEnv)
+	v, err := root.CreateVersion(ctx, ring, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// A token that may read keys but not sign: PermissionDenied, clearly.
+	srv.Policy(t, "readonly", `path "transit/keys/*" { capabilities = ["read"] }`)
+	ro := mustOpen(t, uriFor(srv, ""), map[string]string{"VAULT_TOKEN": srv.Token(t, map[string]any{"policies": []string{"readonly"}})})
+	_, err = ro.Sign(ctx, ring, v.ID, []byte("x.y"))
+	if backends.KindOf(err) != backends.KindPermissionDenied || !strings.Contains(err.Error(), "permission denied") {
+		t.Errorf("Sign without transit/sign: %v", err)
+	}
+	// A bad token fails at Open, not at the first Sign.
+	if _, err := open(t, uriFor(srv, ""), map[string]string{"VAULT_TOKEN": "not-a-token"}); backends.KindOf(err) != backends.KindPermissionDenied {
+		t.Errorf("Open with a bad token: %v", err)
+	} else if strings.Contains(err.Error(), "not-a-token") {
+		t.Errorf("the error shows the token: %v", err)
+	}
+	if _, err := open(t, uriFor(srv, ""), nil); err == nil || !strings.Contains(err.Error(), "VAULT_TOKEN") {
+		t.Errorf("Open with no token: %v", err)
+	}
+	if _, err := open(t, uriFor(srv, "&bogus=1"), rootEnv); err == nil || !strings.Contains(err.Error(), `unknown URI option "bogus"`) {
+		t.Errorf("unknown option: %v", err)
+	}
+	// Missing version and missing key.
+	if _, err := root.Sign(ctx, ring, "7", []byte("x.y")); backends.KindOf(err) != backends.KindNotFound {
+		t.Errorf("Sign with a missing version: %v", err)
+	}
+	// Vault unreachable: Unavailable within the deadline.
+	dead := mustOpen(t, uriFor(srv, ""), rootEnv)
+	srv.Kill(t)
+	cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	_, err = dead.Sign(cctx, ring, v.ID, []byte("x.y"))
+	if backends.KindOf(err) != backends.KindUnavailable {
+		t.Errorf("Sign with Vault down: %v", err)
+	}
+}
+
+func TestFrozenVaultAnswersWithinTheDeadline(t *testing.T) {
+	srv := vaulttest.Start(t)
+	b := mustOpen(t, uriFor(srv, ""), rootEnv)
+	ring := backends.KeyRing{Name: "frozen", Algorithm: backends.EdDSA}
+	v, err := b.CreateVersion(context.Background(), ring, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Freeze(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { _, err := b.Sign(ctx, ring, v.ID, []byte("x.y")); done <- err }()
+	select {
+	case err := <-done:
+		if backends.KindOf(err) != backends.KindUnavailable {
+			t.Errorf("Sign against a frozen Vault: %v, want unavailable", err)
+		}
+	case <-time.After(30 * time.Second): // hang detector
+		t.Fatal("Sign against a frozen Vault did not return")
+	}
+	srv.Thaw(t)
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel2()
+	if _, err := b.Sign(ctx2, ring, v.ID, []byte("x.y")); err != nil {
+		t.Errorf("after thawing: %v", err)
+	}
+}
+
+func TestAppRoleLoginAndTokenExpiry(t *testing.T) {
+	srv := vaulttest.Start(t)
+	root := srv.Root(t)
+	if err := root.Sys().EnableAuthWithOptions("approle", &api.EnableAuthOptions{Type: "approle"}); err != nil {
+		t.Fatal(err)
+	}
+	srv.Policy(t, "signet", vaulttest.SignerPolicy)
+	// Tokens live 2s and may be renewed up to 4s: signing 6s later needs a new login.
+	srv.Write(t, "auth/approle/role/signet", map[string]any{"token_policies": "signet", "token_ttl": "2s", "token_max_ttl": "4s"})
+	roleID, err := root.Logical().Read("auth/approle/role/signet/role-id")
+	if err != nil {
+		t.Fatal(err)
+	}
+	secretID := srv.Write(t, "auth/approle/role/signet/secret-id", nil).Data["secret_id"].(string)
+	file := filepath.Join(t.TempDir(), "secret-id")
+	os.WriteFile(file, []byte(secretID+"\n"), 0o600)
+
+	// The key exists already (created by an operator); the role may not create keys.
+	srv.Write(t, "transit/keys/approle", map[string]any{"type": "ecdsa-p256"})
+	b := mustOpen(t, uriFor(srv, "&auth=approle&role_id="+roleID.Data["role_id"].(string)+"&secret_id_file="+file), nil)
+	ring := backends.KeyRing{Name: "approle", Algorithm: backends.ES256}
+	vs, err := b.Versions(context.Background(), ring)
+	if err != nil || len(vs) != 1 {
+		t.Fatalf("Versions after AppRole login: %v, %v", vs, err)
+	}
+	first := b.client.Token()
+	sign := func() error {
+		input := []byte("eyJhbGciOiJFUzI1NiJ9.e30")
+		sig, err := b.Sign(context.Background(), ring, vs[0].ID, input)
+		if err == nil {
+			err = signertest.Verify(ring.Algorithm, vs[0], input, sig)
+		}
+		return err
+	}
+	if err := sign(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(6 * time.Second) // past token_max_ttl: the first token is dead
+	if _, err := srv.Root(t).Auth().Token().Lookup(first); err == nil {
+		t.Fatal("the first token is still valid; the test proves nothing")
+	}
+	if err := sign(); err != nil {
+		t.Fatalf("signing after the token's max TTL: %v", err)
+	}
+	if b.client.Token() == first {
+		t.Error("still using the first token")
+	}
+}
+
+// TestCoalescesConcurrentSigns checks that concurrent Signs share requests
+// and that every signature is right.
+func TestCoalescesConcurrentSigns(t *testing.T) {
+	srv := vaulttest.Start(t)
+	b := mustOpen(t, uriFor(srv, ""), rootEnv)
+	ring := backends.KeyRing{Name: "busy", Algorithm: backends.ES256}
+	v, err := b.CreateVersion(context.Background(), ring, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var requests countingBatches
+	b.batches.observe = requests.add
+	const n = 256
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			input := []byte("eyJhbGciOiJFUzI1NiJ9." + base64.RawURLEncoding.EncodeToString([]byte(fmt.Sprintf(`{"i":%d}`, i))))
+			sig, err := b.Sign(context.Background(), ring, v.ID, input)
+			if err == nil {
+				err = signertest.Verify(ring.Algorithm, v, input, sig)
+			}
+			if err != nil {
+				errs <- err
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	t.Logf("%d signatures in %d Transit requests", n, requests.count())
+	if requests.count() >= n {
+		t.Errorf("%d signatures took %d requests: nothing was coalesced", n, requests.count())
+	}
+}
+
+type countingBatches struct {
+	mu sync.Mutex
+	n  int
+}
+
+func (c *countingBatches) add(int) {
+	c.mu.Lock()
+	c.n++
+	c.mu.Unlock()
+}
+
+func (c *countingBatches) count() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.n
+}

@@ -1,0 +1,182 @@
+// Package vaulttest starts a real Vault server in dev mode for tests: the
+// binary `make bin/vault` builds from Vault's own Go module. Not for
+// production use.
+package vaulttest
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/vault/api"
+)
+
+// RootToken is the dev server's root token.
+const RootToken = "signet-test-root"
+
+// Server is a running `vault server -dev` on a loopback port with Transit
+// enabled at "transit".
+type Server struct {
+	Addr string // http://127.0.0.1:PORT
+	cmd  *exec.Cmd
+	out  *syncBuffer
+	done chan struct{}
+}
+
+// Binary is the path of bin/vault in the repository.
+func Binary() string {
+	if p := os.Getenv("SIGNET_VAULT_BIN"); p != "" {
+		return p
+	}
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "..", "..", "bin", "vault")
+}
+
+// Start starts a dev server and stops it when the test ends.
+func Start(t testing.TB) *Server {
+	t.Helper()
+	bin := Binary()
+	if _, err := os.Stat(bin); err != nil {
+		t.Fatalf("no Vault server binary at %s: run `make bin/vault` (`make test` builds it)", bin)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	s := &Server{Addr: "http://" + addr, out: &syncBuffer{}, done: make(chan struct{})}
+	s.cmd = exec.Command(bin, "server", "-dev", "-dev-root-token-id="+RootToken, "-dev-listen-address="+addr, "-dev-no-store-token")
+	home := t.TempDir()
+	s.cmd.Env = append(os.Environ(), "HOME="+home, "VAULT_ADDR="+s.Addr, "VAULT_DISABLE_MLOCK=true")
+	s.cmd.Stdout, s.cmd.Stderr = s.out, s.out
+	if err := s.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { s.cmd.Wait(); close(s.done) }()
+	t.Cleanup(func() {
+		s.cmd.Process.Signal(syscall.SIGCONT)
+		s.cmd.Process.Kill()
+		<-s.done
+		if t.Failed() {
+			t.Logf("vault server output:\n%s", s.out.String())
+		}
+	})
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		resp, err := http.Get(s.Addr + "/v1/sys/health")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				break
+			}
+		}
+		select {
+		case <-s.done:
+			t.Fatalf("vault server exited:\n%s", s.out.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("vault server did not become healthy:\n%s", s.out.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err := s.Root(t).Sys().Mount("transit", &api.MountInput{Type: "transit"}); err != nil {
+		t.Fatalf("enabling transit: %v", err)
+	}
+	return s
+}
+
+// Root returns a client with the root token.
+func (s *Server) Root(t testing.TB) *api.Client {
+	t.Helper()
+	cfg := api.DefaultConfig()
+	cfg.Address = s.Addr
+	c, err := api.NewClient(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetToken(RootToken)
+	return c
+}
+
+// Write writes to a Vault path as root.
+func (s *Server) Write(t testing.TB, path string, data map[string]any) *api.Secret {
+	t.Helper()
+	sec, err := s.Root(t).Logical().WriteWithContext(context.Background(), path, data)
+	if err != nil {
+		t.Fatalf("vault write %s: %v", path, err)
+	}
+	return sec
+}
+
+// Freeze stops the process (SIGSTOP): connections are accepted by the
+// kernel but nothing answers, the way a hung server behaves.
+func (s *Server) Freeze(t testing.TB) { s.signal(t, syscall.SIGSTOP) }
+
+// Thaw resumes a frozen server.
+func (s *Server) Thaw(t testing.TB) { s.signal(t, syscall.SIGCONT) }
+
+// Kill ends the server: connections are refused from then on.
+func (s *Server) Kill(t testing.TB) {
+	s.signal(t, syscall.SIGKILL)
+	<-s.done
+}
+
+func (s *Server) signal(t testing.TB, sig os.Signal) {
+	t.Helper()
+	if err := s.cmd.Process.Signal(sig); err != nil {
+		t.Fatalf("signal %v to vault: %v", sig, err)
+	}
+}
+
+// Policy creates a policy from HCL.
+func (s *Server) Policy(t testing.TB, name, hcl string) {
+	t.Helper()
+	if err := s.Root(t).Sys().PutPolicy(name, hcl); err != nil {
+		t.Fatalf("vault policy %s: %v", name, err)
+	}
+}
+
+// Token creates a token with the given policies and options.
+func (s *Server) Token(t testing.TB, data map[string]any) string {
+	t.Helper()
+	sec := s.Write(t, "auth/token/create", data)
+	if sec == nil || sec.Auth == nil {
+		t.Fatal("token create returned no token")
+	}
+	return sec.Auth.ClientToken
+}
+
+// SignerPolicy is the least a Signet backend needs on the "transit" mount.
+const SignerPolicy = `
+path "transit/keys/*" { capabilities = ["create", "read", "update"] }
+path "transit/sign/*" { capabilities = ["update"] }
+`
+
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return fmt.Sprint(b.buf.String())
+}

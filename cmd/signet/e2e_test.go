@@ -109,15 +109,22 @@ func e2eConfig(grpcAddr, httpAddr, dataDir string) string {
 
 func startSignet(t *testing.T, dataDir string) *process {
 	t.Helper()
+	return startSignetWith(t, func(grpcAddr, httpAddr string) string { return e2eConfig(grpcAddr, httpAddr, dataDir) })
+}
+
+// startSignetWith starts `signet serve` with the config that config renders
+// for the chosen addresses, plus extra environment variables.
+func startSignetWith(t *testing.T, config func(grpcAddr, httpAddr string) string, env ...string) *process {
+	t.Helper()
 	grpcAddr, httpAddr := freePort(t), freePort(t)
 	cfgPath := filepath.Join(t.TempDir(), "signet.yaml")
-	if err := os.WriteFile(cfgPath, []byte(e2eConfig(grpcAddr, httpAddr, dataDir)), 0o600); err != nil {
+	if err := os.WriteFile(cfgPath, []byte(config(grpcAddr, httpAddr)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	p := &process{grpcAddr: grpcAddr, httpURL: "http://" + httpAddr, issuer: "http://" + httpAddr,
 		stdout: &syncBuffer{}, stderr: &syncBuffer{}, exited: make(chan struct{})}
 	p.cmd = exec.Command(signetBin, "serve", "--config", cfgPath)
-	p.cmd.Env = append(os.Environ(), "SIGNET_LOCAL_KEK=MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=")
+	p.cmd.Env = append(append(os.Environ(), "SIGNET_LOCAL_KEK=MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="), env...)
 	stdout, _ := p.cmd.StdoutPipe()
 	p.cmd.Stderr = p.stderr
 	if err := p.cmd.Start(); err != nil {

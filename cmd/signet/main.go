@@ -13,6 +13,7 @@ import (
 	"syscall"
 
 	_ "github.com/signet-dev/signet/backends/local" // registers local://
+	_ "github.com/signet-dev/signet/backends/vault" // registers vault://
 )
 
 type command struct {

@@ -304,3 +304,73 @@ func (c *countingBatches) count() int {
 	defer c.mu.Unlock()
 	return c.n
 }
+
+func TestTLSAndSealed(t *testing.T) {
+	srv := vaulttest.StartTLS(t)
+	u, _ := url.Parse(srv.Addr)
+	// Without the CA, Vault's certificate is not trusted.
+	if _, err := open(t, "vault://"+u.Host+"/transit", rootEnv); err == nil || !strings.Contains(err.Error(), "certificate") {
+		t.Errorf("Open without the CA: %v", err)
+	}
+	b := mustOpen(t, "vault://"+u.Host+"/transit?ca_file="+srv.CAFile, rootEnv)
+	ring := backends.KeyRing{Name: "tls", Algorithm: backends.ES384}
+	v, err := b.CreateVersion(context.Background(), ring, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	input := []byte("eyJhbGciOiJFUzM4NCJ9.e30")
+	sig, err := b.Sign(context.Background(), ring, v.ID, input)
+	if err == nil {
+		err = signertest.Verify(ring.Algorithm, v, input, sig)
+	}
+	if err != nil {
+		t.Fatalf("signing over TLS: %v", err)
+	}
+	// A sealed Vault is unavailable, and says so.
+	if err := srv.Root(t).Sys().Seal(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_, err = b.Sign(ctx, ring, v.ID, input)
+	if backends.KindOf(err) != backends.KindUnavailable || !strings.Contains(err.Error(), "sealed") {
+		t.Errorf("Sign with Vault sealed: %v", err)
+	}
+}
+
+// BenchmarkSignParallel measures signing through a real Vault dev server from
+// 64 concurrent callers, with batch_input coalescing and without it
+// (batch_size=1). Run with: go test -run '^$' -bench SignParallel ./backends/vault/
+func BenchmarkSignParallel(b *testing.B) {
+	srv := vaulttest.Start(b)
+	for _, size := range []int{1, 32} {
+		b.Run(fmt.Sprintf("batch_size=%d", size), func(b *testing.B) {
+			be := mustOpen(b, uriFor(srv, fmt.Sprintf("&batch_size=%d", size)), rootEnv)
+			ring := backends.KeyRing{Name: fmt.Sprintf("bench-%d", size), Algorithm: backends.ES256}
+			vs, err := be.Versions(context.Background(), ring) // the benchmark function runs more than once
+			if err != nil {
+				b.Fatal(err)
+			}
+			if len(vs) == 0 {
+				v, err := be.CreateVersion(context.Background(), ring, "")
+				if err != nil {
+					b.Fatal(err)
+				}
+				vs = append(vs, v)
+			}
+			v := vs[0]
+			input := []byte("eyJhbGciOiJFUzI1NiJ9.e30")
+			b.SetParallelism(32) // 64 callers on 2 cores
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if _, err := be.Sign(context.Background(), ring, v.ID, input); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "signs/s")
+		})
+	}
+}

@@ -27,7 +27,8 @@ const RootToken = "signet-test-root"
 // Server is a running `vault server -dev` on a loopback port with Transit
 // enabled at "transit".
 type Server struct {
-	Addr string // http://127.0.0.1:PORT
+	Addr   string // http://127.0.0.1:PORT, or https:// with StartTLS
+	CAFile string // with StartTLS: the CA that signed the server's certificate
 	cmd  *exec.Cmd
 	out  *syncBuffer
 	done chan struct{}
@@ -42,8 +43,20 @@ func Binary() string {
 	return filepath.Join(filepath.Dir(file), "..", "..", "..", "bin", "vault")
 }
 
-// Start starts a dev server and stops it when the test ends.
+// Start starts a dev server over plain HTTP and stops it when the test ends.
 func Start(t testing.TB) *Server {
+	t.Helper()
+	return start(t, false)
+}
+
+// StartTLS starts a dev server over HTTPS with a certificate from a CA the
+// server generates (CAFile).
+func StartTLS(t testing.TB) *Server {
+	t.Helper()
+	return start(t, true)
+}
+
+func start(t testing.TB, tls bool) *Server {
 	t.Helper()
 	bin := Binary()
 	if _, err := os.Stat(bin); err != nil {
@@ -56,7 +69,13 @@ func Start(t testing.TB) *Server {
 	addr := l.Addr().String()
 	l.Close()
 	s := &Server{Addr: "http://" + addr, out: &syncBuffer{}, done: make(chan struct{})}
-	s.cmd = exec.Command(bin, "server", "-dev", "-dev-root-token-id="+RootToken, "-dev-listen-address="+addr, "-dev-no-store-token")
+	args := []string{"server", "-dev", "-dev-root-token-id=" + RootToken, "-dev-listen-address=" + addr, "-dev-no-store-token"}
+	if tls {
+		dir := t.TempDir()
+		s.Addr, s.CAFile = "https://"+addr, filepath.Join(dir, "vault-ca.pem")
+		args = append(args, "-dev-tls", "-dev-tls-cert-dir="+dir)
+	}
+	s.cmd = exec.Command(bin, args...)
 	home := t.TempDir()
 	s.cmd.Env = append(os.Environ(), "HOME="+home, "VAULT_ADDR="+s.Addr, "VAULT_DISABLE_MLOCK=true")
 	s.cmd.Stdout, s.cmd.Stderr = s.out, s.out
@@ -74,7 +93,7 @@ func Start(t testing.TB) *Server {
 	})
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		resp, err := http.Get(s.Addr + "/v1/sys/health")
+		resp, err := s.Root(t).CloneConfig().HttpClient.Get(s.Addr + "/v1/sys/health")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
@@ -102,6 +121,13 @@ func (s *Server) Root(t testing.TB) *api.Client {
 	t.Helper()
 	cfg := api.DefaultConfig()
 	cfg.Address = s.Addr
+	if s.CAFile != "" {
+		if _, err := os.Stat(s.CAFile); err == nil {
+			if err := cfg.ConfigureTLS(&api.TLSConfig{CACert: s.CAFile}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
 	c, err := api.NewClient(cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -29,9 +29,9 @@ const RootToken = "signet-test-root"
 type Server struct {
 	Addr   string // http://127.0.0.1:PORT, or https:// with StartTLS
 	CAFile string // with StartTLS: the CA that signed the server's certificate
-	cmd  *exec.Cmd
-	out  *syncBuffer
-	done chan struct{}
+	cmd    *exec.Cmd
+	out    *syncBuffer
+	done   chan struct{}
 }
 
 // Binary is the path of bin/vault in the repository.

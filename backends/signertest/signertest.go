@@ -13,6 +13,7 @@ import (
 	"context"
 	"crypto"
 	"crypto/rand"
+	"crypto/rsa"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -161,6 +162,16 @@ func Verify(alg backends.Algorithm, v backends.Version, input, sig []byte) error
 	}
 	if _, err := obj.Verify(jwk.Key); err != nil {
 		return fmt.Errorf("go-jose: %w", err)
+	}
+	if alg.IsRSAPSS() {
+		// RFC 7518 3.5 fixes the salt at the hash length; go-jose accepts any
+		// salt, so check that strictly (a verifier may).
+		h := alg.Hash().New()
+		h.Write(input)
+		if err := rsa.VerifyPSS(v.PublicKey.(*rsa.PublicKey), alg.Hash(), h.Sum(nil), sig,
+			&rsa.PSSOptions{SaltLength: rsa.PSSSaltLengthEqualsHash}); err != nil {
+			return fmt.Errorf("%s signature does not use a salt as long as the hash (RFC 7518 3.5): %w", alg, err)
+		}
 	}
 	return nil
 }

@@ -4,6 +4,8 @@ GO    ?= go
 BIN   := bin/signet
 # Debian's python3, where python3-jwt (PyJWT) is installed for the verifier tests.
 PYTHON := /usr/bin/python3
+# The PKCS#11 backend needs cgo and this build tag.
+TAGS  := -tags pkcs11
 
 .PHONY: run build test test-deps lint bench fuzz generate check-generate clean
 
@@ -11,10 +13,10 @@ run: build ## Start Signet on the embedded local backend (./signet-data).
 	./$(BIN) serve $(if $(CONFIG),--config $(CONFIG))
 
 build:
-	$(GO) build -o $(BIN) ./cmd/signet
+	$(GO) build $(TAGS) -o $(BIN) ./cmd/signet
 
 test: test-deps lint bin/vault ## Install what the tests need, then run every test (with the race detector).
-	$(GO) test -race -count=1 ./...
+	$(GO) test $(TAGS) -race -count=1 ./...
 
 # A real Vault server for the Vault backend's tests, built from Vault's Go
 # module in its own module (scripts/vault). The first build takes ~10 minutes;
@@ -22,17 +24,22 @@ test: test-deps lint bin/vault ## Install what the tests need, then run every te
 bin/vault: scripts/vault/main.go scripts/vault/go.mod scripts/vault/go.sum
 	cd scripts/vault && $(GO) build -o ../../bin/vault .
 
-# PyJWT verifies Signet's tokens in the end-to-end tests.
+# PyJWT verifies Signet's tokens in the end-to-end tests; SoftHSM2 is the
+# PKCS#11 token the HSM backend's tests run against.
 test-deps:
-	@if ! $(PYTHON) -c 'import jwt, cryptography' 2>/dev/null; then \
-		echo "installing python3-jwt (PyJWT) for the end-to-end verifier tests"; \
+	@missing=""; \
+	$(PYTHON) -c 'import jwt, cryptography' 2>/dev/null || missing="$$missing python3-jwt python3-cryptography"; \
+	command -v softhsm2-util >/dev/null || missing="$$missing softhsm2"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing$$missing for the tests"; \
 		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
-		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq python3-jwt python3-cryptography; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
 	fi
 
 lint:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go') | grep -v '^gen/' || true); \
 	if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
+	$(GO) vet $(TAGS) ./...
 	$(GO) vet ./...
 
 bench: ## Print what Sign adds over the bare signature, and JWKS serving cost.

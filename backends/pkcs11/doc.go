@@ -1,0 +1,52 @@
+// Package pkcs11 is the HSM backend: key pairs are generated inside a
+// PKCS#11 token as non-extractable, sensitive objects, and Signet only asks
+// the token to sign. It needs cgo and the build tag "pkcs11"
+// (go build -tags pkcs11); without it the scheme is registered by a stub that
+// says how to build with it.
+//
+// URI (RFC 7512 attributes):
+//
+//	pkcs11:token=LABEL?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=file:/etc/signet/pin
+//	pkcs11:slot-id=0?module-path=...                       (PIN from SIGNET_PKCS11_PIN)
+//
+// Query options: module-path (required); pin-source, "file:PATH" or
+// "env:VAR" (default env:SIGNET_PKCS11_PIN): the PIN never goes in the URI and
+// never appears in a log or error; sessions=N, the session pool size
+// (default 2 x GOMAXPROCS, at least 4).
+//
+// Objects. Each version is a key pair on the token: CKA_TOKEN, and for the
+// private key CKA_PRIVATE, CKA_SENSITIVE, CKA_SIGN set and CKA_EXTRACTABLE
+// unset (so the token also sets CKA_NEVER_EXTRACTABLE). Both halves carry
+//
+//	CKA_LABEL = "signet/<ring>/<n>/<creation time, RFC 3339 UTC with nanoseconds>"
+//	CKA_ID    = 4-byte big-endian version number n || 4 random bytes
+//
+// The version's backend id is CKA_ID in hex; the label ties it to its ring
+// and records its creation time (tokens have no creation timestamp of their
+// own). Two replicas that create version n at once both see two objects for
+// n when they list again; the one with the larger CKA_ID destroys its own and
+// reports a conflict, so one survives.
+//
+// Revocation destroys the private key object (C_DestroyObject): the version
+// can never sign again, on any replica, and the token holds no trace of the
+// private key. The public key object stays, so ListKeys shows the version as
+// revoked.
+//
+// Signing: ES* hash the input and use CKM_ECDSA (the token returns raw R||S;
+// its length is checked), RS* use CKM_SHA{256,384,512}_RSA_PKCS, PS* use
+// CKM_SHA*_RSA_PKCS_PSS with MGF1 of the same hash and a salt as long as the
+// hash, EdDSA uses CKM_EDDSA over the input. Algorithms whose mechanisms the
+// token lacks are not offered (Algorithms), so a ring asking for one fails at
+// startup.
+//
+// Sessions are pooled (PKCS#11 sessions must not be used concurrently). The
+// user logs in once per token; a session the token reports invalid, closed or
+// removed is dropped and replaced, and CKR_USER_NOT_LOGGED_IN causes a new
+// login and one retry.
+package pkcs11
+
+// Scheme is the URI scheme of this backend.
+const Scheme = "pkcs11"
+
+// PINEnv is where the PIN comes from when the URI names no pin-source.
+const PINEnv = "SIGNET_PKCS11_PIN"

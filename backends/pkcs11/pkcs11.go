@@ -1,0 +1,678 @@
+//go:build pkcs11
+
+package pkcs11
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/rsa"
+	"encoding/asn1"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"math/big"
+	"net/url"
+	"os"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	p11 "github.com/miekg/pkcs11"
+
+	"github.com/signet-dev/signet/backends"
+)
+
+// PKCS#11 3.0 Edwards-curve constants, which miekg/pkcs11's 2.40 headers lack.
+const (
+	ckkECEdwards           = 0x40
+	ckmECEdwardsKeyPairGen = 0x1055
+	ckmEdDSA               = 0x1057
+)
+
+func init() { backends.Register(Scheme, Open) }
+
+func errorf(kind backends.Kind, format string, args ...any) error {
+	return backends.Errorf(kind, Scheme, format, args...)
+}
+
+// Backend is the PKCS#11 backend.
+type Backend struct {
+	mod  *module
+	slot uint
+	pool *pool
+	algs []backends.Algorithm
+
+	mu      sync.Mutex
+	handles map[string]p11.ObjectHandle // backend id -> private key object
+
+	closeOnce sync.Once
+}
+
+// module is one loaded PKCS#11 library. C_Initialize may run once per
+// process, so backends on the same library share it.
+type module struct {
+	path string
+	ctx  *p11.Ctx
+	refs int
+}
+
+var (
+	modulesMu sync.Mutex
+	modules   = map[string]*module{}
+)
+
+func loadModule(path string) (*module, error) {
+	modulesMu.Lock()
+	defer modulesMu.Unlock()
+	if m := modules[path]; m != nil {
+		m.refs++
+		return m, nil
+	}
+	if _, err := os.Stat(path); err != nil {
+		return nil, errorf(backends.KindInvalidArgument, "module-path %s: %v", path, err)
+	}
+	ctx := p11.New(path)
+	if ctx == nil {
+		return nil, errorf(backends.KindInvalidArgument, "module-path %s: cannot load the PKCS#11 library", path)
+	}
+	if err := ctx.Initialize(); err != nil && !isCode(err, p11.CKR_CRYPTOKI_ALREADY_INITIALIZED) {
+		ctx.Destroy()
+		return nil, classify(err, "initializing "+path)
+	}
+	m := &module{path: path, ctx: ctx, refs: 1}
+	modules[path] = m
+	return m, nil
+}
+
+func (m *module) release() {
+	modulesMu.Lock()
+	defer modulesMu.Unlock()
+	if m.refs--; m.refs == 0 {
+		m.ctx.Finalize()
+		m.ctx.Destroy()
+		delete(modules, m.path)
+	}
+}
+
+// Open opens the backend a pkcs11: URI describes and logs in.
+func Open(ctx context.Context, u *url.URL, opts backends.OpenOptions) (backends.Signer, error) {
+	getenv := opts.Getenv
+	if getenv == nil {
+		getenv = os.Getenv
+	}
+	attrs := map[string]string{}
+	for _, part := range strings.Split(u.Opaque, ";") {
+		if part == "" {
+			continue
+		}
+		k, v, _ := strings.Cut(part, "=")
+		v, err := url.PathUnescape(v)
+		if err != nil {
+			return nil, errorf(backends.KindInvalidArgument, "URI attribute %s: %v", k, err)
+		}
+		attrs[k] = v
+	}
+	q := u.Query()
+	for k := range q {
+		if k != "module-path" && k != "pin-source" && k != "sessions" {
+			return nil, errorf(backends.KindInvalidArgument, "unknown URI option %q", k)
+		}
+	}
+	for k := range attrs {
+		if k != "token" && k != "slot-id" {
+			return nil, errorf(backends.KindInvalidArgument, "unsupported URI attribute %q (use token or slot-id)", k)
+		}
+	}
+	if q.Get("module-path") == "" {
+		return nil, errorf(backends.KindInvalidArgument, "the URI needs module-path, e.g. pkcs11:token=signet?module-path=/usr/lib/softhsm/libsofthsm2.so")
+	}
+	pin, err := readPIN(q.Get("pin-source"), getenv)
+	if err != nil {
+		return nil, err
+	}
+	size := max(4, 2*runtime.GOMAXPROCS(0))
+	if s := q.Get("sessions"); s != "" {
+		if size, err = strconv.Atoi(s); err != nil || size < 1 {
+			return nil, errorf(backends.KindInvalidArgument, "sessions=%q: want a positive number", s)
+		}
+	}
+	mod, err := loadModule(q.Get("module-path"))
+	if err != nil {
+		return nil, err
+	}
+	slot, err := findSlot(mod.ctx, attrs)
+	if err != nil {
+		mod.release()
+		return nil, err
+	}
+	b := &Backend{mod: mod, slot: slot, handles: map[string]p11.ObjectHandle{}}
+	b.pool = newPool(mod.ctx, slot, pin, size)
+	if err := b.pool.login(ctx); err != nil {
+		b.Close()
+		return nil, err
+	}
+	if b.algs, err = supportedAlgorithms(mod.ctx, slot); err != nil {
+		b.Close()
+		return nil, err
+	}
+	return b, nil
+}
+
+func readPIN(source string, getenv func(string) string) (string, error) {
+	if source == "" {
+		source = "env:" + PINEnv
+	}
+	var pin string
+	switch {
+	case strings.HasPrefix(source, "file:"):
+		b, err := os.ReadFile(strings.TrimPrefix(source, "file:"))
+		if err != nil {
+			return "", errorf(backends.KindInvalidArgument, "pin-source: %v", err)
+		}
+		pin = strings.TrimRight(string(b), "\r\n")
+	case strings.HasPrefix(source, "env:"):
+		pin = getenv(strings.TrimPrefix(source, "env:"))
+	default:
+		return "", errorf(backends.KindInvalidArgument, "pin-source must be file:PATH or env:VAR")
+	}
+	if pin == "" {
+		return "", errorf(backends.KindInvalidArgument, "no PIN: %s is empty", source)
+	}
+	return pin, nil
+}
+
+func findSlot(ctx *p11.Ctx, attrs map[string]string) (uint, error) {
+	slots, err := ctx.GetSlotList(true)
+	if err != nil {
+		return 0, classify(err, "listing slots")
+	}
+	if s, ok := attrs["slot-id"]; ok {
+		id, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			return 0, errorf(backends.KindInvalidArgument, "slot-id %q is not a number", s)
+		}
+		for _, sl := range slots {
+			if uint64(sl) == id {
+				return sl, nil
+			}
+		}
+		return 0, errorf(backends.KindNotFound, "no token in slot %d", id)
+	}
+	label, ok := attrs["token"]
+	if !ok {
+		return 0, errorf(backends.KindInvalidArgument, "the URI names neither token= nor slot-id=")
+	}
+	for _, sl := range slots {
+		info, err := ctx.GetTokenInfo(sl)
+		if err == nil && strings.TrimRight(info.Label, " \x00") == label {
+			return sl, nil
+		}
+	}
+	return 0, errorf(backends.KindNotFound, "no token labelled %q", label)
+}
+
+// mechanisms each algorithm needs from the token.
+var algMechanisms = map[backends.Algorithm][2]uint{
+	backends.ES256: {p11.CKM_EC_KEY_PAIR_GEN, p11.CKM_ECDSA}, backends.ES384: {p11.CKM_EC_KEY_PAIR_GEN, p11.CKM_ECDSA},
+	backends.ES512: {p11.CKM_EC_KEY_PAIR_GEN, p11.CKM_ECDSA},
+	backends.RS256: {p11.CKM_RSA_PKCS_KEY_PAIR_GEN, p11.CKM_SHA256_RSA_PKCS}, backends.RS384: {p11.CKM_RSA_PKCS_KEY_PAIR_GEN, p11.CKM_SHA384_RSA_PKCS},
+	backends.RS512: {p11.CKM_RSA_PKCS_KEY_PAIR_GEN, p11.CKM_SHA512_RSA_PKCS},
+	backends.PS256: {p11.CKM_RSA_PKCS_KEY_PAIR_GEN, p11.CKM_SHA256_RSA_PKCS_PSS}, backends.PS384: {p11.CKM_RSA_PKCS_KEY_PAIR_GEN, p11.CKM_SHA384_RSA_PKCS_PSS},
+	backends.PS512: {p11.CKM_RSA_PKCS_KEY_PAIR_GEN, p11.CKM_SHA512_RSA_PKCS_PSS},
+	backends.EdDSA: {ckmECEdwardsKeyPairGen, ckmEdDSA},
+}
+
+func supportedAlgorithms(ctx *p11.Ctx, slot uint) ([]backends.Algorithm, error) {
+	mechs, err := ctx.GetMechanismList(slot)
+	if err != nil {
+		return nil, classify(err, "listing mechanisms")
+	}
+	have := map[uint]bool{}
+	for _, m := range mechs {
+		have[m.Mechanism] = true
+	}
+	var algs []backends.Algorithm
+	for _, a := range backends.AllAlgorithms {
+		if m := algMechanisms[a]; have[m[0]] && have[m[1]] {
+			algs = append(algs, a)
+		}
+	}
+	return algs, nil
+}
+
+// Algorithms lists the algorithms whose mechanisms the token has.
+func (b *Backend) Algorithms() []backends.Algorithm { return b.algs }
+
+// object is one Signet key pair on the token, as found by listing.
+type object struct {
+	id      []byte
+	ring    string
+	n       uint32
+	created time.Time
+	pub     crypto.PublicKey
+	private bool // the private half still exists
+}
+
+func label(ring string, n uint32, created time.Time) string {
+	return fmt.Sprintf("signet/%s/%d/%s", ring, n, created.UTC().Format(time.RFC3339Nano))
+}
+
+func parseLabel(l string) (ring string, n uint32, created time.Time, ok bool) {
+	parts := strings.Split(l, "/")
+	if len(parts) != 4 || parts[0] != "signet" {
+		return "", 0, time.Time{}, false
+	}
+	v, err := strconv.ParseUint(parts[2], 10, 32)
+	if err != nil {
+		return "", 0, time.Time{}, false
+	}
+	t, err := time.Parse(time.RFC3339Nano, parts[3])
+	if err != nil {
+		return "", 0, time.Time{}, false
+	}
+	return parts[1], uint32(v), t, true
+}
+
+// list finds the ring's key pairs, oldest first.
+func (b *Backend) list(ctx context.Context, ring backends.KeyRing) ([]*object, error) {
+	var out []*object
+	err := b.pool.with(ctx, func(sh p11.SessionHandle) error {
+		out = nil
+		pubs, err := findObjects(b.mod.ctx, sh, []*p11.Attribute{p11.NewAttribute(p11.CKA_CLASS, p11.CKO_PUBLIC_KEY)})
+		if err != nil {
+			return err
+		}
+		privs, err := findObjects(b.mod.ctx, sh, []*p11.Attribute{p11.NewAttribute(p11.CKA_CLASS, p11.CKO_PRIVATE_KEY)})
+		if err != nil {
+			return err
+		}
+		privateIDs := map[string]bool{}
+		for _, h := range privs {
+			attrs, err := b.mod.ctx.GetAttributeValue(sh, h, []*p11.Attribute{p11.NewAttribute(p11.CKA_ID, nil)})
+			if err != nil {
+				return err
+			}
+			privateIDs[string(attrs[0].Value)] = true
+		}
+		for _, h := range pubs {
+			attrs, err := b.mod.ctx.GetAttributeValue(sh, h, []*p11.Attribute{
+				p11.NewAttribute(p11.CKA_LABEL, nil), p11.NewAttribute(p11.CKA_ID, nil)})
+			if err != nil {
+				return err
+			}
+			r, n, created, ok := parseLabel(string(attrs[0].Value))
+			if !ok || r != ring.Name {
+				continue
+			}
+			pub, err := readPublicKey(b.mod.ctx, sh, h, ring.Algorithm)
+			if err != nil {
+				return errorf(backends.KindFailedPrecondition, "key %q on the token: %v", attrs[0].Value, err)
+			}
+			out = append(out, &object{id: attrs[1].Value, ring: r, n: n, created: created, pub: pub, private: privateIDs[string(attrs[1].Value)]})
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, classify(err, "listing keys of ring "+ring.Name)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].n != out[j].n {
+			return out[i].n < out[j].n
+		}
+		return bytes.Compare(out[i].id, out[j].id) < 0
+	})
+	return out, nil
+}
+
+func findObjects(ctx *p11.Ctx, sh p11.SessionHandle, tmpl []*p11.Attribute) ([]p11.ObjectHandle, error) {
+	if err := ctx.FindObjectsInit(sh, tmpl); err != nil {
+		return nil, err
+	}
+	defer ctx.FindObjectsFinal(sh)
+	var all []p11.ObjectHandle
+	for {
+		hs, _, err := ctx.FindObjects(sh, 100)
+		if err != nil {
+			return nil, err
+		}
+		if len(hs) == 0 {
+			return all, nil
+		}
+		all = append(all, hs...)
+	}
+}
+
+func readPublicKey(ctx *p11.Ctx, sh p11.SessionHandle, h p11.ObjectHandle, alg backends.Algorithm) (crypto.PublicKey, error) {
+	var pub crypto.PublicKey
+	switch {
+	case alg.IsRSAPKCS1() || alg.IsRSAPSS():
+		attrs, err := ctx.GetAttributeValue(sh, h, []*p11.Attribute{p11.NewAttribute(p11.CKA_MODULUS, nil), p11.NewAttribute(p11.CKA_PUBLIC_EXPONENT, nil)})
+		if err != nil {
+			return nil, err
+		}
+		e := new(big.Int).SetBytes(attrs[1].Value)
+		if !e.IsInt64() || e.Int64() > 1<<31 {
+			return nil, fmt.Errorf("RSA public exponent out of range")
+		}
+		pub = &rsa.PublicKey{N: new(big.Int).SetBytes(attrs[0].Value), E: int(e.Int64())}
+	default:
+		attrs, err := ctx.GetAttributeValue(sh, h, []*p11.Attribute{p11.NewAttribute(p11.CKA_EC_POINT, nil)})
+		if err != nil {
+			return nil, err
+		}
+		// CKA_EC_POINT is a DER OCTET STRING holding the point.
+		var point []byte
+		if rest, err := asn1.Unmarshal(attrs[0].Value, &point); err != nil || len(rest) != 0 {
+			point = attrs[0].Value // some tokens store it bare
+		}
+		if alg.IsEdDSA() {
+			if len(point) != ed25519.PublicKeySize {
+				return nil, fmt.Errorf("Ed25519 point of %d bytes", len(point))
+			}
+			pub = ed25519.PublicKey(point)
+		} else {
+			k, err := ecdsa.ParseUncompressedPublicKey(alg.Curve(), point)
+			if err != nil {
+				return nil, err
+			}
+			pub = k
+		}
+	}
+	if err := alg.CheckPublicKey(pub); err != nil {
+		return nil, fmt.Errorf("the key does not fit %s: %v", alg, err)
+	}
+	return pub, nil
+}
+
+func (o *object) version(alg backends.Algorithm) backends.Version {
+	return backends.Version{ID: hex.EncodeToString(o.id), Algorithm: alg, PublicKey: o.pub, Created: o.created, Disabled: !o.private}
+}
+
+// Versions lists the ring's key pairs on the token.
+func (b *Backend) Versions(ctx context.Context, ring backends.KeyRing) ([]backends.Version, error) {
+	objs, err := b.list(ctx, ring)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]backends.Version, len(objs))
+	for i, o := range objs {
+		out[i] = o.version(ring.Algorithm)
+	}
+	return out, nil
+}
+
+var curveOIDs = map[backends.Algorithm]asn1.ObjectIdentifier{
+	backends.ES256: {1, 2, 840, 10045, 3, 1, 7},
+	backends.ES384: {1, 3, 132, 0, 34},
+	backends.ES512: {1, 3, 132, 0, 35},
+	backends.EdDSA: {1, 3, 101, 112},
+}
+
+// CreateVersion generates a key pair in the token as version latest+1.
+func (b *Backend) CreateVersion(ctx context.Context, ring backends.KeyRing, latest string) (backends.Version, error) {
+	if !backends.Supports(b, ring.Algorithm) {
+		return backends.Version{}, errorf(backends.KindUnimplemented, "the token cannot generate and sign %q keys", ring.Algorithm)
+	}
+	if strings.Contains(ring.Name, "/") {
+		return backends.Version{}, errorf(backends.KindInvalidArgument, "key ring name %q contains '/'", ring.Name)
+	}
+	objs, err := b.list(ctx, ring)
+	if err != nil {
+		return backends.Version{}, err
+	}
+	current := ""
+	if len(objs) > 0 {
+		current = hex.EncodeToString(objs[len(objs)-1].id)
+	}
+	if current != latest {
+		return backends.Version{}, errorf(backends.KindConflict, "key ring %q changed: its newest version is %q, not %q", ring.Name, current, latest)
+	}
+	var n uint32 = 1
+	if len(objs) > 0 {
+		n = objs[len(objs)-1].n + 1
+	}
+	id := make([]byte, 8)
+	binary.BigEndian.PutUint32(id, n)
+	rand.Read(id[4:])
+	created := time.Now().UTC()
+	lbl := label(ring.Name, n, created)
+
+	pubTmpl := []*p11.Attribute{
+		p11.NewAttribute(p11.CKA_TOKEN, true), p11.NewAttribute(p11.CKA_PRIVATE, false), p11.NewAttribute(p11.CKA_VERIFY, true),
+		p11.NewAttribute(p11.CKA_LABEL, lbl), p11.NewAttribute(p11.CKA_ID, id),
+	}
+	privTmpl := []*p11.Attribute{
+		p11.NewAttribute(p11.CKA_TOKEN, true), p11.NewAttribute(p11.CKA_PRIVATE, true), p11.NewAttribute(p11.CKA_SENSITIVE, true),
+		p11.NewAttribute(p11.CKA_EXTRACTABLE, false), p11.NewAttribute(p11.CKA_SIGN, true),
+		p11.NewAttribute(p11.CKA_LABEL, lbl), p11.NewAttribute(p11.CKA_ID, id),
+	}
+	var mech uint
+	switch {
+	case ring.Algorithm.IsECDSA() || ring.Algorithm.IsEdDSA():
+		mech = p11.CKM_EC_KEY_PAIR_GEN
+		if ring.Algorithm.IsEdDSA() {
+			mech = ckmECEdwardsKeyPairGen
+		}
+		params, _ := asn1.Marshal(curveOIDs[ring.Algorithm])
+		pubTmpl = append(pubTmpl, p11.NewAttribute(p11.CKA_EC_PARAMS, params))
+	default:
+		mech = p11.CKM_RSA_PKCS_KEY_PAIR_GEN
+		pubTmpl = append(pubTmpl, p11.NewAttribute(p11.CKA_MODULUS_BITS, ring.Algorithm.RSABits()),
+			p11.NewAttribute(p11.CKA_PUBLIC_EXPONENT, []byte{1, 0, 1}))
+	}
+	err = b.pool.with(ctx, func(sh p11.SessionHandle) error {
+		_, _, err := b.mod.ctx.GenerateKeyPair(sh, []*p11.Mechanism{p11.NewMechanism(mech, nil)}, pubTmpl, privTmpl)
+		return err
+	})
+	if err != nil {
+		return backends.Version{}, classify(err, "generating a key pair for ring "+ring.Name)
+	}
+	objs, err = b.list(ctx, ring)
+	if err != nil {
+		return backends.Version{}, err
+	}
+	var mine *object
+	rival := false
+	for _, o := range objs {
+		if o.n == n && !bytes.Equal(o.id, id) {
+			rival = rival || bytes.Compare(o.id, id) < 0
+		}
+		if bytes.Equal(o.id, id) {
+			mine = o
+		}
+	}
+	if mine == nil {
+		return backends.Version{}, errorf(backends.KindUnknown, "the generated key pair is not on the token")
+	}
+	if rival { // another replica created version n too and wins the tie
+		b.destroy(ctx, id, true)
+		return backends.Version{}, errorf(backends.KindConflict, "key ring %q: version %d was created concurrently", ring.Name, n)
+	}
+	return mine.version(ring.Algorithm), nil
+}
+
+// destroy removes the private (and, with both, the public) object of a version.
+func (b *Backend) destroy(ctx context.Context, id []byte, both bool) error {
+	classes := []uint{p11.CKO_PRIVATE_KEY}
+	if both {
+		classes = append(classes, p11.CKO_PUBLIC_KEY)
+	}
+	err := b.pool.with(ctx, func(sh p11.SessionHandle) error {
+		for _, class := range classes {
+			hs, err := findObjects(b.mod.ctx, sh, []*p11.Attribute{p11.NewAttribute(p11.CKA_CLASS, class), p11.NewAttribute(p11.CKA_ID, id)})
+			if err != nil {
+				return err
+			}
+			for _, h := range hs {
+				if err := b.mod.ctx.DestroyObject(sh, h); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	b.mu.Lock()
+	delete(b.handles, hex.EncodeToString(id))
+	b.mu.Unlock()
+	return err
+}
+
+// DisableVersion destroys the version's private key object.
+func (b *Backend) DisableVersion(ctx context.Context, ring backends.KeyRing, versionID string) error {
+	objs, err := b.list(ctx, ring)
+	if err != nil {
+		return err
+	}
+	for _, o := range objs {
+		if hex.EncodeToString(o.id) == versionID {
+			if !o.private {
+				return nil
+			}
+			if err := b.destroy(ctx, o.id, false); err != nil {
+				return classify(err, "destroying the private key of version "+versionID)
+			}
+			return nil
+		}
+	}
+	return errorf(backends.KindNotFound, "key ring %q has no version %q", ring.Name, versionID)
+}
+
+// privateKey finds (and caches) the private key object of a version.
+func (b *Backend) privateKey(sh p11.SessionHandle, ring backends.KeyRing, versionID string) (p11.ObjectHandle, error) {
+	b.mu.Lock()
+	h, ok := b.handles[versionID]
+	b.mu.Unlock()
+	if ok {
+		return h, nil
+	}
+	id, err := hex.DecodeString(versionID)
+	if err != nil || len(id) != 8 {
+		return 0, errorf(backends.KindNotFound, "key ring %q has no version %q", ring.Name, versionID)
+	}
+	hs, err := findObjects(b.mod.ctx, sh, []*p11.Attribute{p11.NewAttribute(p11.CKA_CLASS, p11.CKO_PRIVATE_KEY), p11.NewAttribute(p11.CKA_ID, id)})
+	if err != nil {
+		return 0, err
+	}
+	if len(hs) == 0 {
+		pubs, err := findObjects(b.mod.ctx, sh, []*p11.Attribute{p11.NewAttribute(p11.CKA_CLASS, p11.CKO_PUBLIC_KEY), p11.NewAttribute(p11.CKA_ID, id)})
+		if err == nil && len(pubs) > 0 {
+			return 0, errorf(backends.KindFailedPrecondition, "version %s of key ring %q is revoked (its private key was destroyed)", versionID, ring.Name)
+		}
+		return 0, errorf(backends.KindNotFound, "key ring %q has no version %q", ring.Name, versionID)
+	}
+	b.mu.Lock()
+	b.handles[versionID] = hs[0]
+	b.mu.Unlock()
+	return hs[0], nil
+}
+
+var hashMechanisms = map[crypto.Hash]struct{ hash, mgf uint }{
+	crypto.SHA256: {p11.CKM_SHA256, p11.CKG_MGF1_SHA256},
+	crypto.SHA384: {p11.CKM_SHA384, p11.CKG_MGF1_SHA384},
+	crypto.SHA512: {p11.CKM_SHA512, p11.CKG_MGF1_SHA512},
+}
+
+// Sign signs with exactly the named version.
+func (b *Backend) Sign(ctx context.Context, ring backends.KeyRing, versionID string, signingInput []byte) ([]byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	alg := ring.Algorithm
+	mechs, ok := algMechanisms[alg]
+	if !ok {
+		return nil, errorf(backends.KindUnimplemented, "algorithm %q is not supported", alg)
+	}
+	msg := signingInput
+	var mech *p11.Mechanism
+	switch {
+	case alg.IsECDSA():
+		h := alg.Hash().New()
+		h.Write(signingInput)
+		msg = h.Sum(nil)
+		mech = p11.NewMechanism(p11.CKM_ECDSA, nil)
+	case alg.IsRSAPSS():
+		hm := hashMechanisms[alg.Hash()]
+		mech = p11.NewMechanism(mechs[1], p11.NewPSSParams(hm.hash, hm.mgf, uint(alg.Hash().Size())))
+	default:
+		mech = p11.NewMechanism(mechs[1], nil)
+	}
+	var sig []byte
+	err := b.pool.with(ctx, func(sh p11.SessionHandle) error {
+		key, err := b.privateKey(sh, ring, versionID)
+		if err != nil {
+			return err
+		}
+		if err := b.mod.ctx.SignInit(sh, []*p11.Mechanism{mech}, key); err != nil {
+			if isCode(err, p11.CKR_OBJECT_HANDLE_INVALID) || isCode(err, p11.CKR_KEY_HANDLE_INVALID) {
+				b.mu.Lock()
+				delete(b.handles, versionID) // destroyed elsewhere; the next call looks again
+				b.mu.Unlock()
+			}
+			return err
+		}
+		sig, err = b.mod.ctx.Sign(sh, msg)
+		return err
+	})
+	if err != nil {
+		return nil, classify(err, "signing with version "+versionID+" of ring "+ring.Name)
+	}
+	if want := alg.SignatureSize(); want != 0 && len(sig) != want {
+		return nil, errorf(backends.KindUnknown, "the token returned a %d-byte %s signature, want %d", len(sig), alg, want)
+	}
+	return sig, nil
+}
+
+// Close closes the backend's sessions and, with the last backend on the
+// library, finalizes it. It is safe to call more than once.
+func (b *Backend) Close() error {
+	b.closeOnce.Do(func() {
+		b.pool.close()
+		b.mod.release()
+	})
+	return nil
+}
+
+func isCode(err error, code uint) bool {
+	var e p11.Error
+	return errors.As(err, &e) && uint(e) == code
+}
+
+// classify maps CKR_* codes to the shared kinds; the message names the code
+// and never holds the PIN.
+func classify(err error, what string) error {
+	var be *backends.Error
+	if errors.As(err, &be) {
+		return err
+	}
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		return &backends.Error{Kind: backends.KindUnavailable, Backend: Scheme, Msg: what + ": no session became free in time", Err: err}
+	}
+	var e p11.Error
+	if !errors.As(err, &e) {
+		return errorf(backends.KindUnknown, "%s: %v", what, err)
+	}
+	kind := backends.KindUnknown
+	switch uint(e) {
+	case p11.CKR_PIN_INCORRECT, p11.CKR_PIN_LOCKED, p11.CKR_PIN_EXPIRED, p11.CKR_USER_NOT_LOGGED_IN:
+		kind = backends.KindPermissionDenied
+	case p11.CKR_DEVICE_REMOVED, p11.CKR_DEVICE_ERROR, p11.CKR_TOKEN_NOT_PRESENT, p11.CKR_SESSION_HANDLE_INVALID,
+		p11.CKR_SESSION_CLOSED, p11.CKR_DEVICE_MEMORY, p11.CKR_HOST_MEMORY, p11.CKR_SESSION_COUNT:
+		kind = backends.KindUnavailable
+	case p11.CKR_KEY_HANDLE_INVALID, p11.CKR_OBJECT_HANDLE_INVALID:
+		kind = backends.KindNotFound
+	case p11.CKR_MECHANISM_INVALID, p11.CKR_MECHANISM_PARAM_INVALID, p11.CKR_KEY_TYPE_INCONSISTENT, p11.CKR_TEMPLATE_INCONSISTENT,
+		p11.CKR_ATTRIBUTE_VALUE_INVALID, p11.CKR_DOMAIN_PARAMS_INVALID, p11.CKR_KEY_FUNCTION_NOT_PERMITTED:
+		kind = backends.KindInvalidArgument
+	case p11.CKR_ATTRIBUTE_SENSITIVE:
+		kind = backends.KindPermissionDenied
+	}
+	return &backends.Error{Kind: kind, Backend: Scheme, Msg: fmt.Sprintf("%s: %s", what, e.Error()), Err: err}
+}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/signet-dev/signet/backends"
 	_ "github.com/signet-dev/signet/backends/local"
+	_ "github.com/signet-dev/signet/backends/pkcs11"
 	_ "github.com/signet-dev/signet/backends/vault"
 	signetv1 "github.com/signet-dev/signet/gen/signet/v1"
 )

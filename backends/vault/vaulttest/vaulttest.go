@@ -147,8 +147,24 @@ func (s *Server) Write(t testing.TB, path string, data map[string]any) *api.Secr
 }
 
 // Freeze stops the process (SIGSTOP): connections are accepted by the
-// kernel but nothing answers, the way a hung server behaves.
-func (s *Server) Freeze(t testing.TB) { s.signal(t, syscall.SIGSTOP) }
+// kernel but nothing answers, the way a hung server behaves. It returns once
+// the kernel reports the process stopped (the signal is asynchronous).
+func (s *Server) Freeze(t testing.TB) {
+	t.Helper()
+	s.signal(t, syscall.SIGSTOP)
+	stat := fmt.Sprintf("/proc/%d/stat", s.cmd.Process.Pid)
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		b, err := os.ReadFile(stat)
+		if err != nil {
+			t.Fatalf("reading %s: %v", stat, err)
+		}
+		// The state follows the parenthesised command name: "pid (comm) T ...".
+		if i := bytes.LastIndexByte(b, ')'); i >= 0 && i+2 < len(b) && b[i+2] == 'T' {
+			return
+		}
+	}
+	t.Fatal("vault did not stop after SIGSTOP")
+}
 
 // Thaw resumes a frozen server.
 func (s *Server) Thaw(t testing.TB) { s.signal(t, syscall.SIGCONT) }

@@ -9,6 +9,9 @@ import (
 	"crypto/rsa"
 	"fmt"
 	"math/big"
+
+	"golang.org/x/crypto/cryptobyte"
+	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
 )
 
 // Algorithm is a JWS "alg" value (RFC 7518). "none" and the HS* family are
@@ -197,4 +200,21 @@ func GenerateKey(a Algorithm) (crypto.Signer, error) {
 		return k, err
 	}
 	return nil, fmt.Errorf("unsupported algorithm %q", a)
+}
+
+// ECDSASignatureFromDER converts an ASN.1 DER ECDSA signature (SEQUENCE of
+// INTEGER r, s), as AWS KMS and most HSM APIs return it, to the fixed-length
+// R||S that JWS requires. It refuses anything but exactly one well-formed
+// signature whose values fit the curve.
+func ECDSASignatureFromDER(a Algorithm, der []byte) ([]byte, error) {
+	// cryptobyte, unlike encoding/asn1, also refuses extra elements inside
+	// the SEQUENCE.
+	r, s := new(big.Int), new(big.Int)
+	in := cryptobyte.String(der)
+	var seq cryptobyte.String
+	if !in.ReadASN1(&seq, cbasn1.SEQUENCE) || !in.Empty() ||
+		!seq.ReadASN1Integer(r) || !seq.ReadASN1Integer(s) || !seq.Empty() {
+		return nil, fmt.Errorf("ECDSA signature is not one DER SEQUENCE of two INTEGERs")
+	}
+	return ECDSASignatureFromInts(a, r, s)
 }

@@ -6,6 +6,7 @@ package vaulttest
 import (
 	"bytes"
 	"context"
+	"encoding/pem"
 	"fmt"
 	"net"
 	"net/http"
@@ -93,7 +94,13 @@ func start(t testing.TB, tls bool) *Server {
 	})
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		resp, err := s.Root(t).CloneConfig().HttpClient.Get(s.Addr + "/v1/sys/health")
+		var resp *http.Response
+		var err error
+		if tls && !pemReady(s.CAFile) {
+			err = fmt.Errorf("the CA file is not written yet")
+		} else {
+			resp, err = s.Root(t).CloneConfig().HttpClient.Get(s.Addr + "/v1/sys/health")
+		}
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
@@ -116,16 +123,24 @@ func start(t testing.TB, tls bool) *Server {
 	return s
 }
 
+// pemReady reports whether the dev server has finished writing its CA.
+func pemReady(path string) bool {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return false
+	}
+	block, _ := pem.Decode(b)
+	return block != nil
+}
+
 // Root returns a client with the root token.
 func (s *Server) Root(t testing.TB) *api.Client {
 	t.Helper()
 	cfg := api.DefaultConfig()
 	cfg.Address = s.Addr
 	if s.CAFile != "" {
-		if _, err := os.Stat(s.CAFile); err == nil {
-			if err := cfg.ConfigureTLS(&api.TLSConfig{CACert: s.CAFile}); err != nil {
-				t.Fatal(err)
-			}
+		if err := cfg.ConfigureTLS(&api.TLSConfig{CACert: s.CAFile}); err != nil {
+			t.Fatal(err)
 		}
 	}
 	c, err := api.NewClient(cfg)

@@ -1,0 +1,229 @@
+package awskms
+
+import (
+	"context"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/signet-dev/signet/backends"
+	"github.com/signet-dev/signet/backends/awskms/kmstest"
+	"github.com/signet-dev/signet/backends/signertest"
+)
+
+// awsEnv gives the real SDK test credentials and keeps it away from this
+// machine's AWS configuration and from instance metadata.
+func awsEnv(t testing.TB) {
+	t.Setenv("AWS_ACCESS_KEY_ID", "AKIDSIGNETTEST")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "signet-test-secret")
+	t.Setenv("AWS_REGION", "us-east-1")
+	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
+	t.Setenv("AWS_CONFIG_FILE", "/nonexistent")
+	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+}
+
+func start(t testing.TB) *kmstest.Server {
+	awsEnv(t)
+	s := kmstest.Start()
+	t.Cleanup(s.Close)
+	return s
+}
+
+func open(t testing.TB, s *kmstest.Server, query string) *Backend {
+	t.Helper()
+	u, _ := url.Parse("awskms:?endpoint=" + url.QueryEscape(s.URL) + query)
+	b, err := Open(context.Background(), u, backends.OpenOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b.(*Backend)
+}
+
+func TestConformance(t *testing.T) {
+	s := start(t)
+	s.PageSize = 3 // every listing pages
+	signertest.Run(t, signertest.Harness{
+		Open:            func(t *testing.T) backends.Signer { return open(t, s, "&sign_rate=10000&sign_burst=1000") },
+		MaxSigningInput: map[backends.Algorithm]int{backends.EdDSA: MaxRawMessage},
+	})
+}
+
+func TestKeysAreTaggedAndAliased(t *testing.T) {
+	s := start(t)
+	b := open(t, s, "&alias_prefix=jwt")
+	ring := backends.KeyRing{Name: "payments", Algorithm: backends.PS384}
+	v, err := b.CreateVersion(context.Background(), ring, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := s.Keys()
+	if len(keys) != 1 || keys[0].ARN != v.ID || keys[0].Spec != "RSA_3072" || keys[0].Usage != "SIGN_VERIFY" {
+		t.Fatalf("keys %+v", keys)
+	}
+	if keys[0].Tags["signet:ring"] != "payments" || keys[0].Tags["signet:version"] != "1" {
+		t.Errorf("tags %v", keys[0].Tags)
+	}
+	if d := keys[0].Created.Sub(v.Created); d < -time.Millisecond || d > time.Millisecond { // CreationDate travels as epoch seconds
+		t.Errorf("version created %v, KMS says %v", v.Created, keys[0].Created)
+	}
+	if n := s.Calls("GetPublicKey"); n != 1 {
+		t.Errorf("%d GetPublicKey calls for one key", n)
+	}
+	for range 3 {
+		if _, err := b.Sign(context.Background(), ring, v.ID, []byte("a.b")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := b.Versions(context.Background(), ring); err != nil {
+		t.Fatal(err)
+	}
+	if n := s.Calls("GetPublicKey"); n != 1 {
+		t.Errorf("signing and listing called GetPublicKey again (%d calls)", n)
+	}
+}
+
+func TestThrottlingIsRetriedThenUnavailable(t *testing.T) {
+	s := start(t)
+	b := open(t, s, "")
+	ring := backends.KeyRing{Name: "t", Algorithm: backends.ES256}
+	v, err := b.CreateVersion(context.Background(), ring, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Throttle.Store(2)
+	before := s.Calls("Sign")
+	if _, err := b.Sign(context.Background(), ring, v.ID, []byte("a.b")); err != nil {
+		t.Fatalf("two throttled attempts should be retried: %v", err)
+	}
+	if s.Throttle.Load() != 0 || s.Calls("Sign") != before+1 {
+		t.Errorf("throttle left %d, Sign reached KMS %d times", s.Throttle.Load(), s.Calls("Sign")-before)
+	}
+	s.Throttle.Store(1000)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	_, err = b.Sign(ctx, ring, v.ID, []byte("a.b"))
+	if backends.KindOf(err) != backends.KindUnavailable || !strings.Contains(err.Error(), "ThrottlingException") {
+		t.Errorf("persistent throttling: %v", err)
+	}
+	s.Throttle.Store(0)
+}
+
+func TestServerGoneIsUnavailableWithinTheDeadline(t *testing.T) {
+	s := start(t)
+	b := open(t, s, "")
+	ring := backends.KeyRing{Name: "gone", Algorithm: backends.EdDSA}
+	v, err := b.CreateVersion(context.Background(), ring, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_, err = b.Sign(ctx, ring, v.ID, []byte("a.b"))
+	if backends.KindOf(err) != backends.KindUnavailable {
+		t.Errorf("Sign with KMS gone: %v", err)
+	}
+}
+
+func TestPartialRotationLeavesNoKey(t *testing.T) {
+	s := start(t)
+	b := open(t, s, "")
+	ring := backends.KeyRing{Name: "partial", Algorithm: backends.ES384}
+	v1, err := b.CreateVersion(context.Background(), ring, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.FailCreateAlias.Store(true)
+	if _, err := b.CreateVersion(context.Background(), ring, v1.ID); err == nil || !strings.Contains(err.Error(), "scheduled for deletion") {
+		t.Fatalf("CreateVersion with CreateAlias failing: %v", err)
+	}
+	s.FailCreateAlias.Store(false)
+	keys := s.Keys()
+	if len(keys) != 2 || keys[0].State != "Enabled" || keys[1].State != "PendingDeletion" {
+		t.Fatalf("after a failed alias: %+v", keys)
+	}
+	vs, err := b.Versions(context.Background(), ring)
+	if err != nil || len(vs) != 1 {
+		t.Fatalf("versions: %v, %v", vs, err)
+	}
+	// The next rotation works and takes version 2.
+	if _, err := b.CreateVersion(context.Background(), ring, v1.ID); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestConcurrentRotationsCreateOneVersion(t *testing.T) {
+	s := start(t)
+	ring := backends.KeyRing{Name: "race", Algorithm: backends.ES256}
+	v1, err := open(t, s, "").CreateVersion(context.Background(), ring, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	results := make(chan error, 4)
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := open(t, s, "").CreateVersion(context.Background(), ring, v1.ID)
+			results <- err
+		}()
+	}
+	wg.Wait()
+	close(results)
+	won := 0
+	for err := range results {
+		switch backends.KindOf(err) {
+		case backends.KindConflict:
+		case backends.KindUnknown:
+			if err == nil {
+				won++
+				continue
+			}
+			t.Error(err)
+		default:
+			t.Error(err)
+		}
+	}
+	vs, _ := open(t, s, "").Versions(context.Background(), ring)
+	if won != 1 || len(vs) != 2 {
+		t.Errorf("%d replicas won, %d versions; want 1 and 2", won, len(vs))
+	}
+	for _, k := range s.Keys() {
+		if k.State == "Enabled" && k.ARN != vs[0].ID && k.ARN != vs[1].ID {
+			t.Errorf("key %s is enabled but no alias reaches it", k.ARN)
+		}
+	}
+}
+
+func TestRevokedVersionsStayListedAfterRestart(t *testing.T) {
+	s := start(t)
+	ring := backends.KeyRing{Name: "revoked", Algorithm: backends.RS256}
+	b := open(t, s, "")
+	v1, _ := b.CreateVersion(context.Background(), ring, "")
+	if _, err := b.CreateVersion(context.Background(), ring, v1.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.DisableVersion(context.Background(), ring, v1.ID); err != nil {
+		t.Fatal(err)
+	}
+	vs, err := open(t, s, "").Versions(context.Background(), ring)
+	if err != nil || len(vs) != 2 || !vs[0].Disabled {
+		t.Fatalf("a fresh backend lists %+v, %v", vs, err)
+	}
+	if _, err := b.Sign(context.Background(), ring, v1.ID, []byte("a.b")); backends.KindOf(err) != backends.KindFailedPrecondition {
+		t.Errorf("Sign with a disabled key: %v", err)
+	}
+}
+
+func TestEdDSAInputLimit(t *testing.T) {
+	s := start(t)
+	b := open(t, s, "")
+	ring := backends.KeyRing{Name: "ed", Algorithm: backends.EdDSA}
+	v, _ := b.CreateVersion(context.Background(), ring, "")
+	if _, err := b.Sign(context.Background(), ring, v.ID, make([]byte, MaxRawMessage+1)); backends.KindOf(err) != backends.KindInvalidArgument {
+		t.Errorf("EdDSA over 4096 bytes: %v", err)
+	}
+}

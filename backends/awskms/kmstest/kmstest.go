@@ -1,0 +1,547 @@
+// Package kmstest is an AWS KMS look-alike for tests: an HTTP server that
+// speaks KMS's JSON 1.1 protocol (X-Amz-Target: TrentService.<Action>),
+// requires a SigV4 Authorization header, does real cryptography and answers
+// with KMS's error shapes ({"__type": ..., "message": ...}). The real AWS SDK
+// client talks to it through an endpoint override. NOT FOR PRODUCTION: keys
+// live in process memory.
+package kmstest
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// MaxMessage is KMS's limit on Sign and Verify messages.
+const MaxMessage = 4096
+
+// Server is a running fake KMS.
+type Server struct {
+	URL    string
+	Region string
+	// PageSize is the most aliases ListAliases returns at once (KMS: 50-100).
+	PageSize int
+	// Throttle makes the next N requests fail with ThrottlingException.
+	Throttle atomic.Int64
+	// FailCreateAlias makes CreateAlias fail with KMSInternalException.
+	FailCreateAlias atomic.Bool
+
+	srv     *httptest.Server
+	mu      sync.Mutex
+	keys    map[string]*Key // by key id
+	aliases map[string]string
+	order   []string // alias names in creation order
+	calls   map[string]int
+}
+
+// Key is a KMS key held by the fake.
+type Key struct {
+	ID, ARN, Spec, Usage, State, Description string
+	Created                                  time.Time
+	Tags                                     map[string]string
+	priv                                     crypto.Signer
+}
+
+// Start starts a fake KMS on a loopback port; call Close when done.
+func Start() *Server {
+	s := &Server{Region: "us-east-1", PageSize: 50, keys: map[string]*Key{}, aliases: map[string]string{}, calls: map[string]int{}}
+	s.srv = httptest.NewServer(http.HandlerFunc(s.serve))
+	s.URL = s.srv.URL
+	return s
+}
+
+// Close stops the server; clients then get connection errors.
+func (s *Server) Close() {
+	s.srv.CloseClientConnections()
+	s.srv.Close()
+}
+
+// Calls reports how many times an action was called.
+func (s *Server) Calls(action string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.calls[action]
+}
+
+// Keys returns a copy of every key.
+func (s *Server) Keys() []Key {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []Key
+	for _, k := range s.keys {
+		out = append(out, *k)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Created.Before(out[j].Created) })
+	return out
+}
+
+type apiError struct {
+	status int
+	typ    string
+	msg    string
+}
+
+func fail(typ, format string, args ...any) *apiError {
+	return &apiError{http.StatusBadRequest, typ, fmt.Sprintf(format, args...)}
+}
+
+func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
+	reply := func(v any, e *apiError) {
+		w.Header().Set("Content-Type", "application/x-amz-json-1.1")
+		w.Header().Set("x-amzn-RequestId", newID())
+		if e != nil {
+			w.WriteHeader(e.status)
+			json.NewEncoder(w).Encode(map[string]string{"__type": e.typ, "message": e.msg})
+			return
+		}
+		json.NewEncoder(w).Encode(v)
+	}
+	target := r.Header.Get("X-Amz-Target")
+	action, ok := strings.CutPrefix(target, "TrentService.")
+	switch {
+	case r.Method != http.MethodPost || !ok:
+		reply(nil, fail("UnknownOperationException", "unknown operation %q", target))
+		return
+	case !strings.HasPrefix(r.Header.Get("Content-Type"), "application/x-amz-json-1.1"):
+		reply(nil, fail("SerializationException", "Content-Type must be application/x-amz-json-1.1"))
+		return
+	case !strings.HasPrefix(r.Header.Get("Authorization"), "AWS4-HMAC-SHA256 Credential=") || r.Header.Get("X-Amz-Date") == "":
+		reply(nil, &apiError{http.StatusBadRequest, "MissingAuthenticationTokenException", "Request is missing Authentication Token"})
+		return
+	}
+	if n := s.Throttle.Load(); n > 0 && s.Throttle.CompareAndSwap(n, n-1) {
+		reply(nil, fail("ThrottlingException", "Rate exceeded"))
+		return
+	}
+	body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+	var in map[string]any
+	if err := json.Unmarshal(body, &in); err != nil {
+		reply(nil, fail("SerializationException", "body is not JSON"))
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.calls[action]++
+	h, ok := actions[action]
+	if !ok {
+		reply(nil, fail("UnknownOperationException", "unknown operation %q", action))
+		return
+	}
+	reply(h(s, in))
+}
+
+var actions = map[string]func(*Server, map[string]any) (any, *apiError){
+	"CreateKey": (*Server).createKey, "DescribeKey": (*Server).describeKey, "GetPublicKey": (*Server).getPublicKey,
+	"Sign": (*Server).sign, "Verify": (*Server).verify, "ListAliases": (*Server).listAliases,
+	"CreateAlias": (*Server).createAlias, "DeleteAlias": (*Server).deleteAlias, "DisableKey": (*Server).disableKey,
+	"ScheduleKeyDeletion": (*Server).scheduleKeyDeletion, "TagResource": (*Server).tagResource,
+	"ListResourceTags": (*Server).listResourceTags, "UpdateKeyDescription": (*Server).updateKeyDescription,
+}
+
+func newID() string {
+	b := make([]byte, 16)
+	rand.Read(b)
+	h := hex.EncodeToString(b)
+	return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
+}
+
+func str(in map[string]any, k string) string { v, _ := in[k].(string); return v }
+
+var signingAlgorithms = map[string][]string{
+	"ECC_NIST_P256": {"ECDSA_SHA_256"}, "ECC_NIST_P384": {"ECDSA_SHA_384"}, "ECC_NIST_P521": {"ECDSA_SHA_512"},
+	"ECC_NIST_EDWARDS25519": {"ED25519_SHA_512", "ED25519_PH_SHA_512"},
+	"RSA_2048":              rsaAlgs, "RSA_3072": rsaAlgs, "RSA_4096": rsaAlgs,
+}
+
+var rsaAlgs = []string{"RSASSA_PSS_SHA_256", "RSASSA_PSS_SHA_384", "RSASSA_PSS_SHA_512",
+	"RSASSA_PKCS1_V1_5_SHA_256", "RSASSA_PKCS1_V1_5_SHA_384", "RSASSA_PKCS1_V1_5_SHA_512"}
+
+func generate(spec string) (crypto.Signer, error) {
+	switch spec {
+	case "ECC_NIST_P256":
+		return ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	case "ECC_NIST_P384":
+		return ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	case "ECC_NIST_P521":
+		return ecdsa.GenerateKey(elliptic.P521(), rand.Reader)
+	case "ECC_NIST_EDWARDS25519":
+		_, k, err := ed25519.GenerateKey(rand.Reader)
+		return k, err
+	case "RSA_2048", "RSA_3072", "RSA_4096":
+		bits, _ := strconv.Atoi(strings.TrimPrefix(spec, "RSA_"))
+		return rsa.GenerateKey(rand.Reader, bits)
+	}
+	return nil, fmt.Errorf("unsupported")
+}
+
+func (s *Server) createKey(in map[string]any) (any, *apiError) {
+	spec, usage := str(in, "KeySpec"), str(in, "KeyUsage")
+	if spec == "" {
+		spec = "SYMMETRIC_DEFAULT"
+	}
+	if usage != "SIGN_VERIFY" {
+		return nil, fail("ValidationException", "this fake KMS only creates SIGN_VERIFY keys, not KeyUsage %q", usage)
+	}
+	priv, err := generate(spec)
+	if err != nil {
+		return nil, fail("ValidationException", "1 validation error detected: Value '%s' at 'keySpec' failed to satisfy constraint", spec)
+	}
+	id := newID()
+	k := &Key{ID: id, ARN: fmt.Sprintf("arn:aws:kms:%s:111122223333:key/%s", s.Region, id), Spec: spec, Usage: usage,
+		State: "Enabled", Description: str(in, "Description"), Created: time.Now(), Tags: map[string]string{}, priv: priv}
+	if tags, ok := in["Tags"].([]any); ok {
+		for _, t := range tags {
+			m, _ := t.(map[string]any)
+			k.Tags[str(m, "TagKey")] = str(m, "TagValue")
+		}
+	}
+	s.keys[id] = k
+	return map[string]any{"KeyMetadata": s.metadata(k)}, nil
+}
+
+func (s *Server) metadata(k *Key) map[string]any {
+	return map[string]any{"KeyId": k.ID, "Arn": k.ARN, "AWSAccountId": "111122223333", "CreationDate": float64(k.Created.UnixNano()) / 1e9,
+		"Enabled": k.State == "Enabled", "KeyState": k.State, "KeyUsage": k.Usage, "KeySpec": k.Spec, "CustomerMasterKeySpec": k.Spec,
+		"Description": k.Description, "KeyManager": "CUSTOMER", "Origin": "AWS_KMS", "SigningAlgorithms": signingAlgorithms[k.Spec]}
+}
+
+// find resolves a KeyId: key id, key ARN, alias name or alias ARN.
+func (s *Server) find(in map[string]any) (*Key, *apiError) {
+	ref := str(in, "KeyId")
+	if ref == "" {
+		return nil, fail("ValidationException", "KeyId is required")
+	}
+	if i := strings.Index(ref, ":alias/"); i >= 0 {
+		ref = ref[i+1:]
+	}
+	if strings.HasPrefix(ref, "alias/") {
+		id, ok := s.aliases[ref]
+		if !ok {
+			return nil, fail("NotFoundException", "Alias %s is not found.", ref)
+		}
+		ref = id
+	}
+	if i := strings.Index(ref, ":key/"); i >= 0 {
+		ref = ref[i+5:]
+	}
+	k, ok := s.keys[ref]
+	if !ok {
+		return nil, fail("NotFoundException", "Key '%s' does not exist", str(in, "KeyId"))
+	}
+	return k, nil
+}
+
+func (s *Server) usable(k *Key) *apiError {
+	switch k.State {
+	case "Enabled":
+		return nil
+	case "Disabled":
+		return fail("DisabledException", "%s is disabled.", k.ARN)
+	}
+	return fail("KMSInvalidStateException", "%s is pending deletion.", k.ARN)
+}
+
+func (s *Server) describeKey(in map[string]any) (any, *apiError) {
+	k, e := s.find(in)
+	if e != nil {
+		return nil, e
+	}
+	return map[string]any{"KeyMetadata": s.metadata(k)}, nil
+}
+
+func (s *Server) getPublicKey(in map[string]any) (any, *apiError) {
+	k, e := s.find(in)
+	if e != nil {
+		return nil, e
+	}
+	if e := s.usable(k); e != nil {
+		return nil, e
+	}
+	der, _ := x509.MarshalPKIXPublicKey(k.priv.Public())
+	return map[string]any{"KeyId": k.ARN, "PublicKey": der, "KeySpec": k.Spec, "KeyUsage": k.Usage,
+		"SigningAlgorithms": signingAlgorithms[k.Spec]}, nil
+}
+
+// message checks Message, MessageType and SigningAlgorithm as KMS does.
+func (s *Server) message(k *Key, in map[string]any) (msg []byte, alg string, digest bool, e *apiError) {
+	if k.Usage != "SIGN_VERIFY" {
+		return nil, "", false, fail("InvalidKeyUsageException", "%s key usage is %s which is not valid for Sign.", k.ARN, k.Usage)
+	}
+	alg = str(in, "SigningAlgorithm")
+	ok := false
+	for _, a := range signingAlgorithms[k.Spec] {
+		ok = ok || a == alg
+	}
+	if !ok {
+		return nil, "", false, fail("InvalidKeyUsageException", "Algorithm %s is incompatible with key spec %s.", alg, k.Spec)
+	}
+	b64, _ := in["Message"].(string)
+	msg, err := decodeBlob(b64)
+	if err != nil || len(msg) == 0 {
+		return nil, "", false, fail("ValidationException", "Message must be base64 and not empty")
+	}
+	if len(msg) > MaxMessage {
+		return nil, "", false, fail("ValidationException", "1 validation error detected: Value at 'message' failed to satisfy constraint: Member must have length less than or equal to %d", MaxMessage)
+	}
+	switch mt := str(in, "MessageType"); mt {
+	case "", "RAW":
+		if alg == "ED25519_PH_SHA_512" {
+			return nil, "", false, fail("ValidationException", "ED25519_PH_SHA_512 requires MessageType DIGEST")
+		}
+	case "DIGEST":
+		digest = true
+		if alg == "ED25519_SHA_512" {
+			return nil, "", false, fail("ValidationException", "ED25519_SHA_512 requires MessageType RAW")
+		}
+		if n := hashOf(alg).Size(); len(msg) != n {
+			return nil, "", false, fail("ValidationException", "Digest is invalid length for algorithm %s.", alg)
+		}
+	default:
+		return nil, "", false, fail("ValidationException", "1 validation error detected: Value '%s' at 'messageType' failed to satisfy constraint", mt)
+	}
+	return msg, alg, digest, nil
+}
+
+func hashOf(alg string) crypto.Hash {
+	switch {
+	case strings.HasSuffix(alg, "_256"):
+		return crypto.SHA256
+	case strings.HasSuffix(alg, "_384"):
+		return crypto.SHA384
+	}
+	return crypto.SHA512
+}
+
+func (s *Server) sign(in map[string]any) (any, *apiError) {
+	k, e := s.find(in)
+	if e != nil {
+		return nil, e
+	}
+	if e := s.usable(k); e != nil {
+		return nil, e
+	}
+	msg, alg, digest, e := s.message(k, in)
+	if e != nil {
+		return nil, e
+	}
+	var sig []byte
+	var err error
+	if alg == "ED25519_SHA_512" {
+		sig = ed25519.Sign(k.priv.(ed25519.PrivateKey), msg)
+	} else {
+		h := hashOf(alg)
+		if !digest {
+			hh := h.New()
+			hh.Write(msg)
+			msg = hh.Sum(nil)
+		}
+		var opts crypto.SignerOpts = h
+		if strings.HasPrefix(alg, "RSASSA_PSS") {
+			opts = &rsa.PSSOptions{SaltLength: rsa.PSSSaltLengthEqualsHash, Hash: h}
+		}
+		sig, err = k.priv.Sign(rand.Reader, msg, opts) // ECDSA: ASN.1 DER, as KMS returns it
+	}
+	if err != nil {
+		return nil, &apiError{http.StatusInternalServerError, "KMSInternalException", err.Error()}
+	}
+	return map[string]any{"KeyId": k.ARN, "Signature": sig, "SigningAlgorithm": alg}, nil
+}
+
+func (s *Server) verify(in map[string]any) (any, *apiError) {
+	k, e := s.find(in)
+	if e != nil {
+		return nil, e
+	}
+	if e := s.usable(k); e != nil {
+		return nil, e
+	}
+	msg, alg, digest, e := s.message(k, in)
+	if e != nil {
+		return nil, e
+	}
+	b64, _ := in["Signature"].(string)
+	sig, _ := decodeBlob(b64)
+	ok := false
+	switch pub := k.priv.Public().(type) {
+	case ed25519.PublicKey:
+		ok = ed25519.Verify(pub, msg, sig)
+	default:
+		h := hashOf(alg)
+		if !digest {
+			hh := h.New()
+			hh.Write(msg)
+			msg = hh.Sum(nil)
+		}
+		switch pub := pub.(type) {
+		case *ecdsa.PublicKey:
+			ok = ecdsa.VerifyASN1(pub, msg, sig)
+		case *rsa.PublicKey:
+			if strings.HasPrefix(alg, "RSASSA_PSS") {
+				ok = rsa.VerifyPSS(pub, h, msg, sig, &rsa.PSSOptions{SaltLength: rsa.PSSSaltLengthEqualsHash}) == nil
+			} else {
+				ok = rsa.VerifyPKCS1v15(pub, h, msg, sig) == nil
+			}
+		}
+	}
+	if !ok {
+		return nil, fail("KMSInvalidSignatureException", "")
+	}
+	return map[string]any{"KeyId": k.ARN, "SignatureValid": true, "SigningAlgorithm": alg}, nil
+}
+
+func (s *Server) listAliases(in map[string]any) (any, *apiError) {
+	limit := s.PageSize
+	if l, ok := in["Limit"].(float64); ok {
+		if l < 1 || l > 100 {
+			return nil, fail("ValidationException", "Limit must be between 1 and 100")
+		}
+		limit = min(limit, int(l))
+	}
+	start := 0
+	if m := str(in, "Marker"); m != "" {
+		n, err := strconv.Atoi(m)
+		if err != nil || n < 0 || n > len(s.order) {
+			return nil, fail("InvalidMarkerException", "Invalid marker")
+		}
+		start = n
+	}
+	var page []map[string]any
+	i := start
+	for ; i < len(s.order) && len(page) < limit; i++ {
+		name := s.order[i]
+		id, ok := s.aliases[name]
+		if !ok {
+			continue // deleted
+		}
+		if filter := str(in, "KeyId"); filter != "" && filter != id && filter != s.keys[id].ARN {
+			continue
+		}
+		page = append(page, map[string]any{"AliasName": name, "TargetKeyId": id,
+			"AliasArn": fmt.Sprintf("arn:aws:kms:%s:111122223333:%s", s.Region, name)})
+	}
+	out := map[string]any{"Aliases": page, "Truncated": i < len(s.order)}
+	if i < len(s.order) {
+		out["NextMarker"] = strconv.Itoa(i)
+	}
+	return out, nil
+}
+
+func (s *Server) createAlias(in map[string]any) (any, *apiError) {
+	name := str(in, "AliasName")
+	if !strings.HasPrefix(name, "alias/") || strings.HasPrefix(name, "alias/aws/") || len(name) > 256 {
+		return nil, fail("ValidationException", "Alias must start with the prefix \"alias/\" and not \"alias/aws/\"")
+	}
+	k, e := s.find(map[string]any{"KeyId": str(in, "TargetKeyId")})
+	if e != nil {
+		return nil, e
+	}
+	if s.FailCreateAlias.Load() {
+		return nil, &apiError{http.StatusInternalServerError, "KMSInternalException", "injected failure"}
+	}
+	if _, exists := s.aliases[name]; exists {
+		return nil, fail("AlreadyExistsException", "An alias with the name arn:aws:kms:%s:111122223333:%s already exists", s.Region, name)
+	}
+	s.aliases[name] = k.ID
+	s.order = append(s.order, name)
+	return map[string]any{}, nil
+}
+
+func (s *Server) deleteAlias(in map[string]any) (any, *apiError) {
+	name := str(in, "AliasName")
+	if _, ok := s.aliases[name]; !ok {
+		return nil, fail("NotFoundException", "Alias %s is not found.", name)
+	}
+	delete(s.aliases, name)
+	return map[string]any{}, nil
+}
+
+func (s *Server) disableKey(in map[string]any) (any, *apiError) {
+	k, e := s.find(in)
+	if e != nil {
+		return nil, e
+	}
+	if k.State == "PendingDeletion" {
+		return nil, fail("KMSInvalidStateException", "%s is pending deletion.", k.ARN)
+	}
+	k.State = "Disabled"
+	return map[string]any{}, nil
+}
+
+func (s *Server) scheduleKeyDeletion(in map[string]any) (any, *apiError) {
+	k, e := s.find(in)
+	if e != nil {
+		return nil, e
+	}
+	days := 30.0
+	if d, ok := in["PendingWindowInDays"].(float64); ok {
+		days = d
+	}
+	if days < 7 || days > 30 {
+		return nil, fail("ValidationException", "PendingWindowInDays must be between 7 and 30")
+	}
+	if k.State == "PendingDeletion" {
+		return nil, fail("KMSInvalidStateException", "%s is pending deletion.", k.ARN)
+	}
+	k.State = "PendingDeletion"
+	return map[string]any{"KeyId": k.ARN, "KeyState": k.State, "PendingWindowInDays": days,
+		"DeletionDate": float64(time.Now().Add(time.Duration(days) * 24 * time.Hour).Unix())}, nil
+}
+
+func (s *Server) tagResource(in map[string]any) (any, *apiError) {
+	k, e := s.find(in)
+	if e != nil {
+		return nil, e
+	}
+	tags, _ := in["Tags"].([]any)
+	for _, t := range tags {
+		m, _ := t.(map[string]any)
+		k.Tags[str(m, "TagKey")] = str(m, "TagValue")
+	}
+	return map[string]any{}, nil
+}
+
+func (s *Server) listResourceTags(in map[string]any) (any, *apiError) {
+	k, e := s.find(in)
+	if e != nil {
+		return nil, e
+	}
+	var tags []map[string]string
+	for key, v := range k.Tags {
+		tags = append(tags, map[string]string{"TagKey": key, "TagValue": v})
+	}
+	sort.Slice(tags, func(i, j int) bool { return tags[i]["TagKey"] < tags[j]["TagKey"] })
+	return map[string]any{"Tags": tags, "Truncated": false}, nil
+}
+
+func decodeBlob(s string) ([]byte, error) { return base64Std.DecodeString(s) }
+var base64Std = base64.StdEncoding
+
+func (s *Server) updateKeyDescription(in map[string]any) (any, *apiError) {
+	k, e := s.find(in)
+	if e != nil {
+		return nil, e
+	}
+	if d := str(in, "Description"); len(d) > 8192 {
+		return nil, fail("ValidationException", "Description must be at most 8192 characters")
+	} else {
+		k.Description = d
+	}
+	return map[string]any{}, nil
+}

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/signet-dev/signet/backends"
+	_ "github.com/signet-dev/signet/backends/awskms"
 	_ "github.com/signet-dev/signet/backends/local"
 	_ "github.com/signet-dev/signet/backends/pkcs11"
 	_ "github.com/signet-dev/signet/backends/vault"

@@ -227,3 +227,23 @@ func TestEdDSAInputLimit(t *testing.T) {
 		t.Errorf("EdDSA over 4096 bytes: %v", err)
 	}
 }
+
+func TestClientSideRateLimit(t *testing.T) {
+	s := start(t)
+	b := open(t, s, "&sign_rate=0.001&sign_burst=1")
+	ring := backends.KeyRing{Name: "limited", Algorithm: backends.ES256}
+	v, _ := b.CreateVersion(context.Background(), ring, "")
+	if _, err := b.Sign(context.Background(), ring, v.ID, []byte("a.b")); err != nil {
+		t.Fatal(err)
+	}
+	before := s.Calls("Sign")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	_, err := b.Sign(ctx, ring, v.ID, []byte("a.b"))
+	if backends.KindOf(err) != backends.KindUnavailable || !strings.Contains(err.Error(), "rate limit") {
+		t.Errorf("over the client-side rate: %v", err)
+	}
+	if s.Calls("Sign") != before {
+		t.Error("a Sign over the client-side rate reached KMS")
+	}
+}

@@ -531,6 +531,7 @@ func (s *Server) listResourceTags(in map[string]any) (any, *apiError) {
 }
 
 func decodeBlob(s string) ([]byte, error) { return base64Std.DecodeString(s) }
+
 var base64Std = base64.StdEncoding
 
 func (s *Server) updateKeyDescription(in map[string]any) (any, *apiError) {

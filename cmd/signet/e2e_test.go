@@ -306,35 +306,8 @@ func TestEndToEnd(t *testing.T) {
 
 	// Rotate: the new kid is published at once; once it signs, tokens of the
 	// old and the new version both verify.
-	old := p.sign(t, "default")
-	rot, err := p.client.Rotate(ctxT(t), &signetv1.RotateRequest{KeyRing: "default"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	old, fresh, rot := p.rotateUntilSigning(t)
 	newKid := rot.GetVersion().GetKid()
-	if !strings.Contains(string(p.jwks(t)), newKid) {
-		t.Fatalf("JWKS right after Rotate lacks %s", newKid)
-	}
-	var fresh *signetv1.SignResponse
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
-		if fresh = p.sign(t, "default"); fresh.GetKid() == newKid {
-			break
-		}
-	}
-	if fresh.GetKid() != newKid {
-		t.Fatalf("the rotated version %s never started signing (publish_ahead 2s)", newKid)
-	}
-	jwksBody = p.jwks(t)
-	for _, tok := range []*signetv1.SignResponse{old, fresh} {
-		if err := goJOSEVerify(jwksBody, tok.GetToken(), p.issuer); err != nil {
-			t.Errorf("after rotation, token of %s: go-jose: %v", tok.GetKid(), err)
-		}
-	}
-	for _, r := range pyJWTVerify(t, p, old.GetToken(), fresh.GetToken()) {
-		if !r.OK {
-			t.Errorf("after rotation: PyJWT: %+v", r)
-		}
-	}
 
 	// The CLI for the people in the loop.
 	keys := runCLI(t, "keys", "--server", p.grpcAddr, "--key-ring", "default")
@@ -349,32 +322,7 @@ func TestEndToEnd(t *testing.T) {
 
 	// Emergency rotation: the old kids leave the JWKS and their tokens stop
 	// verifying; tokens of the new version verify.
-	rev, err := p.client.Rotate(ctxT(t), &signetv1.RotateRequest{KeyRing: "default", RevokePrevious: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	jwksBody = p.jwks(t)
-	for _, gone := range []string{old.GetKid(), newKid} {
-		if strings.Contains(string(jwksBody), gone) {
-			t.Errorf("revoked kid %s is still in the JWKS", gone)
-		}
-	}
-	latest := p.sign(t, "default")
-	if latest.GetKid() != rev.GetVersion().GetKid() {
-		t.Errorf("after emergency rotation signed by %s, want %s", latest.GetKid(), rev.GetVersion().GetKid())
-	}
-	for _, tok := range []*signetv1.SignResponse{old, fresh} {
-		if err := goJOSEVerify(jwksBody, tok.GetToken(), p.issuer); err == nil {
-			t.Errorf("token of revoked %s still verifies with go-jose", tok.GetKid())
-		}
-	}
-	if err := goJOSEVerify(jwksBody, latest.GetToken(), p.issuer); err != nil {
-		t.Errorf("token of the new version: %v", err)
-	}
-	py := pyJWTVerify(t, p, old.GetToken(), fresh.GetToken(), latest.GetToken())
-	if py[0].OK || py[1].OK || !py[2].OK {
-		t.Errorf("PyJWT after revocation: old %+v, rotated %+v, new %+v", py[0], py[1], py[2])
-	}
+	_, latest := p.revokePrevious(t, old, fresh)
 
 	// Graceful shutdown, then a restart on the same data shows the same keys.
 	before := listKids(t, p)
@@ -431,4 +379,115 @@ func TestCLIHelpAndErrors(t *testing.T) {
 	if err == nil || !strings.Contains(string(out), "publish_ahead") {
 		t.Errorf("serve with a bad config: %v\n%s", err, out)
 	}
+}
+
+// backendConfig renders a config whose rings all live on one backend. The
+// first ring is "default" (ES256) with a short publish_ahead, so that a
+// rotated version starts signing within seconds; the others are named after
+// their algorithm.
+func backendConfig(backend string, algs ...string) func(grpcAddr, httpAddr string) string {
+	return func(grpcAddr, httpAddr string) string {
+		var b strings.Builder
+		fmt.Fprintf(&b, "issuer: http://%s\ngrpc: {listen: %q}\nhttp: {listen: %q}\nlog: {level: debug}\nbackend_timeout: 3s\nkey_rings:\n", httpAddr, grpcAddr, httpAddr)
+		fmt.Fprintf(&b, "  - {name: default, backend: '%s', algorithm: ES256, token_max_ttl: 1m, jwks_max_age: 1s, refresh_interval: 1s, publish_ahead: 2s}\n", backend)
+		for _, alg := range algs {
+			fmt.Fprintf(&b, "  - {name: %s, backend: '%s', algorithm: %s}\n", strings.ToLower(alg), backend, alg)
+		}
+		return b.String()
+	}
+}
+
+// verifyAll signs with each ring and verifies every token with go-jose and
+// with PyJWT through the live JWKS.
+func (p *process) verifyAll(t *testing.T, rings ...string) {
+	t.Helper()
+	jwks := p.jwks(t)
+	var tokens []string
+	for _, ring := range rings {
+		resp := p.sign(t, ring)
+		if err := goJOSEVerify(jwks, resp.GetToken(), p.issuer); err != nil {
+			t.Errorf("%s: go-jose: %v", ring, err)
+		}
+		tokens = append(tokens, resp.GetToken())
+	}
+	for i, r := range pyJWTVerify(t, p, tokens...) {
+		if !r.OK {
+			t.Errorf("%s: PyJWT: %+v", rings[i], r)
+		}
+	}
+}
+
+// rotateUntilSigning rotates the default ring, checks the new kid is
+// published at once, waits until it signs, and checks that tokens from
+// before and after verify with both libraries.
+func (p *process) rotateUntilSigning(t *testing.T) (old, fresh *signetv1.SignResponse, rot *signetv1.RotateResponse) {
+	t.Helper()
+	old = p.sign(t, "default")
+	rot, err := p.client.Rotate(ctxT(t), &signetv1.RotateRequest{KeyRing: "default"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rot.GetVersion().GetState() != signetv1.KeyState_KEY_STATE_PENDING {
+		t.Errorf("a rotated version is %v, want pending", rot.GetVersion().GetState())
+	}
+	newKid := rot.GetVersion().GetKid()
+	if !strings.Contains(string(p.jwks(t)), newKid) {
+		t.Fatalf("JWKS right after Rotate lacks %s", newKid)
+	}
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		if fresh = p.sign(t, "default"); fresh.GetKid() == newKid {
+			break
+		}
+	}
+	if fresh.GetKid() != newKid {
+		t.Fatalf("the rotated version %s never started signing (publish_ahead 2s)", newKid)
+	}
+	jwks := p.jwks(t)
+	for _, tok := range []*signetv1.SignResponse{old, fresh} {
+		if err := goJOSEVerify(jwks, tok.GetToken(), p.issuer); err != nil {
+			t.Errorf("after rotation, token of %s: go-jose: %v", tok.GetKid(), err)
+		}
+	}
+	for _, r := range pyJWTVerify(t, p, old.GetToken(), fresh.GetToken()) {
+		if !r.OK {
+			t.Errorf("after rotation: PyJWT: %+v", r)
+		}
+	}
+	return old, fresh, rot
+}
+
+// revokePrevious rotates the default ring in an emergency and checks that
+// the given tokens' kids left the JWKS, that they no longer verify with
+// either library, and that the new version signs.
+func (p *process) revokePrevious(t *testing.T, revoked ...*signetv1.SignResponse) (*signetv1.RotateResponse, *signetv1.SignResponse) {
+	t.Helper()
+	rev, err := p.client.Rotate(ctxT(t), &signetv1.RotateRequest{KeyRing: "default", RevokePrevious: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	jwks := p.jwks(t)
+	var tokens []string
+	for _, tok := range revoked {
+		if strings.Contains(string(jwks), tok.GetKid()) {
+			t.Errorf("revoked kid %s is still in the JWKS", tok.GetKid())
+		}
+		if err := goJOSEVerify(jwks, tok.GetToken(), p.issuer); err == nil {
+			t.Errorf("token of revoked %s still verifies with go-jose", tok.GetKid())
+		}
+		tokens = append(tokens, tok.GetToken())
+	}
+	latest := p.sign(t, "default")
+	if latest.GetKid() != rev.GetVersion().GetKid() {
+		t.Errorf("after emergency rotation signed by %s, want %s", latest.GetKid(), rev.GetVersion().GetKid())
+	}
+	if err := goJOSEVerify(jwks, latest.GetToken(), p.issuer); err != nil {
+		t.Errorf("token of the new version: %v", err)
+	}
+	py := pyJWTVerify(t, p, append(tokens, latest.GetToken())...)
+	for i, r := range py {
+		if want := i == len(py)-1; r.OK != want {
+			t.Errorf("PyJWT after revocation, token %d: %+v (want ok=%v)", i, r, want)
+		}
+	}
+	return rev, latest
 }

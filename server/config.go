@@ -27,7 +27,22 @@ type Config struct {
 	Issuer string `yaml:"issuer"`
 	GRPC   struct {
 		Listen string `yaml:"listen"`
+		// TLS turns on mTLS: TLS 1.3 with a client certificate required,
+		// the caller's identity taken from it. Without it gRPC runs in
+		// plaintext development mode, on loopback only.
+		TLS struct {
+			CertFile     string `yaml:"cert_file"`
+			KeyFile      string `yaml:"key_file"`
+			ClientCAFile string `yaml:"client_ca_file"`
+		} `yaml:"tls"`
 	} `yaml:"grpc"`
+	// PolicyFile grants identities their permissions (mTLS only); it is
+	// reloaded when it changes.
+	PolicyFile string `yaml:"policy_file"`
+	// Audit is where one JSON line per Sign, Rotate and denied request goes.
+	Audit struct {
+		Path string `yaml:"path"` // a file, or "-" for standard output; empty: no audit log
+	} `yaml:"audit"`
 	HTTP struct {
 		Listen string `yaml:"listen"`
 		// JWKSStaleIfError is the Cache-Control stale-if-error of the JWKS.
@@ -202,7 +217,7 @@ func (c *Config) Validate() error {
 	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
 		return fmt.Errorf("issuer %q must be an http(s) URL with a host and no query or fragment", c.Issuer)
 	}
-	if err := loopbackOnly("grpc.listen", c.GRPC.Listen); err != nil {
+	if err := c.validateAccess(); err != nil {
 		return err
 	}
 	if _, _, err := net.SplitHostPort(c.HTTP.Listen); err != nil {
@@ -246,6 +261,32 @@ func (c *Config) Validate() error {
 		if err := r.Policy().Validate(); err != nil {
 			return fmt.Errorf("%s: %v", field, err)
 		}
+	}
+	return nil
+}
+
+// MTLS reports whether gRPC callers are authenticated with certificates.
+func (c *Config) MTLS() bool {
+	t := c.GRPC.TLS
+	return t.CertFile != "" || t.KeyFile != "" || t.ClientCAFile != ""
+}
+
+func (c *Config) validateAccess() error {
+	if !c.MTLS() {
+		if c.PolicyFile != "" {
+			return fmt.Errorf("policy_file needs grpc.tls: identities come from client certificates")
+		}
+		return loopbackOnly("grpc.listen", c.GRPC.Listen)
+	}
+	t := c.GRPC.TLS
+	if t.CertFile == "" || t.KeyFile == "" || t.ClientCAFile == "" {
+		return fmt.Errorf("grpc.tls needs cert_file, key_file and client_ca_file")
+	}
+	if _, _, err := net.SplitHostPort(c.GRPC.Listen); err != nil {
+		return fmt.Errorf("grpc.listen %q: %v", c.GRPC.Listen, err)
+	}
+	if c.PolicyFile == "" {
+		return fmt.Errorf("grpc.tls needs policy_file: with mTLS every caller is denied unless a grant allows it")
 	}
 	return nil
 }

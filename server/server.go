@@ -6,12 +6,14 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"io"
 	"net/http"
 	"runtime/debug"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
@@ -26,6 +28,7 @@ type Server struct {
 	cfg      Config
 	log      *slog.Logger
 	backends []backends.Signer
+	closers  []io.Closer
 	ks       *KeySet
 	svc      *Service
 }
@@ -72,7 +75,42 @@ func New(ctx context.Context, cfg Config, opts Options) (*Server, error) {
 	}
 	s.ks = ks
 	s.svc = NewService(ks, cfg.Issuer, log)
+	if err := s.setUpAccess(); err != nil {
+		s.Close()
+		return nil, err
+	}
 	return s, nil
+}
+
+// setUpAccess loads certificates, policy and audit sink.
+func (s *Server) setUpAccess() error {
+	a := s.svc.access
+	if s.cfg.Audit.Path != "" {
+		audit, closer, err := openAudit(s.cfg.Audit.Path)
+		if err != nil {
+			return err
+		}
+		a.audit = audit
+		s.closers = append(s.closers, closer)
+	}
+	if !s.cfg.MTLS() {
+		return nil
+	}
+	t := s.cfg.GRPC.TLS
+	certs, err := newCertificates(t.CertFile, t.KeyFile, t.ClientCAFile, s.log)
+	if err != nil {
+		return err
+	}
+	rings := map[string]time.Duration{}
+	for _, r := range s.ks.Rings() {
+		rings[r.Name] = r.Policy.TokenMaxTTL
+	}
+	policy, err := newPolicyStore(s.cfg.PolicyFile, rings, s.log)
+	if err != nil {
+		return err
+	}
+	a.certs, a.policy = certs, policy
+	return nil
 }
 
 // KeySet returns the server's key set.
@@ -83,6 +121,9 @@ func (s *Server) Close() error {
 	var errs []error
 	for _, b := range s.backends {
 		errs = append(errs, b.Close())
+	}
+	for _, c := range s.closers {
+		errs = append(errs, c.Close())
 	}
 	return errors.Join(errs...)
 }
@@ -102,10 +143,15 @@ func (s *Server) Serve(ctx context.Context, ready func(grpcAddr, httpAddr net.Ad
 		return fmt.Errorf("http.listen: %w", err)
 	}
 
-	gs := grpc.NewServer(
+	a := s.svc.access
+	opts := []grpc.ServerOption{
 		grpc.ForceServerCodecV2(newRequestCodec()),
-		grpc.ChainUnaryInterceptor(rejectMalformed, recoverUnary(s.log), logUnary(s.log)),
-	)
+		grpc.ChainUnaryInterceptor(rejectMalformed, recoverUnary(s.log), logUnary(s.log), a.authenticateUnary),
+	}
+	if a.certs != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(a.certs.serverTLS())))
+	}
+	gs := grpc.NewServer(opts...)
 	signetv1.RegisterSignerServiceServer(gs, s.svc)
 	signetv1.RegisterKeySetServiceServer(gs, s.svc)
 	hs := health.NewServer()
@@ -123,8 +169,15 @@ func (s *Server) Serve(ctx context.Context, ready func(grpcAddr, httpAddr net.Ad
 	hsrv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
 		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
 
-	s.log.Warn("gRPC is in PLAINTEXT DEVELOPMENT MODE: no TLS and no caller authentication; it listens on loopback only",
-		"grpc", grpcLis.Addr().String())
+	if a.certs == nil {
+		s.log.Warn("gRPC is in PLAINTEXT DEVELOPMENT MODE: no TLS and no caller authentication; it listens on loopback only",
+			"grpc", grpcLis.Addr().String())
+	} else {
+		s.log.Info("gRPC requires mTLS (TLS 1.3, client certificates); policy in force", "policy_file", s.cfg.PolicyFile)
+		stopWatch := make(chan struct{})
+		defer close(stopWatch)
+		go a.policy.watch(stopWatch, time.Second)
+	}
 	s.log.Info("serving", "grpc", grpcLis.Addr().String(), "http", httpLis.Addr().String(), "issuer", s.cfg.Issuer,
 		"jwks", "http://"+httpLis.Addr().String()+JWKSPath)
 

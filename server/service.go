@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"time"
@@ -27,6 +28,7 @@ type Service struct {
 	issuer string
 	log    *slog.Logger
 	openID *signetv1.GetOpenIDConfigurationResponse
+	access *access
 }
 
 // JWKSPath and OpenIDConfigurationPath are where the HTTP side serves the
@@ -38,7 +40,7 @@ const (
 
 // NewService serves ks, issuing tokens as issuer.
 func NewService(ks *KeySet, issuer string, log *slog.Logger) *Service {
-	return &Service{ks: ks, issuer: issuer, log: log, openID: &signetv1.GetOpenIDConfigurationResponse{
+	return &Service{ks: ks, issuer: issuer, log: log, access: &access{}, openID: &signetv1.GetOpenIDConfigurationResponse{
 		Issuer:                           issuer,
 		JwksUri:                          strings.TrimSuffix(issuer, "/") + JWKSPath,
 		IdTokenSigningAlgValuesSupported: ks.Algorithms(),
@@ -89,9 +91,28 @@ func (s *Service) Sign(ctx context.Context, req *signetv1.SignRequest) (*signetv
 	if err != nil {
 		return nil, s.toStatus(ctx, err)
 	}
+	const rpc = "Sign"
+	rec := auditRecord{KeyRing: r.Name, Sub: req.GetSubject(), Aud: req.GetAudience(), ClaimsSHA256: claimsDigest(custom)}
+	names := make([]string, 0, len(req.GetClaims().GetFields()))
+	for k := range req.GetClaims().GetFields() {
+		names = append(names, k)
+	}
+	if err := s.access.authorizeSign(ctx, signRequest{ring: r.Name, subject: req.GetSubject(), audience: req.GetAudience(),
+		claims: names, ttl: ttl}); err != nil {
+		if aerr := s.access.record(ctx, rpc, rec, err); aerr != nil {
+			return nil, aerr
+		}
+		return nil, err
+	}
 	signed, err := s.ks.Sign(ctx, r, s.issuer, claimsRequest{Subject: req.GetSubject(), Audience: req.GetAudience(), TTL: ttl}, custom)
 	if err != nil {
-		return nil, s.toStatus(ctx, err)
+		err = s.toStatus(ctx, err)
+		s.access.record(ctx, rpc, rec, err)
+		return nil, err
+	}
+	rec.Kid, rec.JTI, rec.Exp = signed.Kid, signed.JTI, signed.Expires.Unix()
+	if err := s.access.record(ctx, rpc, rec, nil); err != nil {
+		return nil, err // fail closed: no token leaves unaudited
 	}
 	return &signetv1.SignResponse{Token: signed.Token, Kid: signed.Kid, Jti: signed.JTI,
 		ExpiresAt: timestamppb.New(signed.Expires)}, nil
@@ -122,9 +143,30 @@ func (s *Service) Rotate(ctx context.Context, req *signetv1.RotateRequest) (*sig
 	if err != nil {
 		return nil, err
 	}
+	const rpc = "Rotate"
+	rec := auditRecord{KeyRing: r.Name}
+	if err := s.access.authorizeRing(ctx, "rotate", r.Name); err != nil {
+		if aerr := s.access.record(ctx, rpc, rec, err); aerr != nil {
+			return nil, aerr
+		}
+		return nil, err
+	}
+	// Rotation cannot be undone, so its authorization is on record before
+	// anything changes: an unwritable audit log stops it here.
+	authorized := rec
+	authorized.Outcome, authorized.Reason = "authorized", fmt.Sprintf("revoke_previous=%v", req.GetRevokePrevious())
+	if err := s.access.record(ctx, rpc, authorized, nil); err != nil {
+		return nil, err
+	}
 	created, revoked, err := s.ks.Rotate(ctx, r, req.GetRevokePrevious())
 	if err != nil {
-		return nil, s.toStatus(ctx, err)
+		err = s.toStatus(ctx, err)
+		s.access.record(ctx, rpc, rec, err)
+		return nil, err
+	}
+	rec.Kid = created.kid
+	if err := s.access.record(ctx, rpc, rec, nil); err != nil {
+		s.log.Error("rotation done but its outcome is not in the audit log", "key_ring", r.Name, "kid", created.kid, "err", err)
 	}
 	resp := &signetv1.RotateResponse{Version: versionProto(r, created)}
 	kids := make([]string, 0, len(revoked))
@@ -145,7 +187,22 @@ func (s *Service) ListKeys(ctx context.Context, req *signetv1.ListKeysRequest) (
 		if err != nil {
 			return nil, err
 		}
+		if err := s.access.authorizeRing(ctx, "list", r.Name); err != nil {
+			return nil, err
+		}
 		rings = []*Ring{r}
+	} else {
+		// All rings: those the caller may list.
+		var allowed []*Ring
+		for _, r := range rings {
+			if s.access.authorizeRing(ctx, "list", r.Name) == nil {
+				allowed = append(allowed, r)
+			}
+		}
+		if len(allowed) == 0 {
+			return nil, status.Errorf(codes.PermissionDenied, "no grant lets %q list any key ring", callerOf(ctx))
+		}
+		rings = allowed
 	}
 	resp := &signetv1.ListKeysResponse{}
 	for _, r := range rings {

@@ -101,4 +101,3 @@ func (a *access) record(ctx context.Context, rpc string, r auditRecord, err erro
 	}
 	return nil
 }
-

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -15,6 +17,7 @@ import (
 	jose "github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -32,15 +35,41 @@ const (
 
 // clientFlags are the flags every gRPC client command shares.
 type clientFlags struct {
-	server  *string
-	timeout *time.Duration
+	server        *string
+	timeout       *time.Duration
+	cert, key, ca *string
 }
 
 func addClientFlags(fs *flag.FlagSet) clientFlags {
 	return clientFlags{
 		server:  fs.String("server", envOr("SIGNET_SERVER", defaultServer), "Signet gRPC address (env SIGNET_SERVER)"),
 		timeout: fs.Duration("timeout", 10*time.Second, "deadline for the call"),
+		cert:    fs.String("cert", os.Getenv("SIGNET_CERT"), "client certificate for mTLS (env SIGNET_CERT); without it, plaintext"),
+		key:     fs.String("key", os.Getenv("SIGNET_KEY"), "client private key for mTLS (env SIGNET_KEY)"),
+		ca:      fs.String("ca", os.Getenv("SIGNET_CA"), "CA that signed the server's certificate (env SIGNET_CA)"),
 	}
+}
+
+func (c clientFlags) credentials() (credentials.TransportCredentials, error) {
+	if *c.cert == "" && *c.key == "" && *c.ca == "" {
+		return insecure.NewCredentials(), nil
+	}
+	if *c.cert == "" || *c.key == "" || *c.ca == "" {
+		return nil, fmt.Errorf("mTLS needs --cert, --key and --ca together")
+	}
+	pair, err := tls.LoadX509KeyPair(*c.cert, *c.key)
+	if err != nil {
+		return nil, fmt.Errorf("--cert/--key: %w", err)
+	}
+	pem, err := os.ReadFile(*c.ca)
+	if err != nil {
+		return nil, fmt.Errorf("--ca: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("--ca %s holds no PEM certificate", *c.ca)
+	}
+	return credentials.NewTLS(&tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{pair}, RootCAs: pool}), nil
 }
 
 func envOr(key, def string) string {
@@ -51,7 +80,11 @@ func envOr(key, def string) string {
 }
 
 func (c clientFlags) dial(ctx context.Context) (signetv1.SignerServiceClient, context.Context, func(), error) {
-	conn, err := grpc.NewClient(*c.server, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	creds, err := c.credentials()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	conn, err := grpc.NewClient(*c.server, grpc.WithTransportCredentials(creds))
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("connecting to %s: %w", *c.server, err)
 	}

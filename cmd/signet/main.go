@@ -29,6 +29,7 @@ var commands = []command{
 	{"rotate", "create a new key version (optionally revoking the old ones)", runRotate},
 	{"keys", "list key versions and their states", runKeys},
 	{"verify", "verify a token against a live JWKS", runVerify},
+	{"dev-certs", "create a development CA, certificates, policy and mTLS config", runDevCerts},
 }
 
 func main() {

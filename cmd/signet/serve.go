@@ -57,10 +57,18 @@ func printBanner(w io.Writer, cfg server.Config, grpcAddr, httpAddr string) {
 	fmt.Fprintf(&b, "\nSignet is running (press Ctrl-C to stop).\n\n")
 	fmt.Fprintf(&b, "  JWKS:       http://%s%s\n", httpAddr, server.JWKSPath)
 	fmt.Fprintf(&b, "  Discovery:  http://%s%s\n", httpAddr, server.OpenIDConfigurationPath)
-	fmt.Fprintf(&b, "  gRPC:       %s (plaintext development mode, loopback only)\n", grpcAddr)
+	mode := "plaintext development mode, loopback only"
+	if cfg.MTLS() {
+		mode = "mTLS: client certificates required, policy " + cfg.PolicyFile
+	}
+	fmt.Fprintf(&b, "  gRPC:       %s (%s)\n", grpcAddr, mode)
 	fmt.Fprintf(&b, "  Issuer:     %s\n\n", cfg.Issuer)
-	fmt.Fprintf(&b, "Sign a token:\n  ./bin/signet sign --server %s --key-ring %s --audience my-service --subject alice\n\n", grpcAddr, ring)
-	fmt.Fprintf(&b, "or with grpcurl:\n  grpcurl -plaintext -d '{\"key_ring\":\"%s\",\"audience\":[\"my-service\"],\"subject\":\"alice\"}' %s signet.v1.SignerService/Sign\n\n", ring, grpcAddr)
+	if cfg.MTLS() {
+		fmt.Fprintf(&b, "Sign a token (with a client certificate the policy allows):\n  ./bin/signet sign --server %s --ca CA.pem --cert CLIENT.pem --key CLIENT-key.pem --key-ring %s --audience AUD\n\n", grpcAddr, ring)
+	} else {
+		fmt.Fprintf(&b, "Sign a token:\n  ./bin/signet sign --server %s --key-ring %s --audience my-service --subject alice\n\n", grpcAddr, ring)
+		fmt.Fprintf(&b, "or with grpcurl:\n  grpcurl -plaintext -d '{\"key_ring\":\"%s\",\"audience\":[\"my-service\"],\"subject\":\"alice\"}' %s signet.v1.SignerService/Sign\n\n", ring, grpcAddr)
+	}
 	fmt.Fprintf(&b, "Verify it:\n  ./bin/signet verify --jwks http://%s%s TOKEN\n\n", httpAddr, server.JWKSPath)
 	io.WriteString(w, b.String())
 }

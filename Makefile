@@ -47,6 +47,7 @@ bench: ## Print what Sign adds over the bare signature, and JWKS serving cost.
 
 fuzz: ## Fuzz the parsers of untrusted input, FUZZTIME each (default 30s).
 	$(GO) test -run '^$$' -fuzz FuzzEncodeClaims -fuzztime $(or $(FUZZTIME),30s) ./server/
+	$(GO) test -run '^$$' -fuzz FuzzGlobMatch -fuzztime $(or $(FUZZTIME),30s) ./server/
 	$(GO) test -run '^$$' -fuzz FuzzECDSASignatureFromDER -fuzztime $(or $(FUZZTIME),30s) ./backends/
 
 generate: ## Regenerate gen/ from proto/ with the buf and plugins pinned in go.mod.

@@ -56,20 +56,25 @@ func (a *access) authenticateUnary(ctx context.Context, req any, info *grpc.Unar
 	return handler(context.WithValue(ctx, callerKey{}, id), req)
 }
 
-// authorizeSign checks a Sign against the policy and the caller's rate.
-func (a *access) authorizeSign(ctx context.Context, r signRequest) error {
+// authorizeSign checks a Sign against the policy and the caller's rate,
+// and returns the token lifetime to use: a defaulted ttl is capped at the
+// grant's max_ttl.
+func (a *access) authorizeSign(ctx context.Context, r signRequest) (time.Duration, error) {
 	if a.policy == nil {
-		return nil
+		return r.ttl, nil
 	}
 	caller := callerOf(ctx)
 	g, err := a.policy.cur.Load().authorizeSign(caller, r)
 	if err != nil {
-		return status.Error(codes.PermissionDenied, err.Error())
+		return 0, status.Error(codes.PermissionDenied, err.Error())
 	}
 	if !a.policy.allow(caller, g) {
-		return status.Errorf(codes.ResourceExhausted, "rate limit for %q: %v signatures per second (burst %d)", caller, g.Rate.PerSecond, g.Rate.Burst)
+		return 0, status.Errorf(codes.ResourceExhausted, "rate limit for %q: %v signatures per second (burst %d)", caller, g.Rate.PerSecond, g.Rate.Burst)
 	}
-	return nil
+	if g.MaxTTL > 0 && r.ttl > g.MaxTTL.D() {
+		return g.MaxTTL.D(), nil
+	}
+	return r.ttl, nil
 }
 
 // authorizeRing checks rotate or list on a ring.

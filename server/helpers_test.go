@@ -94,6 +94,18 @@ func testLogger(testing.TB) *slog.Logger {
 
 func startServer(t *testing.T, cfg Config, opts Options) *testServer {
 	t.Helper()
+	ts := startServerNoDial(t, cfg, opts)
+	ts.dial(t)
+	return ts
+}
+
+// startServerNoDial starts the server without connecting a plaintext client.
+func startServerNoDial(t *testing.T, cfg Config, optss ...Options) *testServer {
+	t.Helper()
+	var opts Options
+	if len(optss) > 0 {
+		opts = optss[0]
+	}
 	if opts.Logger == nil {
 		opts.Logger = testLogger(t)
 	}
@@ -118,7 +130,6 @@ func startServer(t *testing.T, cfg Config, opts Options) *testServer {
 		cancel()
 		t.Fatalf("Serve: %v", err)
 	}
-	ts.dial(t)
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {

@@ -108,12 +108,12 @@ func globMatch(pattern, s string) bool {
 	star, mark := -1, 0
 	for i < len(s) {
 		switch {
+		case p < len(pattern) && pattern[p] == '*': // before the literal case: a '*' in s is no wildcard
+			star, mark = p, i
+			p++
 		case p < len(pattern) && (pattern[p] == '?' || pattern[p] == s[i]):
 			p++
 			i++
-		case p < len(pattern) && pattern[p] == '*':
-			star, mark = p, i
-			p++
 		case star >= 0:
 			p = star + 1
 			mark++
@@ -146,6 +146,9 @@ type signRequest struct {
 	audience []string
 	claims   []string
 	ttl      time.Duration
+	// ttlDefaulted: the request named no ttl, so a grant's max_ttl caps the
+	// ring's default instead of refusing it.
+	ttlDefaulted bool
 }
 
 // authorizeSign finds a sign grant that allows everything asked. If none
@@ -193,7 +196,7 @@ func (s *signGrant) allows(caller string, r signRequest) error {
 			return deny("custom claim %q is not allowed", c)
 		}
 	}
-	if s.MaxTTL > 0 && r.ttl > s.MaxTTL.D() {
+	if s.MaxTTL > 0 && r.ttl > s.MaxTTL.D() && !r.ttlDefaulted {
 		return deny("ttl %v exceeds the grant's max_ttl %v", r.ttl, s.MaxTTL.D())
 	}
 	return nil

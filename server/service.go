@@ -97,8 +97,9 @@ func (s *Service) Sign(ctx context.Context, req *signetv1.SignRequest) (*signetv
 	for k := range req.GetClaims().GetFields() {
 		names = append(names, k)
 	}
-	if err := s.access.authorizeSign(ctx, signRequest{ring: r.Name, subject: req.GetSubject(), audience: req.GetAudience(),
-		claims: names, ttl: ttl}); err != nil {
+	ttl, err = s.access.authorizeSign(ctx, signRequest{ring: r.Name, subject: req.GetSubject(), audience: req.GetAudience(),
+		claims: names, ttl: ttl, ttlDefaulted: req.GetTtl() == nil})
+	if err != nil {
 		if aerr := s.access.record(ctx, rpc, rec, err); aerr != nil {
 			return nil, aerr
 		}

@@ -376,4 +376,3 @@ func waitFor(t *testing.T, what string, ok func() bool) {
 		}
 	}
 }
-

@@ -8,6 +8,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
 	"math/big"
@@ -102,6 +103,7 @@ grants:
         subjects: ["$caller", "batch-*"]
         claims: [scope]
         max_ttl: 10m
+        typ: [JWT, at+jwt]
         rate: {per_second: 0.5, burst: 3}
     list: [default]
   - identity: "spiffe://corp.test/team/security"
@@ -213,6 +215,7 @@ func TestMTLSAuthenticationAndPolicy(t *testing.T) {
 			r.Claims, _ = structpb.NewStruct(map[string]any{"admin": true})
 		}, `custom claim "admin" is not allowed`},
 		{"someone else's subject", func(r *signetv1.SignRequest) { r.Subject = "root" }, `subject "root" is not allowed`},
+		{"a typ not granted", func(r *signetv1.SignRequest) { r.Typ = "logout+jwt" }, `typ "logout+jwt" is not allowed`},
 	}
 	for _, d := range denied {
 		req := good()
@@ -226,6 +229,20 @@ func TestMTLSAuthenticationAndPolicy(t *testing.T) {
 	allowedClaims.Claims, _ = structpb.NewStruct(map[string]any{"scope": "read"})
 	if _, err := svc.Sign(ctx, allowedClaims); codeOf(err) != codes.OK && codeOf(err) != codes.ResourceExhausted {
 		t.Errorf("a glob subject and an allowed claim: %v", err)
+	}
+	// A granted typ ends up in the header; a request without ttl gets the grant's max_ttl.
+	at := good()
+	at.Typ, at.Ttl = "at+jwt", nil
+	if r, err := svc.Sign(ctx, at); err != nil {
+		t.Errorf("a granted typ: %v", err)
+	} else {
+		hdr, _ := base64.RawURLEncoding.DecodeString(strings.Split(r.GetToken(), ".")[0])
+		if !strings.Contains(string(hdr), `"typ":"at+jwt"`) {
+			t.Errorf("header %s", hdr)
+		}
+		if life := time.Until(r.GetExpiresAt().AsTime()); life > 10*time.Minute || life < 9*time.Minute {
+			t.Errorf("a token without ttl lives %v, want the grant's max_ttl of 10m", life)
+		}
 	}
 	if _, err := svc.Rotate(ctx, &signetv1.RotateRequest{KeyRing: "default"}); codeOf(err) != codes.PermissionDenied {
 		t.Errorf("the service rotating: %v", err)
@@ -284,7 +301,7 @@ func TestMTLSAuthenticationAndPolicy(t *testing.T) {
 			t.Errorf("claims hash %v", c)
 		}
 	}
-	if signOK < 1 || deniedN < 9 || rotated != 1 {
+	if signOK < 2 || deniedN < 10 || rotated != 1 {
 		t.Errorf("audit: %d signs, %d denials, %d rotations", signOK, deniedN, rotated)
 	}
 	if strings.Contains(string(raw), `"read"`) {

@@ -97,6 +97,8 @@ func TestBadInput(t *testing.T) {
 		{"invalid UTF-8 audience", with(func(r *signetv1.SignRequest) { r.Audience = []string{"ok", "\xc3\x28"} }), codes.InvalidArgument, "audience[1] is not valid UTF-8"},
 		{"invalid UTF-8 key ring", with(func(r *signetv1.SignRequest) { r.KeyRing = "def\xffault" }), codes.InvalidArgument, "key_ring is not valid UTF-8"},
 		{"huge subject", with(func(r *signetv1.SignRequest) { r.Subject = big }), codes.InvalidArgument, "subject is 9000 bytes"},
+		{"typ with a quote", with(func(r *signetv1.SignRequest) { r.Typ = `JWT"` }), codes.InvalidArgument, "is not a media type"},
+		{"typ with spaces", with(func(r *signetv1.SignRequest) { r.Typ = "at jwt" }), codes.InvalidArgument, "is not a media type"},
 		{"no key ring", with(func(r *signetv1.SignRequest) { r.KeyRing = "" }), codes.InvalidArgument, "key_ring is required"},
 		{"unknown key ring", with(func(r *signetv1.SignRequest) { r.KeyRing = "nope" }), codes.NotFound, `key ring "nope" is not configured (configured: default)`},
 	}

@@ -206,7 +206,7 @@ func newVersion(r *Ring, v backends.Version) (*version, error) {
 		return nil, err
 	}
 	kid := jwk.Thumbprint()
-	return &version{Version: v, kid: kid, jwk: jwk, header: compactHeader(string(v.Algorithm), kid)}, nil
+	return &version{Version: v, kid: kid, jwk: jwk, header: compactHeader(string(v.Algorithm), kid, DefaultTyp)}, nil
 }
 
 // install derives states for versions at the current time and stores the
@@ -326,12 +326,16 @@ func (ks *KeySet) Sign(ctx context.Context, r *Ring, issuer string, req claimsRe
 		return Signed{}, backends.Errorf(backends.KindUnavailable, "", "key ring %q has no enabled version to sign with: Rotate it", r.Name)
 	}
 	body, jti, exp := payload(issuer, req, custom, ks.now())
+	header := v.header // precomputed for the usual typ
+	if req.Typ != DefaultTyp {
+		header = compactHeader(string(v.Algorithm), v.kid, req.Typ)
+	}
 	enc := base64.RawURLEncoding
-	n := len(v.header) + 1 + enc.EncodedLen(len(body))
+	n := len(header) + 1 + enc.EncodedLen(len(body))
 	buf := make([]byte, n, n+1+enc.EncodedLen(512+v.Algorithm.SignatureSize()))
-	copy(buf, v.header)
-	buf[len(v.header)] = '.'
-	enc.Encode(buf[len(v.header)+1:], body)
+	copy(buf, header)
+	buf[len(header)] = '.'
+	enc.Encode(buf[len(header)+1:], body)
 
 	bctx, cancel := ks.backendContext(ctx)
 	sig, err := r.backend.Sign(bctx, r.key, v.ID, buf)

@@ -26,6 +26,7 @@ import (
 //	        subjects: ["$caller", "svc-*"]                # $caller: the subject must equal the caller's identity
 //	        claims: [scope, tenant]                       # custom claim names allowed (none if absent)
 //	        max_ttl: 10m
+//	        typ: [JWT, at+jwt]                            # header typ values allowed (absent: only JWT)
 //	        rate: {per_second: 50, burst: 100}            # per caller identity
 //	    rotate: [default]
 //	    list: ["*"]
@@ -46,6 +47,7 @@ type signGrant struct {
 	Subjects  []string  `yaml:"subjects"`
 	Claims    []string  `yaml:"claims"`
 	MaxTTL    Duration  `yaml:"max_ttl"`
+	Typ       []string  `yaml:"typ"` // header typ values allowed; absent: only "JWT"
 	Rate      *rateSpec `yaml:"rate"`
 }
 
@@ -149,6 +151,7 @@ type signRequest struct {
 	// ttlDefaulted: the request named no ttl, so a grant's max_ttl caps the
 	// ring's default instead of refusing it.
 	ttlDefaulted bool
+	typ          string
 }
 
 // authorizeSign finds a sign grant that allows everything asked. If none
@@ -195,6 +198,9 @@ func (s *signGrant) allows(caller string, r signRequest) error {
 		if !slices.Contains(s.Claims, c) {
 			return deny("custom claim %q is not allowed", c)
 		}
+	}
+	if allowed := s.Typ; !slices.Contains(allowed, r.typ) && !(len(allowed) == 0 && r.typ == DefaultTyp) {
+		return deny("typ %q is not allowed", r.typ)
 	}
 	if s.MaxTTL > 0 && r.ttl > s.MaxTTL.D() && !r.ttlDefaulted {
 		return deny("ttl %v exceeds the grant's max_ttl %v", r.ttl, s.MaxTTL.D())

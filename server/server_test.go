@@ -90,7 +90,7 @@ func TestSignEveryAlgorithmVerifiesThroughJWKS(t *testing.T) {
 				t.Errorf("exp %d, iat %v, expires_at %v", exp, claims["iat"], resp.GetExpiresAt())
 			}
 			hdr := strings.Split(resp.GetToken(), ".")[0]
-			if want := compactHeader(string(r.key.Algorithm), resp.GetKid()); hdr != want {
+			if want := compactHeader(string(r.key.Algorithm), resp.GetKid(), DefaultTyp); hdr != want {
 				t.Errorf("header %s, want %s", hdr, want)
 			}
 		})

@@ -91,6 +91,10 @@ func (s *Service) Sign(ctx context.Context, req *signetv1.SignRequest) (*signetv
 	if err != nil {
 		return nil, s.toStatus(ctx, err)
 	}
+	typ, err := tokenTyp(req.GetTyp())
+	if err != nil {
+		return nil, s.toStatus(ctx, err)
+	}
 	const rpc = "Sign"
 	rec := auditRecord{KeyRing: r.Name, Sub: req.GetSubject(), Aud: req.GetAudience(), ClaimsSHA256: claimsDigest(custom)}
 	names := make([]string, 0, len(req.GetClaims().GetFields()))
@@ -98,14 +102,14 @@ func (s *Service) Sign(ctx context.Context, req *signetv1.SignRequest) (*signetv
 		names = append(names, k)
 	}
 	ttl, err = s.access.authorizeSign(ctx, signRequest{ring: r.Name, subject: req.GetSubject(), audience: req.GetAudience(),
-		claims: names, ttl: ttl, ttlDefaulted: req.GetTtl() == nil})
+		claims: names, ttl: ttl, ttlDefaulted: req.GetTtl() == nil, typ: typ})
 	if err != nil {
 		if aerr := s.access.record(ctx, rpc, rec, err); aerr != nil {
 			return nil, aerr
 		}
 		return nil, err
 	}
-	signed, err := s.ks.Sign(ctx, r, s.issuer, claimsRequest{Subject: req.GetSubject(), Audience: req.GetAudience(), TTL: ttl}, custom)
+	signed, err := s.ks.Sign(ctx, r, s.issuer, claimsRequest{Subject: req.GetSubject(), Audience: req.GetAudience(), TTL: ttl, Typ: typ}, custom)
 	if err != nil {
 		err = s.toStatus(ctx, err)
 		s.access.record(ctx, rpc, rec, err)

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"regexp"
 	"slices"
 	"strconv"
 	"time"
@@ -42,7 +43,24 @@ type claimsRequest struct {
 	Subject  string
 	Audience []string
 	TTL      time.Duration // already checked against the ring's policy
-	Claims   *structpb.Struct
+	Typ      string        // header typ, already checked; DefaultTyp for most
+}
+
+// DefaultTyp is the header typ of a Sign request that names none.
+const DefaultTyp = "JWT"
+
+var typRE = regexp.MustCompile(`^[A-Za-z0-9!#$&^_.+-]+(/[A-Za-z0-9!#$&^_.+-]+)?$`)
+
+// tokenTyp checks a requested header typ: a media type or its short form
+// (RFC 7515 4.1.9), e.g. "at+jwt".
+func tokenTyp(typ string) (string, error) {
+	switch {
+	case typ == "":
+		return DefaultTyp, nil
+	case len(typ) > 64 || !typRE.MatchString(typ):
+		return "", invalid("typ %q is not a media type such as \"JWT\" or \"at+jwt\"", truncate(typ, 64))
+	}
+	return typ, nil
 }
 
 // inputError is a request error whose message is safe and useful to return
@@ -233,11 +251,11 @@ func newJTI() string {
 }
 
 // compactHeader is the encoded JOSE header of every token a version signs.
-func compactHeader(alg, kid string) string {
+func compactHeader(alg, kid, typ string) string {
 	h, _ := json.Marshal(struct {
 		Alg string `json:"alg"`
 		Kid string `json:"kid"`
 		Typ string `json:"typ"`
-	}{alg, kid, "JWT"})
+	}{alg, kid, typ})
 	return base64.RawURLEncoding.EncodeToString(h)
 }

@@ -76,7 +76,7 @@ func TestEncodeClaimsIsDeterministic(t *testing.T) {
 }
 
 func TestCompactHeader(t *testing.T) {
-	raw, err := base64.RawURLEncoding.DecodeString(compactHeader("ES256", "abc"))
+	raw, err := base64.RawURLEncoding.DecodeString(compactHeader("ES256", "abc", DefaultTyp))
 	if err != nil || string(raw) != `{"alg":"ES256","kid":"abc","typ":"JWT"}` {
 		t.Errorf("header %s, %v", raw, err)
 	}

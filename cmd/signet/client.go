@@ -107,11 +107,12 @@ func runSign(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.Var(&audience, "audience", "the aud claim (repeat for several audiences; at least one)")
 	ttl := fs.Duration("ttl", 0, "token lifetime (default: the ring's token_default_ttl)")
 	claims := fs.String("claims", "", `custom claims as a JSON object, e.g. '{"scope":"read"}'`)
+	typ := fs.String("typ", "", `header typ (default "JWT"), e.g. at+jwt`)
 	asJSON := fs.Bool("json", false, "print the whole response as JSON instead of the bare token")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	req := &signetv1.SignRequest{KeyRing: *ring, Subject: *subject, Audience: audience}
+	req := &signetv1.SignRequest{KeyRing: *ring, Subject: *subject, Audience: audience, Typ: *typ}
 	if *ttl != 0 {
 		req.Ttl = durationpb.New(*ttl)
 	}

@@ -361,7 +361,7 @@ func runCLI(t *testing.T, args ...string) string {
 }
 
 func TestCLIHelpAndErrors(t *testing.T) {
-	for _, c := range []string{"serve", "sign", "rotate", "keys", "verify"} {
+	for _, c := range []string{"serve", "sign", "rotate", "keys", "verify", "dev-certs"} {
 		cmd := exec.Command(signetBin, c, "--help")
 		out, _ := cmd.CombinedOutput()
 		if !strings.Contains(string(out), "Usage: signet "+c) {

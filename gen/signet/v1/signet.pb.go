@@ -104,8 +104,11 @@ type SignRequest struct {
 	// exceed its token_max_ttl.
 	Ttl *durationpb.Duration `protobuf:"bytes,4,opt,name=ttl" json:"ttl,omitempty"`
 	// Custom claims. The registered claims iss, sub, aud, exp, nbf, iat and jti
-	// and the header names kid, alg and typ are set by Signet and rejected here.
-	Claims        *structpb.Struct `protobuf:"bytes,5,opt,name=claims" json:"claims,omitempty"`
+	// and the header names kid and alg are set by Signet and rejected here.
+	Claims *structpb.Struct `protobuf:"bytes,5,opt,name=claims" json:"claims,omitempty"`
+	// The header's "typ"; empty means "JWT". For example "at+jwt" (RFC 9068).
+	// A policy may limit which values a caller may ask for.
+	Typ           string `protobuf:"bytes,6,opt,name=typ" json:"typ,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -173,6 +176,13 @@ func (x *SignRequest) GetClaims() *structpb.Struct {
 		return x.Claims
 	}
 	return nil
+}
+
+func (x *SignRequest) GetTyp() string {
+	if x != nil {
+		return x.Typ
+	}
+	return ""
 }
 
 type SignResponse struct {
@@ -863,13 +873,14 @@ var File_signet_v1_signet_proto protoreflect.FileDescriptor
 
 const file_signet_v1_signet_proto_rawDesc = "" +
 	"\n" +
-	"\x16signet/v1/signet.proto\x12\tsignet.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbc\x01\n" +
+	"\x16signet/v1/signet.proto\x12\tsignet.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xce\x01\n" +
 	"\vSignRequest\x12\x19\n" +
 	"\bkey_ring\x18\x01 \x01(\tR\akeyRing\x12\x18\n" +
 	"\asubject\x18\x02 \x01(\tR\asubject\x12\x1a\n" +
 	"\baudience\x18\x03 \x03(\tR\baudience\x12+\n" +
 	"\x03ttl\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x12/\n" +
-	"\x06claims\x18\x05 \x01(\v2\x17.google.protobuf.StructR\x06claims\"\x83\x01\n" +
+	"\x06claims\x18\x05 \x01(\v2\x17.google.protobuf.StructR\x06claims\x12\x10\n" +
+	"\x03typ\x18\x06 \x01(\tR\x03typ\"\x83\x01\n" +
 	"\fSignResponse\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12\x10\n" +
 	"\x03kid\x18\x02 \x01(\tR\x03kid\x12\x10\n" +

@@ -279,6 +279,30 @@ func (s *Server) getPublicKey(in map[string]any) (any, *apiError) {
 		"SigningAlgorithms": signingAlgorithms[k.Spec]}, nil
 }
 
+// signingInput finds the key of a Sign or Verify, checks Message,
+// MessageType and SigningAlgorithm as KMS does, and returns what the key
+// signs: the digest (computed here for RAW), or for ED25519_SHA_512 the
+// message itself.
+func (s *Server) signingInput(in map[string]any) (*Key, []byte, string, *apiError) {
+	k, e := s.find(in)
+	if e != nil {
+		return nil, nil, "", e
+	}
+	if e := s.usable(k); e != nil {
+		return nil, nil, "", e
+	}
+	msg, alg, digest, e := s.message(k, in)
+	if e != nil {
+		return nil, nil, "", e
+	}
+	if alg != "ED25519_SHA_512" && !digest {
+		h := hashOf(alg).New()
+		h.Write(msg)
+		msg = h.Sum(nil)
+	}
+	return k, msg, alg, nil
+}
+
 // message checks Message, MessageType and SigningAlgorithm as KMS does.
 func (s *Server) message(k *Key, in map[string]any) (msg []byte, alg string, digest bool, e *apiError) {
 	if k.Usage != "SIGN_VERIFY" {
@@ -330,14 +354,7 @@ func hashOf(alg string) crypto.Hash {
 }
 
 func (s *Server) sign(in map[string]any) (any, *apiError) {
-	k, e := s.find(in)
-	if e != nil {
-		return nil, e
-	}
-	if e := s.usable(k); e != nil {
-		return nil, e
-	}
-	msg, alg, digest, e := s.message(k, in)
+	k, msg, alg, e := s.signingInput(in)
 	if e != nil {
 		return nil, e
 	}
@@ -347,11 +364,6 @@ func (s *Server) sign(in map[string]any) (any, *apiError) {
 		sig = ed25519.Sign(k.priv.(ed25519.PrivateKey), msg)
 	} else {
 		h := hashOf(alg)
-		if !digest {
-			hh := h.New()
-			hh.Write(msg)
-			msg = hh.Sum(nil)
-		}
 		var opts crypto.SignerOpts = h
 		if strings.HasPrefix(alg, "RSASSA_PSS") {
 			opts = &rsa.PSSOptions{SaltLength: rsa.PSSSaltLengthEqualsHash, Hash: h}
@@ -365,14 +377,7 @@ func (s *Server) sign(in map[string]any) (any, *apiError) {
 }
 
 func (s *Server) verify(in map[string]any) (any, *apiError) {
-	k, e := s.find(in)
-	if e != nil {
-		return nil, e
-	}
-	if e := s.usable(k); e != nil {
-		return nil, e
-	}
-	msg, alg, digest, e := s.message(k, in)
+	k, msg, alg, e := s.signingInput(in)
 	if e != nil {
 		return nil, e
 	}
@@ -384,11 +389,6 @@ func (s *Server) verify(in map[string]any) (any, *apiError) {
 		ok = ed25519.Verify(pub, msg, sig)
 	default:
 		h := hashOf(alg)
-		if !digest {
-			hh := h.New()
-			hh.Write(msg)
-			msg = hh.Sum(nil)
-		}
 		switch pub := pub.(type) {
 		case *ecdsa.PublicKey:
 			ok = ecdsa.VerifyASN1(pub, msg, sig)

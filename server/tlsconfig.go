@@ -31,6 +31,17 @@ type certificates struct {
 	checked time.Time
 	cert    *tls.Certificate
 	pool    *x509.CertPool
+
+	// verified remembers, per connection's leaf certificate, the identity
+	// it was verified to have and against which CA pool: chain verification
+	// costs more than a signature, and a connection carries many RPCs.
+	verifiedMu sync.Mutex
+	verified   map[*x509.Certificate]verifiedCaller
+}
+
+type verifiedCaller struct {
+	pool *x509.CertPool
+	id   string
 }
 
 func newCertificates(certFile, keyFile, caFile string, log *slog.Logger) (*certificates, error) {
@@ -117,6 +128,12 @@ func (c *certificates) authenticate(ctx context.Context) (string, error) {
 	}
 	_, pool := c.current()
 	leaf := info.State.PeerCertificates[0]
+	c.verifiedMu.Lock()
+	v, ok := c.verified[leaf]
+	c.verifiedMu.Unlock()
+	if ok && v.pool == pool && time.Now().Before(leaf.NotAfter) {
+		return v.id, nil
+	}
 	inter := x509.NewCertPool()
 	for _, ic := range info.State.PeerCertificates[1:] {
 		inter.AddCert(ic)
@@ -133,6 +150,12 @@ func (c *certificates) authenticate(ctx context.Context) (string, error) {
 	if id == "" {
 		return "", status.Error(codes.Unauthenticated, "the client certificate has neither a spiffe:// URI SAN nor a DNS SAN")
 	}
+	c.verifiedMu.Lock()
+	if c.verified == nil || len(c.verified) >= 4096 { // forget closed connections wholesale
+		c.verified = map[*x509.Certificate]verifiedCaller{}
+	}
+	c.verified[leaf] = verifiedCaller{pool, id}
+	c.verifiedMu.Unlock()
 	return id, nil
 }
 

@@ -117,11 +117,12 @@ type mtlsEnv struct {
 	ca                    *testCA
 	serverCert, serverKey string
 	auditPath             string
+	clock                 *fakeClock
 }
 
 func startMTLS(t *testing.T, audit string) *mtlsEnv {
 	t.Helper()
-	e := &mtlsEnv{dir: t.TempDir(), ca: newTestCA(t)}
+	e := &mtlsEnv{dir: t.TempDir(), ca: newTestCA(t), clock: newFakeClock()}
 	e.caFile = filepath.Join(e.dir, "ca.pem")
 	e.ca.writeCert(t, e.caFile)
 	e.serverCert, e.serverKey = e.ca.issue(t, e.dir, "server", "", net.IPv4(127, 0, 0, 1))
@@ -135,7 +136,7 @@ func startMTLS(t *testing.T, audit string) *mtlsEnv {
 		e.auditPath = filepath.Join(e.dir, "audit.log")
 	}
 	cfg.Audit.Path = e.auditPath
-	e.ts = startServerNoDial(t, cfg)
+	e.ts = startServerNoDial(t, cfg, Options{Now: e.clock.Now})
 	return e
 }
 
@@ -329,14 +330,13 @@ func TestRateLimitPerCaller(t *testing.T) {
 		t.Errorf("another caller: %v", err)
 	}
 	// The bucket refills: a token every 2s.
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(250 * time.Millisecond) {
-		_, err := svc.Sign(ctxT(t), req)
-		if err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("still limited after the window: %v", err)
-		}
+	e.clock.Advance(1900 * time.Millisecond)
+	if _, err := svc.Sign(ctxT(t), req); codeOf(err) != codes.ResourceExhausted {
+		t.Fatalf("before the bucket refilled: %v", err)
+	}
+	e.clock.Advance(100 * time.Millisecond)
+	if _, err := svc.Sign(ctxT(t), req); err != nil {
+		t.Fatalf("still limited after the refill: %v", err)
 	}
 }
 
@@ -348,11 +348,14 @@ func TestPolicyAndCertificateReload(t *testing.T) {
 		t.Fatalf("before reload: %v", err)
 	}
 	writeAtomic(t, e.policy, []byte(strings.Replace(testGrants, `audiences: ["ledger", "payments-*"]`, `audiences: ["ledger", "payments-*", "hr"]`, 1)))
-	waitFor(t, "the new policy", func() bool { _, err := svc.Sign(ctxT(t), req); return err == nil })
+	e.ts.authz.Reload() // what the watcher does every second
+	if _, err := svc.Sign(ctxT(t), req); err != nil {
+		t.Fatalf("after the policy file changed: %v", err)
+	}
 
 	// A broken policy is refused; the one in force stays.
 	writeAtomic(t, e.policy, []byte("grants: [{identity: ''}]\n"))
-	time.Sleep(2500 * time.Millisecond) // two polls: enough for a reload to have happened (not a speed check)
+	e.ts.authz.Reload()
 	if _, err := svc.Sign(ctxT(t), req); err != nil {
 		t.Errorf("a broken policy file replaced the policy in force: %v", err)
 	}
@@ -360,8 +363,11 @@ func TestPolicyAndCertificateReload(t *testing.T) {
 	// A new client CA: certificates from the old one stop working, the new one's start.
 	newCA := newTestCA(t)
 	newCA.writeCert(t, e.caFile)
+	e.ts.authz.Reload()
 	fromNew := e.client(t, newCA, serviceID)
-	waitFor(t, "the new client CA", func() bool { _, err := fromNew.Sign(ctxT(t), req); return err == nil })
+	if _, err := fromNew.Sign(ctxT(t), req); err != nil {
+		t.Fatalf("a certificate of the new client CA: %v", err)
+	}
 	if _, err := e.client(t, e.ca, serviceID).Sign(ctxT(t), req); codeOf(err) != codes.Unauthenticated {
 		t.Errorf("a certificate of the replaced CA: %v", err)
 	}
@@ -382,14 +388,5 @@ func TestAuditUnwritableFailsClosed(t *testing.T) {
 	}
 	if after := len(e.ts.KeySet().Versions(e.ts.KeySet().Ring("default"))); after != before {
 		t.Errorf("Rotate changed the key ring (%d -> %d versions) without an audit record", before, after)
-	}
-}
-
-func waitFor(t *testing.T, what string, ok func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(15 * time.Second); !ok(); time.Sleep(100 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s never took effect", what)
-		}
 	}
 }

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"sync"
 
 	"google.golang.org/grpc"
@@ -9,7 +10,6 @@ import (
 	"google.golang.org/grpc/encoding"
 	protoenc "google.golang.org/grpc/encoding/proto"
 	"google.golang.org/grpc/mem"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -44,7 +44,7 @@ func (c requestCodec) Unmarshal(data mem.BufferSlice, v any) error {
 
 func rejectMalformed(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 	if why, ok := malformedRequests.LoadAndDelete(req); ok {
-		return nil, status.Errorf(codes.InvalidArgument, "malformed request: %s", why)
+		return nil, toStatus(ctx, nil, &requestError{codes.InvalidArgument, fmt.Sprintf("malformed request: %s", why)}).Err()
 	}
 	return handler(ctx, req)
 }

@@ -20,6 +20,7 @@ import (
 	_ "github.com/signet-dev/signet/backends/pkcs11"
 	_ "github.com/signet-dev/signet/backends/vault"
 	signetv1 "github.com/signet-dev/signet/gen/signet/v1"
+	"github.com/signet-dev/signet/server/config"
 )
 
 // fakeClock is the injected clock that drives lifecycle tests: no sleeps.
@@ -44,9 +45,9 @@ func (c *fakeClock) Advance(d time.Duration) {
 
 // testConfig is a loopback config with the local backend in a temp dir and
 // one ring per algorithm given (the first is named "default").
-func testConfig(t testing.TB, algs ...backends.Algorithm) Config {
+func testConfig(t testing.TB, algs ...backends.Algorithm) config.Config {
 	t.Helper()
-	cfg := DefaultConfig()
+	cfg := config.Default()
 	cfg.GRPC.Listen, cfg.HTTP.Listen = "127.0.0.1:0", "127.0.0.1:0"
 	dir := t.TempDir()
 	cfg.KeyRings = nil
@@ -54,7 +55,7 @@ func testConfig(t testing.TB, algs ...backends.Algorithm) Config {
 		algs = []backends.Algorithm{backends.ES256}
 	}
 	for i, alg := range algs {
-		r := DefaultRing
+		r := config.DefaultRing
 		r.Name, r.Backend, r.Algorithm = "default", "local://"+dir, string(alg)
 		if i > 0 {
 			r.Name = "ring-" + string(alg)
@@ -92,7 +93,7 @@ func testLogger(testing.TB) *slog.Logger {
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }
 
-func startServer(t *testing.T, cfg Config, opts Options) *testServer {
+func startServer(t *testing.T, cfg config.Config, opts Options) *testServer {
 	t.Helper()
 	ts := startServerNoDial(t, cfg, opts)
 	ts.dial(t)
@@ -100,7 +101,7 @@ func startServer(t *testing.T, cfg Config, opts Options) *testServer {
 }
 
 // startServerNoDial starts the server without connecting a plaintext client.
-func startServerNoDial(t *testing.T, cfg Config, optss ...Options) *testServer {
+func startServerNoDial(t *testing.T, cfg config.Config, optss ...Options) *testServer {
 	t.Helper()
 	var opts Options
 	if len(optss) > 0 {

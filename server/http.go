@@ -11,16 +11,17 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	signetv1 "github.com/signet-dev/signet/gen/signet/v1"
+	"github.com/signet-dev/signet/server/lifecycle"
 )
 
-// NewHTTPHandler serves the public, read-only HTTP side: the JWKS and the
+// newHTTPHandler serves the public, read-only HTTP side: the JWKS and the
 // discovery document through grpc-gateway, plus /healthz and /readyz.
 // Nothing that signs or rotates is reachable here.
-func NewHTTPHandler(ctx context.Context, svc *Service) (http.Handler, error) {
+func newHTTPHandler(ctx context.Context, svc *service, jwks *publisher, ks *lifecycle.KeySet) (http.Handler, error) {
 	mux := runtime.NewServeMux(
 		runtime.WithMarshalerOption(runtime.MIMEWildcard, &documentMarshaler{
-			ks:     svc.ks,
-			openID: renderOpenIDConfiguration(svc.openID),
+			jwks:   jwks,
+			openID: svc.discovery,
 			JSONPb: runtime.JSONPb{MarshalOptions: protojson.MarshalOptions{UseProtoNames: true}},
 		}),
 		runtime.WithOutgoingHeaderMatcher(func(key string) (string, bool) {
@@ -44,7 +45,7 @@ func NewHTTPHandler(ctx context.Context, svc *Service) (http.Handler, error) {
 		return nil, err
 	}
 	if err := mux.HandlePath(http.MethodGet, "/readyz", func(w http.ResponseWriter, _ *http.Request, _ map[string]string) {
-		why := svc.ks.Readiness()
+		why := ks.Readiness()
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("Cache-Control", "no-store")
 		if len(why) > 0 {
@@ -57,7 +58,7 @@ func NewHTTPHandler(ctx context.Context, svc *Service) (http.Handler, error) {
 	}); err != nil {
 		return nil, err
 	}
-	return publicDocuments(notModified(svc.ks, mux)), nil
+	return publicDocuments(notModified(jwks, mux)), nil
 }
 
 // publicDocuments lets browsers read the key set and discovery document from
@@ -77,17 +78,19 @@ func publicDocuments(next http.Handler) http.Handler {
 // goes through JSONPb.
 type documentMarshaler struct {
 	runtime.JSONPb
-	ks     *KeySet
+	jwks   *publisher
 	openID []byte
 }
 
 func (m *documentMarshaler) Marshal(v any) ([]byte, error) {
 	switch v := v.(type) {
 	case *signetv1.GetJWKSResponse:
-		if doc := m.ks.jwks.Load(); doc.msg == v {
-			return doc.body, nil
+		if body := m.jwks.body(v); body != nil {
+			return body, nil
 		}
-		return renderJWKS(v), nil // a key set replaced since the handler ran: same renderer, same bytes
+		// The key set changed twice while this request was in the
+		// gateway: the same keys, in protobuf's JSON form.
+		return m.JSONPb.Marshal(v)
 	case *signetv1.GetOpenIDConfigurationResponse:
 		return m.openID, nil
 	}
@@ -99,7 +102,7 @@ func (m *documentMarshaler) ContentType(any) string { return "application/json" 
 // notModified answers a conditional GET of the JWKS whose ETag still
 // matches with 304, and a HEAD with the headers of a GET, before the gateway
 // renders anything.
-func notModified(ks *KeySet, next http.Handler) http.Handler {
+func notModified(jwks *publisher, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != JWKSPath || (r.Method != http.MethodGet && r.Method != http.MethodHead) {
 			next.ServeHTTP(w, r)
@@ -110,20 +113,20 @@ func notModified(ks *KeySet, next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		doc := ks.JWKS()
-		matched := inm != "" && etagMatches(inm, doc.etag)
+		doc := jwks.current()
+		matched := inm != "" && etagMatches(inm, doc.ETag)
 		if !matched && r.Method == http.MethodGet {
 			next.ServeHTTP(w, r) // the gateway sets ETag and Cache-Control itself
 			return
 		}
-		w.Header().Set("ETag", doc.etag)
-		w.Header().Set("Cache-Control", doc.cacheControl)
+		w.Header().Set("ETag", doc.ETag)
+		w.Header().Set("Cache-Control", doc.CacheControl)
 		if matched {
 			w.WriteHeader(http.StatusNotModified)
 			return
 		}
 		w.Header().Set("Content-Type", "application/json") // HEAD
-		w.Header().Set("Content-Length", strconv.Itoa(len(doc.body)))
+		w.Header().Set("Content-Length", strconv.Itoa(len(doc.Body)))
 	})
 }
 

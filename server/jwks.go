@@ -1,54 +1,116 @@
 package server
 
 import (
-	"encoding/json"
+	"bytes"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/protobuf/encoding/protojson"
 
 	signetv1 "github.com/signet-dev/signet/gen/signet/v1"
+	"github.com/signet-dev/signet/server/jose"
+	"github.com/signet-dev/signet/server/lifecycle"
 )
 
-// jwkJSON fixes the member order and omits what a key type does not have;
-// only public members exist here, so no private member can ever be rendered.
-type jwkJSON struct {
-	Kty string `json:"kty"`
-	Use string `json:"use"`
-	Alg string `json:"alg"`
-	Kid string `json:"kid"`
-	Crv string `json:"crv,omitempty"`
-	X   string `json:"x,omitempty"`
-	Y   string `json:"y,omitempty"`
-	N   string `json:"n,omitempty"`
-	E   string `json:"e,omitempty"`
+// JWKSPath and OpenIDConfigurationPath are where the HTTP side serves the
+// key set and the discovery document.
+const (
+	JWKSPath                = "/.well-known/jwks.json"
+	OpenIDConfigurationPath = "/.well-known/openid-configuration"
+)
+
+// publisher holds the JWKS as served, rendered when the key set changes
+// (lifecycle's OnChange), never per request.
+type publisher struct {
+	staleIfError time.Duration
+	log          *slog.Logger
+	ks           *lifecycle.KeySet
+
+	mu   sync.Mutex // serialises renders
+	doc  atomic.Pointer[jwksDoc]
+	prev atomic.Pointer[jwksDoc] // the document doc replaced
 }
 
-// renderJWKS renders a key set as RFC 7517 JSON. The output depends only on
-// msg, so the ETag computed over it is the same on every replica.
-func renderJWKS(msg *signetv1.GetJWKSResponse) []byte {
-	keys := make([]jwkJSON, 0, len(msg.GetKeys()))
-	for _, k := range msg.GetKeys() {
-		keys = append(keys, jwkJSON{Kty: k.GetKty(), Use: k.GetUse(), Alg: k.GetAlg(), Kid: k.GetKid(),
-			Crv: k.GetCrv(), X: k.GetX(), Y: k.GetY(), N: k.GetN(), E: k.GetE()})
-	}
-	body, err := json.Marshal(struct {
-		Keys []jwkJSON `json:"keys"`
-	}{keys})
-	if err != nil {
-		panic(err) // strings only: cannot fail
-	}
-	return body
+// jwksDoc is one rendering of the key set: the bytes HTTP serves and the
+// same document as the gRPC message.
+type jwksDoc struct {
+	*jose.JWKS
+	msg *signetv1.GetJWKSResponse
 }
 
-// renderOpenIDConfiguration renders the discovery document with the member
-// names of OpenID Connect Discovery 1.0.
-func renderOpenIDConfiguration(m *signetv1.GetOpenIDConfigurationResponse) []byte {
-	body, err := json.Marshal(struct {
-		Issuer    string   `json:"issuer"`
-		JWKSURI   string   `json:"jwks_uri"`
-		Algs      []string `json:"id_token_signing_alg_values_supported"`
-		Responses []string `json:"response_types_supported"`
-		Subjects  []string `json:"subject_types_supported"`
-	}{m.GetIssuer(), m.GetJwksUri(), m.GetIdTokenSigningAlgValuesSupported(), m.GetResponseTypesSupported(), m.GetSubjectTypesSupported()})
-	if err != nil {
-		panic(err)
+func (p *publisher) start(ks *lifecycle.KeySet) error {
+	p.ks = ks
+	return p.render()
+}
+
+// update re-renders after the key set changed.
+func (p *publisher) update() {
+	if p.ks == nil {
+		return // not started yet: start renders
 	}
-	return body
+	if err := p.render(); err != nil {
+		p.log.Error("cannot render the JWKS; serving the previous one", "err", err)
+	}
+}
+
+func (p *publisher) render() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	d, err := p.build()
+	if err != nil {
+		return err
+	}
+	old := p.doc.Load()
+	if old != nil && bytes.Equal(old.Body, d.Body) {
+		return nil // unchanged: the same ETag, and the message the handlers hold stays current
+	}
+	p.prev.Store(old)
+	p.doc.Store(d)
+	return nil
+}
+
+// build renders the versions every ring publishes now. The
+// Cache-Control max-age is the smallest jwks_max_age of all rings: each
+// ring's schedule was validated against its own, and a shorter cache life is
+// safe for all.
+func (p *publisher) build() (*jwksDoc, error) {
+	var maxAge time.Duration
+	for _, r := range p.ks.Rings() {
+		if maxAge == 0 || r.Schedule.JWKSMaxAge < maxAge {
+			maxAge = r.Schedule.JWKSMaxAge
+		}
+	}
+	published := p.ks.Published()
+	keys := make([]jose.PublicKey, len(published))
+	for i, v := range published {
+		keys[i] = jose.PublicKey{Kid: v.Kid, Algorithm: string(v.Algorithm), Key: v.PublicKey}
+	}
+	set, err := jose.NewJWKS(keys, maxAge, p.staleIfError)
+	if err != nil {
+		return nil, err
+	}
+	msg := &signetv1.GetJWKSResponse{}
+	if err := (protojson.UnmarshalOptions{DiscardUnknown: true}).Unmarshal(set.Body, msg); err != nil {
+		return nil, err
+	}
+	return &jwksDoc{JWKS: set, msg: msg}, nil
+}
+
+// current returns the JWKS in force. It is re-rendered whenever the key set
+// installs a snapshot: on every refresh and rotation, and when the Run loop
+// wakes at a boundary of the clock (the only one that changes the JWKS is a
+// retirement, and a key published a moment longer is harmless).
+func (p *publisher) current() *jwksDoc { return p.doc.Load() }
+
+// body returns the rendered bytes of msg, the message of the document in
+// force or of the one it replaced; nil for an older message.
+func (p *publisher) body(msg *signetv1.GetJWKSResponse) []byte {
+	for _, d := range []*jwksDoc{p.doc.Load(), p.prev.Load()} {
+		if d != nil && d.msg == msg {
+			return d.Body
+		}
+	}
+	return nil
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/signet-dev/signet/backends"
 	"github.com/signet-dev/signet/backends/local"
 	signetv1 "github.com/signet-dev/signet/gen/signet/v1"
+	"github.com/signet-dev/signet/server/config"
 )
 
 // flakyBackend is a local store whose calls can be made to hang until their
@@ -76,7 +77,7 @@ func TestBackendOutage(t *testing.T) {
 	cfg := testConfig(t)
 	dir := t.TempDir()
 	cfg.KeyRings[0].Backend = "flaky-test:" + dir
-	cfg.BackendTimeout = Duration(30 * time.Second) // longer than the request deadline: the deadline must win
+	cfg.BackendTimeout = config.Duration(30 * time.Second) // longer than the request deadline: the deadline must win
 	ts := startServer(t, cfg, Options{})
 	fb := flaky[dir]
 	good := sign(t, ts, "default")
@@ -106,7 +107,7 @@ func TestBackendOutage(t *testing.T) {
 	}
 	// Readiness says why after the next refresh fails.
 	ks := ts.KeySet()
-	ks.tick(ctx2s(t), ks.Ring("default"))
+	ks.Tick(ctx2s(t), ks.Ring("default"))
 	r, rb := ts.get(t, "/readyz")
 	if r.StatusCode != 503 || !strings.Contains(string(rb), "backend unreachable") {
 		t.Errorf("/readyz during the outage: %d %s", r.StatusCode, rb)
@@ -117,7 +118,7 @@ func TestBackendOutage(t *testing.T) {
 	if _, err := verify(t, body, after.GetToken()); err != nil {
 		t.Errorf("after recovery: %v", err)
 	}
-	ks.tick(ctx2s(t), ks.Ring("default"))
+	ks.Tick(ctx2s(t), ks.Ring("default"))
 	if r, rb := ts.get(t, "/readyz"); r.StatusCode != 200 {
 		t.Errorf("/readyz after recovery: %d %s", r.StatusCode, rb)
 	}

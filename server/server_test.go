@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	jose "github.com/go-jose/go-jose/v4"
+	gojose "github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -20,18 +20,20 @@ import (
 
 	"github.com/signet-dev/signet/backends"
 	signetv1 "github.com/signet-dev/signet/gen/signet/v1"
+	"github.com/signet-dev/signet/server/config"
+	"github.com/signet-dev/signet/server/jose"
 )
 
 // verify checks a token with go-jose against a JWKS document, the way an
 // independent verifier would, and returns its claims.
 func verify(t *testing.T, jwksBody []byte, token string) (map[string]any, error) {
 	t.Helper()
-	var set jose.JSONWebKeySet
+	var set gojose.JSONWebKeySet
 	if err := json.Unmarshal(jwksBody, &set); err != nil {
 		t.Fatalf("JWKS is not a JWK set: %v\n%s", err, jwksBody)
 	}
-	tok, err := jwt.ParseSigned(token, []jose.SignatureAlgorithm{jose.ES256, jose.ES384, jose.ES512,
-		jose.RS256, jose.RS384, jose.RS512, jose.PS256, jose.PS384, jose.PS512, jose.EdDSA})
+	tok, err := jwt.ParseSigned(token, []gojose.SignatureAlgorithm{gojose.ES256, gojose.ES384, gojose.ES512,
+		gojose.RS256, gojose.RS384, gojose.RS512, gojose.PS256, gojose.PS384, gojose.PS512, gojose.EdDSA})
 	if err != nil {
 		return nil, err
 	}
@@ -77,7 +79,7 @@ func TestSignEveryAlgorithmVerifiesThroughJWKS(t *testing.T) {
 	ts := startServer(t, testConfig(t, backends.AllAlgorithms...), Options{})
 	_, body := ts.get(t, JWKSPath)
 	for _, r := range ts.KeySet().Rings() {
-		t.Run(string(r.key.Algorithm), func(t *testing.T) {
+		t.Run(string(r.Algorithm()), func(t *testing.T) {
 			resp := sign(t, ts, r.Name)
 			claims, err := verify(t, body, resp.GetToken())
 			if err != nil {
@@ -86,11 +88,11 @@ func TestSignEveryAlgorithmVerifiesThroughJWKS(t *testing.T) {
 			if claims["iss"] != "http://127.0.0.1:8080" || claims["sub"] != "svc-a" || claims["aud"] != "svc-b" || claims["jti"] != resp.GetJti() {
 				t.Errorf("claims %v", claims)
 			}
-			if exp := int64(claims["exp"].(float64)); exp != resp.GetExpiresAt().GetSeconds() || exp-int64(claims["iat"].(float64)) != int64(DefaultRing.TokenDefaultTTL.D().Seconds()) {
+			if exp := int64(claims["exp"].(float64)); exp != resp.GetExpiresAt().GetSeconds() || exp-int64(claims["iat"].(float64)) != int64(config.DefaultRing.TokenDefaultTTL.D().Seconds()) {
 				t.Errorf("exp %d, iat %v, expires_at %v", exp, claims["iat"], resp.GetExpiresAt())
 			}
 			hdr := strings.Split(resp.GetToken(), ".")[0]
-			if want := compactHeader(string(r.key.Algorithm), resp.GetKid(), DefaultTyp); hdr != want {
+			if want := jose.Header(string(r.Algorithm()), resp.GetKid(), jose.DefaultTyp); hdr != want {
 				t.Errorf("header %s, want %s", hdr, want)
 			}
 		})
@@ -132,7 +134,7 @@ func TestJWKSHasOnlyPublicMembers(t *testing.T) {
 		}
 		// go-jose must see a public key whose RFC 7638 thumbprint is the kid.
 		raw, _ := json.Marshal(k)
-		var jwk jose.JSONWebKey
+		var jwk gojose.JSONWebKey
 		if err := jwk.UnmarshalJSON(raw); err != nil {
 			t.Fatalf("go-jose rejects %s: %v", raw, err)
 		}
@@ -228,7 +230,7 @@ func TestLifecycleFollowsTheClock(t *testing.T) {
 	clock := newFakeClock()
 	cfg := testConfig(t)
 	ts := startServer(t, cfg, Options{Now: clock.Now})
-	pol := cfg.KeyRings[0].Policy()
+	pol := cfg.KeyRings[0].Schedule()
 	v1 := sign(t, ts, "default")
 	rot := rotate(t, ts, false)
 	v2 := rot.GetVersion().GetKid()
@@ -240,8 +242,12 @@ func TestLifecycleFollowsTheClock(t *testing.T) {
 		}
 		return out
 	}
+	ks := ts.KeySet()
 	step := func(name string, wantSigner string, want map[string]signetv1.KeyState, published []string) {
 		t.Helper()
+		// Sign and ListKeys follow the clock at once; the JWKS is re-rendered
+		// when the refresh loop runs, which the test does here itself.
+		ks.Tick(ctxT(t), ks.Ring("default"))
 		if got := sign(t, ts, "default").GetKid(); got != wantSigner {
 			t.Errorf("%s: signed by %s, want %s", name, got, wantSigner)
 		}
@@ -300,7 +306,7 @@ func TestRevokePrevious(t *testing.T) {
 func TestScheduledRotationCreatesOneVersionAcrossReplicas(t *testing.T) {
 	clock := newFakeClock()
 	cfg := testConfig(t)
-	cfg.KeyRings[0].RotationPeriod = Duration(24 * time.Hour)
+	cfg.KeyRings[0].RotationPeriod = config.Duration(24 * time.Hour)
 	var replicas []*Server
 	for range 3 {
 		srv, err := New(ctxT(t), cfg, Options{Now: clock.Now})
@@ -326,7 +332,7 @@ func TestScheduledRotationCreatesOneVersionAcrossReplicas(t *testing.T) {
 		for _, r := range replicas {
 			go func() {
 				ks := r.KeySet()
-				ks.tick(context.Background(), ks.Ring("default"))
+				ks.Tick(context.Background(), ks.Ring("default"))
 				done <- struct{}{}
 			}()
 		}

@@ -2,59 +2,61 @@ package server
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
-	"time"
 	"unicode/utf8"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/signet-dev/signet/backends"
 	signetv1 "github.com/signet-dev/signet/gen/signet/v1"
+	"github.com/signet-dev/signet/server/authz"
+	"github.com/signet-dev/signet/server/jose"
+	"github.com/signet-dev/signet/server/lifecycle"
 )
 
-// Service implements the gRPC services.
-type Service struct {
+var signerServiceName = signetv1.SignerService_ServiceDesc.ServiceName
+
+// service implements the gRPC SignerService and KeySetService: it checks a
+// request, asks authz, has jose assemble the token around a signature from
+// the key set, audits, and turns every error into a status with toStatus.
+type service struct {
 	signetv1.UnimplementedSignerServiceServer
 	signetv1.UnimplementedKeySetServiceServer
 
-	ks     *KeySet
-	issuer string
-	log    *slog.Logger
-	openID *signetv1.GetOpenIDConfigurationResponse
-	access *access
+	ks        *lifecycle.KeySet
+	authz     *authz.Authorizer
+	jwks      *publisher
+	issuer    string
+	log       *slog.Logger
+	discovery []byte // the OpenID discovery document, rendered once
+	openID    *signetv1.GetOpenIDConfigurationResponse
 }
 
-// JWKSPath and OpenIDConfigurationPath are where the HTTP side serves the
-// key set and the discovery document.
-const (
-	JWKSPath                = "/.well-known/jwks.json"
-	OpenIDConfigurationPath = "/.well-known/openid-configuration"
-)
-
-// NewService serves ks, issuing tokens as issuer.
-func NewService(ks *KeySet, issuer string, log *slog.Logger) *Service {
-	return &Service{ks: ks, issuer: issuer, log: log, access: &access{}, openID: &signetv1.GetOpenIDConfigurationResponse{
-		Issuer:                           issuer,
-		JwksUri:                          strings.TrimSuffix(issuer, "/") + JWKSPath,
+func newService(ks *lifecycle.KeySet, a *authz.Authorizer, jwks *publisher, issuer string, log *slog.Logger) *service {
+	s := &service{ks: ks, authz: a, jwks: jwks, issuer: issuer, log: log}
+	jwksURI := strings.TrimSuffix(issuer, "/") + JWKSPath
+	s.discovery = jose.Discovery(issuer, jwksURI, ks.Algorithms())
+	s.openID = &signetv1.GetOpenIDConfigurationResponse{Issuer: issuer, JwksUri: jwksURI,
 		IdTokenSigningAlgValuesSupported: ks.Algorithms(),
-		ResponseTypesSupported:           []string{"id_token"},
-		SubjectTypesSupported:            []string{"public"},
-	}}
+		ResponseTypesSupported:           []string{"id_token"}, SubjectTypesSupported: []string{"public"}}
+	return s
 }
 
-func (s *Service) ring(name string) (*Ring, error) {
+// status converts err with toStatus, logging what has no kind.
+func (s *service) status(ctx context.Context, err error) error {
+	return toStatus(ctx, s.log, err).Err()
+}
+
+func (s *service) ring(name string) (*lifecycle.Ring, error) {
 	switch {
 	case name == "":
-		return nil, status.Error(codes.InvalidArgument, "key_ring is required")
+		return nil, jose.Invalid("key_ring", "key_ring is required")
 	case !utf8.ValidString(name):
-		return nil, status.Error(codes.InvalidArgument, "key_ring is not valid UTF-8")
+		return nil, jose.Invalid("key_ring", "key_ring is not valid UTF-8")
 	}
 	r := s.ks.Ring(name)
 	if r == nil {
@@ -62,150 +64,154 @@ func (s *Service) ring(name string) (*Ring, error) {
 		for _, r := range s.ks.Rings() {
 			names = append(names, r.Name)
 		}
-		return nil, status.Errorf(codes.NotFound, "key ring %q is not configured (configured: %s)", truncate(name, 64), strings.Join(names, ", "))
+		return nil, &requestError{codes.NotFound, fmt.Sprintf("key ring %q is not configured (configured: %s)",
+			jose.Truncate(name, 64), strings.Join(names, ", "))}
 	}
 	return r, nil
 }
 
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
+// audit writes the audit record of an RPC whose outcome err is (nil: ok),
+// filled in from the context. It returns the audit log's own error: an
+// action that cannot be audited must not happen (or, done, must be logged).
+func (s *service) audit(ctx context.Context, rpc string, rec authz.Record, err error) error {
+	rec.Caller, rec.Peer, rec.RPC = callerOf(ctx), peerOf(ctx), rpc
+	if rec.Outcome == "" {
+		rec.Outcome = "ok"
+		if err != nil {
+			rec.Outcome, rec.Reason = "error", toStatus(ctx, nil, err).Message()
+			if authz.IsDenial(err) {
+				rec.Outcome = "denied"
+			}
+		}
 	}
-	return s[:n] + "..."
+	return s.authz.Audit(rec)
+}
+
+// refuse audits a refused or failed RPC and returns the error the caller
+// gets: the refusal, or the audit log's failure if it cannot be recorded.
+func (s *service) refuse(ctx context.Context, rpc string, rec authz.Record, err error) error {
+	if aerr := s.audit(ctx, rpc, rec, err); aerr != nil && authz.IsDenial(err) {
+		return s.status(ctx, aerr)
+	}
+	return s.status(ctx, err)
 }
 
 // Sign issues a JWT.
-func (s *Service) Sign(ctx context.Context, req *signetv1.SignRequest) (*signetv1.SignResponse, error) {
+func (s *service) Sign(ctx context.Context, req *signetv1.SignRequest) (*signetv1.SignResponse, error) {
+	const rpc = "Sign"
 	r, err := s.ring(req.GetKeyRing())
 	if err != nil {
-		return nil, err
+		return nil, s.status(ctx, err)
 	}
-	if err := validateIdentity(req.GetSubject(), req.GetAudience()); err != nil {
-		return nil, s.toStatus(ctx, err)
+	if err := jose.CheckIdentity(req.GetSubject(), req.GetAudience()); err != nil {
+		return nil, s.status(ctx, err)
 	}
-	ttl, err := tokenTTL(r, req)
+	ttl := r.Schedule.TokenDefaultTTL
+	if req.GetTtl() != nil {
+		if err := req.GetTtl().CheckValid(); err != nil {
+			return nil, s.status(ctx, jose.Invalid("ttl", "ttl: %v", err))
+		}
+		ttl = req.GetTtl().AsDuration()
+		if err := jose.CheckTTL(ttl, r.Schedule.TokenMaxTTL, r.Name); err != nil {
+			return nil, s.status(ctx, err)
+		}
+	}
+	custom, err := jose.EncodeClaims(req.GetClaims())
 	if err != nil {
-		return nil, s.toStatus(ctx, err)
+		return nil, s.status(ctx, err)
 	}
-	custom, err := encodeClaims(req.GetClaims())
+	typ, err := jose.CheckTyp(req.GetTyp())
 	if err != nil {
-		return nil, s.toStatus(ctx, err)
+		return nil, s.status(ctx, err)
 	}
-	typ, err := tokenTyp(req.GetTyp())
-	if err != nil {
-		return nil, s.toStatus(ctx, err)
-	}
-	const rpc = "Sign"
-	rec := auditRecord{KeyRing: r.Name, Sub: req.GetSubject(), Aud: req.GetAudience(), ClaimsSHA256: claimsDigest(custom)}
+	rec := authz.Record{KeyRing: r.Name, Sub: req.GetSubject(), Aud: req.GetAudience(), ClaimsSHA256: authz.ClaimsDigest(custom)}
 	names := make([]string, 0, len(req.GetClaims().GetFields()))
 	for k := range req.GetClaims().GetFields() {
 		names = append(names, k)
 	}
-	ttl, err = s.access.authorizeSign(ctx, signRequest{ring: r.Name, subject: req.GetSubject(), audience: req.GetAudience(),
-		claims: names, ttl: ttl, ttlDefaulted: req.GetTtl() == nil, typ: typ})
+	ttl, err = s.authz.AuthorizeSign(callerOf(ctx), authz.SignRequest{Ring: r.Name, Subject: req.GetSubject(),
+		Audience: req.GetAudience(), Claims: names, TTL: ttl, TTLDefaulted: req.GetTtl() == nil, Typ: typ})
 	if err != nil {
-		if aerr := s.access.record(ctx, rpc, rec, err); aerr != nil {
-			return nil, aerr
-		}
-		return nil, err
+		return nil, s.refuse(ctx, rpc, rec, err)
 	}
-	signed, err := s.ks.Sign(ctx, r, s.issuer, claimsRequest{Subject: req.GetSubject(), Audience: req.GetAudience(), TTL: ttl, Typ: typ}, custom)
+	v, err := s.ks.Active(r)
 	if err != nil {
-		err = s.toStatus(ctx, err)
-		s.access.record(ctx, rpc, rec, err)
-		return nil, err
+		return nil, s.refuse(ctx, rpc, rec, err)
 	}
-	rec.Kid, rec.JTI, rec.Exp = signed.Kid, signed.JTI, signed.Expires.Unix()
-	if err := s.access.record(ctx, rpc, rec, nil); err != nil {
-		return nil, err // fail closed: no token leaves unaudited
+	body, jti, exp := jose.Payload(jose.Claims{Issuer: s.issuer, Subject: req.GetSubject(), Audience: req.GetAudience(), TTL: ttl},
+		custom, s.ks.Now())
+	token, err := jose.Compact(ctx, jose.Header(string(v.Algorithm), v.Kid, typ), body, v.Algorithm.SignatureSize(),
+		func(ctx context.Context, input []byte) ([]byte, error) { return s.ks.SignWith(ctx, r, v, input) })
+	if err != nil {
+		return nil, s.refuse(ctx, rpc, rec, err)
 	}
-	return &signetv1.SignResponse{Token: signed.Token, Kid: signed.Kid, Jti: signed.JTI,
-		ExpiresAt: timestamppb.New(signed.Expires)}, nil
-}
-
-func tokenTTL(r *Ring, req *signetv1.SignRequest) (time.Duration, error) {
-	if req.GetTtl() == nil {
-		return r.Policy.TokenDefaultTTL, nil
+	rec.Kid, rec.JTI, rec.Exp = v.Kid, jti, exp.Unix()
+	if err := s.audit(ctx, rpc, rec, nil); err != nil {
+		return nil, s.status(ctx, err) // fail closed: no token leaves unaudited
 	}
-	if err := req.GetTtl().CheckValid(); err != nil {
-		return 0, invalid("ttl: %v", err)
-	}
-	ttl := req.GetTtl().AsDuration()
-	switch {
-	case ttl <= 0:
-		return 0, invalid("ttl must be positive, got %v", ttl)
-	case ttl < minTokenLifetime:
-		return 0, invalid("ttl %v is shorter than %v: token times have one-second resolution", ttl, minTokenLifetime)
-	case ttl > r.Policy.TokenMaxTTL:
-		return 0, invalid("ttl %v exceeds key ring %q token_max_ttl of %v", ttl, r.Name, r.Policy.TokenMaxTTL)
-	}
-	return ttl, nil
+	return &signetv1.SignResponse{Token: token, Kid: v.Kid, Jti: jti, ExpiresAt: timestamppb.New(exp)}, nil
 }
 
 // Rotate creates a new version, optionally revoking the older ones.
-func (s *Service) Rotate(ctx context.Context, req *signetv1.RotateRequest) (*signetv1.RotateResponse, error) {
+func (s *service) Rotate(ctx context.Context, req *signetv1.RotateRequest) (*signetv1.RotateResponse, error) {
+	const rpc = "Rotate"
 	r, err := s.ring(req.GetKeyRing())
 	if err != nil {
-		return nil, err
+		return nil, s.status(ctx, err)
 	}
-	const rpc = "Rotate"
-	rec := auditRecord{KeyRing: r.Name}
-	if err := s.access.authorizeRing(ctx, "rotate", r.Name); err != nil {
-		if aerr := s.access.record(ctx, rpc, rec, err); aerr != nil {
-			return nil, aerr
-		}
-		return nil, err
+	rec := authz.Record{KeyRing: r.Name}
+	if err := s.authz.AuthorizeRing(callerOf(ctx), "rotate", r.Name); err != nil {
+		return nil, s.refuse(ctx, rpc, rec, err)
 	}
 	// Rotation cannot be undone, so its authorization is on record before
 	// anything changes: an unwritable audit log stops it here.
 	authorized := rec
 	authorized.Outcome, authorized.Reason = "authorized", fmt.Sprintf("revoke_previous=%v", req.GetRevokePrevious())
-	if err := s.access.record(ctx, rpc, authorized, nil); err != nil {
-		return nil, err
+	if err := s.audit(ctx, rpc, authorized, nil); err != nil {
+		return nil, s.status(ctx, err)
 	}
 	created, revoked, err := s.ks.Rotate(ctx, r, req.GetRevokePrevious())
 	if err != nil {
-		err = s.toStatus(ctx, err)
-		s.access.record(ctx, rpc, rec, err)
-		return nil, err
+		return nil, s.refuse(ctx, rpc, rec, err)
 	}
-	rec.Kid = created.kid
-	if err := s.access.record(ctx, rpc, rec, nil); err != nil {
-		s.log.Error("rotation done but its outcome is not in the audit log", "key_ring", r.Name, "kid", created.kid, "err", err)
+	rec.Kid = created.Kid
+	if err := s.audit(ctx, rpc, rec, nil); err != nil {
+		s.log.Error("rotation done but its outcome is not in the audit log", "key_ring", r.Name, "kid", created.Kid, "err", err)
 	}
 	resp := &signetv1.RotateResponse{Version: versionProto(r, created)}
 	kids := make([]string, 0, len(revoked))
 	for _, v := range revoked {
 		resp.Revoked = append(resp.Revoked, versionProto(r, v))
-		kids = append(kids, v.kid)
+		kids = append(kids, v.Kid)
 	}
-	s.log.Info("rotated key ring", "key_ring", r.Name, "kid", created.kid, "backend_id", created.ID,
+	s.log.Info("rotated key ring", "key_ring", r.Name, "kid", created.Kid, "backend_id", created.ID,
 		"state", created.State.String(), "revoked_kids", kids)
 	return resp, nil
 }
 
 // ListKeys lists versions with their derived states.
-func (s *Service) ListKeys(ctx context.Context, req *signetv1.ListKeysRequest) (*signetv1.ListKeysResponse, error) {
+func (s *service) ListKeys(ctx context.Context, req *signetv1.ListKeysRequest) (*signetv1.ListKeysResponse, error) {
+	caller := callerOf(ctx)
 	rings := s.ks.Rings()
 	if req.GetKeyRing() != "" {
 		r, err := s.ring(req.GetKeyRing())
 		if err != nil {
-			return nil, err
+			return nil, s.status(ctx, err)
 		}
-		if err := s.access.authorizeRing(ctx, "list", r.Name); err != nil {
-			return nil, err
+		if err := s.authz.AuthorizeRing(caller, "list", r.Name); err != nil {
+			return nil, s.status(ctx, err)
 		}
-		rings = []*Ring{r}
+		rings = []*lifecycle.Ring{r}
 	} else {
 		// All rings: those the caller may list.
-		var allowed []*Ring
+		var allowed []*lifecycle.Ring
 		for _, r := range rings {
-			if s.access.authorizeRing(ctx, "list", r.Name) == nil {
+			if s.authz.AuthorizeRing(caller, "list", r.Name) == nil {
 				allowed = append(allowed, r)
 			}
 		}
 		if len(allowed) == 0 {
-			return nil, status.Errorf(codes.PermissionDenied, "no grant lets %q list any key ring", callerOf(ctx))
+			return nil, s.status(ctx, &requestError{codes.PermissionDenied, fmt.Sprintf("no grant lets %q list any key ring", caller)})
 		}
 		rings = allowed
 	}
@@ -218,14 +224,14 @@ func (s *Service) ListKeys(ctx context.Context, req *signetv1.ListKeysRequest) (
 	return resp, nil
 }
 
-var stateProto = map[State]signetv1.KeyState{
-	StatePending: signetv1.KeyState_KEY_STATE_PENDING, StateActive: signetv1.KeyState_KEY_STATE_ACTIVE,
-	StateRetiring: signetv1.KeyState_KEY_STATE_RETIRING, StateRetired: signetv1.KeyState_KEY_STATE_RETIRED,
-	StateRevoked: signetv1.KeyState_KEY_STATE_REVOKED,
+var stateProto = map[lifecycle.State]signetv1.KeyState{
+	lifecycle.StatePending: signetv1.KeyState_KEY_STATE_PENDING, lifecycle.StateActive: signetv1.KeyState_KEY_STATE_ACTIVE,
+	lifecycle.StateRetiring: signetv1.KeyState_KEY_STATE_RETIRING, lifecycle.StateRetired: signetv1.KeyState_KEY_STATE_RETIRED,
+	lifecycle.StateRevoked: signetv1.KeyState_KEY_STATE_REVOKED,
 }
 
-func versionProto(r *Ring, v *version) *signetv1.KeyVersion {
-	kv := &signetv1.KeyVersion{KeyRing: r.Name, Kid: v.kid, BackendId: v.ID, Algorithm: string(v.Algorithm),
+func versionProto(r *lifecycle.Ring, v *lifecycle.Version) *signetv1.KeyVersion {
+	kv := &signetv1.KeyVersion{KeyRing: r.Name, Kid: v.Kid, BackendId: v.ID, Algorithm: string(v.Algorithm),
 		State: stateProto[v.State], CreatedAt: timestamppb.New(v.Created)}
 	if !v.ActivatesAt.IsZero() {
 		kv.ActivatesAt = timestamppb.New(v.ActivatesAt)
@@ -238,48 +244,14 @@ func versionProto(r *Ring, v *version) *signetv1.KeyVersion {
 
 // GetJWKS returns the published keys. Its ETag and Cache-Control travel as
 // response header metadata, which the gateway turns into HTTP headers.
-func (s *Service) GetJWKS(ctx context.Context, _ *signetv1.GetJWKSRequest) (*signetv1.GetJWKSResponse, error) {
-	doc := s.ks.JWKS()
-	grpc.SetHeader(ctx, metadata.Pairs("etag", doc.etag, "cache-control", doc.cacheControl))
+func (s *service) GetJWKS(ctx context.Context, _ *signetv1.GetJWKSRequest) (*signetv1.GetJWKSResponse, error) {
+	doc := s.jwks.current()
+	grpc.SetHeader(ctx, metadata.Pairs("etag", doc.ETag, "cache-control", doc.CacheControl))
 	return doc.msg, nil
 }
 
 // GetOpenIDConfiguration returns the discovery document.
-func (s *Service) GetOpenIDConfiguration(ctx context.Context, _ *signetv1.GetOpenIDConfigurationRequest) (*signetv1.GetOpenIDConfigurationResponse, error) {
-	grpc.SetHeader(ctx, metadata.Pairs("cache-control", s.ks.JWKS().cacheControl))
+func (s *service) GetOpenIDConfiguration(ctx context.Context, _ *signetv1.GetOpenIDConfigurationRequest) (*signetv1.GetOpenIDConfigurationResponse, error) {
+	grpc.SetHeader(ctx, metadata.Pairs("cache-control", s.jwks.current().CacheControl))
 	return s.openID, nil
-}
-
-// toStatus is the one place where errors become gRPC statuses.
-func (s *Service) toStatus(ctx context.Context, err error) error {
-	var in *inputError
-	if errors.As(err, &in) {
-		return status.Error(codes.InvalidArgument, in.msg)
-	}
-	if ctx.Err() != nil {
-		return status.FromContextError(ctx.Err()).Err()
-	}
-	kind := backends.KindOf(err)
-	msg := err.Error()
-	if kind == backends.KindUnavailable && (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)) {
-		msg = "key backend did not answer in time"
-	}
-	code, ok := kindCodes[kind]
-	if !ok {
-		s.log.Error("internal error", "err", err)
-		return status.Error(codes.Internal, "internal error (details are in the server log)")
-	}
-	return status.Error(code, msg)
-}
-
-// kindCodes maps backend error kinds to gRPC codes (and, through
-// grpc-gateway, to HTTP: Unavailable is 503, InvalidArgument 400, ...).
-var kindCodes = map[backends.Kind]codes.Code{
-	backends.KindNotFound:           codes.NotFound,
-	backends.KindInvalidArgument:    codes.InvalidArgument,
-	backends.KindPermissionDenied:   codes.PermissionDenied,
-	backends.KindUnavailable:        codes.Unavailable,
-	backends.KindFailedPrecondition: codes.FailedPrecondition,
-	backends.KindConflict:           codes.Aborted,
-	backends.KindUnimplemented:      codes.Unimplemented,
 }

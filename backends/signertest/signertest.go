@@ -141,23 +141,20 @@ func Verify(alg backends.Algorithm, v backends.Version, input, sig []byte) error
 	if n := alg.SignatureSize(); n != 0 && len(sig) != n {
 		return fmt.Errorf("%s signature is %d bytes, want exactly %d", alg, len(sig), n)
 	}
-	pj, err := backends.JWKFromPublicKey(v.PublicKey)
+	kid, err := backends.KeyID(v.PublicKey)
 	if err != nil {
 		return err
 	}
-	members := map[string]string{"kty": pj.Kty}
-	for k, val := range map[string]string{"crv": pj.Crv, "x": pj.X, "y": pj.Y, "n": pj.N, "e": pj.E} {
-		if val != "" {
-			members[k] = val
-		}
+	raw, err := json.Marshal(jose.JSONWebKey{Key: v.PublicKey})
+	if err != nil {
+		return fmt.Errorf("go-jose cannot export the public key as a JWK: %w", err)
 	}
-	raw, _ := json.Marshal(members)
 	var jwk jose.JSONWebKey
 	if err := jwk.UnmarshalJSON(raw); err != nil {
 		return fmt.Errorf("go-jose rejects the exported JWK %s: %w", raw, err)
 	}
-	if tp, err := jwk.Thumbprint(crypto.SHA256); err != nil || base64.RawURLEncoding.EncodeToString(tp) != pj.Thumbprint() {
-		return fmt.Errorf("go-jose computes another RFC 7638 thumbprint for %s (%v)", raw, err)
+	if tp, err := jwk.Thumbprint(crypto.SHA256); err != nil || base64.RawURLEncoding.EncodeToString(tp) != kid {
+		return fmt.Errorf("the kid %s is not the RFC 7638 thumbprint of the JWK %s (%v)", kid, raw, err)
 	}
 	compact := string(input) + "." + base64.RawURLEncoding.EncodeToString(sig)
 	obj, err := jose.ParseSigned(compact, []jose.SignatureAlgorithm{jose.SignatureAlgorithm(alg)})

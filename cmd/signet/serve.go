@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/signet-dev/signet/server"
+	"github.com/signet-dev/signet/server/config"
 )
 
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -23,10 +24,10 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if fs.NArg() > 0 {
 		return fmt.Errorf("serve takes no arguments, got %q", fs.Args())
 	}
-	cfg := server.DefaultConfig()
+	cfg := config.Default()
 	if *configPath != "" {
 		var err error
-		if cfg, err = server.LoadConfig(*configPath); err != nil {
+		if cfg, err = config.Load(*configPath); err != nil {
 			return err
 		}
 	}
@@ -51,7 +52,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	})
 }
 
-func printBanner(w io.Writer, cfg server.Config, grpcAddr, httpAddr string) {
+func printBanner(w io.Writer, cfg config.Config, grpcAddr, httpAddr string) {
 	ring := cfg.KeyRings[0].Name
 	var b strings.Builder
 	fmt.Fprintf(&b, "\nSignet is running (press Ctrl-C to stop).\n\n")

@@ -1,4 +1,4 @@
-package server
+package lifecycle
 
 import (
 	"fmt"
@@ -7,8 +7,11 @@ import (
 	"github.com/signet-dev/signet/backends"
 )
 
-// Policy is a key ring's lifecycle policy (DESIGN.md, "Key lifecycle").
-type Policy struct {
+// Schedule is a key ring's lifecycle schedule: how long tokens live, how
+// long verifiers may cache the JWKS, and when versions are published, sign
+// and retire. (The config file calls these fields the ring's policy; in code
+// "policy" means only the authorization policy of server/authz.)
+type Schedule struct {
 	TokenDefaultTTL time.Duration
 	TokenMaxTTL     time.Duration
 	JWKSMaxAge      time.Duration // Cache-Control max-age of the JWKS
@@ -18,10 +21,10 @@ type Policy struct {
 	RotationPeriod  time.Duration // 0: manual rotation only
 }
 
-// Validate refuses a policy under which a verifier could meet a kid it has
+// Validate refuses a schedule under which a verifier could meet a kid it has
 // not fetched yet, or lose a kid while tokens it signed are still valid. The
 // error names the field in the config file's terms.
-func (p Policy) Validate() error {
+func (p Schedule) Validate() error {
 	positive := []struct {
 		name string
 		d    time.Duration
@@ -87,13 +90,13 @@ type Lifecycle struct {
 }
 
 // Derive computes every version's state from the versions (oldest first),
-// the policy and now. It returns the index of the active version (-1 when no
+// the schedule and now. It returns the index of the active version (-1 when no
 // version is enabled) and the earliest future instant at which any state
 // changes (zero if none will without a new version or revocation).
 //
 // For the enabled versions, oldest first:
 //   - active: the newest version whose created + publish_ahead <= now, or,
-//     if there is none, the oldest enabled version. DESIGN.md names this
+//     if there is none, the oldest enabled version. the design names this
 //     fallback for first start and after an emergency revocation, when one
 //     version is enabled and oldest and newest are the same; taking the
 //     oldest keeps its promise that a rotation in the first publish_ahead
@@ -104,7 +107,7 @@ type Lifecycle struct {
 //   - retired: older than that.
 //
 // Disabled versions are revoked.
-func Derive(versions []backends.Version, p Policy, now time.Time) (states []Lifecycle, active int, next time.Time) {
+func Derive(versions []backends.Version, p Schedule, now time.Time) (states []Lifecycle, active int, next time.Time) {
 	states = make([]Lifecycle, len(versions))
 	active = -1
 	oldestEnabled := -1

@@ -1,4 +1,4 @@
-package server
+package authz
 
 import (
 	"crypto/sha256"
@@ -17,22 +17,25 @@ import (
 type auditLog struct {
 	mu sync.Mutex
 	w  io.Writer
+	c  io.Closer
 }
 
 // openAudit opens the audit sink: "-" is standard output, anything else a
 // file opened for appending (created 0600).
-func openAudit(path string) (*auditLog, io.Closer, error) {
+func openAudit(path string) (*auditLog, error) {
 	if path == "-" {
-		return &auditLog{w: os.Stdout}, io.NopCloser(nil), nil
+		return &auditLog{w: os.Stdout}, nil
 	}
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
 	if err != nil {
-		return nil, nil, fmt.Errorf("audit.path: %w", err)
+		return nil, fmt.Errorf("audit.path: %w", err)
 	}
-	return &auditLog{w: f}, f, nil
+	return &auditLog{w: f, c: f}, nil
 }
 
-type auditRecord struct {
+// Record is one audit line. Time, Caller and Peer are filled in by
+// Authorizer.Audit from its clock and the call's identity.
+type Record struct {
 	Time         time.Time `json:"time"`
 	Caller       string    `json:"caller"`
 	Peer         string    `json:"peer,omitempty"`
@@ -48,7 +51,8 @@ type auditRecord struct {
 	ClaimsSHA256 string    `json:"claims_sha256,omitempty"`
 }
 
-func claimsDigest(custom []byte) string {
+// ClaimsDigest is what the audit log keeps of a token's custom claims.
+func ClaimsDigest(custom []byte) string {
 	if len(custom) == 0 {
 		return ""
 	}
@@ -57,7 +61,7 @@ func claimsDigest(custom []byte) string {
 }
 
 // write appends a record; an error means the record is not on record.
-func (a *auditLog) write(r auditRecord) error {
+func (a *auditLog) write(r Record) error {
 	if a == nil {
 		return nil
 	}
@@ -69,7 +73,14 @@ func (a *auditLog) write(r auditRecord) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if _, err := a.w.Write(line); err != nil {
-		return fmt.Errorf("audit log cannot be written: %w", err)
+		return errorf(AuditFailed, "audit log cannot be written: %v: refusing to act unaudited", err)
 	}
 	return nil
+}
+
+func (a *auditLog) close() error {
+	if a == nil || a.c == nil {
+		return nil
+	}
+	return a.c.Close()
 }

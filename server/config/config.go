@@ -1,4 +1,4 @@
-package server
+package config
 
 import (
 	"bytes"
@@ -17,6 +17,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/signet-dev/signet/backends"
+	"github.com/signet-dev/signet/server/lifecycle"
 )
 
 // Config is the whole of Signet's configuration; docs/configuration.md
@@ -76,9 +77,9 @@ type RingConfig struct {
 	RotationPeriod  Duration `yaml:"rotation_period"`
 }
 
-// Policy returns the ring's lifecycle policy.
-func (r RingConfig) Policy() Policy {
-	return Policy{
+// Schedule returns the ring's lifecycle schedule (the "policy" fields).
+func (r RingConfig) Schedule() lifecycle.Schedule {
+	return lifecycle.Schedule{
 		TokenDefaultTTL: r.TokenDefaultTTL.D(), TokenMaxTTL: r.TokenMaxTTL.D(), JWKSMaxAge: r.JWKSMaxAge.D(),
 		RefreshInterval: r.RefreshInterval.D(), PublishAhead: r.PublishAhead.D(), RetireAfter: r.RetireAfter.D(),
 		RotationPeriod: r.RotationPeriod.D(),
@@ -114,9 +115,9 @@ var DefaultRing = RingConfig{
 	RetireAfter:     Duration(2 * time.Hour),
 }
 
-// DefaultConfig is what `signet serve` runs with no config file: the local
+// Default is what `signet serve` runs with no config file: the local
 // backend under ./signet-data, one ES256 ring "default", loopback only.
-func DefaultConfig() Config {
+func Default() Config {
 	var c Config
 	c.Issuer = "http://127.0.0.1:8080"
 	c.GRPC.Listen = "127.0.0.1:9090"
@@ -131,19 +132,19 @@ func DefaultConfig() Config {
 	return c
 }
 
-// LoadConfig reads a YAML config file over the defaults. Unknown fields are
+// Load reads a YAML config file over the defaults. Unknown fields are
 // errors: a misspelt option must not silently fall back to a default.
-func LoadConfig(path string) (Config, error) {
+func Load(path string) (Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return Config{}, err
 	}
-	return ParseConfig(data)
+	return Parse(data)
 }
 
-// ParseConfig parses YAML config over the defaults and validates it.
-func ParseConfig(data []byte) (Config, error) {
-	c := DefaultConfig()
+// Parse parses YAML config over the defaults and validates it.
+func Parse(data []byte) (Config, error) {
+	c := Default()
 	c.KeyRings = nil
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
@@ -151,7 +152,7 @@ func ParseConfig(data []byte) (Config, error) {
 		return Config{}, fmt.Errorf("config: %w", err)
 	}
 	if c.KeyRings == nil {
-		c.KeyRings = DefaultConfig().KeyRings
+		c.KeyRings = Default().KeyRings
 	}
 	if err := c.Validate(); err != nil {
 		return Config{}, fmt.Errorf("config: %w", err)
@@ -258,7 +259,7 @@ func (c *Config) Validate() error {
 		if _, err := backends.ParseAlgorithm(r.Algorithm); err != nil {
 			return fmt.Errorf("%s.algorithm: %v", field, err)
 		}
-		if err := r.Policy().Validate(); err != nil {
+		if err := r.Schedule().Validate(); err != nil {
 			return fmt.Errorf("%s: %v", field, err)
 		}
 	}

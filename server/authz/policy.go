@@ -1,19 +1,17 @@
-package server
+package authz
 
 import (
 	"bytes"
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
-	"os"
 	"slices"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"go.yaml.in/yaml/v3"
-	"golang.org/x/time/rate"
+
+	"github.com/signet-dev/signet/server/config"
+	"github.com/signet-dev/signet/server/jose"
 )
 
 // Policy file: who may do what. Deny by default.
@@ -42,13 +40,13 @@ type grant struct {
 }
 
 type signGrant struct {
-	KeyRings  []string  `yaml:"key_rings"`
-	Audiences []string  `yaml:"audiences"`
-	Subjects  []string  `yaml:"subjects"`
-	Claims    []string  `yaml:"claims"`
-	MaxTTL    Duration  `yaml:"max_ttl"`
-	Typ       []string  `yaml:"typ"` // header typ values allowed; absent: only "JWT"
-	Rate      *rateSpec `yaml:"rate"`
+	KeyRings  []string        `yaml:"key_rings"`
+	Audiences []string        `yaml:"audiences"`
+	Subjects  []string        `yaml:"subjects"`
+	Claims    []string        `yaml:"claims"`
+	MaxTTL    config.Duration `yaml:"max_ttl"`
+	Typ       []string        `yaml:"typ"` // header typ values allowed; absent: only "JWT"
+	Rate      *rateSpec       `yaml:"rate"`
 }
 
 type rateSpec struct {
@@ -59,8 +57,8 @@ type rateSpec struct {
 // CallerSubject in a grant's subjects means "the caller's own identity".
 const CallerSubject = "$caller"
 
-// parsePolicy reads and checks a policy file. maxTTL says each ring's
-// token_max_ttl: a grant may not allow more.
+// parsePolicy reads and checks a policy file. rings gives each configured
+// ring's token_max_ttl: a grant may not allow more.
 func parsePolicy(data []byte, rings map[string]time.Duration) (*policyFile, error) {
 	var p policyFile
 	dec := yaml.NewDecoder(bytes.NewReader(data))
@@ -134,30 +132,26 @@ func anyMatch(patterns []string, s string) bool {
 	return slices.ContainsFunc(patterns, func(p string) bool { return globMatch(p, s) })
 }
 
-// denial is a policy refusal; its reason names the rule that failed.
-type denial struct{ reason string }
+// deny is a policy refusal; its message names the rule that failed.
+func deny(format string, args ...any) error { return errorf(Denied, format, args...) }
 
-func (d *denial) Error() string { return d.reason }
-
-func deny(format string, args ...any) error { return &denial{fmt.Sprintf(format, args...)} }
-
-// signRequest is what the policy judges of a Sign.
-type signRequest struct {
-	ring     string
-	subject  string
-	audience []string
-	claims   []string
-	ttl      time.Duration
-	// ttlDefaulted: the request named no ttl, so a grant's max_ttl caps the
+// SignRequest is what the policy judges of a Sign.
+type SignRequest struct {
+	Ring     string
+	Subject  string
+	Audience []string
+	Claims   []string // names of the custom claims
+	TTL      time.Duration
+	// TTLDefaulted: the request named no ttl, so a grant's max_ttl caps the
 	// ring's default instead of refusing it.
-	ttlDefaulted bool
-	typ          string
+	TTLDefaulted bool
+	Typ          string
 }
 
 // authorizeSign finds a sign grant that allows everything asked. If none
 // does, the reason names what the closest grant refused.
-func (p *policyFile) authorizeSign(caller string, r signRequest) (*signGrant, error) {
-	var reason error = deny("no grant lets %q sign with key ring %q", caller, r.ring)
+func (p *policyFile) authorizeSign(caller string, r SignRequest) (*signGrant, error) {
+	var reason error = deny("no grant lets %q sign with key ring %q", caller, r.Ring)
 	for i := range p.Grants {
 		g := &p.Grants[i]
 		if !globMatch(g.Identity, caller) {
@@ -165,11 +159,11 @@ func (p *policyFile) authorizeSign(caller string, r signRequest) (*signGrant, er
 		}
 		for j := range g.Sign {
 			s := &g.Sign[j]
-			if !anyMatch(s.KeyRings, r.ring) {
+			if !anyMatch(s.KeyRings, r.Ring) {
 				continue
 			}
 			if err := s.allows(caller, r); err != nil {
-				reason = fmt.Errorf("grant for %q: %w", g.Identity, err)
+				reason = deny("grant for %q: %v", g.Identity, err)
 				continue
 			}
 			return s, nil
@@ -178,32 +172,32 @@ func (p *policyFile) authorizeSign(caller string, r signRequest) (*signGrant, er
 	return nil, reason
 }
 
-func (s *signGrant) allows(caller string, r signRequest) error {
-	for _, a := range r.audience {
+func (s *signGrant) allows(caller string, r SignRequest) error {
+	for _, a := range r.Audience {
 		if !anyMatch(s.Audiences, a) {
 			return deny("audience %q is not allowed", a)
 		}
 	}
 	subjectOK := false
 	for _, pat := range s.Subjects {
-		if pat == CallerSubject && r.subject == caller || pat != CallerSubject && globMatch(pat, r.subject) {
+		if pat == CallerSubject && r.Subject == caller || pat != CallerSubject && globMatch(pat, r.Subject) {
 			subjectOK = true
 			break
 		}
 	}
 	if !subjectOK {
-		return deny("subject %q is not allowed", r.subject)
+		return deny("subject %q is not allowed", r.Subject)
 	}
-	for _, c := range r.claims {
+	for _, c := range r.Claims {
 		if !slices.Contains(s.Claims, c) {
 			return deny("custom claim %q is not allowed", c)
 		}
 	}
-	if allowed := s.Typ; !slices.Contains(allowed, r.typ) && !(len(allowed) == 0 && r.typ == DefaultTyp) {
-		return deny("typ %q is not allowed", r.typ)
+	if allowed := s.Typ; !slices.Contains(allowed, r.Typ) && !(len(allowed) == 0 && r.Typ == jose.DefaultTyp) {
+		return deny("typ %q is not allowed", r.Typ)
 	}
-	if s.MaxTTL > 0 && r.ttl > s.MaxTTL.D() && !r.ttlDefaulted {
-		return deny("ttl %v exceeds the grant's max_ttl %v", r.ttl, s.MaxTTL.D())
+	if s.MaxTTL > 0 && r.TTL > s.MaxTTL.D() && !r.TTLDefaulted {
+		return deny("ttl %v exceeds the grant's max_ttl %v", r.TTL, s.MaxTTL.D())
 	}
 	return nil
 }
@@ -222,97 +216,4 @@ func (p *policyFile) authorizeRing(caller, action, ring string) error {
 		}
 	}
 	return deny("no grant lets %q %s key ring %q", caller, action, ring)
-}
-
-// policyStore holds the policy in force and reloads it when its file
-// changes; an invalid new version is logged and the old one stays.
-type policyStore struct {
-	path  string
-	rings map[string]time.Duration
-	log   *slog.Logger
-	cur   atomic.Pointer[policyFile]
-	stamp string
-
-	limitersMu sync.Mutex
-	limiters   map[limiterKey]*rate.Limiter
-}
-
-type limiterKey struct {
-	caller string
-	grant  *signGrant
-}
-
-func newPolicyStore(path string, rings map[string]time.Duration, log *slog.Logger) (*policyStore, error) {
-	s := &policyStore{path: path, rings: rings, log: log, limiters: map[limiterKey]*rate.Limiter{}}
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("policy_file: %w", err)
-	}
-	p, err := parsePolicy(data, rings)
-	if err != nil {
-		return nil, fmt.Errorf("policy_file %s: %w", path, err)
-	}
-	s.cur.Store(p)
-	s.stamp = stampOf(path)
-	return s, nil
-}
-
-func stampOf(path string) string {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return ""
-	}
-	return fmt.Sprintf("%d/%d", fi.Size(), fi.ModTime().UnixNano())
-}
-
-// reloadIfChanged re-reads the file if it changed since the last look.
-func (s *policyStore) reloadIfChanged() {
-	stamp := stampOf(s.path)
-	if stamp == s.stamp {
-		return
-	}
-	s.stamp = stamp
-	data, err := os.ReadFile(s.path)
-	if err == nil {
-		var p *policyFile
-		if p, err = parsePolicy(data, s.rings); err == nil {
-			s.cur.Store(p)
-			s.limitersMu.Lock()
-			s.limiters = map[limiterKey]*rate.Limiter{} // grants changed: limits start afresh
-			s.limitersMu.Unlock()
-			s.log.Info("policy reloaded", "file", s.path, "grants", len(p.Grants))
-			return
-		}
-	}
-	s.log.Error("policy file changed but is invalid; the previous policy stays in force", "file", s.path, "err", err)
-}
-
-// watch polls the file until stop closes.
-func (s *policyStore) watch(stop <-chan struct{}, every time.Duration) {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-stop:
-			return
-		case <-t.C:
-			s.reloadIfChanged()
-		}
-	}
-}
-
-// allow takes a token from the caller's bucket for a grant with a rate.
-func (s *policyStore) allow(caller string, g *signGrant) bool {
-	if g.Rate == nil {
-		return true
-	}
-	s.limitersMu.Lock()
-	defer s.limitersMu.Unlock()
-	k := limiterKey{caller, g}
-	l := s.limiters[k]
-	if l == nil {
-		l = rate.NewLimiter(rate.Limit(g.Rate.PerSecond), g.Rate.Burst)
-		s.limiters[k] = l
-	}
-	return l.Allow()
 }

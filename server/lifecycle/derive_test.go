@@ -1,4 +1,4 @@
-package server
+package lifecycle
 
 import (
 	"strings"
@@ -8,7 +8,7 @@ import (
 	"github.com/signet-dev/signet/backends"
 )
 
-var testPolicy = Policy{
+var testSchedule = Schedule{
 	TokenDefaultTTL: 5 * time.Minute,
 	TokenMaxTTL:     time.Hour,
 	JWKSMaxAge:      5 * time.Minute,
@@ -68,7 +68,7 @@ func TestDeriveBoundaries(t *testing.T) {
 			for _, i := range tt.disabled {
 				tt.versions[i].Disabled = true
 			}
-			states, active, _ := Derive(tt.versions, testPolicy, t0.Add(tt.at))
+			states, active, _ := Derive(tt.versions, testSchedule, t0.Add(tt.at))
 			if got := statesString(states); got != tt.want || active != tt.active {
 				t.Errorf("states %q, active %d; want %q, active %d", got, active, tt.want, tt.active)
 			}
@@ -78,16 +78,16 @@ func TestDeriveBoundaries(t *testing.T) {
 
 func TestDeriveTimes(t *testing.T) {
 	vs := versionsAt(0, time.Hour)
-	states, _, next := Derive(vs, testPolicy, t0.Add(time.Hour))
+	states, _, next := Derive(vs, testSchedule, t0.Add(time.Hour))
 	// v1 signs from creation (it was alone); v2 from created + publish_ahead.
 	if !states[0].ActivatesAt.Equal(t0) {
 		t.Errorf("v1 activates at %v, want %v", states[0].ActivatesAt, t0)
 	}
-	wantV2 := t0.Add(time.Hour + testPolicy.PublishAhead)
+	wantV2 := t0.Add(time.Hour + testSchedule.PublishAhead)
 	if !states[1].ActivatesAt.Equal(wantV2) {
 		t.Errorf("v2 activates at %v, want %v", states[1].ActivatesAt, wantV2)
 	}
-	if want := wantV2.Add(testPolicy.RetireAfter); !states[0].RetiresAt.Equal(want) {
+	if want := wantV2.Add(testSchedule.RetireAfter); !states[0].RetiresAt.Equal(want) {
 		t.Errorf("v1 retires at %v, want %v", states[0].RetiresAt, want)
 	}
 	if !states[1].RetiresAt.IsZero() {
@@ -100,7 +100,7 @@ func TestDeriveTimes(t *testing.T) {
 	var seen []string
 	now := t0.Add(time.Hour)
 	for range 5 {
-		states, _, next = Derive(vs, testPolicy, now)
+		states, _, next = Derive(vs, testSchedule, now)
 		seen = append(seen, statesString(states))
 		if next.IsZero() {
 			break
@@ -112,27 +112,27 @@ func TestDeriveTimes(t *testing.T) {
 	}
 }
 
-func TestPolicyValidate(t *testing.T) {
-	ok := testPolicy
+func TestScheduleValidate(t *testing.T) {
+	ok := testSchedule
 	if err := ok.Validate(); err != nil {
-		t.Fatalf("valid policy refused: %v", err)
+		t.Fatalf("valid schedule refused: %v", err)
 	}
 	tests := []struct {
 		name   string
-		change func(*Policy)
+		change func(*Schedule)
 		want   string
 	}{
-		{"publish_ahead too short", func(p *Policy) { p.PublishAhead = p.JWKSMaxAge + p.RefreshInterval - 1 }, "publish_ahead"},
-		{"retire_after too short", func(p *Policy) { p.RetireAfter = p.TokenMaxTTL + p.JWKSMaxAge + p.RefreshInterval - 1 }, "retire_after"},
-		{"default ttl above max", func(p *Policy) { p.TokenDefaultTTL = 2 * p.TokenMaxTTL }, "token_default_ttl"},
-		{"zero max ttl", func(p *Policy) { p.TokenMaxTTL = 0 }, "token_max_ttl"},
-		{"zero refresh", func(p *Policy) { p.RefreshInterval = 0 }, "refresh_interval"},
-		{"negative rotation", func(p *Policy) { p.RotationPeriod = -1 }, "rotation_period"},
-		{"rotation shorter than publish_ahead", func(p *Policy) { p.RotationPeriod = p.PublishAhead / 2 }, "rotation_period"},
+		{"publish_ahead too short", func(p *Schedule) { p.PublishAhead = p.JWKSMaxAge + p.RefreshInterval - 1 }, "publish_ahead"},
+		{"retire_after too short", func(p *Schedule) { p.RetireAfter = p.TokenMaxTTL + p.JWKSMaxAge + p.RefreshInterval - 1 }, "retire_after"},
+		{"default ttl above max", func(p *Schedule) { p.TokenDefaultTTL = 2 * p.TokenMaxTTL }, "token_default_ttl"},
+		{"zero max ttl", func(p *Schedule) { p.TokenMaxTTL = 0 }, "token_max_ttl"},
+		{"zero refresh", func(p *Schedule) { p.RefreshInterval = 0 }, "refresh_interval"},
+		{"negative rotation", func(p *Schedule) { p.RotationPeriod = -1 }, "rotation_period"},
+		{"rotation shorter than publish_ahead", func(p *Schedule) { p.RotationPeriod = p.PublishAhead / 2 }, "rotation_period"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			p := testPolicy
+			p := testSchedule
 			tt.change(&p)
 			err := p.Validate()
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
@@ -141,10 +141,10 @@ func TestPolicyValidate(t *testing.T) {
 		})
 	}
 	// The boundaries themselves are allowed.
-	p := testPolicy
+	p := testSchedule
 	p.PublishAhead = p.JWKSMaxAge + p.RefreshInterval
 	p.RetireAfter = p.TokenMaxTTL + p.JWKSMaxAge + p.RefreshInterval
 	if err := p.Validate(); err != nil {
-		t.Errorf("policy at the exact minimums refused: %v", err)
+		t.Errorf("schedule at the exact minimums refused: %v", err)
 	}
 }

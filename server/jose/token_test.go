@@ -1,4 +1,4 @@
-package server
+package jose
 
 import (
 	"encoding/base64"
@@ -12,11 +12,11 @@ import (
 
 func TestPayload(t *testing.T) {
 	now := time.Unix(1_700_000_000, 900_000_000)
-	custom, err := encodeClaims(claims(t, map[string]any{"scope": "read write", "z": 1.5, "a": []any{true, nil, "<&>"}, "obj": map[string]any{"k": "v"}}))
+	custom, err := EncodeClaims(claims(t, map[string]any{"scope": "read write", "z": 1.5, "a": []any{true, nil, "<&>"}, "obj": map[string]any{"k": "v"}}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	body, jti, exp := payload("https://signet.example", claimsRequest{Subject: "svc-a", Audience: []string{"svc-b"}, TTL: 90 * time.Second}, custom, now)
+	body, jti, exp := Payload(Claims{Issuer: "https://signet.example", Subject: "svc-a", Audience: []string{"svc-b"}, TTL: 90 * time.Second}, custom, now)
 	var got map[string]any
 	if err := json.Unmarshal(body, &got); err != nil {
 		t.Fatalf("payload is not JSON: %v\n%s", err, body)
@@ -34,11 +34,11 @@ func TestPayload(t *testing.T) {
 	if raw, _ := base64.RawURLEncoding.DecodeString(jti); len(raw) != 16 {
 		t.Errorf("jti %q is not 128 random bits", jti)
 	}
-	if _, jti2, _ := payload("i", claimsRequest{Audience: []string{"a"}, TTL: time.Minute}, nil, now); jti2 == jti {
+	if _, jti2, _ := Payload(Claims{Issuer: "i", Audience: []string{"a"}, TTL: time.Minute}, nil, now); jti2 == jti {
 		t.Error("two tokens share a jti")
 	}
 	// Several audiences are an array; no subject means no sub claim.
-	body, _, _ = payload("i", claimsRequest{Audience: []string{"a", "b"}, TTL: time.Minute}, nil, now)
+	body, _, _ = Payload(Claims{Issuer: "i", Audience: []string{"a", "b"}, TTL: time.Minute}, nil, now)
 	if !strings.Contains(string(body), `"aud":["a","b"]`) || strings.Contains(string(body), `"sub"`) {
 		t.Errorf("payload %s", body)
 	}
@@ -46,7 +46,7 @@ func TestPayload(t *testing.T) {
 
 func TestEncodeClaimsIsDeterministic(t *testing.T) {
 	c := claims(t, map[string]any{"b": map[string]any{"y": 1, "x": 2}, "a": "s", "c": []any{3, "4"}})
-	first, err := encodeClaims(c)
+	first, err := EncodeClaims(c)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,30 +54,48 @@ func TestEncodeClaimsIsDeterministic(t *testing.T) {
 		t.Errorf("encoded %s", first)
 	}
 	for range 20 {
-		if again, _ := encodeClaims(c); string(again) != string(first) {
+		if again, _ := EncodeClaims(c); string(again) != string(first) {
 			t.Fatalf("encoding changed between calls: %s vs %s", again, first)
 		}
 	}
-	if out, err := encodeClaims(nil); out != nil || err != nil {
+	if out, err := EncodeClaims(nil); out != nil || err != nil {
 		t.Errorf("nil claims: %q, %v", out, err)
 	}
 	// At exactly the limit it is accepted; one byte more is refused.
 	pad := MaxClaimsBytes - len(`"p":""`)
-	if _, err := encodeClaims(&structpb.Struct{Fields: map[string]*structpb.Value{"p": structpb.NewStringValue(strings.Repeat("x", pad))}}); err != nil {
+	if _, err := EncodeClaims(&structpb.Struct{Fields: map[string]*structpb.Value{"p": structpb.NewStringValue(strings.Repeat("x", pad))}}); err != nil {
 		t.Errorf("claims of exactly %d bytes refused: %v", MaxClaimsBytes, err)
 	}
-	if _, err := encodeClaims(&structpb.Struct{Fields: map[string]*structpb.Value{"p": structpb.NewStringValue(strings.Repeat("x", pad+1))}}); err == nil {
+	if _, err := EncodeClaims(&structpb.Struct{Fields: map[string]*structpb.Value{"p": structpb.NewStringValue(strings.Repeat("x", pad+1))}}); err == nil {
 		t.Errorf("claims of %d bytes accepted", MaxClaimsBytes+1)
 	}
 	// At exactly the depth limit it is accepted.
-	if _, err := encodeClaims(&structpb.Struct{Fields: map[string]*structpb.Value{"d": nested(MaxClaimsDepth - 1)}}); err != nil {
+	if _, err := EncodeClaims(&structpb.Struct{Fields: map[string]*structpb.Value{"d": nested(MaxClaimsDepth - 1)}}); err != nil {
 		t.Errorf("claims nested %d deep refused: %v", MaxClaimsDepth, err)
 	}
 }
 
-func TestCompactHeader(t *testing.T) {
-	raw, err := base64.RawURLEncoding.DecodeString(compactHeader("ES256", "abc", DefaultTyp))
+func TestHeader(t *testing.T) {
+	raw, err := base64.RawURLEncoding.DecodeString(Header("ES256", "abc", DefaultTyp))
 	if err != nil || string(raw) != `{"alg":"ES256","kid":"abc","typ":"JWT"}` {
 		t.Errorf("header %s, %v", raw, err)
 	}
+}
+
+func claims(t *testing.T, m map[string]any) *structpb.Struct {
+	t.Helper()
+	s, err := structpb.NewStruct(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// nested is a claim value depth objects deep.
+func nested(depth int) *structpb.Value {
+	v := structpb.NewStringValue("leaf")
+	for range depth {
+		v = structpb.NewStructValue(&structpb.Struct{Fields: map[string]*structpb.Value{"n": v}})
+	}
+	return v
 }

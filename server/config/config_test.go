@@ -1,18 +1,24 @@
-package server
+package config
 
 import (
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	// Every backend scheme the example configs use.
+	_ "github.com/signet-dev/signet/backends/awskms"
+	_ "github.com/signet-dev/signet/backends/local"
+	_ "github.com/signet-dev/signet/backends/pkcs11"
+	_ "github.com/signet-dev/signet/backends/vault"
 )
 
 func TestDefaultConfigIsValid(t *testing.T) {
-	c := DefaultConfig()
+	c := Default()
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	parsed, err := ParseConfig(nil)
+	parsed, err := Parse(nil)
 	if err != nil {
 		t.Fatalf("empty config file: %v", err)
 	}
@@ -21,8 +27,8 @@ func TestDefaultConfigIsValid(t *testing.T) {
 	}
 }
 
-func TestParseConfig(t *testing.T) {
-	c, err := ParseConfig([]byte(`
+func TestParse(t *testing.T) {
+	c, err := Parse([]byte(`
 issuer: https://signet.internal.example
 grpc: {listen: "127.0.0.1:7000"}
 http: {listen: "0.0.0.0:7001", jwks_stale_if_error: 1h}
@@ -49,7 +55,7 @@ key_rings:
 }
 
 func TestUnsetPolicyFieldsFollowTheSetOnes(t *testing.T) {
-	c, err := ParseConfig([]byte("key_rings: [{name: a, backend: 'local://x', token_max_ttl: 24h, jwks_max_age: 1h}]"))
+	c, err := Parse([]byte("key_rings: [{name: a, backend: 'local://x', token_max_ttl: 24h, jwks_max_age: 1h}]"))
 	if err != nil {
 		t.Fatalf("a ring setting only token_max_ttl and jwks_max_age: %v", err)
 	}
@@ -57,7 +63,7 @@ func TestUnsetPolicyFieldsFollowTheSetOnes(t *testing.T) {
 	if r.RetireAfter.D() != 24*time.Hour+time.Hour+DefaultRing.RefreshInterval.D() || r.PublishAhead.D() != time.Hour+DefaultRing.RefreshInterval.D() {
 		t.Errorf("retire_after %v, publish_ahead %v", r.RetireAfter.D(), r.PublishAhead.D())
 	}
-	c, err = ParseConfig([]byte("key_rings: [{name: a, backend: 'local://x', token_max_ttl: 1m}]"))
+	c, err = Parse([]byte("key_rings: [{name: a, backend: 'local://x', token_max_ttl: 1m}]"))
 	if err != nil || c.KeyRings[0].TokenDefaultTTL.D() != time.Minute {
 		t.Errorf("token_max_ttl 1m: default ttl %v, %v", c.KeyRings[0].TokenDefaultTTL.D(), err)
 	}
@@ -84,7 +90,7 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		{"key_rings: [{name: a, backend: 'local://x', token_max_ttl: 1m, token_default_ttl: 5m}]", "token_default_ttl 5m0s exceeds token_max_ttl 1m0s"},
 	}
 	for _, tt := range tests {
-		_, err := ParseConfig([]byte(tt.yaml))
+		_, err := Parse([]byte(tt.yaml))
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%s\n  got %v\n  want an error containing %q", tt.yaml, err, tt.want)
 		}
@@ -93,12 +99,12 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 
 // The documented examples must stay valid.
 func TestExampleConfigs(t *testing.T) {
-	paths, _ := filepath.Glob("../docs/examples/*.yaml")
+	paths, _ := filepath.Glob("../../docs/examples/*.yaml")
 	if len(paths) == 0 {
 		t.Fatal("no example configs found")
 	}
 	for _, p := range paths {
-		if _, err := LoadConfig(p); err != nil {
+		if _, err := Load(p); err != nil {
 			t.Errorf("%s: %v", p, err)
 		}
 	}

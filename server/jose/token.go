@@ -1,4 +1,4 @@
-package server
+package jose
 
 import (
 	"crypto/rand"
@@ -20,8 +20,8 @@ const (
 	MaxClaimsBytes   = 8 << 10 // JSON of the custom claims
 	MaxClaimsDepth   = 16      // nesting of objects and arrays
 	MaxAudiences     = 32
-	MaxStringClaim   = 1024 // bytes in sub and each aud
-	minTokenLifetime = time.Second
+	MaxStringClaim   = 1024        // bytes in sub and each aud
+	MinTokenLifetime = time.Second // token times have one-second resolution
 )
 
 // reservedClaims are set by Signet (or are header members) and may not
@@ -38,12 +38,12 @@ var reservedClaims = map[string]string{
 	"alg": "Signet sets the algorithm in the header",
 }
 
-// claimsRequest is what a Sign request asks to put in a token.
-type claimsRequest struct {
+// Claims is what Signet puts in a token besides the caller's custom claims.
+type Claims struct {
+	Issuer   string
 	Subject  string
 	Audience []string
-	TTL      time.Duration // already checked against the ring's policy
-	Typ      string        // header typ, already checked; DefaultTyp for most
+	TTL      time.Duration // already checked against the ring's schedule
 }
 
 // DefaultTyp is the header typ of a Sign request that names none.
@@ -51,67 +51,84 @@ const DefaultTyp = "JWT"
 
 var typRE = regexp.MustCompile(`^[A-Za-z0-9!#$&^_.+-]+(/[A-Za-z0-9!#$&^_.+-]+)?$`)
 
-// tokenTyp checks a requested header typ: a media type or its short form
-// (RFC 7515 4.1.9), e.g. "at+jwt".
-func tokenTyp(typ string) (string, error) {
+// CheckTyp checks a requested header typ: a media type or its short form
+// (RFC 7515 4.1.9), e.g. "at+jwt". Empty means DefaultTyp. What it accepts
+// holds no character that JSON would escape, so it cannot break out of the
+// header.
+func CheckTyp(typ string) (string, error) {
 	switch {
 	case typ == "":
 		return DefaultTyp, nil
 	case len(typ) > 64 || !typRE.MatchString(typ):
-		return "", invalid("typ %q is not a media type such as \"JWT\" or \"at+jwt\"", truncate(typ, 64))
+		return "", Invalid("typ", "typ %q is not a media type such as \"JWT\" or \"at+jwt\"", Truncate(typ, 64))
 	}
 	return typ, nil
 }
 
-// inputError is a request error whose message is safe and useful to return
-// to the caller as InvalidArgument.
-type inputError struct{ msg string }
+// InvalidError is a request error whose message is safe and useful to
+// return to the caller (as InvalidArgument). Field names the request field
+// at fault, in the API's terms.
+type InvalidError struct {
+	Field string
+	Msg   string
+}
 
-func (e *inputError) Error() string { return e.msg }
+func (e *InvalidError) Error() string { return e.Msg }
 
-func invalid(format string, args ...any) error { return &inputError{fmt.Sprintf(format, args...)} }
+// Invalid returns an *InvalidError about field.
+func Invalid(field, format string, args ...any) error {
+	return &InvalidError{Field: field, Msg: fmt.Sprintf(format, args...)}
+}
 
-// validateIdentity checks subject and audience.
-func validateIdentity(subject string, audience []string) error {
+// Truncate shortens s to n bytes for an error message.
+func Truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
+}
+
+// CheckIdentity checks subject and audience.
+func CheckIdentity(subject string, audience []string) error {
 	if !utf8.ValidString(subject) {
-		return invalid("subject is not valid UTF-8")
+		return Invalid("subject", "subject is not valid UTF-8")
 	}
 	if len(subject) > MaxStringClaim {
-		return invalid("subject is %d bytes; the limit is %d", len(subject), MaxStringClaim)
+		return Invalid("subject", "subject is %d bytes; the limit is %d", len(subject), MaxStringClaim)
 	}
 	if len(audience) == 0 {
-		return invalid("audience is empty: name at least one audience the token is for")
+		return Invalid("audience", "audience is empty: name at least one audience the token is for")
 	}
 	if len(audience) > MaxAudiences {
-		return invalid("%d audiences; the limit is %d", len(audience), MaxAudiences)
+		return Invalid("audience", "%d audiences; the limit is %d", len(audience), MaxAudiences)
 	}
 	for i, a := range audience {
 		switch {
 		case a == "":
-			return invalid("audience[%d] is empty", i)
+			return Invalid(fmt.Sprintf("audience[%d]", i), "audience[%d] is empty", i)
 		case !utf8.ValidString(a):
-			return invalid("audience[%d] is not valid UTF-8", i)
+			return Invalid(fmt.Sprintf("audience[%d]", i), "audience[%d] is not valid UTF-8", i)
 		case len(a) > MaxStringClaim:
-			return invalid("audience[%d] is %d bytes; the limit is %d", i, len(a), MaxStringClaim)
+			return Invalid(fmt.Sprintf("audience[%d]", i), "audience[%d] is %d bytes; the limit is %d", i, len(a), MaxStringClaim)
 		case slices.Index(audience, a) < i:
-			return invalid("audience[%d] repeats %q", i, a)
+			return Invalid(fmt.Sprintf("audience[%d]", i), "audience[%d] repeats %q", i, a)
 		}
 	}
 	return nil
 }
 
-// encodeClaims validates custom claims and renders them as the members of a
+// EncodeClaims validates custom claims and renders them as the members of a
 // JSON object, without braces, keys sorted. It refuses reserved names, NaN and
 // infinities (not JSON), deep nesting, invalid UTF-8 and more than
 // MaxClaimsBytes.
-func encodeClaims(claims *structpb.Struct) ([]byte, error) {
+func EncodeClaims(claims *structpb.Struct) ([]byte, error) {
 	if claims == nil || len(claims.Fields) == 0 {
 		return nil, nil
 	}
 	keys := make([]string, 0, len(claims.Fields))
 	for k := range claims.Fields {
 		if why, ok := reservedClaims[k]; ok {
-			return nil, invalid("claims.%s is reserved: %s", k, why)
+			return nil, Invalid("claims."+k, "claims.%s is reserved: %s", k, why)
 		}
 		keys = append(keys, k)
 	}
@@ -130,7 +147,7 @@ func encodeClaims(claims *structpb.Struct) ([]byte, error) {
 			return nil, err
 		}
 		if len(buf) > MaxClaimsBytes {
-			return nil, invalid("claims exceed %d bytes of JSON", MaxClaimsBytes)
+			return nil, Invalid("claims", "claims exceed %d bytes of JSON", MaxClaimsBytes)
 		}
 	}
 	return buf, nil
@@ -138,10 +155,10 @@ func encodeClaims(claims *structpb.Struct) ([]byte, error) {
 
 func appendValue(buf []byte, v *structpb.Value, path string, depth int) ([]byte, error) {
 	if depth > MaxClaimsDepth {
-		return nil, invalid("%s: claims nest deeper than %d levels", path, MaxClaimsDepth)
+		return nil, Invalid(path, "%s: claims nest deeper than %d levels", path, MaxClaimsDepth)
 	}
 	if len(buf) > MaxClaimsBytes {
-		return nil, invalid("claims exceed %d bytes of JSON", MaxClaimsBytes)
+		return nil, Invalid("claims", "claims exceed %d bytes of JSON", MaxClaimsBytes)
 	}
 	switch k := v.GetKind().(type) {
 	case *structpb.Value_NullValue:
@@ -151,7 +168,7 @@ func appendValue(buf []byte, v *structpb.Value, path string, depth int) ([]byte,
 	case *structpb.Value_NumberValue:
 		f := k.NumberValue
 		if math.IsNaN(f) || math.IsInf(f, 0) {
-			return nil, invalid("%s: %v is not a JSON number", path, f)
+			return nil, Invalid(path, "%s: %v is not a JSON number", path, f)
 		}
 		b, _ := json.Marshal(f)
 		return append(buf, b...), nil
@@ -192,35 +209,35 @@ func appendValue(buf []byte, v *structpb.Value, path string, depth int) ([]byte,
 		}
 		return append(buf, '}'), nil
 	}
-	return nil, invalid("%s has no value (set one of null, bool, number, string, list or struct)", path)
+	return nil, Invalid(path, "%s has no value (set one of null, bool, number, string, list or struct)", path)
 }
 
 func appendString(buf []byte, s, path string) ([]byte, error) {
 	if !utf8.ValidString(s) {
-		return nil, invalid("%s: string is not valid UTF-8", path)
+		return nil, Invalid(path, "%s: string is not valid UTF-8", path)
 	}
 	b, _ := json.Marshal(s)
 	return append(buf, b...), nil
 }
 
-// payload renders the JWT claims set: the registered claims Signet sets,
-// then the caller's custom claims.
-func payload(issuer string, req claimsRequest, custom []byte, now time.Time) (body []byte, jti string, exp time.Time) {
+// Payload renders the JWT claims set: the registered claims Signet sets,
+// then the caller's custom claims (as EncodeClaims returned them).
+func Payload(c Claims, custom []byte, now time.Time) (body []byte, jti string, exp time.Time) {
 	jti = newJTI()
 	iat := now.Unix()
-	exp = time.Unix(now.Add(req.TTL).Unix(), 0)
-	buf := make([]byte, 0, 160+len(custom)+len(req.Subject)+len(issuer))
+	exp = time.Unix(now.Add(c.TTL).Unix(), 0)
+	buf := make([]byte, 0, 160+len(custom)+len(c.Subject)+len(c.Issuer))
 	buf = append(buf, `{"iss":`...)
-	buf = appendJSON(buf, issuer)
-	if req.Subject != "" {
+	buf = appendJSON(buf, c.Issuer)
+	if c.Subject != "" {
 		buf = append(buf, `,"sub":`...)
-		buf = appendJSON(buf, req.Subject)
+		buf = appendJSON(buf, c.Subject)
 	}
 	buf = append(buf, `,"aud":`...)
-	if len(req.Audience) == 1 {
-		buf = appendJSON(buf, req.Audience[0])
+	if len(c.Audience) == 1 {
+		buf = appendJSON(buf, c.Audience[0])
 	} else {
-		buf = appendJSON(buf, req.Audience)
+		buf = appendJSON(buf, c.Audience)
 	}
 	buf = append(buf, `,"exp":`...)
 	buf = strconv.AppendInt(buf, exp.Unix(), 10)
@@ -250,12 +267,26 @@ func newJTI() string {
 	return base64.RawURLEncoding.EncodeToString(b[:])
 }
 
-// compactHeader is the encoded JOSE header of every token a version signs.
-func compactHeader(alg, kid, typ string) string {
+// Header is the encoded JOSE header of a token: exactly alg, kid and typ.
+func Header(alg, kid, typ string) string {
 	h, _ := json.Marshal(struct {
 		Alg string `json:"alg"`
 		Kid string `json:"kid"`
 		Typ string `json:"typ"`
 	}{alg, kid, typ})
 	return base64.RawURLEncoding.EncodeToString(h)
+}
+
+// CheckTTL checks a requested token lifetime against the ring's
+// token_max_ttl. A longer one is refused, never cut.
+func CheckTTL(ttl, maxTTL time.Duration, ring string) error {
+	switch {
+	case ttl <= 0:
+		return Invalid("ttl", "ttl must be positive, got %v", ttl)
+	case ttl < MinTokenLifetime:
+		return Invalid("ttl", "ttl %v is shorter than %v: token times have one-second resolution", ttl, MinTokenLifetime)
+	case ttl > maxTTL:
+		return Invalid("ttl", "ttl %v exceeds key ring %q token_max_ttl of %v", ttl, ring, maxTTL)
+	}
+	return nil
 }

@@ -1,0 +1,210 @@
+package authz
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/time/rate"
+)
+
+// DevelopmentCaller is the identity of every caller in plaintext
+// development mode.
+const DevelopmentCaller = "development (unauthenticated)"
+
+// Config is what New needs.
+type Config struct {
+	// CertFile, KeyFile and ClientCAFile turn on mTLS; all empty is
+	// plaintext development mode, where every caller may do everything.
+	CertFile, KeyFile, ClientCAFile string
+	// PolicyFile is required with mTLS.
+	PolicyFile string
+	// AuditPath: a file, "-" for standard output, empty for no audit log.
+	AuditPath string
+	// Rings gives each configured key ring's token_max_ttl: the policy may
+	// only name these rings and never allow more.
+	Rings  map[string]time.Duration
+	Now    func() time.Time // nil: time.Now
+	Logger *slog.Logger
+}
+
+// Authorizer is who may call what: caller authentication (mTLS), the policy
+// and its per-caller rate limits, and the audit log. Its errors are *Error
+// values; it knows nothing of gRPC.
+type Authorizer struct {
+	now     func() time.Time
+	certs   *certificates // nil: development mode
+	policy  atomic.Pointer[policyFile]
+	audit   *auditLog
+	watcher watcher
+
+	limitersMu sync.Mutex
+	limiters   map[limiterKey]*rate.Limiter
+}
+
+type limiterKey struct {
+	caller string
+	grant  *signGrant
+}
+
+// New loads the certificates, the policy and the audit sink.
+func New(cfg Config) (*Authorizer, error) {
+	a := &Authorizer{now: cfg.Now, limiters: map[limiterKey]*rate.Limiter{}}
+	if a.now == nil {
+		a.now = time.Now
+	}
+	a.watcher.log = cfg.Logger
+	if a.watcher.log == nil {
+		a.watcher.log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.AuditPath != "" {
+		var err error
+		if a.audit, err = openAudit(cfg.AuditPath); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.CertFile == "" && cfg.KeyFile == "" && cfg.ClientCAFile == "" {
+		return a, nil
+	}
+	certs, err := loadCertificates(cfg.CertFile, cfg.KeyFile, cfg.ClientCAFile)
+	if err != nil {
+		a.Close()
+		return nil, err
+	}
+	a.certs = certs
+	a.watcher.add("TLS certificates", certs.files(), certs.reload)
+	loadPolicy := func() error {
+		data, err := os.ReadFile(cfg.PolicyFile)
+		if err != nil {
+			return fmt.Errorf("policy_file: %w", err)
+		}
+		p, err := parsePolicy(data, cfg.Rings)
+		if err != nil {
+			return fmt.Errorf("policy_file %s: %w", cfg.PolicyFile, err)
+		}
+		a.policy.Store(p)
+		a.limitersMu.Lock()
+		a.limiters = map[limiterKey]*rate.Limiter{} // grants changed: limits start afresh
+		a.limitersMu.Unlock()
+		return nil
+	}
+	if err := loadPolicy(); err != nil {
+		a.Close()
+		return nil, err
+	}
+	a.watcher.add("policy file", []string{cfg.PolicyFile}, loadPolicy)
+	return a, nil
+}
+
+// MTLS reports whether callers are authenticated with certificates.
+func (a *Authorizer) MTLS() bool { return a.certs != nil }
+
+// ServerTLS is the gRPC server's TLS configuration (nil in development
+// mode): TLS 1.3, a client certificate requested, the certificate in force
+// at each handshake.
+func (a *Authorizer) ServerTLS() *tls.Config {
+	if a.certs == nil {
+		return nil
+	}
+	return a.certs.serverTLS()
+}
+
+// Run reloads the policy and the certificates when their files change,
+// checking every interval, until ctx ends.
+func (a *Authorizer) Run(ctx context.Context, every time.Duration) { a.watcher.run(ctx, every) }
+
+// Reload checks the watched files once and reloads what changed, as Run
+// does every interval.
+func (a *Authorizer) Reload() { a.watcher.poll() }
+
+// Authenticate returns the identity of the caller that presented chain
+// (leaf first) on its TLS connection. In development mode every caller is
+// DevelopmentCaller.
+func (a *Authorizer) Authenticate(chain []*x509.Certificate) (string, error) {
+	if a.certs == nil {
+		return DevelopmentCaller, nil
+	}
+	return a.certs.authenticate(chain, a.now())
+}
+
+// AuthorizeSign checks a Sign against the policy and the caller's rate,
+// and returns the token lifetime to use: a defaulted ttl is capped at the
+// grant's max_ttl.
+func (a *Authorizer) AuthorizeSign(caller string, r SignRequest) (time.Duration, error) {
+	p := a.policy.Load()
+	if p == nil {
+		return r.TTL, nil
+	}
+	g, err := p.authorizeSign(caller, r)
+	if err != nil {
+		return 0, err
+	}
+	if err := a.takeToken(caller, g); err != nil {
+		return 0, err
+	}
+	if g.MaxTTL > 0 && r.TTL > g.MaxTTL.D() {
+		return g.MaxTTL.D(), nil
+	}
+	return r.TTL, nil
+}
+
+// takeToken takes a token from the caller's bucket for a grant with a rate.
+func (a *Authorizer) takeToken(caller string, g *signGrant) error {
+	if g.Rate == nil {
+		return nil
+	}
+	now := a.now()
+	a.limitersMu.Lock()
+	k := limiterKey{caller, g}
+	l := a.limiters[k]
+	if l == nil {
+		l = rate.NewLimiter(rate.Limit(g.Rate.PerSecond), g.Rate.Burst)
+		a.limiters[k] = l
+	}
+	res := l.ReserveN(now, 1)
+	wait := res.DelayFrom(now)
+	if wait > 0 {
+		res.CancelAt(now)
+	}
+	a.limitersMu.Unlock()
+	if wait > 0 {
+		e := errorf(RateLimited, "rate limit for %q: %v signatures per second (burst %d)", caller, g.Rate.PerSecond, g.Rate.Burst)
+		e.RetryAfter = wait
+		return e
+	}
+	return nil
+}
+
+// AuthorizeRing checks "rotate" or "list" on a ring.
+func (a *Authorizer) AuthorizeRing(caller, action, ring string) error {
+	p := a.policy.Load()
+	if p == nil {
+		return nil
+	}
+	return p.authorizeRing(caller, action, ring)
+}
+
+// Audit writes r, stamped with the time. An error (an *Error with reason
+// AuditFailed) means the record is not on record and the action must not
+// happen.
+func (a *Authorizer) Audit(r Record) error {
+	r.Time = a.now().UTC()
+	return a.audit.write(r)
+}
+
+// IsDenial reports whether err is a refusal of the caller's request by the
+// policy or its rate limits (as opposed to a failure).
+func IsDenial(err error) bool {
+	var e *Error
+	return errors.As(err, &e) && (e.Reason == Denied || e.Reason == RateLimited || e.Reason == Unauthenticated)
+}
+
+// Close closes the audit log.
+func (a *Authorizer) Close() error { return a.audit.close() }

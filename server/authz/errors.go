@@ -1,0 +1,36 @@
+package authz
+
+import (
+	"fmt"
+	"time"
+)
+
+// Reason classifies an authorization failure. The server maps each to one
+// gRPC code; the message of an *Error is safe to return to the caller.
+type Reason int
+
+const (
+	// Unauthenticated: no client certificate, or one that does not verify.
+	Unauthenticated Reason = iota + 1
+	// Denied: no grant allows what was asked.
+	Denied
+	// RateLimited: the caller's rate for the grant is used up.
+	RateLimited
+	// AuditFailed: the audit log cannot be written, so Signet refuses to act.
+	AuditFailed
+)
+
+// Error is an authorization failure.
+type Error struct {
+	Reason Reason
+	Msg    string
+	// RetryAfter, for RateLimited, is when the caller's next request would
+	// be allowed.
+	RetryAfter time.Duration
+}
+
+func (e *Error) Error() string { return e.Msg }
+
+func errorf(reason Reason, format string, args ...any) *Error {
+	return &Error{Reason: reason, Msg: fmt.Sprintf(format, args...)}
+}

@@ -1,0 +1,101 @@
+package server
+
+import (
+	"context"
+	"crypto/x509"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+
+	"github.com/signet-dev/signet/server/authz"
+)
+
+// recoverUnary turns a panic into Internal and logs its stack. It is the
+// outermost interceptor, so a panic in any other is caught too.
+func recoverUnary(log *slog.Logger) grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
+		defer func() {
+			if p := recover(); p != nil {
+				log.Error("panic in RPC", "method", info.FullMethod, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+				err = status.Error(codes.Internal, "internal error (details are in the server log)")
+			}
+		}()
+		return handler(ctx, req)
+	}
+}
+
+// logUnary logs each RPC: failures the caller caused at info, server-side
+// failures at warn, successes at debug (Rotate at info, by the service).
+func logUnary(log *slog.Logger) grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		start := time.Now()
+		resp, err := handler(ctx, req)
+		code := status.Code(err)
+		level := slog.LevelDebug
+		switch code {
+		case codes.OK:
+		case codes.InvalidArgument, codes.NotFound, codes.Canceled, codes.PermissionDenied, codes.Unauthenticated:
+			level = slog.LevelInfo
+		default:
+			level = slog.LevelWarn
+		}
+		if log.Enabled(ctx, level) {
+			attrs := []any{"method", info.FullMethod, "code", code.String(), "duration", time.Since(start)}
+			if err != nil {
+				attrs = append(attrs, "err", status.Convert(err).Message())
+			}
+			log.Log(ctx, level, "rpc", attrs...)
+		}
+		return resp, err
+	}
+}
+
+type callerKey struct{}
+
+// callerOf returns the identity authenticate established for the call.
+func callerOf(ctx context.Context) string {
+	if id, ok := ctx.Value(callerKey{}).(string); ok {
+		return id
+	}
+	return authz.DevelopmentCaller
+}
+
+func peerOf(ctx context.Context) string {
+	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+		return p.Addr.String()
+	}
+	return ""
+}
+
+// authenticate establishes the caller's identity for SignerService calls
+// from the client certificate of the TLS connection. Health, reflection and
+// the public key set need no identity. A refused caller is audited.
+func authenticate(a *authz.Authorizer) grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		if !strings.HasPrefix(info.FullMethod, "/"+signerServiceName+"/") {
+			return handler(ctx, req)
+		}
+		var chain []*x509.Certificate
+		if p, ok := peer.FromContext(ctx); ok {
+			if tlsInfo, ok := p.AuthInfo.(credentials.TLSInfo); ok {
+				chain = tlsInfo.State.PeerCertificates
+			}
+		}
+		id, err := a.Authenticate(chain)
+		if err != nil {
+			st := toStatus(ctx, nil, err)
+			a.Audit(authz.Record{Caller: "unauthenticated", Peer: peerOf(ctx), RPC: info.FullMethod,
+				Outcome: "denied", Reason: st.Message()})
+			return nil, st.Err()
+		}
+		return handler(context.WithValue(ctx, callerKey{}, id), req)
+	}
+}

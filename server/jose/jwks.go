@@ -1,0 +1,66 @@
+package jose
+
+import (
+	"crypto"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	gojose "github.com/go-jose/go-jose/v4"
+)
+
+// PublicKey is one key to publish: its kid, its JWS algorithm and the key.
+type PublicKey struct {
+	Kid       string
+	Algorithm string
+	Key       crypto.PublicKey
+}
+
+// JWKS is a key set as served: rendered once per change, not per request.
+type JWKS struct {
+	// Body is the RFC 7517 JSON. It depends only on the keys, so it and
+	// its ETag are the same on every replica that publishes the same keys.
+	Body         []byte
+	ETag         string // strong entity tag, quoted
+	CacheControl string
+}
+
+// NewJWKS renders keys (public members only: go-jose's JSONWebKey, which
+// writes a private member only for a private key, and the keys here are
+// public) with use "sig". maxAge is the Cache-Control max-age; staleIfError
+// how long a cache may serve it while Signet cannot be reached.
+func NewJWKS(keys []PublicKey, maxAge, staleIfError time.Duration) (*JWKS, error) {
+	set := gojose.JSONWebKeySet{Keys: make([]gojose.JSONWebKey, 0, len(keys))}
+	for _, k := range keys {
+		set.Keys = append(set.Keys, gojose.JSONWebKey{Key: k.Key, KeyID: k.Kid, Algorithm: k.Algorithm, Use: "sig"})
+	}
+	body, err := json.Marshal(set)
+	if err != nil {
+		return nil, fmt.Errorf("rendering the JWKS: %w", err)
+	}
+	sum := sha256.Sum256(body)
+	return &JWKS{
+		Body: body,
+		ETag: `"` + base64.RawURLEncoding.EncodeToString(sum[:18]) + `"`,
+		CacheControl: fmt.Sprintf("public, max-age=%d, stale-if-error=%d",
+			int(maxAge.Seconds()), int(staleIfError.Seconds())),
+	}, nil
+}
+
+// Discovery renders an OpenID Connect Discovery 1.0 document for a
+// JWT issuer: its issuer, jwks_uri and signing algorithms.
+func Discovery(issuer, jwksURI string, algs []string) []byte {
+	body, err := json.Marshal(struct {
+		Issuer    string   `json:"issuer"`
+		JWKSURI   string   `json:"jwks_uri"`
+		Algs      []string `json:"id_token_signing_alg_values_supported"`
+		Responses []string `json:"response_types_supported"`
+		Subjects  []string `json:"subject_types_supported"`
+	}{issuer, jwksURI, algs, []string{"id_token"}, []string{"public"}})
+	if err != nil {
+		panic(err) // strings only: cannot fail
+	}
+	return body
+}

@@ -1,0 +1,479 @@
+package lifecycle
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/signet-dev/signet/backends"
+)
+
+// KeySet holds every key ring's versions as last read from its backend and
+// derives their lifecycle states. It never stores a state: any number of
+// replicas reading the same backend agree, and a restart loses nothing.
+//
+// Reads never write: Active, Versions and Published derive states for the
+// current instant from the stored snapshot when the clock has passed one of
+// its boundaries, without storing anything. Only Refresh, Rotate and the Run
+// loop (which wakes at every boundary) install snapshots.
+type KeySet struct {
+	log            *slog.Logger
+	now            func() time.Time
+	backendTimeout time.Duration
+	onChange       func()
+	rings          []*Ring // config order
+	byName         map[string]*Ring
+}
+
+// Ring is one key ring: its backend, its schedule and its current snapshot.
+type Ring struct {
+	Name     string
+	Schedule Schedule
+	key      backends.KeyRing
+	backend  backends.Signer
+
+	mu      sync.Mutex // serialises snapshot writes
+	rotate  sync.Mutex // one rotation (manual or scheduled) per ring at a time in this process
+	snap    atomic.Pointer[snapshot]
+	reads   atomic.Uint64 // numbers backend reads, so an older read never replaces a newer one
+	lastErr atomic.Pointer[refreshError]
+	wake    chan struct{} // tells the Run loop that the snapshot (and its next boundary) changed
+}
+
+// Algorithm is the ring's signing algorithm.
+func (r *Ring) Algorithm() backends.Algorithm { return r.key.Algorithm }
+
+type refreshError struct {
+	at  time.Time
+	err error
+}
+
+// snapshot is a ring's versions at one read of the backend, with their
+// states derived at one instant. It is immutable once stored.
+type snapshot struct {
+	versions []*Version // oldest first
+	active   *Version   // nil: nothing can sign
+	next     time.Time  // when a state changes by the clock alone; zero: never
+	read     uint64     // which read of the backend
+}
+
+// Version is a backend version with what Signet derives from it: its kid
+// and its lifecycle state at one instant.
+type Version struct {
+	backends.Version
+	Kid string
+	Lifecycle
+}
+
+// Options configures New.
+type Options struct {
+	Logger         *slog.Logger
+	Now            func() time.Time // nil: time.Now
+	BackendTimeout time.Duration    // bounds every backend call; 0: 5s
+	// OnChange, if set, is called after any stored snapshot changed (a
+	// refresh, a rotation, a boundary passed), with no lock held.
+	OnChange func()
+}
+
+// RingSpec is what New needs to know of a ring.
+type RingSpec struct {
+	Name      string
+	Algorithm backends.Algorithm
+	Schedule  Schedule
+	Backend   backends.Signer
+}
+
+// New reads every ring's versions and creates the first version of a ring
+// that has none enabled. It fails if a backend cannot be read: without a key
+// set there is nothing to serve.
+func New(ctx context.Context, specs []RingSpec, opts Options) (*KeySet, error) {
+	ks := &KeySet{log: opts.Logger, now: opts.Now, backendTimeout: opts.BackendTimeout, byName: map[string]*Ring{}}
+	if ks.log == nil {
+		ks.log = slog.New(slog.DiscardHandler)
+	}
+	if ks.now == nil {
+		ks.now = time.Now
+	}
+	if ks.backendTimeout <= 0 {
+		ks.backendTimeout = 5 * time.Second
+	}
+	for _, spec := range specs {
+		if !backends.Supports(spec.Backend, spec.Algorithm) {
+			return nil, fmt.Errorf("key ring %q: its backend does not support %s (it supports %v)",
+				spec.Name, spec.Algorithm, spec.Backend.Algorithms())
+		}
+		r := &Ring{Name: spec.Name, key: backends.KeyRing{Name: spec.Name, Algorithm: spec.Algorithm},
+			Schedule: spec.Schedule, backend: spec.Backend, wake: make(chan struct{}, 1)}
+		if err := ks.Refresh(ctx, r); err != nil {
+			return nil, fmt.Errorf("key ring %q: reading versions: %w", r.Name, err)
+		}
+		if r.snap.Load().active == nil {
+			v, err := ks.create(ctx, r)
+			if err != nil {
+				return nil, fmt.Errorf("key ring %q: creating its first version: %w", r.Name, err)
+			}
+			ks.log.Info("created the first version of a key ring", "key_ring", r.Name, "kid", v.Kid, "backend_id", v.ID)
+		}
+		ks.rings = append(ks.rings, r)
+		ks.byName[r.Name] = r
+	}
+	ks.onChange = opts.OnChange // only once every ring is in place
+	return ks, nil
+}
+
+// Ring returns the named ring, or nil.
+func (ks *KeySet) Ring(name string) *Ring { return ks.byName[name] }
+
+// Rings returns every ring in configuration order.
+func (ks *KeySet) Rings() []*Ring { return ks.rings }
+
+// Now is the key set's clock.
+func (ks *KeySet) Now() time.Time { return ks.now() }
+
+// backendContext bounds a backend call by backend_timeout and by the
+// caller's deadline less a margin, so that a hung backend is answered with
+// Unavailable while the caller is still waiting rather than with the caller's
+// own DeadlineExceeded.
+func (ks *KeySet) backendContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	timeout := ks.backendTimeout
+	if dl, ok := ctx.Deadline(); ok {
+		remaining := time.Until(dl)
+		if r := remaining - min(remaining/10, 250*time.Millisecond); r < timeout {
+			timeout = r
+		}
+	}
+	return context.WithTimeout(ctx, timeout)
+}
+
+// current returns the ring's versions with states as of now: the stored
+// snapshot, or, once the clock has passed one of its boundaries, a snapshot
+// derived afresh from the same versions and not stored.
+func (ks *KeySet) current(r *Ring) *snapshot {
+	s := r.snap.Load()
+	if now := ks.now(); !s.next.IsZero() && !now.Before(s.next) {
+		return derive(r, s.versions, s.read, now)
+	}
+	return s
+}
+
+// Refresh re-reads the ring's versions from its backend. On failure the
+// last good snapshot stays in force (and the JWKS keeps being served).
+func (ks *KeySet) Refresh(ctx context.Context, r *Ring) error {
+	read := r.reads.Add(1)
+	bctx, cancel := ks.backendContext(ctx)
+	defer cancel()
+	vs, err := r.backend.Versions(bctx, r.key)
+	if err == nil {
+		var converted []*Version
+		if converted, err = newVersions(r, vs); err == nil {
+			ks.install(r, read, func(*snapshot) []*Version { return converted })
+			r.lastErr.Store(nil)
+			return nil
+		}
+	}
+	r.lastErr.Store(&refreshError{at: ks.now(), err: err})
+	return err
+}
+
+func newVersions(r *Ring, vs []backends.Version) ([]*Version, error) {
+	out := make([]*Version, 0, len(vs))
+	for _, v := range vs {
+		if v.Algorithm != r.key.Algorithm {
+			return nil, backends.Errorf(backends.KindFailedPrecondition, "",
+				"version %s of key ring %q is %s but the ring is configured for %s", v.ID, r.Name, v.Algorithm, r.key.Algorithm)
+		}
+		if err := v.Algorithm.CheckPublicKey(v.PublicKey); err != nil {
+			return nil, backends.Errorf(backends.KindFailedPrecondition, "", "version %s of key ring %q: %v", v.ID, r.Name, err)
+		}
+		kid, err := backends.KeyID(v.PublicKey)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, &Version{Version: v, Kid: kid})
+	}
+	return out, nil
+}
+
+// install stores a snapshot derived now from the versions that pick returns
+// (given the stored snapshot, nil at first), unless a newer backend read has
+// been stored already; then it tells the Run loop and the OnChange hook.
+func (ks *KeySet) install(r *Ring, read uint64, pick func(cur *snapshot) []*Version) {
+	r.mu.Lock()
+	cur := r.snap.Load()
+	if cur != nil && cur.read > read {
+		r.mu.Unlock()
+		return
+	}
+	r.snap.Store(derive(r, pick(cur), read, ks.now()))
+	r.mu.Unlock()
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+	if ks.onChange != nil {
+		ks.onChange()
+	}
+}
+
+// derive computes a snapshot of vs at now.
+func derive(r *Ring, vs []*Version, read uint64, now time.Time) *snapshot {
+	plain := make([]backends.Version, len(vs))
+	for i, v := range vs {
+		plain[i] = v.Version
+	}
+	states, active, next := Derive(plain, r.Schedule, now)
+	s := &snapshot{versions: make([]*Version, len(vs)), next: next, read: read}
+	for i, v := range vs {
+		c := *v
+		c.Lifecycle = states[i]
+		s.versions[i] = &c
+	}
+	if active >= 0 {
+		s.active = s.versions[active]
+	}
+	return s
+}
+
+// rederive re-derives the stored snapshot's states at the current time,
+// for the Run loop when a boundary has passed.
+func (ks *KeySet) rederive(r *Ring) {
+	ks.install(r, r.snap.Load().read, func(cur *snapshot) []*Version { return cur.versions })
+}
+
+// create makes a new version after the newest one the ring's snapshot
+// knows, then re-reads the ring.
+func (ks *KeySet) create(ctx context.Context, r *Ring) (*Version, error) {
+	latest := ""
+	if vs := r.snap.Load().versions; len(vs) > 0 {
+		latest = vs[len(vs)-1].ID
+	}
+	bctx, cancel := ks.backendContext(ctx)
+	v, err := r.backend.CreateVersion(bctx, r.key, latest)
+	cancel()
+	if err != nil {
+		return nil, err
+	}
+	if err := ks.Refresh(ctx, r); err != nil {
+		return nil, err
+	}
+	if sv := find(r.snap.Load().versions, v.ID); sv != nil {
+		return sv, nil
+	}
+	return nil, backends.Errorf(backends.KindUnavailable, "", "version %s was created but the backend does not list it", v.ID)
+}
+
+func find(vs []*Version, id string) *Version {
+	for _, v := range vs {
+		if v.ID == id {
+			return v
+		}
+	}
+	return nil
+}
+
+// Rotate creates a new version of the ring. With revokePrevious every older
+// enabled version is disabled in the backend, so the new one signs at once
+// and the old kids leave the JWKS at once. The key set reflects the rotation
+// (and OnChange has run) before Rotate returns.
+func (ks *KeySet) Rotate(ctx context.Context, r *Ring, revokePrevious bool) (created *Version, revoked []*Version, err error) {
+	r.rotate.Lock()
+	defer r.rotate.Unlock()
+	for attempt := 0; ; attempt++ {
+		if err := ks.Refresh(ctx, r); err != nil {
+			return nil, nil, err
+		}
+		created, err = ks.create(ctx, r)
+		if backends.KindOf(err) == backends.KindConflict && attempt < 3 {
+			continue // another replica rotated between our read and our create
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+		break
+	}
+	if revokePrevious {
+		for _, v := range r.snap.Load().versions {
+			if v.ID == created.ID || v.Disabled {
+				continue
+			}
+			bctx, cancel := ks.backendContext(ctx)
+			err := r.backend.DisableVersion(bctx, r.key, v.ID)
+			cancel()
+			if err != nil {
+				ks.Refresh(ctx, r)
+				return created, revoked, fmt.Errorf("created version %s but revoking version %s failed (call Rotate with revoke_previous again): %w", created.ID, v.ID, err)
+			}
+			revoked = append(revoked, v)
+		}
+		if err := ks.Refresh(ctx, r); err != nil {
+			return created, revoked, err
+		}
+	}
+	// Report the versions as they stand now.
+	vs := ks.current(r).versions
+	for i, v := range revoked {
+		if nv := find(vs, v.ID); nv != nil {
+			revoked[i] = nv
+		}
+	}
+	if nv := find(vs, created.ID); nv != nil {
+		created = nv
+	}
+	return created, revoked, nil
+}
+
+// Active returns the version that signs now. With none (every version
+// revoked), the error is KindUnavailable and says to rotate.
+func (ks *KeySet) Active(r *Ring) (*Version, error) {
+	if v := ks.current(r).active; v != nil {
+		return v, nil
+	}
+	return nil, backends.Errorf(backends.KindUnavailable, "", "key ring %q has no enabled version to sign with: Rotate it", r.Name)
+}
+
+// SignWith has the ring's backend sign input with version v, bounded by
+// backend_timeout and ctx's deadline, and checks the signature's size.
+func (ks *KeySet) SignWith(ctx context.Context, r *Ring, v *Version, input []byte) ([]byte, error) {
+	bctx, cancel := ks.backendContext(ctx)
+	sig, err := r.backend.Sign(bctx, r.key, v.ID, input)
+	cancel()
+	if err != nil {
+		return nil, err
+	}
+	if want := v.Algorithm.SignatureSize(); want != 0 && len(sig) != want {
+		return nil, backends.Errorf(backends.KindUnknown, "", "backend returned a %d-byte %s signature, want %d", len(sig), v.Algorithm, want)
+	}
+	return sig, nil
+}
+
+// Versions returns the ring's versions with their current states, oldest
+// first.
+func (ks *KeySet) Versions(r *Ring) []*Version { return ks.current(r).versions }
+
+// Published returns the versions that belong in the JWKS now, ring by ring
+// in configuration order, each kid once.
+func (ks *KeySet) Published() []*Version {
+	var out []*Version
+	seen := map[string]bool{}
+	for _, r := range ks.rings {
+		for _, v := range ks.current(r).versions {
+			if v.State.Published() && !seen[v.Kid] {
+				seen[v.Kid] = true
+				out = append(out, v)
+			}
+		}
+	}
+	return out
+}
+
+// Run keeps every ring fresh until ctx ends: it re-reads versions every
+// refresh_interval, performs scheduled rotation, and re-derives states when
+// the clock passes a boundary.
+func (ks *KeySet) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	for _, r := range ks.rings {
+		wg.Go(func() { ks.run(ctx, r) })
+	}
+	wg.Wait()
+}
+
+func (ks *KeySet) run(ctx context.Context, r *Ring) {
+	refresh := time.NewTicker(r.Schedule.RefreshInterval)
+	defer refresh.Stop()
+	boundary := time.NewTimer(0)
+	defer boundary.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-refresh.C:
+			ks.Tick(ctx, r)
+		case <-r.wake:
+		case <-boundary.C:
+			if s := r.snap.Load(); !s.next.IsZero() && !ks.now().Before(s.next) {
+				ks.rederive(r)
+			}
+		}
+		if next := r.snap.Load().next; !next.IsZero() {
+			boundary.Reset(max(next.Sub(ks.now()), 0))
+		} else {
+			boundary.Stop()
+		}
+	}
+}
+
+// Tick is one round of the refresh loop for a ring: re-read its versions,
+// then rotate if rotation_period has passed. Run calls it every
+// refresh_interval; tests call it directly.
+func (ks *KeySet) Tick(ctx context.Context, r *Ring) {
+	if err := ks.Refresh(ctx, r); err != nil {
+		if ctx.Err() == nil {
+			ks.log.Warn("cannot refresh key ring; serving the last good key set", "key_ring", r.Name, "err", err)
+		}
+		return
+	}
+	if !ks.rotationDue(r) {
+		return
+	}
+	r.rotate.Lock()
+	defer r.rotate.Unlock()
+	if !ks.rotationDue(r) {
+		return
+	}
+	v, err := ks.create(ctx, r)
+	switch {
+	case backends.KindOf(err) == backends.KindConflict:
+		ks.log.Info("scheduled rotation: another replica rotated first", "key_ring", r.Name)
+	case err != nil:
+		ks.log.Error("scheduled rotation failed", "key_ring", r.Name, "err", err)
+	default:
+		ks.log.Info("scheduled rotation created a version", "key_ring", r.Name, "kid", v.Kid, "backend_id", v.ID,
+			"activates_at", v.ActivatesAt)
+	}
+}
+
+// rotationDue reports whether the ring's newest enabled version is older
+// than rotation_period. Because the check reads the backend's versions and
+// creation is conditional on the newest one, replicas create at most one
+// version per period between them.
+func (ks *KeySet) rotationDue(r *Ring) bool {
+	if r.Schedule.RotationPeriod <= 0 {
+		return false
+	}
+	vs := r.snap.Load().versions
+	for i := len(vs) - 1; i >= 0; i-- {
+		if !vs[i].Disabled {
+			return !ks.now().Before(vs[i].Created.Add(r.Schedule.RotationPeriod))
+		}
+	}
+	return false
+}
+
+// Readiness lists why the key set cannot sign properly; empty means it can.
+func (ks *KeySet) Readiness() []string {
+	var why []string
+	for _, r := range ks.rings {
+		if ks.current(r).active == nil {
+			why = append(why, fmt.Sprintf("key ring %q has no version that can sign", r.Name))
+		}
+		if e := r.lastErr.Load(); e != nil {
+			why = append(why, fmt.Sprintf("key ring %q: backend unreachable since %s: %v", r.Name, e.at.UTC().Format(time.RFC3339), e.err))
+		}
+	}
+	return why
+}
+
+// Algorithms lists the distinct algorithms of the configured rings.
+func (ks *KeySet) Algorithms() []string {
+	var algs []string
+	for _, r := range ks.rings {
+		if a := string(r.key.Algorithm); !slices.Contains(algs, a) {
+			algs = append(algs, a)
+		}
+	}
+	return algs
+}

@@ -184,6 +184,7 @@ func (e *mtlsEnv) auditLines(t *testing.T) []map[string]any {
 func codeOf(err error) codes.Code { return status.Code(err) }
 
 func TestMTLSAuthenticationAndPolicy(t *testing.T) {
+	t.Parallel()
 	e := startMTLS(t, "")
 	svc := e.client(t, e.ca, serviceID)
 	sec := e.client(t, e.ca, securityID)
@@ -311,6 +312,7 @@ func TestMTLSAuthenticationAndPolicy(t *testing.T) {
 }
 
 func TestRateLimitPerCaller(t *testing.T) {
+	t.Parallel()
 	e := startMTLS(t, "")
 	svc := e.client(t, e.ca, serviceID)
 	req := &signetv1.SignRequest{KeyRing: "default", Subject: serviceID, Audience: []string{"ledger"}}
@@ -341,6 +343,7 @@ func TestRateLimitPerCaller(t *testing.T) {
 }
 
 func TestPolicyAndCertificateReload(t *testing.T) {
+	t.Parallel()
 	e := startMTLS(t, "")
 	svc := e.client(t, e.ca, serviceID)
 	req := &signetv1.SignRequest{KeyRing: "default", Subject: serviceID, Audience: []string{"hr"}}
@@ -374,6 +377,7 @@ func TestPolicyAndCertificateReload(t *testing.T) {
 }
 
 func TestAuditUnwritableFailsClosed(t *testing.T) {
+	t.Parallel()
 	e := startMTLS(t, "/dev/full") // every write fails with ENOSPC
 	svc := e.client(t, e.ca, serviceID)
 	sec := e.client(t, e.ca, securityID)

@@ -38,6 +38,7 @@ func nested(depth int) *structpb.Value {
 // gRPC. Each gets a clear InvalidArgument or NotFound, nothing changes, and
 // the server keeps serving.
 func TestBadInput(t *testing.T) {
+	t.Parallel()
 	ts := startServer(t, testConfig(t), Options{})
 	good := func() *signetv1.SignRequest {
 		return &signetv1.SignRequest{KeyRing: "default", Subject: "svc-a", Audience: []string{"svc-b"}}
@@ -165,6 +166,7 @@ func (rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
 func (rawCodec) Name() string { return "proto" }
 
 func TestMalformedProtobuf(t *testing.T) {
+	t.Parallel()
 	ts := startServer(t, testConfig(t), Options{})
 	str := func(num protowire.Number, s string) []byte {
 		return protowire.AppendString(protowire.AppendTag(nil, num, protowire.BytesType), s)

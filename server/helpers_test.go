@@ -49,6 +49,9 @@ func testConfig(t testing.TB, algs ...backends.Algorithm) config.Config {
 	t.Helper()
 	cfg := config.Default()
 	cfg.GRPC.Listen, cfg.HTTP.Listen = "127.0.0.1:0", "127.0.0.1:0"
+	// Generating RSA-4096 keys on a loaded 2-core machine, with tests in
+	// parallel, can take longer than the 5s default.
+	cfg.BackendTimeout = config.Duration(time.Minute)
 	dir := t.TempDir()
 	cfg.KeyRings = nil
 	if len(algs) == 0 {

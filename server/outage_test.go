@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/url"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -27,7 +28,14 @@ type flakyBackend struct {
 	inFlight atomic.Int32
 }
 
-var flaky = map[string]*flakyBackend{}
+// flaky holds each opened flakyBackend by its directory (tests run in
+// parallel, each with its own directory).
+var flaky sync.Map
+
+func flakyAt(dir string) *flakyBackend {
+	f, _ := flaky.Load(dir)
+	return f.(*flakyBackend)
+}
 
 func init() {
 	backends.Register("flaky-test", func(ctx context.Context, u *url.URL, opts backends.OpenOptions) (backends.Signer, error) {
@@ -36,7 +44,7 @@ func init() {
 			return nil, err
 		}
 		f := &flakyBackend{Signer: s}
-		flaky[u.Path] = f
+		flaky.Store(u.Path, f)
 		return f, nil
 	})
 }
@@ -74,12 +82,13 @@ func (f *flakyBackend) CreateVersion(ctx context.Context, r backends.KeyRing, la
 }
 
 func TestBackendOutage(t *testing.T) {
+	t.Parallel()
 	cfg := testConfig(t)
 	dir := t.TempDir()
 	cfg.KeyRings[0].Backend = "flaky-test:" + dir
 	cfg.BackendTimeout = config.Duration(30 * time.Second) // longer than the request deadline: the deadline must win
 	ts := startServer(t, cfg, Options{})
-	fb := flaky[dir]
+	fb := flakyAt(dir)
 	good := sign(t, ts, "default")
 	_, jwksBefore := ts.get(t, JWKSPath)
 

@@ -76,6 +76,7 @@ func sign(t *testing.T, ts *testServer, ring string) *signetv1.SignResponse {
 }
 
 func TestSignEveryAlgorithmVerifiesThroughJWKS(t *testing.T) {
+	t.Parallel()
 	ts := startServer(t, testConfig(t, backends.AllAlgorithms...), Options{})
 	_, body := ts.get(t, JWKSPath)
 	for _, r := range ts.KeySet().Rings() {
@@ -100,6 +101,7 @@ func TestSignEveryAlgorithmVerifiesThroughJWKS(t *testing.T) {
 }
 
 func TestJWKSHasOnlyPublicMembers(t *testing.T) {
+	t.Parallel()
 	ts := startServer(t, testConfig(t, backends.AllAlgorithms...), Options{})
 	resp, body := ts.get(t, JWKSPath)
 	if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
@@ -154,6 +156,7 @@ func TestJWKSHasOnlyPublicMembers(t *testing.T) {
 }
 
 func TestJWKSCachingHeaders(t *testing.T) {
+	t.Parallel()
 	cfg := testConfig(t)
 	ts := startServer(t, cfg, Options{})
 	resp, body := ts.get(t, JWKSPath)
@@ -197,6 +200,7 @@ func TestJWKSCachingHeaders(t *testing.T) {
 }
 
 func TestRotateChangesJWKSInTheSameRequest(t *testing.T) {
+	t.Parallel()
 	ts := startServer(t, testConfig(t), Options{})
 	resp1, body1 := ts.get(t, JWKSPath)
 	old := sign(t, ts, "default")
@@ -227,6 +231,7 @@ func TestRotateChangesJWKSInTheSameRequest(t *testing.T) {
 }
 
 func TestLifecycleFollowsTheClock(t *testing.T) {
+	t.Parallel()
 	clock := newFakeClock()
 	cfg := testConfig(t)
 	ts := startServer(t, cfg, Options{Now: clock.Now})
@@ -275,6 +280,7 @@ func TestLifecycleFollowsTheClock(t *testing.T) {
 }
 
 func TestRevokePrevious(t *testing.T) {
+	t.Parallel()
 	ts := startServer(t, testConfig(t), Options{})
 	old := sign(t, ts, "default")
 	rotate(t, ts, false)
@@ -304,6 +310,7 @@ func TestRevokePrevious(t *testing.T) {
 }
 
 func TestScheduledRotationCreatesOneVersionAcrossReplicas(t *testing.T) {
+	t.Parallel()
 	clock := newFakeClock()
 	cfg := testConfig(t)
 	cfg.KeyRings[0].RotationPeriod = config.Duration(24 * time.Hour)

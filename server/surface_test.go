@@ -20,6 +20,7 @@ import (
 
 // What grpcurl relies on: reflection lists the services, health answers.
 func TestReflectionAndHealth(t *testing.T) {
+	t.Parallel()
 	ts := startServer(t, testConfig(t), Options{})
 	stream, err := reflectionpb.NewServerReflectionClient(ts.conn).ServerReflectionInfo(ctxT(t))
 	if err != nil {
@@ -51,6 +52,7 @@ func TestReflectionAndHealth(t *testing.T) {
 }
 
 func TestHTTPSideIsPublicAndReadOnly(t *testing.T) {
+	t.Parallel()
 	ts := startServer(t, testConfig(t, backends.ES256, backends.EdDSA, backends.ES256), Options{})
 	resp, body := ts.get(t, OpenIDConfigurationPath)
 	var doc map[string]any
@@ -98,6 +100,7 @@ func TestHTTPSideIsPublicAndReadOnly(t *testing.T) {
 
 // A slow backend call in flight when shutdown starts still completes.
 func TestGracefulShutdownFinishesInFlightSign(t *testing.T) {
+	t.Parallel()
 	cfg := testConfig(t)
 	dir := t.TempDir()
 	cfg.KeyRings[0].Backend = "flaky-test:" + dir
@@ -114,14 +117,14 @@ func TestGracefulShutdownFinishesInFlightSign(t *testing.T) {
 	}()
 	<-ready
 	ts.dial(t)
-	flaky[dir].delay.Store(int64(500 * time.Millisecond))
+	flakyAt(dir).delay.Store(int64(500 * time.Millisecond))
 
 	signed := make(chan error, 1)
 	go func() {
 		_, err := ts.client.Sign(ctxT(t), &signetv1.SignRequest{KeyRing: "default", Audience: []string{"x"}})
 		signed <- err
 	}()
-	for flaky[dir].inFlight.Load() == 0 {
+	for flakyAt(dir).inFlight.Load() == 0 {
 		time.Sleep(5 * time.Millisecond) // until the Sign has reached the backend
 	}
 	stop()

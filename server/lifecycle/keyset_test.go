@@ -1,0 +1,127 @@
+package lifecycle
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/signet-dev/signet/backends"
+	"github.com/signet-dev/signet/backends/local"
+)
+
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+// newKeySet is a key set with one ES256 ring on a local store in a
+// temporary directory, on a clock the test moves.
+func newKeySet(t *testing.T, onChange func()) (*KeySet, *Ring, *clock) {
+	t.Helper()
+	c := &clock{t: time.Now()}
+	store, err := local.Open(t.TempDir(), backends.OpenOptions{Now: c.Now,
+		Getenv: func(string) string { return "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=" }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	ks, err := New(context.Background(), []RingSpec{{Name: "r", Algorithm: backends.ES256, Schedule: testSchedule, Backend: store}},
+		Options{Now: c.Now, OnChange: onChange})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ks, ks.Ring("r"), c
+}
+
+// Reading the key set after a boundary has passed gives the states of now
+// and stores nothing; the Run loop (here Tick) installs them.
+func TestReadsFollowTheClockWithoutWriting(t *testing.T) {
+	var changes atomic.Int32
+	ks, r, c := newKeySet(t, func() { changes.Add(1) })
+	first, err := ks.Active(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	created, _, err := ks.Rotate(context.Background(), r, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if created.State != StatePending || changes.Load() == 0 {
+		t.Fatalf("rotated version is %v and OnChange ran %d times; want pending and at least once", created.State, changes.Load())
+	}
+	stored, before := r.snap.Load(), changes.Load()
+
+	c.Advance(testSchedule.PublishAhead)
+	if v, _ := ks.Active(r); v.Kid != created.Kid {
+		t.Errorf("after publish_ahead the active kid is %s, want the rotated %s (not %s)", v.Kid, created.Kid, first.Kid)
+	}
+	if vs := ks.Versions(r); vs[0].State != StateRetiring || vs[1].State != StateActive {
+		t.Errorf("states %v, %v; want retiring, active", vs[0].State, vs[1].State)
+	}
+	if got := len(ks.Published()); got != 2 {
+		t.Errorf("%d published versions, want 2", got)
+	}
+	if r.snap.Load() != stored || changes.Load() != before {
+		t.Fatal("reading the key set stored a snapshot or reported a change")
+	}
+
+	c.Advance(testSchedule.RetireAfter)
+	if got := ks.Published(); len(got) != 1 || got[0].Kid != created.Kid {
+		t.Errorf("after retire_after %d versions are published, want only %s", len(got), created.Kid)
+	}
+	ks.Tick(context.Background(), r)
+	if r.snap.Load() == stored || changes.Load() == before {
+		t.Error("a tick did not install the re-derived snapshot")
+	}
+	if s := r.snap.Load(); s.versions[0].State != StateRetired || s.active.Kid != created.Kid {
+		t.Errorf("installed snapshot: first version %v, active %s", s.versions[0].State, s.active.Kid)
+	}
+}
+
+// The Run loop re-derives the stored snapshot when the clock passes a
+// boundary, without waiting for the next refresh.
+func TestRunWakesAtABoundary(t *testing.T) {
+	changed := make(chan struct{}, 16)
+	ks, r, c := newKeySet(t, func() {
+		select {
+		case changed <- struct{}{}:
+		default:
+		}
+	})
+	if _, _, err := ks.Rotate(context.Background(), r, false); err != nil {
+		t.Fatal(err)
+	}
+	// Move the clock to just before the new version matures, so the loop's
+	// timer for that boundary fires (nearly) at once in real time.
+	c.Advance(testSchedule.PublishAhead - time.Millisecond)
+	for len(changed) > 0 {
+		<-changed
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { ks.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	c.Advance(time.Millisecond)
+	select {
+	case <-changed:
+	case <-time.After(30 * time.Second): // refresh_interval is a minute: only the boundary wakes it sooner
+		t.Fatal("the Run loop did not re-derive the key set at the boundary")
+	}
+	if s := r.snap.Load(); s.active == nil || s.active.ID != s.versions[1].ID {
+		t.Error("the installed snapshot does not have the matured version active")
+	}
+}

@@ -29,6 +29,7 @@ import (
 
 	"github.com/signet-dev/signet/backends"
 	signetv1 "github.com/signet-dev/signet/gen/signet/v1"
+	"github.com/signet-dev/signet/server/internal/clocktest"
 )
 
 const (
@@ -117,12 +118,12 @@ type mtlsEnv struct {
 	ca                    *testCA
 	serverCert, serverKey string
 	auditPath             string
-	clock                 *fakeClock
+	clock                 *clocktest.Clock
 }
 
 func startMTLS(t *testing.T, audit string) *mtlsEnv {
 	t.Helper()
-	e := &mtlsEnv{dir: t.TempDir(), ca: newTestCA(t), clock: newFakeClock()}
+	e := &mtlsEnv{dir: t.TempDir(), ca: newTestCA(t), clock: clocktest.New()}
 	e.caFile = filepath.Join(e.dir, "ca.pem")
 	e.ca.writeCert(t, e.caFile)
 	e.serverCert, e.serverKey = e.ca.issue(t, e.dir, "server", "", net.IPv4(127, 0, 0, 1))

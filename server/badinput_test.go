@@ -17,21 +17,13 @@ import (
 	signetv1 "github.com/signet-dev/signet/gen/signet/v1"
 )
 
-func claims(t *testing.T, m map[string]any) *structpb.Struct {
-	t.Helper()
-	s, err := structpb.NewStruct(m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
-
-func nested(depth int) *structpb.Value {
-	v := structpb.NewStringValue("leaf")
+// deepClaims is a claims object nested depth levels deep.
+func deepClaims(depth int) map[string]any {
+	m := map[string]any{"leaf": true}
 	for range depth {
-		v = structpb.NewStructValue(&structpb.Struct{Fields: map[string]*structpb.Value{"n": v}})
+		m = map[string]any{"n": m}
 	}
-	return v
+	return m
 }
 
 // TestBadInput sends malformed Sign, Rotate and ListKeys requests over real
@@ -55,25 +47,25 @@ func TestBadInput(t *testing.T) {
 		code codes.Code
 		want string
 	}{
-		{"reserved iss", with(func(r *signetv1.SignRequest) { r.Claims = claims(t, map[string]any{"iss": "evil"}) }), codes.InvalidArgument, "claims.iss is reserved"},
-		{"reserved iat", with(func(r *signetv1.SignRequest) { r.Claims = claims(t, map[string]any{"iat": 1}) }), codes.InvalidArgument, "claims.iat is reserved"},
-		{"reserved nbf", with(func(r *signetv1.SignRequest) { r.Claims = claims(t, map[string]any{"nbf": 1}) }), codes.InvalidArgument, "claims.nbf is reserved"},
-		{"reserved exp", with(func(r *signetv1.SignRequest) { r.Claims = claims(t, map[string]any{"exp": 9999999999}) }), codes.InvalidArgument, "claims.exp is reserved"},
-		{"reserved jti", with(func(r *signetv1.SignRequest) { r.Claims = claims(t, map[string]any{"jti": "x"}) }), codes.InvalidArgument, "claims.jti is reserved"},
-		{"reserved kid", with(func(r *signetv1.SignRequest) { r.Claims = claims(t, map[string]any{"kid": "x"}) }), codes.InvalidArgument, "claims.kid is reserved"},
-		{"reserved alg", with(func(r *signetv1.SignRequest) { r.Claims = claims(t, map[string]any{"alg": "none"}) }), codes.InvalidArgument, "claims.alg is reserved"},
-		{"sub in claims", with(func(r *signetv1.SignRequest) { r.Claims = claims(t, map[string]any{"sub": "root"}) }), codes.InvalidArgument, "use the subject field"},
-		{"aud in claims", with(func(r *signetv1.SignRequest) { r.Claims = claims(t, map[string]any{"aud": "x"}) }), codes.InvalidArgument, "use the audience field"},
-		{"huge claims", with(func(r *signetv1.SignRequest) { r.Claims = claims(t, map[string]any{"blob": big}) }), codes.InvalidArgument, "exceed 8192 bytes"},
+		{"reserved iss", with(func(r *signetv1.SignRequest) { r.Claims = mustStruct(map[string]any{"iss": "evil"}) }), codes.InvalidArgument, "claims.iss is reserved"},
+		{"reserved iat", with(func(r *signetv1.SignRequest) { r.Claims = mustStruct(map[string]any{"iat": 1}) }), codes.InvalidArgument, "claims.iat is reserved"},
+		{"reserved nbf", with(func(r *signetv1.SignRequest) { r.Claims = mustStruct(map[string]any{"nbf": 1}) }), codes.InvalidArgument, "claims.nbf is reserved"},
+		{"reserved exp", with(func(r *signetv1.SignRequest) { r.Claims = mustStruct(map[string]any{"exp": 9999999999}) }), codes.InvalidArgument, "claims.exp is reserved"},
+		{"reserved jti", with(func(r *signetv1.SignRequest) { r.Claims = mustStruct(map[string]any{"jti": "x"}) }), codes.InvalidArgument, "claims.jti is reserved"},
+		{"reserved kid", with(func(r *signetv1.SignRequest) { r.Claims = mustStruct(map[string]any{"kid": "x"}) }), codes.InvalidArgument, "claims.kid is reserved"},
+		{"reserved alg", with(func(r *signetv1.SignRequest) { r.Claims = mustStruct(map[string]any{"alg": "none"}) }), codes.InvalidArgument, "claims.alg is reserved"},
+		{"sub in claims", with(func(r *signetv1.SignRequest) { r.Claims = mustStruct(map[string]any{"sub": "root"}) }), codes.InvalidArgument, "use the subject field"},
+		{"aud in claims", with(func(r *signetv1.SignRequest) { r.Claims = mustStruct(map[string]any{"aud": "x"}) }), codes.InvalidArgument, "use the audience field"},
+		{"huge claims", with(func(r *signetv1.SignRequest) { r.Claims = mustStruct(map[string]any{"blob": big}) }), codes.InvalidArgument, "exceed 8192 bytes"},
 		{"many claims adding up", with(func(r *signetv1.SignRequest) {
 			m := map[string]any{}
 			for i := range 200 {
 				m[strings.Repeat("k", 10)+string(rune('a'+i%26))+strings.Repeat("z", i/26)] = strings.Repeat("v", 40)
 			}
-			r.Claims = claims(t, m)
+			r.Claims = mustStruct(m)
 		}), codes.InvalidArgument, "exceed 8192 bytes"},
 		{"deeply nested claims", with(func(r *signetv1.SignRequest) {
-			r.Claims = &structpb.Struct{Fields: map[string]*structpb.Value{"deep": nested(40)}}
+			r.Claims = mustStruct(deepClaims(40))
 		}), codes.InvalidArgument, "nest deeper than 16"},
 		{"NaN claim", with(func(r *signetv1.SignRequest) {
 			r.Claims = &structpb.Struct{Fields: map[string]*structpb.Value{"n": structpb.NewNumberValue(math.NaN())}}

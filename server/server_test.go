@@ -21,6 +21,7 @@ import (
 	"github.com/signet-dev/signet/backends"
 	signetv1 "github.com/signet-dev/signet/gen/signet/v1"
 	"github.com/signet-dev/signet/server/config"
+	"github.com/signet-dev/signet/server/internal/clocktest"
 	"github.com/signet-dev/signet/server/jose"
 )
 
@@ -232,7 +233,7 @@ func TestRotateChangesJWKSInTheSameRequest(t *testing.T) {
 
 func TestLifecycleFollowsTheClock(t *testing.T) {
 	t.Parallel()
-	clock := newFakeClock()
+	clock := clocktest.New()
 	cfg := testConfig(t)
 	ts := startServer(t, cfg, Options{Now: clock.Now})
 	pol := cfg.KeyRings[0].Schedule()
@@ -311,7 +312,7 @@ func TestRevokePrevious(t *testing.T) {
 
 func TestScheduledRotationCreatesOneVersionAcrossReplicas(t *testing.T) {
 	t.Parallel()
-	clock := newFakeClock()
+	clock := clocktest.New()
 	cfg := testConfig(t)
 	cfg.KeyRings[0].RotationPeriod = config.Duration(24 * time.Hour)
 	var replicas []*Server

@@ -2,37 +2,20 @@ package lifecycle
 
 import (
 	"context"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/signet-dev/signet/backends"
 	"github.com/signet-dev/signet/backends/local"
+	"github.com/signet-dev/signet/server/internal/clocktest"
 )
-
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
 
 // newKeySet is a key set with one ES256 ring on a local store in a
 // temporary directory, on a clock the test moves.
-func newKeySet(t *testing.T, onChange func()) (*KeySet, *Ring, *clock) {
+func newKeySet(t *testing.T, onChange func()) (*KeySet, *Ring, *clocktest.Clock) {
 	t.Helper()
-	c := &clock{t: time.Now()}
+	c := clocktest.New()
 	store, err := local.Open(t.TempDir(), backends.OpenOptions{Now: c.Now,
 		Getenv: func(string) string { return "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=" }})
 	if err != nil {

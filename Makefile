@@ -50,9 +50,14 @@ fuzz: ## Fuzz the parsers of untrusted input, FUZZTIME each (default 30s).
 	$(GO) test -run '^$$' -fuzz FuzzGlobMatch -fuzztime $(or $(FUZZTIME),30s) ./server/
 	$(GO) test -run '^$$' -fuzz FuzzECDSASignatureFromDER -fuzztime $(or $(FUZZTIME),30s) ./backends/
 
-generate: ## Regenerate gen/ from proto/ with the buf and plugins pinned in go.mod.
-	$(GO) tool buf lint
-	$(GO) tool buf generate
+# buf and the protoc plugins are tool directives in their own module,
+# scripts/tools, so their ~100 dependencies (docker, quic, ...) stay out of
+# Signet's module graph. buf.gen.yaml runs each plugin with the same -modfile.
+TOOLS := -modfile=scripts/tools/go.mod
+
+generate: ## Regenerate gen/ from proto/ with the buf and plugins pinned in scripts/tools/go.mod.
+	$(GO) tool $(TOOLS) buf lint
+	$(GO) tool $(TOOLS) buf generate
 
 check-generate: generate
 	@git diff --exit-code -- gen/ && test -z "$$(git status --porcelain -- gen/)" || \

@@ -15,8 +15,11 @@ run: build ## Start Signet on the embedded local backend (./signet-data).
 build:
 	$(GO) build $(TAGS) -o $(BIN) ./cmd/signet
 
+# The Vault tests find the server binary only through SIGNET_VAULT_BIN.
+GOTEST := SIGNET_VAULT_BIN=$(CURDIR)/bin/vault $(GO) test $(TAGS) -race -count=1
+
 test: test-deps lint bin/vault ## Install what the tests need, then run every test (with the race detector).
-	$(GO) test $(TAGS) -race -count=1 ./...
+	$(GOTEST) ./...
 
 # A real Vault server for the Vault backend's tests, built from Vault's Go
 # module in its own module (scripts/vault). The first build takes ~10 minutes;

@@ -42,6 +42,7 @@ test-deps:
 lint:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go') | grep -v '^gen/' || true); \
 	if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
+	$(GO) mod verify
 	$(GO) vet $(TAGS) ./...
 	$(GO) vet ./...
 

@@ -18,14 +18,26 @@ build:
 # The Vault tests find the server binary only through SIGNET_VAULT_BIN.
 GOTEST := SIGNET_VAULT_BIN=$(CURDIR)/bin/vault $(GO) test $(TAGS) -race -count=1
 
-test: test-deps lint bin/vault ## Install what the tests need, then run every test (with the race detector).
+# With CI=true (.ci/run) the tests' -json output goes through
+# scripts/tools/testreport, which prints what a plain go test prints and then
+# fails if any test was skipped, listing them: in CI a skip is a dependency
+# that is missing or a check that is switched off, not a pass. pipefail keeps
+# go test's own exit status.
+test: test-deps lint bin/vault bin/testreport ## Install what the tests need, then run every test (with the race detector).
+ifeq ($(CI),true)
+	set -o pipefail; $(GOTEST) -json ./... | bin/testreport
+else
 	$(GOTEST) ./...
+endif
 
 # A real Vault server for the Vault backend's tests, built from Vault's Go
 # module in its own module (scripts/vault). The first build takes ~10 minutes;
 # make skips it while bin/vault is newer than its sources.
 bin/vault: scripts/vault/main.go scripts/vault/go.mod scripts/vault/go.sum
 	cd scripts/vault && $(GO) build -o ../../bin/vault .
+
+bin/testreport: scripts/tools/testreport/main.go
+	$(GO) -C scripts/tools build -o $(CURDIR)/bin/testreport ./testreport
 
 # PyJWT verifies Signet's tokens in the end-to-end tests; SoftHSM2 is the
 # PKCS#11 token the HSM backend's tests run against.
@@ -45,6 +57,7 @@ lint:
 	$(GO) mod verify
 	$(GO) vet $(TAGS) ./...
 	$(GO) vet ./...
+	$(GO) -C scripts/tools vet ./testreport
 
 bench: ## Print what Sign adds over the bare signature, and JWKS serving cost.
 	$(GO) test -run '^$$' -bench . -benchmem ./server/

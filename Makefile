@@ -15,14 +15,29 @@ run: build ## Start Signet on the embedded local backend (./signet-data).
 build:
 	$(GO) build $(TAGS) -o $(BIN) ./cmd/signet
 
-test: test-deps lint bin/vault ## Install what the tests need, then run every test (with the race detector).
-	$(GO) test $(TAGS) -race -count=1 ./...
+# The Vault tests find the server binary only through SIGNET_VAULT_BIN.
+GOTEST := SIGNET_VAULT_BIN=$(CURDIR)/bin/vault $(GO) test $(TAGS) -race -count=1
+
+# With CI=true (.ci/run) the tests' -json output goes through
+# scripts/tools/testreport, which prints what a plain go test prints and then
+# fails if any test was skipped, listing them: in CI a skip is a dependency
+# that is missing or a check that is switched off, not a pass. pipefail keeps
+# go test's own exit status.
+test: test-deps lint bin/vault bin/testreport ## Install what the tests need, then run every test (with the race detector).
+ifeq ($(CI),true)
+	set -o pipefail; $(GOTEST) -json ./... | bin/testreport
+else
+	$(GOTEST) ./...
+endif
 
 # A real Vault server for the Vault backend's tests, built from Vault's Go
 # module in its own module (scripts/vault). The first build takes ~10 minutes;
 # make skips it while bin/vault is newer than its sources.
 bin/vault: scripts/vault/main.go scripts/vault/go.mod scripts/vault/go.sum
 	cd scripts/vault && $(GO) build -o ../../bin/vault .
+
+bin/testreport: scripts/tools/testreport/main.go
+	$(GO) -C scripts/tools build -o $(CURDIR)/bin/testreport ./testreport
 
 # PyJWT verifies Signet's tokens in the end-to-end tests; SoftHSM2 is the
 # PKCS#11 token the HSM backend's tests run against.
@@ -39,8 +54,10 @@ test-deps:
 lint:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go') | grep -v '^gen/' || true); \
 	if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
+	$(GO) mod verify
 	$(GO) vet $(TAGS) ./...
 	$(GO) vet ./...
+	$(GO) -C scripts/tools vet ./testreport
 
 bench: ## Print what Sign adds over the bare signature, and JWKS serving cost.
 	$(GO) test -run '^$$' -bench . -benchmem ./server/
@@ -50,9 +67,14 @@ fuzz: ## Fuzz the parsers of untrusted input, FUZZTIME each (default 30s).
 	$(GO) test -run '^$$' -fuzz FuzzGlobMatch -fuzztime $(or $(FUZZTIME),30s) ./server/
 	$(GO) test -run '^$$' -fuzz FuzzECDSASignatureFromDER -fuzztime $(or $(FUZZTIME),30s) ./backends/
 
-generate: ## Regenerate gen/ from proto/ with the buf and plugins pinned in go.mod.
-	$(GO) tool buf lint
-	$(GO) tool buf generate
+# buf and the protoc plugins are tool directives in their own module,
+# scripts/tools, so their ~100 dependencies (docker, quic, ...) stay out of
+# Signet's module graph. buf.gen.yaml runs each plugin with the same -modfile.
+TOOLS := -modfile=scripts/tools/go.mod
+
+generate: ## Regenerate gen/ from proto/ with the buf and plugins pinned in scripts/tools/go.mod.
+	$(GO) tool $(TOOLS) buf lint
+	$(GO) tool $(TOOLS) buf generate
 
 check-generate: generate
 	@git diff --exit-code -- gen/ && test -z "$$(git status --porcelain -- gen/)" || \

@@ -63,8 +63,8 @@ bench: ## Print what Sign adds over the bare signature, and JWKS serving cost.
 	$(GO) test -run '^$$' -bench . -benchmem ./server/
 
 fuzz: ## Fuzz the parsers of untrusted input, FUZZTIME each (default 30s).
-	$(GO) test -run '^$$' -fuzz FuzzEncodeClaims -fuzztime $(or $(FUZZTIME),30s) ./server/
-	$(GO) test -run '^$$' -fuzz FuzzGlobMatch -fuzztime $(or $(FUZZTIME),30s) ./server/
+	$(GO) test -run '^$$' -fuzz FuzzEncodeClaims -fuzztime $(or $(FUZZTIME),30s) ./server/jose/
+	$(GO) test -run '^$$' -fuzz FuzzGlobMatch -fuzztime $(or $(FUZZTIME),30s) ./server/authz/
 	$(GO) test -run '^$$' -fuzz FuzzECDSASignatureFromDER -fuzztime $(or $(FUZZTIME),30s) ./backends/
 
 # buf and the protoc plugins are tool directives in their own module,

@@ -57,7 +57,7 @@ func BenchmarkJWKS(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer srv.Close()
-	h, err := newHTTPHandler(context.Background(), srv.svc, srv.jwks, srv.ks)
+	h, err := newHTTPHandler(context.Background(), srv.svc, srv.jwks, srv.metrics)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"testing"
@@ -27,7 +26,7 @@ import (
 func testConfig(t testing.TB, algs ...backends.Algorithm) config.Config {
 	t.Helper()
 	cfg := config.Default()
-	cfg.GRPC.Listen, cfg.HTTP.Listen = "127.0.0.1:0", "127.0.0.1:0"
+	cfg.GRPC.Listen, cfg.HTTP.Listen, cfg.Admin.Listen = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
 	// Generating RSA-4096 keys on a loaded 2-core machine, with tests in
 	// parallel, can take longer than the 5s default.
 	cfg.BackendTimeout = config.Duration(time.Minute)
@@ -65,6 +64,7 @@ type testServer struct {
 	keys     signetv1.KeySetServiceClient
 	conn     *grpc.ClientConn
 	httpURL  string
+	adminURL string
 	grpcAddr string
 }
 
@@ -98,21 +98,7 @@ func startServerNoDial(t *testing.T, cfg config.Config, optss ...Options) *testS
 		cancel()
 		t.Fatalf("New: %v", err)
 	}
-	ts := &testServer{Server: srv}
-	ready := make(chan struct{})
-	done := make(chan error, 1)
-	go func() {
-		done <- srv.Serve(ctx, func(g, h net.Addr) {
-			ts.grpcAddr, ts.httpURL = g.String(), "http://"+h.String()
-			close(ready)
-		})
-	}()
-	select {
-	case <-ready:
-	case err := <-done:
-		cancel()
-		t.Fatalf("Serve: %v", err)
-	}
+	ts, done := serve(t, ctx, srv)
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
@@ -123,7 +109,28 @@ func startServerNoDial(t *testing.T, cfg config.Config, optss ...Options) *testS
 	return ts
 }
 
-type netAddr = net.Addr
+// serve runs srv until ctx ends and returns once it listens; done receives
+// what Serve returned.
+func serve(t *testing.T, ctx context.Context, srv *Server) (ts *testServer, done <-chan error) {
+	t.Helper()
+	ts = &testServer{Server: srv}
+	ready, served := make(chan struct{}), make(chan error, 1)
+	go func() {
+		served <- srv.Serve(ctx, func(a Addrs) {
+			ts.grpcAddr, ts.httpURL = a.GRPC.String(), "http://"+a.HTTP.String()
+			if a.Admin != nil {
+				ts.adminURL = "http://" + a.Admin.String()
+			}
+			close(ready)
+		})
+	}()
+	select {
+	case <-ready:
+	case err := <-served:
+		t.Fatalf("Serve: %v", err)
+	}
+	return ts, served
+}
 
 // dial connects the gRPC clients; the connection closes when the test ends.
 func (ts *testServer) dial(t *testing.T) {

@@ -11,18 +11,19 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	signetv1 "github.com/signet-dev/signet/gen/signet/v1"
-	"github.com/signet-dev/signet/server/lifecycle"
+	"github.com/signet-dev/signet/server/telemetry"
 )
 
 // newHTTPHandler serves the public, read-only HTTP side: the JWKS and the
 // discovery document through grpc-gateway, plus /healthz and /readyz.
 // Nothing that signs or rotates is reachable here.
-func newHTTPHandler(ctx context.Context, svc *service, jwks *publisher, ks *lifecycle.KeySet) (http.Handler, error) {
+func newHTTPHandler(ctx context.Context, svc *service, jwks *publisher, m *telemetry.Metrics) (http.Handler, error) {
 	mux := runtime.NewServeMux(
 		runtime.WithMarshalerOption(runtime.MIMEWildcard, &documentMarshaler{
-			jwks:   jwks,
-			openID: svc.discovery,
-			JSONPb: runtime.JSONPb{MarshalOptions: protojson.MarshalOptions{UseProtoNames: true}},
+			jwks:    jwks,
+			metrics: m,
+			openID:  svc.discovery,
+			JSONPb:  runtime.JSONPb{MarshalOptions: protojson.MarshalOptions{UseProtoNames: true}},
 		}),
 		runtime.WithOutgoingHeaderMatcher(func(key string) (string, bool) {
 			switch key {
@@ -44,21 +45,24 @@ func newHTTPHandler(ctx context.Context, svc *service, jwks *publisher, ks *life
 	}); err != nil {
 		return nil, err
 	}
+	// Ready means this replica can serve the JWKS, which it can from the
+	// moment it started (the key set was read before it listened) whatever
+	// its backends do: a backend outage must not take every replica out of
+	// the load balancer at once and the JWKS with them. Whether it can sign
+	// is the gRPC health of SignerService; the body says it too.
 	if err := mux.HandlePath(http.MethodGet, "/readyz", func(w http.ResponseWriter, _ *http.Request, _ map[string]string) {
-		why := ks.Readiness()
+		problems := svc.ks.SigningProblems()
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("Cache-Control", "no-store")
-		if len(why) > 0 {
-			w.WriteHeader(http.StatusServiceUnavailable)
-		}
 		json.NewEncoder(w).Encode(struct {
-			Ready   bool     `json:"ready"`
-			Reasons []string `json:"reasons,omitempty"`
-		}{len(why) == 0, why})
+			Ready           bool     `json:"ready"`
+			Signing         bool     `json:"signing"`
+			SigningProblems []string `json:"signing_problems,omitempty"`
+		}{jwks.current() != nil, len(problems) == 0, problems})
 	}); err != nil {
 		return nil, err
 	}
-	return publicDocuments(notModified(jwks, mux)), nil
+	return publicDocuments(notModified(jwks, m, mux)), nil
 }
 
 // publicDocuments lets browsers read the key set and discovery document from
@@ -78,13 +82,15 @@ func publicDocuments(next http.Handler) http.Handler {
 // goes through JSONPb.
 type documentMarshaler struct {
 	runtime.JSONPb
-	jwks   *publisher
-	openID []byte
+	jwks    *publisher
+	metrics *telemetry.Metrics
+	openID  []byte
 }
 
 func (m *documentMarshaler) Marshal(v any) ([]byte, error) {
 	switch v := v.(type) {
 	case *signetv1.GetJWKSResponse:
+		m.metrics.JWKSResponse(http.StatusOK)
 		if body := m.jwks.body(v); body != nil {
 			return body, nil
 		}
@@ -102,7 +108,7 @@ func (m *documentMarshaler) ContentType(any) string { return "application/json" 
 // notModified answers a conditional GET of the JWKS whose ETag still
 // matches with 304, and a HEAD with the headers of a GET, before the gateway
 // renders anything.
-func notModified(jwks *publisher, next http.Handler) http.Handler {
+func notModified(jwks *publisher, m *telemetry.Metrics, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != JWKSPath || (r.Method != http.MethodGet && r.Method != http.MethodHead) {
 			next.ServeHTTP(w, r)
@@ -122,9 +128,11 @@ func notModified(jwks *publisher, next http.Handler) http.Handler {
 		w.Header().Set("ETag", doc.ETag)
 		w.Header().Set("Cache-Control", doc.CacheControl)
 		if matched {
+			m.JWKSResponse(http.StatusNotModified)
 			w.WriteHeader(http.StatusNotModified)
 			return
 		}
+		m.JWKSResponse(http.StatusOK)
 		w.Header().Set("Content-Type", "application/json") // HEAD
 		w.Header().Set("Content-Length", strconv.Itoa(len(doc.Body)))
 	})

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"log/slog"
 	"runtime/debug"
@@ -16,6 +17,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/signet-dev/signet/server/authz"
+	"github.com/signet-dev/signet/server/telemetry"
 )
 
 // recoverUnary turns a panic into Internal and logs its stack. It is the
@@ -78,7 +80,7 @@ func peerOf(ctx context.Context) string {
 // authenticate establishes the caller's identity for SignerService calls
 // from the client certificate of the TLS connection. Health, reflection and
 // the public key set need no identity. A refused caller is audited.
-func authenticate(a *authz.Authorizer) grpc.UnaryServerInterceptor {
+func authenticate(a *authz.Authorizer, m *telemetry.Metrics) grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 		if !strings.HasPrefix(info.FullMethod, "/"+signerServiceName+"/") {
 			return handler(ctx, req)
@@ -91,11 +93,28 @@ func authenticate(a *authz.Authorizer) grpc.UnaryServerInterceptor {
 		}
 		id, err := a.Authenticate(chain)
 		if err != nil {
+			countDenial(m, err)
 			st := toStatus(ctx, nil, err)
-			a.Audit(authz.Record{Caller: "unauthenticated", Peer: peerOf(ctx), RPC: info.FullMethod,
-				Outcome: "denied", Reason: st.Message()})
+			if aerr := a.Audit(authz.Record{Caller: "unauthenticated", Peer: peerOf(ctx), RPC: info.FullMethod,
+				Outcome: "denied", Reason: st.Message()}); aerr != nil {
+				m.AuditFailed()
+			}
 			return nil, st.Err()
 		}
 		return handler(context.WithValue(ctx, callerKey{}, id), req)
+	}
+}
+
+var denialReasons = map[authz.Reason]string{
+	authz.Unauthenticated: "unauthenticated", authz.Denied: "not_granted", authz.RateLimited: "rate_limited",
+}
+
+// countDenial counts err if it is a refusal by authz.
+func countDenial(m *telemetry.Metrics, err error) {
+	var e *authz.Error
+	if errors.As(err, &e) {
+		if reason, ok := denialReasons[e.Reason]; ok {
+			m.Denied(reason, e.Grant)
+		}
 	}
 }

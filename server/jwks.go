@@ -12,6 +12,7 @@ import (
 	signetv1 "github.com/signet-dev/signet/gen/signet/v1"
 	"github.com/signet-dev/signet/server/jose"
 	"github.com/signet-dev/signet/server/lifecycle"
+	"github.com/signet-dev/signet/server/telemetry"
 )
 
 // JWKSPath and OpenIDConfigurationPath are where the HTTP side serves the
@@ -26,6 +27,7 @@ const (
 type publisher struct {
 	staleIfError time.Duration
 	log          *slog.Logger
+	metrics      *telemetry.Metrics
 	ks           *lifecycle.KeySet
 
 	mu   sync.Mutex // serialises renders
@@ -68,6 +70,7 @@ func (p *publisher) render() error {
 	}
 	p.prev.Store(old)
 	p.doc.Store(d)
+	p.metrics.JWKSServed(d.ETag, len(d.msg.GetKeys()))
 	return nil
 }
 

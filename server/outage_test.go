@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
 	"github.com/signet-dev/signet/backends"
@@ -92,6 +93,18 @@ func TestBackendOutage(t *testing.T) {
 	good := sign(t, ts, "default")
 	_, jwksBefore := ts.get(t, JWKSPath)
 
+	health := func() healthpb.HealthCheckResponse_ServingStatus {
+		t.Helper()
+		h, err := healthpb.NewHealthClient(ts.conn).Check(ctxT(t), &healthpb.HealthCheckRequest{Service: "signet.v1.SignerService"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return h.GetStatus()
+	}
+	if got := health(); got != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("SignerService health before the outage: %v", got)
+	}
+
 	fb.down.Store(true)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
@@ -102,11 +115,16 @@ func TestBackendOutage(t *testing.T) {
 	if !strings.Contains(status.Convert(err).Message(), "did not answer in time") {
 		t.Errorf("message %q does not say the backend did not answer", status.Convert(err).Message())
 	}
+	// One failed Sign is enough for gRPC clients to route around this replica.
+	if got := health(); got != healthpb.HealthCheckResponse_NOT_SERVING {
+		t.Errorf("SignerService health right after a Sign found the backend down: %v, want NOT_SERVING", got)
+	}
 	_, err = ts.client.Rotate(ctx2s(t), &signetv1.RotateRequest{KeyRing: "default"})
 	if status.Code(err) != codes.Unavailable {
 		t.Errorf("Rotate while the backend hangs: %v, want Unavailable", err)
 	}
-	// The JWKS keeps being served from the last good key set.
+	// The JWKS keeps being served from the last good key set, and the
+	// replica stays ready: readiness is about the JWKS.
 	resp, body := ts.get(t, JWKSPath)
 	if resp.StatusCode != 200 || string(body) != string(jwksBefore) {
 		t.Errorf("JWKS during the outage: %d %s", resp.StatusCode, body)
@@ -114,12 +132,19 @@ func TestBackendOutage(t *testing.T) {
 	if _, err := verify(t, body, good.GetToken()); err != nil {
 		t.Errorf("a token signed before the outage no longer verifies: %v", err)
 	}
-	// Readiness says why after the next refresh fails.
 	ks := ts.KeySet()
 	ks.Tick(ctx2s(t), ks.Ring("default"))
+	ks.Tick(ctx2s(t), ks.Ring("default"))
 	r, rb := ts.get(t, "/readyz")
-	if r.StatusCode != 503 || !strings.Contains(string(rb), "backend unreachable") {
-		t.Errorf("/readyz during the outage: %d %s", r.StatusCode, rb)
+	if r.StatusCode != 200 || !strings.Contains(string(rb), `"signing":false`) || !strings.Contains(string(rb), "backend unreachable") {
+		t.Errorf("/readyz during the outage: %d %s; want 200 saying signing is down", r.StatusCode, rb)
+	}
+	m := scrape(t, ts)
+	if got := m.value(t, "signet_key_ring_refresh_failures", "key_ring", "default"); got != 3 {
+		t.Errorf("refresh failures after the Rotate's read and two ticks: %v, want 3", got)
+	}
+	if got := m.value(t, "signet_key_ring_backend_down", "key_ring", "default"); got != 1 {
+		t.Errorf("backend_down during the outage: %v", got)
 	}
 
 	fb.down.Store(false)
@@ -127,9 +152,19 @@ func TestBackendOutage(t *testing.T) {
 	if _, err := verify(t, body, after.GetToken()); err != nil {
 		t.Errorf("after recovery: %v", err)
 	}
+	if got := health(); got != healthpb.HealthCheckResponse_SERVING {
+		t.Errorf("SignerService health after a successful Sign: %v, want SERVING", got)
+	}
 	ks.Tick(ctx2s(t), ks.Ring("default"))
-	if r, rb := ts.get(t, "/readyz"); r.StatusCode != 200 {
+	if r, rb := ts.get(t, "/readyz"); r.StatusCode != 200 || !strings.Contains(string(rb), `"signing":true`) {
 		t.Errorf("/readyz after recovery: %d %s", r.StatusCode, rb)
+	}
+	m = scrape(t, ts)
+	if got := m.value(t, "signet_key_ring_refresh_failures", "key_ring", "default"); got != 0 {
+		t.Errorf("refresh failures after a good refresh: %v, want 0", got)
+	}
+	if got := m.value(t, "signet_backend_call_duration_seconds_count", "backend", "flaky-test", "operation", "sign", "outcome", "unavailable"); got != 1 {
+		t.Errorf("unavailable sign calls counted: %v, want 1", got)
 	}
 }
 

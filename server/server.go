@@ -20,6 +20,7 @@ import (
 	"github.com/signet-dev/signet/server/authz"
 	"github.com/signet-dev/signet/server/config"
 	"github.com/signet-dev/signet/server/lifecycle"
+	"github.com/signet-dev/signet/server/telemetry"
 )
 
 // Server is a configured Signet: backends opened, key set read, policy and
@@ -32,6 +33,8 @@ type Server struct {
 	authz    *authz.Authorizer
 	jwks     *publisher
 	svc      *service
+	metrics  *telemetry.Metrics
+	health   *health.Server
 }
 
 // Options are what tests and embedders change beyond the config.
@@ -51,7 +54,7 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err e
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{cfg: cfg, log: log}
+	s := &Server{cfg: cfg, log: log, metrics: telemetry.NewMetrics(), health: health.NewServer()}
 	defer func() {
 		if err != nil {
 			s.Close()
@@ -67,16 +70,18 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err e
 			if err != nil {
 				return nil, fmt.Errorf("key ring %q: opening backend: %w", rc.Name, err)
 			}
-			opened[rc.Backend] = b
 			s.backends = append(s.backends, b)
+			u, _, _ := backends.ParseURI(rc.Backend) // validated
+			b = telemetry.Instrument(b, u.Scheme, s.metrics)
+			opened[rc.Backend] = b
 		}
 		alg, _ := backends.ParseAlgorithm(rc.Algorithm) // validated
 		specs = append(specs, lifecycle.RingSpec{Name: rc.Name, Algorithm: alg, Schedule: rc.Schedule(), Backend: b})
 		maxTTLs[rc.Name] = rc.TokenMaxTTL.D()
 	}
-	s.jwks = &publisher{staleIfError: cfg.HTTP.JWKSStaleIfError.D(), log: log}
+	s.jwks = &publisher{staleIfError: cfg.HTTP.JWKSStaleIfError.D(), log: log, metrics: s.metrics}
 	s.ks, err = lifecycle.New(ctx, specs, lifecycle.Options{Logger: log, Now: opts.Now,
-		BackendTimeout: cfg.BackendTimeout.D(), OnChange: s.jwks.update})
+		BackendTimeout: cfg.BackendTimeout.D(), OnChange: s.jwks.update, OnHealth: s.updateHealth})
 	if err != nil {
 		return nil, err
 	}
@@ -85,12 +90,33 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err e
 	}
 	t := cfg.GRPC.TLS
 	s.authz, err = authz.New(authz.Config{CertFile: t.CertFile, KeyFile: t.KeyFile, ClientCAFile: t.ClientCAFile,
-		PolicyFile: cfg.PolicyFile, AuditPath: cfg.Audit.Path, Rings: maxTTLs, Now: opts.Now, Logger: log})
+		PolicyFile: cfg.PolicyFile, AuditPath: cfg.Audit.Path, Rings: maxTTLs, Now: opts.Now, Logger: log,
+		OnReload: s.metrics.Reloaded})
 	if err != nil {
 		return nil, err
 	}
-	s.svc = newService(s.ks, s.authz, s.jwks, cfg.Issuer, log)
+	s.metrics.Register(telemetry.NewKeySetCollector(s.ks))
+	s.metrics.Register(telemetry.NewCertificateCollector(s.authz.CertificateExpiry))
+	s.svc = newService(s.ks, s.authz, s.jwks, s.metrics, cfg.Issuer, log)
+	s.health.SetServingStatus(signetv1.KeySetService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	s.updateHealth()
 	return s, nil
+}
+
+// updateHealth sets the gRPC health of SignerService: SERVING while every
+// ring can sign, NOT_SERVING while a backend does not answer or a ring has
+// no version to sign with, so that gRPC clients with health checking route
+// around this replica. The JWKS (KeySetService, /readyz) is never affected.
+func (s *Server) updateHealth() {
+	if s.ks == nil {
+		return // during New: set once the key set is in place
+	}
+	st := healthpb.HealthCheckResponse_SERVING
+	if problems := s.ks.SigningProblems(); len(problems) > 0 {
+		st = healthpb.HealthCheckResponse_NOT_SERVING
+		s.log.Warn("signing is not ready; the JWKS is still served", "problems", problems)
+	}
+	s.health.SetServingStatus(signerServiceName, st)
 }
 
 // KeySet returns the server's key set.
@@ -108,11 +134,17 @@ func (s *Server) Close() error {
 	return errors.Join(errs...)
 }
 
+// Addrs are the addresses the server listens on; Admin is nil without an
+// admin listener.
+type Addrs struct {
+	GRPC, HTTP, Admin net.Addr
+}
+
 // Serve listens on the configured addresses and serves until ctx ends, then
 // shuts down gracefully: in-flight RPCs and requests finish (within
 // shutdown_timeout) and listeners close. ready, if not nil, is called with
-// the bound addresses once both listeners are open.
-func (s *Server) Serve(ctx context.Context, ready func(grpcAddr, httpAddr net.Addr)) error {
+// the bound addresses once every listener is open.
+func (s *Server) Serve(ctx context.Context, ready func(Addrs)) error {
 	grpcLis, err := net.Listen("tcp", s.cfg.GRPC.Listen)
 	if err != nil {
 		return fmt.Errorf("grpc.listen: %w", err)
@@ -123,9 +155,19 @@ func (s *Server) Serve(ctx context.Context, ready func(grpcAddr, httpAddr net.Ad
 		return fmt.Errorf("http.listen: %w", err)
 	}
 
+	var adminLis net.Listener
+	if s.cfg.Admin.Listen != "" {
+		if adminLis, err = net.Listen("tcp", s.cfg.Admin.Listen); err != nil {
+			grpcLis.Close()
+			httpLis.Close()
+			return fmt.Errorf("admin.listen: %w", err)
+		}
+	}
+
 	opts := []grpc.ServerOption{
 		grpc.ForceServerCodecV2(newRequestCodec()),
-		grpc.ChainUnaryInterceptor(recoverUnary(s.log), rejectMalformed, logUnary(s.log), authenticate(s.authz)),
+		grpc.ChainUnaryInterceptor(recoverUnary(s.log), s.metrics.GRPC.UnaryServerInterceptor(), rejectMalformed,
+			logUnary(s.log), authenticate(s.authz, s.metrics)),
 	}
 	if tc := s.authz.ServerTLS(); tc != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(tc)))
@@ -133,20 +175,28 @@ func (s *Server) Serve(ctx context.Context, ready func(grpcAddr, httpAddr net.Ad
 	gs := grpc.NewServer(opts...)
 	signetv1.RegisterSignerServiceServer(gs, s.svc)
 	signetv1.RegisterKeySetServiceServer(gs, s.svc)
-	hs := health.NewServer()
-	healthpb.RegisterHealthServer(gs, hs)
-	hs.SetServingStatus(signetv1.SignerService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
-	hs.SetServingStatus(signetv1.KeySetService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	healthpb.RegisterHealthServer(gs, s.health)
 	reflection.Register(gs)
+	s.metrics.GRPC.InitializeMetrics(gs)
 
-	handler, err := newHTTPHandler(ctx, s.svc, s.jwks, s.ks)
+	handler, err := newHTTPHandler(ctx, s.svc, s.jwks, s.metrics)
 	if err != nil {
 		grpcLis.Close()
 		httpLis.Close()
+		if adminLis != nil {
+			adminLis.Close()
+		}
 		return err
 	}
-	hsrv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
-		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
+	newHTTPServer := func(h http.Handler) *http.Server {
+		return &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
+			ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
+	}
+	hsrv := newHTTPServer(handler)
+	var asrv *http.Server
+	if adminLis != nil {
+		asrv = newHTTPServer(s.adminHandler())
+	}
 
 	if s.authz.MTLS() {
 		s.log.Info("gRPC requires mTLS (TLS 1.3, client certificates); policy in force", "policy_file", s.cfg.PolicyFile)
@@ -154,15 +204,23 @@ func (s *Server) Serve(ctx context.Context, ready func(grpcAddr, httpAddr net.Ad
 		s.log.Warn("gRPC is in PLAINTEXT DEVELOPMENT MODE: no TLS and no caller authentication; it listens on loopback only",
 			"grpc", grpcLis.Addr().String())
 	}
-	s.log.Info("serving", "grpc", grpcLis.Addr().String(), "http", httpLis.Addr().String(), "issuer", s.cfg.Issuer,
-		"jwks", "http://"+httpLis.Addr().String()+JWKSPath)
+	addrs := Addrs{GRPC: grpcLis.Addr(), HTTP: httpLis.Addr()}
+	logAddrs := []any{"grpc", addrs.GRPC.String(), "http", addrs.HTTP.String()}
+	if adminLis != nil {
+		addrs.Admin = adminLis.Addr()
+		logAddrs = append(logAddrs, "admin", addrs.Admin.String())
+	}
+	s.log.Info("serving", append(logAddrs, "issuer", s.cfg.Issuer, "jwks", "http://"+httpLis.Addr().String()+JWKSPath)...)
 
 	// The background loops outlive ctx until the listeners have drained.
 	loopCtx, stopLoops := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopLoops()
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
 	go func() { errc <- gs.Serve(grpcLis) }()
 	go func() { errc <- hsrv.Serve(httpLis) }()
+	if asrv != nil {
+		go func() { errc <- asrv.Serve(adminLis) }()
+	}
 	loopsDone := make(chan struct{})
 	go func() {
 		defer close(loopsDone)
@@ -172,7 +230,7 @@ func (s *Server) Serve(ctx context.Context, ready func(grpcAddr, httpAddr net.Ad
 		<-done
 	}()
 	if ready != nil {
-		ready(grpcLis.Addr(), httpLis.Addr())
+		ready(addrs)
 	}
 
 	var serveErr error
@@ -181,12 +239,15 @@ func (s *Server) Serve(ctx context.Context, ready func(grpcAddr, httpAddr net.Ad
 	case serveErr = <-errc:
 	}
 	s.log.Info("shutting down: finishing in-flight requests", "timeout", s.cfg.ShutdownTimeout.D().String())
-	hs.Shutdown() // health checks now answer NOT_SERVING
+	s.health.Shutdown() // health checks now answer NOT_SERVING
 	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ShutdownTimeout.D())
 	defer cancel()
 	stopped := make(chan struct{})
 	go func() { gs.GracefulStop(); close(stopped) }()
 	httpErr := hsrv.Shutdown(shutdownCtx)
+	if asrv != nil {
+		httpErr = errors.Join(httpErr, asrv.Shutdown(shutdownCtx))
+	}
 	select {
 	case <-stopped:
 	case <-shutdownCtx.Done():

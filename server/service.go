@@ -16,6 +16,7 @@ import (
 	"github.com/signet-dev/signet/server/authz"
 	"github.com/signet-dev/signet/server/jose"
 	"github.com/signet-dev/signet/server/lifecycle"
+	"github.com/signet-dev/signet/server/telemetry"
 )
 
 var signerServiceName = signetv1.SignerService_ServiceDesc.ServiceName
@@ -30,14 +31,15 @@ type service struct {
 	ks        *lifecycle.KeySet
 	authz     *authz.Authorizer
 	jwks      *publisher
+	metrics   *telemetry.Metrics
 	issuer    string
 	log       *slog.Logger
 	discovery []byte // the OpenID discovery document, rendered once
 	openID    *signetv1.GetOpenIDConfigurationResponse
 }
 
-func newService(ks *lifecycle.KeySet, a *authz.Authorizer, jwks *publisher, issuer string, log *slog.Logger) *service {
-	s := &service{ks: ks, authz: a, jwks: jwks, issuer: issuer, log: log}
+func newService(ks *lifecycle.KeySet, a *authz.Authorizer, jwks *publisher, m *telemetry.Metrics, issuer string, log *slog.Logger) *service {
+	s := &service{ks: ks, authz: a, jwks: jwks, metrics: m, issuer: issuer, log: log}
 	jwksURI := strings.TrimSuffix(issuer, "/") + JWKSPath
 	s.discovery = jose.Discovery(issuer, jwksURI, ks.Algorithms())
 	s.openID = &signetv1.GetOpenIDConfigurationResponse{Issuer: issuer, JwksUri: jwksURI,
@@ -84,12 +86,17 @@ func (s *service) audit(ctx context.Context, rpc string, rec authz.Record, err e
 			}
 		}
 	}
-	return s.authz.Audit(rec)
+	err = s.authz.Audit(rec)
+	if err != nil {
+		s.metrics.AuditFailed()
+	}
+	return err
 }
 
 // refuse audits a refused or failed RPC and returns the error the caller
 // gets: the refusal, or the audit log's failure if it cannot be recorded.
 func (s *service) refuse(ctx context.Context, rpc string, rec authz.Record, err error) error {
+	countDenial(s.metrics, err)
 	if aerr := s.audit(ctx, rpc, rec, err); aerr != nil && authz.IsDenial(err) {
 		return s.status(ctx, aerr)
 	}
@@ -149,6 +156,7 @@ func (s *service) Sign(ctx context.Context, req *signetv1.SignRequest) (*signetv
 	if err := s.audit(ctx, rpc, rec, nil); err != nil {
 		return nil, s.status(ctx, err) // fail closed: no token leaves unaudited
 	}
+	s.metrics.TokenIssued(r.Name, v.Algorithm)
 	return &signetv1.SignResponse{Token: token, Kid: v.Kid, Jti: jti, ExpiresAt: timestamppb.New(exp)}, nil
 }
 
@@ -199,6 +207,7 @@ func (s *service) ListKeys(ctx context.Context, req *signetv1.ListKeysRequest) (
 			return nil, s.status(ctx, err)
 		}
 		if err := s.authz.AuthorizeRing(caller, "list", r.Name); err != nil {
+			countDenial(s.metrics, err)
 			return nil, s.status(ctx, err)
 		}
 		rings = []*lifecycle.Ring{r}

@@ -110,12 +110,7 @@ func TestGracefulShutdownFinishesInFlightSign(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer srv.Close()
-	ts := &testServer{Server: srv}
-	ready, served := make(chan struct{}), make(chan error, 1)
-	go func() {
-		served <- srv.Serve(ctx, func(g, h netAddr) { ts.grpcAddr, ts.httpURL = g.String(), "http://"+h.String(); close(ready) })
-	}()
-	<-ready
+	ts, served := serve(t, ctx, srv)
 	ts.dial(t)
 	flakyAt(dir).delay.Store(int64(500 * time.Millisecond))
 

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"strings"
 
 	"github.com/signet-dev/signet/server"
@@ -47,8 +46,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	defer srv.Close()
-	return srv.Serve(ctx, func(grpcAddr, httpAddr net.Addr) {
-		printBanner(stdout, cfg, grpcAddr.String(), httpAddr.String())
+	return srv.Serve(ctx, func(a server.Addrs) {
+		printBanner(stdout, cfg, a.GRPC.String(), a.HTTP.String())
 	})
 }
 

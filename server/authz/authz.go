@@ -33,6 +33,9 @@ type Config struct {
 	Rings  map[string]time.Duration
 	Now    func() time.Time // nil: time.Now
 	Logger *slog.Logger
+	// OnReload, if set, is told of every reload of "policy" or
+	// "certificates" after their files changed, and its error.
+	OnReload func(file string, err error)
 }
 
 // Authorizer is who may call what: caller authentication (mTLS), the policy
@@ -60,7 +63,7 @@ func New(cfg Config) (*Authorizer, error) {
 	if a.now == nil {
 		a.now = time.Now
 	}
-	a.watcher.log = cfg.Logger
+	a.watcher.log, a.watcher.onReload = cfg.Logger, cfg.OnReload
 	if a.watcher.log == nil {
 		a.watcher.log = slog.New(slog.DiscardHandler)
 	}
@@ -79,7 +82,7 @@ func New(cfg Config) (*Authorizer, error) {
 		return nil, err
 	}
 	a.certs = certs
-	a.watcher.add("TLS certificates", certs.files(), certs.reload)
+	a.watcher.add("certificates", "TLS certificates", certs.files(), certs.reload)
 	loadPolicy := func() error {
 		data, err := os.ReadFile(cfg.PolicyFile)
 		if err != nil {
@@ -99,7 +102,7 @@ func New(cfg Config) (*Authorizer, error) {
 		a.Close()
 		return nil, err
 	}
-	a.watcher.add("policy file", []string{cfg.PolicyFile}, loadPolicy)
+	a.watcher.add("policy", "policy file", []string{cfg.PolicyFile}, loadPolicy)
 	return a, nil
 }
 
@@ -176,10 +179,20 @@ func (a *Authorizer) takeToken(caller string, g *signGrant) error {
 	a.limitersMu.Unlock()
 	if wait > 0 {
 		e := errorf(RateLimited, "rate limit for %q: %v signatures per second (burst %d)", caller, g.Rate.PerSecond, g.Rate.Burst)
-		e.RetryAfter = wait
+		e.RetryAfter, e.Grant = wait, grantOf(a.policy.Load(), g)
 		return e
 	}
 	return nil
+}
+
+// CertificateExpiry returns the notAfter of the serving certificate and of
+// the first client CA certificate to expire; ok is false without mTLS.
+func (a *Authorizer) CertificateExpiry() (serving, clientCA time.Time, ok bool) {
+	if a.certs == nil {
+		return time.Time{}, time.Time{}, false
+	}
+	st := a.certs.cur.Load()
+	return st.servingNotAfter, st.caNotAfter, true
 }
 
 // AuthorizeRing checks "rotate" or "list" on a ring.

@@ -3,6 +3,7 @@ package authz
 import (
 	"crypto/tls"
 	"crypto/x509"
+	encpem "encoding/pem"
 	"errors"
 	"fmt"
 	"net/url"
@@ -30,6 +31,9 @@ type certificates struct {
 type certState struct {
 	cert *tls.Certificate
 	pool *x509.CertPool
+	// notAfter of the serving certificate and of the first client CA
+	// certificate to expire.
+	servingNotAfter, caNotAfter time.Time
 }
 
 type verifiedCaller struct {
@@ -57,11 +61,25 @@ func (c *certificates) reload() error {
 	if err != nil {
 		return fmt.Errorf("grpc.tls.client_ca_file: %w", err)
 	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pem) {
+	st := &certState{cert: &cert, pool: x509.NewCertPool(), servingNotAfter: cert.Leaf.NotAfter}
+	for rest := pem; ; {
+		var block *encpem.Block
+		if block, rest = encpem.Decode(rest); block == nil {
+			break
+		}
+		ca, err := x509.ParseCertificate(block.Bytes)
+		if block.Type != "CERTIFICATE" || err != nil {
+			continue
+		}
+		st.pool.AddCert(ca)
+		if st.caNotAfter.IsZero() || ca.NotAfter.Before(st.caNotAfter) {
+			st.caNotAfter = ca.NotAfter
+		}
+	}
+	if st.caNotAfter.IsZero() {
 		return fmt.Errorf("grpc.tls.client_ca_file %s holds no PEM certificate", c.caFile)
 	}
-	c.cur.Store(&certState{cert: &cert, pool: pool})
+	c.cur.Store(st)
 	return nil
 }
 

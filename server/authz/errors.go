@@ -25,8 +25,10 @@ type Error struct {
 	Reason Reason
 	Msg    string
 	// RetryAfter, for RateLimited, is when the caller's next request would
-	// be allowed.
+	// be allowed; Grant is the identity pattern of the grant whose rate it
+	// was (a bounded label, unlike the caller's identity).
 	RetryAfter time.Duration
+	Grant      string
 }
 
 func (e *Error) Error() string { return e.Msg }

@@ -217,3 +217,15 @@ func (p *policyFile) authorizeRing(caller, action, ring string) error {
 	}
 	return deny("no grant lets %q %s key ring %q", caller, action, ring)
 }
+
+// grantOf returns the identity pattern of the grant that holds s.
+func grantOf(p *policyFile, s *signGrant) string {
+	for i := range p.Grants {
+		for j := range p.Grants[i].Sign {
+			if &p.Grants[i].Sign[j] == s {
+				return p.Grants[i].Identity
+			}
+		}
+	}
+	return ""
+}

@@ -15,20 +15,22 @@ import (
 // rather than subscribing to file events, so it also follows the symlink
 // swaps with which Kubernetes updates a mounted ConfigMap or Secret.
 type watcher struct {
-	log   *slog.Logger
-	mu    sync.Mutex // one poll at a time
-	items []*watched
+	log      *slog.Logger
+	onReload func(file string, err error)
+	mu       sync.Mutex // one poll at a time
+	items    []*watched
 }
 
 type watched struct {
+	name   string // "policy" or "certificates", for OnReload
 	what   string
 	files  []string
 	reload func() error
 	stamp  string
 }
 
-func (w *watcher) add(what string, files []string, reload func() error) {
-	w.items = append(w.items, &watched{what: what, files: files, reload: reload, stamp: stampOf(files)})
+func (w *watcher) add(name, what string, files []string, reload func() error) {
+	w.items = append(w.items, &watched{name: name, what: what, files: files, reload: reload, stamp: stampOf(files)})
 }
 
 func stampOf(files []string) string {
@@ -55,7 +57,11 @@ func (w *watcher) poll() {
 			continue
 		}
 		it.stamp = stamp
-		if err := it.reload(); err != nil {
+		err := it.reload()
+		if w.onReload != nil {
+			w.onReload(it.name, err)
+		}
+		if err != nil {
 			w.log.Error(it.what+" changed but cannot be loaded; the previous one stays in force", "files", it.files, "err", err)
 			continue
 		}

@@ -49,6 +49,12 @@ type Config struct {
 		// JWKSStaleIfError is the Cache-Control stale-if-error of the JWKS.
 		JWKSStaleIfError Duration `yaml:"jwks_stale_if_error"`
 	} `yaml:"http"`
+	// Admin is the operators' listener: /metrics, /statusz and, when
+	// enabled, /debug/pprof/. Never the public port.
+	Admin struct {
+		Listen string `yaml:"listen"` // empty: no admin listener
+		Pprof  bool   `yaml:"pprof"`
+	} `yaml:"admin"`
 	// BackendTimeout bounds every backend call; a request's own deadline
 	// shortens it further.
 	BackendTimeout Duration `yaml:"backend_timeout"`
@@ -123,6 +129,7 @@ func Default() Config {
 	c.GRPC.Listen = "127.0.0.1:9090"
 	c.HTTP.Listen = "127.0.0.1:8080"
 	c.HTTP.JWKSStaleIfError = Duration(24 * time.Hour)
+	c.Admin.Listen = "127.0.0.1:9091"
 	c.BackendTimeout = Duration(5 * time.Second)
 	c.ShutdownTimeout = Duration(15 * time.Second)
 	c.Log.Level, c.Log.Format = "info", "text"
@@ -223,6 +230,13 @@ func (c *Config) Validate() error {
 	}
 	if _, _, err := net.SplitHostPort(c.HTTP.Listen); err != nil {
 		return fmt.Errorf("http.listen %q: %v", c.HTTP.Listen, err)
+	}
+	if c.Admin.Listen != "" {
+		if _, _, err := net.SplitHostPort(c.Admin.Listen); err != nil {
+			return fmt.Errorf("admin.listen %q: %v", c.Admin.Listen, err)
+		}
+	} else if c.Admin.Pprof {
+		return fmt.Errorf("admin.pprof needs admin.listen: pprof is served only on the admin listener")
 	}
 	if c.HTTP.JWKSStaleIfError < 0 {
 		return fmt.Errorf("http.jwks_stale_if_error may not be negative")

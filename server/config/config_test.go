@@ -77,6 +77,8 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		{"grpc: {listen: '0.0.0.0:9090'}", "grpc.listen"},
 		{"grpc: {listen: '10.1.2.3:9090'}", "loopback"},
 		{"http: {listen: 'nonsense'}", "http.listen"},
+		{"admin: {listen: 'nonsense'}", "admin.listen"},
+		{"admin: {listen: '', pprof: true}", "admin.pprof needs admin.listen"},
 		{"backend_timeout: soon", "not a duration"},
 		{"log: {level: loud}", "log.level"},
 		{"key_rings: []", "at least one key ring"},

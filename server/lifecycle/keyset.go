@@ -25,6 +25,7 @@ type KeySet struct {
 	now            func() time.Time
 	backendTimeout time.Duration
 	onChange       func()
+	onHealth       func()
 	rings          []*Ring // config order
 	byName         map[string]*Ring
 }
@@ -36,18 +37,22 @@ type Ring struct {
 	key      backends.KeyRing
 	backend  backends.Signer
 
-	mu      sync.Mutex // serialises snapshot writes
-	rotate  sync.Mutex // one rotation (manual or scheduled) per ring at a time in this process
-	snap    atomic.Pointer[snapshot]
-	reads   atomic.Uint64 // numbers backend reads, so an older read never replaces a newer one
-	lastErr atomic.Pointer[refreshError]
-	wake    chan struct{} // tells the Run loop that the snapshot (and its next boundary) changed
+	mu     sync.Mutex // serialises snapshot writes
+	rotate sync.Mutex // one rotation (manual or scheduled) per ring at a time in this process
+	snap   atomic.Pointer[snapshot]
+	reads  atomic.Uint64 // numbers backend reads, so an older read never replaces a newer one
+	wake   chan struct{} // tells the Run loop that the snapshot (and its next boundary) changed
+
+	lastRefresh atomic.Int64                 // unix nanoseconds of the last successful read
+	failures    atomic.Int32                 // consecutive failed reads
+	lastErr     atomic.Pointer[backendError] // the last failed read; nil after a good one
+	down        atomic.Pointer[backendError] // the backend did not answer; nil once a call succeeds
 }
 
 // Algorithm is the ring's signing algorithm.
 func (r *Ring) Algorithm() backends.Algorithm { return r.key.Algorithm }
 
-type refreshError struct {
+type backendError struct {
 	at  time.Time
 	err error
 }
@@ -77,6 +82,10 @@ type Options struct {
 	// OnChange, if set, is called after any stored snapshot changed (a
 	// refresh, a rotation, a boundary passed), with no lock held.
 	OnChange func()
+	// OnHealth, if set, is called when whether a ring can sign changes:
+	// its backend stops answering (a call failed as unavailable) or answers
+	// again (a call succeeded), or it has no version to sign with.
+	OnHealth func()
 }
 
 // RingSpec is what New needs to know of a ring.
@@ -121,7 +130,7 @@ func New(ctx context.Context, specs []RingSpec, opts Options) (*KeySet, error) {
 		ks.rings = append(ks.rings, r)
 		ks.byName[r.Name] = r
 	}
-	ks.onChange = opts.OnChange // only once every ring is in place
+	ks.onChange, ks.onHealth = opts.OnChange, opts.OnHealth // only once every ring is in place
 	return ks, nil
 }
 
@@ -167,16 +176,40 @@ func (ks *KeySet) Refresh(ctx context.Context, r *Ring) error {
 	bctx, cancel := ks.backendContext(ctx)
 	defer cancel()
 	vs, err := r.backend.Versions(bctx, r.key)
+	ks.observe(r, err)
 	if err == nil {
 		var converted []*Version
 		if converted, err = newVersions(r, vs); err == nil {
+			hadActive := r.snap.Load() != nil && r.snap.Load().active != nil
 			ks.install(r, read, func(*snapshot) []*Version { return converted })
 			r.lastErr.Store(nil)
+			r.failures.Store(0)
+			r.lastRefresh.Store(ks.now().UnixNano())
+			if hasActive := r.snap.Load().active != nil; hasActive != hadActive && ks.onHealth != nil {
+				ks.onHealth()
+			}
 			return nil
 		}
 	}
-	r.lastErr.Store(&refreshError{at: ks.now(), err: err})
+	r.lastErr.Store(&backendError{at: ks.now(), err: err})
+	r.failures.Add(1)
 	return err
+}
+
+// observe records whether a backend call reached the backend: a call that
+// failed as unavailable marks the ring down at once, any call that got an
+// answer marks it up.
+func (ks *KeySet) observe(r *Ring, err error) {
+	var changed bool
+	switch {
+	case err == nil || backends.KindOf(err) != backends.KindUnavailable:
+		changed = r.down.Swap(nil) != nil
+	default:
+		changed = r.down.Swap(&backendError{at: ks.now(), err: err}) == nil
+	}
+	if changed && ks.onHealth != nil {
+		ks.onHealth()
+	}
 }
 
 func newVersions(r *Ring, vs []backends.Version) ([]*Version, error) {
@@ -254,6 +287,7 @@ func (ks *KeySet) create(ctx context.Context, r *Ring) (*Version, error) {
 	bctx, cancel := ks.backendContext(ctx)
 	v, err := r.backend.CreateVersion(bctx, r.key, latest)
 	cancel()
+	ks.observe(r, err)
 	if err != nil {
 		return nil, err
 	}
@@ -303,6 +337,7 @@ func (ks *KeySet) Rotate(ctx context.Context, r *Ring, revokePrevious bool) (cre
 			bctx, cancel := ks.backendContext(ctx)
 			err := r.backend.DisableVersion(bctx, r.key, v.ID)
 			cancel()
+			ks.observe(r, err)
 			if err != nil {
 				ks.Refresh(ctx, r)
 				return created, revoked, fmt.Errorf("created version %s but revoking version %s failed (call Rotate with revoke_previous again): %w", created.ID, v.ID, err)
@@ -341,6 +376,7 @@ func (ks *KeySet) SignWith(ctx context.Context, r *Ring, v *Version, input []byt
 	bctx, cancel := ks.backendContext(ctx)
 	sig, err := r.backend.Sign(bctx, r.key, v.ID, input)
 	cancel()
+	ks.observe(r, err)
 	if err != nil {
 		return nil, err
 	}
@@ -441,30 +477,82 @@ func (ks *KeySet) Tick(ctx context.Context, r *Ring) {
 // creation is conditional on the newest one, replicas create at most one
 // version per period between them.
 func (ks *KeySet) rotationDue(r *Ring) bool {
-	if r.Schedule.RotationPeriod <= 0 {
-		return false
-	}
-	vs := r.snap.Load().versions
-	for i := len(vs) - 1; i >= 0; i-- {
-		if !vs[i].Disabled {
-			return !ks.now().Before(vs[i].Created.Add(r.Schedule.RotationPeriod))
-		}
-	}
-	return false
+	next := nextRotation(r, r.snap.Load().versions)
+	return !next.IsZero() && !ks.now().Before(next)
 }
 
-// Readiness lists why the key set cannot sign properly; empty means it can.
-func (ks *KeySet) Readiness() []string {
+// nextRotation is when rotation_period has passed since the newest enabled
+// version was created; zero for manual rotation or with nothing enabled.
+func nextRotation(r *Ring, vs []*Version) time.Time {
+	if r.Schedule.RotationPeriod <= 0 {
+		return time.Time{}
+	}
+	for i := len(vs) - 1; i >= 0; i-- {
+		if !vs[i].Disabled {
+			return vs[i].Created.Add(r.Schedule.RotationPeriod)
+		}
+	}
+	return time.Time{}
+}
+
+// SigningProblems lists why some ring cannot sign now: its backend does
+// not answer, or it has no version that can sign. Empty means every ring
+// can. It never concerns the JWKS, which is served from the last good key
+// set whatever the backends do.
+func (ks *KeySet) SigningProblems() []string {
 	var why []string
 	for _, r := range ks.rings {
 		if ks.current(r).active == nil {
-			why = append(why, fmt.Sprintf("key ring %q has no version that can sign", r.Name))
+			why = append(why, fmt.Sprintf("key ring %q has no version that can sign: Rotate it", r.Name))
 		}
-		if e := r.lastErr.Load(); e != nil {
-			why = append(why, fmt.Sprintf("key ring %q: backend unreachable since %s: %v", r.Name, e.at.UTC().Format(time.RFC3339), e.err))
+		if d := r.down.Load(); d != nil {
+			why = append(why, fmt.Sprintf("key ring %q: backend unreachable since %s: %v", r.Name, d.at.UTC().Format(time.RFC3339), d.err))
 		}
 	}
 	return why
+}
+
+// RingStatus is what an operator (and a metrics scrape) sees of a ring.
+type RingStatus struct {
+	Name     string
+	Schedule Schedule
+	Versions []*Version // oldest first, states as of now
+	// Active is the version that signs now; nil if none can.
+	Active *Version
+	// LastRefresh is the time of the last successful read of the versions.
+	LastRefresh time.Time
+	// RefreshFailures counts the failed reads since the last good one;
+	// LastError is the last failure, nil after a good read.
+	RefreshFailures int
+	LastError       error
+	// Down is the time since which the backend has not answered (zero: it
+	// answers), and DownError why.
+	Down      time.Time
+	DownError error
+	// NextRotation is when scheduled rotation next creates a version
+	// (zero: manual rotation only, or nothing enabled).
+	NextRotation time.Time
+}
+
+// Status returns every ring's status, in configuration order.
+func (ks *KeySet) Status() []RingStatus {
+	out := make([]RingStatus, 0, len(ks.rings))
+	for _, r := range ks.rings {
+		s := ks.current(r)
+		st := RingStatus{Name: r.Name, Schedule: r.Schedule, Versions: s.versions, Active: s.active,
+			RefreshFailures: int(r.failures.Load()), NextRotation: nextRotation(r, s.versions)}
+		if n := r.lastRefresh.Load(); n != 0 {
+			st.LastRefresh = time.Unix(0, n)
+		}
+		if e := r.lastErr.Load(); e != nil {
+			st.LastError = e.err
+		}
+		if d := r.down.Load(); d != nil {
+			st.Down, st.DownError = d.at, d.err
+		}
+		out = append(out, st)
+	}
+	return out
 }
 
 // Algorithms lists the distinct algorithms of the configured rings.

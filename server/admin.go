@@ -1,0 +1,113 @@
+package server
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/http/pprof"
+	"time"
+
+	"github.com/signet-dev/signet/server/lifecycle"
+)
+
+// StatusPath is where the admin listener serves the status document.
+const StatusPath = "/statusz"
+
+// adminHandler serves the operators' side on the admin listener: /metrics,
+// /statusz and, only with admin.pprof, /debug/pprof/. None of it is on the
+// public port.
+func (s *Server) adminHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", s.metrics.Handler())
+	mux.HandleFunc("GET "+StatusPath, func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "no-store")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		enc.Encode(s.status())
+	})
+	if s.cfg.Admin.Pprof {
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	}
+	return mux
+}
+
+// Status is the document /statusz serves and `signet status` prints.
+type Status struct {
+	Issuer          string       `json:"issuer"`
+	Signing         bool         `json:"signing"`
+	SigningProblems []string     `json:"signing_problems,omitempty"`
+	JWKS            JWKSStatus   `json:"jwks"`
+	KeyRings        []RingStatus `json:"key_rings"`
+}
+
+// JWKSStatus identifies the JWKS this replica serves: replicas that agree
+// show the same ETag.
+type JWKSStatus struct {
+	ETag string `json:"etag"`
+	Keys int    `json:"keys"`
+}
+
+// RingStatus is one key ring in /statusz.
+type RingStatus struct {
+	Name            string          `json:"name"`
+	Algorithm       string          `json:"algorithm"`
+	ActiveKid       string          `json:"active_kid,omitempty"`
+	LastRefresh     *time.Time      `json:"last_refresh,omitempty"`
+	RefreshFailures int             `json:"refresh_failures"`
+	LastError       string          `json:"last_error,omitempty"`
+	BackendDown     *time.Time      `json:"backend_down_since,omitempty"`
+	NextRotation    *time.Time      `json:"next_rotation,omitempty"`
+	Versions        []VersionStatus `json:"versions"`
+}
+
+// VersionStatus is one version in /statusz.
+type VersionStatus struct {
+	Kid         string     `json:"kid"`
+	BackendID   string     `json:"backend_id"`
+	State       string     `json:"state"`
+	Created     time.Time  `json:"created"`
+	ActivatesAt *time.Time `json:"activates_at,omitempty"`
+	RetiresAt   *time.Time `json:"retires_at,omitempty"`
+}
+
+func (s *Server) status() Status {
+	problems := s.ks.SigningProblems()
+	doc := s.jwks.current()
+	st := Status{Issuer: s.cfg.Issuer, Signing: len(problems) == 0, SigningProblems: problems,
+		JWKS: JWKSStatus{ETag: doc.ETag, Keys: len(doc.msg.GetKeys())}}
+	for _, r := range s.ks.Status() {
+		rs := RingStatus{Name: r.Name, RefreshFailures: r.RefreshFailures, LastRefresh: timePtr(r.LastRefresh),
+			BackendDown: timePtr(r.Down), NextRotation: timePtr(r.NextRotation), Versions: []VersionStatus{}}
+		if ring := s.ks.Ring(r.Name); ring != nil {
+			rs.Algorithm = string(ring.Algorithm())
+		}
+		if r.Active != nil {
+			rs.ActiveKid = r.Active.Kid
+		}
+		if r.LastError != nil {
+			rs.LastError = r.LastError.Error()
+		}
+		for _, v := range r.Versions {
+			rs.Versions = append(rs.Versions, versionStatus(v))
+		}
+		st.KeyRings = append(st.KeyRings, rs)
+	}
+	return st
+}
+
+func versionStatus(v *lifecycle.Version) VersionStatus {
+	return VersionStatus{Kid: v.Kid, BackendID: v.ID, State: v.State.String(), Created: v.Created.UTC(),
+		ActivatesAt: timePtr(v.ActivatesAt), RetiresAt: timePtr(v.RetiresAt)}
+}
+
+func timePtr(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	u := t.UTC()
+	return &u
+}

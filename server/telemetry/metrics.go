@@ -1,0 +1,271 @@
+package telemetry
+
+import (
+	"net/http"
+	"runtime"
+	"runtime/debug"
+	"strconv"
+	"time"
+
+	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/signet-dev/signet/backends"
+	"github.com/signet-dev/signet/server/lifecycle"
+)
+
+const namespace = "signet"
+
+// Metrics is Signet's Prometheus registry and the metrics the server
+// records into it. Every label set is bounded: no jti, subject, claim or
+// caller identity appears in a label.
+type Metrics struct {
+	reg *prometheus.Registry
+
+	// GRPC is the gRPC server's metrics (go-grpc-middleware): RPCs by
+	// method and code, and a handling-time histogram.
+	GRPC *grpcprom.ServerMetrics
+
+	tokens        *prometheus.CounterVec
+	backendCalls  *prometheus.HistogramVec
+	batchSize     prometheus.Histogram
+	jwksResponses *prometheus.CounterVec
+	jwksInfo      *prometheus.GaugeVec
+	jwksKeys      prometheus.Gauge
+	reloads       *prometheus.CounterVec
+	auditFailures prometheus.Counter
+	rateLimited   *prometheus.CounterVec
+	denials       *prometheus.CounterVec
+}
+
+// NewMetrics creates the registry with the Go runtime and process
+// collectors, signet_build_info and every metric below.
+func NewMetrics() *Metrics {
+	m := &Metrics{reg: prometheus.NewRegistry()}
+	m.GRPC = grpcprom.NewServerMetrics(
+		grpcprom.WithServerCounterOptions(grpcprom.WithNamespace(namespace)),
+		grpcprom.WithServerHandlingTimeHistogram(grpcprom.WithHistogramNamespace(namespace),
+			grpcprom.WithHistogramBuckets([]float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10})),
+	)
+	m.tokens = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "tokens_issued_total",
+		Help: "Tokens issued, by key ring and algorithm."}, []string{"key_ring", "algorithm"})
+	m.backendCalls = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: namespace, Name: "backend_call_duration_seconds",
+		Help:    "Duration of calls to key backends, by backend scheme, operation and outcome (ok or the error kind).",
+		Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+	}, []string{"backend", "operation", "outcome"})
+	m.batchSize = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: namespace, Name: "vault_batch_size",
+		Help: "Signatures per Vault Transit sign request (batch_input).", Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128}})
+	m.jwksResponses = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "jwks_responses_total",
+		Help: "JWKS responses over HTTP, by status code (200 or 304)."}, []string{"code"})
+	m.jwksInfo = prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: namespace, Name: "jwks_info",
+		Help: "The JWKS this replica serves, by its ETag: replicas that serve the same keys show the same etag."}, []string{"etag"})
+	m.jwksKeys = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Name: "jwks_keys",
+		Help: "Keys in the JWKS this replica serves."})
+	m.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "reloads_total",
+		Help: "Reloads of the policy file and the TLS certificates after their files changed, by outcome."}, []string{"file", "outcome"})
+	m.auditFailures = prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace, Name: "audit_write_failures_total",
+		Help: "Audit records that could not be written (the request was refused)."})
+	m.rateLimited = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "rate_limited_total",
+		Help: "Sign requests refused by a grant's rate limit, by the grant's identity pattern."}, []string{"grant"})
+	m.denials = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "denials_total",
+		Help: "Requests refused by authentication or authorization, by reason: unauthenticated, not_granted, rate_limited."}, []string{"reason"})
+
+	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		buildInfo(), m.GRPC, m.tokens, m.backendCalls, m.batchSize, m.jwksResponses, m.jwksInfo, m.jwksKeys,
+		m.reloads, m.auditFailures, m.rateLimited, m.denials)
+	for _, code := range []string{"200", "304"} {
+		m.jwksResponses.WithLabelValues(code)
+	}
+	for _, reason := range []string{"unauthenticated", "not_granted", "rate_limited"} {
+		m.denials.WithLabelValues(reason)
+	}
+	return m
+}
+
+// Version is Signet's version, set at build time with
+// -ldflags "-X github.com/signet-dev/signet/server/telemetry.Version=...";
+// without it the module version from the build info.
+var Version = ""
+
+func buildInfo() prometheus.Collector {
+	version := Version
+	if bi, ok := debug.ReadBuildInfo(); ok && version == "" {
+		version = bi.Main.Version
+	}
+	g := prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Name: "build_info",
+		Help:        "Always 1; the labels say which Signet this is.",
+		ConstLabels: prometheus.Labels{"version": version, "goversion": runtime.Version()}})
+	g.Set(1)
+	return g
+}
+
+// Handler serves the registry: the Prometheus text format, or OpenMetrics
+// when the scraper asks for it.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{EnableOpenMetrics: true, Registry: m.reg})
+}
+
+// Register adds a collector, such as the key set's.
+func (m *Metrics) Register(c prometheus.Collector) { m.reg.MustRegister(c) }
+
+// TokenIssued counts a token.
+func (m *Metrics) TokenIssued(ring string, alg backends.Algorithm) {
+	m.tokens.WithLabelValues(ring, string(alg)).Inc()
+}
+
+// ObserveBatch records the size of one batched backend request.
+func (m *Metrics) ObserveBatch(n int) { m.batchSize.Observe(float64(n)) }
+
+// JWKSResponse counts an HTTP JWKS response by status code.
+func (m *Metrics) JWKSResponse(code int) { m.jwksResponses.WithLabelValues(strconv.Itoa(code)).Inc() }
+
+// JWKSServed records the JWKS now in force.
+func (m *Metrics) JWKSServed(etag string, keys int) {
+	m.jwksInfo.Reset()
+	m.jwksInfo.WithLabelValues(etag).Set(1)
+	m.jwksKeys.Set(float64(keys))
+}
+
+// Reloaded counts a reload of "policy" or "certificates".
+func (m *Metrics) Reloaded(file string, err error) {
+	outcome := "ok"
+	if err != nil {
+		outcome = "error"
+	}
+	m.reloads.WithLabelValues(file, outcome).Inc()
+}
+
+// AuditFailed counts an audit record that could not be written.
+func (m *Metrics) AuditFailed() { m.auditFailures.Inc() }
+
+// Denied counts a refused request: reason is unauthenticated, not_granted
+// or rate_limited; grant, for rate_limited, the grant's identity pattern.
+func (m *Metrics) Denied(reason, grant string) {
+	m.denials.WithLabelValues(reason).Inc()
+	if reason == "rate_limited" {
+		m.rateLimited.WithLabelValues(grant).Inc()
+	}
+}
+
+// observeCall records one backend call.
+func (m *Metrics) observeCall(backend, op string, start time.Time, err error) {
+	outcome := "ok"
+	if err != nil {
+		outcome = outcomeOf(err)
+	}
+	m.backendCalls.WithLabelValues(backend, op, outcome).Observe(time.Since(start).Seconds())
+}
+
+var kindOutcomes = map[backends.Kind]string{
+	backends.KindUnknown: "unknown", backends.KindNotFound: "not_found", backends.KindInvalidArgument: "invalid_argument",
+	backends.KindPermissionDenied: "permission_denied", backends.KindUnavailable: "unavailable",
+	backends.KindFailedPrecondition: "failed_precondition", backends.KindConflict: "conflict",
+	backends.KindUnimplemented: "unimplemented",
+}
+
+func outcomeOf(err error) string {
+	if o, ok := kindOutcomes[backends.KindOf(err)]; ok {
+		return o
+	}
+	return "unknown"
+}
+
+// keySetCollector reports every ring's state at scrape time, read from the
+// key set: nothing is stored twice.
+type keySetCollector struct {
+	ks *lifecycle.KeySet
+
+	versions, activeAge, nextRotation, nextRetirement, lastRefresh, failures, down, refreshInterval *prometheus.Desc
+}
+
+// NewKeySetCollector is a collector of the key set's per-ring gauges.
+func NewKeySetCollector(ks *lifecycle.KeySet) prometheus.Collector {
+	d := func(name, help string, labels ...string) *prometheus.Desc {
+		return prometheus.NewDesc(namespace+"_key_ring_"+name, help, append([]string{"key_ring"}, labels...), nil)
+	}
+	return &keySetCollector{ks: ks,
+		versions:        d("versions", "Versions of the key ring by lifecycle state.", "state"),
+		activeAge:       d("active_version_age_seconds", "Age of the version that signs."),
+		nextRotation:    d("next_rotation_timestamp_seconds", "When scheduled rotation next creates a version (absent: manual rotation only)."),
+		nextRetirement:  d("next_retirement_timestamp_seconds", "When the oldest retiring version leaves the JWKS (absent: none is retiring)."),
+		lastRefresh:     d("last_refresh_success_timestamp_seconds", "When the ring's versions were last read from its backend."),
+		failures:        d("refresh_failures", "Consecutive failed reads of the ring's versions (0 after a good one)."),
+		down:            d("backend_down", "1 while the ring's backend does not answer (the ring cannot sign), else 0."),
+		refreshInterval: d("refresh_interval_seconds", "The ring's refresh_interval."),
+	}
+}
+
+func (c *keySetCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.versions, c.activeAge, c.nextRotation, c.nextRetirement, c.lastRefresh, c.failures, c.down, c.refreshInterval} {
+		ch <- d
+	}
+}
+
+var states = []lifecycle.State{lifecycle.StatePending, lifecycle.StateActive, lifecycle.StateRetiring,
+	lifecycle.StateRetired, lifecycle.StateRevoked}
+
+func (c *keySetCollector) Collect(ch chan<- prometheus.Metric) {
+	now := c.ks.Now()
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	seconds := func(t time.Time) float64 { return float64(t.UnixNano()) / 1e9 }
+	for _, st := range c.ks.Status() {
+		counts := map[lifecycle.State]int{}
+		var retiresFirst time.Time
+		for _, v := range st.Versions {
+			counts[v.State]++
+			if v.State == lifecycle.StateRetiring && (retiresFirst.IsZero() || v.RetiresAt.Before(retiresFirst)) {
+				retiresFirst = v.RetiresAt
+			}
+		}
+		for _, s := range states {
+			gauge(c.versions, float64(counts[s]), st.Name, s.String())
+		}
+		if st.Active != nil {
+			gauge(c.activeAge, now.Sub(st.Active.Created).Seconds(), st.Name)
+		}
+		if !st.NextRotation.IsZero() {
+			gauge(c.nextRotation, seconds(st.NextRotation), st.Name)
+		}
+		if !retiresFirst.IsZero() {
+			gauge(c.nextRetirement, seconds(retiresFirst), st.Name)
+		}
+		if !st.LastRefresh.IsZero() {
+			gauge(c.lastRefresh, seconds(st.LastRefresh), st.Name)
+		}
+		gauge(c.failures, float64(st.RefreshFailures), st.Name)
+		down := 0.0
+		if !st.Down.IsZero() {
+			down = 1
+		}
+		gauge(c.down, down, st.Name)
+		gauge(c.refreshInterval, st.Schedule.RefreshInterval.Seconds(), st.Name)
+	}
+}
+
+// NewCertificateCollector reports the notAfter of the serving certificate
+// and of the client CA, as expiry returns them at scrape time (nothing
+// without mTLS).
+func NewCertificateCollector(expiry func() (serving, clientCA time.Time, ok bool)) prometheus.Collector {
+	return &certCollector{expiry: expiry, desc: prometheus.NewDesc(namespace+"_certificate_not_after_timestamp_seconds",
+		"When a TLS certificate in use expires: the gRPC serving certificate or the client CA.", []string{"certificate"}, nil)}
+}
+
+type certCollector struct {
+	expiry func() (time.Time, time.Time, bool)
+	desc   *prometheus.Desc
+}
+
+func (c *certCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *certCollector) Collect(ch chan<- prometheus.Metric) {
+	serving, ca, ok := c.expiry()
+	if !ok {
+		return
+	}
+	ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(serving.Unix()), "serving")
+	ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(ca.Unix()), "client_ca")
+}

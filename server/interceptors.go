@@ -51,6 +51,9 @@ func logUnary(log *slog.Logger) grpc.UnaryServerInterceptor {
 		}
 		if log.Enabled(ctx, level) {
 			attrs := []any{"method", info.FullMethod, "code", code.String(), "duration", time.Since(start)}
+			if id := telemetry.TraceID(ctx); id != "" {
+				attrs = append(attrs, "trace_id", id)
+			}
 			if err != nil {
 				attrs = append(attrs, "err", status.Convert(err).Message())
 			}
@@ -96,7 +99,7 @@ func authenticate(a *authz.Authorizer, m *telemetry.Metrics) grpc.UnaryServerInt
 			countDenial(m, err)
 			st := toStatus(ctx, nil, err)
 			if aerr := a.Audit(authz.Record{Caller: "unauthenticated", Peer: peerOf(ctx), RPC: info.FullMethod,
-				Outcome: "denied", Reason: st.Message()}); aerr != nil {
+				Outcome: "denied", Reason: st.Message(), TraceID: telemetry.TraceID(ctx)}); aerr != nil {
 				m.AuditFailed()
 			}
 			return nil, st.Err()

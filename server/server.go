@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"time"
 
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
@@ -28,6 +30,7 @@ import (
 type Server struct {
 	cfg      config.Config
 	log      *slog.Logger
+	tp       trace.TracerProvider // nil: tracing off
 	backends []backends.Signer
 	ks       *lifecycle.KeySet
 	authz    *authz.Authorizer
@@ -42,6 +45,9 @@ type Options struct {
 	Logger *slog.Logger
 	Now    func() time.Time
 	Getenv func(string) string
+	// TracerProvider, when set, traces every RPC and backend call (see
+	// telemetry.StartTracing); nil: tracing off.
+	TracerProvider trace.TracerProvider
 }
 
 // New opens the backends the config names (each URI once), reads the key
@@ -54,7 +60,11 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err e
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{cfg: cfg, log: log, metrics: telemetry.NewMetrics(), health: health.NewServer()}
+	s := &Server{cfg: cfg, log: log, tp: opts.TracerProvider, metrics: telemetry.NewMetrics(), health: health.NewServer()}
+	var tracer trace.Tracer
+	if s.tp != nil {
+		tracer = s.tp.Tracer("github.com/signet-dev/signet/server")
+	}
 	defer func() {
 		if err != nil {
 			s.Close()
@@ -72,7 +82,7 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err e
 			}
 			s.backends = append(s.backends, b)
 			u, _, _ := backends.ParseURI(rc.Backend) // validated
-			b = telemetry.Instrument(b, u.Scheme, s.metrics)
+			b = telemetry.Instrument(b, u.Scheme, s.metrics, tracer)
 			opened[rc.Backend] = b
 		}
 		alg, _ := backends.ParseAlgorithm(rc.Algorithm) // validated
@@ -171,6 +181,9 @@ func (s *Server) Serve(ctx context.Context, ready func(Addrs)) error {
 	}
 	if tc := s.authz.ServerTLS(); tc != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(tc)))
+	}
+	if s.tp != nil {
+		opts = append(opts, grpc.StatsHandler(otelgrpc.NewServerHandler(otelgrpc.WithTracerProvider(s.tp))))
 	}
 	gs := grpc.NewServer(opts...)
 	signetv1.RegisterSignerServiceServer(gs, s.svc)

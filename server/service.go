@@ -76,7 +76,7 @@ func (s *service) ring(name string) (*lifecycle.Ring, error) {
 // filled in from the context. It returns the audit log's own error: an
 // action that cannot be audited must not happen (or, done, must be logged).
 func (s *service) audit(ctx context.Context, rpc string, rec authz.Record, err error) error {
-	rec.Caller, rec.Peer, rec.RPC = callerOf(ctx), peerOf(ctx), rpc
+	rec.Caller, rec.Peer, rec.RPC, rec.TraceID = callerOf(ctx), peerOf(ctx), rpc, telemetry.TraceID(ctx)
 	if rec.Outcome == "" {
 		rec.Outcome = "ok"
 		if err != nil {

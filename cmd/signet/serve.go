@@ -6,9 +6,11 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+	"time"
 
 	"github.com/signet-dev/signet/server"
 	"github.com/signet-dev/signet/server/config"
+	"github.com/signet-dev/signet/server/telemetry"
 )
 
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -41,7 +43,21 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	log := slog.New(h)
 
-	srv, err := server.New(ctx, cfg, server.Options{Logger: log})
+	tracing, err := telemetry.StartTracing(ctx, nil, telemetry.Version)
+	if err != nil {
+		return err
+	}
+	if tracing != nil {
+		log.Info("tracing: exporting spans over OTLP as the OTEL_* environment says")
+		defer func() {
+			ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			if err := tracing.Shutdown(ctx); err != nil {
+				log.Warn("tracing: flushing spans at shutdown", "err", err)
+			}
+		}()
+	}
+	srv, err := server.New(ctx, cfg, server.Options{Logger: log, TracerProvider: tracing.TracerProvider()})
 	if err != nil {
 		return err
 	}

@@ -49,6 +49,8 @@ type Record struct {
 	Outcome      string    `json:"outcome"` // ok, denied, error, authorized
 	Reason       string    `json:"reason,omitempty"`
 	ClaimsSHA256 string    `json:"claims_sha256,omitempty"`
+	// TraceID ties the record to the request's trace, when tracing is on.
+	TraceID string `json:"trace_id,omitempty"`
 }
 
 // ClaimsDigest is what the audit log keeps of a token's custom claims.

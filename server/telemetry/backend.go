@@ -4,42 +4,76 @@ import (
 	"context"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/signet-dev/signet/backends"
 )
 
 // Instrument wraps a backend so that every call is measured, by backend
-// scheme, operation and outcome: the backends themselves stay free of
-// metrics.
-func Instrument(s backends.Signer, scheme string, m *Metrics) backends.Signer {
-	return &instrumented{Signer: s, scheme: scheme, m: m}
+// scheme, operation and outcome, and, with a tracer, traced as a span that
+// is a child of the request's: the backends themselves stay free of
+// metrics and of Signet's spans.
+func Instrument(s backends.Signer, scheme string, m *Metrics, tracer trace.Tracer) backends.Signer {
+	return &instrumented{Signer: s, scheme: scheme, m: m, tracer: tracer}
 }
 
 type instrumented struct {
 	backends.Signer
 	scheme string
 	m      *Metrics
+	tracer trace.Tracer // nil: tracing off
+}
+
+// call is one backend call in progress.
+type call struct {
+	i     *instrumented
+	op    string
+	start time.Time
+	span  trace.Span
+}
+
+func (i *instrumented) begin(ctx context.Context, op string, ring backends.KeyRing) (context.Context, call) {
+	c := call{i: i, op: op, start: time.Now()}
+	if i.tracer != nil {
+		ctx, c.span = i.tracer.Start(ctx, "backend "+op, trace.WithSpanKind(trace.SpanKindClient),
+			trace.WithAttributes(attribute.String("signet.backend", i.scheme), attribute.String("signet.key_ring", ring.Name)))
+	}
+	return ctx, c
+}
+
+func (c call) end(err *error) {
+	c.i.m.observeCall(c.i.scheme, c.op, c.start, *err)
+	if c.span != nil {
+		if *err != nil {
+			c.span.SetStatus(codes.Error, outcomeOf(*err))
+			c.span.SetAttributes(attribute.String("signet.outcome", outcomeOf(*err)))
+		}
+		c.span.End()
+	}
 }
 
 func (i *instrumented) Versions(ctx context.Context, ring backends.KeyRing) (vs []backends.Version, err error) {
-	defer i.observe("versions", time.Now(), &err)
+	ctx, c := i.begin(ctx, "versions", ring)
+	defer c.end(&err)
 	return i.Signer.Versions(ctx, ring)
 }
 
 func (i *instrumented) Sign(ctx context.Context, ring backends.KeyRing, id string, input []byte) (sig []byte, err error) {
-	defer i.observe("sign", time.Now(), &err)
+	ctx, c := i.begin(ctx, "sign", ring)
+	defer c.end(&err)
 	return i.Signer.Sign(ctx, ring, id, input)
 }
 
 func (i *instrumented) CreateVersion(ctx context.Context, ring backends.KeyRing, latest string) (v backends.Version, err error) {
-	defer i.observe("create_version", time.Now(), &err)
+	ctx, c := i.begin(ctx, "create_version", ring)
+	defer c.end(&err)
 	return i.Signer.CreateVersion(ctx, ring, latest)
 }
 
 func (i *instrumented) DisableVersion(ctx context.Context, ring backends.KeyRing, id string) (err error) {
-	defer i.observe("disable_version", time.Now(), &err)
+	ctx, c := i.begin(ctx, "disable_version", ring)
+	defer c.end(&err)
 	return i.Signer.DisableVersion(ctx, ring, id)
-}
-
-func (i *instrumented) observe(op string, start time.Time, err *error) {
-	i.m.observeCall(i.scheme, op, start, *err)
 }

@@ -75,7 +75,7 @@ func testLogger(testing.TB) *slog.Logger {
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }
 
-func startServer(t *testing.T, cfg config.Config, opts Options) *testServer {
+func startServer(t testing.TB, cfg config.Config, opts Options) *testServer {
 	t.Helper()
 	ts := startServerNoDial(t, cfg, opts)
 	ts.dial(t)
@@ -83,7 +83,7 @@ func startServer(t *testing.T, cfg config.Config, opts Options) *testServer {
 }
 
 // startServerNoDial starts the server without connecting a plaintext client.
-func startServerNoDial(t *testing.T, cfg config.Config, optss ...Options) *testServer {
+func startServerNoDial(t testing.TB, cfg config.Config, optss ...Options) *testServer {
 	t.Helper()
 	var opts Options
 	if len(optss) > 0 {
@@ -111,7 +111,7 @@ func startServerNoDial(t *testing.T, cfg config.Config, optss ...Options) *testS
 
 // serve runs srv until ctx ends and returns once it listens; done receives
 // what Serve returned.
-func serve(t *testing.T, ctx context.Context, srv *Server) (ts *testServer, done <-chan error) {
+func serve(t testing.TB, ctx context.Context, srv *Server) (ts *testServer, done <-chan error) {
 	t.Helper()
 	ts = &testServer{Server: srv}
 	ready, served := make(chan struct{}), make(chan error, 1)
@@ -133,7 +133,7 @@ func serve(t *testing.T, ctx context.Context, srv *Server) (ts *testServer, done
 }
 
 // dial connects the gRPC clients; the connection closes when the test ends.
-func (ts *testServer) dial(t *testing.T) {
+func (ts *testServer) dial(t testing.TB) {
 	t.Helper()
 	conn, err := grpc.NewClient(ts.grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -160,7 +160,7 @@ func (ts *testServer) get(t *testing.T, path string, header ...string) (*http.Re
 	return resp, body
 }
 
-func ctxT(t *testing.T) context.Context {
+func ctxT(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	t.Cleanup(cancel)
 	return ctx

@@ -2,21 +2,29 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/signet-dev/signet/server"
 )
 
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("serve", "[--config signet.yaml]",
+	fs := newFlagSet("serve", "[--config signet.yaml] [--ready-file PATH]",
 		"Runs Signet. With no config file it uses the embedded local backend under ./signet-data,\n"+
 			"one ES256 key ring \"default\", gRPC on 127.0.0.1:9090 (plaintext, loopback only) and\n"+
-			"HTTP on 127.0.0.1:8080. docs/configuration.md documents every option.", stderr)
+			"HTTP on 127.0.0.1:8080. docs/configuration.md documents every option.\n\n"+
+			"A listen address with port 0 (e.g. 127.0.0.1:0) takes a free port; --ready-file tells\n"+
+			"which: once both listeners are bound it is written (atomically) as\n"+
+			"{\"grpc\":\"127.0.0.1:NNNN\",\"http\":\"127.0.0.1:MMMM\"}, and it is removed when serve exits.", stderr)
 	configPath := fs.String("config", "", "YAML config file (default: built-in development config)")
+	readyFile := fs.String("ready-file", "", "once listening, write the bound gRPC and HTTP addresses to this JSON file")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -29,6 +37,14 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if cfg, err = server.LoadConfig(*configPath); err != nil {
 			return err
 		}
+	}
+	if *readyFile != "" {
+		// Fail before opening backends if the file cannot be written, and
+		// never leave a previous run's addresses for a waiter to find.
+		if err := removeReadyFile(*readyFile); err != nil {
+			return err
+		}
+		defer os.Remove(*readyFile)
 	}
 	level, err := cfg.LogLevel()
 	if err != nil {
@@ -46,9 +62,76 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	defer srv.Close()
-	return srv.Serve(ctx, func(grpcAddr, httpAddr net.Addr) {
+	// A ready file that cannot be written stops the server: whoever waits
+	// for it would otherwise wait forever.
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
+	var readyErr error
+	err = srv.Serve(ctx, func(grpcAddr, httpAddr net.Addr) {
 		printBanner(stdout, cfg, grpcAddr.String(), httpAddr.String())
+		if *readyFile == "" {
+			return
+		}
+		if readyErr = writeReadyFile(*readyFile, grpcAddr.String(), httpAddr.String()); readyErr != nil {
+			log.Error("stopping: cannot write the ready file", "path", *readyFile, "err", readyErr)
+			stop()
+			return
+		}
+		// The server's "serving" line already holds both addresses.
+		log.Info("wrote the ready file", "path", *readyFile)
 	})
+	return errors.Join(readyErr, err)
+}
+
+// readyAddrs is the content of --ready-file.
+type readyAddrs struct {
+	GRPC string `json:"grpc"`
+	HTTP string `json:"http"`
+}
+
+// writeReadyFile writes the addresses to a temporary file beside path and
+// renames it into place, so that a reader sees the whole file or none.
+func writeReadyFile(path, grpcAddr, httpAddr string) error {
+	b, err := json.Marshal(readyAddrs{GRPC: grpcAddr, HTTP: httpAddr})
+	if err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*.tmp")
+	if err != nil {
+		return fmt.Errorf("--ready-file: %w", err)
+	}
+	_, err = f.Write(append(b, '\n'))
+	if err == nil {
+		err = f.Chmod(0o644)
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), path)
+	}
+	if err != nil {
+		os.Remove(f.Name())
+		return fmt.Errorf("--ready-file: %w", err)
+	}
+	return nil
+}
+
+// removeReadyFile removes path if it exists, and checks that its directory
+// does, so that the ready file can be written later.
+func removeReadyFile(path string) error {
+	if st, err := os.Lstat(path); err == nil && st.IsDir() {
+		return fmt.Errorf("--ready-file: %s is a directory", path)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("--ready-file: %w", err)
+	}
+	if st, err := os.Stat(filepath.Dir(path)); err != nil {
+		return fmt.Errorf("--ready-file: %w", err)
+	} else if !st.IsDir() {
+		return fmt.Errorf("--ready-file: %s is not a directory", filepath.Dir(path))
+	}
+	return nil
 }
 
 func printBanner(w io.Writer, cfg server.Config, grpcAddr, httpAddr string) {

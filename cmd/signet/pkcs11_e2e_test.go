@@ -16,7 +16,9 @@ func init() { buildFlags = append(buildFlags, "-tags=pkcs11") }
 // Not parallel: softhsmtest sets SOFTHSM2_CONF (t.Setenv) for the child.
 func TestEndToEndPKCS11(t *testing.T) {
 	tok := softhsmtest.New(t)
-	p := startSignetWith(t, backendConfig(tok.URI(), 3*time.Second, "EdDSA", "PS384"))
+	// SoftHSM2 makes the RSA-3072 key of ps384 at startup; a busy machine
+	// may take more than a few seconds.
+	p := startSignetWith(t, backendConfig(tok.URI(), 30*time.Second, "EdDSA", "PS384"))
 	p.verifyAll(t, "default", "eddsa", "ps384")
 	old, fresh, _ := p.rotateUntilSigning(t)
 	p.revokePrevious(t, old, fresh)

@@ -13,6 +13,7 @@ import (
 // the real AWS SDK: sign, verify through the live JWKS, rotate, revoke, and
 // KMS going away under it.
 func TestEndToEndAWSKMS(t *testing.T) {
+	t.Parallel()
 	kms := kmstest.Start()
 	t.Cleanup(kms.Close)
 	backend := "awskms:?region=us-east-1&endpoint=" + url.QueryEscape(kms.URL)

@@ -299,6 +299,7 @@ func repoRoot(t *testing.T) string {
 }
 
 func TestEndToEnd(t *testing.T) {
+	t.Parallel()
 	dataDir := t.TempDir()
 	p := startSignet(t, dataDir)
 	// The banner reaches stdout before the ready file is written, but the
@@ -389,6 +390,7 @@ func execCLI(args ...string) (stdout, stderr string, err error) {
 }
 
 func TestCLIHelpAndErrors(t *testing.T) {
+	t.Parallel()
 	for _, c := range []string{"serve", "sign", "rotate", "keys", "verify", "dev-certs"} {
 		out := runCLIFail(t, c, "--help")
 		if !strings.Contains(out, "Usage: signet "+c) {

@@ -11,6 +11,7 @@ import (
 // serve with its certificates and policy, and the CLI with client
 // certificates for a service and for the security team.
 func TestEndToEndMTLS(t *testing.T) {
+	t.Parallel()
 	dir := filepath.Join(t.TempDir(), "certs")
 	if out := runCLI(t, "dev-certs", "--dir", dir); !strings.Contains(out, "signet serve --config") {
 		t.Fatalf("dev-certs printed:\n%s", out)

@@ -14,6 +14,7 @@ import (
 // verification through the live JWKS, rotation and revocation as Transit
 // versions, and Vault freezing and dying under it.
 func TestEndToEndVault(t *testing.T) {
+	t.Parallel()
 	v := vaulttest.Start(t)
 	vaultURL, _ := url.Parse(v.Addr)
 	// A short backend_timeout: with Vault frozen, the refresh must give up

@@ -141,7 +141,7 @@ func startSignetWith(t *testing.T, config string, env ...string) *process {
 			t.Logf("signet stderr:\n%s", p.stderr.String())
 		}
 	})
-	var addrs struct{ GRPC, HTTP string }
+	var addrs readyAddrs
 	ready := waitFor(2*time.Minute, func() bool { // startup generates RSA-4096 keys; this only catches a hang
 		select {
 		case <-p.exited:

@@ -5,86 +5,16 @@ import (
 	"strings"
 	"testing"
 
-	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 	"google.golang.org/grpc/codes"
 
 	"github.com/signet-dev/signet/backends"
 	signetv1 "github.com/signet-dev/signet/gen/signet/v1"
+	"github.com/signet-dev/signet/server/telemetry/telemetrytest"
 )
 
-// metrics is one scrape of /metrics, parsed by Prometheus's own parser.
-type metrics map[string]*dto.MetricFamily
-
-func scrape(t *testing.T, ts *testServer) metrics {
+func scrape(t *testing.T, ts *testServer) telemetrytest.Metrics {
 	t.Helper()
-	resp, err := http.Get(ts.adminURL + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != 200 {
-		t.Fatalf("GET /metrics: %d", resp.StatusCode)
-	}
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := parser.TextToMetricFamilies(resp.Body)
-	if err != nil {
-		t.Fatalf("/metrics is not the Prometheus text format: %v", err)
-	}
-	return fams
-}
-
-// value is the value of the sample of name whose labels include the given
-// name/value pairs (a histogram's _count and _sum too); it fails the test if
-// there is not exactly one.
-func (m metrics) value(t *testing.T, name string, labels ...string) float64 {
-	t.Helper()
-	base, suffix := name, ""
-	for _, s := range []string{"_count", "_sum"} {
-		if f, ok := m[strings.TrimSuffix(name, s)]; ok && strings.HasSuffix(name, s) && f.GetType() == dto.MetricType_HISTOGRAM {
-			base, suffix = strings.TrimSuffix(name, s), s
-		}
-	}
-	f, ok := m[base]
-	if !ok {
-		t.Fatalf("no metric %s", base)
-	}
-	var found []float64
-	for _, s := range f.GetMetric() {
-		if !hasLabels(s, labels) {
-			continue
-		}
-		switch {
-		case suffix == "_count":
-			found = append(found, float64(s.GetHistogram().GetSampleCount()))
-		case suffix == "_sum":
-			found = append(found, s.GetHistogram().GetSampleSum())
-		case s.Counter != nil:
-			found = append(found, s.GetCounter().GetValue())
-		case s.Gauge != nil:
-			found = append(found, s.GetGauge().GetValue())
-		}
-	}
-	if len(found) != 1 {
-		t.Fatalf("%s%v: %d samples, want 1", name, labels, len(found))
-	}
-	return found[0]
-}
-
-func hasLabels(s *dto.Metric, labels []string) bool {
-	for i := 0; i+1 < len(labels); i += 2 {
-		ok := false
-		for _, l := range s.GetLabel() {
-			if l.GetName() == labels[i] && l.GetValue() == labels[i+1] {
-				ok = true
-			}
-		}
-		if !ok {
-			return false
-		}
-	}
-	return true
+	return telemetrytest.Scrape(t, ts.adminURL+"/metrics")
 }
 
 // The metrics say what happened: their values, not only their presence.
@@ -92,10 +22,10 @@ func TestMetricsCountWhatHappened(t *testing.T) {
 	t.Parallel()
 	ts := startServer(t, testConfig(t, backends.ES256, backends.EdDSA), Options{})
 	m := scrape(t, ts)
-	if got := m.value(t, "signet_build_info"); got != 1 {
+	if got := m.Value(t, "signet_build_info"); got != 1 {
 		t.Errorf("build_info %v", got)
 	}
-	if got := m.value(t, "signet_key_ring_versions", "key_ring", "default", "state", "active"); got != 1 {
+	if got := m.Value(t, "signet_key_ring_versions", "key_ring", "default", "state", "active"); got != 1 {
 		t.Errorf("active versions before anything happened: %v", got)
 	}
 
@@ -114,43 +44,43 @@ func TestMetricsCountWhatHappened(t *testing.T) {
 	ts.get(t, JWKSPath, "If-None-Match", resp.Header.Get("ETag"))
 
 	m = scrape(t, ts)
-	if got := m.value(t, "signet_tokens_issued_total", "key_ring", "default", "algorithm", "ES256"); got != signs {
+	if got := m.Value(t, "signet_tokens_issued_total", "key_ring", "default", "algorithm", "ES256"); got != signs {
 		t.Errorf("tokens counted on default: %v, want %d", got, signs)
 	}
-	if got := m.value(t, "signet_tokens_issued_total", "key_ring", "ring-eddsa", "algorithm", "EdDSA"); got != 1 {
+	if got := m.Value(t, "signet_tokens_issued_total", "key_ring", "ring-eddsa", "algorithm", "EdDSA"); got != 1 {
 		t.Errorf("tokens counted on ring-eddsa: %v, want 1", got)
 	}
-	if got := m.value(t, "signet_grpc_server_handled_total", "grpc_method", "Sign", "grpc_code", "OK"); got != signs+1 {
+	if got := m.Value(t, "signet_grpc_server_handled_total", "grpc_method", "Sign", "grpc_code", "OK"); got != signs+1 {
 		t.Errorf("gRPC Sign OK: %v, want %d", got, signs+1)
 	}
-	if got := m.value(t, "signet_grpc_server_handled_total", "grpc_method", "Sign", "grpc_code", "InvalidArgument"); got != 1 {
+	if got := m.Value(t, "signet_grpc_server_handled_total", "grpc_method", "Sign", "grpc_code", "InvalidArgument"); got != 1 {
 		t.Errorf("gRPC Sign InvalidArgument: %v, want 1", got)
 	}
-	if got := m.value(t, "signet_grpc_server_handling_seconds_count", "grpc_method", "Rotate"); got != 1 {
+	if got := m.Value(t, "signet_grpc_server_handling_seconds_count", "grpc_method", "Rotate"); got != 1 {
 		t.Errorf("Rotate handling-time observations: %v, want 1", got)
 	}
-	if got := m.value(t, "signet_key_ring_versions", "key_ring", "default", "state", "pending"); got != 1 {
+	if got := m.Value(t, "signet_key_ring_versions", "key_ring", "default", "state", "pending"); got != 1 {
 		t.Errorf("pending versions after Rotate: %v, want 1", got)
 	}
-	if got := m.value(t, "signet_backend_call_duration_seconds_count", "backend", "local", "operation", "sign", "outcome", "ok"); got != signs+1 {
+	if got := m.Value(t, "signet_backend_call_duration_seconds_count", "backend", "local", "operation", "sign", "outcome", "ok"); got != signs+1 {
 		t.Errorf("backend sign calls: %v, want %d", got, signs+1)
 	}
-	if got := m.value(t, "signet_backend_call_duration_seconds_count", "backend", "local", "operation", "create_version", "outcome", "ok"); got != 3 {
+	if got := m.Value(t, "signet_backend_call_duration_seconds_count", "backend", "local", "operation", "create_version", "outcome", "ok"); got != 3 {
 		t.Errorf("backend create_version calls: %v, want 3 (two first versions and one rotation)", got)
 	}
-	if got := m.value(t, "signet_jwks_responses_total", "code", "200"); got != 2 {
+	if got := m.Value(t, "signet_jwks_responses_total", "code", "200"); got != 2 {
 		t.Errorf("JWKS 200s: %v, want 2", got)
 	}
-	if got := m.value(t, "signet_jwks_responses_total", "code", "304"); got != 1 {
+	if got := m.Value(t, "signet_jwks_responses_total", "code", "304"); got != 1 {
 		t.Errorf("JWKS 304s: %v, want 1", got)
 	}
-	if got := m.value(t, "signet_jwks_info", "etag", resp.Header.Get("ETag")); got != 1 {
+	if got := m.Value(t, "signet_jwks_info", "etag", resp.Header.Get("ETag")); got != 1 {
 		t.Errorf("jwks_info for the served ETag: %v", got)
 	}
-	if got := m.value(t, "signet_jwks_keys"); got != 3 {
+	if got := m.Value(t, "signet_jwks_keys"); got != 3 {
 		t.Errorf("jwks_keys %v, want 3", got)
 	}
-	if got := m.value(t, "signet_key_ring_last_refresh_success_timestamp_seconds", "key_ring", "default"); got <= 0 {
+	if got := m.Value(t, "signet_key_ring_last_refresh_success_timestamp_seconds", "key_ring", "default"); got <= 0 {
 		t.Errorf("last refresh %v", got)
 	}
 	if _, ok := m["signet_key_ring_next_rotation_timestamp_seconds"]; ok {

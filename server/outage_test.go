@@ -140,10 +140,10 @@ func TestBackendOutage(t *testing.T) {
 		t.Errorf("/readyz during the outage: %d %s; want 200 saying signing is down", r.StatusCode, rb)
 	}
 	m := scrape(t, ts)
-	if got := m.value(t, "signet_key_ring_refresh_failures", "key_ring", "default"); got != 3 {
+	if got := m.Value(t, "signet_key_ring_refresh_failures", "key_ring", "default"); got != 3 {
 		t.Errorf("refresh failures after the Rotate's read and two ticks: %v, want 3", got)
 	}
-	if got := m.value(t, "signet_key_ring_backend_down", "key_ring", "default"); got != 1 {
+	if got := m.Value(t, "signet_key_ring_backend_down", "key_ring", "default"); got != 1 {
 		t.Errorf("backend_down during the outage: %v", got)
 	}
 
@@ -160,10 +160,10 @@ func TestBackendOutage(t *testing.T) {
 		t.Errorf("/readyz after recovery: %d %s", r.StatusCode, rb)
 	}
 	m = scrape(t, ts)
-	if got := m.value(t, "signet_key_ring_refresh_failures", "key_ring", "default"); got != 0 {
+	if got := m.Value(t, "signet_key_ring_refresh_failures", "key_ring", "default"); got != 0 {
 		t.Errorf("refresh failures after a good refresh: %v, want 0", got)
 	}
-	if got := m.value(t, "signet_backend_call_duration_seconds_count", "backend", "flaky-test", "operation", "sign", "outcome", "unavailable"); got != 1 {
+	if got := m.Value(t, "signet_backend_call_duration_seconds_count", "backend", "flaky-test", "operation", "sign", "outcome", "unavailable"); got != 1 {
 		t.Errorf("unavailable sign calls counted: %v, want 1", got)
 	}
 }

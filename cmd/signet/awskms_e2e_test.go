@@ -1,27 +1,25 @@
 package main
 
 import (
-	"context"
 	"net/url"
 	"strings"
 	"testing"
 	"time"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
-
 	"github.com/signet-dev/signet/backends/awskms/kmstest"
-	signetv1 "github.com/signet-dev/signet/gen/signet/v1"
 )
 
 // TestEndToEndAWSKMS runs `signet serve` against the KMS test server through
 // the real AWS SDK: sign, verify through the live JWKS, rotate, revoke, and
 // KMS going away under it.
 func TestEndToEndAWSKMS(t *testing.T) {
+	t.Parallel()
 	kms := kmstest.Start()
 	t.Cleanup(kms.Close)
 	backend := "awskms:?region=us-east-1&endpoint=" + url.QueryEscape(kms.URL)
-	p := startSignetWith(t, backendConfig(backend, "RS512", "EdDSA"),
+	// The test server makes the RSA-4096 key of rs512 in this (race-detector)
+	// process, which a busy machine may not finish within a few seconds.
+	p := startSignetWith(t, backendConfig(backend, 30*time.Second, "RS512", "EdDSA"),
 		"AWS_ACCESS_KEY_ID=AKIDSIGNETTEST", "AWS_SECRET_ACCESS_KEY=signet-test-secret", "AWS_EC2_METADATA_DISABLED=true",
 		"AWS_CONFIG_FILE=/nonexistent", "AWS_SHARED_CREDENTIALS_FILE=/nonexistent")
 	p.verifyAll(t, "default", "rs512", "eddsa")
@@ -43,12 +41,5 @@ func TestEndToEndAWSKMS(t *testing.T) {
 
 	// KMS goes away: Unavailable within the deadline; the JWKS is still served.
 	kms.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	if _, err := p.client.Sign(ctx, &signetv1.SignRequest{KeyRing: "default", Audience: []string{"e2e"}}); status.Code(err) != codes.Unavailable {
-		t.Errorf("Sign with KMS gone: %v", err)
-	}
-	if err := goJOSEVerify(p.jwks(t), latest.GetToken(), p.issuer); err != nil {
-		t.Errorf("JWKS with KMS gone: %v", err)
-	}
+	p.backendGone(t, "KMS gone", latest)
 }

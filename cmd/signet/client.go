@@ -79,17 +79,23 @@ func envOr(key, def string) string {
 	return def
 }
 
-func (c clientFlags) dial(ctx context.Context) (signetv1.SignerServiceClient, context.Context, func(), error) {
+// call runs one RPC on the server the flags name, within their --timeout,
+// e.g. call(ctx, cf, signetv1.SignerServiceClient.Rotate, req).
+func call[Req, Resp any](ctx context.Context, c clientFlags,
+	rpc func(signetv1.SignerServiceClient, context.Context, Req, ...grpc.CallOption) (Resp, error), req Req) (Resp, error) {
+	var none Resp
 	creds, err := c.credentials()
 	if err != nil {
-		return nil, nil, nil, err
+		return none, err
 	}
 	conn, err := grpc.NewClient(*c.server, grpc.WithTransportCredentials(creds))
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("connecting to %s: %w", *c.server, err)
+		return none, fmt.Errorf("connecting to %s: %w", *c.server, err)
 	}
+	defer conn.Close()
 	ctx, cancel := context.WithTimeout(ctx, *c.timeout)
-	return signetv1.NewSignerServiceClient(conn), ctx, func() { cancel(); conn.Close() }, nil
+	defer cancel()
+	return rpc(signetv1.NewSignerServiceClient(conn), ctx, req)
 }
 
 type stringList []string
@@ -122,12 +128,7 @@ func runSign(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			return fmt.Errorf("--claims must be a JSON object: %v", err)
 		}
 	}
-	client, ctx, done, err := cf.dial(ctx)
-	if err != nil {
-		return err
-	}
-	defer done()
-	resp, err := client.Sign(ctx, req)
+	resp, err := call(ctx, cf, signetv1.SignerServiceClient.Sign, req)
 	if err != nil {
 		return err
 	}
@@ -149,12 +150,7 @@ func runRotate(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	client, ctx, done, err := cf.dial(ctx)
-	if err != nil {
-		return err
-	}
-	defer done()
-	resp, err := client.Rotate(ctx, &signetv1.RotateRequest{KeyRing: *ring, RevokePrevious: *revoke})
+	resp, err := call(ctx, cf, signetv1.SignerServiceClient.Rotate, &signetv1.RotateRequest{KeyRing: *ring, RevokePrevious: *revoke})
 	if err != nil {
 		return err
 	}
@@ -175,12 +171,7 @@ func runKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	client, ctx, done, err := cf.dial(ctx)
-	if err != nil {
-		return err
-	}
-	defer done()
-	resp, err := client.ListKeys(ctx, &signetv1.ListKeysRequest{KeyRing: *ring})
+	resp, err := call(ctx, cf, signetv1.SignerServiceClient.ListKeys, &signetv1.ListKeysRequest{KeyRing: *ring})
 	if err != nil {
 		return err
 	}
@@ -216,6 +207,10 @@ func printJSON(w io.Writer, m proto.Message) error {
 	return err
 }
 
+// verifyAlgorithms are the algorithms verify accepts: every one Signet signs with.
+var verifyAlgorithms = []jose.SignatureAlgorithm{jose.ES256, jose.ES384, jose.ES512,
+	jose.RS256, jose.RS384, jose.RS512, jose.PS256, jose.PS384, jose.PS512, jose.EdDSA}
+
 func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("verify", "[--jwks URL] [--audience AUD] [--issuer ISS] TOKEN|-",
 		"Fetches the JWKS, verifies the token's signature with the key its kid names, checks exp,\n"+
@@ -241,8 +236,7 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	raw = strings.TrimSpace(raw)
 
-	tok, err := jwt.ParseSigned(raw, []jose.SignatureAlgorithm{jose.ES256, jose.ES384, jose.ES512,
-		jose.RS256, jose.RS384, jose.RS512, jose.PS256, jose.PS384, jose.PS512, jose.EdDSA})
+	tok, err := jwt.ParseSigned(raw, verifyAlgorithms)
 	if err != nil {
 		return fmt.Errorf("not a signed JWT: %w", err)
 	}

@@ -1,19 +1,17 @@
 package main
 
-// End-to-end tests: they build the real signet binary, start it on free
-// loopback ports, and talk to it the way users do, over gRPC and HTTP and
-// through the CLI. Tokens are verified by go-jose and by PyJWT through the
-// live JWKS.
+// End-to-end tests: they build the real signet binary, start it on loopback
+// ports the system picks (reported through --ready-file), and talk to it the
+// way users do, over gRPC and HTTP and through the CLI. Tokens are verified
+// by go-jose and by PyJWT through the live JWKS.
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -29,10 +27,14 @@ import (
 	jose "github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
 
 	"github.com/signet-dev/signet/backends"
 	signetv1 "github.com/signet-dev/signet/gen/signet/v1"
+	"github.com/signet-dev/signet/server/telemetry/telemetrytest"
 )
 
 var signetBin string
@@ -58,27 +60,29 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func freePort(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
+// testIssuer is the issuer of every test config. The servers listen on
+// ports the system picks, so the issuer cannot name the HTTP address.
+const testIssuer = "http://signet.test"
+
+// configHead starts every test config: both listeners on loopback ports the
+// system picks, which `serve --ready-file` reports.
+const configHead = "issuer: " + testIssuer + "\ngrpc: {listen: 127.0.0.1:0}\nhttp: {listen: 127.0.0.1:0}\nadmin: {listen: 127.0.0.1:0}\nlog: {level: debug}\n"
 
 // process is a running `signet serve`.
 type process struct {
-	cmd      *exec.Cmd
-	grpcAddr string
-	httpURL  string
-	issuer   string
-	stdout   *syncBuffer
-	stderr   *syncBuffer
-	exited   chan struct{} // closed when the process has exited
-	waitErr  error
-	client   signetv1.SignerServiceClient
+	config    string   // what it was started with, for restart
+	env       []string // likewise
+	readyFile string
+	cmd       *exec.Cmd
+	grpcAddr  string
+	httpURL   string
+	adminURL  string
+	conn      *grpc.ClientConn
+	stdout    *syncBuffer
+	stderr    *syncBuffer
+	exited    chan struct{} // closed when the process has exited
+	waitErr   error
+	client    signetv1.SignerServiceClient
 }
 
 // syncBuffer collects a process's output while the test reads it.
@@ -101,9 +105,9 @@ func (b *syncBuffer) String() string {
 
 // e2eConfig has one ring per algorithm; "default" (ES256) has a short
 // publish_ahead so that a rotated version starts signing within seconds.
-func e2eConfig(grpcAddr, httpAddr, dataDir string) string {
+func e2eConfig(dataDir string) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "issuer: http://%s\ngrpc: {listen: %q}\nhttp: {listen: %q}\nlog: {level: debug}\nkey_rings:\n", httpAddr, grpcAddr, httpAddr)
+	fmt.Fprintf(&b, "%skey_rings:\n", configHead)
 	fmt.Fprintf(&b, "  - {name: default, backend: 'local://%s', algorithm: ES256, token_max_ttl: 1m, jwks_max_age: 1s, refresh_interval: 1s, publish_ahead: 2s, retire_after: 63s}\n", dataDir)
 	for _, alg := range backends.AllAlgorithms {
 		fmt.Fprintf(&b, "  - {name: %s, backend: 'local://%s', algorithm: %s}\n", strings.ToLower(string(alg)), dataDir, alg)
@@ -113,37 +117,26 @@ func e2eConfig(grpcAddr, httpAddr, dataDir string) string {
 
 func startSignet(t *testing.T, dataDir string) *process {
 	t.Helper()
-	return startSignetWith(t, func(grpcAddr, httpAddr string) string { return e2eConfig(grpcAddr, httpAddr, dataDir) })
+	return startSignetWith(t, e2eConfig(dataDir))
 }
 
-// startSignetWith starts `signet serve` with the config that config renders
-// for the chosen addresses, plus extra environment variables.
-func startSignetWith(t *testing.T, config func(grpcAddr, httpAddr string) string, env ...string) *process {
+// startSignetWith starts `signet serve` with config, plus extra environment
+// variables, and waits until its ready file reports the addresses it bound.
+func startSignetWith(t *testing.T, config string, env ...string) *process {
 	t.Helper()
-	grpcAddr, httpAddr := freePort(t), freePort(t)
-	cfgPath := filepath.Join(t.TempDir(), "signet.yaml")
-	if err := os.WriteFile(cfgPath, []byte(config(grpcAddr, httpAddr)), 0o600); err != nil {
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "signet.yaml")
+	if err := os.WriteFile(cfgPath, []byte(config), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	p := &process{grpcAddr: grpcAddr, httpURL: "http://" + httpAddr, issuer: "http://" + httpAddr,
+	p := &process{config: config, env: env, readyFile: filepath.Join(dir, "ready.json"),
 		stdout: &syncBuffer{}, stderr: &syncBuffer{}, exited: make(chan struct{})}
-	p.cmd = exec.Command(signetBin, "serve", "--config", cfgPath)
+	p.cmd = exec.Command(signetBin, "serve", "--config", cfgPath, "--ready-file", p.readyFile)
 	p.cmd.Env = append(append(os.Environ(), "SIGNET_LOCAL_KEK=MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="), env...)
-	stdout, _ := p.cmd.StdoutPipe()
-	p.cmd.Stderr = p.stderr
+	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	banner := make(chan struct{})
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			p.stdout.Write([]byte(sc.Text() + "\n"))
-			if strings.HasPrefix(sc.Text(), "Verify it:") {
-				close(banner)
-			}
-		}
-	}()
 	go func() { p.waitErr = p.cmd.Wait(); close(p.exited) }()
 	t.Cleanup(func() {
 		p.cmd.Process.Kill()
@@ -152,20 +145,42 @@ func startSignetWith(t *testing.T, config func(grpcAddr, httpAddr string) string
 			t.Logf("signet stderr:\n%s", p.stderr.String())
 		}
 	})
-	select {
-	case <-banner:
-	case <-p.exited:
-		t.Fatalf("signet serve exited: %v\n%s", p.waitErr, p.stderr.String())
-	case <-time.After(2 * time.Minute): // startup generates RSA-4096 keys; this only catches a hang
-		t.Fatalf("signet serve printed no banner\n%s", p.stderr.String())
+	var addrs readyAddrs
+	ready := waitFor(2*time.Minute, func() bool { // startup generates RSA-4096 keys; this only catches a hang
+		select {
+		case <-p.exited:
+			t.Fatalf("signet serve exited: %v\n%s", p.waitErr, p.stderr.String())
+		default:
+		}
+		b, err := os.ReadFile(p.readyFile)
+		return err == nil && json.Unmarshal(b, &addrs) == nil
+	})
+	if !ready || addrs.GRPC == "" || addrs.HTTP == "" {
+		t.Fatalf("signet serve reported no addresses (ready file: %+v)\n%s", addrs, p.stderr.String())
 	}
-	conn, err := grpc.NewClient(grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if addrs.Admin == "" {
+		t.Fatalf("the ready file names no admin listener: %+v", addrs)
+	}
+	p.grpcAddr, p.httpURL, p.adminURL = addrs.GRPC, "http://"+addrs.HTTP, "http://"+addrs.Admin
+	conn, err := grpc.NewClient(p.grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	p.client = signetv1.NewSignerServiceClient(conn)
+	p.conn, p.client = conn, signetv1.NewSignerServiceClient(conn)
 	return p
+}
+
+// waitFor polls cond until it holds or timeout passes, and says whether it held.
+func waitFor(timeout time.Duration, cond func() bool) bool {
+	for deadline := time.Now().Add(timeout); ; time.Sleep(50 * time.Millisecond) {
+		if cond() {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+	}
 }
 
 func (p *process) stop(t *testing.T) {
@@ -182,6 +197,22 @@ func (p *process) stop(t *testing.T) {
 	if !strings.Contains(p.stderr.String(), "msg=stopped") {
 		t.Errorf("no graceful shutdown in the log:\n%s", p.stderr.String())
 	}
+	if _, err := os.Stat(p.readyFile); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the ready file outlived the server: %v", err)
+	}
+}
+
+// restart stops p gracefully, starts signet again with the same config and
+// environment (on new ports), and checks that it serves the same key versions.
+func (p *process) restart(t *testing.T) *process {
+	t.Helper()
+	before := listKids(t, p)
+	p.stop(t)
+	p2 := startSignetWith(t, p.config, p.env...)
+	if after := listKids(t, p2); !slices.Equal(before, after) {
+		t.Errorf("keys changed across restart:\nbefore %v\nafter  %v", before, after)
+	}
+	return p2
 }
 
 func ctxT(t *testing.T) context.Context {
@@ -213,16 +244,13 @@ func (p *process) sign(t *testing.T, ring string) *signetv1.SignResponse {
 	return resp
 }
 
-var allJOSE = []jose.SignatureAlgorithm{jose.ES256, jose.ES384, jose.ES512, jose.RS256, jose.RS384, jose.RS512,
-	jose.PS256, jose.PS384, jose.PS512, jose.EdDSA}
-
 // goJOSEVerify verifies with go-jose against a JWKS and checks the claims.
-func goJOSEVerify(jwksBody []byte, token, issuer string) error {
+func goJOSEVerify(jwksBody []byte, token string) error {
 	var set jose.JSONWebKeySet
 	if err := json.Unmarshal(jwksBody, &set); err != nil {
 		return err
 	}
-	tok, err := jwt.ParseSigned(token, allJOSE)
+	tok, err := jwt.ParseSigned(token, verifyAlgorithms)
 	if err != nil {
 		return err
 	}
@@ -234,7 +262,7 @@ func goJOSEVerify(jwksBody []byte, token, issuer string) error {
 	if err := tok.Claims(keys[0].Key, &c); err != nil {
 		return err
 	}
-	return c.Validate(jwt.Expected{Issuer: issuer, AnyAudience: jwt.Audience{"e2e"}, Time: time.Now()})
+	return c.Validate(jwt.Expected{Issuer: testIssuer, AnyAudience: jwt.Audience{"e2e"}, Time: time.Now()})
 }
 
 type pyResult struct {
@@ -250,7 +278,7 @@ func pyJWTVerify(t *testing.T, p *process, tokens ...string) []pyResult {
 	t.Helper()
 	python := "/usr/bin/python3" // Debian's, where python3-jwt is installed
 	script := filepath.Join(repoRoot(t), "scripts", "verify_pyjwt.py")
-	cmd := exec.Command(python, script, p.httpURL+"/.well-known/jwks.json", p.issuer, "e2e")
+	cmd := exec.Command(python, script, p.httpURL+"/.well-known/jwks.json", testIssuer, "e2e")
 	cmd.Stdin = strings.NewReader(strings.Join(tokens, "\n") + "\n")
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
@@ -278,31 +306,25 @@ func repoRoot(t *testing.T) string {
 }
 
 func TestEndToEnd(t *testing.T) {
+	t.Parallel()
 	dataDir := t.TempDir()
 	p := startSignet(t, dataDir)
-	for _, want := range []string{p.httpURL + "/.well-known/jwks.json", "signet sign --server " + p.grpcAddr} {
-		if !strings.Contains(p.stdout.String(), want) {
-			t.Errorf("banner does not show %q:\n%s", want, p.stdout.String())
-		}
+	// The banner reaches stdout before the ready file is written, but the
+	// test reads it through a pipe.
+	wants := []string{p.httpURL + "/.well-known/jwks.json", "signet sign --server " + p.grpcAddr}
+	if !waitFor(10*time.Second, func() bool {
+		return !slices.ContainsFunc(wants, func(w string) bool { return !strings.Contains(p.stdout.String(), w) })
+	}) {
+		t.Errorf("banner does not show %q:\n%s", wants, p.stdout.String())
 	}
 
 	// Every algorithm: sign over gRPC, verify through the live JWKS with
 	// go-jose and with PyJWT.
-	jwksBody := p.jwks(t)
-	var tokens []string
-	var algs []string
+	var rings []string
 	for _, alg := range backends.AllAlgorithms {
-		resp := p.sign(t, strings.ToLower(string(alg)))
-		if err := goJOSEVerify(jwksBody, resp.GetToken(), p.issuer); err != nil {
-			t.Errorf("%s: go-jose: %v", alg, err)
-		}
-		tokens, algs = append(tokens, resp.GetToken()), append(algs, string(alg))
+		rings = append(rings, strings.ToLower(string(alg)))
 	}
-	for i, r := range pyJWTVerify(t, p, tokens...) {
-		if !r.OK || r.Alg != algs[i] || r.Claims["sub"] != "svc-"+strings.ToLower(algs[i]) {
-			t.Errorf("%s: PyJWT: %+v", algs[i], r)
-		}
-	}
+	p.verifyAll(t, rings...)
 
 	// Rotate: the new kid is published at once; once it signs, tokens of the
 	// old and the new version both verify.
@@ -314,24 +336,23 @@ func TestEndToEnd(t *testing.T) {
 	if !strings.Contains(keys, "retiring") || !strings.Contains(keys, "active") || !strings.Contains(keys, newKid) {
 		t.Errorf("signet keys:\n%s", keys)
 	}
-	tok := strings.TrimSpace(runCLI(t, "sign", "--server", p.grpcAddr, "--audience", "e2e", "--subject", "cli", "--claims", `{"scope":"read"}`))
-	verified := runCLI(t, "verify", "--jwks", p.httpURL+"/.well-known/jwks.json", "--audience", "e2e", "--issuer", p.issuer, tok)
+	const claimValue = "case-7f3a9c2e" // distinctive, to look for in the log
+	tok := strings.TrimSpace(runCLI(t, "sign", "--server", p.grpcAddr, "--audience", "e2e", "--subject", "cli",
+		"--claims", `{"scope":"read","case":"`+claimValue+`"}`))
+	verified := runCLI(t, "verify", "--jwks", p.httpURL+"/.well-known/jwks.json", "--audience", "e2e", "--issuer", testIssuer, tok)
 	if !strings.Contains(verified, "valid: signed by kid "+newKid) || !strings.Contains(verified, `"scope": "read"`) {
 		t.Errorf("signet verify:\n%s", verified)
 	}
+	// The debug log of all this holds no token and no claim value.
+	p.noSecrets(t, tok, strings.Split(tok, ".")[1], claimValue)
 
 	// Emergency rotation: the old kids leave the JWKS and their tokens stop
 	// verifying; tokens of the new version verify.
 	_, latest := p.revokePrevious(t, old, fresh)
 
 	// Graceful shutdown, then a restart on the same data shows the same keys.
-	before := listKids(t, p)
-	p.stop(t)
-	p2 := startSignet(t, dataDir)
-	if after := listKids(t, p2); !slices.Equal(before, after) {
-		t.Errorf("keys changed across restart:\nbefore %v\nafter  %v", before, after)
-	}
-	if err := goJOSEVerify(p2.jwks(t), latest.GetToken(), p.issuer); err != nil {
+	p2 := p.restart(t)
+	if err := goJOSEVerify(p2.jwks(t), latest.GetToken()); err != nil {
 		t.Errorf("a token issued before the restart does not verify after it: %v", err)
 	}
 }
@@ -348,24 +369,46 @@ func listKids(t *testing.T, p *process) []string {
 	return out
 }
 
+// runCLI runs the signet binary, which must succeed, and returns its standard output.
 func runCLI(t *testing.T, args ...string) string {
 	t.Helper()
-	cmd := exec.Command(signetBin, args...)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
+	stdout, stderr, err := execCLI(args...)
 	if err != nil {
-		t.Fatalf("signet %s: %v\n%s", strings.Join(args, " "), err, stderr.String())
+		t.Fatalf("signet %s: %v\n%s", strings.Join(args, " "), err, stderr)
 	}
-	return string(out)
+	return stdout
+}
+
+// runCLIFail runs the signet binary, which must fail, and returns its standard error.
+func runCLIFail(t *testing.T, args ...string) string {
+	t.Helper()
+	stdout, stderr, err := execCLI(args...)
+	if err == nil {
+		t.Errorf("signet %s succeeded:\n%s", strings.Join(args, " "), stdout)
+	}
+	return stderr
+}
+
+// execCLI runs the signet binary for at most a minute.
+func execCLI(args ...string) (stdout, stderr string, err error) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, signetBin, args...)
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	err = cmd.Run()
+	return out.String(), errOut.String(), err
 }
 
 func TestCLIHelpAndErrors(t *testing.T) {
+	t.Parallel()
 	for _, c := range []string{"serve", "sign", "rotate", "keys", "verify", "dev-certs"} {
-		cmd := exec.Command(signetBin, c, "--help")
-		out, _ := cmd.CombinedOutput()
-		if !strings.Contains(string(out), "Usage: signet "+c) {
+		out := runCLIFail(t, c, "--help")
+		if !strings.Contains(out, "Usage: signet "+c) {
 			t.Errorf("signet %s --help:\n%s", c, out)
+		}
+		if c == "serve" && !strings.Contains(out, "-ready-file") {
+			t.Errorf("signet serve --help does not document --ready-file:\n%s", out)
 		}
 	}
 	out, err := exec.Command(signetBin).CombinedOutput()
@@ -375,26 +418,40 @@ func TestCLIHelpAndErrors(t *testing.T) {
 	// A bad config fails at startup naming the field.
 	cfg := filepath.Join(t.TempDir(), "bad.yaml")
 	os.WriteFile(cfg, []byte("key_rings: [{name: a, backend: 'local://x', publish_ahead: 1s}]\n"), 0o600)
-	out, err = exec.Command(signetBin, "serve", "--config", cfg).CombinedOutput()
-	if err == nil || !strings.Contains(string(out), "publish_ahead") {
-		t.Errorf("serve with a bad config: %v\n%s", err, out)
+	if out := runCLIFail(t, "serve", "--config", cfg); !strings.Contains(out, "publish_ahead") {
+		t.Errorf("serve with a bad config:\n%s", out)
+	}
+	// A ready file that cannot be written fails at startup, before the
+	// backends are opened.
+	cfg = filepath.Join(t.TempDir(), "good.yaml")
+	os.WriteFile(cfg, []byte(configHead+"key_rings: [{name: a, backend: 'local://"+t.TempDir()+"'}]\n"), 0o600)
+	if out := runCLIFail(t, "serve", "--config", cfg, "--ready-file", filepath.Join(t.TempDir(), "missing", "ready.json")); !strings.Contains(out, "--ready-file") {
+		t.Errorf("serve with a ready file in a missing directory:\n%s", out)
 	}
 }
 
-// backendConfig renders a config whose rings all live on one backend. The
-// first ring is "default" (ES256) with a short publish_ahead, so that a
+// backendConfig renders a config whose rings all live on one backend, with
+// backend_timeout bounding every backend call (key creation at startup too).
+// The first ring is "default" (ES256) with a short publish_ahead, so that a
 // rotated version starts signing within seconds; the others are named after
 // their algorithm.
-func backendConfig(backend string, algs ...string) func(grpcAddr, httpAddr string) string {
-	return func(grpcAddr, httpAddr string) string {
-		var b strings.Builder
-		fmt.Fprintf(&b, "issuer: http://%s\ngrpc: {listen: %q}\nhttp: {listen: %q}\nlog: {level: debug}\nbackend_timeout: 3s\nkey_rings:\n", httpAddr, grpcAddr, httpAddr)
-		fmt.Fprintf(&b, "  - {name: default, backend: '%s', algorithm: ES256, token_max_ttl: 1m, jwks_max_age: 1s, refresh_interval: 1s, publish_ahead: 2s}\n", backend)
-		for _, alg := range algs {
-			fmt.Fprintf(&b, "  - {name: %s, backend: '%s', algorithm: %s}\n", strings.ToLower(alg), backend, alg)
-		}
-		return b.String()
+func backendConfig(backend string, backendTimeout time.Duration, algs ...string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%sbackend_timeout: %s\nkey_rings:\n", configHead, backendTimeout)
+	fmt.Fprintf(&b, "  - {name: default, backend: '%s', algorithm: ES256, token_max_ttl: 1m, jwks_max_age: 1s, refresh_interval: 1s, publish_ahead: 2s}\n", backend)
+	for _, alg := range algs {
+		fmt.Fprintf(&b, "  - {name: %s, backend: '%s', algorithm: %s}\n", strings.ToLower(alg), backend, alg)
 	}
+	return b.String()
+}
+
+// ringAlgorithm is the algorithm of a ring in the test configs: "default" is
+// ES256, the others are named after theirs.
+func ringAlgorithm(ring string) string {
+	if ring == "default" {
+		return "ES256"
+	}
+	return ring
 }
 
 // verifyAll signs with each ring and verifies every token with go-jose and
@@ -405,13 +462,13 @@ func (p *process) verifyAll(t *testing.T, rings ...string) {
 	var tokens []string
 	for _, ring := range rings {
 		resp := p.sign(t, ring)
-		if err := goJOSEVerify(jwks, resp.GetToken(), p.issuer); err != nil {
+		if err := goJOSEVerify(jwks, resp.GetToken()); err != nil {
 			t.Errorf("%s: go-jose: %v", ring, err)
 		}
 		tokens = append(tokens, resp.GetToken())
 	}
 	for i, r := range pyJWTVerify(t, p, tokens...) {
-		if !r.OK {
+		if !r.OK || !strings.EqualFold(r.Alg, ringAlgorithm(rings[i])) || r.Claims["sub"] != "svc-"+rings[i] {
 			t.Errorf("%s: PyJWT: %+v", rings[i], r)
 		}
 	}
@@ -434,17 +491,12 @@ func (p *process) rotateUntilSigning(t *testing.T) (old, fresh *signetv1.SignRes
 	if !strings.Contains(string(p.jwks(t)), newKid) {
 		t.Fatalf("JWKS right after Rotate lacks %s", newKid)
 	}
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
-		if fresh = p.sign(t, "default"); fresh.GetKid() == newKid {
-			break
-		}
-	}
-	if fresh.GetKid() != newKid {
+	if !waitFor(30*time.Second, func() bool { fresh = p.sign(t, "default"); return fresh.GetKid() == newKid }) {
 		t.Fatalf("the rotated version %s never started signing (publish_ahead 2s)", newKid)
 	}
 	jwks := p.jwks(t)
 	for _, tok := range []*signetv1.SignResponse{old, fresh} {
-		if err := goJOSEVerify(jwks, tok.GetToken(), p.issuer); err != nil {
+		if err := goJOSEVerify(jwks, tok.GetToken()); err != nil {
 			t.Errorf("after rotation, token of %s: go-jose: %v", tok.GetKid(), err)
 		}
 	}
@@ -471,7 +523,7 @@ func (p *process) revokePrevious(t *testing.T, revoked ...*signetv1.SignResponse
 		if strings.Contains(string(jwks), tok.GetKid()) {
 			t.Errorf("revoked kid %s is still in the JWKS", tok.GetKid())
 		}
-		if err := goJOSEVerify(jwks, tok.GetToken(), p.issuer); err == nil {
+		if err := goJOSEVerify(jwks, tok.GetToken()); err == nil {
 			t.Errorf("token of revoked %s still verifies with go-jose", tok.GetKid())
 		}
 		tokens = append(tokens, tok.GetToken())
@@ -480,7 +532,7 @@ func (p *process) revokePrevious(t *testing.T, revoked ...*signetv1.SignResponse
 	if latest.GetKid() != rev.GetVersion().GetKid() {
 		t.Errorf("after emergency rotation signed by %s, want %s", latest.GetKid(), rev.GetVersion().GetKid())
 	}
-	if err := goJOSEVerify(jwks, latest.GetToken(), p.issuer); err != nil {
+	if err := goJOSEVerify(jwks, latest.GetToken()); err != nil {
 		t.Errorf("token of the new version: %v", err)
 	}
 	py := pyJWTVerify(t, p, append(tokens, latest.GetToken())...)
@@ -490,4 +542,84 @@ func (p *process) revokePrevious(t *testing.T, revoked ...*signetv1.SignResponse
 		}
 	}
 	return rev, latest
+}
+
+// signUnavailable checks that, with the backend down (why), Sign answers
+// Unavailable within the caller's 2s deadline; that this one failed Sign is
+// enough for the gRPC health of SignerService to say NOT_SERVING; and that
+// the replica stays ready, since it still serves the JWKS.
+func (p *process) signUnavailable(t *testing.T, why string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_, err := p.client.Sign(ctx, &signetv1.SignRequest{KeyRing: "default", Audience: []string{"e2e"}})
+	if deadlinePassed := ctx.Err() != nil; status.Code(err) != codes.Unavailable || deadlinePassed {
+		t.Errorf("Sign with %s: %v (deadline passed: %v); want Unavailable in time", why, err, deadlinePassed)
+	}
+	if got := p.signerHealth(t); got != healthpb.HealthCheckResponse_NOT_SERVING {
+		t.Errorf("SignerService health with %s, after a failed Sign: %v, want NOT_SERVING", why, got)
+	}
+	resp, err := http.Get(p.httpURL + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), `"signing":false`) {
+		t.Errorf("/readyz with %s: %d %s; want 200 (the JWKS is served) saying signing is down", why, resp.StatusCode, body)
+	}
+}
+
+// noSecrets checks that nothing the process wrote (its log, its stdout)
+// and nothing its /metrics shows holds any of secrets: a token, a claim
+// value, a PIN, a backend credential.
+func (p *process) noSecrets(t *testing.T, secrets ...string) {
+	t.Helper()
+	resp, err := http.Get(p.adminURL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for where, text := range map[string]string{"log": p.stderr.String(), "stdout": p.stdout.String(), "/metrics": string(metrics)} {
+		for _, s := range secrets {
+			if s != "" && strings.Contains(text, s) {
+				t.Errorf("the %s holds a secret (%.12s...)", where, s)
+			}
+		}
+	}
+}
+
+// signerHealth is the gRPC health status of signet.v1.SignerService.
+func (p *process) signerHealth(t *testing.T) healthpb.HealthCheckResponse_ServingStatus {
+	t.Helper()
+	h, err := healthpb.NewHealthClient(p.conn).Check(context.Background(), &healthpb.HealthCheckRequest{Service: "signet.v1.SignerService"})
+	if err != nil {
+		t.Fatalf("health check: %v", err)
+	}
+	return h.GetStatus()
+}
+
+// metrics scrapes the admin listener's /metrics.
+func (p *process) metrics(t *testing.T) telemetrytest.Metrics {
+	t.Helper()
+	return telemetrytest.Scrape(t, p.adminURL+"/metrics")
+}
+
+// backendGone checks that, with the backend gone (why), Sign is Unavailable
+// and the JWKS is still served and still verifies latest.
+func (p *process) backendGone(t *testing.T, why string, latest *signetv1.SignResponse) {
+	t.Helper()
+	p.signUnavailable(t, why)
+	if err := goJOSEVerify(p.jwks(t), latest.GetToken()); err != nil {
+		t.Errorf("JWKS with %s: %v", why, err)
+	}
+}
+
+// waitSigning waits until the gRPC health of SignerService is want.
+func (p *process) waitSigning(t *testing.T, want healthpb.HealthCheckResponse_ServingStatus) {
+	t.Helper()
+	if !waitFor(30*time.Second, func() bool { return p.signerHealth(t) == want }) {
+		t.Errorf("SignerService health never became %v", want)
+	}
 }

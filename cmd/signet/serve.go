@@ -2,9 +2,13 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -14,11 +18,16 @@ import (
 )
 
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("serve", "[--config signet.yaml]",
+	fs := newFlagSet("serve", "[--config signet.yaml] [--ready-file PATH]",
 		"Runs Signet. With no config file it uses the embedded local backend under ./signet-data,\n"+
 			"one ES256 key ring \"default\", gRPC on 127.0.0.1:9090 (plaintext, loopback only) and\n"+
-			"HTTP on 127.0.0.1:8080. docs/configuration.md documents every option.", stderr)
+			"HTTP on 127.0.0.1:8080. docs/configuration.md documents every option.\n\n"+
+			"A listen address with port 0 (e.g. 127.0.0.1:0) takes a free port; --ready-file tells\n"+
+			"which: once both listeners are bound it is written (atomically) as\n"+
+			"{\"grpc\":\"127.0.0.1:NNNN\",\"http\":\"127.0.0.1:MMMM\",\"admin\":\"127.0.0.1:KKKK\"},\n"+
+			"and it is removed when serve exits.", stderr)
 	configPath := fs.String("config", "", "YAML config file (default: built-in development config)")
+	readyFile := fs.String("ready-file", "", "once listening, write the bound gRPC and HTTP addresses to this JSON file")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -31,6 +40,14 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if cfg, err = config.Load(*configPath); err != nil {
 			return err
 		}
+	}
+	if *readyFile != "" {
+		// Fail before opening backends if the file cannot be written, and
+		// never leave a previous run's addresses for a waiter to find.
+		if err := removeReadyFile(*readyFile); err != nil {
+			return err
+		}
+		defer os.Remove(*readyFile)
 	}
 	level, err := cfg.LogLevel()
 	if err != nil {
@@ -62,12 +79,85 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	defer srv.Close()
-	return srv.Serve(ctx, func(a server.Addrs) {
-		printBanner(stdout, cfg, a.GRPC.String(), a.HTTP.String())
+	// A ready file that cannot be written stops the server: whoever waits
+	// for it would otherwise wait forever.
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
+	var readyErr error
+	err = srv.Serve(ctx, func(a server.Addrs) {
+		addrs := readyAddrs{GRPC: a.GRPC.String(), HTTP: a.HTTP.String()}
+		if a.Admin != nil {
+			addrs.Admin = a.Admin.String()
+		}
+		printBanner(stdout, cfg, addrs)
+		if *readyFile == "" {
+			return
+		}
+		if readyErr = writeReadyFile(*readyFile, addrs); readyErr != nil {
+			log.Error("stopping: cannot write the ready file", "path", *readyFile, "err", readyErr)
+			stop()
+			return
+		}
+		// The server's "serving" line already holds the addresses.
+		log.Info("wrote the ready file", "path", *readyFile)
 	})
+	return errors.Join(readyErr, err)
 }
 
-func printBanner(w io.Writer, cfg config.Config, grpcAddr, httpAddr string) {
+// readyAddrs is the content of --ready-file.
+type readyAddrs struct {
+	GRPC  string `json:"grpc"`
+	HTTP  string `json:"http"`
+	Admin string `json:"admin,omitempty"` // absent without an admin listener
+}
+
+// writeReadyFile writes the addresses to a temporary file beside path and
+// renames it into place, so that a reader sees the whole file or none.
+func writeReadyFile(path string, addrs readyAddrs) error {
+	b, err := json.Marshal(addrs)
+	if err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*.tmp")
+	if err != nil {
+		return fmt.Errorf("--ready-file: %w", err)
+	}
+	_, err = f.Write(append(b, '\n'))
+	if err == nil {
+		err = f.Chmod(0o644)
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), path)
+	}
+	if err != nil {
+		os.Remove(f.Name())
+		return fmt.Errorf("--ready-file: %w", err)
+	}
+	return nil
+}
+
+// removeReadyFile removes path if it exists, and checks that its directory
+// does, so that the ready file can be written later.
+func removeReadyFile(path string) error {
+	if st, err := os.Lstat(path); err == nil && st.IsDir() {
+		return fmt.Errorf("--ready-file: %s is a directory", path)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("--ready-file: %w", err)
+	}
+	if st, err := os.Stat(filepath.Dir(path)); err != nil {
+		return fmt.Errorf("--ready-file: %w", err)
+	} else if !st.IsDir() {
+		return fmt.Errorf("--ready-file: %s is not a directory", filepath.Dir(path))
+	}
+	return nil
+}
+
+func printBanner(w io.Writer, cfg config.Config, addrs readyAddrs) {
+	grpcAddr, httpAddr := addrs.GRPC, addrs.HTTP
 	ring := cfg.KeyRings[0].Name
 	var b strings.Builder
 	fmt.Fprintf(&b, "\nSignet is running (press Ctrl-C to stop).\n\n")
@@ -78,7 +168,11 @@ func printBanner(w io.Writer, cfg config.Config, grpcAddr, httpAddr string) {
 		mode = "mTLS: client certificates required, policy " + cfg.PolicyFile
 	}
 	fmt.Fprintf(&b, "  gRPC:       %s (%s)\n", grpcAddr, mode)
-	fmt.Fprintf(&b, "  Issuer:     %s\n\n", cfg.Issuer)
+	fmt.Fprintf(&b, "  Issuer:     %s\n", cfg.Issuer)
+	if addrs.Admin != "" {
+		fmt.Fprintf(&b, "  Metrics:    http://%s/metrics    Status: http://%s%s\n", addrs.Admin, addrs.Admin, server.StatusPath)
+	}
+	b.WriteString("\n")
 	if cfg.MTLS() {
 		fmt.Fprintf(&b, "Sign a token (with a client certificate the policy allows):\n  ./bin/signet sign --server %s --ca CA.pem --cert CLIENT.pem --key CLIENT-key.pem --key-ring %s --audience AUD\n\n", grpcAddr, ring)
 	} else {

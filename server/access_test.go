@@ -327,6 +327,13 @@ func TestRateLimitPerCaller(t *testing.T) {
 	if codeOf(limited) != codes.ResourceExhausted {
 		t.Fatalf("over the rate: %v", limited)
 	}
+	m := scrape(t, e.ts)
+	if got := m.Value(t, "signet_rate_limited_total", "grant", "spiffe://corp.test/ns/payments/*"); got != 1 {
+		t.Errorf("rate-limited requests counted for the grant: %v, want 1", got)
+	}
+	if got := m.Value(t, "signet_denials_total", "reason", "rate_limited"); got != 1 {
+		t.Errorf("rate_limited denials: %v, want 1", got)
+	}
 	// Another identity of the same grant has its own bucket.
 	other := e.client(t, e.ca, "spiffe://corp.test/ns/payments/sa/worker")
 	if _, err := other.Sign(ctxT(t), &signetv1.SignRequest{KeyRing: "default", Subject: "batch-1", Audience: []string{"ledger"}}); err != nil {
@@ -375,6 +382,18 @@ func TestPolicyAndCertificateReload(t *testing.T) {
 	if _, err := e.client(t, e.ca, serviceID).Sign(ctxT(t), req); codeOf(err) != codes.Unauthenticated {
 		t.Errorf("a certificate of the replaced CA: %v", err)
 	}
+	m := scrape(t, e.ts)
+	for _, c := range []struct {
+		file, outcome string
+		want          float64
+	}{{"policy", "ok", 1}, {"policy", "error", 1}, {"certificates", "ok", 1}} {
+		if got := m.Value(t, "signet_reloads_total", "file", c.file, "outcome", c.outcome); got != c.want {
+			t.Errorf("reloads of %s with outcome %s: %v, want %v", c.file, c.outcome, got, c.want)
+		}
+	}
+	if got := m.Value(t, "signet_certificate_not_after_timestamp_seconds", "certificate", "client_ca"); got != float64(newCA.cert.NotAfter.Unix()) {
+		t.Errorf("client CA notAfter %v, want the new CA's %v", got, newCA.cert.NotAfter.Unix())
+	}
 }
 
 func TestAuditUnwritableFailsClosed(t *testing.T) {
@@ -385,6 +404,9 @@ func TestAuditUnwritableFailsClosed(t *testing.T) {
 	_, err := svc.Sign(ctxT(t), &signetv1.SignRequest{KeyRing: "default", Subject: serviceID, Audience: []string{"ledger"}})
 	if codeOf(err) != codes.Unavailable || !strings.Contains(err.Error(), "audit log cannot be written") {
 		t.Errorf("Sign with the audit log unwritable: %v", err)
+	}
+	if got := scrape(t, e.ts).Value(t, "signet_audit_write_failures_total"); got != 1 {
+		t.Errorf("audit write failures counted: %v, want 1", got)
 	}
 	before := len(e.ts.KeySet().Versions(e.ts.KeySet().Ring("default")))
 	_, err = sec.Rotate(ctxT(t), &signetv1.RotateRequest{KeyRing: "default"})

@@ -343,6 +343,12 @@ func TestEndToEnd(t *testing.T) {
 	if !strings.Contains(verified, "valid: signed by kid "+newKid) || !strings.Contains(verified, `"scope": "read"`) {
 		t.Errorf("signet verify:\n%s", verified)
 	}
+	// signet status shows the operator the same key set.
+	status := runCLI(t, "status", "--admin", strings.TrimPrefix(p.adminURL, "http://"))
+	if !strings.Contains(status, "signing:  yes") || !strings.Contains(status, "key ring default (ES256): active "+newKid) {
+		t.Errorf("signet status:\n%s", status)
+	}
+
 	// The debug log of all this holds no token and no claim value.
 	p.noSecrets(t, tok, strings.Split(tok, ".")[1], claimValue)
 

@@ -29,6 +29,7 @@ var commands = []command{
 	{"rotate", "create a new key version (optionally revoking the old ones)", runRotate},
 	{"keys", "list key versions and their states", runKeys},
 	{"verify", "verify a token against a live JWKS", runVerify},
+	{"status", "show a running Signet's status (from its admin listener)", runStatus},
 	{"dev-certs", "create a development CA, certificates, policy and mTLS config", runDevCerts},
 }
 

@@ -3,29 +3,24 @@ package awskms
 import (
 	"context"
 	"net/url"
+	"os"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/signet-dev/signet/backends"
-	"github.com/signet-dev/signet/backends/awskms/kmstest"
 	"github.com/signet-dev/signet/backends/signertest"
+	"github.com/signet-dev/signet/internal/kmstest"
 )
 
-// awsEnv gives the real SDK test credentials and keeps it away from this
-// machine's AWS configuration and from instance metadata.
-func awsEnv(t testing.TB) {
-	t.Setenv("AWS_ACCESS_KEY_ID", "AKIDSIGNETTEST")
-	t.Setenv("AWS_SECRET_ACCESS_KEY", "signet-test-secret")
-	t.Setenv("AWS_REGION", "us-east-1")
-	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
-	t.Setenv("AWS_CONFIG_FILE", "/nonexistent")
-	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+// TestMain gives the real SDK test credentials, once for every test.
+func TestMain(m *testing.M) {
+	kmstest.SetEnv()
+	os.Exit(m.Run())
 }
 
 func start(t testing.TB) *kmstest.Server {
-	awsEnv(t)
 	s := kmstest.Start()
 	t.Cleanup(s.Close)
 	return s

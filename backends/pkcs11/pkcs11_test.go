@@ -17,8 +17,8 @@ import (
 	p11 "github.com/miekg/pkcs11"
 
 	"github.com/signet-dev/signet/backends"
-	"github.com/signet-dev/signet/backends/pkcs11/softhsmtest"
 	"github.com/signet-dev/signet/backends/signertest"
+	"github.com/signet-dev/signet/internal/softhsmtest"
 )
 
 func open(t testing.TB, uri string) *Backend {

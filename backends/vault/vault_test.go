@@ -16,7 +16,7 @@ import (
 
 	"github.com/signet-dev/signet/backends"
 	"github.com/signet-dev/signet/backends/signertest"
-	"github.com/signet-dev/signet/backends/vault/vaulttest"
+	"github.com/signet-dev/signet/internal/vaulttest"
 )
 
 func open(t testing.TB, uri string, env map[string]string) (*Backend, error) {

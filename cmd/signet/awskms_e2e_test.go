@@ -10,8 +10,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/signet-dev/signet/backends/awskms/kmstest"
 	signetv1 "github.com/signet-dev/signet/gen/signet/v1"
+	"github.com/signet-dev/signet/internal/kmstest"
 )
 
 // TestEndToEndAWSKMS runs `signet serve` against the KMS test server through

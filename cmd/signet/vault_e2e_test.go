@@ -12,8 +12,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/signet-dev/signet/backends/vault/vaulttest"
 	signetv1 "github.com/signet-dev/signet/gen/signet/v1"
+	"github.com/signet-dev/signet/internal/vaulttest"
 )
 
 // TestEndToEndVault runs `signet serve` against a real Vault: signing,

@@ -1,10 +1,11 @@
-package awskms
+package kmstest_test
 
 import (
 	"context"
 	"crypto/sha256"
 	"errors"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 
@@ -13,12 +14,20 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kms"
 	"github.com/aws/aws-sdk-go-v2/service/kms/types"
 	"github.com/aws/smithy-go"
+
+	"github.com/signet-dev/signet/internal/kmstest"
 )
+
+func TestMain(m *testing.M) {
+	kmstest.SetEnv()
+	os.Exit(m.Run())
+}
 
 // TestTestServerSpeaksKMS checks the test server itself with the real SDK:
 // the operations the backend does not use, and KMS's validations and errors.
 func TestTestServerSpeaksKMS(t *testing.T) {
-	s := start(t)
+	s := kmstest.Start()
+	t.Cleanup(s.Close)
 	cfg, err := config.LoadDefaultConfig(context.Background(), config.WithRetryMaxAttempts(1))
 	if err != nil {
 		t.Fatal(err)

@@ -26,6 +26,15 @@ func start(t testing.TB) *kmstest.Server {
 	return s
 }
 
+// withVersion starts a fake KMS, opens a backend on it with the URI query
+// given, and creates the first version of ring.
+func withVersion(t *testing.T, query string, ring backends.KeyRing) (*kmstest.Server, *Backend, backends.Version) {
+	t.Helper()
+	s := start(t)
+	b := open(t, s, query)
+	return s, b, signertest.CreateVersion(t, b, ring, "")
+}
+
 func open(t testing.TB, s *kmstest.Server, query string) *Backend {
 	t.Helper()
 	u, _ := url.Parse("awskms:?endpoint=" + url.QueryEscape(s.URL) + query)
@@ -46,13 +55,8 @@ func TestConformance(t *testing.T) {
 }
 
 func TestKeysAreTaggedAndAliased(t *testing.T) {
-	s := start(t)
-	b := open(t, s, "&alias_prefix=jwt")
 	ring := backends.KeyRing{Name: "payments", Algorithm: backends.PS384}
-	v, err := b.CreateVersion(context.Background(), ring, "")
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, b, v := withVersion(t, "&alias_prefix=jwt", ring)
 	keys := s.Keys()
 	if len(keys) != 1 || keys[0].ARN != v.ID || keys[0].Spec != "RSA_3072" || keys[0].Usage != "SIGN_VERIFY" {
 		t.Fatalf("keys %+v", keys)
@@ -80,13 +84,8 @@ func TestKeysAreTaggedAndAliased(t *testing.T) {
 }
 
 func TestThrottlingIsRetriedThenUnavailable(t *testing.T) {
-	s := start(t)
-	b := open(t, s, "")
 	ring := backends.KeyRing{Name: "t", Algorithm: backends.ES256}
-	v, err := b.CreateVersion(context.Background(), ring, "")
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, b, v := withVersion(t, "", ring)
 	s.Throttle.Store(2)
 	before := s.Calls("Sign")
 	if _, err := b.Sign(context.Background(), ring, v.ID, []byte("a.b")); err != nil {
@@ -98,7 +97,7 @@ func TestThrottlingIsRetriedThenUnavailable(t *testing.T) {
 	s.Throttle.Store(1000)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	_, err = b.Sign(ctx, ring, v.ID, []byte("a.b"))
+	_, err := b.Sign(ctx, ring, v.ID, []byte("a.b"))
 	if backends.KindOf(err) != backends.KindUnavailable || !strings.Contains(err.Error(), "ThrottlingException") {
 		t.Errorf("persistent throttling: %v", err)
 	}
@@ -106,30 +105,20 @@ func TestThrottlingIsRetriedThenUnavailable(t *testing.T) {
 }
 
 func TestServerGoneIsUnavailableWithinTheDeadline(t *testing.T) {
-	s := start(t)
-	b := open(t, s, "")
 	ring := backends.KeyRing{Name: "gone", Algorithm: backends.EdDSA}
-	v, err := b.CreateVersion(context.Background(), ring, "")
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, b, v := withVersion(t, "", ring)
 	s.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	_, err = b.Sign(ctx, ring, v.ID, []byte("a.b"))
+	_, err := b.Sign(ctx, ring, v.ID, []byte("a.b"))
 	if backends.KindOf(err) != backends.KindUnavailable {
 		t.Errorf("Sign with KMS gone: %v", err)
 	}
 }
 
 func TestPartialRotationLeavesNoKey(t *testing.T) {
-	s := start(t)
-	b := open(t, s, "")
 	ring := backends.KeyRing{Name: "partial", Algorithm: backends.ES384}
-	v1, err := b.CreateVersion(context.Background(), ring, "")
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, b, v1 := withVersion(t, "", ring)
 	s.FailCreateAlias.Store(true)
 	if _, err := b.CreateVersion(context.Background(), ring, v1.ID); err == nil || !strings.Contains(err.Error(), "scheduled for deletion") {
 		t.Fatalf("CreateVersion with CreateAlias failing: %v", err)
@@ -144,18 +133,13 @@ func TestPartialRotationLeavesNoKey(t *testing.T) {
 		t.Fatalf("versions: %v, %v", vs, err)
 	}
 	// The next rotation works and takes version 2.
-	if _, err := b.CreateVersion(context.Background(), ring, v1.ID); err != nil {
-		t.Fatal(err)
-	}
+	signertest.CreateVersion(t, b, ring, v1.ID)
 }
 
 func TestConcurrentRotationsCreateOneVersion(t *testing.T) {
 	s := start(t)
 	ring := backends.KeyRing{Name: "race", Algorithm: backends.ES256}
-	v1, err := open(t, s, "").CreateVersion(context.Background(), ring, "")
-	if err != nil {
-		t.Fatal(err)
-	}
+	v1 := signertest.CreateVersion(t, open(t, s, ""), ring, "")
 	var wg sync.WaitGroup
 	results := make(chan error, 4)
 	for range 4 {
@@ -193,41 +177,17 @@ func TestConcurrentRotationsCreateOneVersion(t *testing.T) {
 	}
 }
 
-func TestRevokedVersionsStayListedAfterRestart(t *testing.T) {
-	s := start(t)
-	ring := backends.KeyRing{Name: "revoked", Algorithm: backends.RS256}
-	b := open(t, s, "")
-	v1, _ := b.CreateVersion(context.Background(), ring, "")
-	if _, err := b.CreateVersion(context.Background(), ring, v1.ID); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.DisableVersion(context.Background(), ring, v1.ID); err != nil {
-		t.Fatal(err)
-	}
-	vs, err := open(t, s, "").Versions(context.Background(), ring)
-	if err != nil || len(vs) != 2 || !vs[0].Disabled {
-		t.Fatalf("a fresh backend lists %+v, %v", vs, err)
-	}
-	if _, err := b.Sign(context.Background(), ring, v1.ID, []byte("a.b")); backends.KindOf(err) != backends.KindFailedPrecondition {
-		t.Errorf("Sign with a disabled key: %v", err)
-	}
-}
-
 func TestEdDSAInputLimit(t *testing.T) {
-	s := start(t)
-	b := open(t, s, "")
 	ring := backends.KeyRing{Name: "ed", Algorithm: backends.EdDSA}
-	v, _ := b.CreateVersion(context.Background(), ring, "")
+	_, b, v := withVersion(t, "", ring)
 	if _, err := b.Sign(context.Background(), ring, v.ID, make([]byte, MaxRawMessage+1)); backends.KindOf(err) != backends.KindInvalidArgument {
 		t.Errorf("EdDSA over 4096 bytes: %v", err)
 	}
 }
 
 func TestClientSideRateLimit(t *testing.T) {
-	s := start(t)
-	b := open(t, s, "&sign_rate=0.001&sign_burst=1")
 	ring := backends.KeyRing{Name: "limited", Algorithm: backends.ES256}
-	v, _ := b.CreateVersion(context.Background(), ring, "")
+	s, b, v := withVersion(t, "&sign_rate=0.001&sign_burst=1", ring)
 	if _, err := b.Sign(context.Background(), ring, v.ID, []byte("a.b")); err != nil {
 		t.Fatal(err)
 	}

@@ -50,10 +50,7 @@ func seed(t *testing.T, dir, kek string) string {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	v, err := s.CreateVersion(context.Background(), ring, "")
-	if err != nil {
-		t.Fatal(err)
-	}
+	v := signertest.CreateVersion(t, s, ring, "")
 	return filepath.Join(dir, "rings", ring.Name, v.ID+".json")
 }
 

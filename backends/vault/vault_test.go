@@ -2,7 +2,6 @@ package vault
 
 import (
 	"context"
-	"encoding/base64"
 	"fmt"
 	"net/url"
 	"os"
@@ -49,6 +48,15 @@ func uriFor(s *vaulttest.Server, query string) string {
 
 var rootEnv = map[string]string{"VAULT_TOKEN": vaulttest.RootToken}
 
+// withVersion starts a Vault, opens a backend on it as root, and creates the
+// first version of ring.
+func withVersion(t *testing.T, ring backends.KeyRing) (*vaulttest.Server, *Backend, backends.Version) {
+	t.Helper()
+	srv := vaulttest.Start(t)
+	b := mustOpen(t, uriFor(srv, ""), rootEnv)
+	return srv, b, signertest.CreateVersion(t, b, ring, "")
+}
+
 func TestConformance(t *testing.T) {
 	srv := vaulttest.Start(t)
 	// A token with only the documented policy, not root.
@@ -83,9 +91,7 @@ func TestCreatesNonExportableKeysOfTheRightType(t *testing.T) {
 	b := mustOpen(t, uriFor(srv, "&key_prefix=signet-"), rootEnv)
 	for alg, typ := range transitTypes {
 		ring := backends.KeyRing{Name: strings.ToLower(string(alg)), Algorithm: alg}
-		if _, err := b.CreateVersion(context.Background(), ring, ""); err != nil {
-			t.Fatal(err)
-		}
+		signertest.CreateVersion(t, b, ring, "")
 		sec, err := srv.Root(t).Logical().Read("transit/keys/signet-" + ring.Name)
 		if err != nil || sec == nil {
 			t.Fatalf("reading the key: %v", err)
@@ -97,11 +103,9 @@ func TestCreatesNonExportableKeysOfTheRightType(t *testing.T) {
 }
 
 func TestRevocationIsEnforcedByVault(t *testing.T) {
-	srv := vaulttest.Start(t)
-	b := mustOpen(t, uriFor(srv, ""), rootEnv)
 	ring := backends.KeyRing{Name: "rev", Algorithm: backends.ES256}
+	srv, b, v1 := withVersion(t, ring)
 	ctx := context.Background()
-	v1, _ := b.CreateVersion(ctx, ring, "")
 	v2, _ := b.CreateVersion(ctx, ring, v1.ID)
 	v3, err := b.CreateVersion(ctx, ring, v2.ID)
 	if err != nil {
@@ -127,19 +131,14 @@ func TestRevocationIsEnforcedByVault(t *testing.T) {
 }
 
 func TestErrors(t *testing.T) {
-	srv := vaulttest.Start(t)
-	ctx := context.Background()
 	ring := backends.KeyRing{Name: "errs", Algorithm: backends.ES256}
-	root := mustOpen(t, uriFor(srv, ""), rootEnv)
-	v, err := root.CreateVersion(ctx, ring, "")
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv, _, v := withVersion(t, ring)
+	ctx := context.Background()
 
 	// A token that may read keys but not sign: PermissionDenied, clearly.
 	srv.Policy(t, "readonly", `path "transit/keys/*" { capabilities = ["read"] }`)
 	ro := mustOpen(t, uriFor(srv, ""), map[string]string{"VAULT_TOKEN": srv.Token(t, map[string]any{"policies": []string{"readonly"}})})
-	_, err = ro.Sign(ctx, ring, v.ID, []byte("x.y"))
+	_, err := ro.Sign(ctx, ring, v.ID, []byte("x.y"))
 	if backends.KindOf(err) != backends.KindPermissionDenied || !strings.Contains(err.Error(), "permission denied") {
 		t.Errorf("Sign without transit/sign: %v", err)
 	}
@@ -155,10 +154,6 @@ func TestErrors(t *testing.T) {
 	if _, err := open(t, uriFor(srv, "&bogus=1"), rootEnv); err == nil || !strings.Contains(err.Error(), `unknown URI option "bogus"`) {
 		t.Errorf("unknown option: %v", err)
 	}
-	// Missing version and missing key.
-	if _, err := root.Sign(ctx, ring, "7", []byte("x.y")); backends.KindOf(err) != backends.KindNotFound {
-		t.Errorf("Sign with a missing version: %v", err)
-	}
 	// Vault unreachable: Unavailable within the deadline.
 	dead := mustOpen(t, uriFor(srv, ""), rootEnv)
 	srv.Kill(t)
@@ -171,13 +166,8 @@ func TestErrors(t *testing.T) {
 }
 
 func TestFrozenVaultAnswersWithinTheDeadline(t *testing.T) {
-	srv := vaulttest.Start(t)
-	b := mustOpen(t, uriFor(srv, ""), rootEnv)
 	ring := backends.KeyRing{Name: "frozen", Algorithm: backends.EdDSA}
-	v, err := b.CreateVersion(context.Background(), ring, "")
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv, b, v := withVersion(t, ring)
 	srv.Freeze(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
 	defer cancel()
@@ -226,12 +216,7 @@ func TestAppRoleLoginAndTokenExpiry(t *testing.T) {
 	}
 	first := b.client.Token()
 	sign := func() error {
-		input := []byte("eyJhbGciOiJFUzI1NiJ9.e30")
-		sig, err := b.Sign(context.Background(), ring, vs[0].ID, input)
-		if err == nil {
-			err = signertest.Verify(ring.Algorithm, vs[0], input, sig)
-		}
-		return err
+		return signertest.SignAndVerify(context.Background(), b, ring, vs[0], []byte("eyJhbGciOiJFUzI1NiJ9.e30"))
 	}
 	if err := sign(); err != nil {
 		t.Fatal(err)
@@ -251,36 +236,14 @@ func TestAppRoleLoginAndTokenExpiry(t *testing.T) {
 // TestCoalescesConcurrentSigns checks that concurrent Signs share requests
 // and that every signature is right.
 func TestCoalescesConcurrentSigns(t *testing.T) {
-	srv := vaulttest.Start(t)
-	b := mustOpen(t, uriFor(srv, ""), rootEnv)
 	ring := backends.KeyRing{Name: "busy", Algorithm: backends.ES256}
-	v, err := b.CreateVersion(context.Background(), ring, "")
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, b, v := withVersion(t, ring)
 	var requests countingBatches
 	b.batches.observe = requests.add
 	const n = 256
-	var wg sync.WaitGroup
-	errs := make(chan error, n)
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			input := []byte("eyJhbGciOiJFUzI1NiJ9." + base64.RawURLEncoding.EncodeToString([]byte(fmt.Sprintf(`{"i":%d}`, i))))
-			sig, err := b.Sign(context.Background(), ring, v.ID, input)
-			if err == nil {
-				err = signertest.Verify(ring.Algorithm, v, input, sig)
-			}
-			if err != nil {
-				errs <- err
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
+	load := signertest.SignConcurrently(b, ring, v, n, func(i int) bool { return i < 1 })
+	if load.Failed > 0 {
+		t.Fatalf("%d of %d signatures failed: %v", load.Failed, n, load.Errors)
 	}
 	t.Logf("%d signatures in %d Transit requests", n, requests.count())
 	if requests.count() >= n {
@@ -314,16 +277,9 @@ func TestTLSAndSealed(t *testing.T) {
 	}
 	b := mustOpen(t, "vault://"+u.Host+"/transit?ca_file="+srv.CAFile, rootEnv)
 	ring := backends.KeyRing{Name: "tls", Algorithm: backends.ES384}
-	v, err := b.CreateVersion(context.Background(), ring, "")
-	if err != nil {
-		t.Fatal(err)
-	}
+	v := signertest.CreateVersion(t, b, ring, "")
 	input := []byte("eyJhbGciOiJFUzM4NCJ9.e30")
-	sig, err := b.Sign(context.Background(), ring, v.ID, input)
-	if err == nil {
-		err = signertest.Verify(ring.Algorithm, v, input, sig)
-	}
-	if err != nil {
+	if err := signertest.SignAndVerify(context.Background(), b, ring, v, input); err != nil {
 		t.Fatalf("signing over TLS: %v", err)
 	}
 	// A sealed Vault is unavailable, and says so.
@@ -332,7 +288,7 @@ func TestTLSAndSealed(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	_, err = b.Sign(ctx, ring, v.ID, input)
+	_, err := b.Sign(ctx, ring, v.ID, input)
 	if backends.KindOf(err) != backends.KindUnavailable || !strings.Contains(err.Error(), "sealed") {
 		t.Errorf("Sign with Vault sealed: %v", err)
 	}
@@ -352,10 +308,7 @@ func BenchmarkSignParallel(b *testing.B) {
 				b.Fatal(err)
 			}
 			if len(vs) == 0 {
-				v, err := be.CreateVersion(context.Background(), ring, "")
-				if err != nil {
-					b.Fatal(err)
-				}
+				v := signertest.CreateVersion(b, be, ring, "")
 				vs = append(vs, v)
 			}
 			v := vs[0]

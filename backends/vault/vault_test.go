@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/vault/api"
+	"go.uber.org/goleak"
 
 	"github.com/signet-dev/signet/backends"
 	"github.com/signet-dev/signet/backends/signertest"
@@ -233,6 +234,70 @@ func TestAppRoleLoginAndTokenExpiry(t *testing.T) {
 	}
 }
 
+// eventually polls cond until it holds, failing the test after timeout.
+func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(timeout); !cond(); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("waited %v for %s", timeout, what)
+		}
+	}
+}
+
+// TestCloseStopsEverything checks that Close stops the token watcher and the
+// batch workers, ends their requests to a frozen Vault at once instead of
+// waiting for them, fails the Signs in flight, and returns only when every
+// goroutine the backend started is gone.
+func TestCloseStopsEverything(t *testing.T) {
+	ring := backends.KeyRing{Name: "closing", Algorithm: backends.ES256}
+	srv, _, v := withVersion(t, ring)
+	// A renewable token, so that the backend runs a watcher.
+	token := srv.Token(t, map[string]any{"policies": []string{"root"}, "ttl": "1h", "renewable": true})
+	before := goleak.IgnoreCurrent()
+
+	b := mustOpen(t, uriFor(srv, "&batch_size=2"), map[string]string{"VAULT_TOKEN": token})
+	b.auth.mu.Lock()
+	watching := b.auth.watching != nil
+	b.auth.mu.Unlock()
+	if !watching {
+		t.Fatal("no watcher renews the token; the test proves less than it says")
+	}
+	srv.Freeze(t)
+	defer srv.Thaw(t)
+	var sent countingBatches
+	b.batches.observe = sent.add
+	const n = 3 * maxWorkers * 2 // more than maxWorkers batches of 2: some wait in the queue
+	errs := make(chan error, n)
+	for range n {
+		go func() {
+			_, err := b.Sign(context.Background(), ring, v.ID, []byte("eyJhbGciOiJFUzI1NiJ9.e30"))
+			errs <- err
+		}()
+	}
+	eventually(t, 10*time.Second, "every Sign to be sent or queued", func() bool {
+		inFlight := sent.total() // before the queue: a call leaves it before it is sent
+		b.batches.mu.Lock()
+		defer b.batches.mu.Unlock()
+		for _, q := range b.batches.queues {
+			inFlight += len(q.pending)
+		}
+		return inFlight == n
+	})
+	closed := make(chan struct{})
+	go func() { b.Close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second): // a hang detector, not a speed check
+		t.Fatal("Close waited for a frozen Vault")
+	}
+	for range n {
+		if err := <-errs; backends.KindOf(err) != backends.KindFailedPrecondition || !strings.Contains(err.Error(), "closed") {
+			t.Errorf("Sign in flight during Close: %v, want the backend is closed", err)
+		}
+	}
+	goleak.VerifyNone(t, before)
+}
+
 // TestCoalescesConcurrentSigns checks that concurrent Signs share requests
 // and that every signature is right.
 func TestCoalescesConcurrentSigns(t *testing.T) {
@@ -252,14 +317,22 @@ func TestCoalescesConcurrentSigns(t *testing.T) {
 }
 
 type countingBatches struct {
-	mu sync.Mutex
-	n  int
+	mu       sync.Mutex
+	n, items int
 }
 
-func (c *countingBatches) add(int) {
+func (c *countingBatches) add(size int) {
 	c.mu.Lock()
 	c.n++
+	c.items += size
 	c.mu.Unlock()
+}
+
+// total is how many signing inputs the batches held.
+func (c *countingBatches) total() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.items
 }
 
 func (c *countingBatches) count() int {

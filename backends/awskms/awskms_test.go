@@ -3,11 +3,12 @@ package awskms
 import (
 	"context"
 	"net/url"
-	"os"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"go.uber.org/goleak"
 
 	"github.com/signet-dev/signet/backends"
 	"github.com/signet-dev/signet/backends/signertest"
@@ -17,7 +18,9 @@ import (
 // TestMain gives the real SDK test credentials, once for every test.
 func TestMain(m *testing.M) {
 	kmstest.SetEnv()
-	os.Exit(m.Run())
+	// Every goroutine must be gone when the tests end: the fake's server
+	// and the SDK's connections to it.
+	goleak.VerifyTestMain(m)
 }
 
 func start(t testing.TB) *kmstest.Server {

@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"errors"
 	"net/http"
-	"os"
 	"strings"
 	"testing"
 
@@ -15,12 +14,16 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kms/types"
 	"github.com/aws/smithy-go"
 
+	"go.uber.org/goleak"
+
 	"github.com/signet-dev/signet/internal/kmstest"
 )
 
 func TestMain(m *testing.M) {
 	kmstest.SetEnv()
-	os.Exit(m.Run())
+	// Every goroutine must be gone when the tests end: the fake's server
+	// and the SDK's connections to it.
+	goleak.VerifyTestMain(m)
 }
 
 // TestTestServerSpeaksKMS checks the test server itself with the real SDK:

@@ -9,6 +9,7 @@ import (
 )
 
 func TestErrorfWrapsEveryCause(t *testing.T) {
+	t.Parallel()
 	pathErr := &fs.PathError{Op: "open", Path: "/k", Err: fs.ErrNotExist}
 	err := Errorf(KindUnavailable, "local", "reading %s: %w (then %w)", "/k", pathErr, context.DeadlineExceeded)
 
@@ -33,6 +34,7 @@ func TestErrorfWrapsEveryCause(t *testing.T) {
 }
 
 func TestErrorfCauses(t *testing.T) {
+	t.Parallel()
 	cause := errors.New("cause")
 	tests := []struct {
 		name string

@@ -49,6 +49,7 @@ func open(t testing.TB, s *kmstest.Server, query string) *Backend {
 }
 
 func TestConformance(t *testing.T) {
+	t.Parallel()
 	s := start(t)
 	s.PageSize = 3 // every listing pages
 	signertest.Run(t, signertest.Harness{
@@ -58,6 +59,7 @@ func TestConformance(t *testing.T) {
 }
 
 func TestKeysAreTaggedAndAliased(t *testing.T) {
+	t.Parallel()
 	ring := backends.KeyRing{Name: "payments", Algorithm: backends.PS384}
 	s, b, v := withVersion(t, "&alias_prefix=jwt", ring)
 	keys := s.Keys()
@@ -87,6 +89,7 @@ func TestKeysAreTaggedAndAliased(t *testing.T) {
 }
 
 func TestThrottlingIsRetriedThenUnavailable(t *testing.T) {
+	t.Parallel()
 	ring := backends.KeyRing{Name: "t", Algorithm: backends.ES256}
 	s, b, v := withVersion(t, "", ring)
 	s.Throttle.Store(2)
@@ -108,6 +111,7 @@ func TestThrottlingIsRetriedThenUnavailable(t *testing.T) {
 }
 
 func TestServerGoneIsUnavailableWithinTheDeadline(t *testing.T) {
+	t.Parallel()
 	ring := backends.KeyRing{Name: "gone", Algorithm: backends.EdDSA}
 	s, b, v := withVersion(t, "", ring)
 	s.Close()
@@ -120,6 +124,7 @@ func TestServerGoneIsUnavailableWithinTheDeadline(t *testing.T) {
 }
 
 func TestPartialRotationLeavesNoKey(t *testing.T) {
+	t.Parallel()
 	ring := backends.KeyRing{Name: "partial", Algorithm: backends.ES384}
 	s, b, v1 := withVersion(t, "", ring)
 	s.FailCreateAlias.Store(true)
@@ -140,6 +145,7 @@ func TestPartialRotationLeavesNoKey(t *testing.T) {
 }
 
 func TestConcurrentRotationsCreateOneVersion(t *testing.T) {
+	t.Parallel()
 	s := start(t)
 	ring := backends.KeyRing{Name: "race", Algorithm: backends.ES256}
 	v1 := signertest.CreateVersion(t, open(t, s, ""), ring, "")
@@ -181,6 +187,7 @@ func TestConcurrentRotationsCreateOneVersion(t *testing.T) {
 }
 
 func TestEdDSAInputLimit(t *testing.T) {
+	t.Parallel()
 	ring := backends.KeyRing{Name: "ed", Algorithm: backends.EdDSA}
 	_, b, v := withVersion(t, "", ring)
 	if _, err := b.Sign(context.Background(), ring, v.ID, make([]byte, MaxRawMessage+1)); backends.KindOf(err) != backends.KindInvalidArgument {
@@ -189,6 +196,7 @@ func TestEdDSAInputLimit(t *testing.T) {
 }
 
 func TestClientSideRateLimit(t *testing.T) {
+	t.Parallel()
 	ring := backends.KeyRing{Name: "limited", Algorithm: backends.ES256}
 	s, b, v := withVersion(t, "&sign_rate=0.001&sign_burst=1", ring)
 	if _, err := b.Sign(context.Background(), ring, v.ID, []byte("a.b")); err != nil {

@@ -18,6 +18,11 @@ import (
 	"github.com/signet-dev/signet/internal/softhsmtest"
 )
 
+// The tests here do not run in parallel with each other: softhsmtest.New
+// points SOFTHSM2_CONF, which SoftHSM2 reads when the library is first
+// initialized, at the test's own token (t.Setenv). The suite's cases within
+// TestConformance do run in parallel, on one token.
+
 func open(t testing.TB, uri string) *Backend {
 	t.Helper()
 	u, err := url.Parse(uri)

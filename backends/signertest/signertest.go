@@ -47,7 +47,9 @@ type Harness struct {
 	MaxSigningInput map[backends.Algorithm]int
 }
 
-// Run runs the conformance suite.
+// Run runs the conformance suite. Its cases run in parallel with each other
+// (each opens its own instances and uses rings of its own), so Open must be
+// safe to call concurrently.
 func Run(t *testing.T, h Harness) {
 	if h.ClockSkew == 0 {
 		h.ClockSkew = time.Minute
@@ -60,20 +62,29 @@ func Run(t *testing.T, h Harness) {
 		s := h.open(t)
 		algs = s.Algorithms()
 	}
-	t.Run("Algorithms", func(t *testing.T) {
+	parallel := func(name string, test func(t *testing.T)) {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			test(t)
+		})
+	}
+	parallel("Algorithms", func(t *testing.T) {
 		for _, alg := range algs {
-			t.Run(string(alg), func(t *testing.T) { h.testSignVerify(t, alg) })
+			t.Run(string(alg), func(t *testing.T) {
+				t.Parallel()
+				h.testSignVerify(t, alg)
+			})
 		}
 	})
 	first := algs[0]
-	t.Run("UnsupportedAlgorithm", func(t *testing.T) { h.testUnsupported(t) })
-	t.Run("VersionPinning", func(t *testing.T) { h.testVersionPinning(t, first) })
-	t.Run("ListAndDisable", func(t *testing.T) { h.testListAndDisable(t, first) })
-	t.Run("CreateConflict", func(t *testing.T) { h.testCreateConflict(t, first) })
-	t.Run("Reopen", func(t *testing.T) { h.testReopen(t, first) })
-	t.Run("UnknownRingAndVersion", func(t *testing.T) { h.testUnknown(t, first) })
-	t.Run("CancelledContext", func(t *testing.T) { h.testCancelled(t, first) })
-	t.Run("CloseTwice", func(t *testing.T) {
+	parallel("UnsupportedAlgorithm", h.testUnsupported)
+	parallel("VersionPinning", func(t *testing.T) { h.testVersionPinning(t, first) })
+	parallel("ListAndDisable", func(t *testing.T) { h.testListAndDisable(t, first) })
+	parallel("CreateConflict", func(t *testing.T) { h.testCreateConflict(t, first) })
+	parallel("Reopen", func(t *testing.T) { h.testReopen(t, first) })
+	parallel("UnknownRingAndVersion", func(t *testing.T) { h.testUnknown(t, first) })
+	parallel("CancelledContext", func(t *testing.T) { h.testCancelled(t, first) })
+	parallel("CloseTwice", func(t *testing.T) {
 		s := h.Open(t)
 		if err := s.Close(); err != nil {
 			t.Fatalf("first Close: %v", err)
@@ -82,7 +93,7 @@ func Run(t *testing.T, h Harness) {
 			t.Fatalf("second Close: %v", err)
 		}
 	})
-	t.Run("ConcurrentSign", func(t *testing.T) { h.testConcurrent(t, first) })
+	parallel("ConcurrentSign", func(t *testing.T) { h.testConcurrent(t, first) })
 }
 
 func (h Harness) open(t *testing.T) backends.Signer {

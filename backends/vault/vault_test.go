@@ -59,6 +59,7 @@ func withVersion(t *testing.T, ring backends.KeyRing) (*vaulttest.Server, *Backe
 }
 
 func TestConformance(t *testing.T) {
+	t.Parallel()
 	srv := vaulttest.Start(t)
 	// A token with only the documented policy, not root.
 	srv.Policy(t, "signet", vaulttest.SignerPolicy+`path "transit/keys/*/rotate" { capabilities = ["update"] }
@@ -74,6 +75,7 @@ path "transit/keys/*/config" { capabilities = ["update"] }`)
 }
 
 func TestWrongKeyTypeIsAConfigurationError(t *testing.T) {
+	t.Parallel()
 	srv := vaulttest.Start(t)
 	srv.Write(t, "transit/keys/existing", map[string]any{"type": "rsa-2048"})
 	b := mustOpen(t, uriFor(srv, "&key.myring=existing"), rootEnv)
@@ -88,6 +90,7 @@ func TestWrongKeyTypeIsAConfigurationError(t *testing.T) {
 }
 
 func TestCreatesNonExportableKeysOfTheRightType(t *testing.T) {
+	t.Parallel()
 	srv := vaulttest.Start(t)
 	b := mustOpen(t, uriFor(srv, "&key_prefix=signet-"), rootEnv)
 	for alg, typ := range transitTypes {
@@ -104,6 +107,7 @@ func TestCreatesNonExportableKeysOfTheRightType(t *testing.T) {
 }
 
 func TestRevocationIsEnforcedByVault(t *testing.T) {
+	t.Parallel()
 	ring := backends.KeyRing{Name: "rev", Algorithm: backends.ES256}
 	srv, b, v1 := withVersion(t, ring)
 	ctx := context.Background()
@@ -132,6 +136,7 @@ func TestRevocationIsEnforcedByVault(t *testing.T) {
 }
 
 func TestErrors(t *testing.T) {
+	t.Parallel()
 	ring := backends.KeyRing{Name: "errs", Algorithm: backends.ES256}
 	srv, _, v := withVersion(t, ring)
 	ctx := context.Background()
@@ -167,6 +172,7 @@ func TestErrors(t *testing.T) {
 }
 
 func TestFrozenVaultAnswersWithinTheDeadline(t *testing.T) {
+	t.Parallel()
 	ring := backends.KeyRing{Name: "frozen", Algorithm: backends.EdDSA}
 	srv, b, v := withVersion(t, ring)
 	srv.Freeze(t)
@@ -191,6 +197,7 @@ func TestFrozenVaultAnswersWithinTheDeadline(t *testing.T) {
 }
 
 func TestAppRoleLoginAndTokenExpiry(t *testing.T) {
+	t.Parallel()
 	srv := vaulttest.Start(t)
 	root := srv.Root(t)
 	if err := root.Sys().EnableAuthWithOptions("approle", &api.EnableAuthOptions{Type: "approle"}); err != nil {
@@ -251,6 +258,9 @@ func eventually(t *testing.T, timeout time.Duration, what string, cond func() bo
 // batch workers, ends their requests to a frozen Vault at once instead of
 // waiting for them, fails the Signs in flight, and returns only when every
 // goroutine the backend started is gone.
+//
+// It does not run in parallel: goleak.VerifyNone compares all the process's
+// goroutines with those before the test.
 func TestCloseStopsEverything(t *testing.T) {
 	ring := backends.KeyRing{Name: "closing", Algorithm: backends.ES256}
 	srv, _, v := withVersion(t, ring)
@@ -304,6 +314,7 @@ func TestCloseStopsEverything(t *testing.T) {
 // TestCoalescesConcurrentSigns checks that concurrent Signs share requests
 // and that every signature is right.
 func TestCoalescesConcurrentSigns(t *testing.T) {
+	t.Parallel()
 	ring := backends.KeyRing{Name: "busy", Algorithm: backends.ES256}
 	_, b, v := withVersion(t, ring)
 	var requests countingBatches
@@ -345,6 +356,7 @@ func (c *countingBatches) count() int {
 }
 
 func TestTLSAndSealed(t *testing.T) {
+	t.Parallel()
 	srv := vaulttest.StartTLS(t)
 	u, _ := url.Parse(srv.Addr)
 	// Without the CA, Vault's certificate is not trusted.

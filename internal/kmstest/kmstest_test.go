@@ -29,6 +29,7 @@ func TestMain(m *testing.M) {
 // TestTestServerSpeaksKMS checks the test server itself with the real SDK:
 // the operations the backend does not use, and KMS's validations and errors.
 func TestTestServerSpeaksKMS(t *testing.T) {
+	t.Parallel()
 	s := kmstest.Start()
 	t.Cleanup(s.Close)
 	cfg, err := config.LoadDefaultConfig(context.Background(), config.WithRetryMaxAttempts(1))

@@ -112,14 +112,16 @@ func Open(ctx context.Context, u *url.URL, opts backends.OpenOptions) (backends.
 	cfg.MaxRetries = 2
 	cfg.MinRetryWait, cfg.MaxRetryWait = 50*time.Millisecond, 250*time.Millisecond
 	cfg.CheckRetry = checkRetry
+	client, err := api.NewClient(cfg)
+	if err != nil {
+		return nil, errorf(backends.KindInvalidArgument, "Vault client: %v", err)
+	}
+	// Wrap the transport only now: NewClient needs the *http.Transport
+	// itself to dial a unix:// VAULT_ADDR. The client sends with
+	// cfg.HttpClient, which it keeps.
 	bctx, cancel := context.WithCancel(context.Background())
 	transport := &closingTransport{base: cfg.HttpClient.Transport, closed: bctx}
 	cfg.HttpClient.Transport = transport
-	client, err := api.NewClient(cfg)
-	if err != nil {
-		cancel()
-		return nil, errorf(backends.KindInvalidArgument, "Vault client: %v", err)
-	}
 	client.ClearToken() // the token comes from the configured auth method only
 	if ns := q.Get("namespace"); ns != "" {
 		client.SetNamespace(ns)

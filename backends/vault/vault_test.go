@@ -3,11 +3,14 @@ package vault
 import (
 	"context"
 	"fmt"
+	"net"
+	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -309,6 +312,33 @@ func TestCloseStopsEverything(t *testing.T) {
 		}
 	}
 	goleak.VerifyNone(t, before)
+}
+
+// TestUnixSocketAddress checks that a unix:// VAULT_ADDR (a Vault Agent's
+// listener) still works with the backend's own transport around the
+// client's. It sets VAULT_ADDR, so it does not run in parallel.
+func TestUnixSocketAddress(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "agent.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lookups atomic.Int32
+	agent := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v1/auth/token/lookup-self" {
+			lookups.Add(1)
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Write([]byte(`{"data":{"ttl":0,"renewable":false}}`))
+	})}
+	go agent.Serve(l)
+	defer agent.Close()
+	t.Setenv("VAULT_ADDR", "unix://"+sock)
+	b := mustOpen(t, "vault:///transit", rootEnv)
+	b.Close()
+	if n := lookups.Load(); n != 1 {
+		t.Errorf("Open looked the token up %d times over the socket, want 1", n)
+	}
 }
 
 // TestCoalescesConcurrentSigns checks that concurrent Signs share requests

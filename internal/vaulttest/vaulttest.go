@@ -74,12 +74,13 @@ const maxStarts = 5
 
 // start runs Vault on a port that was free a moment before. Vault cannot be
 // given a listening socket, and with -dev-listen-address=127.0.0.1:0 it
-// reports only the address it was configured with (its API address, its
-// cluster address "port+1" and cluster.json all say port 0), so the bound
-// port cannot be learned from it. So the port is picked by listening on :0
-// and closing, and another process may take it before Vault binds it: then
-// Vault exits with "address already in use" and start tries again with a new
-// port.
+// binds a random port but reports the configured one: its log says "Api
+// Address: http://127.0.0.1:0" (only the cluster listener, which dev mode
+// binds at the API port + 1, gives a real port, and reading the API port
+// off that would rely on an accident of Vault's code). So the port is picked
+// by listening on :0 and closing, and another process may take it (or the
+// port after it) before Vault binds it: then Vault exits with "address
+// already in use" and start tries again with a new port.
 func start(t testing.TB, tls bool) *Server {
 	t.Helper()
 	bin := Binary(t)
@@ -97,8 +98,9 @@ func start(t testing.TB, tls bool) *Server {
 
 var errPortTaken = errors.New("address already in use")
 
-// freeAddr returns a loopback address that nothing listened on a moment ago.
-func freeAddr() (string, error) {
+// freeAddr returns a loopback address that nothing listened on a moment ago
+// (a variable for this package's test, which hands out a taken one).
+var freeAddr = func() (string, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return "", err

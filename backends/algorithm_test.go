@@ -11,6 +11,7 @@ import (
 )
 
 func TestECDSASignatureFromDER(t *testing.T) {
+	t.Parallel()
 	for _, a := range []Algorithm{ES256, ES384, ES512} {
 		k, _ := ecdsa.GenerateKey(a.Curve(), rand.Reader)
 		digest := sha256.Sum256([]byte("x"))

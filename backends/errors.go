@@ -71,10 +71,24 @@ var (
 	ErrUnimplemented      = &Error{Kind: KindUnimplemented}
 )
 
-// Errorf returns a classified error. A %w verb wraps its operand.
+// Errorf returns a classified error. Each %w verb wraps its operand:
+// errors.Is and errors.As find every one of them, not only the first.
 func Errorf(kind Kind, backend, format string, args ...any) error {
 	err := fmt.Errorf(format, args...)
-	return &Error{Kind: kind, Backend: backend, Msg: err.Error(), Err: errors.Unwrap(err)}
+	return &Error{Kind: kind, Backend: backend, Msg: err.Error(), Err: causes(err)}
+}
+
+// causes returns what fmt.Errorf wrapped: the operand of a single %w, all
+// the operands of several (errors.Unwrap sees none of those: fmt returns
+// them from Unwrap() []error), or nil.
+func causes(err error) error {
+	switch u := err.(type) {
+	case interface{ Unwrap() error }:
+		return u.Unwrap()
+	case interface{ Unwrap() []error }:
+		return errors.Join(u.Unwrap()...)
+	}
+	return nil
 }
 
 // KindOf classifies err. A context deadline or cancellation counts as

@@ -8,27 +8,34 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
+
 	"github.com/signet-dev/signet/backends"
-	"github.com/signet-dev/signet/backends/awskms/kmstest"
 	"github.com/signet-dev/signet/backends/signertest"
+	"github.com/signet-dev/signet/internal/kmstest"
 )
 
-// awsEnv gives the real SDK test credentials and keeps it away from this
-// machine's AWS configuration and from instance metadata.
-func awsEnv(t testing.TB) {
-	t.Setenv("AWS_ACCESS_KEY_ID", "AKIDSIGNETTEST")
-	t.Setenv("AWS_SECRET_ACCESS_KEY", "signet-test-secret")
-	t.Setenv("AWS_REGION", "us-east-1")
-	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
-	t.Setenv("AWS_CONFIG_FILE", "/nonexistent")
-	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+// TestMain gives the real SDK test credentials, once for every test.
+func TestMain(m *testing.M) {
+	kmstest.SetEnv()
+	// Every goroutine must be gone when the tests end: the fake's server
+	// and the SDK's connections to it.
+	goleak.VerifyTestMain(m)
 }
 
 func start(t testing.TB) *kmstest.Server {
-	awsEnv(t)
 	s := kmstest.Start()
 	t.Cleanup(s.Close)
 	return s
+}
+
+// withVersion starts a fake KMS, opens a backend on it with the URI query
+// given, and creates the first version of ring.
+func withVersion(t *testing.T, query string, ring backends.KeyRing) (*kmstest.Server, *Backend, backends.Version) {
+	t.Helper()
+	s := start(t)
+	b := open(t, s, query)
+	return s, b, signertest.CreateVersion(t, b, ring, "")
 }
 
 func open(t testing.TB, s *kmstest.Server, query string) *Backend {
@@ -42,6 +49,7 @@ func open(t testing.TB, s *kmstest.Server, query string) *Backend {
 }
 
 func TestConformance(t *testing.T) {
+	t.Parallel()
 	s := start(t)
 	s.PageSize = 3 // every listing pages
 	signertest.Run(t, signertest.Harness{
@@ -51,13 +59,9 @@ func TestConformance(t *testing.T) {
 }
 
 func TestKeysAreTaggedAndAliased(t *testing.T) {
-	s := start(t)
-	b := open(t, s, "&alias_prefix=jwt")
+	t.Parallel()
 	ring := backends.KeyRing{Name: "payments", Algorithm: backends.PS384}
-	v, err := b.CreateVersion(context.Background(), ring, "")
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, b, v := withVersion(t, "&alias_prefix=jwt", ring)
 	keys := s.Keys()
 	if len(keys) != 1 || keys[0].ARN != v.ID || keys[0].Spec != "RSA_3072" || keys[0].Usage != "SIGN_VERIFY" {
 		t.Fatalf("keys %+v", keys)
@@ -85,13 +89,9 @@ func TestKeysAreTaggedAndAliased(t *testing.T) {
 }
 
 func TestThrottlingIsRetriedThenUnavailable(t *testing.T) {
-	s := start(t)
-	b := open(t, s, "")
+	t.Parallel()
 	ring := backends.KeyRing{Name: "t", Algorithm: backends.ES256}
-	v, err := b.CreateVersion(context.Background(), ring, "")
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, b, v := withVersion(t, "", ring)
 	s.Throttle.Store(2)
 	before := s.Calls("Sign")
 	if _, err := b.Sign(context.Background(), ring, v.ID, []byte("a.b")); err != nil {
@@ -103,7 +103,7 @@ func TestThrottlingIsRetriedThenUnavailable(t *testing.T) {
 	s.Throttle.Store(1000)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	_, err = b.Sign(ctx, ring, v.ID, []byte("a.b"))
+	_, err := b.Sign(ctx, ring, v.ID, []byte("a.b"))
 	if backends.KindOf(err) != backends.KindUnavailable || !strings.Contains(err.Error(), "ThrottlingException") {
 		t.Errorf("persistent throttling: %v", err)
 	}
@@ -111,30 +111,22 @@ func TestThrottlingIsRetriedThenUnavailable(t *testing.T) {
 }
 
 func TestServerGoneIsUnavailableWithinTheDeadline(t *testing.T) {
-	s := start(t)
-	b := open(t, s, "")
+	t.Parallel()
 	ring := backends.KeyRing{Name: "gone", Algorithm: backends.EdDSA}
-	v, err := b.CreateVersion(context.Background(), ring, "")
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, b, v := withVersion(t, "", ring)
 	s.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	_, err = b.Sign(ctx, ring, v.ID, []byte("a.b"))
+	_, err := b.Sign(ctx, ring, v.ID, []byte("a.b"))
 	if backends.KindOf(err) != backends.KindUnavailable {
 		t.Errorf("Sign with KMS gone: %v", err)
 	}
 }
 
 func TestPartialRotationLeavesNoKey(t *testing.T) {
-	s := start(t)
-	b := open(t, s, "")
+	t.Parallel()
 	ring := backends.KeyRing{Name: "partial", Algorithm: backends.ES384}
-	v1, err := b.CreateVersion(context.Background(), ring, "")
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, b, v1 := withVersion(t, "", ring)
 	s.FailCreateAlias.Store(true)
 	if _, err := b.CreateVersion(context.Background(), ring, v1.ID); err == nil || !strings.Contains(err.Error(), "scheduled for deletion") {
 		t.Fatalf("CreateVersion with CreateAlias failing: %v", err)
@@ -149,18 +141,14 @@ func TestPartialRotationLeavesNoKey(t *testing.T) {
 		t.Fatalf("versions: %v, %v", vs, err)
 	}
 	// The next rotation works and takes version 2.
-	if _, err := b.CreateVersion(context.Background(), ring, v1.ID); err != nil {
-		t.Fatal(err)
-	}
+	signertest.CreateVersion(t, b, ring, v1.ID)
 }
 
 func TestConcurrentRotationsCreateOneVersion(t *testing.T) {
+	t.Parallel()
 	s := start(t)
 	ring := backends.KeyRing{Name: "race", Algorithm: backends.ES256}
-	v1, err := open(t, s, "").CreateVersion(context.Background(), ring, "")
-	if err != nil {
-		t.Fatal(err)
-	}
+	v1 := signertest.CreateVersion(t, open(t, s, ""), ring, "")
 	var wg sync.WaitGroup
 	results := make(chan error, 4)
 	for range 4 {
@@ -198,41 +186,19 @@ func TestConcurrentRotationsCreateOneVersion(t *testing.T) {
 	}
 }
 
-func TestRevokedVersionsStayListedAfterRestart(t *testing.T) {
-	s := start(t)
-	ring := backends.KeyRing{Name: "revoked", Algorithm: backends.RS256}
-	b := open(t, s, "")
-	v1, _ := b.CreateVersion(context.Background(), ring, "")
-	if _, err := b.CreateVersion(context.Background(), ring, v1.ID); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.DisableVersion(context.Background(), ring, v1.ID); err != nil {
-		t.Fatal(err)
-	}
-	vs, err := open(t, s, "").Versions(context.Background(), ring)
-	if err != nil || len(vs) != 2 || !vs[0].Disabled {
-		t.Fatalf("a fresh backend lists %+v, %v", vs, err)
-	}
-	if _, err := b.Sign(context.Background(), ring, v1.ID, []byte("a.b")); backends.KindOf(err) != backends.KindFailedPrecondition {
-		t.Errorf("Sign with a disabled key: %v", err)
-	}
-}
-
 func TestEdDSAInputLimit(t *testing.T) {
-	s := start(t)
-	b := open(t, s, "")
+	t.Parallel()
 	ring := backends.KeyRing{Name: "ed", Algorithm: backends.EdDSA}
-	v, _ := b.CreateVersion(context.Background(), ring, "")
+	_, b, v := withVersion(t, "", ring)
 	if _, err := b.Sign(context.Background(), ring, v.ID, make([]byte, MaxRawMessage+1)); backends.KindOf(err) != backends.KindInvalidArgument {
 		t.Errorf("EdDSA over 4096 bytes: %v", err)
 	}
 }
 
 func TestClientSideRateLimit(t *testing.T) {
-	s := start(t)
-	b := open(t, s, "&sign_rate=0.001&sign_burst=1")
+	t.Parallel()
 	ring := backends.KeyRing{Name: "limited", Algorithm: backends.ES256}
-	v, _ := b.CreateVersion(context.Background(), ring, "")
+	s, b, v := withVersion(t, "&sign_rate=0.001&sign_burst=1", ring)
 	if _, err := b.Sign(context.Background(), ring, v.ID, []byte("a.b")); err != nil {
 		t.Fatal(err)
 	}

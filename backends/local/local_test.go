@@ -20,6 +20,7 @@ import (
 )
 
 func TestConformance(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	signertest.Run(t, signertest.Harness{Open: func(t *testing.T) backends.Signer {
 		s, err := local.Open(dir, backends.OpenOptions{})
@@ -50,14 +51,12 @@ func seed(t *testing.T, dir, kek string) string {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	v, err := s.CreateVersion(context.Background(), ring, "")
-	if err != nil {
-		t.Fatal(err)
-	}
+	v := signertest.CreateVersion(t, s, ring, "")
 	return filepath.Join(dir, "rings", ring.Name, v.ID+".json")
 }
 
 func TestFilesArePrivate(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	path := seed(t, dir, "")
 	for _, p := range []string{path, filepath.Join(dir, "kek")} {
@@ -76,6 +75,7 @@ func TestFilesArePrivate(t *testing.T) {
 }
 
 func TestRefusesUnreadableKeys(t *testing.T) {
+	t.Parallel()
 	kekA := base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{1}, 32))
 	kekB := base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{2}, 32))
 	tests := []struct {
@@ -108,6 +108,7 @@ func TestRefusesUnreadableKeys(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			dir := t.TempDir()
 			path := seed(t, dir, kekA)
 			if tt.corrupt != nil {
@@ -130,6 +131,7 @@ func TestRefusesUnreadableKeys(t *testing.T) {
 }
 
 func TestKEKFromEnvironmentIsNotWritten(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	kek := hex.EncodeToString(bytes.Repeat([]byte{7}, 32))
 	seed(t, dir, kek)
@@ -147,6 +149,7 @@ func TestKEKFromEnvironmentIsNotWritten(t *testing.T) {
 }
 
 func TestRevokeErasesPrivateKey(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	path := seed(t, dir, "")
 	s, err := openStore(t, dir, "")

@@ -47,7 +47,9 @@ type Harness struct {
 	MaxSigningInput map[backends.Algorithm]int
 }
 
-// Run runs the conformance suite.
+// Run runs the conformance suite. Its cases run in parallel with each other
+// (each opens its own instances and uses rings of its own), so Open must be
+// safe to call concurrently.
 func Run(t *testing.T, h Harness) {
 	if h.ClockSkew == 0 {
 		h.ClockSkew = time.Minute
@@ -60,20 +62,29 @@ func Run(t *testing.T, h Harness) {
 		s := h.open(t)
 		algs = s.Algorithms()
 	}
-	t.Run("Algorithms", func(t *testing.T) {
+	parallel := func(name string, test func(t *testing.T)) {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			test(t)
+		})
+	}
+	parallel("Algorithms", func(t *testing.T) {
 		for _, alg := range algs {
-			t.Run(string(alg), func(t *testing.T) { h.testSignVerify(t, alg) })
+			t.Run(string(alg), func(t *testing.T) {
+				t.Parallel()
+				h.testSignVerify(t, alg)
+			})
 		}
 	})
 	first := algs[0]
-	t.Run("UnsupportedAlgorithm", func(t *testing.T) { h.testUnsupported(t) })
-	t.Run("VersionPinning", func(t *testing.T) { h.testVersionPinning(t, first) })
-	t.Run("ListAndDisable", func(t *testing.T) { h.testListAndDisable(t, first) })
-	t.Run("CreateConflict", func(t *testing.T) { h.testCreateConflict(t, first) })
-	t.Run("Reopen", func(t *testing.T) { h.testReopen(t, first) })
-	t.Run("UnknownRingAndVersion", func(t *testing.T) { h.testUnknown(t, first) })
-	t.Run("CancelledContext", func(t *testing.T) { h.testCancelled(t, first) })
-	t.Run("CloseTwice", func(t *testing.T) {
+	parallel("UnsupportedAlgorithm", h.testUnsupported)
+	parallel("VersionPinning", func(t *testing.T) { h.testVersionPinning(t, first) })
+	parallel("ListAndDisable", func(t *testing.T) { h.testListAndDisable(t, first) })
+	parallel("CreateConflict", func(t *testing.T) { h.testCreateConflict(t, first) })
+	parallel("Reopen", func(t *testing.T) { h.testReopen(t, first) })
+	parallel("UnknownRingAndVersion", func(t *testing.T) { h.testUnknown(t, first) })
+	parallel("CancelledContext", func(t *testing.T) { h.testCancelled(t, first) })
+	parallel("CloseTwice", func(t *testing.T) {
 		s := h.Open(t)
 		if err := s.Close(); err != nil {
 			t.Fatalf("first Close: %v", err)
@@ -82,7 +93,7 @@ func Run(t *testing.T, h Harness) {
 			t.Fatalf("second Close: %v", err)
 		}
 	})
-	t.Run("ConcurrentSign", func(t *testing.T) { h.testConcurrent(t, first) })
+	parallel("ConcurrentSign", func(t *testing.T) { h.testConcurrent(t, first) })
 }
 
 func (h Harness) open(t *testing.T) backends.Signer {
@@ -106,9 +117,14 @@ func ctxFor(t *testing.T) context.Context {
 	return ctx
 }
 
-func create(t *testing.T, s backends.Signer, ring backends.KeyRing, latest string) backends.Version {
+// CreateVersion creates a version with s.CreateVersion, checks what it
+// returns, and fails the test if anything is wrong. It is exported for
+// backend tests that need a version to work on.
+func CreateVersion(t testing.TB, s backends.Signer, ring backends.KeyRing, latest string) backends.Version {
 	t.Helper()
-	v, err := s.CreateVersion(ctxFor(t), ring, latest)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	v, err := s.CreateVersion(ctx, ring, latest)
 	if err != nil {
 		t.Fatalf("CreateVersion(%s, latest=%q): %v", ring.Name, latest, err)
 	}
@@ -177,10 +193,55 @@ func Verify(alg backends.Algorithm, v backends.Version, input, sig []byte) error
 	return nil
 }
 
+// SignAndVerify signs input with version v and checks the signature with
+// Verify. It is exported for backend tests that sign outside the suite.
+func SignAndVerify(ctx context.Context, s backends.Signer, ring backends.KeyRing, v backends.Version, input []byte) error {
+	sig, err := s.Sign(ctx, ring, v.ID, input)
+	if err != nil {
+		return err
+	}
+	return Verify(ring.Algorithm, v, input, sig)
+}
+
+// Load is what SignConcurrently did.
+type Load struct {
+	Signed, Failed int
+	Errors         []error // the first few failures
+}
+
+// SignConcurrently signs with version v from workers goroutines at once,
+// each making signatures over distinct inputs for as long as more(i) allows
+// its i-th, and verifies every signature. It is exported for backend tests
+// that load a backend while something happens underneath it.
+func SignConcurrently(s backends.Signer, ring backends.KeyRing, v backends.Version, workers int, more func(i int) bool) Load {
+	var (
+		mu   sync.Mutex
+		load Load
+		wg   sync.WaitGroup
+	)
+	for w := range workers {
+		wg.Go(func() {
+			for i := 0; more(i); i++ {
+				input := signingInput(ring.Algorithm, fmt.Sprintf(`{"worker":%d,"i":%d}`, w, i))
+				err := SignAndVerify(context.Background(), s, ring, v, input)
+				mu.Lock()
+				if err == nil {
+					load.Signed++
+				} else if load.Failed++; len(load.Errors) < 5 {
+					load.Errors = append(load.Errors, fmt.Errorf("worker %d, signature %d: %w", w, i, err))
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	return load
+}
+
 func (h Harness) testSignVerify(t *testing.T, alg backends.Algorithm) {
 	s := h.open(t)
 	ring := newRing(alg)
-	v := create(t, s, ring, "")
+	v := CreateVersion(t, s, ring, "")
 	big := 8192
 	if limit, ok := h.MaxSigningInput[alg]; ok {
 		big = limit * 3 / 4 / 2 // base64 of the payload, well under the limit with the header
@@ -217,8 +278,8 @@ func (h Harness) testUnsupported(t *testing.T) {
 func (h Harness) testVersionPinning(t *testing.T, alg backends.Algorithm) {
 	s := h.open(t)
 	ring := newRing(alg)
-	v1 := create(t, s, ring, "")
-	v2 := create(t, s, ring, v1.ID)
+	v1 := CreateVersion(t, s, ring, "")
+	v2 := CreateVersion(t, s, ring, v1.ID)
 	if v1.ID == v2.ID {
 		t.Fatalf("two versions share the ID %q", v1.ID)
 	}
@@ -250,7 +311,7 @@ func (h Harness) testListAndDisable(t *testing.T, alg backends.Algorithm) {
 	var created []backends.Version
 	latest := ""
 	for range 3 {
-		v := create(t, s, ring, latest)
+		v := CreateVersion(t, s, ring, latest)
 		created = append(created, v)
 		latest = v.ID
 	}
@@ -302,8 +363,8 @@ func (h Harness) testListAndDisable(t *testing.T, alg backends.Algorithm) {
 func (h Harness) testCreateConflict(t *testing.T, alg backends.Algorithm) {
 	s := h.open(t)
 	ring := newRing(alg)
-	v1 := create(t, s, ring, "")
-	v2 := create(t, s, ring, v1.ID)
+	v1 := CreateVersion(t, s, ring, "")
+	v2 := CreateVersion(t, s, ring, v1.ID)
 	for _, stale := range []string{"", v1.ID} {
 		if _, err := s.CreateVersion(ctxFor(t), ring, stale); backends.KindOf(err) != backends.KindConflict {
 			t.Errorf("CreateVersion(latest=%q) when the newest is %q: got %v, want a conflict", stale, v2.ID, err)
@@ -318,8 +379,8 @@ func (h Harness) testCreateConflict(t *testing.T, alg backends.Algorithm) {
 func (h Harness) testReopen(t *testing.T, alg backends.Algorithm) {
 	s := h.Open(t)
 	ring := newRing(alg)
-	v1 := create(t, s, ring, "")
-	v2 := create(t, s, ring, v1.ID)
+	v1 := CreateVersion(t, s, ring, "")
+	v2 := CreateVersion(t, s, ring, v1.ID)
 	if err := s.DisableVersion(ctxFor(t), ring, v1.ID); err != nil {
 		t.Fatal(err)
 	}
@@ -348,6 +409,10 @@ func (h Harness) testReopen(t *testing.T, alg backends.Algorithm) {
 	if err := Verify(alg, v2, input, sign(t, s2, ring, v2.ID, input)); err != nil {
 		t.Errorf("signing after reopening: %v", err)
 	}
+	// Revocation is kept by the backend, not by the instance that revoked.
+	if _, err := s2.Sign(ctxFor(t), ring, v1.ID, input); backends.KindOf(err) != backends.KindFailedPrecondition {
+		t.Errorf("Sign after reopening with the version disabled before: got %v, want failed precondition", err)
+	}
 }
 
 func (h Harness) testUnknown(t *testing.T, alg backends.Algorithm) {
@@ -356,7 +421,7 @@ func (h Harness) testUnknown(t *testing.T, alg backends.Algorithm) {
 	if _, err := s.Sign(ctxFor(t), ring, "1", signingInput(alg, "{}")); backends.KindOf(err) != backends.KindNotFound {
 		t.Errorf("Sign on a ring with no versions: got %v, want not found", err)
 	}
-	v := create(t, s, ring, "")
+	v := CreateVersion(t, s, ring, "")
 	for _, id := range []string{"999999", "no-such-version"} {
 		if id == v.ID {
 			continue
@@ -370,7 +435,7 @@ func (h Harness) testUnknown(t *testing.T, alg backends.Algorithm) {
 func (h Harness) testCancelled(t *testing.T, alg backends.Algorithm) {
 	s := h.open(t)
 	ring := newRing(alg)
-	v := create(t, s, ring, "")
+	v := CreateVersion(t, s, ring, "")
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	calls := map[string]func() error{
@@ -404,36 +469,14 @@ func (h Harness) testCancelled(t *testing.T, alg backends.Algorithm) {
 func (h Harness) testConcurrent(t *testing.T, alg backends.Algorithm) {
 	s := h.open(t)
 	ring := newRing(alg)
-	v := create(t, s, ring, "")
+	v := CreateVersion(t, s, ring, "")
 	const perWorker = 8
-	var wg sync.WaitGroup
-	errs := make(chan error, h.Concurrency*perWorker)
-	for w := range h.Concurrency {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range perWorker {
-				input := signingInput(alg, fmt.Sprintf(`{"worker":%d,"i":%d}`, w, i))
-				sig, err := s.Sign(context.Background(), ring, v.ID, input)
-				if err == nil {
-					err = Verify(alg, v, input, sig)
-				}
-				if err != nil {
-					errs <- fmt.Errorf("worker %d, signature %d: %w", w, i, err)
-				}
-			}
-		}()
+	load := SignConcurrently(s, ring, v, h.Concurrency, func(i int) bool { return i < perWorker })
+	for _, err := range load.Errors {
+		t.Error(err)
 	}
-	wg.Wait()
-	close(errs)
-	n := 0
-	for err := range errs {
-		if n++; n <= 5 {
-			t.Error(err)
-		}
-	}
-	if n > 0 {
-		t.Errorf("%d of %d concurrent signatures failed", n, h.Concurrency*perWorker)
+	if load.Failed > 0 {
+		t.Errorf("%d of %d concurrent signatures failed", load.Failed, h.Concurrency*perWorker)
 	}
 }
 

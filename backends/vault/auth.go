@@ -30,7 +30,10 @@ type authenticator struct {
 	client *api.Client
 	method string
 	log    *slog.Logger
-	closed <-chan struct{}
+	// ctx ends when the backend closes; wg counts the goroutines started
+	// here (the backend's Close waits for them).
+	ctx context.Context
+	wg  *sync.WaitGroup
 	// obtain gets a token (static methods) or logs in (the others).
 	obtain func(ctx context.Context) (*api.Secret, error)
 
@@ -39,8 +42,9 @@ type authenticator struct {
 	watching  chan struct{} // closed to stop the current renewal watcher
 }
 
-func newAuthenticator(client *api.Client, q url.Values, getenv func(string) string, log *slog.Logger, closed <-chan struct{}) (*authenticator, error) {
-	a := &authenticator{client: client, method: q.Get("auth"), log: log, closed: closed}
+func newAuthenticator(client *api.Client, q url.Values, getenv func(string) string, log *slog.Logger,
+	ctx context.Context, wg *sync.WaitGroup) (*authenticator, error) {
+	a := &authenticator{client: client, method: q.Get("auth"), log: log, ctx: ctx, wg: wg}
 	if a.method == "" {
 		a.method = "token"
 	}
@@ -141,9 +145,11 @@ func (a *authenticator) loginLocked(ctx context.Context) error {
 		close(a.watching)
 		a.watching = nil
 	}
-	if secret != nil && secret.Auth != nil && secret.Auth.Renewable && secret.Auth.LeaseDuration > 0 {
-		a.watching = make(chan struct{})
-		go a.watch(secret, a.watching)
+	// Start no watcher once the backend is closed (see stop).
+	if a.ctx.Err() == nil && secret != nil && secret.Auth != nil && secret.Auth.Renewable && secret.Auth.LeaseDuration > 0 {
+		stop := make(chan struct{})
+		a.watching = stop
+		a.wg.Go(func() { a.watch(secret, stop) })
 	}
 	a.log.Info("Vault token obtained", "auth", a.method, "ttl", time.Duration(secretTTL(secret))*time.Second)
 	return nil
@@ -165,11 +171,11 @@ func (a *authenticator) watch(secret *api.Secret, stop chan struct{}) {
 		a.log.Warn("cannot renew the Vault token; will log in again when it is rejected", "err", err)
 		return
 	}
-	go w.Start()
+	a.wg.Go(w.Start) // returns once stopped; Close ends a renewal in flight
 	defer w.Stop()
 	for {
 		select {
-		case <-a.closed:
+		case <-a.ctx.Done():
 			return
 		case <-stop:
 			return
@@ -178,7 +184,7 @@ func (a *authenticator) watch(secret *api.Secret, stop chan struct{}) {
 			if err != nil {
 				a.log.Warn("Vault token renewal failed; logging in again", "err", err)
 			}
-			go a.relogin(stop)
+			a.wg.Go(func() { a.relogin(stop) })
 			return
 		}
 	}
@@ -186,7 +192,7 @@ func (a *authenticator) watch(secret *api.Secret, stop chan struct{}) {
 
 func (a *authenticator) relogin(stop chan struct{}) {
 	for delay := 100 * time.Millisecond; ; delay = min(2*delay, 30*time.Second) {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		ctx, cancel := context.WithTimeout(a.ctx, 30*time.Second)
 		a.mu.Lock()
 		var err error
 		if a.watching == stop { // nobody logged in since this watcher started
@@ -199,10 +205,23 @@ func (a *authenticator) relogin(stop chan struct{}) {
 		}
 		a.log.Warn("Vault login failed; retrying", "auth", a.method, "retry_in", delay, "err", err)
 		select {
-		case <-a.closed:
+		case <-a.ctx.Done():
 			return
 		case <-time.After(delay):
 		}
+	}
+}
+
+// stop is called by Close after it has ended the backend's context and
+// before it waits: it stops the current watcher, and since loginLocked starts
+// one under a.mu only after seeing the context alive, once stop has held
+// a.mu no watcher starts again.
+func (a *authenticator) stop() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.watching != nil {
+		close(a.watching)
+		a.watching = nil
 	}
 }
 

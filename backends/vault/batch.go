@@ -59,10 +59,14 @@ func (bt *batcher) sign(ctx context.Context, ring backends.KeyRing, version int,
 		q = &queue{}
 		bt.queues[k] = q
 	}
+	if bt.b.ctx.Err() != nil { // closed since Sign checked; see stop
+		bt.mu.Unlock()
+		return nil, errClosed
+	}
 	q.pending = append(q.pending, c)
 	if q.workers < maxWorkers {
 		q.workers++
-		go bt.work(k, q)
+		bt.b.wg.Go(func() { bt.work(k, q) })
 	}
 	bt.mu.Unlock()
 	select {
@@ -73,7 +77,17 @@ func (bt *batcher) sign(ctx context.Context, ring backends.KeyRing, version int,
 	}
 }
 
-// work sends batches until the queue is empty.
+// stop is called by Close after it has ended the backend's context and
+// before it waits for the workers. sign starts a worker under bt.mu only
+// after seeing the context alive, so once stop has held bt.mu, every worker
+// that will ever start has been added to the WaitGroup.
+func (bt *batcher) stop() {
+	bt.mu.Lock()
+	defer bt.mu.Unlock()
+}
+
+// work sends batches until the queue is empty. Once the backend is closed it
+// fails what is queued instead of sending it.
 func (bt *batcher) work(k queueKey, q *queue) {
 	for {
 		bt.mu.Lock()
@@ -95,7 +109,13 @@ func (bt *batcher) work(k queueKey, q *queue) {
 		}
 		bt.mu.Unlock()
 
-		ctx, cancel := batchContext(batch)
+		if err := bt.b.checkOpen(); err != nil {
+			for _, c := range batch {
+				c.done <- result{err: err}
+			}
+			continue
+		}
+		ctx, cancel := batchContext(bt.b.ctx, batch)
 		inputs := make([][]byte, len(batch))
 		for i, c := range batch {
 			inputs[i] = c.input
@@ -105,6 +125,9 @@ func (bt *batcher) work(k queueKey, q *queue) {
 		}
 		sigs, errs, err := bt.b.signBatch(ctx, k.ring, k.version, inputs)
 		cancel()
+		if err != nil && bt.b.checkOpen() != nil {
+			err = errClosed // Close ended the request
+		}
 		for i, c := range batch {
 			switch {
 			case err != nil:
@@ -116,18 +139,19 @@ func (bt *batcher) work(k queueKey, q *queue) {
 	}
 }
 
-// batchContext lasts as long as the most patient caller in the batch; each
-// caller still stops waiting at its own deadline.
-func batchContext(batch []*call) (context.Context, context.CancelFunc) {
+// batchContext lasts as long as the most patient caller in the batch, and
+// no longer than the backend; each caller still stops waiting at its own
+// deadline.
+func batchContext(backend context.Context, batch []*call) (context.Context, context.CancelFunc) {
 	var latest time.Time
 	for _, c := range batch {
 		dl, ok := c.ctx.Deadline()
 		if !ok {
-			return context.WithTimeout(context.Background(), time.Minute)
+			return context.WithTimeout(backend, time.Minute)
 		}
 		if dl.After(latest) {
 			latest = dl
 		}
 	}
-	return context.WithDeadline(context.Background(), latest)
+	return context.WithDeadline(backend, latest)
 }

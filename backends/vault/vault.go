@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -43,8 +44,13 @@ type Backend struct {
 	auth      *authenticator
 	batches   *batcher
 
+	// ctx ends when the backend closes: it bounds every goroutine the
+	// backend starts and, through closingTransport, every request it sends.
+	ctx       context.Context
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup // the token watchers, re-logins and batch workers
 	closeOnce sync.Once
-	closed    chan struct{}
+	transport *closingTransport
 }
 
 // transitTypes is the Transit key type each algorithm needs.
@@ -110,26 +116,34 @@ func Open(ctx context.Context, u *url.URL, opts backends.OpenOptions) (backends.
 	if err != nil {
 		return nil, errorf(backends.KindInvalidArgument, "Vault client: %v", err)
 	}
+	// Wrap the transport only now: NewClient needs the *http.Transport
+	// itself to dial a unix:// VAULT_ADDR. The client sends with
+	// cfg.HttpClient, which it keeps.
+	bctx, cancel := context.WithCancel(context.Background())
+	transport := &closingTransport{base: cfg.HttpClient.Transport, closed: bctx}
+	cfg.HttpClient.Transport = transport
 	client.ClearToken() // the token comes from the configured auth method only
 	if ns := q.Get("namespace"); ns != "" {
 		client.SetNamespace(ns)
 	}
 	b := &Backend{client: client, mount: mount, keyPrefix: q.Get("key_prefix"), keyNames: keyNames,
-		log: opts.Logger, closed: make(chan struct{})}
+		log: opts.Logger, ctx: bctx, cancel: cancel, transport: transport}
 	if b.log == nil {
 		b.log = slog.New(slog.DiscardHandler)
 	}
 	size := 32
 	if s := q.Get("batch_size"); s != "" {
 		if size, err = strconv.Atoi(s); err != nil || size < 1 || size > 1000 {
+			b.Close()
 			return nil, errorf(backends.KindInvalidArgument, "batch_size=%q: want 1 to 1000", s)
 		}
 	}
 	b.batches = newBatcher(b, size)
-	if b.auth, err = newAuthenticator(client, q, getenv, b.log, b.closed); err != nil {
-		return nil, err
+	if b.auth, err = newAuthenticator(client, q, getenv, b.log, b.ctx, &b.wg); err == nil {
+		err = b.auth.login(ctx)
 	}
-	if err := b.auth.login(ctx); err != nil {
+	if err != nil {
+		b.Close()
 		return nil, err
 	}
 	return b, nil
@@ -167,13 +181,13 @@ func (b *Backend) path(parts ...string) string {
 }
 
 func (b *Backend) checkOpen() error {
-	select {
-	case <-b.closed:
-		return errorf(backends.KindFailedPrecondition, "backend is closed")
-	default:
-		return nil
+	if b.ctx.Err() != nil {
+		return errClosed
 	}
+	return nil
 }
+
+var errClosed = errorf(backends.KindFailedPrecondition, "backend is closed")
 
 // transitKey is the part of a Transit key read that Signet uses.
 type transitKey struct {
@@ -458,8 +472,63 @@ func (b *Backend) signBatch(ctx context.Context, ring backends.KeyRing, version 
 	return sigs, errs, nil
 }
 
-// Close stops token renewal. It is safe to call more than once.
+// Close stops token renewal and the batch workers, ends the requests they
+// have in flight, waits for every goroutine the backend started, and closes
+// idle connections. Calls still running fail. It is safe to call more than
+// once.
 func (b *Backend) Close() error {
-	b.closeOnce.Do(func() { close(b.closed) })
+	b.closeOnce.Do(func() {
+		b.cancel()
+		if b.batches != nil {
+			b.batches.stop()
+		}
+		if b.auth != nil {
+			b.auth.stop()
+		}
+		b.wg.Wait()
+		b.transport.CloseIdleConnections()
+	})
 	return nil
+}
+
+// closingTransport ends every request when the backend closes, whatever
+// context it was sent with: the Vault client's lifetime watcher renews the
+// token with context.Background, and Close must not wait for a frozen Vault.
+type closingTransport struct {
+	base   http.RoundTripper
+	closed context.Context
+}
+
+func (t *closingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	ctx, cancel := context.WithCancel(req.Context())
+	stop := context.AfterFunc(t.closed, cancel)
+	release := func() { stop(); cancel() }
+	resp, err := t.base.RoundTrip(req.WithContext(ctx))
+	if err != nil {
+		release()
+		return nil, err
+	}
+	// The body is read after RoundTrip returns: release the request's
+	// context only when it is closed.
+	resp.Body = &releasingBody{ReadCloser: resp.Body, release: release}
+	return resp, nil
+}
+
+// CloseIdleConnections lets http.Client.CloseIdleConnections reach the base
+// transport.
+func (t *closingTransport) CloseIdleConnections() {
+	if c, ok := t.base.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
+}
+
+type releasingBody struct {
+	io.ReadCloser
+	release func()
+}
+
+func (b *releasingBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.release()
+	return err
 }

@@ -2,21 +2,24 @@ package vault
 
 import (
 	"context"
-	"encoding/base64"
 	"fmt"
+	"net"
+	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/vault/api"
+	"go.uber.org/goleak"
 
 	"github.com/signet-dev/signet/backends"
 	"github.com/signet-dev/signet/backends/signertest"
-	"github.com/signet-dev/signet/backends/vault/vaulttest"
+	"github.com/signet-dev/signet/internal/vaulttest"
 )
 
 func open(t testing.TB, uri string, env map[string]string) (*Backend, error) {
@@ -49,7 +52,17 @@ func uriFor(s *vaulttest.Server, query string) string {
 
 var rootEnv = map[string]string{"VAULT_TOKEN": vaulttest.RootToken}
 
+// withVersion starts a Vault, opens a backend on it as root, and creates the
+// first version of ring.
+func withVersion(t *testing.T, ring backends.KeyRing) (*vaulttest.Server, *Backend, backends.Version) {
+	t.Helper()
+	srv := vaulttest.Start(t)
+	b := mustOpen(t, uriFor(srv, ""), rootEnv)
+	return srv, b, signertest.CreateVersion(t, b, ring, "")
+}
+
 func TestConformance(t *testing.T) {
+	t.Parallel()
 	srv := vaulttest.Start(t)
 	// A token with only the documented policy, not root.
 	srv.Policy(t, "signet", vaulttest.SignerPolicy+`path "transit/keys/*/rotate" { capabilities = ["update"] }
@@ -65,6 +78,7 @@ path "transit/keys/*/config" { capabilities = ["update"] }`)
 }
 
 func TestWrongKeyTypeIsAConfigurationError(t *testing.T) {
+	t.Parallel()
 	srv := vaulttest.Start(t)
 	srv.Write(t, "transit/keys/existing", map[string]any{"type": "rsa-2048"})
 	b := mustOpen(t, uriFor(srv, "&key.myring=existing"), rootEnv)
@@ -79,13 +93,12 @@ func TestWrongKeyTypeIsAConfigurationError(t *testing.T) {
 }
 
 func TestCreatesNonExportableKeysOfTheRightType(t *testing.T) {
+	t.Parallel()
 	srv := vaulttest.Start(t)
 	b := mustOpen(t, uriFor(srv, "&key_prefix=signet-"), rootEnv)
 	for alg, typ := range transitTypes {
 		ring := backends.KeyRing{Name: strings.ToLower(string(alg)), Algorithm: alg}
-		if _, err := b.CreateVersion(context.Background(), ring, ""); err != nil {
-			t.Fatal(err)
-		}
+		signertest.CreateVersion(t, b, ring, "")
 		sec, err := srv.Root(t).Logical().Read("transit/keys/signet-" + ring.Name)
 		if err != nil || sec == nil {
 			t.Fatalf("reading the key: %v", err)
@@ -97,11 +110,10 @@ func TestCreatesNonExportableKeysOfTheRightType(t *testing.T) {
 }
 
 func TestRevocationIsEnforcedByVault(t *testing.T) {
-	srv := vaulttest.Start(t)
-	b := mustOpen(t, uriFor(srv, ""), rootEnv)
+	t.Parallel()
 	ring := backends.KeyRing{Name: "rev", Algorithm: backends.ES256}
+	srv, b, v1 := withVersion(t, ring)
 	ctx := context.Background()
-	v1, _ := b.CreateVersion(ctx, ring, "")
 	v2, _ := b.CreateVersion(ctx, ring, v1.ID)
 	v3, err := b.CreateVersion(ctx, ring, v2.ID)
 	if err != nil {
@@ -127,19 +139,15 @@ func TestRevocationIsEnforcedByVault(t *testing.T) {
 }
 
 func TestErrors(t *testing.T) {
-	srv := vaulttest.Start(t)
-	ctx := context.Background()
+	t.Parallel()
 	ring := backends.KeyRing{Name: "errs", Algorithm: backends.ES256}
-	root := mustOpen(t, uriFor(srv, ""), rootEnv)
-	v, err := root.CreateVersion(ctx, ring, "")
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv, _, v := withVersion(t, ring)
+	ctx := context.Background()
 
 	// A token that may read keys but not sign: PermissionDenied, clearly.
 	srv.Policy(t, "readonly", `path "transit/keys/*" { capabilities = ["read"] }`)
 	ro := mustOpen(t, uriFor(srv, ""), map[string]string{"VAULT_TOKEN": srv.Token(t, map[string]any{"policies": []string{"readonly"}})})
-	_, err = ro.Sign(ctx, ring, v.ID, []byte("x.y"))
+	_, err := ro.Sign(ctx, ring, v.ID, []byte("x.y"))
 	if backends.KindOf(err) != backends.KindPermissionDenied || !strings.Contains(err.Error(), "permission denied") {
 		t.Errorf("Sign without transit/sign: %v", err)
 	}
@@ -155,10 +163,6 @@ func TestErrors(t *testing.T) {
 	if _, err := open(t, uriFor(srv, "&bogus=1"), rootEnv); err == nil || !strings.Contains(err.Error(), `unknown URI option "bogus"`) {
 		t.Errorf("unknown option: %v", err)
 	}
-	// Missing version and missing key.
-	if _, err := root.Sign(ctx, ring, "7", []byte("x.y")); backends.KindOf(err) != backends.KindNotFound {
-		t.Errorf("Sign with a missing version: %v", err)
-	}
 	// Vault unreachable: Unavailable within the deadline.
 	dead := mustOpen(t, uriFor(srv, ""), rootEnv)
 	srv.Kill(t)
@@ -171,13 +175,9 @@ func TestErrors(t *testing.T) {
 }
 
 func TestFrozenVaultAnswersWithinTheDeadline(t *testing.T) {
-	srv := vaulttest.Start(t)
-	b := mustOpen(t, uriFor(srv, ""), rootEnv)
+	t.Parallel()
 	ring := backends.KeyRing{Name: "frozen", Algorithm: backends.EdDSA}
-	v, err := b.CreateVersion(context.Background(), ring, "")
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv, b, v := withVersion(t, ring)
 	srv.Freeze(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
 	defer cancel()
@@ -200,6 +200,7 @@ func TestFrozenVaultAnswersWithinTheDeadline(t *testing.T) {
 }
 
 func TestAppRoleLoginAndTokenExpiry(t *testing.T) {
+	t.Parallel()
 	srv := vaulttest.Start(t)
 	root := srv.Root(t)
 	if err := root.Sys().EnableAuthWithOptions("approle", &api.EnableAuthOptions{Type: "approle"}); err != nil {
@@ -226,20 +227,18 @@ func TestAppRoleLoginAndTokenExpiry(t *testing.T) {
 	}
 	first := b.client.Token()
 	sign := func() error {
-		input := []byte("eyJhbGciOiJFUzI1NiJ9.e30")
-		sig, err := b.Sign(context.Background(), ring, vs[0].ID, input)
-		if err == nil {
-			err = signertest.Verify(ring.Algorithm, vs[0], input, sig)
-		}
-		return err
+		return signertest.SignAndVerify(context.Background(), b, ring, vs[0], []byte("eyJhbGciOiJFUzI1NiJ9.e30"))
 	}
 	if err := sign(); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(6 * time.Second) // past token_max_ttl: the first token is dead
-	if _, err := srv.Root(t).Auth().Token().Lookup(first); err == nil {
-		t.Fatal("the first token is still valid; the test proves nothing")
-	}
+	// Vault's own clock ends the token (renewed up to token_max_ttl, then
+	// dead): wait for that, not for a fixed time.
+	lookup := srv.Root(t).Auth().Token()
+	eventually(t, 30*time.Second, "the first token to expire", func() bool {
+		_, err := lookup.Lookup(first)
+		return err != nil
+	})
 	if err := sign(); err != nil {
 		t.Fatalf("signing after the token's max TTL: %v", err)
 	}
@@ -248,39 +247,112 @@ func TestAppRoleLoginAndTokenExpiry(t *testing.T) {
 	}
 }
 
-// TestCoalescesConcurrentSigns checks that concurrent Signs share requests
-// and that every signature is right.
-func TestCoalescesConcurrentSigns(t *testing.T) {
-	srv := vaulttest.Start(t)
-	b := mustOpen(t, uriFor(srv, ""), rootEnv)
-	ring := backends.KeyRing{Name: "busy", Algorithm: backends.ES256}
-	v, err := b.CreateVersion(context.Background(), ring, "")
+// eventually polls cond until it holds, failing the test after timeout.
+func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(timeout); !cond(); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("waited %v for %s", timeout, what)
+		}
+	}
+}
+
+// TestCloseStopsEverything checks that Close stops the token watcher and the
+// batch workers, ends their requests to a frozen Vault at once instead of
+// waiting for them, fails the Signs in flight, and returns only when every
+// goroutine the backend started is gone.
+//
+// It does not run in parallel: goleak.VerifyNone compares all the process's
+// goroutines with those before the test.
+func TestCloseStopsEverything(t *testing.T) {
+	ring := backends.KeyRing{Name: "closing", Algorithm: backends.ES256}
+	srv, _, v := withVersion(t, ring)
+	// A renewable token, so that the backend runs a watcher.
+	token := srv.Token(t, map[string]any{"policies": []string{"root"}, "ttl": "1h", "renewable": true})
+	before := goleak.IgnoreCurrent()
+
+	b := mustOpen(t, uriFor(srv, "&batch_size=2"), map[string]string{"VAULT_TOKEN": token})
+	b.auth.mu.Lock()
+	watching := b.auth.watching != nil
+	b.auth.mu.Unlock()
+	if !watching {
+		t.Fatal("no watcher renews the token; the test proves less than it says")
+	}
+	srv.Freeze(t)
+	defer srv.Thaw(t)
+	var sent countingBatches
+	b.batches.observe = sent.add
+	const n = 3 * maxWorkers * 2 // more than maxWorkers batches of 2: some wait in the queue
+	errs := make(chan error, n)
+	for range n {
+		go func() {
+			_, err := b.Sign(context.Background(), ring, v.ID, []byte("eyJhbGciOiJFUzI1NiJ9.e30"))
+			errs <- err
+		}()
+	}
+	eventually(t, 10*time.Second, "every Sign to be sent or queued", func() bool {
+		inFlight := sent.total() // before the queue: a call leaves it before it is sent
+		b.batches.mu.Lock()
+		defer b.batches.mu.Unlock()
+		for _, q := range b.batches.queues {
+			inFlight += len(q.pending)
+		}
+		return inFlight == n
+	})
+	closed := make(chan struct{})
+	go func() { b.Close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second): // a hang detector, not a speed check
+		t.Fatal("Close waited for a frozen Vault")
+	}
+	for range n {
+		if err := <-errs; backends.KindOf(err) != backends.KindFailedPrecondition || !strings.Contains(err.Error(), "closed") {
+			t.Errorf("Sign in flight during Close: %v, want the backend is closed", err)
+		}
+	}
+	goleak.VerifyNone(t, before)
+}
+
+// TestUnixSocketAddress checks that a unix:// VAULT_ADDR (a Vault Agent's
+// listener) still works with the backend's own transport around the
+// client's. It sets VAULT_ADDR, so it does not run in parallel.
+func TestUnixSocketAddress(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "agent.sock")
+	l, err := net.Listen("unix", sock)
 	if err != nil {
 		t.Fatal(err)
 	}
+	var lookups atomic.Int32
+	agent := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v1/auth/token/lookup-self" {
+			lookups.Add(1)
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Write([]byte(`{"data":{"ttl":0,"renewable":false}}`))
+	})}
+	go agent.Serve(l)
+	defer agent.Close()
+	t.Setenv("VAULT_ADDR", "unix://"+sock)
+	b := mustOpen(t, "vault:///transit", rootEnv)
+	b.Close()
+	if n := lookups.Load(); n != 1 {
+		t.Errorf("Open looked the token up %d times over the socket, want 1", n)
+	}
+}
+
+// TestCoalescesConcurrentSigns checks that concurrent Signs share requests
+// and that every signature is right.
+func TestCoalescesConcurrentSigns(t *testing.T) {
+	t.Parallel()
+	ring := backends.KeyRing{Name: "busy", Algorithm: backends.ES256}
+	_, b, v := withVersion(t, ring)
 	var requests countingBatches
 	b.batches.observe = requests.add
 	const n = 256
-	var wg sync.WaitGroup
-	errs := make(chan error, n)
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			input := []byte("eyJhbGciOiJFUzI1NiJ9." + base64.RawURLEncoding.EncodeToString([]byte(fmt.Sprintf(`{"i":%d}`, i))))
-			sig, err := b.Sign(context.Background(), ring, v.ID, input)
-			if err == nil {
-				err = signertest.Verify(ring.Algorithm, v, input, sig)
-			}
-			if err != nil {
-				errs <- err
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
+	load := signertest.SignConcurrently(b, ring, v, n, func(i int) bool { return i < 1 })
+	if load.Failed > 0 {
+		t.Fatalf("%d of %d signatures failed: %v", load.Failed, n, load.Errors)
 	}
 	t.Logf("%d signatures in %d Transit requests", n, requests.count())
 	if requests.count() >= n {
@@ -289,14 +361,22 @@ func TestCoalescesConcurrentSigns(t *testing.T) {
 }
 
 type countingBatches struct {
-	mu sync.Mutex
-	n  int
+	mu       sync.Mutex
+	n, items int
 }
 
-func (c *countingBatches) add(int) {
+func (c *countingBatches) add(size int) {
 	c.mu.Lock()
 	c.n++
+	c.items += size
 	c.mu.Unlock()
+}
+
+// total is how many signing inputs the batches held.
+func (c *countingBatches) total() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.items
 }
 
 func (c *countingBatches) count() int {
@@ -306,6 +386,7 @@ func (c *countingBatches) count() int {
 }
 
 func TestTLSAndSealed(t *testing.T) {
+	t.Parallel()
 	srv := vaulttest.StartTLS(t)
 	u, _ := url.Parse(srv.Addr)
 	// Without the CA, Vault's certificate is not trusted.
@@ -314,16 +395,9 @@ func TestTLSAndSealed(t *testing.T) {
 	}
 	b := mustOpen(t, "vault://"+u.Host+"/transit?ca_file="+srv.CAFile, rootEnv)
 	ring := backends.KeyRing{Name: "tls", Algorithm: backends.ES384}
-	v, err := b.CreateVersion(context.Background(), ring, "")
-	if err != nil {
-		t.Fatal(err)
-	}
+	v := signertest.CreateVersion(t, b, ring, "")
 	input := []byte("eyJhbGciOiJFUzM4NCJ9.e30")
-	sig, err := b.Sign(context.Background(), ring, v.ID, input)
-	if err == nil {
-		err = signertest.Verify(ring.Algorithm, v, input, sig)
-	}
-	if err != nil {
+	if err := signertest.SignAndVerify(context.Background(), b, ring, v, input); err != nil {
 		t.Fatalf("signing over TLS: %v", err)
 	}
 	// A sealed Vault is unavailable, and says so.
@@ -332,7 +406,7 @@ func TestTLSAndSealed(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	_, err = b.Sign(ctx, ring, v.ID, input)
+	_, err := b.Sign(ctx, ring, v.ID, input)
 	if backends.KindOf(err) != backends.KindUnavailable || !strings.Contains(err.Error(), "sealed") {
 		t.Errorf("Sign with Vault sealed: %v", err)
 	}
@@ -352,10 +426,7 @@ func BenchmarkSignParallel(b *testing.B) {
 				b.Fatal(err)
 			}
 			if len(vs) == 0 {
-				v, err := be.CreateVersion(context.Background(), ring, "")
-				if err != nil {
-					b.Fatal(err)
-				}
+				v := signertest.CreateVersion(b, be, ring, "")
 				vs = append(vs, v)
 			}
 			v := vs[0]

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/signet-dev/signet/backends/awskms/kmstest"
+	"github.com/signet-dev/signet/internal/kmstest"
 )
 
 // TestEndToEndAWSKMS runs `signet serve` against the KMS test server through
@@ -19,9 +19,11 @@ func TestEndToEndAWSKMS(t *testing.T) {
 	backend := "awskms:?region=us-east-1&endpoint=" + url.QueryEscape(kms.URL)
 	// The test server makes the RSA-4096 key of rs512 in this (race-detector)
 	// process, which a busy machine may not finish within a few seconds.
-	p := startSignetWith(t, backendConfig(backend, 30*time.Second, "RS512", "EdDSA"),
-		"AWS_ACCESS_KEY_ID=AKIDSIGNETTEST", "AWS_SECRET_ACCESS_KEY=signet-test-secret", "AWS_EC2_METADATA_DISABLED=true",
-		"AWS_CONFIG_FILE=/nonexistent", "AWS_SHARED_CREDENTIALS_FILE=/nonexistent")
+	var env []string
+	for k, v := range kmstest.Env {
+		env = append(env, k+"="+v)
+	}
+	p := startSignetWith(t, backendConfig(backend, 30*time.Second, "RS512", "EdDSA"), env...)
 	p.verifyAll(t, "default", "rs512", "eddsa")
 
 	old, fresh, rot := p.rotateUntilSigning(t)

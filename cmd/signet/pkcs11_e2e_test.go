@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/signet-dev/signet/backends/pkcs11/softhsmtest"
+	"github.com/signet-dev/signet/internal/softhsmtest"
 )
 
 func init() { buildFlags = append(buildFlags, "-tags=pkcs11") }

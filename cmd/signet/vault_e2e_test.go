@@ -8,7 +8,7 @@ import (
 
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
-	"github.com/signet-dev/signet/backends/vault/vaulttest"
+	"github.com/signet-dev/signet/internal/vaulttest"
 )
 
 // TestEndToEndVault runs `signet serve` against a real Vault: signing,

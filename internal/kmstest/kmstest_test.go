@@ -1,4 +1,4 @@
-package awskms
+package kmstest_test
 
 import (
 	"context"
@@ -13,12 +13,25 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kms"
 	"github.com/aws/aws-sdk-go-v2/service/kms/types"
 	"github.com/aws/smithy-go"
+
+	"go.uber.org/goleak"
+
+	"github.com/signet-dev/signet/internal/kmstest"
 )
+
+func TestMain(m *testing.M) {
+	kmstest.SetEnv()
+	// Every goroutine must be gone when the tests end: the fake's server
+	// and the SDK's connections to it.
+	goleak.VerifyTestMain(m)
+}
 
 // TestTestServerSpeaksKMS checks the test server itself with the real SDK:
 // the operations the backend does not use, and KMS's validations and errors.
 func TestTestServerSpeaksKMS(t *testing.T) {
-	s := start(t)
+	t.Parallel()
+	s := kmstest.Start()
+	t.Cleanup(s.Close)
 	cfg, err := config.LoadDefaultConfig(context.Background(), config.WithRetryMaxAttempts(1))
 	if err != nil {
 		t.Fatal(err)

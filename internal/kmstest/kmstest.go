@@ -21,6 +21,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"sort"
 	"strconv"
 	"strings"
@@ -57,6 +58,26 @@ type Key struct {
 	Created                                  time.Time
 	Tags                                     map[string]string
 	priv                                     crypto.Signer
+}
+
+// Env points the AWS SDK at test credentials and a region, and keeps it
+// away from this machine's AWS configuration and from instance metadata.
+var Env = map[string]string{
+	"AWS_ACCESS_KEY_ID":           "AKIDSIGNETTEST",
+	"AWS_SECRET_ACCESS_KEY":       "signet-test-secret",
+	"AWS_REGION":                  "us-east-1",
+	"AWS_EC2_METADATA_DISABLED":   "true",
+	"AWS_CONFIG_FILE":             "/nonexistent",
+	"AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
+}
+
+// SetEnv sets Env in the process environment, where the AWS SDK reads it.
+// Call it from TestMain, before any test runs: unlike t.Setenv it leaves the
+// tests free to run in parallel.
+func SetEnv() {
+	for k, v := range Env {
+		os.Setenv(k, v)
+	}
 }
 
 // Start starts a fake KMS on a loopback port; call Close when done.

@@ -1,19 +1,20 @@
 // Package vaulttest starts a real Vault server in dev mode for tests: the
-// binary `make bin/vault` builds from Vault's own Go module. Not for
-// production use.
+// binary `make bin/vault` builds from Vault's own Go module, found through
+// SIGNET_VAULT_BIN (BinaryEnv). Not for production use.
 package vaulttest
 
 import (
 	"bytes"
 	"context"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -35,13 +36,24 @@ type Server struct {
 	done   chan struct{}
 }
 
-// Binary is the path of bin/vault in the repository.
-func Binary() string {
-	if p := os.Getenv("SIGNET_VAULT_BIN"); p != "" {
-		return p
+// BinaryEnv names the environment variable that holds the path of the Vault
+// server binary. The Makefile sets it to the bin/vault that `make bin/vault`
+// builds from Vault's Go module; nothing else finds the binary.
+const BinaryEnv = "SIGNET_VAULT_BIN"
+
+// Binary returns the Vault server binary that BinaryEnv names, and fails the
+// test when it is unset or missing.
+func Binary(t testing.TB) string {
+	t.Helper()
+	p := os.Getenv(BinaryEnv)
+	if p == "" {
+		t.Fatalf("%s is not set: run `make test`, or set %s to a Vault binary built by `make bin/vault` (%s=$PWD/bin/vault)",
+			BinaryEnv, BinaryEnv, BinaryEnv)
 	}
-	_, file, _, _ := runtime.Caller(0)
-	return filepath.Join(filepath.Dir(file), "..", "..", "..", "bin", "vault")
+	if _, err := os.Stat(p); err != nil {
+		t.Fatalf("%s=%s: %v: build it with `make bin/vault` (`make test` does)", BinaryEnv, p, err)
+	}
+	return p
 }
 
 // Start starts a dev server over plain HTTP and stops it when the test ends.
@@ -57,18 +69,54 @@ func StartTLS(t testing.TB) *Server {
 	return start(t, true)
 }
 
+// maxStarts bounds the tries at a free port.
+const maxStarts = 5
+
+// start runs Vault on a port that was free a moment before. Vault cannot be
+// given a listening socket, and with -dev-listen-address=127.0.0.1:0 it
+// binds a random port but reports the configured one: its log says "Api
+// Address: http://127.0.0.1:0" (only the cluster listener, which dev mode
+// binds at the API port + 1, gives a real port, and reading the API port
+// off that would rely on an accident of Vault's code). So the port is picked
+// by listening on :0 and closing, and another process may take it (or the
+// port after it) before Vault binds it: then Vault exits with "address
+// already in use" and start tries again with a new port.
 func start(t testing.TB, tls bool) *Server {
 	t.Helper()
-	bin := Binary()
-	if _, err := os.Stat(bin); err != nil {
-		t.Fatalf("no Vault server binary at %s: run `make bin/vault` (`make test` builds it)", bin)
+	bin := Binary(t)
+	for try := 1; ; try++ {
+		s, err := launch(t, bin, tls)
+		if err == nil {
+			return s
+		}
+		if !errors.Is(err, errPortTaken) || try == maxStarts {
+			t.Fatalf("starting vault (try %d): %v", try, err)
+		}
+		t.Logf("vault could not bind its port, trying another (try %d): %v", try, err)
 	}
+}
+
+var errPortTaken = errors.New("address already in use")
+
+// freeAddr returns a loopback address that nothing listened on a moment ago
+// (a variable for this package's test, which hands out a taken one).
+var freeAddr = func() (string, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatal(err)
+		return "", err
 	}
-	addr := l.Addr().String()
-	l.Close()
+	defer l.Close()
+	return l.Addr().String(), nil
+}
+
+// launch starts one Vault process and waits until it serves. The process is
+// stopped when the test ends, or at once if it does not come up.
+func launch(t testing.TB, bin string, tls bool) (*Server, error) {
+	t.Helper()
+	addr, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
 	s := &Server{Addr: "http://" + addr, out: &syncBuffer{}, done: make(chan struct{})}
 	args := []string{"server", "-dev", "-dev-root-token-id=" + RootToken, "-dev-listen-address=" + addr, "-dev-no-store-token"}
 	if tls {
@@ -81,46 +129,72 @@ func start(t testing.TB, tls bool) *Server {
 	s.cmd.Env = append(os.Environ(), "HOME="+home, "VAULT_ADDR="+s.Addr, "VAULT_DISABLE_MLOCK=true")
 	s.cmd.Stdout, s.cmd.Stderr = s.out, s.out
 	if err := s.cmd.Start(); err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	go func() { s.cmd.Wait(); close(s.done) }()
+	if err := s.waitReady(t, tls); err != nil {
+		s.stop()
+		return nil, err
+	}
 	t.Cleanup(func() {
-		s.cmd.Process.Signal(syscall.SIGCONT)
-		s.cmd.Process.Kill()
-		<-s.done
+		s.stop()
 		if t.Failed() {
 			t.Logf("vault server output:\n%s", s.out.String())
 		}
 	})
+	if err := s.Root(t).Sys().Mount("transit", &api.MountInput{Type: "transit"}); err != nil {
+		t.Fatalf("enabling transit: %v", err)
+	}
+	return s, nil
+}
+
+// stop kills the process (thawing it first, were it frozen) and waits for it.
+func (s *Server) stop() {
+	s.cmd.Process.Signal(syscall.SIGCONT)
+	s.cmd.Process.Kill()
+	<-s.done
+}
+
+// started is what Vault prints once its listeners are bound and serving.
+// Waiting for it in this process's own output, not only for a healthy
+// answer at the address, keeps a Vault that lost the port from taking
+// another server's answers for its own.
+const started = "==> Vault server started!"
+
+func (s *Server) waitReady(t testing.TB, tls bool) error {
+	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		var resp *http.Response
 		var err error
-		if tls && !pemReady(s.CAFile) {
+		switch {
+		case !strings.Contains(s.out.String(), started):
+			err = fmt.Errorf("vault has not said it started")
+		case tls && !pemReady(s.CAFile):
 			err = fmt.Errorf("the CA file is not written yet")
-		} else {
-			resp, err = s.Root(t).CloneConfig().HttpClient.Get(s.Addr + "/v1/sys/health")
-		}
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				break
+		default:
+			var resp *http.Response
+			if resp, err = s.Root(t).CloneConfig().HttpClient.Get(s.Addr + "/v1/sys/health"); err == nil {
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusOK {
+					return nil
+				}
+				err = fmt.Errorf("health: %s", resp.Status)
 			}
 		}
 		select {
 		case <-s.done:
-			t.Fatalf("vault server exited:\n%s", s.out.String())
+			out := s.out.String()
+			if strings.Contains(out, "address already in use") {
+				return fmt.Errorf("%w: %s", errPortTaken, s.Addr)
+			}
+			return fmt.Errorf("vault server exited:\n%s", out)
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("vault server did not become healthy:\n%s", s.out.String())
+			return fmt.Errorf("vault server did not become healthy (%v):\n%s", err, s.out.String())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if err := s.Root(t).Sys().Mount("transit", &api.MountInput{Type: "transit"}); err != nil {
-		t.Fatalf("enabling transit: %v", err)
-	}
-	return s
 }
 
 // pemReady reports whether the dev server has finished writing its CA.
@@ -138,6 +212,9 @@ func (s *Server) Root(t testing.TB) *api.Client {
 	t.Helper()
 	cfg := api.DefaultConfig()
 	cfg.Address = s.Addr
+	// A test wants Vault's answer, not retries: the client's default
+	// retries a 500 (Transit refusing to sign) twice, with seconds of backoff.
+	cfg.MaxRetries = 0
 	if s.CAFile != "" {
 		if err := cfg.ConfigureTLS(&api.TLSConfig{CACert: s.CAFile}); err != nil {
 			t.Fatal(err)

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"go.opentelemetry.io/otel/trace"
 )
 
 // OpenOptions carries what every backend may need besides its URI.
@@ -21,6 +23,12 @@ type OpenOptions struct {
 	// Now is the clock of a backend that records creation times itself (the
 	// local one); remote backends use their own. Nil means time.Now.
 	Now func() time.Time
+	// OnBatch, if set, is told the number of signatures in each batched
+	// request a backend sends (Vault Transit's batch_input), for metrics.
+	OnBatch func(size int)
+	// TracerProvider, if set, traces the requests a remote backend sends
+	// (its HTTP client), as children of the caller's span. Nil: no tracing.
+	TracerProvider trace.TracerProvider
 }
 
 // Opener opens a backend from its URI.

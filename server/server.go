@@ -76,7 +76,8 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err e
 	for _, rc := range cfg.KeyRings {
 		b, ok := opened[rc.Backend]
 		if !ok {
-			b, err = backends.Open(ctx, rc.Backend, backends.OpenOptions{Logger: log, Getenv: opts.Getenv, Now: opts.Now})
+			b, err = backends.Open(ctx, rc.Backend, backends.OpenOptions{Logger: log, Getenv: opts.Getenv, Now: opts.Now,
+				OnBatch: s.metrics.ObserveBatch, TracerProvider: s.tp})
 			if err != nil {
 				return nil, fmt.Errorf("key ring %q: opening backend: %w", rc.Name, err)
 			}

@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"net/http"
 	"net/url"
 	"sort"
 	"strconv"
@@ -15,10 +16,12 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/kms"
 	"github.com/aws/aws-sdk-go-v2/service/kms/types"
 	"github.com/aws/smithy-go"
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	"golang.org/x/time/rate"
 
 	"github.com/signet-dev/signet/backends"
@@ -79,6 +82,10 @@ func Open(ctx context.Context, u *url.URL, opts backends.OpenOptions) (backends.
 	}
 	if p := q.Get("profile"); p != "" {
 		loadOpts = append(loadOpts, config.WithSharedConfigProfile(p))
+	}
+	if opts.TracerProvider != nil {
+		loadOpts = append(loadOpts, config.WithHTTPClient(&http.Client{Transport: otelhttp.NewTransport(
+			awshttp.NewBuildableClient().GetTransport(), otelhttp.WithTracerProvider(opts.TracerProvider))}))
 	}
 	cfg, err := config.LoadDefaultConfig(ctx, loadOpts...)
 	if err != nil {

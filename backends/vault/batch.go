@@ -5,6 +5,9 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/signet-dev/signet/backends"
 )
 
@@ -18,7 +21,8 @@ type batcher struct {
 	size   int
 	mu     sync.Mutex
 	queues map[queueKey]*queue
-	// observe, when set (by tests), sees the size of every batch sent.
+	// observe, when set (OpenOptions.OnBatch, or a test), sees the size of
+	// every batch sent.
 	observe func(size int)
 }
 
@@ -116,6 +120,7 @@ func (bt *batcher) work(k queueKey, q *queue) {
 			continue
 		}
 		ctx, cancel := batchContext(bt.b.ctx, batch)
+		ctx = traceBatch(ctx, batch)
 		inputs := make([][]byte, len(batch))
 		for i, c := range batch {
 			inputs[i] = c.input
@@ -154,4 +159,23 @@ func batchContext(backend context.Context, batch []*call) (context.Context, cont
 		}
 	}
 	return context.WithDeadline(backend, latest)
+}
+
+// traceBatch makes the Transit request of a batch part of its callers'
+// traces: a child of the first caller's span (so a lone request's is simply
+// its child), and, where the tracer provider records links, linked from
+// the others.
+func traceBatch(ctx context.Context, batch []*call) context.Context {
+	first := trace.SpanContextFromContext(batch[0].ctx)
+	if !first.IsValid() {
+		return ctx
+	}
+	ctx = trace.ContextWithSpanContext(ctx, first)
+	for _, c := range batch[1:] {
+		if sc := trace.SpanContextFromContext(c.ctx); sc.IsValid() {
+			trace.SpanFromContext(c.ctx).AddLink(trace.Link{SpanContext: first,
+				Attributes: []attribute.KeyValue{attribute.String("signet.batched_with", "first caller of the Transit batch")}})
+		}
+	}
+	return ctx
 }

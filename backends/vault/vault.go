@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/vault/api"
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 
 	"github.com/signet-dev/signet/backends"
 )
@@ -120,7 +121,11 @@ func Open(ctx context.Context, u *url.URL, opts backends.OpenOptions) (backends.
 	// itself to dial a unix:// VAULT_ADDR. The client sends with
 	// cfg.HttpClient, which it keeps.
 	bctx, cancel := context.WithCancel(context.Background())
-	transport := &closingTransport{base: cfg.HttpClient.Transport, closed: bctx}
+	base := cfg.HttpClient.Transport
+	if opts.TracerProvider != nil {
+		base = otelhttp.NewTransport(base, otelhttp.WithTracerProvider(opts.TracerProvider))
+	}
+	transport := &closingTransport{base: base, closed: bctx}
 	cfg.HttpClient.Transport = transport
 	client.ClearToken() // the token comes from the configured auth method only
 	if ns := q.Get("namespace"); ns != "" {
@@ -139,6 +144,7 @@ func Open(ctx context.Context, u *url.URL, opts backends.OpenOptions) (backends.
 		}
 	}
 	b.batches = newBatcher(b, size)
+	b.batches.observe = opts.OnBatch
 	if b.auth, err = newAuthenticator(client, q, getenv, b.log, b.ctx, &b.wg); err == nil {
 		err = b.auth.login(ctx)
 	}

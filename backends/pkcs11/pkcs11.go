@@ -296,15 +296,20 @@ func (b *Backend) list(ctx context.Context, ring backends.KeyRing) ([]*object, e
 		}
 		privateIDs := map[string]bool{}
 		for _, h := range privs {
-			attrs, err := b.mod.ctx.GetAttributeValue(sh, h, []*p11.Attribute{p11.NewAttribute(p11.CKA_ID, nil)})
+			attrs, err := attributes(b.mod.ctx, sh, h, p11.CKA_ID)
+			if isCode(err, p11.CKR_OBJECT_HANDLE_INVALID) {
+				continue // destroyed since it was found
+			}
 			if err != nil {
 				return err
 			}
 			privateIDs[string(attrs[0].Value)] = true
 		}
 		for _, h := range pubs {
-			attrs, err := b.mod.ctx.GetAttributeValue(sh, h, []*p11.Attribute{
-				p11.NewAttribute(p11.CKA_LABEL, nil), p11.NewAttribute(p11.CKA_ID, nil)})
+			attrs, err := attributes(b.mod.ctx, sh, h, p11.CKA_LABEL, p11.CKA_ID)
+			if isCode(err, p11.CKR_OBJECT_HANDLE_INVALID) {
+				continue
+			}
 			if err != nil {
 				return err
 			}
@@ -332,6 +337,24 @@ func (b *Backend) list(ctx context.Context, ring backends.KeyRing) ([]*object, e
 	return out, nil
 }
 
+// attributes reads attributes of an object. The token lists every object,
+// including those another session (another ring, another replica) is
+// creating or destroying at that moment: an attribute whose length changed
+// between the two calls GetAttributeValue makes (CKR_BUFFER_TOO_SMALL) is
+// read again.
+func attributes(ctx *p11.Ctx, sh p11.SessionHandle, h p11.ObjectHandle, types ...uint) ([]*p11.Attribute, error) {
+	tmpl := make([]*p11.Attribute, len(types))
+	for attempt := 0; ; attempt++ {
+		for i, t := range types {
+			tmpl[i] = p11.NewAttribute(t, nil)
+		}
+		attrs, err := ctx.GetAttributeValue(sh, h, tmpl)
+		if !isCode(err, p11.CKR_BUFFER_TOO_SMALL) || attempt == 4 {
+			return attrs, err
+		}
+	}
+}
+
 func findObjects(ctx *p11.Ctx, sh p11.SessionHandle, tmpl []*p11.Attribute) ([]p11.ObjectHandle, error) {
 	if err := ctx.FindObjectsInit(sh, tmpl); err != nil {
 		return nil, err
@@ -354,7 +377,7 @@ func readPublicKey(ctx *p11.Ctx, sh p11.SessionHandle, h p11.ObjectHandle, alg b
 	var pub crypto.PublicKey
 	switch {
 	case alg.IsRSAPKCS1() || alg.IsRSAPSS():
-		attrs, err := ctx.GetAttributeValue(sh, h, []*p11.Attribute{p11.NewAttribute(p11.CKA_MODULUS, nil), p11.NewAttribute(p11.CKA_PUBLIC_EXPONENT, nil)})
+		attrs, err := attributes(ctx, sh, h, p11.CKA_MODULUS, p11.CKA_PUBLIC_EXPONENT)
 		if err != nil {
 			return nil, err
 		}
@@ -364,7 +387,7 @@ func readPublicKey(ctx *p11.Ctx, sh p11.SessionHandle, h p11.ObjectHandle, alg b
 		}
 		pub = &rsa.PublicKey{N: new(big.Int).SetBytes(attrs[0].Value), E: int(e.Int64())}
 	default:
-		attrs, err := ctx.GetAttributeValue(sh, h, []*p11.Attribute{p11.NewAttribute(p11.CKA_EC_POINT, nil)})
+		attrs, err := attributes(ctx, sh, h, p11.CKA_EC_POINT)
 		if err != nil {
 			return nil, err
 		}

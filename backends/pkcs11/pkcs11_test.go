@@ -46,7 +46,7 @@ func TestConformance(t *testing.T) {
 			t.Errorf("SoftHSM2 should support %s", want)
 		}
 	}
-	signertest.Run(t, signertest.Harness{Open: func(t *testing.T) backends.Signer {
+	signertest.Run(t, signertest.Harness{Serial: true, Open: func(t *testing.T) backends.Signer {
 		u, _ := url.Parse(tok.URI())
 		s, err := Open(context.Background(), u, backends.OpenOptions{})
 		if err != nil {

@@ -7,7 +7,7 @@ PYTHON := /usr/bin/python3
 # The PKCS#11 backend needs cgo and this build tag.
 TAGS  := -tags pkcs11
 
-.PHONY: run build test test-deps lint bench fuzz generate check-generate clean
+.PHONY: run build test test-deps lint rules bench fuzz generate check-generate clean
 
 run: build ## Start Signet on the embedded local backend (./signet-data).
 	./$(BIN) serve $(if $(CONFIG),--config $(CONFIG))
@@ -23,7 +23,9 @@ GOTEST := SIGNET_VAULT_BIN=$(CURDIR)/bin/vault $(GO) test $(TAGS) -race -count=1
 # fails if any test was skipped, listing them: in CI a skip is a dependency
 # that is missing or a check that is switched off, not a pass. pipefail keeps
 # go test's own exit status.
-test: test-deps lint bin/vault bin/testreport ## Install what the tests need, then run every test (with the race detector).
+# rules comes before the tests so that promtool is built (minutes, once) before
+# server/telemetry's TestAlertRules needs it alongside every other package.
+test: test-deps lint rules bin/vault bin/testreport ## Install what the tests need, then run every test (with the race detector).
 ifeq ($(CI),true)
 	set -o pipefail; $(GOTEST) -json ./... | bin/testreport
 else
@@ -75,6 +77,12 @@ TOOLS := -modfile=scripts/tools/go.mod
 generate: ## Regenerate gen/ from proto/ with the buf and plugins pinned in scripts/tools/go.mod.
 	$(GO) tool $(TOOLS) buf lint
 	$(GO) tool $(TOOLS) buf generate
+
+# promtool, pinned in scripts/tools/go.mod like buf, checks the alert rules and
+# runs their unit tests. The first build takes about 5 minutes on 2 cores.
+rules: ## Check deploy/prometheus/alerts.yaml and run its unit tests with promtool.
+	$(GO) tool $(TOOLS) promtool check rules deploy/prometheus/alerts.yaml
+	$(GO) tool $(TOOLS) promtool test rules deploy/prometheus/alerts_test.yaml
 
 check-generate: generate
 	@git diff --exit-code -- gen/ && test -z "$$(git status --porcelain -- gen/)" || \

@@ -68,7 +68,7 @@ func Run(t *testing.T, h Harness) {
 		s := h.open(t)
 		algs = s.Algorithms()
 	}
-	parallel := func(name string, test func(t *testing.T)) {
+	run := func(t *testing.T, name string, test func(t *testing.T)) {
 		t.Run(name, func(t *testing.T) {
 			if !h.Serial {
 				t.Parallel()
@@ -76,9 +76,10 @@ func Run(t *testing.T, h Harness) {
 			test(t)
 		})
 	}
+	parallel := func(name string, test func(t *testing.T)) { run(t, name, test) }
 	parallel("Algorithms", func(t *testing.T) {
 		for _, alg := range algs {
-			parallel(string(alg), func(t *testing.T) { h.testSignVerify(t, alg) })
+			run(t, string(alg), func(t *testing.T) { h.testSignVerify(t, alg) })
 		}
 	})
 	first := algs[0]

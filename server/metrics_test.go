@@ -1,6 +1,7 @@
 package server
 
 import (
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -98,26 +99,34 @@ func TestAdminListener(t *testing.T) {
 			t.Errorf("%s on the public port: %d", path, r.StatusCode)
 		}
 	}
-	if r, err := http.Get(ts.adminURL + "/debug/pprof/"); err != nil || r.StatusCode != http.StatusNotFound {
-		t.Errorf("pprof without admin.pprof: %v %v", r.StatusCode, err)
+	status := func(url string, header ...string) (int, http.Header) {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, url, nil)
+		for i := 0; i+1 < len(header); i += 2 {
+			req.Header.Set(header[i], header[i+1])
+		}
+		r, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, r.Body)
+		r.Body.Close()
+		return r.StatusCode, r.Header
 	}
-	r, err := http.Get(ts.adminURL + StatusPath)
-	if err != nil || r.StatusCode != 200 {
-		t.Fatalf("/statusz: %v %v", r, err)
+	if code, _ := status(ts.adminURL + "/debug/pprof/"); code != http.StatusNotFound {
+		t.Errorf("pprof without admin.pprof: %d", code)
 	}
-	r.Body.Close()
-	req, _ := http.NewRequest(http.MethodGet, ts.adminURL+"/metrics", nil)
-	req.Header.Set("Accept", "application/openmetrics-text; version=1.0.0")
-	r, err = http.DefaultClient.Do(req)
-	if err != nil || !strings.HasPrefix(r.Header.Get("Content-Type"), "application/openmetrics-text") {
-		t.Errorf("OpenMetrics negotiation: %v %v", r.Header.Get("Content-Type"), err)
+	if code, _ := status(ts.adminURL + StatusPath); code != http.StatusOK {
+		t.Errorf("/statusz: %d", code)
 	}
-	r.Body.Close()
+	if _, h := status(ts.adminURL+"/metrics", "Accept", "application/openmetrics-text; version=1.0.0"); !strings.HasPrefix(h.Get("Content-Type"), "application/openmetrics-text") {
+		t.Errorf("OpenMetrics negotiation: %v", h.Get("Content-Type"))
+	}
 
 	cfg := testConfig(t)
 	cfg.Admin.Pprof = true
 	withPprof := startServer(t, cfg, Options{})
-	if r, err := http.Get(withPprof.adminURL + "/debug/pprof/"); err != nil || r.StatusCode != 200 {
-		t.Errorf("pprof with admin.pprof: %v %v", r.StatusCode, err)
+	if code, _ := status(withPprof.adminURL + "/debug/pprof/"); code != http.StatusOK {
+		t.Errorf("pprof with admin.pprof: %d", code)
 	}
 }

@@ -19,7 +19,6 @@ import (
 	"runtime"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -34,6 +33,7 @@ import (
 
 	"github.com/signet-dev/signet/backends"
 	signetv1 "github.com/signet-dev/signet/gen/signet/v1"
+	"github.com/signet-dev/signet/internal/output"
 	"github.com/signet-dev/signet/server/telemetry/telemetrytest"
 )
 
@@ -78,29 +78,11 @@ type process struct {
 	httpURL   string
 	adminURL  string
 	conn      *grpc.ClientConn
-	stdout    *syncBuffer
-	stderr    *syncBuffer
+	stdout    *output.Buffer
+	stderr    *output.Buffer
 	exited    chan struct{} // closed when the process has exited
 	waitErr   error
 	client    signetv1.SignerServiceClient
-}
-
-// syncBuffer collects a process's output while the test reads it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // e2eConfig has one ring per algorithm; "default" (ES256) has a short
@@ -130,7 +112,7 @@ func startSignetWith(t *testing.T, config string, env ...string) *process {
 		t.Fatal(err)
 	}
 	p := &process{config: config, env: env, readyFile: filepath.Join(dir, "ready.json"),
-		stdout: &syncBuffer{}, stderr: &syncBuffer{}, exited: make(chan struct{})}
+		stdout: &output.Buffer{}, stderr: &output.Buffer{}, exited: make(chan struct{})}
 	p.cmd = exec.Command(signetBin, "serve", "--config", cfgPath, "--ready-file", p.readyFile)
 	p.cmd.Env = append(append(os.Environ(), "SIGNET_LOCAL_KEK=MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="), env...)
 	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr

@@ -15,12 +15,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/vault/api"
+
+	"github.com/signet-dev/signet/internal/output"
 )
 
 // RootToken is the dev server's root token.
@@ -32,7 +33,7 @@ type Server struct {
 	Addr   string // http://127.0.0.1:PORT, or https:// with StartTLS
 	CAFile string // with StartTLS: the CA that signed the server's certificate
 	cmd    *exec.Cmd
-	out    *syncBuffer
+	out    *output.Buffer
 	done   chan struct{}
 }
 
@@ -117,7 +118,7 @@ func launch(t testing.TB, bin string, tls bool) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{Addr: "http://" + addr, out: &syncBuffer{}, done: make(chan struct{})}
+	s := &Server{Addr: "http://" + addr, out: &output.Buffer{}, done: make(chan struct{})}
 	args := []string{"server", "-dev", "-dev-root-token-id=" + RootToken, "-dev-listen-address=" + addr, "-dev-no-store-token"}
 	if tls {
 		dir := t.TempDir()
@@ -297,20 +298,3 @@ const SignerPolicy = `
 path "transit/keys/*" { capabilities = ["create", "read", "update"] }
 path "transit/sign/*" { capabilities = ["update"] }
 `
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return fmt.Sprint(b.buf.String())
-}

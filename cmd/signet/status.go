@@ -63,7 +63,7 @@ func printStatus(w io.Writer, st server.Status) {
 	fmt.Fprintf(w, "issuer:   %s\nsigning:  %s\njwks:     %d keys, etag %s\n", st.Issuer, signing, st.JWKS.Keys, st.JWKS.ETag)
 	for _, r := range st.KeyRings {
 		fmt.Fprintf(w, "\nkey ring %s (%s): active %s\n", r.Name, r.Algorithm, orDash(r.ActiveKid))
-		fmt.Fprintf(w, "  last refresh %s, %d failures since", formatStatusTime(r.LastRefresh), r.RefreshFailures)
+		fmt.Fprintf(w, "  last refresh %s, failed refreshes since: %d", formatStatusTime(r.LastRefresh), r.RefreshFailures)
 		if r.LastError != "" {
 			fmt.Fprintf(w, " (last: %s)", r.LastError)
 		}

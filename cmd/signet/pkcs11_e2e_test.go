@@ -24,7 +24,11 @@ func TestEndToEndPKCS11(t *testing.T) {
 	p.revokePrevious(t, old, fresh)
 
 	p2 := p.restart(t)
-	if err := goJOSEVerify(p2.jwks(t), p2.sign(t, "default").GetToken()); err != nil {
+	latest := p2.sign(t, "default")
+	if err := goJOSEVerify(p2.jwks(t), latest.GetToken()); err != nil {
 		t.Errorf("after restart: %v", err)
 	}
+	// Neither the PIN nor a token is in the log or the metrics.
+	p.noSecrets(t, tok.PIN)
+	p2.noSecrets(t, tok.PIN, latest.GetToken())
 }

@@ -29,7 +29,9 @@ var ModulePaths = []string{
 // the rest of the test (so tests using it cannot run in parallel).
 func New(t testing.TB) *Token {
 	t.Helper()
-	tok := &Token{Label: "signet", PIN: "1234"}
+	// A PIN unlike anything else a test prints, so that a test can look
+	// for it in logs and metrics.
+	tok := &Token{Label: "signet", PIN: "pin-5e7c19ab"}
 	for _, p := range ModulePaths {
 		if _, err := os.Stat(p); err == nil {
 			tok.Module = p

@@ -7,6 +7,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
+	"errors"
 	"fmt"
 	"math/big"
 
@@ -187,6 +188,55 @@ func SignWithKey(a Algorithm, key crypto.Signer, signingInput []byte) ([]byte, e
 	}
 	return nil, fmt.Errorf("%s cannot sign with a %T", a, key)
 }
+
+// Verify checks a JWS signature (as SignWithKey makes it: ECDSA as R||S,
+// PS* with a salt as long as the hash) over signingInput with pub. It is
+// how Signet checks what a remote backend returned before a token leaves.
+func (a Algorithm) Verify(pub crypto.PublicKey, signingInput, sig []byte) error {
+	if a.IsEdDSA() {
+		k, ok := pub.(ed25519.PublicKey)
+		if !ok || !ed25519.Verify(k, signingInput, sig) {
+			return errBadSignature
+		}
+		return nil
+	}
+	h := a.Hash()
+	if h == 0 {
+		return fmt.Errorf("unsupported algorithm %q", a)
+	}
+	hasher := h.New()
+	hasher.Write(signingInput)
+	digest := hasher.Sum(nil)
+	switch k := pub.(type) {
+	case *ecdsa.PublicKey:
+		size := a.SignatureSize() / 2
+		if !a.IsECDSA() || len(sig) != 2*size {
+			return errBadSignature
+		}
+		r, s := new(big.Int).SetBytes(sig[:size]), new(big.Int).SetBytes(sig[size:])
+		if !ecdsa.Verify(k, digest, r, s) {
+			return errBadSignature
+		}
+		return nil
+	case *rsa.PublicKey:
+		var err error
+		switch {
+		case a.IsRSAPKCS1():
+			err = rsa.VerifyPKCS1v15(k, h, digest, sig)
+		case a.IsRSAPSS():
+			err = rsa.VerifyPSS(k, h, digest, sig, &rsa.PSSOptions{SaltLength: rsa.PSSSaltLengthEqualsHash})
+		default:
+			return errBadSignature
+		}
+		if err != nil {
+			return errBadSignature
+		}
+		return nil
+	}
+	return fmt.Errorf("%s cannot verify with a %T", a, pub)
+}
+
+var errBadSignature = errors.New("the signature does not verify with the public key")
 
 // GenerateKey creates a software key pair for alg.
 func GenerateKey(a Algorithm) (crypto.Signer, error) {

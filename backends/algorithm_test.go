@@ -66,3 +66,36 @@ func FuzzECDSASignatureFromDER(f *testing.F) {
 		}
 	})
 }
+
+// Verify accepts what SignWithKey makes with the matching key, and nothing
+// made with another key or over another input.
+func TestVerify(t *testing.T) {
+	t.Parallel()
+	for _, a := range AllAlgorithms {
+		t.Run(string(a), func(t *testing.T) {
+			t.Parallel()
+			key, err := GenerateKey(a)
+			if err != nil {
+				t.Fatal(err)
+			}
+			other, _ := GenerateKey(a)
+			input := []byte("eyJhbGciOiJ4In0.eyJzdWIiOiJ5In0")
+			sig, err := SignWithKey(a, key, input)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := a.Verify(key.Public(), input, sig); err != nil {
+				t.Errorf("its own signature: %v", err)
+			}
+			if err := a.Verify(other.Public(), input, sig); err == nil {
+				t.Error("verified with another key")
+			}
+			if err := a.Verify(key.Public(), append(input, 'x'), sig); err == nil {
+				t.Error("verified over another input")
+			}
+			if err := a.Verify(key.Public(), input, sig[:len(sig)-1]); err == nil {
+				t.Error("verified a truncated signature")
+			}
+		})
+	}
+}

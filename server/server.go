@@ -87,12 +87,14 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err e
 			opened[rc.Backend] = b
 		}
 		alg, _ := backends.ParseAlgorithm(rc.Algorithm) // validated
-		specs = append(specs, lifecycle.RingSpec{Name: rc.Name, Algorithm: alg, Schedule: rc.Schedule(), Backend: b})
+		specs = append(specs, lifecycle.RingSpec{Name: rc.Name, Algorithm: alg, Schedule: rc.Schedule(), Backend: b,
+			VerifySignatures: rc.Verify()})
 		maxTTLs[rc.Name] = rc.TokenMaxTTL.D()
 	}
 	s.jwks = &publisher{staleIfError: cfg.HTTP.JWKSStaleIfError.D(), log: log, metrics: s.metrics}
 	s.ks, err = lifecycle.New(ctx, specs, lifecycle.Options{Logger: log, Now: opts.Now,
-		BackendTimeout: cfg.BackendTimeout.D(), OnChange: s.jwks.update, OnHealth: s.updateHealth})
+		BackendTimeout: cfg.BackendTimeout.D(), OnChange: s.jwks.update, OnHealth: s.updateHealth,
+		OnKeyMismatch: s.metrics.KeyMismatch})
 	if err != nil {
 		return nil, err
 	}

@@ -81,6 +81,21 @@ type RingConfig struct {
 	PublishAhead    Duration `yaml:"publish_ahead"`
 	RetireAfter     Duration `yaml:"retire_after"`
 	RotationPeriod  Duration `yaml:"rotation_period"`
+
+	// VerifySignatures checks every signature the backend returns against
+	// the version's published key before the token leaves. Absent: on for
+	// remote backends (Vault, AWS KMS, PKCS#11), off for local, which signs
+	// in process with the key it just read.
+	VerifySignatures *bool `yaml:"verify_signatures"`
+}
+
+// Verify says whether the ring checks its backend's signatures.
+func (r RingConfig) Verify() bool {
+	if r.VerifySignatures != nil {
+		return *r.VerifySignatures
+	}
+	u, _, err := backends.ParseURI(r.Backend)
+	return err != nil || u.Scheme != "local"
 }
 
 // Schedule returns the ring's lifecycle schedule (the "policy" fields).

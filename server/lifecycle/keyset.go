@@ -26,6 +26,7 @@ type KeySet struct {
 	backendTimeout time.Duration
 	onChange       func()
 	onHealth       func()
+	onMismatch     func(ring string)
 	rings          []*Ring // config order
 	byName         map[string]*Ring
 }
@@ -47,6 +48,12 @@ type Ring struct {
 	failures    atomic.Int32                 // consecutive failed reads
 	lastErr     atomic.Pointer[backendError] // the last failed read; nil after a good one
 	down        atomic.Pointer[backendError] // the backend did not answer; nil once a call succeeds
+	// badSignature is set by a signature that did not verify with its
+	// version's public key, until one does; keyChanged by a read in which a
+	// version's public key changed, until a read in which none has.
+	badSignature atomic.Pointer[backendError]
+	keyChanged   atomic.Pointer[backendError]
+	verify       bool // check every signature before a token leaves
 }
 
 // Algorithm is the ring's signing algorithm.
@@ -84,8 +91,13 @@ type Options struct {
 	OnChange func()
 	// OnHealth, if set, is called when whether a ring can sign changes:
 	// its backend stops answering (a call failed as unavailable) or answers
-	// again (a call succeeded), or it has no version to sign with.
+	// again (a call succeeded), it has no version to sign with, or its
+	// backend's key no longer matches what it published.
 	OnHealth func()
+	// OnKeyMismatch, if set, is told of every signature that did not
+	// verify with its version's public key, and every version whose public
+	// key changed in the backend.
+	OnKeyMismatch func(ring string)
 }
 
 // RingSpec is what New needs to know of a ring.
@@ -94,6 +106,13 @@ type RingSpec struct {
 	Algorithm backends.Algorithm
 	Schedule  Schedule
 	Backend   backends.Signer
+	// VerifySignatures checks each signature the backend returns against
+	// the version's public key before a token leaves, so that a backend
+	// signing with another key than the one published (a key re-created
+	// under the same name, an alias pointed elsewhere, a swapped HSM
+	// object, a faulty device) fails the Sign instead of issuing a token
+	// no verifier accepts.
+	VerifySignatures bool
 }
 
 // New reads every ring's versions and creates the first version of a ring
@@ -116,7 +135,7 @@ func New(ctx context.Context, specs []RingSpec, opts Options) (*KeySet, error) {
 				spec.Name, spec.Algorithm, spec.Backend.Algorithms())
 		}
 		r := &Ring{Name: spec.Name, key: backends.KeyRing{Name: spec.Name, Algorithm: spec.Algorithm},
-			Schedule: spec.Schedule, backend: spec.Backend, wake: make(chan struct{}, 1)}
+			Schedule: spec.Schedule, backend: spec.Backend, wake: make(chan struct{}, 1), verify: spec.VerifySignatures}
 		if err := ks.Refresh(ctx, r); err != nil {
 			return nil, fmt.Errorf("key ring %q: reading versions: %w", r.Name, err)
 		}
@@ -130,7 +149,7 @@ func New(ctx context.Context, specs []RingSpec, opts Options) (*KeySet, error) {
 		ks.rings = append(ks.rings, r)
 		ks.byName[r.Name] = r
 	}
-	ks.onChange, ks.onHealth = opts.OnChange, opts.OnHealth // only once every ring is in place
+	ks.onChange, ks.onHealth, ks.onMismatch = opts.OnChange, opts.OnHealth, opts.OnKeyMismatch // only once every ring is in place
 	return ks, nil
 }
 
@@ -180,6 +199,11 @@ func (ks *KeySet) Refresh(ctx context.Context, r *Ring) error {
 	if err == nil {
 		var converted []*Version
 		if converted, err = newVersions(r, vs); err == nil {
+			if err = ks.checkKeysUnchanged(r, converted); err == nil && r.keyChanged.Swap(nil) != nil && ks.onHealth != nil {
+				ks.onHealth()
+			}
+		}
+		if err == nil {
 			hadActive := r.snap.Load() != nil && r.snap.Load().active != nil
 			ks.install(r, read, func(*snapshot) []*Version { return converted })
 			r.lastErr.Store(nil)
@@ -194,6 +218,40 @@ func (ks *KeySet) Refresh(ctx context.Context, r *Ring) error {
 	r.lastErr.Store(&backendError{at: ks.now(), err: err})
 	r.failures.Add(1)
 	return err
+}
+
+// checkKeysUnchanged refuses a read in which a version this ring knows
+// has another public key than before: its kid, and the JWKS that verifiers
+// hold, would silently change under tokens already issued. The last good
+// key set stays in force and the ring reports the mismatch.
+func (ks *KeySet) checkKeysUnchanged(r *Ring, vs []*Version) error {
+	cur := r.snap.Load()
+	if cur == nil {
+		return nil
+	}
+	for _, v := range vs {
+		if old := find(cur.versions, v.ID); old != nil && old.Kid != v.Kid {
+			err := backends.Errorf(backends.KindFailedPrecondition, "",
+				"version %s of key ring %q has another public key in the backend than the one published (kid %s, now %s): "+
+					"the key was replaced behind Signet's back; the published key set stays as it was", v.ID, r.Name, old.Kid, v.Kid)
+			ks.keyMismatch(r, &r.keyChanged, err)
+			return err
+		}
+	}
+	return nil
+}
+
+// keyMismatch records in flag that the ring's backend key does not match
+// what it published, logs it and tells the hooks.
+func (ks *KeySet) keyMismatch(r *Ring, flag *atomic.Pointer[backendError], err error) {
+	ks.log.Error("key mismatch: refusing to sign or publish what the backend now holds", "key_ring", r.Name, "err", err)
+	first := flag.Swap(&backendError{at: ks.now(), err: err}) == nil
+	if ks.onMismatch != nil {
+		ks.onMismatch(r.Name)
+	}
+	if first && ks.onHealth != nil {
+		ks.onHealth()
+	}
 }
 
 // observe records whether a backend call reached the backend: a call that
@@ -383,6 +441,17 @@ func (ks *KeySet) SignWith(ctx context.Context, r *Ring, v *Version, input []byt
 	if want := v.Algorithm.SignatureSize(); want != 0 && len(sig) != want {
 		return nil, backends.Errorf(backends.KindUnknown, "", "backend returned a %d-byte %s signature, want %d", len(sig), v.Algorithm, want)
 	}
+	if r.verify {
+		if err := v.Algorithm.Verify(v.PublicKey, input, sig); err != nil {
+			err = backends.Errorf(backends.KindUnknown, "", "the backend signed with version %s of key ring %q but the signature "+
+				"does not verify with that version's published key (kid %s): %v", v.ID, r.Name, v.Kid, err)
+			ks.keyMismatch(r, &r.badSignature, err)
+			return nil, err
+		}
+		if r.badSignature.Swap(nil) != nil && ks.onHealth != nil {
+			ks.onHealth() // a verified signature again: the fault has passed
+		}
+	}
 	return sig, nil
 }
 
@@ -507,6 +576,11 @@ func (ks *KeySet) SigningProblems() []string {
 		}
 		if d := r.down.Load(); d != nil {
 			why = append(why, fmt.Sprintf("key ring %q: backend unreachable since %s: %v", r.Name, d.at.UTC().Format(time.RFC3339), d.err))
+		}
+		for _, m := range []*backendError{r.badSignature.Load(), r.keyChanged.Load()} {
+			if m != nil {
+				why = append(why, fmt.Sprintf("key ring %q: key mismatch since %s: %v", r.Name, m.at.UTC().Format(time.RFC3339), m.err))
+			}
 		}
 	}
 	return why

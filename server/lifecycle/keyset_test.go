@@ -2,6 +2,7 @@ package lifecycle
 
 import (
 	"context"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -106,5 +107,93 @@ func TestRunWakesAtABoundary(t *testing.T) {
 	}
 	if s := r.snap.Load(); s.active == nil || s.active.ID != s.versions[1].ID {
 		t.Error("the installed snapshot does not have the matured version active")
+	}
+}
+
+// swapper is a backend whose key can be replaced behind Signet's back: it
+// signs with another store's key of the same version id, or lists another
+// public key for it.
+type swapper struct {
+	backends.Signer
+	other          backends.Signer
+	signs, changes atomic.Bool
+}
+
+func (s *swapper) Sign(ctx context.Context, r backends.KeyRing, id string, in []byte) ([]byte, error) {
+	if s.signs.Load() {
+		return s.other.Sign(ctx, r, id, in)
+	}
+	return s.Signer.Sign(ctx, r, id, in)
+}
+
+func (s *swapper) Versions(ctx context.Context, r backends.KeyRing) ([]backends.Version, error) {
+	if s.changes.Load() {
+		return s.other.Versions(ctx, r)
+	}
+	return s.Signer.Versions(ctx, r)
+}
+
+func openLocal(t *testing.T, c *clocktest.Clock) backends.Signer {
+	t.Helper()
+	store, err := local.Open(t.TempDir(), backends.OpenOptions{Now: c.Now,
+		Getenv: func(string) string { return "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=" }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	return store
+}
+
+// A backend that signs with another key than the one published fails the
+// Sign, says so in SigningProblems and the hooks, and is trusted again once
+// its signatures verify; a version whose public key changes in the backend
+// is refused and the published key set stays as it was.
+func TestKeyMismatch(t *testing.T) {
+	c := clocktest.New()
+	other := openLocal(t, c)
+	ring := backends.KeyRing{Name: "r", Algorithm: backends.ES256}
+	if _, err := other.CreateVersion(context.Background(), ring, ""); err != nil {
+		t.Fatal(err)
+	}
+	b := &swapper{Signer: openLocal(t, c), other: other}
+	var mismatches, health atomic.Int32
+	ks, err := New(context.Background(), []RingSpec{{Name: "r", Algorithm: backends.ES256, Schedule: testSchedule, Backend: b,
+		VerifySignatures: true}}, Options{Now: c.Now, OnKeyMismatch: func(string) { mismatches.Add(1) }, OnHealth: func() { health.Add(1) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := ks.Ring("r")
+	v, _ := ks.Active(r)
+	input := []byte("eyJhbGciOiJFUzI1NiJ9.e30")
+	if _, err := ks.SignWith(context.Background(), r, v, input); err != nil {
+		t.Fatalf("an honest backend: %v", err)
+	}
+
+	b.signs.Store(true)
+	if _, err := ks.SignWith(context.Background(), r, v, input); err == nil || !strings.Contains(err.Error(), "does not verify") {
+		t.Fatalf("a signature from another key: %v", err)
+	}
+	if p := ks.SigningProblems(); len(p) != 1 || !strings.Contains(p[0], "key mismatch") || mismatches.Load() != 1 || health.Load() != 1 {
+		t.Errorf("problems %v, %d mismatches, %d health changes", p, mismatches.Load(), health.Load())
+	}
+	b.signs.Store(false)
+	if _, err := ks.SignWith(context.Background(), r, v, input); err != nil || len(ks.SigningProblems()) != 0 || health.Load() != 2 {
+		t.Errorf("honest again: %v, problems %v, %d health changes", err, ks.SigningProblems(), health.Load())
+	}
+
+	published := ks.Published()
+	b.changes.Store(true)
+	if err := ks.Refresh(context.Background(), r); err == nil || !strings.Contains(err.Error(), "another public key") {
+		t.Fatalf("a read with a changed key: %v", err)
+	}
+	if now := ks.Published(); len(now) != 1 || now[0].Kid != published[0].Kid {
+		t.Errorf("published %v after the key changed, want %s as before", now, published[0].Kid)
+	}
+	if p := ks.SigningProblems(); len(p) != 1 || mismatches.Load() != 2 {
+		t.Errorf("problems %v, %d mismatches", p, mismatches.Load())
+	}
+	b.changes.Store(false)
+	if err := ks.Refresh(context.Background(), r); err != nil || len(ks.SigningProblems()) != 0 {
+		t.Errorf("the original key back: %v, %v", err, ks.SigningProblems())
 	}
 }

@@ -38,6 +38,7 @@ type Metrics struct {
 	auditFailures prometheus.Counter
 	rateLimited   *prometheus.CounterVec
 	denials       *prometheus.CounterVec
+	mismatches    *prometheus.CounterVec
 }
 
 // NewMetrics creates the registry with the Go runtime and process
@@ -71,10 +72,12 @@ func NewMetrics() *Metrics {
 		Help: "Sign requests refused by a grant's rate limit, by the grant's identity pattern."}, []string{"grant"})
 	m.denials = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "denials_total",
 		Help: "Requests refused by authentication or authorization, by reason: unauthenticated, not_granted, rate_limited."}, []string{"reason"})
+	m.mismatches = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "key_mismatches_total",
+		Help: "Signatures from a backend that did not verify with the version's published key, and reads in which a version's public key had changed, by key ring."}, []string{"key_ring"})
 
 	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		buildInfo(), m.GRPC, m.tokens, m.backendCalls, m.batchSize, m.jwksResponses, m.jwksInfo, m.jwksKeys,
-		m.reloads, m.auditFailures, m.rateLimited, m.denials)
+		m.reloads, m.auditFailures, m.rateLimited, m.denials, m.mismatches)
 	for _, code := range []string{"200", "304"} {
 		m.jwksResponses.WithLabelValues(code)
 	}
@@ -136,6 +139,10 @@ func (m *Metrics) Reloaded(file string, err error) {
 	}
 	m.reloads.WithLabelValues(file, outcome).Inc()
 }
+
+// KeyMismatch counts a backend key that did not match what the ring
+// published.
+func (m *Metrics) KeyMismatch(ring string) { m.mismatches.WithLabelValues(ring).Inc() }
 
 // AuditFailed counts an audit record that could not be written.
 func (m *Metrics) AuditFailed() { m.auditFailures.Inc() }

@@ -41,8 +41,16 @@ bin/vault: scripts/vault/main.go scripts/vault/go.mod scripts/vault/go.sum
 bin/testreport: scripts/tools/testreport/main.go
 	$(GO) -C scripts/tools build -o $(CURDIR)/bin/testreport ./testreport
 
-# PyJWT verifies Signet's tokens in the end-to-end tests; SoftHSM2 is the
-# PKCS#11 token the HSM backend's tests run against.
+# PyJWT and node's jose verify Signet's tokens in the end-to-end tests;
+# SoftHSM2 is the PKCS#11 token the HSM backend's tests run against.
+JOSE_VERSION := 6.2.18
+test-deps: bin/npm/node_modules/jose/package.json
+
+bin/npm/node_modules/jose/package.json:
+	@command -v npm >/dev/null || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq nodejs npm; }
+	npm install --prefix bin/npm --no-audit --no-fund --silent jose@$(JOSE_VERSION)
+
 test-deps:
 	@missing=""; \
 	$(PYTHON) -c 'import jwt, cryptography' 2>/dev/null || missing="$$missing python3-jwt python3-cryptography"; \
@@ -64,15 +72,12 @@ lint:
 bench: ## Print what Sign adds over the bare signature, and JWKS serving cost.
 	$(GO) test -run '^$$' -bench . -benchmem ./server/
 
-fuzz: ## Fuzz the parsers of untrusted input, FUZZTIME each (default 30s).
-	$(GO) test -run '^$$' -fuzz FuzzEncodeClaims -fuzztime $(or $(FUZZTIME),30s) ./server/jose/
-	$(GO) test -run '^$$' -fuzz FuzzGlobMatch -fuzztime $(or $(FUZZTIME),30s) ./server/authz/
-	$(GO) test -run '^$$' -fuzz FuzzECDSASignatureFromDER -fuzztime $(or $(FUZZTIME),30s) ./backends/
-
-# buf and the protoc plugins are tool directives in their own module,
-# scripts/tools, so their ~100 dependencies (docker, quic, ...) stay out of
-# Signet's module graph. buf.gen.yaml runs each plugin with the same -modfile.
-TOOLS := -modfile=scripts/tools/go.mod
+fuzz: ## Fuzz the parsers of untrusted and operator input, FUZZTIME each (default 30s).
+	@set -e; for target in FuzzEncodeClaims:./server/jose/ FuzzTyp:./server/jose/ FuzzGlobMatch:./server/authz/ \
+		FuzzParsePolicy:./server/authz/ FuzzParse:./server/config/ FuzzECDSASignatureFromDER:./backends/; do \
+		echo "fuzz $${target%%:*}"; \
+		$(GO) test -run '^$$' -fuzz "^$${target%%:*}$$" -fuzztime $(or $(FUZZTIME),30s) $${target#*:}; \
+	done
 
 generate: ## Regenerate gen/ from proto/ with the buf and plugins pinned in scripts/tools/go.mod.
 	$(GO) tool $(TOOLS) buf lint

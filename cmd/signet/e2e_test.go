@@ -247,7 +247,8 @@ func goJOSEVerify(jwksBody []byte, token string) error {
 	return c.Validate(jwt.Expected{Issuer: testIssuer, AnyAudience: jwt.Audience{"e2e"}, Time: time.Now()})
 }
 
-type pyResult struct {
+// verifierResult is what an external verifier script prints per token.
+type verifierResult struct {
 	OK     bool           `json:"ok"`
 	Kid    string         `json:"kid"`
 	Alg    string         `json:"alg"`
@@ -255,31 +256,52 @@ type pyResult struct {
 	Claims map[string]any `json:"claims"`
 }
 
-// pyJWTVerify verifies tokens with PyJWT's PyJWKClient against the live JWKS URL.
-func pyJWTVerify(t *testing.T, p *process, tokens ...string) []pyResult {
+// externalVerifiers are the verifiers Signet did not write, each run as a
+// process fed tokens on stdin and fetching the live JWKS itself:
+// PyJWT's PyJWKClient (Debian's python3-jwt) and node's jose
+// (createRemoteJWKSet), both installed by make test-deps.
+var externalVerifiers = []struct {
+	name    string
+	command func(root, jwksURL string) *exec.Cmd
+}{
+	{"PyJWT", func(root, jwksURL string) *exec.Cmd {
+		return exec.Command("/usr/bin/python3", filepath.Join(root, "scripts", "verify_pyjwt.py"), jwksURL, testIssuer, "e2e")
+	}},
+	{"node jose", func(root, jwksURL string) *exec.Cmd {
+		cmd := exec.Command("node", filepath.Join(root, "scripts", "verify_jose.mjs"), jwksURL, testIssuer, "e2e")
+		cmd.Env = append(os.Environ(), "JOSE_PREFIX="+filepath.Join(root, "bin", "npm"))
+		return cmd
+	}},
+}
+
+// externalVerify has every external verifier check tokens against p's live
+// JWKS, for audience "e2e", and returns their results by verifier name.
+func externalVerify(t *testing.T, p *process, tokens ...string) map[string][]verifierResult {
 	t.Helper()
-	python := "/usr/bin/python3" // Debian's, where python3-jwt is installed
-	script := filepath.Join(repoRoot(t), "scripts", "verify_pyjwt.py")
-	cmd := exec.Command(python, script, p.httpURL+"/.well-known/jwks.json", testIssuer, "e2e")
-	cmd.Stdin = strings.NewReader(strings.Join(tokens, "\n") + "\n")
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("PyJWT verifier failed (make test installs python3-jwt): %v\n%s", err, stderr.String())
-	}
-	var results []pyResult
-	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-		var r pyResult
-		if err := json.Unmarshal([]byte(line), &r); err != nil {
-			t.Fatalf("PyJWT verifier printed %q", line)
+	all := map[string][]verifierResult{}
+	for _, v := range externalVerifiers {
+		cmd := v.command(repoRoot(t), p.httpURL+"/.well-known/jwks.json")
+		cmd.Stdin = strings.NewReader(strings.Join(tokens, "\n") + "\n")
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("%s verifier failed (make test-deps installs it): %v\n%s", v.name, err, stderr.String())
 		}
-		results = append(results, r)
+		var results []verifierResult
+		for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+			var r verifierResult
+			if err := json.Unmarshal([]byte(line), &r); err != nil {
+				t.Fatalf("%s verifier printed %q", v.name, line)
+			}
+			results = append(results, r)
+		}
+		if len(results) != len(tokens) {
+			t.Fatalf("%s verified %d tokens, sent %d", v.name, len(results), len(tokens))
+		}
+		all[v.name] = results
 	}
-	if len(results) != len(tokens) {
-		t.Fatalf("PyJWT verified %d tokens, sent %d", len(results), len(tokens))
-	}
-	return results
+	return all
 }
 
 func repoRoot(t *testing.T) string {
@@ -455,9 +477,11 @@ func (p *process) verifyAll(t *testing.T, rings ...string) {
 		}
 		tokens = append(tokens, resp.GetToken())
 	}
-	for i, r := range pyJWTVerify(t, p, tokens...) {
-		if !r.OK || !strings.EqualFold(r.Alg, ringAlgorithm(rings[i])) || r.Claims["sub"] != "svc-"+rings[i] {
-			t.Errorf("%s: PyJWT: %+v", rings[i], r)
+	for verifier, results := range externalVerify(t, p, tokens...) {
+		for i, r := range results {
+			if !r.OK || !strings.EqualFold(r.Alg, ringAlgorithm(rings[i])) || r.Claims["sub"] != "svc-"+rings[i] {
+				t.Errorf("%s: %s: %+v", rings[i], verifier, r)
+			}
 		}
 	}
 }
@@ -488,9 +512,11 @@ func (p *process) rotateUntilSigning(t *testing.T) (old, fresh *signetv1.SignRes
 			t.Errorf("after rotation, token of %s: go-jose: %v", tok.GetKid(), err)
 		}
 	}
-	for _, r := range pyJWTVerify(t, p, old.GetToken(), fresh.GetToken()) {
-		if !r.OK {
-			t.Errorf("after rotation: PyJWT: %+v", r)
+	for verifier, results := range externalVerify(t, p, old.GetToken(), fresh.GetToken()) {
+		for _, r := range results {
+			if !r.OK {
+				t.Errorf("after rotation: %s: %+v", verifier, r)
+			}
 		}
 	}
 	return old, fresh, rot
@@ -498,7 +524,7 @@ func (p *process) rotateUntilSigning(t *testing.T) (old, fresh *signetv1.SignRes
 
 // revokePrevious rotates the default ring in an emergency and checks that
 // the given tokens' kids left the JWKS, that they no longer verify with
-// either library, and that the new version signs.
+// any verifier, and that the new version signs.
 func (p *process) revokePrevious(t *testing.T, revoked ...*signetv1.SignResponse) (*signetv1.RotateResponse, *signetv1.SignResponse) {
 	t.Helper()
 	rev, err := p.client.Rotate(ctxT(t), &signetv1.RotateRequest{KeyRing: "default", RevokePrevious: true})
@@ -523,10 +549,11 @@ func (p *process) revokePrevious(t *testing.T, revoked ...*signetv1.SignResponse
 	if err := goJOSEVerify(jwks, latest.GetToken()); err != nil {
 		t.Errorf("token of the new version: %v", err)
 	}
-	py := pyJWTVerify(t, p, append(tokens, latest.GetToken())...)
-	for i, r := range py {
-		if want := i == len(py)-1; r.OK != want {
-			t.Errorf("PyJWT after revocation, token %d: %+v (want ok=%v)", i, r, want)
+	for verifier, results := range externalVerify(t, p, append(tokens, latest.GetToken())...) {
+		for i, r := range results {
+			if want := i == len(results)-1; r.OK != want {
+				t.Errorf("%s after revocation, token %d: %+v (want ok=%v)", verifier, i, r, want)
+			}
 		}
 	}
 	return rev, latest

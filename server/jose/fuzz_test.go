@@ -1,6 +1,7 @@
 package jose
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"reflect"
 	"testing"
@@ -48,6 +49,35 @@ func FuzzEncodeClaims(f *testing.F) {
 		}
 		if want := s.AsMap(); len(want) > 0 && !reflect.DeepEqual(got, want) {
 			t.Fatalf("encoded claims mean something else:\n got %v\nwant %v", got, want)
+		}
+	})
+}
+
+// FuzzTyp feeds arbitrary typ values to CheckTyp: whatever it accepts must
+// make a header of exactly alg, kid and that typ, so no header member can be
+// injected or replaced through it.
+func FuzzTyp(f *testing.F) {
+	for _, s := range []string{"", "JWT", "at+jwt", "application/jwt", `JWT","alg":"none`, "JWT\x00", "a/b/c"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, typ string) {
+		got, err := CheckTyp(typ)
+		if err != nil {
+			if _, ok := err.(*InvalidError); !ok {
+				t.Fatalf("error of type %T: %v", err, err)
+			}
+			return
+		}
+		raw, err := base64.RawURLEncoding.DecodeString(Header("ES256", "kid-1", got))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var h map[string]any
+		if err := json.Unmarshal(raw, &h); err != nil {
+			t.Fatalf("header %s is not JSON: %v", raw, err)
+		}
+		if len(h) != 3 || h["alg"] != "ES256" || h["kid"] != "kid-1" || h["typ"] != got || (typ != "" && got != typ) {
+			t.Fatalf("typ %q made header %s", typ, raw)
 		}
 	})
 }

@@ -179,7 +179,7 @@ func Verify(alg backends.Algorithm, v backends.Version, input, sig []byte) error
 		return fmt.Errorf("the kid %s is not the RFC 7638 thumbprint of the JWK %s (%v)", kid, raw, err)
 	}
 	compact := string(input) + "." + base64.RawURLEncoding.EncodeToString(sig)
-	obj, err := jose.ParseSigned(compact, []jose.SignatureAlgorithm{jose.SignatureAlgorithm(alg)})
+	obj, err := jose.ParseSignedCompact(compact, []jose.SignatureAlgorithm{jose.SignatureAlgorithm(alg)})
 	if err != nil {
 		return fmt.Errorf("go-jose cannot parse the JWS: %w", err)
 	}

@@ -78,6 +78,11 @@ func Open(dir string, opts backends.OpenOptions) (*Store, error) {
 	if getenv == nil {
 		getenv = os.Getenv
 	}
+	if pkg := insideGoPackage(dir); pkg != "" {
+		log.Warn("the local key directory is inside Go source code: its private keys and key-encryption key "+
+			"may end up committed with it; use a directory outside the source tree (a test: t.TempDir())",
+			"dir", dir, "package_dir", pkg)
+	}
 	if err := os.MkdirAll(filepath.Join(dir, "rings"), 0o700); err != nil {
 		return nil, errorf(backends.KindUnavailable, "creating key directory: %w", err)
 	}
@@ -98,6 +103,33 @@ func Open(dir string, opts backends.OpenOptions) (*Store, error) {
 		now = time.Now
 	}
 	return &Store{dir: dir, kek: aead, now: now, rings: map[string]map[string]*entry{}}, nil
+}
+
+// insideGoPackage returns the nearest directory at or above dir, up to the
+// root of the Go module that holds it, that contains .go files: a key
+// directory there is one a test (or a developer) is about to commit. The
+// module root itself (where make run keeps ./signet-data) holds none.
+func insideGoPackage(dir string) string {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return ""
+	}
+	var chain []string // abs and its parents, up to the module root
+	for d := abs; ; d = filepath.Dir(d) {
+		chain = append(chain, d)
+		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
+			break
+		}
+		if filepath.Dir(d) == d {
+			return "" // in no Go module
+		}
+	}
+	for _, d := range chain {
+		if gofiles, _ := filepath.Glob(filepath.Join(d, "*.go")); len(gofiles) > 0 {
+			return d
+		}
+	}
+	return ""
 }
 
 func loadKEK(dir, fromEnv string, log *slog.Logger) ([]byte, error) {

@@ -75,7 +75,8 @@ bench: ## Print what Sign adds over the bare signature, and JWKS serving cost.
 
 fuzz: ## Fuzz the parsers of untrusted and operator input, FUZZTIME each (default 30s).
 	@set -e; for target in FuzzEncodeClaims:./server/jose/ FuzzTyp:./server/jose/ FuzzGlobMatch:./server/authz/ \
-		FuzzParsePolicy:./server/authz/ FuzzParse:./server/config/ FuzzECDSASignatureFromDER:./backends/; do \
+		FuzzParsePolicy:./server/authz/ FuzzParse:./server/config/ FuzzECDSASignatureFromDER:./backends/ \
+		FuzzParsePublicKey:./backends/vault/; do \
 		echo "fuzz $${target%%:*}"; \
 		$(GO) test -run '^$$' -fuzz "^$${target%%:*}$$" -fuzztime $(or $(FUZZTIME),30s) $${target#*:}; \
 	done

@@ -27,6 +27,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -44,12 +45,21 @@ type Server struct {
 	// FailCreateAlias makes CreateAlias fail with KMSInternalException.
 	FailCreateAlias atomic.Bool
 
-	srv     *httptest.Server
-	mu      sync.Mutex
-	keys    map[string]*Key // by key id
-	aliases map[string]string
-	order   []string // alias names in creation order
-	calls   map[string]int
+	srv          *httptest.Server
+	mu           sync.Mutex
+	keys         map[string]*Key // by key id
+	aliases      map[string]string
+	aliasCreated map[string]time.Time
+	order        []string // alias names in creation order
+	calls        map[string]int
+	after        []afterHook
+}
+
+// afterHook runs once an action has been carried out, before its answer is
+// sent; it stays armed while it returns false.
+type afterHook struct {
+	action string
+	fn     func(accessKeyID string) (done bool)
 }
 
 // Key is a KMS key held by the fake.
@@ -82,7 +92,8 @@ func SetEnv() {
 
 // Start starts a fake KMS on a loopback port; call Close when done.
 func Start() *Server {
-	s := &Server{Region: "us-east-1", PageSize: 50, keys: map[string]*Key{}, aliases: map[string]string{}, calls: map[string]int{}}
+	s := &Server{Region: "us-east-1", PageSize: 50, keys: map[string]*Key{}, aliases: map[string]string{},
+		aliasCreated: map[string]time.Time{}, calls: map[string]int{}}
 	s.srv = httptest.NewServer(http.HandlerFunc(s.serve))
 	s.URL = s.srv.URL
 	return s
@@ -111,6 +122,48 @@ func (s *Server) Keys() []Key {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Created.Before(out[j].Created) })
 	return out
+}
+
+// Aliases returns every alias and the id of the key it targets.
+func (s *Server) Aliases() map[string]string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[string]string, len(s.aliases))
+	for k, v := range s.aliases {
+		out[k] = v
+	}
+	return out
+}
+
+// After arms fn to run each time action has been carried out successfully,
+// before the answer is sent, with the access key id of the request's
+// signature (which tells apart the processes of a test that gives each its
+// own credentials), until fn returns true. fn runs with the server's lock
+// held: it must not call the server.
+func (s *Server) After(action string, fn func(accessKeyID string) (done bool)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.after = append(s.after, afterHook{action: action, fn: fn})
+}
+
+// KillAfter arms a crash: once action has been carried out for a request
+// signed with accessKeyID ("" for any), the process pid is sent SIGKILL
+// before the answer leaves, so it never learns the outcome. It fires once.
+func (s *Server) KillAfter(action, accessKeyID string, pid int) {
+	s.After(action, func(ak string) bool {
+		if accessKeyID != "" && ak != accessKeyID {
+			return false
+		}
+		syscall.Kill(pid, syscall.SIGKILL)
+		return true
+	})
+}
+
+// accessKeyID is the access key id in a SigV4 Authorization header.
+func accessKeyID(r *http.Request) string {
+	_, cred, _ := strings.Cut(r.Header.Get("Authorization"), "Credential=")
+	ak, _, _ := strings.Cut(cred, "/")
+	return ak
 }
 
 type apiError struct {
@@ -165,7 +218,18 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		reply(nil, fail("UnknownOperationException", "unknown operation %q", action))
 		return
 	}
-	reply(h(s, in))
+	out, e := h(s, in)
+	if e == nil {
+		ak := accessKeyID(r)
+		kept := s.after[:0]
+		for _, a := range s.after {
+			if a.action != action || !a.fn(ak) {
+				kept = append(kept, a)
+			}
+		}
+		s.after = kept
+	}
+	reply(out, e)
 }
 
 var actions = map[string]func(*Server, map[string]any) (any, *apiError){
@@ -174,6 +238,7 @@ var actions = map[string]func(*Server, map[string]any) (any, *apiError){
 	"CreateAlias": (*Server).createAlias, "DeleteAlias": (*Server).deleteAlias, "DisableKey": (*Server).disableKey,
 	"ScheduleKeyDeletion": (*Server).scheduleKeyDeletion, "TagResource": (*Server).tagResource,
 	"ListResourceTags": (*Server).listResourceTags, "UpdateKeyDescription": (*Server).updateKeyDescription,
+	"ListKeys": (*Server).listKeys, "UpdateAlias": (*Server).updateAlias,
 }
 
 func newID() string {
@@ -454,8 +519,10 @@ func (s *Server) listAliases(in map[string]any) (any, *apiError) {
 		if filter := str(in, "KeyId"); filter != "" && filter != id && filter != s.keys[id].ARN {
 			continue
 		}
+		created := float64(s.aliasCreated[name].UnixNano()) / 1e9
 		page = append(page, map[string]any{"AliasName": name, "TargetKeyId": id,
-			"AliasArn": fmt.Sprintf("arn:aws:kms:%s:111122223333:%s", s.Region, name)})
+			"AliasArn":     fmt.Sprintf("arn:aws:kms:%s:111122223333:%s", s.Region, name),
+			"CreationDate": created, "LastUpdatedDate": created})
 	}
 	out := map[string]any{"Aliases": page, "Truncated": i < len(s.order)}
 	if i < len(s.order) {
@@ -480,8 +547,57 @@ func (s *Server) createAlias(in map[string]any) (any, *apiError) {
 		return nil, fail("AlreadyExistsException", "An alias with the name arn:aws:kms:%s:111122223333:%s already exists", s.Region, name)
 	}
 	s.aliases[name] = k.ID
+	s.aliasCreated[name] = time.Now()
 	s.order = append(s.order, name)
 	return map[string]any{}, nil
+}
+
+// updateAlias points an existing alias at another key.
+func (s *Server) updateAlias(in map[string]any) (any, *apiError) {
+	name := str(in, "AliasName")
+	if _, ok := s.aliases[name]; !ok {
+		return nil, fail("NotFoundException", "Alias %s is not found.", name)
+	}
+	k, e := s.find(map[string]any{"KeyId": str(in, "TargetKeyId")})
+	if e != nil {
+		return nil, e
+	}
+	s.aliases[name] = k.ID
+	return map[string]any{}, nil
+}
+
+// listKeys pages through every key, in creation order.
+func (s *Server) listKeys(in map[string]any) (any, *apiError) {
+	limit := 100
+	if l, ok := in["Limit"].(float64); ok {
+		if l < 1 || l > 1000 {
+			return nil, fail("ValidationException", "Limit must be between 1 and 1000")
+		}
+		limit = int(l)
+	}
+	all := make([]*Key, 0, len(s.keys))
+	for _, k := range s.keys {
+		all = append(all, k)
+	}
+	sort.Slice(all, func(i, j int) bool { return all[i].Created.Before(all[j].Created) })
+	start := 0
+	if m := str(in, "Marker"); m != "" {
+		n, err := strconv.Atoi(m)
+		if err != nil || n < 0 || n > len(all) {
+			return nil, fail("InvalidMarkerException", "Invalid marker")
+		}
+		start = n
+	}
+	end := min(start+limit, len(all))
+	page := []map[string]any{}
+	for _, k := range all[start:end] {
+		page = append(page, map[string]any{"KeyId": k.ID, "KeyArn": k.ARN})
+	}
+	out := map[string]any{"Keys": page, "Truncated": end < len(all)}
+	if end < len(all) {
+		out["NextMarker"] = strconv.Itoa(end)
+	}
+	return out, nil
 }
 
 func (s *Server) deleteAlias(in map[string]any) (any, *apiError) {
@@ -490,6 +606,7 @@ func (s *Server) deleteAlias(in map[string]any) (any, *apiError) {
 		return nil, fail("NotFoundException", "Alias %s is not found.", name)
 	}
 	delete(s.aliases, name)
+	delete(s.aliasCreated, name)
 	return map[string]any{}, nil
 }
 

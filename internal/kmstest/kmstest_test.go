@@ -134,3 +134,61 @@ func TestTestServerSpeaksKMS(t *testing.T) {
 		t.Errorf("unsigned request: %d", resp.StatusCode)
 	}
 }
+
+// TestKeysAliasesAndHooks checks what the crash tests use: ListKeys pages,
+// UpdateAlias, alias creation dates, and a hook armed after an action that
+// fires once, with the caller's access key id, after the action took effect.
+func TestKeysAliasesAndHooks(t *testing.T) {
+	t.Parallel()
+	s := kmstest.Start()
+	t.Cleanup(s.Close)
+	cfg, err := config.LoadDefaultConfig(context.Background(), config.WithRetryMaxAttempts(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := kms.NewFromConfig(cfg, func(o *kms.Options) { o.BaseEndpoint = aws.String(s.URL) })
+	ctx := context.Background()
+	var fired []string
+	s.After("CreateKey", func(ak string) bool {
+		fired = append(fired, ak)
+		return len(fired) == 2
+	})
+	var ids []string
+	for range 3 {
+		k, err := c.CreateKey(ctx, &kms.CreateKeyInput{KeySpec: types.KeySpecEccNistP256, KeyUsage: types.KeyUsageTypeSignVerify})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, aws.ToString(k.KeyMetadata.KeyId))
+	}
+	if len(fired) != 2 || fired[0] != kmstest.Env["AWS_ACCESS_KEY_ID"] {
+		t.Errorf("the hook fired for %v, want twice for %s", fired, kmstest.Env["AWS_ACCESS_KEY_ID"])
+	}
+	var listed []string
+	p := kms.NewListKeysPaginator(c, &kms.ListKeysInput{Limit: aws.Int32(2)})
+	for pages := 0; p.HasMorePages(); pages++ {
+		page, err := p.NextPage(ctx)
+		if err != nil || pages > 2 {
+			t.Fatalf("ListKeys page %d: %v", pages, err)
+		}
+		for _, k := range page.Keys {
+			listed = append(listed, aws.ToString(k.KeyId))
+		}
+	}
+	if strings.Join(listed, ",") != strings.Join(ids, ",") {
+		t.Errorf("ListKeys listed %v, want %v", listed, ids)
+	}
+	if _, err := c.CreateAlias(ctx, &kms.CreateAliasInput{AliasName: aws.String("alias/a"), TargetKeyId: &ids[0]}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.UpdateAlias(ctx, &kms.UpdateAliasInput{AliasName: aws.String("alias/a"), TargetKeyId: &ids[1]}); err != nil {
+		t.Fatal(err)
+	}
+	as, err := c.ListAliases(ctx, &kms.ListAliasesInput{})
+	if err != nil || len(as.Aliases) != 1 || aws.ToString(as.Aliases[0].TargetKeyId) != ids[1] || as.Aliases[0].CreationDate == nil {
+		t.Errorf("after UpdateAlias: %+v, %v", as, err)
+	}
+	if s.Aliases()["alias/a"] != ids[1] {
+		t.Errorf("Aliases() = %v", s.Aliases())
+	}
+}

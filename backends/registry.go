@@ -29,6 +29,17 @@ type OpenOptions struct {
 	// TracerProvider, if set, traces the requests a remote backend sends
 	// (its HTTP client), as children of the caller's span. Nil: no tracing.
 	TracerProvider trace.TracerProvider
+	// RecoveryGrace is how long this process must have seen the evidence
+	// of an interrupted operation before it cleans up after it, so that
+	// nothing a live replica is still creating is touched. The server sets
+	// it to 2 × backend_timeout; zero means DefaultRecoveryGrace. See
+	// recovery.go.
+	RecoveryGrace time.Duration
+	// OnRecover, if set, is told of each object a backend cleaned up after
+	// an interrupted operation (RecoveredRemoved, ...), after the backend
+	// logged it at warn, for metrics. Backends report through it rather than
+	// import a metrics library.
+	OnRecover func(action string)
 }
 
 // Opener opens a backend from its URI.

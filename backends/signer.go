@@ -31,12 +31,27 @@ type Version struct {
 // Signer is what a backend implements. All methods are safe for concurrent
 // use, take a context first and honour its deadline. Errors are classified
 // with [Error] so that callers can tell "not found" from "unavailable".
+//
+// Crash safety: after a crash at any point of CreateVersion or
+// DisableVersion, a live replica converges, with no operator action, to a
+// state where every backend object Signet created is either a published
+// version of its ring or removed (or, where the backend cannot remove at
+// once, scheduled for removal), within 2 × backend_timeout +
+// 2 × refresh_interval of the crash, by any live replica: Versions cleans
+// up what it finds evidence of, once that evidence has been seen for longer
+// than OpenOptions.RecoveryGrace. Each CreateVersion yields at most one
+// version; a version whose creation was interrupted is never listed before
+// it is complete. Backends mark each boundary between their backend calls
+// with Step, and the conformance suite crashes the operation at every one.
+// recovery.go has the details.
 type Signer interface {
 	// Algorithms lists the algorithms this backend can create and sign with.
 	Algorithms() []Algorithm
 
 	// Versions lists every version of the ring, enabled or not, oldest
-	// first. A ring that has no versions yet returns an empty list.
+	// first. A ring that has no versions yet returns an empty list. It also
+	// cleans up after interrupted operations of the ring (see Crash safety
+	// above); a failing clean-up is logged, not returned.
 	Versions(ctx context.Context, ring KeyRing) ([]Version, error)
 
 	// Sign signs a JWS signing input (ASCII(header) "." ASCII(payload)) with
@@ -55,7 +70,8 @@ type Signer interface {
 	CreateVersion(ctx context.Context, ring KeyRing, latest string) (Version, error)
 
 	// DisableVersion makes a version unable to sign, permanently. Disabling a
-	// disabled version is not an error.
+	// disabled version is not an error, so an interrupted revocation is
+	// finished by calling it again.
 	DisableVersion(ctx context.Context, ring KeyRing, versionID string) error
 
 	// Close releases the backend's resources. Calling it twice is safe.

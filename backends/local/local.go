@@ -52,9 +52,10 @@ func errorf(kind backends.Kind, format string, args ...any) error {
 
 // Store is the local backend.
 type Store struct {
-	dir string
-	kek cipher.AEAD
-	now func() time.Time
+	dir  string
+	kek  cipher.AEAD
+	now  func() time.Time
+	opts backends.OpenOptions
 
 	mu     sync.RWMutex
 	closed bool
@@ -102,7 +103,8 @@ func Open(dir string, opts backends.OpenOptions) (*Store, error) {
 	if now == nil {
 		now = time.Now
 	}
-	return &Store{dir: dir, kek: aead, now: now, rings: map[string]map[string]*entry{}}, nil
+	opts.Logger = log
+	return &Store{dir: dir, kek: aead, now: now, opts: opts, rings: map[string]map[string]*entry{}}, nil
 }
 
 // insideGoPackage returns the nearest directory at or above dir, up to the
@@ -161,7 +163,7 @@ func loadKEK(dir, fromEnv string, log *slog.Logger) ([]byte, error) {
 	if _, err := rand.Read(kek); err != nil {
 		return nil, err
 	}
-	if err := writeFileExclusive(path, []byte(base64.StdEncoding.EncodeToString(kek)+"\n")); err != nil {
+	if err := writeFileExclusive(context.Background(), path, []byte(base64.StdEncoding.EncodeToString(kek)+"\n")); err != nil {
 		return nil, errorf(backends.KindUnavailable, "writing generated key-encryption key: %w", err)
 	}
 	log.Warn("GENERATED A KEY-ENCRYPTION KEY AND STORED IT NEXT TO THE KEYS IT PROTECTS: anyone who can read "+
@@ -226,6 +228,10 @@ func (s *Store) Versions(ctx context.Context, ring backends.KeyRing) ([]backends
 	cached := s.rings[ring.Name]
 	fresh := map[string]*entry{}
 	for _, de := range des {
+		if strings.HasPrefix(de.Name(), tempPrefix) {
+			s.removeStaleTemp(dir, de)
+			continue
+		}
 		id, ok := strings.CutSuffix(de.Name(), ".json")
 		if !ok {
 			continue
@@ -253,6 +259,58 @@ func (s *Store) Versions(ctx context.Context, ring backends.KeyRing) ([]backends
 		out = append(out, e.version)
 	}
 	sort.Slice(out, func(i, j int) bool { return versionNumber(out[i].ID) < versionNumber(out[j].ID) })
+	return out, nil
+}
+
+// removeStaleTemp removes a temporary file that an interrupted write left
+// in a ring's directory, once it is older than the grace: a live write
+// links or renames its temporary file within a backend call, so an older one
+// can only be a crashed writer's. It never becomes a version: versions are
+// only ever read from <n>.json.
+func (s *Store) removeStaleTemp(dir string, de fs.DirEntry) {
+	info, err := de.Info()
+	if err != nil || s.now().Sub(info.ModTime()) <= s.opts.Grace() {
+		return
+	}
+	path := filepath.Join(dir, de.Name())
+	if err := os.Remove(path); err != nil {
+		if !errors.Is(err, fs.ErrNotExist) {
+			s.opts.Logger.Warn("local: cannot remove a temporary file left by an interrupted write", "file", path, "err", err)
+		}
+		return
+	}
+	s.opts.Recovered(Scheme, backends.RecoveredRemoved, path, "temporary file of an interrupted write, modified "+info.ModTime().UTC().Format(time.RFC3339))
+}
+
+// Leftovers lists the temporary files of interrupted writes in the ring's
+// directory: nothing else in it is ever anything but a version.
+func (s *Store) Leftovers(ctx context.Context, ring backends.KeyRing) ([]backends.Leftover, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	dir, err := s.ringDir(ring)
+	if err != nil {
+		return nil, err
+	}
+	des, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, errorf(backends.KindUnavailable, "reading %s: %w", dir, err)
+	}
+	var out []backends.Leftover
+	for _, de := range des {
+		if !strings.HasPrefix(de.Name(), tempPrefix) {
+			continue
+		}
+		l := backends.Leftover{ID: filepath.Join(dir, de.Name()), Kind: "temporary file of an interrupted write",
+			State: "awaiting clean-up"}
+		if info, err := de.Info(); err == nil {
+			l.Created = info.ModTime()
+		}
+		out = append(out, l)
+	}
 	return out, nil
 }
 
@@ -437,6 +495,7 @@ func (s *Store) CreateVersion(ctx context.Context, ring backends.KeyRing, latest
 	} else if n := len(existing); n > 0 && existing[n-1].ID != latest || n == 0 && latest != "" {
 		return backends.Version{}, errorf(backends.KindConflict, "key ring %q changed: its newest version is no longer %q", ring.Name, latest)
 	}
+	backends.Step(ctx, "read versions")
 
 	key, err := generate(ctx, ring.Algorithm)
 	if err != nil {
@@ -466,7 +525,7 @@ func (s *Store) CreateVersion(ctx context.Context, ring backends.KeyRing, latest
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return backends.Version{}, errorf(backends.KindUnavailable, "creating %s: %w", dir, err)
 	}
-	if err := writeFileExclusive(s.path(ring, f.Version), data); err != nil {
+	if err := writeFileExclusive(ctx, s.path(ring, f.Version), data); err != nil {
 		if errors.Is(err, fs.ErrExist) {
 			return backends.Version{}, errorf(backends.KindConflict, "key ring %q changed: version %s was created concurrently", ring.Name, f.Version)
 		}
@@ -476,6 +535,7 @@ func (s *Store) CreateVersion(ctx context.Context, ring backends.KeyRing, latest
 	if err != nil {
 		return backends.Version{}, err
 	}
+	backends.Step(ctx, "read version file")
 	s.remember(ring, e)
 	return e.version, nil
 }
@@ -523,6 +583,7 @@ func (s *Store) DisableVersion(ctx context.Context, ring backends.KeyRing, versi
 	if f.Disabled {
 		return nil
 	}
+	backends.Step(ctx, "read version file")
 	f.Disabled, f.DisabledAt, f.PrivateKey = true, s.now().UTC().Round(0), nil
 	if data, err = json.MarshalIndent(&f, "", "  "); err != nil {
 		return err
@@ -531,10 +592,12 @@ func (s *Store) DisableVersion(ctx context.Context, ring backends.KeyRing, versi
 	if err != nil {
 		return errorf(backends.KindUnavailable, "writing %s: %w", path, err)
 	}
+	backends.Step(ctx, "write temporary file")
 	if err := os.Rename(tmp, path); err != nil {
 		os.Remove(tmp)
 		return errorf(backends.KindUnavailable, "writing %s: %w", path, err)
 	}
+	backends.Step(ctx, "rename over version file")
 	e, err := s.load(ring, versionID)
 	if err != nil {
 		return err
@@ -553,18 +616,31 @@ func (s *Store) Close() error {
 }
 
 // writeFileExclusive writes data to path only if path does not exist yet,
-// atomically: readers see either no file or the whole file.
-func writeFileExclusive(path string, data []byte) error {
+// atomically: readers see either no file or the whole file. A crash leaves
+// at most a temporary file, which Versions removes once it is stale.
+func writeFileExclusive(ctx context.Context, path string, data []byte) error {
 	tmp, err := writeTemp(filepath.Dir(path), data)
 	if err != nil {
 		return err
 	}
-	defer os.Remove(tmp)
-	return os.Link(tmp, path)
+	backends.Step(ctx, "write temporary file")
+	err = os.Link(tmp, path)
+	if err == nil {
+		backends.Step(ctx, "link version file")
+	}
+	os.Remove(tmp)
+	if err == nil {
+		backends.Step(ctx, "remove temporary file")
+	}
+	return err
 }
 
+// tempPrefix starts the name of every temporary file; no version file
+// starts with it.
+const tempPrefix = ".tmp-"
+
 func writeTemp(dir string, data []byte) (string, error) {
-	f, err := os.CreateTemp(dir, ".tmp-*")
+	f, err := os.CreateTemp(dir, tempPrefix+"*")
 	if err != nil {
 		return "", err
 	}

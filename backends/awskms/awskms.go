@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"sort"
@@ -44,10 +45,26 @@ type Backend struct {
 	client  *kms.Client
 	prefix  string
 	limiter *rate.Limiter
+	opts    backends.OpenOptions
+	now     func() time.Time
+	seen    backends.Sightings // evidence of interrupted rotations, by when this process first saw it
 
-	mu   sync.Mutex
-	pubs map[string]crypto.PublicKey // by key ARN
+	// scanLimiter paces the calls of a scan of the account's keys, which
+	// only evidence of an interrupted rotation starts.
+	scanLimiter *rate.Limiter
+
+	mu        sync.Mutex
+	pubs      map[string]crypto.PublicKey // by key ARN
+	described map[string]keyInfo          // by key id: what a scan learnt of a key
 }
+
+// Tags on every key Signet creates. A key is Signet's, for a ring, only if
+// it carries all three: recovery never touches any other key.
+const (
+	tagRing        = "signet:ring"
+	tagVersion     = "signet:version"
+	tagAliasPrefix = "signet:alias-prefix"
+)
 
 var keySpecs = map[backends.Algorithm]types.KeySpec{
 	backends.ES256: types.KeySpecEccNistP256, backends.ES384: types.KeySpecEccNistP384, backends.ES512: types.KeySpecEccNistP521,
@@ -71,7 +88,7 @@ func Open(ctx context.Context, u *url.URL, opts backends.OpenOptions) (backends.
 	q := u.Query()
 	for k := range q {
 		switch k {
-		case "region", "profile", "endpoint", "alias_prefix", "sign_rate", "sign_burst":
+		case "region", "profile", "endpoint", "alias_prefix", "sign_rate", "sign_burst", "scan_rate":
 		default:
 			return nil, errorf(backends.KindInvalidArgument, "unknown URI option %q", k)
 		}
@@ -116,6 +133,12 @@ func Open(ctx context.Context, u *url.URL, opts backends.OpenOptions) (backends.
 			return nil, errorf(backends.KindInvalidArgument, "sign_burst=%q: want a positive number", s)
 		}
 	}
+	scanRate := 50.0
+	if s := q.Get("scan_rate"); s != "" {
+		if scanRate, err = strconv.ParseFloat(s, 64); err != nil || scanRate <= 0 {
+			return nil, errorf(backends.KindInvalidArgument, "scan_rate=%q: want a positive number of calls per second", s)
+		}
+	}
 	prefix := q.Get("alias_prefix")
 	if prefix == "" {
 		prefix = "signet"
@@ -123,8 +146,12 @@ func Open(ctx context.Context, u *url.URL, opts backends.OpenOptions) (backends.
 	if strings.Contains(prefix, "//") || strings.HasPrefix(prefix, "aws") || strings.Trim(prefix, "/") != prefix {
 		return nil, errorf(backends.KindInvalidArgument, "alias_prefix=%q: no leading or trailing '/', and not aws", prefix)
 	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
 	return &Backend{client: client, prefix: prefix, limiter: rate.NewLimiter(rate.Limit(ratePerSec), burst),
-		pubs: map[string]crypto.PublicKey{}}, nil
+		opts: opts, now: opts.Clock(), scanLimiter: rate.NewLimiter(rate.Limit(scanRate), max(1, int(scanRate))),
+		pubs: map[string]crypto.PublicKey{}, described: map[string]keyInfo{}}, nil
 }
 
 // Algorithms reports every JWS algorithm: KMS has a key spec for each.
@@ -134,51 +161,90 @@ func (b *Backend) aliasPrefix(ring backends.KeyRing) string {
 	return "alias/" + b.prefix + "/" + ring.Name + "/"
 }
 
-// alias is one version's alias.
-type alias struct {
-	n     int
-	name  string
-	keyID string
+// intentName is the ring's rotation intent alias: see rotate.go.
+func (b *Backend) intentName(ring backends.KeyRing) string {
+	return b.aliasPrefix(ring) + intentSuffix
 }
 
-// aliases lists the ring's aliases, oldest version first, following pages.
-func (b *Backend) aliases(ctx context.Context, ring backends.KeyRing) ([]alias, error) {
+const intentSuffix = "rotating"
+
+// alias is one version's alias, or the ring's intent alias (n = 0).
+type alias struct {
+	n       int
+	name    string
+	keyID   string
+	created time.Time // zero if the KMS implementation does not say
+}
+
+// ringAliases are a ring's version aliases, oldest version first, and its
+// intent alias, if a rotation is under way or was interrupted.
+type ringAliases struct {
+	versions []alias
+	intent   *alias
+}
+
+func (ra ringAliases) isVersion(keyID string) bool {
+	for _, a := range ra.versions {
+		if a.keyID == keyID {
+			return true
+		}
+	}
+	return false
+}
+
+func (ra ringAliases) newest() int {
+	if len(ra.versions) == 0 {
+		return 0
+	}
+	return ra.versions[len(ra.versions)-1].n
+}
+
+// aliases lists the ring's aliases, following pages.
+func (b *Backend) aliases(ctx context.Context, ring backends.KeyRing) (ringAliases, error) {
 	prefix := b.aliasPrefix(ring)
-	var out []alias
+	var out ringAliases
 	p := kms.NewListAliasesPaginator(b.client, &kms.ListAliasesInput{})
 	for p.HasMorePages() {
 		page, err := p.NextPage(ctx)
 		if err != nil {
-			return nil, classify(err, "listing aliases")
+			return ringAliases{}, classify(err, "listing aliases")
 		}
 		for _, a := range page.Aliases {
 			rest, ok := strings.CutPrefix(aws.ToString(a.AliasName), prefix)
-			if !ok {
+			if !ok || a.TargetKeyId == nil {
+				continue
+			}
+			al := alias{name: aws.ToString(a.AliasName), keyID: aws.ToString(a.TargetKeyId), created: aws.ToTime(a.CreationDate)}
+			if rest == intentSuffix {
+				out.intent = &al
 				continue
 			}
 			n, err := strconv.Atoi(rest)
-			if err != nil || n < 1 || a.TargetKeyId == nil {
+			if err != nil || n < 1 {
 				continue
 			}
-			out = append(out, alias{n: n, name: aws.ToString(a.AliasName), keyID: aws.ToString(a.TargetKeyId)})
+			al.n = n
+			out.versions = append(out.versions, al)
 		}
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].n < out[j].n })
+	sort.Slice(out.versions, func(i, j int) bool { return out.versions[i].n < out.versions[j].n })
 	return out, nil
 }
 
 // Versions describes the ring's keys; public keys come from the cache or,
-// once per key, from GetPublicKey.
+// once per key, from GetPublicKey. It also cleans up after an interrupted
+// rotation of the ring when there is evidence of one (recovery.go).
 func (b *Backend) Versions(ctx context.Context, ring backends.KeyRing) ([]backends.Version, error) {
 	if _, ok := keySpecs[ring.Algorithm]; !ok {
 		return nil, errorf(backends.KindUnimplemented, "algorithm %q is not supported", ring.Algorithm)
 	}
-	as, err := b.aliases(ctx, ring)
+	ra, err := b.aliases(ctx, ring)
 	if err != nil {
 		return nil, err
 	}
-	out := make([]backends.Version, 0, len(as))
-	for _, a := range as {
+	b.recover(ctx, ring, ra)
+	out := make([]backends.Version, 0, len(ra.versions))
+	for _, a := range ra.versions {
 		v, err := b.version(ctx, ring, a)
 		if err != nil {
 			return nil, err
@@ -230,78 +296,206 @@ func (b *Backend) version(ctx context.Context, ring backends.KeyRing, a alias) (
 }
 
 // CreateVersion creates a KMS key and claims the next alias for it; the
-// alias is the lock between replicas.
+// alias is the lock between replicas. recovery.go documents the intent
+// alias that makes an interrupted rotation's key findable.
 func (b *Backend) CreateVersion(ctx context.Context, ring backends.KeyRing, latest string) (backends.Version, error) {
 	spec, ok := keySpecs[ring.Algorithm]
 	if !ok {
 		return backends.Version{}, errorf(backends.KindUnimplemented, "algorithm %q is not supported", ring.Algorithm)
 	}
-	as, err := b.aliases(ctx, ring)
+	ra, err := b.aliases(ctx, ring)
 	if err != nil {
 		return backends.Version{}, err
 	}
+	backends.Step(ctx, "ListAliases")
 	n := 1
-	if len(as) > 0 {
-		last := as[len(as)-1]
+	if len(ra.versions) > 0 {
+		last := ra.versions[len(ra.versions)-1]
 		n = last.n + 1
 		d, err := b.client.DescribeKey(ctx, &kms.DescribeKeyInput{KeyId: aws.String(last.keyID)})
 		if err != nil {
 			return backends.Version{}, classify(err, "describing "+last.name)
 		}
+		backends.Step(ctx, "DescribeKey newest")
 		if arn := aws.ToString(d.KeyMetadata.Arn); arn != latest {
 			return backends.Version{}, errorf(backends.KindConflict, "key ring %q changed: its newest version is %s, not %q", ring.Name, arn, latest)
 		}
 	} else if latest != "" {
 		return backends.Version{}, errorf(backends.KindConflict, "key ring %q has no versions, not %q", ring.Name, latest)
 	}
+	intent := b.intentName(ring)
+	if n == 1 {
+		// No key exists to record the intent on: make sure no earlier
+		// attempt's key is left (a bounded scan, once per ring).
+		if err := b.recoverFirst(ctx, ring, true); err != nil {
+			return backends.Version{}, err
+		}
+		backends.Step(ctx, "scan")
+	} else {
+		// The intent alias, on the newest version's key until the new key
+		// exists: the lock between rotating replicas, and the evidence
+		// that leads a live replica to this rotation's key if it dies.
+		_, err := b.client.CreateAlias(ctx, &kms.CreateAliasInput{AliasName: aws.String(intent), TargetKeyId: aws.String(ra.versions[len(ra.versions)-1].keyID)})
+		var exists *types.AlreadyExistsException
+		if errors.As(err, &exists) {
+			return backends.Version{}, errorf(backends.KindConflict,
+				"key ring %q is being rotated by another replica (%s exists; if its rotation was interrupted, a live replica cleans up within 2 x backend_timeout)", ring.Name, intent)
+		}
+		if err != nil {
+			return backends.Version{}, classify(err, "claiming "+intent)
+		}
+		backends.Step(ctx, "CreateAlias intent")
+	}
 	name := b.aliasPrefix(ring) + strconv.Itoa(n)
 	created, err := b.client.CreateKey(ctx, &kms.CreateKeyInput{
 		KeySpec:     spec,
 		KeyUsage:    types.KeyUsageTypeSignVerify,
-		Description: aws.String(fmt.Sprintf("Signet key ring %s, version %d (%s)", ring.Name, n, ring.Algorithm)),
-		Tags: []types.Tag{{TagKey: aws.String("signet:ring"), TagValue: aws.String(ring.Name)},
-			{TagKey: aws.String("signet:version"), TagValue: aws.String(strconv.Itoa(n))}},
+		Description: aws.String(fmt.Sprintf("%s%d (%s)", b.descriptionPrefix(ring), n, ring.Algorithm)),
+		Tags: []types.Tag{{TagKey: aws.String(tagRing), TagValue: aws.String(ring.Name)},
+			{TagKey: aws.String(tagVersion), TagValue: aws.String(strconv.Itoa(n))},
+			{TagKey: aws.String(tagAliasPrefix), TagValue: aws.String(b.prefix)}},
 	})
 	if err != nil {
+		if n > 1 {
+			b.rollBack(ctx, ring, "", intent)
+		}
 		return backends.Version{}, classify(err, "creating a key for "+name)
 	}
+	backends.Step(ctx, "CreateKey")
 	arn := aws.ToString(created.KeyMetadata.Arn)
-	pub, err := b.client.GetPublicKey(ctx, &kms.GetPublicKeyInput{KeyId: aws.String(arn)})
+	if n > 1 {
+		_, err = b.client.UpdateAlias(ctx, &kms.UpdateAliasInput{AliasName: aws.String(intent), TargetKeyId: aws.String(arn)})
+		if err == nil {
+			backends.Step(ctx, "UpdateAlias intent")
+		}
+	}
+	var pub *kms.GetPublicKeyOutput
+	if err == nil {
+		if pub, err = b.client.GetPublicKey(ctx, &kms.GetPublicKeyInput{KeyId: aws.String(arn)}); err == nil {
+			backends.Step(ctx, "GetPublicKey")
+		}
+	}
 	if err == nil {
 		_, err = b.client.UpdateKeyDescription(ctx, &kms.UpdateKeyDescriptionInput{KeyId: aws.String(arn),
-			Description: aws.String(describe(ring, n, pub.PublicKey))})
+			Description: aws.String(describe(b.descriptionPrefix(ring), n, ring.Algorithm, pub.PublicKey))})
+		if err == nil {
+			backends.Step(ctx, "UpdateKeyDescription")
+		}
 	}
 	if err == nil {
 		_, err = b.client.CreateAlias(ctx, &kms.CreateAliasInput{AliasName: aws.String(name), TargetKeyId: aws.String(arn)})
+		var exists *types.AlreadyExistsException
+		if err != nil && !errors.As(err, &exists) && b.aliasTargets(ctx, name, arn) {
+			err = nil // the answer was lost, but the alias was created
+		}
+		if err == nil {
+			backends.Step(ctx, "CreateAlias version")
+		}
 	}
 	if err != nil {
-		// Do not leave a key no alias reaches: schedule its deletion, with a
-		// context of its own so that a caller's deadline does not leak it.
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-		_, derr := b.client.ScheduleKeyDeletion(cctx, &kms.ScheduleKeyDeletionInput{KeyId: aws.String(arn), PendingWindowInDays: aws.Int32(7)})
-		cancel()
+		// Do not leave a key no alias reaches: schedule its deletion.
+		ownIntent := ""
+		if n > 1 {
+			ownIntent = intent
+		}
+		derr := b.rollBack(ctx, ring, arn, ownIntent)
 		var exists *types.AlreadyExistsException
 		switch {
 		case derr != nil:
 			return backends.Version{}, errorf(backends.KindUnavailable,
-				"created %s but could not claim %s (%v) nor schedule the key's deletion (%v): delete it by hand (tagged signet:ring=%s)",
-				arn, name, err, derr, ring.Name)
+				"created %s but could not claim %s (%v) nor schedule the key's deletion (%v); a live replica schedules it once %s is stale",
+				arn, name, err, derr, intent)
 		case errors.As(err, &exists):
 			return backends.Version{}, errorf(backends.KindConflict, "key ring %q: %s was claimed concurrently; the key created here is scheduled for deletion", ring.Name, name)
 		default:
 			return backends.Version{}, classify(err, "claiming "+name+" (the key created for it is scheduled for deletion)")
 		}
 	}
-	return b.version(ctx, ring, alias{n: n, name: name, keyID: arn})
+	if n > 1 {
+		// A failure here leaves the intent alias on a version's key, which
+		// a live replica deletes once it is stale.
+		if _, err := b.client.DeleteAlias(ctx, &kms.DeleteAliasInput{AliasName: aws.String(intent)}); err == nil {
+			backends.Step(ctx, "DeleteAlias intent")
+		} else {
+			b.opts.Logger.Warn("awskms: rotated, but could not delete the intent alias; a live replica deletes it once stale",
+				"alias", intent, "err", err)
+		}
+	}
+	v, err := b.version(ctx, ring, alias{n: n, name: name, keyID: arn})
+	if err == nil {
+		backends.Step(ctx, "DescribeKey version")
+	}
+	return v, err
+}
+
+// aliasTargets reports whether the alias exists and targets the key.
+func (b *Backend) aliasTargets(ctx context.Context, alias, arn string) bool {
+	cctx, cancel := b.cleanupContext(ctx)
+	defer cancel()
+	d, err := b.client.DescribeKey(cctx, &kms.DescribeKeyInput{KeyId: aws.String(alias)})
+	return err == nil && aws.ToString(d.KeyMetadata.Arn) == arn
+}
+
+// cleanupContext bounds the clean-up of a failed rotation by half the grace
+// (one backend_timeout), even past the caller's deadline: a key no alias
+// reaches must not be left because the caller gave up. Recovery by another
+// replica waits for the whole grace, so it never races this clean-up.
+func (b *Backend) cleanupContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), b.opts.Grace()/2)
+}
+
+// rollBack schedules the deletion of a failed rotation's key (if arn is
+// set) and then deletes its intent alias (if intent is set).
+func (b *Backend) rollBack(ctx context.Context, ring backends.KeyRing, arn, intent string) error {
+	cctx, cancel := b.cleanupContext(ctx)
+	defer cancel()
+	if arn != "" {
+		if err := b.scheduleDeletion(cctx, arn); err != nil {
+			return err
+		}
+	}
+	if intent != "" {
+		if err := b.deleteAlias(cctx, intent); err != nil {
+			b.opts.Logger.Warn("awskms: could not delete the intent alias of a failed rotation; a live replica deletes it once stale",
+				"alias", intent, "key_ring", ring.Name, "err", err)
+		}
+	}
+	return nil
+}
+
+// scheduleDeletion schedules a key's deletion after KMS's shortest waiting
+// period; a key already pending deletion is not an error.
+func (b *Backend) scheduleDeletion(ctx context.Context, keyID string) error {
+	_, err := b.client.ScheduleKeyDeletion(ctx, &kms.ScheduleKeyDeletionInput{KeyId: aws.String(keyID), PendingWindowInDays: aws.Int32(7)})
+	var invalid *types.KMSInvalidStateException
+	if errors.As(err, &invalid) {
+		return nil
+	}
+	return err
+}
+
+func (b *Backend) deleteAlias(ctx context.Context, name string) error {
+	_, err := b.client.DeleteAlias(ctx, &kms.DeleteAliasInput{AliasName: aws.String(name)})
+	var nf *types.NotFoundException
+	if errors.As(err, &nf) {
+		return nil
+	}
+	return err
+}
+
+// descriptionPrefix starts the description of every key of the ring; a
+// scan passes over keys whose description is not Signet's with one
+// DescribeKey.
+func (b *Backend) descriptionPrefix(ring backends.KeyRing) string {
+	return signetDescription + ring.Name + ", version "
 }
 
 const publicKeyMarker = " public key (PKIX, base64): "
 
 // describe is a key's description: what owns it, and its public key, which
 // must stay readable after the key is disabled.
-func describe(ring backends.KeyRing, n int, pubDER []byte) string {
-	return fmt.Sprintf("Signet key ring %s, version %d (%s);%s%s", ring.Name, n, ring.Algorithm, publicKeyMarker,
-		base64.StdEncoding.EncodeToString(pubDER))
+func describe(prefix string, n int, alg backends.Algorithm, pubDER []byte) string {
+	return fmt.Sprintf("%s%d (%s);%s%s", prefix, n, alg, publicKeyMarker, base64.StdEncoding.EncodeToString(pubDER))
 }
 
 func publicKeyFromDescription(d string) ([]byte, bool) {
@@ -319,6 +513,9 @@ func (b *Backend) DisableVersion(ctx context.Context, ring backends.KeyRing, ver
 		return errorf(backends.KindNotFound, "key ring %q has no version %q", ring.Name, versionID)
 	}
 	_, err := b.client.DisableKey(ctx, &kms.DisableKeyInput{KeyId: aws.String(versionID)})
+	if err == nil {
+		backends.Step(ctx, "DisableKey")
+	}
 	var invalid *types.KMSInvalidStateException
 	if errors.As(err, &invalid) {
 		return nil // pending deletion: already unable to sign

@@ -127,14 +127,17 @@ func TestPartialRotationLeavesNoKey(t *testing.T) {
 	t.Parallel()
 	ring := backends.KeyRing{Name: "partial", Algorithm: backends.ES384}
 	s, b, v1 := withVersion(t, "", ring)
-	s.FailCreateAlias.Store(true)
+	s.FailIf("CreateAlias", func(in map[string]any) bool { return in["AliasName"] == "alias/signet/partial/2" })
 	if _, err := b.CreateVersion(context.Background(), ring, v1.ID); err == nil || !strings.Contains(err.Error(), "scheduled for deletion") {
 		t.Fatalf("CreateVersion with CreateAlias failing: %v", err)
 	}
-	s.FailCreateAlias.Store(false)
+	s.FailIf("CreateAlias", nil)
 	keys := s.Keys()
 	if len(keys) != 2 || keys[0].State != "Enabled" || keys[1].State != "PendingDeletion" {
 		t.Fatalf("after a failed alias: %+v", keys)
+	}
+	if _, ok := s.Aliases()["alias/signet/partial/rotating"]; ok {
+		t.Error("the failed rotation left its intent alias")
 	}
 	vs, err := b.Versions(context.Background(), ring)
 	if err != nil || len(vs) != 1 {

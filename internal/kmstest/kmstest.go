@@ -42,8 +42,6 @@ type Server struct {
 	PageSize int
 	// Throttle makes the next N requests fail with ThrottlingException.
 	Throttle atomic.Int64
-	// FailCreateAlias makes CreateAlias fail with KMSInternalException.
-	FailCreateAlias atomic.Bool
 
 	srv          *httptest.Server
 	mu           sync.Mutex
@@ -53,6 +51,7 @@ type Server struct {
 	order        []string // alias names in creation order
 	calls        map[string]int
 	after        []afterHook
+	failIf       map[string]func(in map[string]any) bool
 }
 
 // afterHook runs once an action has been carried out, before its answer is
@@ -146,6 +145,18 @@ func (s *Server) After(action string, fn func(accessKeyID string) (done bool)) {
 	s.after = append(s.after, afterHook{action: action, fn: fn})
 }
 
+// FailIf makes action fail with KMSInternalException, without effect,
+// whenever fn says so of its input; nil disarms it. fn runs with the
+// server's lock held.
+func (s *Server) FailIf(action string, fn func(in map[string]any) bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.failIf == nil {
+		s.failIf = map[string]func(map[string]any) bool{}
+	}
+	s.failIf[action] = fn
+}
+
 // KillAfter arms a crash: once action has been carried out for a request
 // signed with accessKeyID ("" for any), the process pid is sent SIGKILL
 // before the answer leaves, so it never learns the outcome. It fires once.
@@ -216,6 +227,10 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	h, ok := actions[action]
 	if !ok {
 		reply(nil, fail("UnknownOperationException", "unknown operation %q", action))
+		return
+	}
+	if f := s.failIf[action]; f != nil && f(in) {
+		reply(nil, &apiError{http.StatusInternalServerError, "KMSInternalException", "injected failure"})
 		return
 	}
 	out, e := h(s, in)
@@ -539,9 +554,6 @@ func (s *Server) createAlias(in map[string]any) (any, *apiError) {
 	k, e := s.find(map[string]any{"KeyId": str(in, "TargetKeyId")})
 	if e != nil {
 		return nil, e
-	}
-	if s.FailCreateAlias.Load() {
-		return nil, &apiError{http.StatusInternalServerError, "KMSInternalException", "injected failure"}
 	}
 	if _, exists := s.aliases[name]; exists {
 		return nil, fail("AlreadyExistsException", "An alias with the name arn:aws:kms:%s:111122223333:%s already exists", s.Region, name)

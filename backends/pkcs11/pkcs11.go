@@ -15,6 +15,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/big"
 	"net/url"
 	"os"
@@ -49,6 +50,10 @@ type Backend struct {
 	slot uint
 	pool *pool
 	algs []backends.Algorithm
+
+	opts backends.OpenOptions
+	now  func() time.Time
+	seen backends.Sightings // stray key pairs, by when this process first saw them
 
 	mu      sync.Mutex
 	handles map[string]p11.ObjectHandle // backend id -> private key object
@@ -153,7 +158,10 @@ func Open(ctx context.Context, u *url.URL, opts backends.OpenOptions) (backends.
 		mod.release()
 		return nil, err
 	}
-	b := &Backend{mod: mod, slot: slot, handles: map[string]p11.ObjectHandle{}}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	b := &Backend{mod: mod, slot: slot, handles: map[string]p11.ObjectHandle{}, opts: opts, now: opts.Clock()}
 	b.pool = newPool(mod.ctx, slot, pin, size)
 	if err := b.pool.login(ctx); err != nil {
 		b.Close()
@@ -281,59 +289,153 @@ func parseLabel(l string) (ring string, n uint32, created time.Time, ok bool) {
 	return parts[1], uint32(v), t, true
 }
 
-// list finds the ring's key pairs, oldest first.
-func (b *Backend) list(ctx context.Context, ring backends.KeyRing) ([]*object, error) {
+// stray is a key pair object of the ring that is not a version: the loser
+// of a version-number race whose replica died before destroying it, or a
+// pair whose generation was interrupted (a half missing, or unlabelled).
+type stray struct {
+	id    []byte
+	label string
+	why   string
+}
+
+// half is what listing found of one object.
+type half struct {
+	label string
+	ok    bool // the label is a Signet label for the ring
+	h     p11.ObjectHandle
+}
+
+// list finds the ring's versions, oldest first, and its stray objects. A
+// version is a public key labelled for the ring whose private half, if it
+// still exists, carries the same label (none: revoked). Of two key pairs
+// with the same number, the one whose label says it was created first (then
+// the smaller CKA_ID) is the version: the other replica destroys its own,
+// or dies and leaves a stray. Any other object of the ring is a stray, never
+// a version.
+func (b *Backend) list(ctx context.Context, ring backends.KeyRing) ([]*object, []stray, error) {
 	var out []*object
+	var strays []stray
 	err := b.pool.with(ctx, func(sh p11.SessionHandle) error {
-		out = nil
-		pubs, err := findObjects(b.mod.ctx, sh, []*p11.Attribute{p11.NewAttribute(p11.CKA_CLASS, p11.CKO_PUBLIC_KEY)})
+		out, strays = nil, nil
+		read := func(class uint) (map[string]half, []string, error) {
+			hs, err := findObjects(b.mod.ctx, sh, []*p11.Attribute{p11.NewAttribute(p11.CKA_CLASS, class)})
+			if err != nil {
+				return nil, nil, err
+			}
+			byID := map[string]half{}
+			var order []string
+			for _, h := range hs {
+				attrs, err := attributes(b.mod.ctx, sh, h, p11.CKA_LABEL, p11.CKA_ID)
+				if isCode(err, p11.CKR_OBJECT_HANDLE_INVALID) {
+					continue // destroyed since it was found
+				}
+				if err != nil {
+					return nil, nil, err
+				}
+				r, _, _, ok := parseLabel(string(attrs[0].Value))
+				id := string(attrs[1].Value)
+				if _, dup := byID[id]; !dup {
+					order = append(order, id)
+				}
+				byID[id] = half{label: string(attrs[0].Value), ok: ok && r == ring.Name, h: h}
+			}
+			return byID, order, nil
+		}
+		pubs, pubOrder, err := read(p11.CKO_PUBLIC_KEY)
 		if err != nil {
 			return err
 		}
-		privs, err := findObjects(b.mod.ctx, sh, []*p11.Attribute{p11.NewAttribute(p11.CKA_CLASS, p11.CKO_PRIVATE_KEY)})
+		privs, privOrder, err := read(p11.CKO_PRIVATE_KEY)
 		if err != nil {
 			return err
 		}
-		privateIDs := map[string]bool{}
-		for _, h := range privs {
-			attrs, err := attributes(b.mod.ctx, sh, h, p11.CKA_ID)
-			if isCode(err, p11.CKR_OBJECT_HANDLE_INVALID) {
-				continue // destroyed since it was found
+		for _, id := range pubOrder {
+			pub, priv := pubs[id], privs[id]
+			_, hasPriv := privs[id]
+			switch {
+			case !pub.ok && !(hasPriv && priv.ok):
+				continue // not this ring's
+			case !pub.ok:
+				strays = append(strays, stray{id: []byte(id), label: priv.label, why: "its public half is not labelled for the ring"})
+				continue
+			case hasPriv && priv.label != pub.label:
+				strays = append(strays, stray{id: []byte(id), label: pub.label, why: "its private half is not labelled like its public half"})
+				continue
 			}
+			r, n, created, _ := parseLabel(pub.label)
+			pk, err := readPublicKey(b.mod.ctx, sh, pub.h, ring.Algorithm)
 			if err != nil {
-				return err
+				return errorf(backends.KindFailedPrecondition, "key %q on the token: %v", pub.label, err)
 			}
-			privateIDs[string(attrs[0].Value)] = true
+			out = append(out, &object{id: []byte(id), ring: r, n: n, created: created, pub: pk, private: hasPriv})
 		}
-		for _, h := range pubs {
-			attrs, err := attributes(b.mod.ctx, sh, h, p11.CKA_LABEL, p11.CKA_ID)
-			if isCode(err, p11.CKR_OBJECT_HANDLE_INVALID) {
-				continue
+		for _, id := range privOrder {
+			if _, hasPub := pubs[id]; !hasPub && privs[id].ok {
+				strays = append(strays, stray{id: []byte(id), label: privs[id].label, why: "its public half is missing"})
 			}
-			if err != nil {
-				return err
-			}
-			r, n, created, ok := parseLabel(string(attrs[0].Value))
-			if !ok || r != ring.Name {
-				continue
-			}
-			pub, err := readPublicKey(b.mod.ctx, sh, h, ring.Algorithm)
-			if err != nil {
-				return errorf(backends.KindFailedPrecondition, "key %q on the token: %v", attrs[0].Value, err)
-			}
-			out = append(out, &object{id: attrs[1].Value, ring: r, n: n, created: created, pub: pub, private: privateIDs[string(attrs[1].Value)]})
 		}
 		return nil
 	})
 	if err != nil {
-		return nil, classify(err, "listing keys of ring "+ring.Name)
+		return nil, nil, classify(err, "listing keys of ring "+ring.Name)
 	}
 	sort.Slice(out, func(i, j int) bool {
 		if out[i].n != out[j].n {
 			return out[i].n < out[j].n
 		}
+		if !out[i].created.Equal(out[j].created) {
+			return out[i].created.Before(out[j].created)
+		}
 		return bytes.Compare(out[i].id, out[j].id) < 0
 	})
+	versions := out[:0]
+	for i, o := range out {
+		if i > 0 && out[i-1].n == o.n {
+			strays = append(strays, stray{id: o.id, label: label(o.ring, o.n, o.created),
+				why: fmt.Sprintf("it duplicates version %d, which another replica created first", o.n)})
+			continue
+		}
+		versions = append(versions, o)
+	}
+	return versions, strays, nil
+}
+
+// recover destroys the ring's stray objects once this process has seen
+// each for longer than the grace (a live replica that lost a race destroys
+// its own within a backend call). Failures are logged: the next refresh
+// tries again.
+func (b *Backend) recover(ctx context.Context, strays []stray) {
+	for _, s := range strays {
+		key := hex.EncodeToString(s.id)
+		if !b.seen.Stale(key, b.now(), b.opts.Grace()) {
+			continue
+		}
+		if err := b.destroy(ctx, s.id, true); err != nil {
+			if ctx.Err() == nil {
+				b.opts.Logger.Warn("pkcs11: cannot destroy a stray key pair; the next refresh tries again", "cka_id", key, "err", err)
+			}
+			continue
+		}
+		b.seen.Forget(key)
+		b.opts.Recovered(Scheme, backends.RecoveredRemoved, fmt.Sprintf("key pair CKA_ID=%s label=%q", key, s.label), s.why)
+	}
+}
+
+// Leftovers lists the ring's stray objects on the token.
+func (b *Backend) Leftovers(ctx context.Context, ring backends.KeyRing) ([]backends.Leftover, error) {
+	_, strays, err := b.list(ctx, ring)
+	if err != nil {
+		return nil, err
+	}
+	var out []backends.Leftover
+	for _, s := range strays {
+		l := backends.Leftover{ID: "CKA_ID=" + hex.EncodeToString(s.id) + " label=" + s.label, Kind: "key pair object that is not a version: " + s.why,
+			State: "awaiting clean-up"}
+		if _, _, created, ok := parseLabel(s.label); ok {
+			l.Created = created
+		}
+		out = append(out, l)
+	}
 	return out, nil
 }
 
@@ -419,12 +521,14 @@ func (o *object) version(alg backends.Algorithm) backends.Version {
 	return backends.Version{ID: hex.EncodeToString(o.id), Algorithm: alg, PublicKey: o.pub, Created: o.created, Disabled: !o.private}
 }
 
-// Versions lists the ring's key pairs on the token.
+// Versions lists the ring's key pairs on the token, and destroys stray
+// objects of the ring that have been seen long enough.
 func (b *Backend) Versions(ctx context.Context, ring backends.KeyRing) ([]backends.Version, error) {
-	objs, err := b.list(ctx, ring)
+	objs, strays, err := b.list(ctx, ring)
 	if err != nil {
 		return nil, err
 	}
+	b.recover(ctx, strays)
 	out := make([]backends.Version, len(objs))
 	for i, o := range objs {
 		out[i] = o.version(ring.Algorithm)
@@ -447,10 +551,11 @@ func (b *Backend) CreateVersion(ctx context.Context, ring backends.KeyRing, late
 	if strings.Contains(ring.Name, "/") {
 		return backends.Version{}, errorf(backends.KindInvalidArgument, "key ring name %q contains '/'", ring.Name)
 	}
-	objs, err := b.list(ctx, ring)
+	objs, _, err := b.list(ctx, ring)
 	if err != nil {
 		return backends.Version{}, err
 	}
+	backends.Step(ctx, "list")
 	current := ""
 	if len(objs) > 0 {
 		current = hex.EncodeToString(objs[len(objs)-1].id)
@@ -498,28 +603,26 @@ func (b *Backend) CreateVersion(ctx context.Context, ring backends.KeyRing, late
 	if err != nil {
 		return backends.Version{}, classify(err, "generating a key pair for ring "+ring.Name)
 	}
-	objs, err = b.list(ctx, ring)
+	backends.Step(ctx, "GenerateKeyPair")
+	objs, strays, err := b.list(ctx, ring)
 	if err != nil {
 		return backends.Version{}, err
 	}
-	var mine *object
-	rival := false
+	backends.Step(ctx, "list again")
 	for _, o := range objs {
-		if o.n == n && !bytes.Equal(o.id, id) {
-			rival = rival || bytes.Compare(o.id, id) < 0
-		}
 		if bytes.Equal(o.id, id) {
-			mine = o
+			return o.version(ring.Algorithm), nil
 		}
 	}
-	if mine == nil {
-		return backends.Version{}, errorf(backends.KindUnknown, "the generated key pair is not on the token")
+	for _, s := range strays {
+		if bytes.Equal(s.id, id) { // another replica created version n too and won the tie
+			if err := b.destroy(ctx, id, true); err == nil {
+				backends.Step(ctx, "destroy duplicate")
+			}
+			return backends.Version{}, errorf(backends.KindConflict, "key ring %q: version %d was created concurrently", ring.Name, n)
+		}
 	}
-	if rival { // another replica created version n too and wins the tie
-		b.destroy(ctx, id, true)
-		return backends.Version{}, errorf(backends.KindConflict, "key ring %q: version %d was created concurrently", ring.Name, n)
-	}
-	return mine.version(ring.Algorithm), nil
+	return backends.Version{}, errorf(backends.KindUnknown, "the generated key pair is not on the token")
 }
 
 // destroy removes the private (and, with both, the public) object of a version.
@@ -550,10 +653,11 @@ func (b *Backend) destroy(ctx context.Context, id []byte, both bool) error {
 
 // DisableVersion destroys the version's private key object.
 func (b *Backend) DisableVersion(ctx context.Context, ring backends.KeyRing, versionID string) error {
-	objs, err := b.list(ctx, ring)
+	objs, _, err := b.list(ctx, ring)
 	if err != nil {
 		return err
 	}
+	backends.Step(ctx, "list")
 	for _, o := range objs {
 		if hex.EncodeToString(o.id) == versionID {
 			if !o.private {
@@ -562,6 +666,7 @@ func (b *Backend) DisableVersion(ctx context.Context, ring backends.KeyRing, ver
 			if err := b.destroy(ctx, o.id, false); err != nil {
 				return classify(err, "destroying the private key of version "+versionID)
 			}
+			backends.Step(ctx, "DestroyObject private key")
 			return nil
 		}
 	}
@@ -626,6 +731,24 @@ func (b *Backend) Sign(ctx context.Context, ring backends.KeyRing, versionID str
 		mech = p11.NewMechanism(mechs[1], p11.NewPSSParams(hm.hash, hm.mgf, uint(alg.Hash().Size())))
 	default:
 		mech = p11.NewMechanism(mechs[1], nil)
+	}
+	// The first Sign with a version in this process checks that it is one:
+	// a duplicate or incomplete key pair on the token (strays) never signs.
+	b.mu.Lock()
+	_, cached := b.handles[versionID]
+	b.mu.Unlock()
+	if !cached {
+		objs, _, err := b.list(ctx, ring)
+		if err != nil {
+			return nil, err
+		}
+		found := false
+		for _, o := range objs {
+			found = found || hex.EncodeToString(o.id) == versionID
+		}
+		if !found {
+			return nil, errorf(backends.KindNotFound, "key ring %q has no version %q", ring.Name, versionID)
+		}
 	}
 	var sig []byte
 	err := b.pool.with(ctx, func(sh p11.SessionHandle) error {

@@ -313,6 +313,7 @@ func (b *Backend) CreateVersion(ctx context.Context, ring backends.KeyRing, late
 	if err != nil {
 		return backends.Version{}, err
 	}
+	backends.Step(ctx, "read key")
 	name := b.keyName(ring)
 	current := ""
 	if k != nil {
@@ -336,10 +337,16 @@ func (b *Backend) CreateVersion(ctx context.Context, ring backends.KeyRing, late
 	if err != nil {
 		return backends.Version{}, b.classify(err, "creating a version of Transit key %q", name)
 	}
+	if k == nil {
+		backends.Step(ctx, "create key")
+	} else {
+		backends.Step(ctx, "rotate")
+	}
 	vs, err := b.Versions(ctx, ring)
 	if err != nil {
 		return backends.Version{}, err
 	}
+	backends.Step(ctx, "read versions")
 	for _, v := range vs {
 		if v.ID == strconv.Itoa(want) {
 			return v, nil
@@ -362,6 +369,7 @@ func (b *Backend) DisableVersion(ctx context.Context, ring backends.KeyRing, ver
 	if err != nil {
 		return err
 	}
+	backends.Step(ctx, "read key")
 	name := b.keyName(ring)
 	switch {
 	case k == nil || n > k.LatestVersion:
@@ -377,7 +385,20 @@ func (b *Backend) DisableVersion(ctx context.Context, ring backends.KeyRing, ver
 	if err != nil {
 		return b.classify(err, "disabling version %d of Transit key %q", n, name)
 	}
+	backends.Step(ctx, "write min_encryption_version")
 	return nil
+}
+
+// Leftovers is always empty: a Transit key holds nothing but its versions.
+// Creating a version is one call (create or rotate) that Vault carries out
+// whole or not at all, and revocation is one write of
+// min_encryption_version; no call leaves an object behind that is not a
+// version, whatever moment the process dies at.
+func (b *Backend) Leftovers(ctx context.Context, ring backends.KeyRing) ([]backends.Leftover, error) {
+	if err := b.checkOpen(); err != nil {
+		return nil, err
+	}
+	return nil, ctx.Err()
 }
 
 // Sign signs with exactly the named version. Concurrent calls for the same

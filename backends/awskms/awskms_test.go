@@ -40,8 +40,13 @@ func withVersion(t *testing.T, query string, ring backends.KeyRing) (*kmstest.Se
 
 func open(t testing.TB, s *kmstest.Server, query string) *Backend {
 	t.Helper()
+	return openWith(t, s, query, backends.OpenOptions{})
+}
+
+func openWith(t testing.TB, s *kmstest.Server, query string, opts backends.OpenOptions) *Backend {
+	t.Helper()
 	u, _ := url.Parse("awskms:?endpoint=" + url.QueryEscape(s.URL) + query)
-	b, err := Open(context.Background(), u, backends.OpenOptions{})
+	b, err := Open(context.Background(), u, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,7 +58,9 @@ func TestConformance(t *testing.T) {
 	s := start(t)
 	s.PageSize = 3 // every listing pages
 	signertest.Run(t, signertest.Harness{
-		Open:            func(t *testing.T) backends.Signer { return open(t, s, "&sign_rate=10000&sign_burst=1000") },
+		OpenWith: func(t *testing.T, opts backends.OpenOptions) backends.Signer {
+			return openWith(t, s, "&sign_rate=10000&sign_burst=1000&scan_rate=100000", opts)
+		},
 		MaxSigningInput: map[backends.Algorithm]int{backends.EdDSA: MaxRawMessage},
 	})
 }

@@ -7,12 +7,14 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/signet-dev/signet/backends"
 	"github.com/signet-dev/signet/backends/local"
@@ -22,8 +24,8 @@ import (
 func TestConformance(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	signertest.Run(t, signertest.Harness{Open: func(t *testing.T) backends.Signer {
-		s, err := local.Open(dir, backends.OpenOptions{})
+	signertest.Run(t, signertest.Harness{OpenWith: func(t *testing.T, opts backends.OpenOptions) backends.Signer {
+		s, err := local.Open(dir, opts)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -203,4 +205,47 @@ func listDir(t *testing.T, dir string) string {
 		return nil
 	})
 	return b.String()
+}
+
+// A temporary file an interrupted write left in a ring's directory is
+// never a version, is left alone while it may be a live write's, and is
+// removed by Versions once older than the grace. (Regression: a crash
+// between writing and linking left it forever.)
+func TestStaleTemporaryFilesAreRemoved(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	clock := signertest.NewClock()
+	removed := 0
+	s, err := local.Open(dir, backends.OpenOptions{Now: clock.Now, RecoveryGrace: time.Minute,
+		OnRecover: func(action string) {
+			if action == backends.RecoveredRemoved {
+				removed++
+			}
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	v := signertest.CreateVersion(t, s, ring, "")
+	tmp := filepath.Join(dir, "rings", ring.Name, ".tmp-123456")
+	if err := os.WriteFile(tmp, []byte(`{"ring":"default","version":"2"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	vs, err := s.Versions(context.Background(), ring)
+	if err != nil || len(vs) != 1 || vs[0].ID != v.ID {
+		t.Fatalf("versions with a temporary file beside them: %+v, %v", vs, err)
+	}
+	if _, err := os.Stat(tmp); err != nil || removed != 0 {
+		t.Fatalf("a fresh temporary file was removed (%v, %d): it may be a live write's", err, removed)
+	}
+	if left, err := s.Leftovers(context.Background(), ring); err != nil || len(left) != 1 || left[0].ID != tmp {
+		t.Errorf("leftovers: %+v, %v", left, err)
+	}
+	clock.Advance(2 * time.Minute)
+	if _, err := s.Versions(context.Background(), ring); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(tmp); !errors.Is(err, fs.ErrNotExist) || removed != 1 {
+		t.Errorf("a stale temporary file is still there (%v), %d removals reported", err, removed)
+	}
 }

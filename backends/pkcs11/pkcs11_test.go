@@ -4,10 +4,13 @@ package pkcs11
 
 import (
 	"context"
+	"encoding/asn1"
 	"encoding/hex"
 	"fmt"
 	"net/url"
+	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -46,9 +49,9 @@ func TestConformance(t *testing.T) {
 			t.Errorf("SoftHSM2 should support %s", want)
 		}
 	}
-	signertest.Run(t, signertest.Harness{Serial: true, Open: func(t *testing.T) backends.Signer {
+	signertest.Run(t, signertest.Harness{Serial: true, OpenWith: func(t *testing.T, opts backends.OpenOptions) backends.Signer {
 		u, _ := url.Parse(tok.URI())
-		s, err := Open(context.Background(), u, backends.OpenOptions{})
+		s, err := Open(context.Background(), u, opts)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -204,5 +207,159 @@ func TestOpenErrors(t *testing.T) {
 	_, err := Open(context.Background(), u, backends.OpenOptions{Getenv: func(string) string { return "987654" }})
 	if backends.KindOf(err) != backends.KindPermissionDenied || strings.Contains(err.Error(), "987654") {
 		t.Errorf("wrong PIN: %v", err)
+	}
+}
+
+func openWith(t testing.TB, uri string, opts backends.OpenOptions) *Backend {
+	t.Helper()
+	u, _ := url.Parse(uri)
+	s, err := Open(context.Background(), u, opts)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s.(*Backend)
+}
+
+// objectsWithID counts the token's objects of a class with a CKA_ID.
+func objectsWithID(t *testing.T, b *Backend, class uint, id []byte) int {
+	t.Helper()
+	var n int
+	err := b.pool.with(context.Background(), func(sh p11.SessionHandle) error {
+		hs, err := findObjects(b.mod.ctx, sh, []*p11.Attribute{p11.NewAttribute(p11.CKA_CLASS, class), p11.NewAttribute(p11.CKA_ID, id)})
+		n = len(hs)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// liveReplica opens an instance with a clock the test moves and counts
+// what it cleans up.
+func liveReplica(t *testing.T, uri string) (*Backend, *signertest.Clock, *atomic.Int64) {
+	clock := signertest.NewClock()
+	var recovered atomic.Int64
+	return openWith(t, uri, backends.OpenOptions{Now: clock.Now, RecoveryGrace: time.Minute,
+		OnRecover: func(string) { recovered.Add(1) }}), clock, &recovered
+}
+
+// A replica that loses the race for a version number and dies before
+// destroying its key pair leaves a duplicate version: it is never listed
+// (so never published nor used), and a live replica destroys it once the
+// grace has passed. (Regression: both pairs were listed as version 2.)
+func TestLostRaceDuplicateIsNeverAVersion(t *testing.T) {
+	tok := softhsmtest.New(t)
+	ring := backends.KeyRing{Name: "race", Algorithm: backends.ES256}
+	winner := open(t, tok.URI())
+	v1 := signertest.CreateVersion(t, winner, ring, "")
+
+	loser := open(t, tok.URI())
+	listed, resume, crashed, release, done := make(chan struct{}), make(chan struct{}), make(chan struct{}), make(chan struct{}), make(chan struct{})
+	ctx := backends.WithStepHook(context.Background(), func(step string) {
+		switch step {
+		case "list":
+			close(listed)
+			<-resume
+		case "list again": // it has seen that it lost; it dies before destroying its pair
+			close(crashed)
+			<-release
+			runtime.Goexit()
+		}
+	})
+	go func() {
+		defer close(done)
+		loser.CreateVersion(ctx, ring, v1.ID)
+	}()
+	t.Cleanup(func() { close(release); <-done })
+	<-listed
+	v2 := signertest.CreateVersion(t, winner, ring, v1.ID) // the winner creates version 2 meanwhile
+	close(resume)
+	<-crashed
+
+	live, clock, recovered := liveReplica(t, tok.URI())
+	vs, err := live.Versions(context.Background(), ring)
+	if err != nil || len(vs) != 2 || vs[1].ID != v2.ID {
+		t.Fatalf("versions with a duplicate of version 2 on the token: %+v, %v; want v1 and the winner's v2", vs, err)
+	}
+	left, err := live.Leftovers(context.Background(), ring)
+	if err != nil || len(left) != 1 || !strings.Contains(left[0].Kind, "duplicates version 2") {
+		t.Fatalf("leftovers: %+v, %v", left, err)
+	}
+	dup, _ := hex.DecodeString(strings.TrimPrefix(strings.Fields(left[0].ID)[0], "CKA_ID="))
+	if recovered.Load() != 0 || objectsWithID(t, live, p11.CKO_PRIVATE_KEY, dup) != 1 {
+		t.Fatal("the duplicate was touched within the grace")
+	}
+	clock.Advance(2 * time.Minute)
+	if _, err := live.Versions(context.Background(), ring); err != nil {
+		t.Fatal(err)
+	}
+	if n := objectsWithID(t, live, p11.CKO_PRIVATE_KEY, dup) + objectsWithID(t, live, p11.CKO_PUBLIC_KEY, dup); n != 0 || recovered.Load() != 1 {
+		t.Errorf("after the grace: %d objects of the duplicate left, %d clean-ups reported", n, recovered.Load())
+	}
+	if left, _ := live.Leftovers(context.Background(), ring); len(left) != 0 {
+		t.Errorf("leftovers after the clean-up: %+v", left)
+	}
+	signertest.CreateVersion(t, live, ring, v2.ID)
+}
+
+// A key pair missing its public half, or whose halves are not both
+// labelled for the ring (an interrupted generation on a token that allows
+// it), is never a version and is destroyed once the grace has passed.
+func TestIncompleteKeyPairsAreNeverVersions(t *testing.T) {
+	tok := softhsmtest.New(t)
+	ring := backends.KeyRing{Name: "torn", Algorithm: backends.ES256}
+	b := open(t, tok.URI())
+	v1 := signertest.CreateVersion(t, b, ring, "")
+	v2 := signertest.CreateVersion(t, b, ring, v1.ID)
+	noPublic, _ := hex.DecodeString(v2.ID)
+	// Only the private half of version 2 is left.
+	if err := b.pool.with(context.Background(), func(sh p11.SessionHandle) error {
+		hs, err := findObjects(b.mod.ctx, sh, []*p11.Attribute{p11.NewAttribute(p11.CKA_CLASS, p11.CKO_PUBLIC_KEY), p11.NewAttribute(p11.CKA_ID, noPublic)})
+		if err != nil || len(hs) != 1 {
+			return fmt.Errorf("%d public objects, %v", len(hs), err)
+		}
+		return b.mod.ctx.DestroyObject(sh, hs[0])
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// A pair whose public half has no label.
+	unlabelled := []byte{0, 0, 0, 3, 1, 2, 3, 4}
+	lbl := label(ring.Name, 3, time.Now())
+	if err := b.pool.with(context.Background(), func(sh p11.SessionHandle) error {
+		params, _ := asn1.Marshal(curveOIDs[backends.ES256])
+		_, _, err := b.mod.ctx.GenerateKeyPair(sh, []*p11.Mechanism{p11.NewMechanism(p11.CKM_EC_KEY_PAIR_GEN, nil)},
+			[]*p11.Attribute{p11.NewAttribute(p11.CKA_TOKEN, true), p11.NewAttribute(p11.CKA_VERIFY, true),
+				p11.NewAttribute(p11.CKA_ID, unlabelled), p11.NewAttribute(p11.CKA_EC_PARAMS, params)},
+			[]*p11.Attribute{p11.NewAttribute(p11.CKA_TOKEN, true), p11.NewAttribute(p11.CKA_PRIVATE, true), p11.NewAttribute(p11.CKA_SIGN, true),
+				p11.NewAttribute(p11.CKA_LABEL, lbl), p11.NewAttribute(p11.CKA_ID, unlabelled)})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	live, clock, recovered := liveReplica(t, tok.URI())
+	vs, err := live.Versions(context.Background(), ring)
+	if err != nil || len(vs) != 1 || vs[0].ID != v1.ID {
+		t.Fatalf("versions with two incomplete pairs on the token: %+v, %v; want only v1", vs, err)
+	}
+	if left, _ := live.Leftovers(context.Background(), ring); len(left) != 2 {
+		t.Fatalf("leftovers: %+v, want the two incomplete pairs", left)
+	}
+	if _, err := live.Sign(context.Background(), ring, v2.ID, []byte("a.b")); err == nil {
+		t.Error("signed with a version whose public half is missing")
+	}
+	clock.Advance(2 * time.Minute)
+	if _, err := live.Versions(context.Background(), ring); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range [][]byte{noPublic, unlabelled} {
+		if n := objectsWithID(t, live, p11.CKO_PRIVATE_KEY, id) + objectsWithID(t, live, p11.CKO_PUBLIC_KEY, id); n != 0 {
+			t.Errorf("%d objects with CKA_ID %x left after the grace", n, id)
+		}
+	}
+	if recovered.Load() != 2 {
+		t.Errorf("%d clean-ups reported, want 2", recovered.Load())
 	}
 }

@@ -31,8 +31,11 @@ import (
 type Harness struct {
 	// Open returns a backend over the harness's storage. It is called more
 	// than once per test to check that what one instance wrote another reads;
-	// the suite closes what it opens.
+	// the suite closes what it opens. Nil: OpenWith with no options.
 	Open func(t *testing.T) backends.Signer
+	// OpenWith is Open with options: the crash cases set Now, RecoveryGrace
+	// and OnRecover. The backend must also be a backends.LeftoverLister.
+	OpenWith func(t *testing.T, opts backends.OpenOptions) backends.Signer
 	// Algorithms limits the algorithms tested; empty means every algorithm
 	// the backend claims.
 	Algorithms []backends.Algorithm
@@ -57,6 +60,9 @@ type Harness struct {
 // unless the harness says Serial (each opens its own instances and uses
 // rings of its own), so Open must be safe to call concurrently.
 func Run(t *testing.T, h Harness) {
+	if h.Open == nil && h.OpenWith != nil {
+		h.Open = func(t *testing.T) backends.Signer { return h.OpenWith(t, backends.OpenOptions{}) }
+	}
 	if h.ClockSkew == 0 {
 		h.ClockSkew = time.Minute
 	}
@@ -100,6 +106,7 @@ func Run(t *testing.T, h Harness) {
 		}
 	})
 	parallel("ConcurrentSign", func(t *testing.T) { h.testConcurrent(t, first) })
+	t.Run("Crash", func(t *testing.T) { h.testCrash(t, first, run) })
 }
 
 func (h Harness) open(t *testing.T) backends.Signer {

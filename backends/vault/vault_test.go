@@ -68,8 +68,10 @@ func TestConformance(t *testing.T) {
 	srv.Policy(t, "signet", vaulttest.SignerPolicy+`path "transit/keys/*/rotate" { capabilities = ["update"] }
 path "transit/keys/*/config" { capabilities = ["update"] }`)
 	token := srv.Token(t, map[string]any{"policies": []string{"signet"}})
-	signertest.Run(t, signertest.Harness{Open: func(t *testing.T) backends.Signer {
-		b, err := open(t, uriFor(srv, ""), map[string]string{"VAULT_TOKEN": token})
+	signertest.Run(t, signertest.Harness{OpenWith: func(t *testing.T, opts backends.OpenOptions) backends.Signer {
+		u, _ := url.Parse(uriFor(srv, ""))
+		opts.Getenv = func(k string) string { return map[string]string{"VAULT_TOKEN": token}[k] }
+		b, err := Open(context.Background(), u, opts)
 		if err != nil {
 			t.Fatal(err)
 		}

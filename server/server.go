@@ -76,14 +76,20 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err e
 	for _, rc := range cfg.KeyRings {
 		b, ok := opened[rc.Backend]
 		if !ok {
+			u, _, _ := backends.ParseURI(rc.Backend) // validated
+			scheme := u.Scheme
+			// A backend call is bounded by backend_timeout and the clean-up
+			// of its own failure by as much again: evidence of an
+			// interrupted rotation seen for longer than that is a crash's.
 			b, err = backends.Open(ctx, rc.Backend, backends.OpenOptions{Logger: log, Getenv: opts.Getenv, Now: opts.Now,
-				OnBatch: s.metrics.ObserveBatch, TracerProvider: s.tp})
+				OnBatch: s.metrics.ObserveBatch, TracerProvider: s.tp, RecoveryGrace: 2 * cfg.BackendTimeout.D(),
+				OnRecover: func(action string) { s.metrics.Recovered(scheme, action) }})
 			if err != nil {
 				return nil, fmt.Errorf("key ring %q: opening backend: %w", rc.Name, err)
 			}
 			s.backends = append(s.backends, b)
-			u, _, _ := backends.ParseURI(rc.Backend) // validated
-			b = telemetry.Instrument(b, u.Scheme, s.metrics, tracer)
+			s.metrics.InitRecovered(scheme)
+			b = telemetry.Instrument(b, scheme, s.metrics, tracer)
 			opened[rc.Backend] = b
 		}
 		alg, _ := backends.ParseAlgorithm(rc.Algorithm) // validated

@@ -77,3 +77,16 @@ func (i *instrumented) DisableVersion(ctx context.Context, ring backends.KeyRing
 	defer c.end(&err)
 	return i.Signer.DisableVersion(ctx, ring, id)
 }
+
+// Leftovers lists what the backend holds for the ring that is not a
+// version, if it can (backends.LeftoverLister); otherwise the error is
+// KindUnimplemented.
+func (i *instrumented) Leftovers(ctx context.Context, ring backends.KeyRing) (ls []backends.Leftover, err error) {
+	lister, ok := i.Signer.(backends.LeftoverLister)
+	if !ok {
+		return nil, backends.Errorf(backends.KindUnimplemented, i.scheme, "this backend cannot list what it holds besides versions")
+	}
+	ctx, c := i.begin(ctx, "leftovers", ring)
+	defer c.end(&err)
+	return lister.Leftovers(ctx, ring)
+}

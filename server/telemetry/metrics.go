@@ -31,6 +31,7 @@ type Metrics struct {
 	tokens        *prometheus.CounterVec
 	backendCalls  *prometheus.HistogramVec
 	batchSize     prometheus.Histogram
+	recovered     *prometheus.CounterVec
 	jwksResponses *prometheus.CounterVec
 	jwksInfo      *prometheus.GaugeVec
 	jwksKeys      prometheus.Gauge
@@ -58,6 +59,9 @@ func NewMetrics() *Metrics {
 	}, []string{"backend", "operation", "outcome"})
 	m.batchSize = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: namespace, Name: "vault_batch_size",
 		Help: "Signatures per Vault Transit sign request (batch_input).", Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128}})
+	m.recovered = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "backend_recovered_objects_total",
+		Help: "Backend objects cleaned up after an interrupted rotation or revocation (a crashed replica's), by backend scheme and action: removed, scheduled_deletion, adopted."},
+		[]string{"backend", "action"})
 	m.jwksResponses = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "jwks_responses_total",
 		Help: "JWKS responses over HTTP, by status code (200 or 304)."}, []string{"code"})
 	m.jwksInfo = prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: namespace, Name: "jwks_info",
@@ -76,7 +80,7 @@ func NewMetrics() *Metrics {
 		Help: "Signatures from a backend that did not verify with the version's published key, and reads in which a version's public key had changed, by key ring."}, []string{"key_ring"})
 
 	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		buildInfo(), m.GRPC, m.tokens, m.backendCalls, m.batchSize, m.jwksResponses, m.jwksInfo, m.jwksKeys,
+		buildInfo(), m.GRPC, m.tokens, m.backendCalls, m.batchSize, m.recovered, m.jwksResponses, m.jwksInfo, m.jwksKeys,
 		m.reloads, m.auditFailures, m.rateLimited, m.denials, m.mismatches)
 	for _, code := range []string{"200", "304"} {
 		m.jwksResponses.WithLabelValues(code)
@@ -120,6 +124,20 @@ func (m *Metrics) TokenIssued(ring string, alg backends.Algorithm) {
 
 // ObserveBatch records the size of one batched backend request.
 func (m *Metrics) ObserveBatch(n int) { m.batchSize.Observe(float64(n)) }
+
+// Recovered counts a backend object cleaned up after an interrupted
+// operation (backends.OpenOptions.OnRecover).
+func (m *Metrics) Recovered(backend, action string) {
+	m.recovered.WithLabelValues(backend, action).Inc()
+}
+
+// InitRecovered makes the recovery counters of a backend exist at zero, so
+// that an alert can tell "none yet" from "not reported".
+func (m *Metrics) InitRecovered(backend string) {
+	for _, a := range []string{backends.RecoveredRemoved, backends.RecoveredScheduledDeletion} {
+		m.recovered.WithLabelValues(backend, a)
+	}
+}
 
 // JWKSResponse counts an HTTP JWKS response by status code.
 func (m *Metrics) JWKSResponse(code int) { m.jwksResponses.WithLabelValues(strconv.Itoa(code)).Inc() }

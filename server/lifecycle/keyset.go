@@ -140,17 +140,61 @@ func New(ctx context.Context, specs []RingSpec, opts Options) (*KeySet, error) {
 			return nil, fmt.Errorf("key ring %q: reading versions: %w", r.Name, err)
 		}
 		if r.snap.Load().active == nil {
-			v, err := ks.create(ctx, r)
+			v, created, err := ks.createFirst(ctx, r)
 			if err != nil {
 				return nil, fmt.Errorf("key ring %q: creating its first version: %w", r.Name, err)
 			}
-			ks.log.Info("created the first version of a key ring", "key_ring", r.Name, "kid", v.Kid, "backend_id", v.ID)
+			if created {
+				ks.log.Info("created the first version of a key ring", "key_ring", r.Name, "kid", v.Kid, "backend_id", v.ID)
+			}
 		}
 		ks.rings = append(ks.rings, r)
 		ks.byName[r.Name] = r
 	}
 	ks.onChange, ks.onHealth, ks.onMismatch = opts.OnChange, opts.OnHealth, opts.OnKeyMismatch // only once every ring is in place
 	return ks, nil
+}
+
+// createFirst creates a version of a ring that has none that can sign, at
+// startup. A conflict means that another replica is creating one, or that
+// the backend is still cleaning up after an interrupted creation (it says
+// Conflict until the evidence is older than its recovery grace,
+// 2 × backend_timeout): re-read the ring and retry, for a bounded time, and
+// take the version another replica made if one appears.
+func (ks *KeySet) createFirst(ctx context.Context, r *Ring) (v *Version, created bool, err error) {
+	giveUp := time.Now().Add(4*ks.backendTimeout + time.Minute)
+	wait := 100 * time.Millisecond
+	for {
+		v, err := ks.create(ctx, r)
+		if backends.KindOf(err) != backends.KindConflict || time.Now().After(giveUp) {
+			return v, err == nil, err
+		}
+		ks.log.Info("key ring has no version yet and its backend says another creation is under way or being cleaned up; retrying",
+			"key_ring", r.Name, "err", err)
+		select {
+		case <-ctx.Done():
+			return nil, false, ctx.Err()
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 2*time.Second)
+		if err := ks.Refresh(ctx, r); err != nil {
+			return nil, false, err
+		}
+		if a := r.snap.Load().active; a != nil {
+			return a, false, nil
+		}
+	}
+}
+
+// Leftovers lists what the ring's backend holds for it that is not a
+// version (backends.LeftoverLister), for an operator's audit. It is bounded
+// by ctx only: a backend may have to scan.
+func (ks *KeySet) Leftovers(ctx context.Context, r *Ring) ([]backends.Leftover, error) {
+	lister, ok := r.backend.(backends.LeftoverLister)
+	if !ok {
+		return nil, backends.Errorf(backends.KindUnimplemented, "", "the backend of key ring %q cannot list what it holds besides versions", r.Name)
+	}
+	return lister.Leftovers(ctx, r.key)
 }
 
 // Ring returns the named ring, or nil.

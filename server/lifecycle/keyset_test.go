@@ -2,6 +2,7 @@ package lifecycle
 
 import (
 	"context"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -196,4 +197,76 @@ func TestKeyMismatch(t *testing.T) {
 	if err := ks.Refresh(context.Background(), r); err != nil || len(ks.SigningProblems()) != 0 {
 		t.Errorf("the original key back: %v, %v", err, ks.SigningProblems())
 	}
+}
+
+// An emergency rotation (revoke_previous) whose replica dies after creating
+// the new version and disabling some, not all, of the older ones: nothing
+// says the revocation is done (the caller got no answer, and ListKeys shows
+// the older versions still enabled), and the retry of the same request
+// finishes it, disabling every version but the one it creates. Signet
+// records no revocation intent in the backend: the retry is the recovery.
+func TestInterruptedRevocationIsFinishedByTheRetry(t *testing.T) {
+	dir := t.TempDir()
+	kek := func(string) string { return "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=" }
+	replica := func() (*KeySet, *Ring) {
+		store, err := local.Open(dir, backends.OpenOptions{Getenv: kek})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { store.Close() })
+		ks, err := New(context.Background(), []RingSpec{{Name: "r", Algorithm: backends.ES256, Schedule: testSchedule, Backend: store}}, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ks, ks.Ring("r")
+	}
+	ks1, r1 := replica()
+	if _, _, err := ks1.Rotate(context.Background(), r1, false); err != nil {
+		t.Fatal(err)
+	}
+	// The emergency rotation dies once the first older version is disabled.
+	crashed, release, done := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	ctx := backends.WithStepHook(context.Background(), func(step string) {
+		if step == "rename over version file" {
+			close(crashed)
+			<-release
+			runtime.Goexit()
+		}
+	})
+	go func() {
+		defer close(done)
+		ks1.Rotate(ctx, r1, true)
+	}()
+	t.Cleanup(func() { close(release); <-done })
+	<-crashed
+
+	ks2, r2 := replica()
+	vs := ks2.Versions(r2)
+	if len(vs) != 3 || !vs[0].Disabled || vs[1].Disabled || vs[2].Disabled {
+		t.Fatalf("after the crash: %d versions, disabled %v; want 3: revoked, enabled, enabled (the new one)", len(vs), disabledFlags(vs))
+	}
+	created, revoked, err := ks2.Rotate(context.Background(), r2, true)
+	if err != nil {
+		t.Fatalf("retrying the emergency rotation: %v", err)
+	}
+	vs = ks2.Versions(r2)
+	for _, v := range vs {
+		if v.Disabled != (v.ID != created.ID) {
+			t.Errorf("after the retry, version %s disabled=%v (created %s)", v.ID, v.Disabled, created.ID)
+		}
+	}
+	if len(vs) != 4 || len(revoked) != 2 {
+		t.Errorf("after the retry: %d versions, %d revoked by it; want 4 and 2 (the old one left enabled and the crashed rotation's)", len(vs), len(revoked))
+	}
+	if a, err := ks2.Active(r2); err != nil || a.ID != created.ID {
+		t.Errorf("after the retry the active version is %v (%v), want %s", a, err, created.ID)
+	}
+}
+
+func disabledFlags(vs []*Version) []bool {
+	var out []bool
+	for _, v := range vs {
+		out = append(out, v.Disabled)
+	}
+	return out
 }

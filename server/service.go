@@ -229,6 +229,20 @@ func (s *service) ListKeys(ctx context.Context, req *signetv1.ListKeysRequest) (
 		for _, v := range s.ks.Versions(r) {
 			resp.Versions = append(resp.Versions, versionProto(r, v))
 		}
+		if !req.GetLeftovers() {
+			continue
+		}
+		ls, err := s.ks.Leftovers(ctx, r)
+		if err != nil {
+			return nil, s.status(ctx, err)
+		}
+		for _, l := range ls {
+			lp := &signetv1.Leftover{KeyRing: r.Name, BackendId: l.ID, Kind: l.Kind, State: l.State}
+			if !l.Created.IsZero() {
+				lp.CreatedAt = timestamppb.New(l.Created)
+			}
+			resp.Leftovers = append(resp.Leftovers, lp)
+		}
 	}
 	return resp, nil
 }

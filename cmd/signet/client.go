@@ -151,6 +151,11 @@ func runRotate(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	resp, err := call(ctx, cf, signetv1.SignerServiceClient.Rotate, &signetv1.RotateRequest{KeyRing: *ring, RevokePrevious: *revoke})
+	if err != nil && *revoke {
+		// The server may have created the new version and died before
+		// disabling every older one: nothing disables them later but a retry.
+		return fmt.Errorf("%w\nthe older versions may still be enabled: run the same rotate --revoke-previous again, which disables every version but the one it creates (check with signet keys)", err)
+	}
 	if err != nil {
 		return err
 	}
@@ -164,19 +169,35 @@ func runRotate(ctx context.Context, args []string, stdout, stderr io.Writer) err
 }
 
 func runKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("keys", "[--key-ring NAME]", "Lists every key version with its derived lifecycle state.", stderr)
+	fs := newFlagSet("keys", "[--key-ring NAME] [--leftovers]", "Lists every key version with its derived lifecycle state.\n\n"+
+		"With --leftovers it lists instead what each ring's backend holds that is not a version: what an\n"+
+		"interrupted rotation left and a live replica has not cleaned up yet, and what waits for the\n"+
+		"backend to delete it. This asks the backend (AWS KMS: a scan of the account's keys).", stderr)
 	cf := addClientFlags(fs)
 	ring := fs.String("key-ring", "", "only this key ring (default: all)")
 	asJSON := fs.Bool("json", false, "print JSON instead of a table")
+	leftovers := fs.Bool("leftovers", false, "list the backend objects of the rings that are not versions")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	resp, err := call(ctx, cf, signetv1.SignerServiceClient.ListKeys, &signetv1.ListKeysRequest{KeyRing: *ring})
+	resp, err := call(ctx, cf, signetv1.SignerServiceClient.ListKeys, &signetv1.ListKeysRequest{KeyRing: *ring, Leftovers: *leftovers})
 	if err != nil {
 		return err
 	}
 	if *asJSON {
 		return printJSON(stdout, resp)
+	}
+	if *leftovers {
+		if len(resp.GetLeftovers()) == 0 {
+			fmt.Fprintln(stdout, "no leftovers: every backend object of these key rings is a version")
+			return nil
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "RING\tBACKEND ID\tSTATE\tCREATED\tWHAT")
+		for _, l := range resp.GetLeftovers() {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", l.GetKeyRing(), l.GetBackendId(), l.GetState(), formatTime(l.GetCreatedAt()), l.GetKind())
+		}
+		return tw.Flush()
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "RING\tKID\tBACKEND ID\tALG\tSTATE\tCREATED\tSIGNS FROM\tLEAVES JWKS")

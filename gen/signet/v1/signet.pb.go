@@ -369,7 +369,12 @@ func (x *RotateResponse) GetRevoked() []*KeyVersion {
 type ListKeysRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Key ring to list; empty lists every ring.
-	KeyRing       string `protobuf:"bytes,1,opt,name=key_ring,json=keyRing" json:"key_ring,omitempty"`
+	KeyRing string `protobuf:"bytes,1,opt,name=key_ring,json=keyRing" json:"key_ring,omitempty"`
+	// Also list, in leftovers, what each ring's backend holds for it that is
+	// not a version (an audit of crash recovery). This asks the backend, and
+	// may scan (AWS KMS lists the account's keys): it is slower than a plain
+	// ListKeys, which reads only the replica's key set.
+	Leftovers     bool `protobuf:"varint,2,opt,name=leftovers" json:"leftovers,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -411,10 +416,20 @@ func (x *ListKeysRequest) GetKeyRing() string {
 	return ""
 }
 
+func (x *ListKeysRequest) GetLeftovers() bool {
+	if x != nil {
+		return x.Leftovers
+	}
+	return false
+}
+
 type ListKeysResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Oldest first within each ring.
-	Versions      []*KeyVersion `protobuf:"bytes,1,rep,name=versions" json:"versions,omitempty"`
+	Versions []*KeyVersion `protobuf:"bytes,1,rep,name=versions" json:"versions,omitempty"`
+	// Only with ListKeysRequest.leftovers: the backend objects of the listed
+	// rings that are not versions.
+	Leftovers     []*Leftover `protobuf:"bytes,2,rep,name=leftovers" json:"leftovers,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -456,6 +471,98 @@ func (x *ListKeysResponse) GetVersions() []*KeyVersion {
 	return nil
 }
 
+func (x *ListKeysResponse) GetLeftovers() []*Leftover {
+	if x != nil {
+		return x.Leftovers
+	}
+	return nil
+}
+
+// Leftover is a backend object of a key ring that is not a version: what an
+// interrupted rotation left and a live replica has not cleaned up yet (it
+// does within 2 x backend_timeout + 2 x refresh_interval), or what waits for
+// the backend to delete it (AWS KMS keys scheduled for deletion).
+type Leftover struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	KeyRing string                 `protobuf:"bytes,1,opt,name=key_ring,json=keyRing" json:"key_ring,omitempty"`
+	// The backend's name for the object: a KMS key ARN or alias, a file, a
+	// PKCS#11 CKA_ID and label.
+	BackendId string `protobuf:"bytes,2,opt,name=backend_id,json=backendId" json:"backend_id,omitempty"`
+	// What it is, for example "key created for version 3 that no version alias reaches".
+	Kind string `protobuf:"bytes,3,opt,name=kind" json:"kind,omitempty"`
+	// What happens to it: "awaiting clean-up", "scheduled for deletion", ...
+	State string `protobuf:"bytes,4,opt,name=state" json:"state,omitempty"`
+	// When the backend says it was created; unset if unknown.
+	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=created_at,json=createdAt" json:"created_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Leftover) Reset() {
+	*x = Leftover{}
+	mi := &file_signet_v1_signet_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Leftover) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Leftover) ProtoMessage() {}
+
+func (x *Leftover) ProtoReflect() protoreflect.Message {
+	mi := &file_signet_v1_signet_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Leftover.ProtoReflect.Descriptor instead.
+func (*Leftover) Descriptor() ([]byte, []int) {
+	return file_signet_v1_signet_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *Leftover) GetKeyRing() string {
+	if x != nil {
+		return x.KeyRing
+	}
+	return ""
+}
+
+func (x *Leftover) GetBackendId() string {
+	if x != nil {
+		return x.BackendId
+	}
+	return ""
+}
+
+func (x *Leftover) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *Leftover) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *Leftover) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
 type KeyVersion struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	KeyRing string                 `protobuf:"bytes,1,opt,name=key_ring,json=keyRing" json:"key_ring,omitempty"`
@@ -479,7 +586,7 @@ type KeyVersion struct {
 
 func (x *KeyVersion) Reset() {
 	*x = KeyVersion{}
-	mi := &file_signet_v1_signet_proto_msgTypes[6]
+	mi := &file_signet_v1_signet_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -491,7 +598,7 @@ func (x *KeyVersion) String() string {
 func (*KeyVersion) ProtoMessage() {}
 
 func (x *KeyVersion) ProtoReflect() protoreflect.Message {
-	mi := &file_signet_v1_signet_proto_msgTypes[6]
+	mi := &file_signet_v1_signet_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -504,7 +611,7 @@ func (x *KeyVersion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyVersion.ProtoReflect.Descriptor instead.
 func (*KeyVersion) Descriptor() ([]byte, []int) {
-	return file_signet_v1_signet_proto_rawDescGZIP(), []int{6}
+	return file_signet_v1_signet_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *KeyVersion) GetKeyRing() string {
@@ -571,7 +678,7 @@ type GetJWKSRequest struct {
 
 func (x *GetJWKSRequest) Reset() {
 	*x = GetJWKSRequest{}
-	mi := &file_signet_v1_signet_proto_msgTypes[7]
+	mi := &file_signet_v1_signet_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -583,7 +690,7 @@ func (x *GetJWKSRequest) String() string {
 func (*GetJWKSRequest) ProtoMessage() {}
 
 func (x *GetJWKSRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_signet_v1_signet_proto_msgTypes[7]
+	mi := &file_signet_v1_signet_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -596,7 +703,7 @@ func (x *GetJWKSRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJWKSRequest.ProtoReflect.Descriptor instead.
 func (*GetJWKSRequest) Descriptor() ([]byte, []int) {
-	return file_signet_v1_signet_proto_rawDescGZIP(), []int{7}
+	return file_signet_v1_signet_proto_rawDescGZIP(), []int{8}
 }
 
 // GetJWKSResponse is a JSON Web Key Set (RFC 7517); over HTTP it is served
@@ -610,7 +717,7 @@ type GetJWKSResponse struct {
 
 func (x *GetJWKSResponse) Reset() {
 	*x = GetJWKSResponse{}
-	mi := &file_signet_v1_signet_proto_msgTypes[8]
+	mi := &file_signet_v1_signet_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -622,7 +729,7 @@ func (x *GetJWKSResponse) String() string {
 func (*GetJWKSResponse) ProtoMessage() {}
 
 func (x *GetJWKSResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_signet_v1_signet_proto_msgTypes[8]
+	mi := &file_signet_v1_signet_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -635,7 +742,7 @@ func (x *GetJWKSResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJWKSResponse.ProtoReflect.Descriptor instead.
 func (*GetJWKSResponse) Descriptor() ([]byte, []int) {
-	return file_signet_v1_signet_proto_rawDescGZIP(), []int{8}
+	return file_signet_v1_signet_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *GetJWKSResponse) GetKeys() []*JSONWebKey {
@@ -666,7 +773,7 @@ type JSONWebKey struct {
 
 func (x *JSONWebKey) Reset() {
 	*x = JSONWebKey{}
-	mi := &file_signet_v1_signet_proto_msgTypes[9]
+	mi := &file_signet_v1_signet_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -678,7 +785,7 @@ func (x *JSONWebKey) String() string {
 func (*JSONWebKey) ProtoMessage() {}
 
 func (x *JSONWebKey) ProtoReflect() protoreflect.Message {
-	mi := &file_signet_v1_signet_proto_msgTypes[9]
+	mi := &file_signet_v1_signet_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -691,7 +798,7 @@ func (x *JSONWebKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JSONWebKey.ProtoReflect.Descriptor instead.
 func (*JSONWebKey) Descriptor() ([]byte, []int) {
-	return file_signet_v1_signet_proto_rawDescGZIP(), []int{9}
+	return file_signet_v1_signet_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *JSONWebKey) GetKty() string {
@@ -765,7 +872,7 @@ type GetOpenIDConfigurationRequest struct {
 
 func (x *GetOpenIDConfigurationRequest) Reset() {
 	*x = GetOpenIDConfigurationRequest{}
-	mi := &file_signet_v1_signet_proto_msgTypes[10]
+	mi := &file_signet_v1_signet_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -777,7 +884,7 @@ func (x *GetOpenIDConfigurationRequest) String() string {
 func (*GetOpenIDConfigurationRequest) ProtoMessage() {}
 
 func (x *GetOpenIDConfigurationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_signet_v1_signet_proto_msgTypes[10]
+	mi := &file_signet_v1_signet_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -790,7 +897,7 @@ func (x *GetOpenIDConfigurationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOpenIDConfigurationRequest.ProtoReflect.Descriptor instead.
 func (*GetOpenIDConfigurationRequest) Descriptor() ([]byte, []int) {
-	return file_signet_v1_signet_proto_rawDescGZIP(), []int{10}
+	return file_signet_v1_signet_proto_rawDescGZIP(), []int{11}
 }
 
 type GetOpenIDConfigurationResponse struct {
@@ -806,7 +913,7 @@ type GetOpenIDConfigurationResponse struct {
 
 func (x *GetOpenIDConfigurationResponse) Reset() {
 	*x = GetOpenIDConfigurationResponse{}
-	mi := &file_signet_v1_signet_proto_msgTypes[11]
+	mi := &file_signet_v1_signet_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -818,7 +925,7 @@ func (x *GetOpenIDConfigurationResponse) String() string {
 func (*GetOpenIDConfigurationResponse) ProtoMessage() {}
 
 func (x *GetOpenIDConfigurationResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_signet_v1_signet_proto_msgTypes[11]
+	mi := &file_signet_v1_signet_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -831,7 +938,7 @@ func (x *GetOpenIDConfigurationResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOpenIDConfigurationResponse.ProtoReflect.Descriptor instead.
 func (*GetOpenIDConfigurationResponse) Descriptor() ([]byte, []int) {
-	return file_signet_v1_signet_proto_rawDescGZIP(), []int{11}
+	return file_signet_v1_signet_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *GetOpenIDConfigurationResponse) GetIssuer() string {
@@ -892,11 +999,21 @@ const file_signet_v1_signet_proto_rawDesc = "" +
 	"\x0frevoke_previous\x18\x02 \x01(\bR\x0erevokePrevious\"r\n" +
 	"\x0eRotateResponse\x12/\n" +
 	"\aversion\x18\x01 \x01(\v2\x15.signet.v1.KeyVersionR\aversion\x12/\n" +
-	"\arevoked\x18\x02 \x03(\v2\x15.signet.v1.KeyVersionR\arevoked\",\n" +
+	"\arevoked\x18\x02 \x03(\v2\x15.signet.v1.KeyVersionR\arevoked\"J\n" +
 	"\x0fListKeysRequest\x12\x19\n" +
-	"\bkey_ring\x18\x01 \x01(\tR\akeyRing\"E\n" +
+	"\bkey_ring\x18\x01 \x01(\tR\akeyRing\x12\x1c\n" +
+	"\tleftovers\x18\x02 \x01(\bR\tleftovers\"x\n" +
 	"\x10ListKeysResponse\x121\n" +
-	"\bversions\x18\x01 \x03(\v2\x15.signet.v1.KeyVersionR\bversions\"\xd6\x02\n" +
+	"\bversions\x18\x01 \x03(\v2\x15.signet.v1.KeyVersionR\bversions\x121\n" +
+	"\tleftovers\x18\x02 \x03(\v2\x13.signet.v1.LeftoverR\tleftovers\"\xa9\x01\n" +
+	"\bLeftover\x12\x19\n" +
+	"\bkey_ring\x18\x01 \x01(\tR\akeyRing\x12\x1d\n" +
+	"\n" +
+	"backend_id\x18\x02 \x01(\tR\tbackendId\x12\x12\n" +
+	"\x04kind\x18\x03 \x01(\tR\x04kind\x12\x14\n" +
+	"\x05state\x18\x04 \x01(\tR\x05state\x129\n" +
+	"\n" +
+	"created_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\"\xd6\x02\n" +
 	"\n" +
 	"KeyVersion\x12\x19\n" +
 	"\bkey_ring\x18\x01 \x01(\tR\akeyRing\x12\x10\n" +
@@ -959,7 +1076,7 @@ func file_signet_v1_signet_proto_rawDescGZIP() []byte {
 }
 
 var file_signet_v1_signet_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_signet_v1_signet_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_signet_v1_signet_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_signet_v1_signet_proto_goTypes = []any{
 	(KeyState)(0),                          // 0: signet.v1.KeyState
 	(*SignRequest)(nil),                    // 1: signet.v1.SignRequest
@@ -968,43 +1085,46 @@ var file_signet_v1_signet_proto_goTypes = []any{
 	(*RotateResponse)(nil),                 // 4: signet.v1.RotateResponse
 	(*ListKeysRequest)(nil),                // 5: signet.v1.ListKeysRequest
 	(*ListKeysResponse)(nil),               // 6: signet.v1.ListKeysResponse
-	(*KeyVersion)(nil),                     // 7: signet.v1.KeyVersion
-	(*GetJWKSRequest)(nil),                 // 8: signet.v1.GetJWKSRequest
-	(*GetJWKSResponse)(nil),                // 9: signet.v1.GetJWKSResponse
-	(*JSONWebKey)(nil),                     // 10: signet.v1.JSONWebKey
-	(*GetOpenIDConfigurationRequest)(nil),  // 11: signet.v1.GetOpenIDConfigurationRequest
-	(*GetOpenIDConfigurationResponse)(nil), // 12: signet.v1.GetOpenIDConfigurationResponse
-	(*durationpb.Duration)(nil),            // 13: google.protobuf.Duration
-	(*structpb.Struct)(nil),                // 14: google.protobuf.Struct
-	(*timestamppb.Timestamp)(nil),          // 15: google.protobuf.Timestamp
+	(*Leftover)(nil),                       // 7: signet.v1.Leftover
+	(*KeyVersion)(nil),                     // 8: signet.v1.KeyVersion
+	(*GetJWKSRequest)(nil),                 // 9: signet.v1.GetJWKSRequest
+	(*GetJWKSResponse)(nil),                // 10: signet.v1.GetJWKSResponse
+	(*JSONWebKey)(nil),                     // 11: signet.v1.JSONWebKey
+	(*GetOpenIDConfigurationRequest)(nil),  // 12: signet.v1.GetOpenIDConfigurationRequest
+	(*GetOpenIDConfigurationResponse)(nil), // 13: signet.v1.GetOpenIDConfigurationResponse
+	(*durationpb.Duration)(nil),            // 14: google.protobuf.Duration
+	(*structpb.Struct)(nil),                // 15: google.protobuf.Struct
+	(*timestamppb.Timestamp)(nil),          // 16: google.protobuf.Timestamp
 }
 var file_signet_v1_signet_proto_depIdxs = []int32{
-	13, // 0: signet.v1.SignRequest.ttl:type_name -> google.protobuf.Duration
-	14, // 1: signet.v1.SignRequest.claims:type_name -> google.protobuf.Struct
-	15, // 2: signet.v1.SignResponse.expires_at:type_name -> google.protobuf.Timestamp
-	7,  // 3: signet.v1.RotateResponse.version:type_name -> signet.v1.KeyVersion
-	7,  // 4: signet.v1.RotateResponse.revoked:type_name -> signet.v1.KeyVersion
-	7,  // 5: signet.v1.ListKeysResponse.versions:type_name -> signet.v1.KeyVersion
-	0,  // 6: signet.v1.KeyVersion.state:type_name -> signet.v1.KeyState
-	15, // 7: signet.v1.KeyVersion.created_at:type_name -> google.protobuf.Timestamp
-	15, // 8: signet.v1.KeyVersion.activates_at:type_name -> google.protobuf.Timestamp
-	15, // 9: signet.v1.KeyVersion.retires_at:type_name -> google.protobuf.Timestamp
-	10, // 10: signet.v1.GetJWKSResponse.keys:type_name -> signet.v1.JSONWebKey
-	1,  // 11: signet.v1.SignerService.Sign:input_type -> signet.v1.SignRequest
-	3,  // 12: signet.v1.SignerService.Rotate:input_type -> signet.v1.RotateRequest
-	5,  // 13: signet.v1.SignerService.ListKeys:input_type -> signet.v1.ListKeysRequest
-	8,  // 14: signet.v1.KeySetService.GetJWKS:input_type -> signet.v1.GetJWKSRequest
-	11, // 15: signet.v1.KeySetService.GetOpenIDConfiguration:input_type -> signet.v1.GetOpenIDConfigurationRequest
-	2,  // 16: signet.v1.SignerService.Sign:output_type -> signet.v1.SignResponse
-	4,  // 17: signet.v1.SignerService.Rotate:output_type -> signet.v1.RotateResponse
-	6,  // 18: signet.v1.SignerService.ListKeys:output_type -> signet.v1.ListKeysResponse
-	9,  // 19: signet.v1.KeySetService.GetJWKS:output_type -> signet.v1.GetJWKSResponse
-	12, // 20: signet.v1.KeySetService.GetOpenIDConfiguration:output_type -> signet.v1.GetOpenIDConfigurationResponse
-	16, // [16:21] is the sub-list for method output_type
-	11, // [11:16] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	14, // 0: signet.v1.SignRequest.ttl:type_name -> google.protobuf.Duration
+	15, // 1: signet.v1.SignRequest.claims:type_name -> google.protobuf.Struct
+	16, // 2: signet.v1.SignResponse.expires_at:type_name -> google.protobuf.Timestamp
+	8,  // 3: signet.v1.RotateResponse.version:type_name -> signet.v1.KeyVersion
+	8,  // 4: signet.v1.RotateResponse.revoked:type_name -> signet.v1.KeyVersion
+	8,  // 5: signet.v1.ListKeysResponse.versions:type_name -> signet.v1.KeyVersion
+	7,  // 6: signet.v1.ListKeysResponse.leftovers:type_name -> signet.v1.Leftover
+	16, // 7: signet.v1.Leftover.created_at:type_name -> google.protobuf.Timestamp
+	0,  // 8: signet.v1.KeyVersion.state:type_name -> signet.v1.KeyState
+	16, // 9: signet.v1.KeyVersion.created_at:type_name -> google.protobuf.Timestamp
+	16, // 10: signet.v1.KeyVersion.activates_at:type_name -> google.protobuf.Timestamp
+	16, // 11: signet.v1.KeyVersion.retires_at:type_name -> google.protobuf.Timestamp
+	11, // 12: signet.v1.GetJWKSResponse.keys:type_name -> signet.v1.JSONWebKey
+	1,  // 13: signet.v1.SignerService.Sign:input_type -> signet.v1.SignRequest
+	3,  // 14: signet.v1.SignerService.Rotate:input_type -> signet.v1.RotateRequest
+	5,  // 15: signet.v1.SignerService.ListKeys:input_type -> signet.v1.ListKeysRequest
+	9,  // 16: signet.v1.KeySetService.GetJWKS:input_type -> signet.v1.GetJWKSRequest
+	12, // 17: signet.v1.KeySetService.GetOpenIDConfiguration:input_type -> signet.v1.GetOpenIDConfigurationRequest
+	2,  // 18: signet.v1.SignerService.Sign:output_type -> signet.v1.SignResponse
+	4,  // 19: signet.v1.SignerService.Rotate:output_type -> signet.v1.RotateResponse
+	6,  // 20: signet.v1.SignerService.ListKeys:output_type -> signet.v1.ListKeysResponse
+	10, // 21: signet.v1.KeySetService.GetJWKS:output_type -> signet.v1.GetJWKSResponse
+	13, // 22: signet.v1.KeySetService.GetOpenIDConfiguration:output_type -> signet.v1.GetOpenIDConfigurationResponse
+	18, // [18:23] is the sub-list for method output_type
+	13, // [13:18] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_signet_v1_signet_proto_init() }
@@ -1018,7 +1138,7 @@ func file_signet_v1_signet_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_signet_v1_signet_proto_rawDesc), len(file_signet_v1_signet_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   12,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

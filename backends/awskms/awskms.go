@@ -354,11 +354,14 @@ func (b *Backend) CreateVersion(ctx context.Context, ring backends.KeyRing, late
 		Tags: []types.Tag{{TagKey: aws.String(tagRing), TagValue: aws.String(ring.Name)},
 			{TagKey: aws.String(tagVersion), TagValue: aws.String(strconv.Itoa(n))},
 			{TagKey: aws.String(tagAliasPrefix), TagValue: aws.String(b.prefix)}},
+	}, func(o *kms.Options) {
+		// Never retried: after a lost answer a retry makes a second key
+		// and nothing would lead to the first. The intent alias does.
+		o.Retryer = aws.NopRetryer{}
 	})
 	if err != nil {
-		if n > 1 {
-			b.rollBack(ctx, ring, "", intent)
-		}
+		// The intent alias stays: KMS may have created the key and the
+		// answer been lost. A live replica scans for it once it is stale.
 		return backends.Version{}, classify(err, "creating a key for "+name)
 	}
 	backends.Step(ctx, "CreateKey")

@@ -223,3 +223,43 @@ func TestClientSideRateLimit(t *testing.T) {
 		t.Error("a Sign over the client-side rate reached KMS")
 	}
 }
+
+// A CreateKey whose answer is lost leaves a key the rotation never learnt
+// of. It is not retried (a retry would make a second key and leave the
+// first with no evidence), the intent alias stays, and a live replica finds
+// the key by a scan once the intent is stale and schedules its deletion.
+// (Regression: the SDK retried CreateKey, and the failed rotation deleted
+// its intent alias.)
+func TestLostCreateKeyAnswerIsCleanedUp(t *testing.T) {
+	t.Parallel()
+	ring := backends.KeyRing{Name: "lost", Algorithm: backends.ES256}
+	s, b, v1 := withVersion(t, "", ring)
+	s.LoseAnswer("CreateKey", 1)
+	if _, err := b.CreateVersion(context.Background(), ring, v1.ID); err == nil {
+		t.Fatal("CreateVersion succeeded with CreateKey's answer lost")
+	}
+	if n := s.Calls("CreateKey"); n != 2 {
+		t.Errorf("CreateKey called %d times, want 2 (v1, then once: never retried)", n)
+	}
+	clock := signertest.NewClock()
+	live := openWith(t, s, "", backends.OpenOptions{Now: clock.Now, RecoveryGrace: time.Minute})
+	for range 2 {
+		if _, err := live.Versions(context.Background(), ring); err != nil {
+			t.Fatal(err)
+		}
+		clock.Advance(2 * time.Minute)
+	}
+	if _, err := live.Versions(context.Background(), ring); err != nil {
+		t.Fatal(err)
+	}
+	keys := s.Keys()
+	for _, k := range keys {
+		if k.ARN != v1.ID && k.State != "PendingDeletion" {
+			t.Errorf("key %s of the lost CreateKey is %s", k.ID, k.State)
+		}
+	}
+	if len(keys) != 2 {
+		t.Errorf("%d keys, want v1 and the lost one", len(keys))
+	}
+	signertest.CreateVersion(t, live, ring, v1.ID)
+}

@@ -52,6 +52,7 @@ type Server struct {
 	calls        map[string]int
 	after        []afterHook
 	failIf       map[string]func(in map[string]any) bool
+	lose         map[string]int
 }
 
 // afterHook runs once an action has been carried out, before its answer is
@@ -157,6 +158,18 @@ func (s *Server) FailIf(action string, fn func(in map[string]any) bool) {
 	s.failIf[action] = fn
 }
 
+// LoseAnswer makes the next n calls of action take effect and then close
+// the connection without an answer, as a network failure after the fact
+// would.
+func (s *Server) LoseAnswer(action string, n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.lose == nil {
+		s.lose = map[string]int{}
+	}
+	s.lose[action] = n
+}
+
 // KillAfter arms a crash: once action has been carried out for a request
 // signed with accessKeyID ("" for any), the process pid is sent SIGKILL
 // before the answer leaves, so it never learns the outcome. It fires once.
@@ -243,6 +256,15 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 		s.after = kept
+		if s.lose[action] > 0 {
+			s.lose[action]--
+			if hj, ok := w.(http.Hijacker); ok {
+				if conn, _, err := hj.Hijack(); err == nil {
+					conn.Close()
+					return
+				}
+			}
+		}
 	}
 	reply(out, e)
 }

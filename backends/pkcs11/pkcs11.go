@@ -273,9 +273,19 @@ func label(ring string, n uint32, created time.Time) string {
 	return fmt.Sprintf("signet/%s/%d/%s", ring, n, created.UTC().Format(time.RFC3339Nano))
 }
 
+// pendingPrefix starts the label a public key is generated with; it gets
+// its final label only once its private half is known to exist, so that a
+// generation interrupted half-way (SoftHSM2 killed in C_GenerateKeyPair
+// keeps the public object alone) never looks like a revoked version.
+const pendingPrefix = "signet-pending"
+
 func parseLabel(l string) (ring string, n uint32, created time.Time, ok bool) {
+	return parseLabelAs(l, "signet")
+}
+
+func parseLabelAs(l, prefix string) (ring string, n uint32, created time.Time, ok bool) {
 	parts := strings.Split(l, "/")
-	if len(parts) != 4 || parts[0] != "signet" {
+	if len(parts) != 4 || parts[0] != prefix {
 		return "", 0, time.Time{}, false
 	}
 	v, err := strconv.ParseUint(parts[2], 10, 32)
@@ -300,9 +310,10 @@ type stray struct {
 
 // half is what listing found of one object.
 type half struct {
-	label string
-	ok    bool // the label is a Signet label for the ring
-	h     p11.ObjectHandle
+	label   string
+	ok      bool // the label is a Signet label for the ring
+	pending bool // the label is a pending label for the ring
+	h       p11.ObjectHandle
 }
 
 // list finds the ring's versions, oldest first, and its stray objects. A
@@ -333,11 +344,12 @@ func (b *Backend) list(ctx context.Context, ring backends.KeyRing) ([]*object, [
 					return nil, nil, err
 				}
 				r, _, _, ok := parseLabel(string(attrs[0].Value))
+				pr, _, _, pending := parseLabelAs(string(attrs[0].Value), pendingPrefix)
 				id := string(attrs[1].Value)
 				if _, dup := byID[id]; !dup {
 					order = append(order, id)
 				}
-				byID[id] = half{label: string(attrs[0].Value), ok: ok && r == ring.Name, h: h}
+				byID[id] = half{label: string(attrs[0].Value), ok: ok && r == ring.Name, pending: pending && pr == ring.Name, h: h}
 			}
 			return byID, order, nil
 		}
@@ -353,6 +365,9 @@ func (b *Backend) list(ctx context.Context, ring backends.KeyRing) ([]*object, [
 			pub, priv := pubs[id], privs[id]
 			_, hasPriv := privs[id]
 			switch {
+			case pub.pending:
+				strays = append(strays, stray{id: []byte(id), label: pub.label, why: "its generation was not completed (the public half's label is still pending)"})
+				continue
 			case !pub.ok && !(hasPriv && priv.ok):
 				continue // not this ring's
 			case !pub.ok:
@@ -573,9 +588,10 @@ func (b *Backend) CreateVersion(ctx context.Context, ring backends.KeyRing, late
 	created := time.Now().UTC()
 	lbl := label(ring.Name, n, created)
 
+	pending := pendingPrefix + strings.TrimPrefix(lbl, "signet")
 	pubTmpl := []*p11.Attribute{
 		p11.NewAttribute(p11.CKA_TOKEN, true), p11.NewAttribute(p11.CKA_PRIVATE, false), p11.NewAttribute(p11.CKA_VERIFY, true),
-		p11.NewAttribute(p11.CKA_LABEL, lbl), p11.NewAttribute(p11.CKA_ID, id),
+		p11.NewAttribute(p11.CKA_LABEL, pending), p11.NewAttribute(p11.CKA_ID, id),
 	}
 	privTmpl := []*p11.Attribute{
 		p11.NewAttribute(p11.CKA_TOKEN, true), p11.NewAttribute(p11.CKA_PRIVATE, true), p11.NewAttribute(p11.CKA_SENSITIVE, true),
@@ -596,14 +612,28 @@ func (b *Backend) CreateVersion(ctx context.Context, ring backends.KeyRing, late
 		pubTmpl = append(pubTmpl, p11.NewAttribute(p11.CKA_MODULUS_BITS, ring.Algorithm.RSABits()),
 			p11.NewAttribute(p11.CKA_PUBLIC_EXPONENT, []byte{1, 0, 1}))
 	}
+	var pubHandle p11.ObjectHandle
 	err = b.pool.with(ctx, func(sh p11.SessionHandle) error {
-		_, _, err := b.mod.ctx.GenerateKeyPair(sh, []*p11.Mechanism{p11.NewMechanism(mech, nil)}, pubTmpl, privTmpl)
+		var err error
+		pubHandle, _, err = b.mod.ctx.GenerateKeyPair(sh, []*p11.Mechanism{p11.NewMechanism(mech, nil)}, pubTmpl, privTmpl)
 		return err
 	})
 	if err != nil {
 		return backends.Version{}, classify(err, "generating a key pair for ring "+ring.Name)
 	}
 	backends.Step(ctx, "GenerateKeyPair")
+	// Both halves exist: give the public one its final label, which makes
+	// the pair a version.
+	err = b.pool.with(ctx, func(sh p11.SessionHandle) error {
+		return b.mod.ctx.SetAttributeValue(sh, pubHandle, []*p11.Attribute{p11.NewAttribute(p11.CKA_LABEL, lbl)})
+	})
+	if err != nil {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		b.destroy(cctx, id, true) // else a live replica does, once the grace has passed
+		cancel()
+		return backends.Version{}, classify(err, "labelling the public key generated for ring "+ring.Name)
+	}
+	backends.Step(ctx, "label public key")
 	objs, strays, err := b.list(ctx, ring)
 	if err != nil {
 		return backends.Version{}, err

@@ -3,9 +3,16 @@
 package main
 
 import (
+	"context"
+	"encoding/hex"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	p11 "github.com/miekg/pkcs11"
+
+	signetv1 "github.com/signet-dev/signet/gen/signet/v1"
 	"github.com/signet-dev/signet/internal/softhsmtest"
 )
 
@@ -31,4 +38,108 @@ func TestEndToEndPKCS11(t *testing.T) {
 	// Neither the PIN nor a token is in the log or the metrics.
 	p.noSecrets(t, tok.PIN)
 	p2.noSecrets(t, tok.PIN, latest.GetToken())
+}
+
+// tokenPairs lists the key pair objects on the token whose label is the
+// ring's: for each CKA_ID (hex), how many objects carry it.
+func tokenPairs(t *testing.T, tok *softhsmtest.Token, ring string) map[string]int {
+	t.Helper()
+	ctx := p11.New(tok.Module)
+	if err := ctx.Initialize(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { ctx.Finalize(); ctx.Destroy() }()
+	slots, err := ctx.GetSlotList(true)
+	if err != nil || len(slots) == 0 {
+		t.Fatalf("slots: %v %v", slots, err)
+	}
+	var slot uint
+	for _, s := range slots {
+		if info, err := ctx.GetTokenInfo(s); err == nil && strings.TrimRight(info.Label, " \x00") == tok.Label {
+			slot = s
+		}
+	}
+	sh, err := ctx.OpenSession(slot, p11.CKF_SERIAL_SESSION)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ctx.CloseSession(sh)
+	if err := ctx.Login(sh, p11.CKU_USER, tok.PIN); err != nil {
+		t.Fatal(err)
+	}
+	if err := ctx.FindObjectsInit(sh, nil); err != nil {
+		t.Fatal(err)
+	}
+	hs, _, err := ctx.FindObjects(sh, 10000)
+	ctx.FindObjectsFinal(sh)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]int{}
+	for _, h := range hs {
+		attrs, err := ctx.GetAttributeValue(sh, h, []*p11.Attribute{p11.NewAttribute(p11.CKA_LABEL, nil), p11.NewAttribute(p11.CKA_ID, nil)})
+		if err != nil {
+			continue // destroyed meanwhile
+		}
+		if strings.HasPrefix(string(attrs[0].Value), "signet/"+ring+"/") {
+			out[hex.EncodeToString(attrs[1].Value)]++
+		}
+	}
+	return out
+}
+
+// TestCrashDuringRotationRacePKCS11 runs two replicas on one SoftHSM2 token
+// and has them rotate at the same moment, five times; each time, once a new
+// key pair is on the token, one replica is killed with SIGKILL (so a
+// replica that lost the race for the version number may die before
+// destroying its pair) and restarted. Then every key pair of the ring on
+// the token must be a version: whole (both halves), one per version, and
+// `signet keys --leftovers` must report nothing.
+// Not parallel: softhsmtest sets SOFTHSM2_CONF (t.Setenv) for the children.
+func TestCrashDuringRotationRacePKCS11(t *testing.T) {
+	tok := softhsmtest.New(t)
+	config := backendConfig(tok.URI(), 2*time.Second)
+	a, b := startSignetWith(t, config), startSignetWith(t, config)
+	for round := range 5 {
+		before := len(tokenPairs(t, tok, "default"))
+		var wg sync.WaitGroup
+		for _, p := range []*process{a, b} {
+			wg.Go(func() {
+				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+				defer cancel()
+				p.client.Rotate(ctx, &signetv1.RotateRequest{KeyRing: "default"})
+			})
+		}
+		if !waitFor(time.Minute, func() bool { return len(tokenPairs(t, tok, "default")) > before }) {
+			t.Fatalf("round %d: no key pair was generated", round+1)
+		}
+		a.cmd.Process.Kill()
+		wg.Wait()
+		a.waitExit(t)
+		a = startSignetWith(t, config)
+	}
+	// Both replicas are live: within 2 x backend_timeout + 2 x
+	// refresh_interval the token holds nothing but versions.
+	var pairs map[string]int
+	var listed []string
+	if !waitFor(time.Minute, func() bool {
+		pairs, listed = tokenPairs(t, tok, "default"), listKids(t, b)
+		for _, n := range pairs {
+			if n != 2 {
+				return false
+			}
+		}
+		return len(pairs) == len(listed)
+	}) {
+		t.Errorf("the token holds %d key pairs of the ring (objects per CKA_ID: %v) for %d versions", len(pairs), pairs, len(listed))
+	}
+	t.Logf("after 5 killed rotation races: %d versions, %d key pairs on the token", len(listed), len(pairs))
+	for _, p := range []*process{a, b} {
+		if out := runCLI(t, "keys", "--server", p.grpcAddr, "--leftovers"); !strings.Contains(out, "no leftovers") {
+			t.Errorf("signet keys --leftovers:\n%s", out)
+		}
+	}
+	if err := goJOSEVerify(b.jwks(t), a.sign(t, "default").GetToken()); err != nil {
+		t.Errorf("after the crashes: %v", err)
+	}
 }

@@ -13,7 +13,8 @@
 // "signet"), sign_rate (Sign calls per second per backend, default 100; KMS's
 // account quota for asymmetric signing is a few hundred per second, and a
 // client-side limit keeps bursts from turning into throttling storms),
-// sign_burst (default 20).
+// sign_burst (default 20), scan_rate (calls per second of a scan of the
+// account's keys, below; default 50).
 //
 // Key rings. A ring's versions are the KMS keys behind the aliases
 //
@@ -21,20 +22,42 @@
 //
 // A version's backend id is the key's ARN and its creation time is the key's
 // CreationDate. A disabled key, or one pending deletion, is revoked. Keys are
-// tagged signet:ring=<ring> and signet:version=<n>, and described, so an
-// operator can see which ring owns each.
+// tagged signet:ring=<ring>, signet:version=<n> and
+// signet:alias-prefix=<alias_prefix>, and described, so an operator can see
+// which ring owns each.
 //
-// Rotate = CreateKey (ECC_NIST_P256/P384/P521, RSA_2048/3072/4096 or
-// ECC_NIST_EDWARDS25519, by algorithm), GetPublicKey and UpdateKeyDescription
-// (the description keeps the public key, because KMS refuses GetPublicKey
-// once a key is disabled and ListKeys must still show revoked versions), then
-// CreateAlias for n+1. The alias is
-// the lock: of two replicas rotating at once, one creates the alias and the
-// other gets AlreadyExistsException, schedules deletion of the key it just
-// made (7 days, the minimum), and reports a conflict. A CreateAlias that
-// fails for another reason also schedules the new key's deletion, so no
-// unreachable key is left behind; if even that fails the error says which key
-// to delete.
+// Rotate = CreateAlias alias/<alias_prefix>/<ring>/rotating (the intent
+// alias, on the newest version's key), CreateKey (ECC_NIST_P256/P384/P521,
+// RSA_2048/3072/4096 or ECC_NIST_EDWARDS25519, by algorithm; sent once, never
+// retried, since a retry after a lost answer would make a second key),
+// UpdateAlias of the intent to the new key, GetPublicKey and
+// UpdateKeyDescription (the description keeps the public key, because KMS
+// refuses GetPublicKey once a key is disabled and ListKeys must still show
+// revoked versions), CreateAlias for n+1, DeleteAlias of the intent. The
+// intent alias is the lock between rotating replicas (the second gets
+// AlreadyExistsException and reports a conflict) and the version alias is
+// the commit: a rotation that loses the version alias, or fails after
+// CreateKey, schedules deletion of the key it made (7 days, the minimum) and
+// deletes its intent alias. A CreateAlias whose answer is lost is checked
+// before the key is rolled back.
+//
+// Crash recovery (recovery.go has the details). A replica that dies in a
+// rotation leaves the intent alias, which every replica sees in the
+// ListAliases it does anyway. Once a replica has seen it for longer than the
+// recovery grace (2 x backend_timeout), it rolls the rotation back: the key
+// the intent targets, or, if the replica died before UpdateAlias, the keys a
+// scan finds tagged for the ring, the alias prefix and version n and created
+// no earlier than the intent, are scheduled for deletion, and the intent
+// alias is deleted. Never rolled forward: a rotation whose replica died
+// yields no version, whichever replica finds it. A ring's first version has
+// no key to hold an intent: creating it, and listing a ring without versions,
+// scan for keys tagged for the ring (once per ring, and after a crash in
+// that first creation). Scans list the keys (ListKeys) and describe each key
+// not seen before (DescribeKey, then ListResourceTags for keys whose
+// description is Signet's), at scan_rate, resuming at the next refresh if
+// they cannot finish; keys without all three tags are never touched. Each
+// clean-up is logged at warn with the key or alias; Leftovers lists the
+// ring's keys no version alias reaches and its intent alias.
 //
 // Revoke = DisableKey: KMS refuses to sign with a disabled key. The key
 // material stays in KMS until an operator schedules its deletion.

@@ -20,5 +20,8 @@
 //
 // Several processes may share the directory: CreateVersion takes the next
 // version number with an atomic link, so racing rotations create one
-// version, not two. Writes are atomic (temporary file, then link or rename).
+// version, not two. Writes are atomic (a temporary file .tmp-*, then link or
+// rename): a crash leaves at most a temporary file, never a partial version,
+// and Versions removes temporary files older than the recovery grace
+// (2 x backend_timeout), logging each at warn; Leftovers lists them.
 package local

@@ -23,9 +23,21 @@
 //
 // The version's backend id is CKA_ID in hex; the label ties it to its ring
 // and records its creation time (tokens have no creation timestamp of their
-// own). Two replicas that create version n at once both see two objects for
-// n when they list again; the one with the larger CKA_ID destroys its own and
-// reports a conflict, so one survives.
+// own). The public half is generated labelled signet-pending/... and given
+// its final label once C_GenerateKeyPair has returned, so a generation
+// interrupted half-way never looks like a version. Two replicas that create
+// version n at once both see two pairs for n when they list again; the pair
+// whose label says it was created first (then the smaller CKA_ID) is the
+// version, and the other replica destroys its own and reports a conflict.
+//
+// Crash recovery: a pair that is not a version (the loser of such a race
+// whose replica died before destroying it, a pair still labelled pending, a
+// private half without its public half, halves labelled differently) is a
+// stray: never listed, never signed with, and destroyed by Versions once
+// this process has seen it for longer than the recovery grace
+// (2 x backend_timeout), with a warning naming its CKA_ID and label;
+// Leftovers lists strays. A public half alone with a final label is a
+// revoked version, as revocation leaves it.
 //
 // Revocation destroys the private key object (C_DestroyObject): the version
 // can never sign again, on any replica, and the token holds no trace of the

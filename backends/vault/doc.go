@@ -55,6 +55,14 @@
 // versions disappear from Vault and from ListKeys, and cannot be restored.
 // Signet never trims by itself.
 //
+// Crash safety: creating a version is one call (create, or rotate) that
+// Vault carries out whole or not at all, adding a version every replica
+// lists at once; revocation is one write of min_encryption_version. So no
+// moment of a crash leaves an object that is not a version, and Leftovers is
+// always empty. The conformance suite crashes after each call all the same.
+// (The check that latest is still the newest version and the rotate are two
+// calls: two replicas racing in between can still create two versions.)
+//
 // The token needs, on MOUNT/keys/NAME: read and create/update (and
 // MOUNT/keys/NAME/rotate, MOUNT/keys/NAME/config: update); on
 // MOUNT/sign/NAME: update.

@@ -270,7 +270,13 @@ func TestCrashDuringRotationLocal(t *testing.T) {
 	if n := p.metrics(t).Value(t, "signet_backend_recovered_objects_total", "backend", "local", "action", "removed"); n != 1 {
 		t.Errorf("signet_backend_recovered_objects_total{backend=local,action=removed} = %v, want 1", n)
 	}
-	if out := runCLI(t, "keys", "--server", p.grpcAddr, "--leftovers"); !strings.Contains(out, "no leftovers") {
+	// A kill that happened to land between writing and linking a key file
+	// left a fresh temporary file, removed once 2 x backend_timeout old.
+	var out string
+	if !waitFor(2*time.Minute, func() bool {
+		out = runCLI(t, "keys", "--server", p.grpcAddr, "--leftovers")
+		return strings.Contains(out, "no leftovers")
+	}) {
 		t.Errorf("signet keys --leftovers:\n%s", out)
 	}
 	entries, _ := os.ReadDir(ringDir)

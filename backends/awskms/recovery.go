@@ -155,6 +155,20 @@ func (b *Backend) recoverIntent(ctx context.Context, ring backends.KeyRing, ra r
 			return nil // the next refresh scans on
 		}
 	}
+	// Delete the intent only if it is still the one this clean-up is about:
+	// while it worked, another replica may have deleted it and a new
+	// rotation claimed it again, and deleting that new intent would lose the
+	// only evidence of its key if that rotation died too (the crash-loop
+	// end-to-end test found exactly that). KMS has no conditional
+	// DeleteAlias; the check narrows the window to one round trip.
+	now, err := b.aliases(ctx, ring)
+	if err != nil {
+		return err
+	}
+	if now.intent == nil || intentSighting(now.intent) != sighting {
+		b.seen.Forget(sighting)
+		return nil
+	}
 	if err := b.deleteAlias(ctx, in.name); err != nil {
 		return classify(err, "deleting "+in.name)
 	}

@@ -379,6 +379,17 @@ func (b *Backend) list(ctx context.Context, ring backends.KeyRing) ([]*object, [
 			}
 			r, n, created, _ := parseLabel(pub.label)
 			pk, err := readPublicKey(b.mod.ctx, sh, pub.h, ring.Algorithm)
+			// SoftHSM2 rewrites an object's file when another process
+			// changes an attribute (the relabelling of a new version), and a
+			// read in that moment can see a torn value: read again, briefly,
+			// before calling the key broken.
+			for wait := 10 * time.Millisecond; err != nil && wait <= 160*time.Millisecond && ctx.Err() == nil; wait *= 2 {
+				select {
+				case <-ctx.Done():
+				case <-time.After(wait):
+				}
+				pk, err = readPublicKey(b.mod.ctx, sh, pub.h, ring.Algorithm)
+			}
 			if err != nil {
 				return errorf(backends.KindFailedPrecondition, "key %q on the token: %v", pub.label, err)
 			}

@@ -4,8 +4,14 @@ GO    ?= go
 BIN   := bin/signet
 # Debian's python3, where python3-jwt (PyJWT) is installed for the verifier tests.
 PYTHON := /usr/bin/python3
-# The PKCS#11 backend needs cgo and this build tag.
+# The PKCS#11 backend needs cgo and this build tag (without cgo the tag
+# builds the backend's stub, as deploy/Dockerfile's static image does).
 TAGS  := -tags pkcs11
+# What `signet version` and signet_build_info say; deploy/Dockerfile sets the
+# same two variables.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+LDFLAGS := -X github.com/signet-dev/signet/server/telemetry.Version=$(VERSION) -X github.com/signet-dev/signet/server/telemetry.Commit=$(COMMIT)
 
 .PHONY: run build test test-deps lint rules bench fuzz generate check-generate clean
 
@@ -13,7 +19,7 @@ run: build ## Start Signet on the embedded local backend (./signet-data).
 	./$(BIN) serve $(if $(CONFIG),--config $(CONFIG))
 
 build:
-	$(GO) build $(TAGS) -o $(BIN) ./cmd/signet
+	$(GO) build $(TAGS) -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/signet
 
 # The Vault tests find the server binary only through SIGNET_VAULT_BIN.
 GOTEST := SIGNET_VAULT_BIN=$(CURDIR)/bin/vault $(GO) test $(TAGS) -race -count=1

@@ -8,7 +8,7 @@ PYTHON := /usr/bin/python3
 # builds the backend's stub, as deploy/Dockerfile's static image does).
 TAGS  := -tags pkcs11
 # What `signet version` and signet_build_info say; deploy/Dockerfile sets the
-# same two variables.
+# same two variables (its test in deploy/ checks that it does).
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -X github.com/signet-dev/signet/server/telemetry.Version=$(VERSION) -X github.com/signet-dev/signet/server/telemetry.Commit=$(COMMIT)
@@ -31,11 +31,21 @@ GOTEST := SIGNET_VAULT_BIN=$(CURDIR)/bin/vault $(GO) test $(TAGS) -race -count=1
 # go test's own exit status.
 # rules comes before the tests so that promtool is built (minutes, once) before
 # server/telemetry's TestAlertRules needs it alongside every other package.
+# The tests in deploy/ (Dockerfile, Helm chart) are a module of their own (deploy/go.mod),
+# so that Helm, the Kubernetes API types and BuildKit's Dockerfile parser stay
+# out of Signet's module graph; they render and parse, so they run without the
+# race detector (its build of Helm and Kubernetes would cost minutes, for
+# nothing that runs concurrently). The first build of that module takes a few
+# minutes on 2 cores.
+DEPLOYTEST := $(GO) -C deploy test -count=1
+
 test: test-deps lint rules bin/vault bin/testreport ## Install what the tests need, then run every test (with the race detector).
 ifeq ($(CI),true)
 	set -o pipefail; $(GOTEST) -json ./... | bin/testreport
+	set -o pipefail; $(DEPLOYTEST) -json ./... | bin/testreport
 else
 	$(GOTEST) ./...
+	$(DEPLOYTEST) ./...
 endif
 
 # A real Vault server for the Vault backend's tests, built from Vault's Go
@@ -66,6 +76,8 @@ lint:
 	$(GO) vet $(TAGS) ./...
 	$(GO) vet ./...
 	$(GO) -C scripts/tools vet ./testreport
+	$(GO) -C deploy mod verify
+	$(GO) -C deploy vet ./...
 
 bench: ## Print what Sign adds over the bare signature, and JWKS serving cost.
 	$(GO) test -run '^$$' -bench . -benchmem ./server/

@@ -13,7 +13,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -X github.com/signet-dev/signet/server/telemetry.Version=$(VERSION) -X github.com/signet-dev/signet/server/telemetry.Commit=$(COMMIT)
 
-.PHONY: run build test test-deps lint rules bench fuzz generate check-generate clean
+.PHONY: run build test test-deps lint rules bench fuzz generate check-generate chart-docs clean
 
 run: build ## Start Signet on the embedded local backend (./signet-data).
 	./$(BIN) serve $(if $(CONFIG),--config $(CONFIG))
@@ -101,6 +101,11 @@ generate: ## Regenerate gen/ from proto/ with the buf and plugins pinned in scri
 rules: ## Check deploy/prometheus/alerts.yaml and run its unit tests with promtool.
 	$(GO) tool $(TOOLS) promtool check rules deploy/prometheus/alerts.yaml
 	$(GO) tool $(TOOLS) promtool test rules deploy/prometheus/alerts_test.yaml
+
+# The values table in the chart's README is generated from values.schema.json
+# (descriptions) and values.yaml (defaults); deploy's tests fail if it is stale.
+chart-docs: ## Regenerate the values table in deploy/helm/signet/README.md.
+	$(GO) -C deploy run ./cmd/chartdoc helm/signet
 
 check-generate: generate
 	@git diff --exit-code -- gen/ && test -z "$$(git status --porcelain -- gen/)" || \

@@ -4,16 +4,22 @@ GO    ?= go
 BIN   := bin/signet
 # Debian's python3, where python3-jwt (PyJWT) is installed for the verifier tests.
 PYTHON := /usr/bin/python3
-# The PKCS#11 backend needs cgo and this build tag.
+# The PKCS#11 backend needs cgo and this build tag (without cgo the tag
+# builds the backend's stub, as deploy/Dockerfile's static image does).
 TAGS  := -tags pkcs11
+# What `signet version` and signet_build_info say; deploy/Dockerfile sets the
+# same two variables (its test in deploy/ checks that it does).
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+LDFLAGS := -X github.com/signet-dev/signet/server/telemetry.Version=$(VERSION) -X github.com/signet-dev/signet/server/telemetry.Commit=$(COMMIT)
 
-.PHONY: run build test test-deps lint rules bench fuzz generate check-generate clean
+.PHONY: run build test test-deps lint rules bench fuzz generate check-generate chart-docs clean
 
 run: build ## Start Signet on the embedded local backend (./signet-data).
 	./$(BIN) serve $(if $(CONFIG),--config $(CONFIG))
 
 build:
-	$(GO) build $(TAGS) -o $(BIN) ./cmd/signet
+	$(GO) build $(TAGS) -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/signet
 
 # The Vault tests find the server binary only through SIGNET_VAULT_BIN.
 GOTEST := SIGNET_VAULT_BIN=$(CURDIR)/bin/vault $(GO) test $(TAGS) -race -count=1
@@ -25,11 +31,21 @@ GOTEST := SIGNET_VAULT_BIN=$(CURDIR)/bin/vault $(GO) test $(TAGS) -race -count=1
 # go test's own exit status.
 # rules comes before the tests so that promtool is built (minutes, once) before
 # server/telemetry's TestAlertRules needs it alongside every other package.
+# The tests in deploy/ (Dockerfile, Helm chart) are a module of their own (deploy/go.mod),
+# so that Helm, the Kubernetes API types and BuildKit's Dockerfile parser stay
+# out of Signet's module graph; they render and parse, so they run without the
+# race detector (its build of Helm and Kubernetes would cost minutes, for
+# nothing that runs concurrently). The first build of that module takes a few
+# minutes on 2 cores.
+DEPLOYTEST := $(GO) -C deploy test -count=1
+
 test: test-deps lint rules bin/vault bin/testreport ## Install what the tests need, then run every test (with the race detector).
 ifeq ($(CI),true)
 	set -o pipefail; $(GOTEST) -json ./... | bin/testreport
+	set -o pipefail; $(DEPLOYTEST) -json ./... | bin/testreport
 else
 	$(GOTEST) ./...
+	$(DEPLOYTEST) ./...
 endif
 
 # A real Vault server for the Vault backend's tests, built from Vault's Go
@@ -69,6 +85,8 @@ lint:
 	$(GO) vet $(TAGS) ./...
 	$(GO) vet ./...
 	$(GO) -C scripts/tools vet ./testreport
+	$(GO) -C deploy mod verify
+	$(GO) -C deploy vet ./...
 
 bench: ## Print what Sign adds over the bare signature, and JWKS serving cost.
 	$(GO) test -run '^$$' -bench . -benchmem ./server/
@@ -96,6 +114,11 @@ generate: ## Regenerate gen/ from proto/ with the buf and plugins pinned in scri
 rules: ## Check deploy/prometheus/alerts.yaml and run its unit tests with promtool.
 	$(GO) tool $(TOOLS) promtool check rules deploy/prometheus/alerts.yaml
 	$(GO) tool $(TOOLS) promtool test rules deploy/prometheus/alerts_test.yaml
+
+# The values table in the chart's README is generated from values.schema.json
+# (descriptions) and values.yaml (defaults); deploy's tests fail if it is stale.
+chart-docs: ## Regenerate the values table in deploy/helm/signet/README.md.
+	$(GO) -C deploy run ./cmd/chartdoc helm/signet
 
 check-generate: generate
 	@git diff --exit-code -- gen/ && test -z "$$(git status --porcelain -- gen/)" || \

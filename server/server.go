@@ -72,7 +72,6 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err e
 	}()
 	opened := map[string]backends.Signer{}
 	var specs []lifecycle.RingSpec
-	maxTTLs := map[string]time.Duration{}
 	for _, rc := range cfg.KeyRings {
 		b, ok := opened[rc.Backend]
 		if !ok {
@@ -95,7 +94,6 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err e
 		alg, _ := backends.ParseAlgorithm(rc.Algorithm) // validated
 		specs = append(specs, lifecycle.RingSpec{Name: rc.Name, Algorithm: alg, Schedule: rc.Schedule(), Backend: b,
 			VerifySignatures: rc.Verify()})
-		maxTTLs[rc.Name] = rc.TokenMaxTTL.D()
 	}
 	s.jwks = &publisher{staleIfError: cfg.HTTP.JWKSStaleIfError.D(), log: log, metrics: s.metrics}
 	s.ks, err = lifecycle.New(ctx, specs, lifecycle.Options{Logger: log, Now: opts.Now,
@@ -109,7 +107,7 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err e
 	}
 	t := cfg.GRPC.TLS
 	s.authz, err = authz.New(authz.Config{CertFile: t.CertFile, KeyFile: t.KeyFile, ClientCAFile: t.ClientCAFile,
-		PolicyFile: cfg.PolicyFile, AuditPath: cfg.Audit.Path, Rings: maxTTLs, Now: opts.Now, Logger: log,
+		PolicyFile: cfg.PolicyFile, AuditPath: cfg.Audit.Path, Rings: cfg.TokenMaxTTLs(), Now: opts.Now, Logger: log,
 		OnReload: s.metrics.Reloaded})
 	if err != nil {
 		return nil, err

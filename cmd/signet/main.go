@@ -31,6 +31,9 @@ var commands = []command{
 	{"verify", "verify a token against a live JWKS", runVerify},
 	{"status", "show a running Signet's status (from its admin listener)", runStatus},
 	{"dev-certs", "create a development CA, certificates, policy and mTLS config", runDevCerts},
+	{"check-config", "check a config and its policy file as startup would, opening nothing", runCheckConfig},
+	{"health", "ask a Signet's gRPC health whether it can sign (the Kubernetes startup probe)", runHealth},
+	{"version", "print the version, commit and Go version", runVersion},
 }
 
 func main() {
@@ -73,7 +76,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 func usage(w io.Writer) {
 	fmt.Fprintf(w, "Signet issues JWTs signed by keys that stay in a key backend.\n\nUsage: signet <command> [flags]\n\nCommands:\n")
 	for _, c := range commands {
-		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.summary)
+		fmt.Fprintf(w, "  %-13s %s\n", c.name, c.summary)
 	}
 	fmt.Fprintf(w, "\nRun 'signet <command> --help' for a command's flags.\n")
 }

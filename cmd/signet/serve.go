@@ -18,7 +18,7 @@ import (
 )
 
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("serve", "[--config signet.yaml] [--ready-file PATH]",
+	fs := newFlagSet("serve", "[--config signet.yaml] [--ready-file PATH] [--check]",
 		"Runs Signet. With no config file it uses the embedded local backend under ./signet-data,\n"+
 			"one ES256 key ring \"default\", gRPC on 127.0.0.1:9090 (plaintext, loopback only) and\n"+
 			"HTTP on 127.0.0.1:8080. docs/configuration.md documents every option.\n\n"+
@@ -28,11 +28,15 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			"and it is removed when serve exits.", stderr)
 	configPath := fs.String("config", "", "YAML config file (default: built-in development config)")
 	readyFile := fs.String("ready-file", "", "once listening, write the bound gRPC and HTTP addresses to this JSON file")
+	check := fs.Bool("check", false, "check the config and policy file as check-config does, then exit without serving")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("serve takes no arguments, got %q", fs.Args())
+	}
+	if *check {
+		return checkConfig(*configPath, "", stdout)
 	}
 	cfg := config.Default()
 	if *configPath != "" {
@@ -60,7 +64,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	log := slog.New(h)
 
-	tracing, err := telemetry.StartTracing(ctx, nil, telemetry.Version)
+	tracing, err := telemetry.StartTracing(ctx, nil, telemetry.Build().Version)
 	if err != nil {
 		return err
 	}

@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
-	"fmt"
 	"log/slog"
 	"os"
 	"sync"
@@ -84,13 +83,9 @@ func New(cfg Config) (*Authorizer, error) {
 	a.certs = certs
 	a.watcher.add("certificates", "TLS certificates", certs.files(), certs.reload)
 	loadPolicy := func() error {
-		data, err := os.ReadFile(cfg.PolicyFile)
+		p, err := readPolicy(cfg.PolicyFile, os.ReadFile, cfg.Rings)
 		if err != nil {
-			return fmt.Errorf("policy_file: %w", err)
-		}
-		p, err := parsePolicy(data, cfg.Rings)
-		if err != nil {
-			return fmt.Errorf("policy_file %s: %w", cfg.PolicyFile, err)
+			return err
 		}
 		a.policy.Store(p)
 		a.limitersMu.Lock()

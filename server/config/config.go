@@ -295,6 +295,16 @@ func (c *Config) Validate() error {
 	return nil
 }
 
+// TokenMaxTTLs gives each key ring's token_max_ttl, by name: the policy
+// file may name only these rings and never allow a longer lifetime.
+func (c *Config) TokenMaxTTLs() map[string]time.Duration {
+	m := make(map[string]time.Duration, len(c.KeyRings))
+	for _, r := range c.KeyRings {
+		m[r.Name] = r.TokenMaxTTL.D()
+	}
+	return m
+}
+
 // MTLS reports whether gRPC callers are authenticated with certificates.
 func (c *Config) MTLS() bool {
 	t := c.GRPC.TLS

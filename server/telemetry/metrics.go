@@ -2,8 +2,6 @@ package telemetry
 
 import (
 	"net/http"
-	"runtime"
-	"runtime/debug"
 	"strconv"
 	"time"
 
@@ -91,19 +89,11 @@ func NewMetrics() *Metrics {
 	return m
 }
 
-// Version is Signet's version, set at build time with
-// -ldflags "-X github.com/signet-dev/signet/server/telemetry.Version=...";
-// without it the module version from the build info.
-var Version = ""
-
 func buildInfo() prometheus.Collector {
-	version := Version
-	if bi, ok := debug.ReadBuildInfo(); ok && version == "" {
-		version = bi.Main.Version
-	}
+	b := Build()
 	g := prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Name: "build_info",
 		Help:        "Always 1; the labels say which Signet this is.",
-		ConstLabels: prometheus.Labels{"version": version, "goversion": runtime.Version()}})
+		ConstLabels: prometheus.Labels{"version": b.Version, "commit": b.Commit, "goversion": b.GoVersion}})
 	g.Set(1)
 	return g
 }

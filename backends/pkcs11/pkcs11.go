@@ -326,8 +326,16 @@ type half struct {
 func (b *Backend) list(ctx context.Context, ring backends.KeyRing) ([]*object, []stray, error) {
 	var out []*object
 	var strays []stray
+	// A key whose public key cannot be read is the newest's interrupted
+	// creation (a process killed while SoftHSM2 wrote the object) or a
+	// published version gone bad; only the first may be set aside.
+	type unreadableKey struct {
+		stray
+		n uint32
+	}
+	var unreadable []unreadableKey
 	err := b.pool.with(ctx, func(sh p11.SessionHandle) error {
-		out, strays = nil, nil
+		out, strays, unreadable = nil, nil, nil
 		read := func(class uint) (map[string]half, []string, error) {
 			hs, err := findObjects(b.mod.ctx, sh, []*p11.Attribute{p11.NewAttribute(p11.CKA_CLASS, class)})
 			if err != nil {
@@ -391,7 +399,9 @@ func (b *Backend) list(ctx context.Context, ring backends.KeyRing) ([]*object, [
 				pk, err = readPublicKey(b.mod.ctx, sh, pub.h, ring.Algorithm)
 			}
 			if err != nil {
-				return errorf(backends.KindFailedPrecondition, "key %q on the token: %v", pub.label, err)
+				unreadable = append(unreadable, unreadableKey{stray{id: []byte(id), label: pub.label,
+					why: "its public key cannot be read (" + err.Error() + "): its generation or relabelling was interrupted"}, n})
+				continue
 			}
 			out = append(out, &object{id: []byte(id), ring: r, n: n, created: created, pub: pk, private: hasPriv})
 		}
@@ -404,6 +414,16 @@ func (b *Backend) list(ctx context.Context, ring backends.KeyRing) ([]*object, [
 	})
 	if err != nil {
 		return nil, nil, classify(err, "listing keys of ring "+ring.Name)
+	}
+	var newest uint32
+	for _, o := range out {
+		newest = max(newest, o.n)
+	}
+	for _, u := range unreadable {
+		if u.n <= newest {
+			return nil, nil, errorf(backends.KindFailedPrecondition, "key %q on the token: %s", u.label, u.why)
+		}
+		strays = append(strays, u.stray)
 	}
 	sort.Slice(out, func(i, j int) bool {
 		if out[i].n != out[j].n {

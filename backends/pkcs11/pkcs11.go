@@ -416,11 +416,15 @@ func (b *Backend) list(ctx context.Context, ring backends.KeyRing) ([]*object, [
 		return nil, nil, classify(err, "listing keys of ring "+ring.Name)
 	}
 	var newest uint32
+	readable := map[uint32]bool{}
 	for _, o := range out {
 		newest = max(newest, o.n)
+		readable[o.n] = true
 	}
 	for _, u := range unreadable {
-		if u.n <= newest {
+		// Set aside: newer than every readable version, or a duplicate of
+		// a version number a readable pair holds (a lost race's loser).
+		if u.n <= newest && !readable[u.n] {
 			return nil, nil, errorf(backends.KindFailedPrecondition, "key %q on the token: %s", u.label, u.why)
 		}
 		strays = append(strays, u.stray)

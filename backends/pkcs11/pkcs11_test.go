@@ -416,8 +416,26 @@ func TestUnreadablePublicKey(t *testing.T) {
 	if err != nil || len(left) != 1 {
 		t.Errorf("leftovers %v, %v; want the unreadable key", left, err)
 	}
+	// An unreadable duplicate of a readable version is a lost race's loser.
 	broken(1, []byte{0, 0, 0, 1, 9, 9, 9, 9})
+	if vs, err := b.Versions(context.Background(), ring); err != nil || len(vs) != 1 || vs[0].ID != v1.ID {
+		t.Errorf("with an unreadable duplicate of version 1: %v, %v", vs, err)
+	}
+	// A published version whose only key became unreadable is an error.
+	v2 := signertest.CreateVersion(t, b, ring, v1.ID)
+	v3 := signertest.CreateVersion(t, b, ring, v2.ID)
+	id, _ := hex.DecodeString(v2.ID)
+	if err := b.pool.with(context.Background(), func(sh p11.SessionHandle) error {
+		hs, err := findObjects(b.mod.ctx, sh, []*p11.Attribute{p11.NewAttribute(p11.CKA_CLASS, p11.CKO_PUBLIC_KEY), p11.NewAttribute(p11.CKA_ID, id)})
+		if err != nil || len(hs) != 1 {
+			return fmt.Errorf("%d public objects, %v", len(hs), err)
+		}
+		return b.mod.ctx.DestroyObject(sh, hs[0])
+	}); err != nil {
+		t.Fatal(err)
+	}
+	broken(2, id) // in its place, with the same CKA_ID, a public key that cannot be read
 	if _, err := b.Versions(context.Background(), ring); backends.KindOf(err) != backends.KindFailedPrecondition {
-		t.Errorf("an unreadable key of a published version number: %v, want FailedPrecondition", err)
+		t.Errorf("version %s's only key unreadable (newest %s): %v, want FailedPrecondition", v2.ID, v3.ID, err)
 	}
 }

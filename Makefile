@@ -42,7 +42,8 @@ bin/testreport: scripts/tools/testreport/main.go
 	$(GO) -C scripts/tools build -o $(CURDIR)/bin/testreport ./testreport
 
 # PyJWT and node's jose verify Signet's tokens in the end-to-end tests;
-# SoftHSM2 is the PKCS#11 token the HSM backend's tests run against.
+# SoftHSM2 is the PKCS#11 token the HSM backend's tests run against, and
+# OpenSC's pkcs11-tool is how those tests see its objects as the token does.
 JOSE_VERSION := 6.2.18
 test-deps: bin/npm/node_modules/jose/package.json
 
@@ -55,6 +56,7 @@ test-deps:
 	@missing=""; \
 	$(PYTHON) -c 'import jwt, cryptography' 2>/dev/null || missing="$$missing python3-jwt python3-cryptography"; \
 	command -v softhsm2-util >/dev/null || missing="$$missing softhsm2"; \
+	command -v pkcs11-tool >/dev/null || missing="$$missing opensc"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing$$missing for the tests"; \
 		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \

@@ -558,6 +558,31 @@ var curveOIDs = map[backends.Algorithm]asn1.ObjectIdentifier{
 	backends.EdDSA: {1, 3, 101, 112},
 }
 
+// The usage attributes of each half of a key pair. A version's key pair
+// has exactly one of each true: CKA_SIGN on the private key, CKA_VERIFY on
+// the public one.
+var (
+	privateUsages = []usage{{p11.CKA_SIGN, "CKA_SIGN"}, {p11.CKA_DECRYPT, "CKA_DECRYPT"}, {p11.CKA_UNWRAP, "CKA_UNWRAP"},
+		{p11.CKA_DERIVE, "CKA_DERIVE"}, {p11.CKA_SIGN_RECOVER, "CKA_SIGN_RECOVER"}}
+	publicUsages = []usage{{p11.CKA_VERIFY, "CKA_VERIFY"}, {p11.CKA_ENCRYPT, "CKA_ENCRYPT"}, {p11.CKA_WRAP, "CKA_WRAP"},
+		{p11.CKA_VERIFY_RECOVER, "CKA_VERIFY_RECOVER"}, {p11.CKA_DERIVE, "CKA_DERIVE"}}
+)
+
+type usage struct {
+	attr uint
+	name string
+}
+
+// usageTemplate sets the one usage attribute that is wanted, and every
+// other of the half's usage attributes false.
+func usageTemplate(want uint, all []usage) []*p11.Attribute {
+	out := make([]*p11.Attribute, len(all))
+	for i, u := range all {
+		out[i] = p11.NewAttribute(u.attr, u.attr == want)
+	}
+	return out
+}
+
 // CreateVersion generates a key pair in the token as version latest+1.
 func (b *Backend) CreateVersion(ctx context.Context, ring backends.KeyRing, latest string) (backends.Version, error) {
 	if !backends.Supports(b, ring.Algorithm) {
@@ -589,15 +614,21 @@ func (b *Backend) CreateVersion(ctx context.Context, ring backends.KeyRing, late
 	lbl := label(ring.Name, n, created)
 
 	pending := pendingPrefix + strings.TrimPrefix(lbl, "signet")
+	// Every usage attribute is set, none left to the token's defaults
+	// (SoftHSM2's let a private key decrypt and unwrap, and its public key
+	// encrypt and wrap): the private key signs and the public key verifies,
+	// nothing else.
 	pubTmpl := []*p11.Attribute{
-		p11.NewAttribute(p11.CKA_TOKEN, true), p11.NewAttribute(p11.CKA_PRIVATE, false), p11.NewAttribute(p11.CKA_VERIFY, true),
+		p11.NewAttribute(p11.CKA_TOKEN, true), p11.NewAttribute(p11.CKA_PRIVATE, false),
 		p11.NewAttribute(p11.CKA_LABEL, pending), p11.NewAttribute(p11.CKA_ID, id),
 	}
+	pubTmpl = append(pubTmpl, usageTemplate(p11.CKA_VERIFY, publicUsages)...)
 	privTmpl := []*p11.Attribute{
 		p11.NewAttribute(p11.CKA_TOKEN, true), p11.NewAttribute(p11.CKA_PRIVATE, true), p11.NewAttribute(p11.CKA_SENSITIVE, true),
-		p11.NewAttribute(p11.CKA_EXTRACTABLE, false), p11.NewAttribute(p11.CKA_SIGN, true),
+		p11.NewAttribute(p11.CKA_EXTRACTABLE, false),
 		p11.NewAttribute(p11.CKA_LABEL, lbl), p11.NewAttribute(p11.CKA_ID, id),
 	}
+	privTmpl = append(privTmpl, usageTemplate(p11.CKA_SIGN, privateUsages)...)
 	var mech uint
 	switch {
 	case ring.Algorithm.IsECDSA() || ring.Algorithm.IsEdDSA():

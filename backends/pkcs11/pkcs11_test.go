@@ -383,3 +383,39 @@ func TestIncompleteKeyPairsAreNeverVersions(t *testing.T) {
 		t.Errorf("%d clean-ups reported, want 3", recovered.Load())
 	}
 }
+
+// The key pairs Signet generates can do one thing each, as the token
+// itself reports them (OpenSC's pkcs11-tool, not this backend's reading of
+// the attributes): the private key signs, the public key verifies, and
+// neither decrypts, encrypts, wraps, unwraps, derives or recovers.
+func TestKeysCanOnlySign(t *testing.T) {
+	tok := softhsmtest.New(t)
+	b := open(t, tok.URI())
+	var made []string
+	for _, alg := range []backends.Algorithm{backends.ES256, backends.ES384, backends.ES512, backends.RS256, backends.PS256, backends.EdDSA} {
+		if !backends.Supports(b, alg) {
+			t.Logf("SoftHSM2 does not offer %s here", alg)
+			continue
+		}
+		v := signertest.CreateVersion(t, b, backends.KeyRing{Name: "usage-" + strings.ToLower(string(alg)), Algorithm: alg}, "")
+		made = append(made, v.ID)
+	}
+	objs, listing := tok.ListObjects(t)
+	t.Logf("pkcs11-tool --list-objects:\n%s", listing)
+	want := map[string]string{"Private Key Object": "sign", "Public Key Object": "verify"}
+	seen := map[string]int{}
+	for _, o := range objs {
+		if !strings.HasPrefix(o.Label, "signet/") {
+			continue
+		}
+		seen[o.ID]++
+		if w := want[o.Class]; strings.Join(o.Usage, ", ") != w {
+			t.Errorf("%s %s (%s): usage %q, want only %q", o.Class, o.ID, o.Label, strings.Join(o.Usage, ", "), w)
+		}
+	}
+	for _, id := range made {
+		if seen[id] != 2 {
+			t.Errorf("version %s: %d of its two objects listed by pkcs11-tool", id, seen[id])
+		}
+	}
+}

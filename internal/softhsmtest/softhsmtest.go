@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -65,4 +66,66 @@ func New(t testing.TB) *Token {
 // URI is the backend URI of the token, with the PIN from a file.
 func (tok *Token) URI() string {
 	return "pkcs11:token=" + tok.Label + "?module-path=" + tok.Module + "&pin-source=file:" + tok.PINFile
+}
+
+// Object is one object of OpenSC's `pkcs11-tool --list-objects` listing.
+type Object struct {
+	Class string   // "Private Key Object", "Public Key Object", ...
+	Label string   // its label
+	ID    string   // its CKA_ID in hex
+	Usage []string // what the token lets it be used for: "sign", "verify", "decrypt", ...
+}
+
+// ListObjects lists the token's objects as OpenSC's pkcs11-tool sees them
+// (logged in, so private keys are listed too): the token's own view, not
+// Signet's. It also returns the listing as pkcs11-tool printed it.
+func (tok *Token) ListObjects(t testing.TB) ([]Object, string) {
+	t.Helper()
+	if _, err := exec.LookPath("pkcs11-tool"); err != nil {
+		t.Fatalf("OpenSC's pkcs11-tool is not installed: `make test` installs Debian's opensc")
+	}
+	out, err := exec.Command("pkcs11-tool", "--module", tok.Module, "--token-label", tok.Label, // #nosec G204 -- test helper: the module path is one of ModulePaths
+		"--login", "--pin", tok.PIN, "--list-objects").CombinedOutput()
+	if err != nil {
+		t.Fatalf("pkcs11-tool --list-objects: %v\n%s", err, out)
+	}
+	return parseListing(string(out)), string(out)
+}
+
+// parseListing reads pkcs11-tool's listing: a line naming the class
+// ("Private Key Object; EC"), then indented "name: value" lines.
+func parseListing(s string) []Object {
+	var objs []Object
+	for _, line := range strings.Split(s, "\n") {
+		if line == "" {
+			continue
+		}
+		if line[0] != ' ' && line[0] != '\t' {
+			class, _, _ := strings.Cut(line, ";")
+			objs = append(objs, Object{Class: strings.TrimSpace(class)})
+			continue
+		}
+		if len(objs) == 0 {
+			continue
+		}
+		o := &objs[len(objs)-1]
+		name, value, ok := strings.Cut(strings.TrimSpace(line), ":")
+		if !ok {
+			continue
+		}
+		value = strings.TrimSpace(value)
+		switch name {
+		case "label":
+			o.Label = value
+		case "ID":
+			o.ID = value
+		case "Usage":
+			for _, u := range strings.Split(value, ",") {
+				if u = strings.TrimSpace(u); u != "" && u != "none" {
+					o.Usage = append(o.Usage, u)
+				}
+			}
+		}
+	}
+	return objs
 }

@@ -94,7 +94,7 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err e
 		}
 		alg, _ := backends.ParseAlgorithm(rc.Algorithm) // validated
 		specs = append(specs, lifecycle.RingSpec{Name: rc.Name, Algorithm: alg, Schedule: rc.Schedule(), Backend: b,
-			VerifySignatures: rc.Verify()})
+			VerifySignatures: rc.Verify(), AllowBroadKeyUsage: rc.AllowBroadKeyUsage})
 		maxTTLs[rc.Name] = rc.TokenMaxTTL.D()
 	}
 	s.jwks = &publisher{staleIfError: cfg.HTTP.JWKSStaleIfError.D(), log: log, metrics: s.metrics}

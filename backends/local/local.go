@@ -314,6 +314,49 @@ func (s *Store) Leftovers(ctx context.Context, ring backends.KeyRing) ([]backend
 	return out, nil
 }
 
+// CheckKeyUsage refuses a ring whose private keys others than this
+// process's user may read: the ring's directory, a key file of a version
+// that can still sign, or the key-encryption key file open to the group or
+// to others (Signet makes them 0700 and 0600). A key anyone on the machine
+// can copy can do more than sign here.
+func (s *Store) CheckKeyUsage(ctx context.Context, ring backends.KeyRing) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	dir, err := s.ringDir(ring)
+	if err != nil {
+		return err
+	}
+	vs, err := s.Versions(ctx, ring)
+	if err != nil {
+		return err
+	}
+	paths := []string{filepath.Join(s.dir, "kek"), dir}
+	for _, v := range vs {
+		if !v.Disabled {
+			paths = append(paths, s.path(ring, v.ID))
+		}
+	}
+	var broad []string
+	for _, p := range paths {
+		info, err := os.Stat(p)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue // no KEK file: the KEK comes from the environment
+		}
+		if err != nil {
+			return errorf(backends.KindUnavailable, "reading %s: %w", p, err)
+		}
+		if perm := info.Mode().Perm(); perm&0o077 != 0 {
+			broad = append(broad, fmt.Sprintf("%s has mode %#o (group or others may use it)", p, perm))
+		}
+	}
+	if len(broad) > 0 {
+		return errorf(backends.KindFailedPrecondition, "key ring %q: %s: its private keys may be read by others than this user "+
+			"(Signet makes key files 0600 in 0700 directories); chmod them", ring.Name, strings.Join(broad, "; "))
+	}
+	return nil
+}
+
 func versionNumber(id string) uint64 {
 	n, _ := strconv.ParseUint(id, 10, 64)
 	return n

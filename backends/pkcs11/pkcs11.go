@@ -583,6 +583,59 @@ func usageTemplate(want uint, all []usage) []*p11.Attribute {
 	return out
 }
 
+// CheckKeyUsage refuses a ring one of whose private keys that can still
+// sign may also decrypt, unwrap, derive or sign with recovery: an object
+// made by hand, or by a Signet that left those attributes to the token.
+// Public halves are not judged: what a public key can do, anyone who has it
+// can do outside the token.
+func (b *Backend) CheckKeyUsage(ctx context.Context, ring backends.KeyRing) error {
+	objs, _, err := b.list(ctx, ring)
+	if err != nil {
+		return err
+	}
+	var broad []string
+	err = b.pool.with(ctx, func(sh p11.SessionHandle) error {
+		broad = nil
+		for _, o := range objs {
+			if !o.private {
+				continue // revoked: its private key is gone
+			}
+			hs, err := findObjects(b.mod.ctx, sh, []*p11.Attribute{p11.NewAttribute(p11.CKA_CLASS, p11.CKO_PRIVATE_KEY), p11.NewAttribute(p11.CKA_ID, o.id)})
+			if err != nil {
+				return err
+			}
+			for _, h := range hs {
+				var set []string
+				for _, u := range privateUsages[1:] {
+					attrs, err := attributes(b.mod.ctx, sh, h, u.attr)
+					if isCode(err, p11.CKR_ATTRIBUTE_TYPE_INVALID) {
+						continue // the token has no such attribute for this key type: it cannot allow it
+					}
+					if err != nil {
+						return err
+					}
+					if v := attrs[0].Value; len(v) > 0 && v[0] != 0 {
+						set = append(set, u.name)
+					}
+				}
+				if len(set) > 0 {
+					broad = append(broad, fmt.Sprintf("the private key of version %d (CKA_ID=%s, label %q) has %s set",
+						o.n, hex.EncodeToString(o.id), label(o.ring, o.n, o.created), strings.Join(set, ", ")))
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return classify(err, "reading the usage attributes of ring "+ring.Name)
+	}
+	if len(broad) > 0 {
+		return errorf(backends.KindFailedPrecondition, "key ring %q: %s: it may do more than sign (Signet sets only CKA_SIGN); "+
+			"clear those attributes on the token, or rotate and revoke the version", ring.Name, strings.Join(broad, "; "))
+	}
+	return nil
+}
+
 // CreateVersion generates a key pair in the token as version latest+1.
 func (b *Backend) CreateVersion(ctx context.Context, ring backends.KeyRing, latest string) (backends.Version, error) {
 	if !backends.Supports(b, ring.Algorithm) {

@@ -419,3 +419,51 @@ func TestKeysCanOnlySign(t *testing.T) {
 		}
 	}
 }
+
+// A version whose private key was made by hand with decrypt and unwrap
+// enabled (or by a Signet that left them to the token's defaults) is
+// refused by the usage check, which names the attributes; once it is
+// revoked (its private key destroyed) nothing is left to judge.
+func TestHandMadeKeyThatDecryptsIsRefused(t *testing.T) {
+	tok := softhsmtest.New(t)
+	b := open(t, tok.URI())
+	ctx := context.Background()
+	good := backends.KeyRing{Name: "narrow", Algorithm: backends.ES256}
+	signertest.CreateVersion(t, b, good, "")
+	if err := b.CheckKeyUsage(ctx, good); err != nil {
+		t.Fatalf("a version Signet made: %v", err)
+	}
+
+	ring := backends.KeyRing{Name: "by-hand", Algorithm: backends.ES256}
+	id := []byte{0, 0, 0, 1, 9, 9, 9, 9}
+	lbl := label(ring.Name, 1, time.Now())
+	if err := b.pool.with(ctx, func(sh p11.SessionHandle) error {
+		params, _ := asn1.Marshal(curveOIDs[backends.ES256])
+		_, _, err := b.mod.ctx.GenerateKeyPair(sh, []*p11.Mechanism{p11.NewMechanism(p11.CKM_EC_KEY_PAIR_GEN, nil)},
+			[]*p11.Attribute{p11.NewAttribute(p11.CKA_TOKEN, true), p11.NewAttribute(p11.CKA_VERIFY, true),
+				p11.NewAttribute(p11.CKA_LABEL, lbl), p11.NewAttribute(p11.CKA_ID, id), p11.NewAttribute(p11.CKA_EC_PARAMS, params)},
+			[]*p11.Attribute{p11.NewAttribute(p11.CKA_TOKEN, true), p11.NewAttribute(p11.CKA_PRIVATE, true), p11.NewAttribute(p11.CKA_SIGN, true),
+				p11.NewAttribute(p11.CKA_DECRYPT, true), p11.NewAttribute(p11.CKA_UNWRAP, true),
+				p11.NewAttribute(p11.CKA_LABEL, lbl), p11.NewAttribute(p11.CKA_ID, id)})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	vs, err := b.Versions(ctx, ring)
+	if err != nil || len(vs) != 1 {
+		t.Fatalf("the hand-made pair is not listed as version 1: %+v, %v", vs, err)
+	}
+	err = b.CheckKeyUsage(ctx, ring)
+	if backends.KindOf(err) != backends.KindFailedPrecondition || !strings.Contains(err.Error(), "CKA_DECRYPT, CKA_UNWRAP") ||
+		!strings.Contains(err.Error(), hex.EncodeToString(id)) {
+		t.Fatalf("usage check of a private key that may decrypt and unwrap: %v", err)
+	}
+	t.Log(err)
+	v2 := signertest.CreateVersion(t, b, ring, vs[0].ID)
+	if err := b.DisableVersion(ctx, ring, vs[0].ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.CheckKeyUsage(ctx, ring); err != nil {
+		t.Errorf("after rotating to %s and revoking the hand-made version: %v", v2.ID, err)
+	}
+}

@@ -87,6 +87,12 @@ type RingConfig struct {
 	// remote backends (Vault, AWS KMS, PKCS#11), off for local, which signs
 	// in process with the key it just read.
 	VerifySignatures *bool `yaml:"verify_signatures"`
+
+	// AllowBroadKeyUsage lets the ring start although one of its existing
+	// keys can do more than sign (a PKCS#11 private key that may decrypt,
+	// an exportable Transit key, a key file others can read); the finding
+	// is logged as a warning. Off: such a ring stops startup.
+	AllowBroadKeyUsage bool `yaml:"allow_broad_key_usage"`
 }
 
 // Verify says whether the ring checks its backend's signatures.

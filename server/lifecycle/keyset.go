@@ -113,6 +113,10 @@ type RingSpec struct {
 	// object, a faulty device) fails the Sign instead of issuing a token
 	// no verifier accepts.
 	VerifySignatures bool
+	// AllowBroadKeyUsage lets the ring start although its backend reports
+	// (backends.UsageChecker) that some of its keys can do more than sign;
+	// the finding is logged as a warning instead.
+	AllowBroadKeyUsage bool
 }
 
 // New reads every ring's versions and creates the first version of a ring
@@ -147,6 +151,9 @@ func New(ctx context.Context, specs []RingSpec, opts Options) (*KeySet, error) {
 			if created {
 				ks.log.Info("created the first version of a key ring", "key_ring", r.Name, "kid", v.Kid, "backend_id", v.ID)
 			}
+		}
+		if err := ks.checkKeyUsage(ctx, r, spec.AllowBroadKeyUsage); err != nil {
+			return nil, err
 		}
 		ks.rings = append(ks.rings, r)
 		ks.byName[r.Name] = r
@@ -184,6 +191,30 @@ func (ks *KeySet) createFirst(ctx context.Context, r *Ring) (v *Version, created
 			return a, false, nil
 		}
 	}
+}
+
+// checkKeyUsage asks the ring's backend, if it can tell
+// (backends.UsageChecker), whether any of the ring's keys can do more than
+// sign, and refuses the ring if one can, unless allowBroad.
+func (ks *KeySet) checkKeyUsage(ctx context.Context, r *Ring, allowBroad bool) error {
+	checker, ok := r.backend.(backends.UsageChecker)
+	if !ok {
+		return nil
+	}
+	bctx, cancel := ks.backendContext(ctx)
+	err := checker.CheckKeyUsage(bctx, r.key)
+	cancel()
+	switch {
+	case err == nil || backends.KindOf(err) == backends.KindUnimplemented:
+		return nil
+	case backends.KindOf(err) != backends.KindFailedPrecondition:
+		return fmt.Errorf("key ring %q: checking what its keys may be used for: %w", r.Name, err)
+	case allowBroad:
+		ks.log.Warn("a key of the ring may do more than sign; starting anyway because the ring sets allow_broad_key_usage",
+			"key_ring", r.Name, "err", err)
+		return nil
+	}
+	return fmt.Errorf("%w (to start anyway, set allow_broad_key_usage: true on key ring %q)", err, r.Name)
 }
 
 // Leftovers lists what the ring's backend holds for it that is not a

@@ -201,6 +201,8 @@ type transitKey struct {
 	LatestVersion        int                        `json:"latest_version"`
 	MinEncryptionVersion int                        `json:"min_encryption_version"`
 	Exportable           bool                       `json:"exportable"`
+	AllowPlaintextBackup bool                       `json:"allow_plaintext_backup"`
+	DeletionAllowed      bool                       `json:"deletion_allowed"`
 	Keys                 map[string]transitKeyEntry `json:"keys"`
 }
 
@@ -234,10 +236,37 @@ func (b *Backend) readKey(ctx context.Context, ring backends.KeyRing) (*transitK
 			"Transit key %q is of type %s but key ring %q needs %s for %s: use another key (key.%s=NAME) or another algorithm",
 			name, k.Type, ring.Name, want, ring.Algorithm, ring.Name)
 	}
-	if k.Exportable {
-		b.log.Warn("Transit key is exportable: its private key can leave Vault", "key", name)
-	}
 	return &k, nil
+}
+
+// CheckKeyUsage refuses a ring whose Transit key lets its private key leave
+// Vault (exportable, allow_plaintext_backup) or lets it be deleted
+// (deletion_allowed: deleted and re-created under the same name, it would
+// sign with another key). Signet creates keys with all three false. The
+// key's type is checked on every read.
+func (b *Backend) CheckKeyUsage(ctx context.Context, ring backends.KeyRing) error {
+	if err := b.checkOpen(); err != nil {
+		return err
+	}
+	k, err := b.readKey(ctx, ring)
+	if err != nil || k == nil {
+		return err
+	}
+	var broad []string
+	for _, f := range []struct {
+		set  bool
+		name string
+	}{{k.Exportable, "exportable"}, {k.AllowPlaintextBackup, "allow_plaintext_backup"}, {k.DeletionAllowed, "deletion_allowed"}} {
+		if f.set {
+			broad = append(broad, f.name)
+		}
+	}
+	if len(broad) > 0 {
+		return errorf(backends.KindFailedPrecondition, "key ring %q: Transit key %q has %s set: its private key may leave Vault "+
+			"or the key be replaced (Signet creates keys with exportable, allow_plaintext_backup and deletion_allowed false)",
+			ring.Name, b.keyName(ring), strings.Join(broad, " and "))
+	}
+	return nil
 }
 
 // Versions lists the Transit key's versions with Vault's creation times.
@@ -325,7 +354,8 @@ func (b *Backend) CreateVersion(ctx context.Context, ring backends.KeyRing, late
 	var want int
 	if k == nil {
 		_, err = b.call(ctx, func(ctx context.Context) (*api.Secret, error) {
-			return b.client.Logical().WriteWithContext(ctx, b.path("keys", name), map[string]any{"type": typ, "exportable": false})
+			return b.client.Logical().WriteWithContext(ctx, b.path("keys", name), map[string]any{"type": typ, "exportable": false,
+				"allow_plaintext_backup": false})
 		})
 		want = 1
 	} else {

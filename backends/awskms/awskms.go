@@ -261,9 +261,11 @@ func (b *Backend) version(ctx context.Context, ring backends.KeyRing, a alias) (
 	}
 	md := d.KeyMetadata
 	arn := aws.ToString(md.Arn)
+	// A key's usage is fixed when it is made: one that is not SIGN_VERIFY
+	// cannot sign, so it is refused here, at every read, with no opt-out.
 	if md.KeySpec != keySpecs[ring.Algorithm] || md.KeyUsage != types.KeyUsageTypeSignVerify {
 		return backends.Version{}, errorf(backends.KindFailedPrecondition,
-			"%s points to a %s key for %s, but key ring %q needs a %s SIGN_VERIFY key for %s",
+			"%s points to a key with KeySpec=%s and KeyUsage=%s, but key ring %q needs KeySpec=%s and KeyUsage=SIGN_VERIFY for %s",
 			a.name, md.KeySpec, md.KeyUsage, ring.Name, keySpecs[ring.Algorithm], ring.Algorithm)
 	}
 	disabled := md.KeyState != types.KeyStateEnabled

@@ -296,19 +296,32 @@ func (ks *KeySet) Refresh(ctx context.Context, r *Ring) error {
 }
 
 // checkKeysUnchanged refuses a read in which a version this ring knows
-// has another public key than before: its kid, and the JWKS that verifiers
-// hold, would silently change under tokens already issued. The last good
-// key set stays in force and the ring reports the mismatch.
+// has another public key than before, or in which a version that signs, or
+// signed tokens that may still be valid (active or retiring), is missing:
+// its kid, and the JWKS that verifiers hold, would silently change under
+// tokens already issued. (A backend never drops a version itself: revoked
+// ones stay listed, disabled. A missing one was deleted, or, on AWS KMS,
+// its version alias re-pointed at another key, which lists version n under
+// another ARN.) The last good key set stays in force and the ring reports
+// the mismatch.
 func (ks *KeySet) checkKeysUnchanged(r *Ring, vs []*Version) error {
-	cur := r.snap.Load()
-	if cur == nil {
+	if r.snap.Load() == nil {
 		return nil
 	}
-	for _, v := range vs {
-		if old := find(cur.versions, v.ID); old != nil && old.Kid != v.Kid {
-			err := backends.Errorf(backends.KindFailedPrecondition, "",
+	for _, old := range ks.current(r).versions {
+		v := find(vs, old.ID)
+		var err error
+		switch {
+		case v != nil && old.Kid != v.Kid:
+			err = backends.Errorf(backends.KindFailedPrecondition, "",
 				"version %s of key ring %q has another public key in the backend than the one published (kid %s, now %s): "+
 					"the key was replaced behind Signet's back; the published key set stays as it was", v.ID, r.Name, old.Kid, v.Kid)
+		case v == nil && (old.State == StateActive || old.State == StateRetiring):
+			err = backends.Errorf(backends.KindFailedPrecondition, "",
+				"version %s of key ring %q (kid %s, %s) is no longer listed by the backend: it was removed, or its alias "+
+					"re-pointed at another key, behind Signet's back; the published key set stays as it was", old.ID, r.Name, old.Kid, old.State)
+		}
+		if err != nil {
 			ks.keyMismatch(r, &r.keyChanged, err)
 			return err
 		}

@@ -135,6 +135,26 @@ func (s *Server) Aliases() map[string]string {
 	return out
 }
 
+// ReplaceKeyMaterial gives the key keyID (a key id or ARN) new key material
+// of the same spec, keeping its id, ARN, state, description and tags: what
+// a faulty or compromised KMS would do. Real KMS never does (a key's
+// material is fixed), which is why Signet's tests need it: Sign then signs
+// with a key other than the one the version published.
+func (s *Server) ReplaceKeyMaterial(keyID string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	k, e := s.find(map[string]any{"KeyId": keyID})
+	if e != nil {
+		return fmt.Errorf("%s: %s", e.typ, e.msg)
+	}
+	priv, err := generate(k.Spec)
+	if err != nil {
+		return err
+	}
+	k.priv = priv
+	return nil
+}
+
 // After arms fn to run each time action has been carried out successfully,
 // before the answer is sent, with the access key id of the request's
 // signature (which tells apart the processes of a test that gives each its

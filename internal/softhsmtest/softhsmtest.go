@@ -81,15 +81,25 @@ type Object struct {
 // Signet's. It also returns the listing as pkcs11-tool printed it.
 func (tok *Token) ListObjects(t testing.TB) ([]Object, string) {
 	t.Helper()
+	out := tok.Tool(t, "--list-objects")
+	return parseListing(out), out
+}
+
+// Tool runs OpenSC's pkcs11-tool on the token, logged in as the user, in
+// another process: what an operator (or an intruder) with the PIN can do
+// behind the back of the process under test. It fails the test if
+// pkcs11-tool does, and returns what it printed.
+func (tok *Token) Tool(t testing.TB, args ...string) string {
+	t.Helper()
 	if _, err := exec.LookPath("pkcs11-tool"); err != nil {
 		t.Fatalf("OpenSC's pkcs11-tool is not installed: `make test` installs Debian's opensc")
 	}
-	out, err := exec.Command("pkcs11-tool", "--module", tok.Module, "--token-label", tok.Label, // #nosec G204 -- test helper: the module path is one of ModulePaths
-		"--login", "--pin", tok.PIN, "--list-objects").CombinedOutput()
+	args = append([]string{"--module", tok.Module, "--token-label", tok.Label, "--login", "--pin", tok.PIN}, args...)
+	out, err := exec.Command("pkcs11-tool", args...).CombinedOutput() // #nosec G204 -- test helper: the arguments are the test's own
 	if err != nil {
-		t.Fatalf("pkcs11-tool --list-objects: %v\n%s", err, out)
+		t.Fatalf("pkcs11-tool %s: %v\n%s", strings.Join(args[6:], " "), err, out)
 	}
-	return parseListing(string(out)), string(out)
+	return string(out)
 }
 
 // parseListing reads pkcs11-tool's listing: a line naming the class

@@ -78,7 +78,10 @@ bench: ## Print what Sign adds over the bare signature, and JWKS serving cost.
 fuzz: ## Fuzz the parsers of untrusted and operator input, FUZZTIME each (default 30s).
 	@set -e; for target in FuzzEncodeClaims:./server/jose/ FuzzTyp:./server/jose/ FuzzGlobMatch:./server/authz/ \
 		FuzzParsePolicy:./server/authz/ FuzzParse:./server/config/ FuzzECDSASignatureFromDER:./backends/ \
-		FuzzParsePublicKey:./backends/vault/; do \
+		FuzzParsePublicKey:./backends/vault/ FuzzDecodeSignBatch:./backends/vault/ \
+		FuzzPublicKeyDER:./backends/awskms/ FuzzDescription:./backends/awskms/ \
+		FuzzParseURI:./backends/ FuzzParseURI:./backends/vault/ FuzzParseURI:./backends/awskms/ \
+		FuzzParseURI:./backends/pkcs11/ FuzzDirFromURI:./backends/local/; do \
 		echo "fuzz $${target%%:*}"; \
 		$(GO) test -run '^$$' -fuzz "^$${target%%:*}$$" -fuzztime $(or $(FUZZTIME),30s) $${target#*:}; \
 	done

@@ -35,15 +35,28 @@ const KEKEnv = "SIGNET_LOCAL_KEK"
 
 func init() {
 	backends.Register(Scheme, func(ctx context.Context, u *url.URL, opts backends.OpenOptions) (backends.Signer, error) {
-		dir := u.Opaque
-		if dir == "" {
-			dir = u.Host + u.Path
-		}
-		if dir == "" {
-			return nil, errorf(backends.KindInvalidArgument, "URI %q names no directory (for example local://./signet-data)", u.String())
+		dir, err := dirFromURI(u)
+		if err != nil {
+			return nil, err
 		}
 		return Open(dir, opts)
 	})
+}
+
+// dirFromURI is the key directory a local: URI names: local://./dir,
+// local:relative/dir or local:///absolute/dir. It takes no options.
+func dirFromURI(u *url.URL) (string, error) {
+	if u.RawQuery != "" || u.Fragment != "" {
+		return "", errorf(backends.KindInvalidArgument, "URI %q: the local backend takes no options", u.Redacted())
+	}
+	dir := u.Opaque
+	if dir == "" {
+		dir = u.Host + u.Path
+	}
+	if dir == "" {
+		return "", errorf(backends.KindInvalidArgument, "URI %q names no directory (for example local://./signet-data)", u.Redacted())
+	}
+	return dir, nil
 }
 
 func errorf(kind backends.Kind, format string, args ...any) error {

@@ -113,47 +113,23 @@ func Open(ctx context.Context, u *url.URL, opts backends.OpenOptions) (backends.
 	if getenv == nil {
 		getenv = os.Getenv
 	}
-	attrs := map[string]string{}
-	for _, part := range strings.Split(u.Opaque, ";") {
-		if part == "" {
-			continue
-		}
-		k, v, _ := strings.Cut(part, "=")
-		v, err := url.PathUnescape(v)
-		if err != nil {
-			return nil, errorf(backends.KindInvalidArgument, "URI attribute %s: %v", k, err)
-		}
-		attrs[k] = v
+	o, err := parseURI(u)
+	if err != nil {
+		return nil, err
 	}
-	q := u.Query()
-	for k := range q {
-		if k != "module-path" && k != "pin-source" && k != "sessions" {
-			return nil, errorf(backends.KindInvalidArgument, "unknown URI option %q", k)
-		}
-	}
-	for k := range attrs {
-		if k != "token" && k != "slot-id" {
-			return nil, errorf(backends.KindInvalidArgument, "unsupported URI attribute %q (use token or slot-id)", k)
-		}
-	}
-	if q.Get("module-path") == "" {
-		return nil, errorf(backends.KindInvalidArgument, "the URI needs module-path, e.g. pkcs11:token=signet?module-path=/usr/lib/softhsm/libsofthsm2.so")
-	}
-	pin, err := readPIN(q.Get("pin-source"), getenv)
+	pin, err := readPIN(o.pinSource, getenv)
 	if err != nil {
 		return nil, err
 	}
 	size := max(4, 2*runtime.GOMAXPROCS(0))
-	if s := q.Get("sessions"); s != "" {
-		if size, err = strconv.Atoi(s); err != nil || size < 1 {
-			return nil, errorf(backends.KindInvalidArgument, "sessions=%q: want a positive number", s)
-		}
+	if o.sessions > 0 {
+		size = o.sessions
 	}
-	mod, err := loadModule(q.Get("module-path"))
+	mod, err := loadModule(o.modulePath)
 	if err != nil {
 		return nil, err
 	}
-	slot, err := findSlot(mod.ctx, attrs)
+	slot, err := findSlot(mod.ctx, o)
 	if err != nil {
 		mod.release()
 		return nil, err
@@ -174,22 +150,17 @@ func Open(ctx context.Context, u *url.URL, opts backends.OpenOptions) (backends.
 	return b, nil
 }
 
+// readPIN reads the PIN from a pin-source parseURI accepted.
 func readPIN(source string, getenv func(string) string) (string, error) {
-	if source == "" {
-		source = "env:" + PINEnv
-	}
 	var pin string
-	switch {
-	case strings.HasPrefix(source, "file:"):
-		b, err := os.ReadFile(strings.TrimPrefix(source, "file:"))
+	if path, ok := strings.CutPrefix(source, "file:"); ok {
+		b, err := os.ReadFile(path) // #nosec G304 -- the operator's pin-source
 		if err != nil {
 			return "", errorf(backends.KindInvalidArgument, "pin-source: %v", err)
 		}
 		pin = strings.TrimRight(string(b), "\r\n")
-	case strings.HasPrefix(source, "env:"):
+	} else {
 		pin = getenv(strings.TrimPrefix(source, "env:"))
-	default:
-		return "", errorf(backends.KindInvalidArgument, "pin-source must be file:PATH or env:VAR")
 	}
 	if pin == "" {
 		return "", errorf(backends.KindInvalidArgument, "no PIN: %s is empty", source)
@@ -197,34 +168,26 @@ func readPIN(source string, getenv func(string) string) (string, error) {
 	return pin, nil
 }
 
-func findSlot(ctx *p11.Ctx, attrs map[string]string) (uint, error) {
+func findSlot(ctx *p11.Ctx, o uriOptions) (uint, error) {
 	slots, err := ctx.GetSlotList(true)
 	if err != nil {
 		return 0, classify(err, "listing slots")
 	}
-	if s, ok := attrs["slot-id"]; ok {
-		id, err := strconv.ParseUint(s, 10, 64)
-		if err != nil {
-			return 0, errorf(backends.KindInvalidArgument, "slot-id %q is not a number", s)
-		}
+	if o.bySlot {
 		for _, sl := range slots {
-			if uint64(sl) == id {
+			if uint64(sl) == o.slotID {
 				return sl, nil
 			}
 		}
-		return 0, errorf(backends.KindNotFound, "no token in slot %d", id)
-	}
-	label, ok := attrs["token"]
-	if !ok {
-		return 0, errorf(backends.KindInvalidArgument, "the URI names neither token= nor slot-id=")
+		return 0, errorf(backends.KindNotFound, "no token in slot %d", o.slotID)
 	}
 	for _, sl := range slots {
 		info, err := ctx.GetTokenInfo(sl)
-		if err == nil && strings.TrimRight(info.Label, " \x00") == label {
+		if err == nil && strings.TrimRight(info.Label, " \x00") == o.token {
 			return sl, nil
 		}
 	}
-	return 0, errorf(backends.KindNotFound, "no token labelled %q", label)
+	return 0, errorf(backends.KindNotFound, "no token labelled %q", o.token)
 }
 
 // mechanisms each algorithm needs from the token.

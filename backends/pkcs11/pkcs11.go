@@ -101,7 +101,7 @@ func (m *module) release() {
 	modulesMu.Lock()
 	defer modulesMu.Unlock()
 	if m.refs--; m.refs == 0 {
-		m.ctx.Finalize()
+		_ = m.ctx.Finalize() // the library is unloaded next: nothing can be done about a failure
 		m.ctx.Destroy()
 		delete(modules, m.path)
 	}
@@ -140,11 +140,11 @@ func Open(ctx context.Context, u *url.URL, opts backends.OpenOptions) (backends.
 	b := &Backend{mod: mod, slot: slot, handles: map[string]p11.ObjectHandle{}, opts: opts, now: opts.Clock()}
 	b.pool = newPool(mod.ctx, slot, pin, size)
 	if err := b.pool.login(ctx); err != nil {
-		b.Close()
+		_ = b.Close() // always nil; the login's error is the one to return
 		return nil, err
 	}
 	if b.algs, err = supportedAlgorithms(mod.ctx, slot); err != nil {
-		b.Close()
+		_ = b.Close() // always nil
 		return nil, err
 	}
 	return b, nil
@@ -676,7 +676,7 @@ func (b *Backend) CreateVersion(ctx context.Context, ring backends.KeyRing, late
 	})
 	if err != nil {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		b.destroy(cctx, id, true) // else a live replica does, once the grace has passed
+		_ = b.destroy(cctx, id, true) // if it fails, a live replica destroys the pair once the grace has passed
 		cancel()
 		return backends.Version{}, classify(err, "labelling the public key generated for ring "+ring.Name)
 	}

@@ -119,7 +119,7 @@ func Open(ctx context.Context, u *url.URL, opts backends.OpenOptions) (backends.
 		err = b.auth.login(ctx)
 	}
 	if err != nil {
-		b.Close()
+		_ = b.Close() // always nil; the login's error is the one to return
 		return nil, err
 	}
 	return b, nil

@@ -53,9 +53,11 @@ func New(t testing.TB) *Token {
 		t.Fatal(err)
 	}
 	tok.PINFile = filepath.Join(dir, "pin")
-	os.WriteFile(tok.PINFile, []byte(tok.PIN+"\n"), 0o600)
+	if err := os.WriteFile(tok.PINFile, []byte(tok.PIN+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	t.Setenv("SOFTHSM2_CONF", tok.Conf)
-	out, err := exec.Command("softhsm2-util", "--init-token", "--free", "--label", tok.Label,
+	out, err := exec.Command("softhsm2-util", "--init-token", "--free", "--label", tok.Label, // #nosec G204 -- the test's own token label and PIN
 		"--pin", tok.PIN, "--so-pin", "5678").CombinedOutput()
 	if err != nil {
 		t.Fatalf("softhsm2-util --init-token: %v\n%s", err, out)

@@ -485,7 +485,7 @@ func (ks *KeySet) Rotate(ctx context.Context, r *Ring, revokePrevious bool) (cre
 			cancel()
 			ks.observe(r, err)
 			if err != nil {
-				ks.Refresh(ctx, r)
+				_ = ks.Refresh(ctx, r) // to show what was revoked; the revocation's error is the one to return
 				return created, revoked, fmt.Errorf("created version %s but revoking version %s failed (call Rotate with revoke_previous again): %w", created.ID, v.ID, err)
 			}
 			revoked = append(revoked, v)

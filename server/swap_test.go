@@ -2,6 +2,8 @@ package server
 
 import (
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -137,4 +139,27 @@ func TestKMSVersionAliasRepointedBehindSignetsBack(t *testing.T) {
 	if _, err := verify(t, s.jwksBefore, after.GetToken()); err != nil {
 		t.Errorf("a token signed after the alias moved does not verify with the published JWKS: %v", err)
 	}
+}
+
+// allow_broad_key_usage reaches the key set from the config: a ring whose
+// key file others may read stops startup without it and starts with it.
+func TestAllowBroadKeyUsageReachesTheRing(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t)
+	dir := strings.TrimPrefix(cfg.KeyRings[0].Backend, "local://")
+	startServer(t, cfg, Options{}) // creates version 1
+	keyFile := filepath.Join(dir, "rings", "default", "1.json")
+	if err := os.Chmod(keyFile, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := New(ctxT(t), cfg, Options{Logger: testLogger(t)})
+	if err == nil {
+		srv.Close()
+		t.Fatal("started with a key file others may read")
+	}
+	if !strings.Contains(err.Error(), keyFile+" has mode 0644") || !strings.Contains(err.Error(), "allow_broad_key_usage") {
+		t.Errorf("refusal: %v", err)
+	}
+	cfg.KeyRings[0].AllowBroadKeyUsage = true
+	startServer(t, cfg, Options{})
 }

@@ -77,3 +77,17 @@ type Signer interface {
 	// Close releases the backend's resources. Calling it twice is safe.
 	Close() error
 }
+
+// UsageChecker is implemented by backends that can tell whether a ring's
+// existing keys allow more than signing: a PKCS#11 private key that may
+// also decrypt or unwrap, an exportable Transit key, a key file others can
+// read. The keys Signet creates never do; one that does was made or changed
+// by hand. The key set calls it once per ring at startup and refuses to
+// start unless the ring opts out (allow_broad_key_usage), in which case it
+// logs the error as a warning.
+type UsageChecker interface {
+	// CheckKeyUsage returns nil when every key of the ring that can still
+	// sign can do nothing else, and otherwise a KindFailedPrecondition
+	// error that names each such key and the attribute that allows more.
+	CheckKeyUsage(ctx context.Context, ring KeyRing) error
+}

@@ -23,7 +23,7 @@ func (s *Server) adminHandler() http.Handler {
 		w.Header().Set("Cache-Control", "no-store")
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
-		enc.Encode(s.status())
+		_ = enc.Encode(s.status()) // fails only if the client has gone
 	})
 	if s.cfg.Admin.Pprof {
 		mux.HandleFunc("GET /debug/pprof/", pprof.Index)

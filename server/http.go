@@ -41,7 +41,7 @@ func newHTTPHandler(ctx context.Context, svc *service, jwks *publisher, m *telem
 	}
 	if err := mux.HandlePath(http.MethodGet, "/healthz", func(w http.ResponseWriter, _ *http.Request, _ map[string]string) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		w.Write([]byte("ok\n"))
+		_, _ = w.Write([]byte("ok\n")) // fails only if the client has gone
 	}); err != nil {
 		return nil, err
 	}
@@ -54,7 +54,7 @@ func newHTTPHandler(ctx context.Context, svc *service, jwks *publisher, m *telem
 		problems := svc.ks.SigningProblems()
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("Cache-Control", "no-store")
-		json.NewEncoder(w).Encode(struct {
+		_ = json.NewEncoder(w).Encode(struct { // fails only if the client has gone
 			Ready           bool     `json:"ready"`
 			Signing         bool     `json:"signing"`
 			SigningProblems []string `json:"signing_problems,omitempty"`

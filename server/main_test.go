@@ -7,12 +7,15 @@ import (
 	"testing"
 
 	"go.uber.org/goleak"
+
+	"github.com/signet-dev/signet/internal/kmstest"
 )
 
 // Every server a test starts stops, with all its goroutines, by the end of
 // the run. The tests' own HTTP keep-alive connections are closed first:
 // they belong to the client.
 func TestMain(m *testing.M) {
+	kmstest.SetEnv() // test credentials for the AWS SDK, and none of this machine's AWS configuration
 	code := m.Run()
 	http.DefaultClient.CloseIdleConnections()
 	if code == 0 {

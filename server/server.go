@@ -67,7 +67,7 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err e
 	}
 	defer func() {
 		if err != nil {
-			s.Close()
+			_ = s.Close() // New's own error is the one to return; this only releases what it opened
 		}
 	}()
 	opened := map[string]backends.Signer{}
@@ -93,7 +93,7 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err e
 		}
 		alg, _ := backends.ParseAlgorithm(rc.Algorithm) // validated
 		specs = append(specs, lifecycle.RingSpec{Name: rc.Name, Algorithm: alg, Schedule: rc.Schedule(), Backend: b,
-			VerifySignatures: rc.Verify()})
+			VerifySignatures: rc.Verify(), AllowBroadKeyUsage: rc.AllowBroadKeyUsage})
 	}
 	s.jwks = &publisher{staleIfError: cfg.HTTP.JWKSStaleIfError.D(), log: log, metrics: s.metrics}
 	s.ks, err = lifecycle.New(ctx, specs, lifecycle.Options{Logger: log, Now: opts.Now,
@@ -162,21 +162,29 @@ type Addrs struct {
 // shutdown_timeout) and listeners close. ready, if not nil, is called with
 // the bound addresses once every listener is open.
 func (s *Server) Serve(ctx context.Context, ready func(Addrs)) error {
+	// closeAll closes the listeners opened so far when Serve cannot go on:
+	// the error that stopped it is what the caller needs.
+	closeAll := func(ls ...net.Listener) {
+		for _, l := range ls {
+			if l != nil {
+				_ = l.Close()
+			}
+		}
+	}
 	grpcLis, err := net.Listen("tcp", s.cfg.GRPC.Listen)
 	if err != nil {
 		return fmt.Errorf("grpc.listen: %w", err)
 	}
 	httpLis, err := net.Listen("tcp", s.cfg.HTTP.Listen)
 	if err != nil {
-		grpcLis.Close()
+		closeAll(grpcLis)
 		return fmt.Errorf("http.listen: %w", err)
 	}
 
 	var adminLis net.Listener
 	if s.cfg.Admin.Listen != "" {
 		if adminLis, err = net.Listen("tcp", s.cfg.Admin.Listen); err != nil {
-			grpcLis.Close()
-			httpLis.Close()
+			closeAll(grpcLis, httpLis)
 			return fmt.Errorf("admin.listen: %w", err)
 		}
 	}
@@ -201,11 +209,7 @@ func (s *Server) Serve(ctx context.Context, ready func(Addrs)) error {
 
 	handler, err := newHTTPHandler(ctx, s.svc, s.jwks, s.metrics)
 	if err != nil {
-		grpcLis.Close()
-		httpLis.Close()
-		if adminLis != nil {
-			adminLis.Close()
-		}
+		closeAll(grpcLis, httpLis, adminLis)
 		return err
 	}
 	newHTTPServer := func(h http.Handler) *http.Server {

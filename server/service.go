@@ -269,12 +269,16 @@ func versionProto(r *lifecycle.Ring, v *lifecycle.Version) *signetv1.KeyVersion 
 // response header metadata, which the gateway turns into HTTP headers.
 func (s *service) GetJWKS(ctx context.Context, _ *signetv1.GetJWKSRequest) (*signetv1.GetJWKSResponse, error) {
 	doc := s.jwks.current()
-	grpc.SetHeader(ctx, metadata.Pairs("etag", doc.ETag, "cache-control", doc.CacheControl))
+	if err := grpc.SetHeader(ctx, metadata.Pairs("etag", doc.ETag, "cache-control", doc.CacheControl)); err != nil {
+		s.log.Warn("cannot set the JWKS response's ETag and Cache-Control", "err", err)
+	}
 	return doc.msg, nil
 }
 
 // GetOpenIDConfiguration returns the discovery document.
 func (s *service) GetOpenIDConfiguration(ctx context.Context, _ *signetv1.GetOpenIDConfigurationRequest) (*signetv1.GetOpenIDConfigurationResponse, error) {
-	grpc.SetHeader(ctx, metadata.Pairs("cache-control", s.jwks.current().CacheControl))
+	if err := grpc.SetHeader(ctx, metadata.Pairs("cache-control", s.jwks.current().CacheControl)); err != nil {
+		s.log.Warn("cannot set the discovery document's Cache-Control", "err", err)
+	}
 	return s.openID, nil
 }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/http"
 	"net/url"
 	"sort"
@@ -83,22 +84,67 @@ var signingAlgorithms = map[backends.Algorithm]types.SigningAlgorithmSpec{
 	backends.EdDSA: types.SigningAlgorithmSpecEd25519Sha512,
 }
 
-// Open opens the backend an awskms: URI describes.
-func Open(ctx context.Context, u *url.URL, opts backends.OpenOptions) (backends.Signer, error) {
+// uriOptions is what an awskms: URI says, read without opening anything.
+type uriOptions struct {
+	region, profile, endpoint, prefix string
+	signRate, scanRate                float64
+	signBurst                         int
+}
+
+// parseURI reads an awskms: URI's options and applies their defaults.
+func parseURI(u *url.URL) (uriOptions, error) {
 	q := u.Query()
 	for k := range q {
 		switch k {
 		case "region", "profile", "endpoint", "alias_prefix", "sign_rate", "sign_burst", "scan_rate":
 		default:
-			return nil, errorf(backends.KindInvalidArgument, "unknown URI option %q", k)
+			return uriOptions{}, errorf(backends.KindInvalidArgument, "unknown URI option %q", k)
 		}
 	}
-	var loadOpts []func(*config.LoadOptions) error
-	if r := q.Get("region"); r != "" {
-		loadOpts = append(loadOpts, config.WithRegion(r))
+	o := uriOptions{region: q.Get("region"), profile: q.Get("profile"), endpoint: q.Get("endpoint"), prefix: q.Get("alias_prefix"),
+		signRate: 100, signBurst: 20, scanRate: 50}
+	if o.endpoint != "" {
+		if eu, err := url.Parse(o.endpoint); err != nil || (eu.Scheme != "https" && eu.Scheme != "http") || eu.Host == "" {
+			return uriOptions{}, errorf(backends.KindInvalidArgument, "endpoint=%q is not an http(s) URL", o.endpoint)
+		}
 	}
-	if p := q.Get("profile"); p != "" {
-		loadOpts = append(loadOpts, config.WithSharedConfigProfile(p))
+	var err error
+	if s := q.Get("sign_rate"); s != "" {
+		if o.signRate, err = strconv.ParseFloat(s, 64); err != nil || !(o.signRate > 0) || math.IsInf(o.signRate, 0) {
+			return uriOptions{}, errorf(backends.KindInvalidArgument, "sign_rate=%q: want a positive number of calls per second", s)
+		}
+	}
+	if s := q.Get("sign_burst"); s != "" {
+		if o.signBurst, err = strconv.Atoi(s); err != nil || o.signBurst < 1 {
+			return uriOptions{}, errorf(backends.KindInvalidArgument, "sign_burst=%q: want a positive number", s)
+		}
+	}
+	if s := q.Get("scan_rate"); s != "" {
+		if o.scanRate, err = strconv.ParseFloat(s, 64); err != nil || !(o.scanRate > 0) || o.scanRate > 1e6 {
+			return uriOptions{}, errorf(backends.KindInvalidArgument, "scan_rate=%q: want a positive number of calls per second, at most 1000000", s)
+		}
+	}
+	if o.prefix == "" {
+		o.prefix = "signet"
+	}
+	if strings.Contains(o.prefix, "//") || strings.HasPrefix(o.prefix, "aws") || strings.Trim(o.prefix, "/") != o.prefix {
+		return uriOptions{}, errorf(backends.KindInvalidArgument, "alias_prefix=%q: no leading or trailing '/', and not aws", o.prefix)
+	}
+	return o, nil
+}
+
+// Open opens the backend an awskms: URI describes.
+func Open(ctx context.Context, u *url.URL, opts backends.OpenOptions) (backends.Signer, error) {
+	o, err := parseURI(u)
+	if err != nil {
+		return nil, err
+	}
+	var loadOpts []func(*config.LoadOptions) error
+	if o.region != "" {
+		loadOpts = append(loadOpts, config.WithRegion(o.region))
+	}
+	if o.profile != "" {
+		loadOpts = append(loadOpts, config.WithSharedConfigProfile(o.profile))
 	}
 	if opts.TracerProvider != nil {
 		loadOpts = append(loadOpts, config.WithHTTPClient(&http.Client{Transport: otelhttp.NewTransport(
@@ -111,46 +157,16 @@ func Open(ctx context.Context, u *url.URL, opts backends.OpenOptions) (backends.
 	if cfg.Region == "" {
 		return nil, errorf(backends.KindInvalidArgument, "no AWS region: set region= in the URI or AWS_REGION")
 	}
-	endpoint := q.Get("endpoint")
-	if endpoint != "" {
-		if eu, err := url.Parse(endpoint); err != nil || (eu.Scheme != "https" && eu.Scheme != "http") || eu.Host == "" {
-			return nil, errorf(backends.KindInvalidArgument, "endpoint=%q is not an http(s) URL", endpoint)
-		}
-	}
-	client := kms.NewFromConfig(cfg, func(o *kms.Options) {
-		if endpoint != "" {
-			o.BaseEndpoint = aws.String(endpoint)
+	client := kms.NewFromConfig(cfg, func(ko *kms.Options) {
+		if o.endpoint != "" {
+			ko.BaseEndpoint = aws.String(o.endpoint)
 		}
 	})
-	ratePerSec, burst := 100.0, 20
-	if s := q.Get("sign_rate"); s != "" {
-		if ratePerSec, err = strconv.ParseFloat(s, 64); err != nil || ratePerSec <= 0 {
-			return nil, errorf(backends.KindInvalidArgument, "sign_rate=%q: want a positive number of calls per second", s)
-		}
-	}
-	if s := q.Get("sign_burst"); s != "" {
-		if burst, err = strconv.Atoi(s); err != nil || burst < 1 {
-			return nil, errorf(backends.KindInvalidArgument, "sign_burst=%q: want a positive number", s)
-		}
-	}
-	scanRate := 50.0
-	if s := q.Get("scan_rate"); s != "" {
-		if scanRate, err = strconv.ParseFloat(s, 64); err != nil || scanRate <= 0 {
-			return nil, errorf(backends.KindInvalidArgument, "scan_rate=%q: want a positive number of calls per second", s)
-		}
-	}
-	prefix := q.Get("alias_prefix")
-	if prefix == "" {
-		prefix = "signet"
-	}
-	if strings.Contains(prefix, "//") || strings.HasPrefix(prefix, "aws") || strings.Trim(prefix, "/") != prefix {
-		return nil, errorf(backends.KindInvalidArgument, "alias_prefix=%q: no leading or trailing '/', and not aws", prefix)
-	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Backend{client: client, prefix: prefix, limiter: rate.NewLimiter(rate.Limit(ratePerSec), burst),
-		opts: opts, now: opts.Clock(), scanLimiter: rate.NewLimiter(rate.Limit(scanRate), max(1, int(scanRate))),
+	return &Backend{client: client, prefix: o.prefix, limiter: rate.NewLimiter(rate.Limit(o.signRate), o.signBurst),
+		opts: opts, now: opts.Clock(), scanLimiter: rate.NewLimiter(rate.Limit(o.scanRate), max(1, int(o.scanRate))),
 		pubs: map[string]crypto.PublicKey{}, described: map[string]keyInfo{}}, nil
 }
 
@@ -261,9 +277,11 @@ func (b *Backend) version(ctx context.Context, ring backends.KeyRing, a alias) (
 	}
 	md := d.KeyMetadata
 	arn := aws.ToString(md.Arn)
+	// A key's usage is fixed when it is made: one that is not SIGN_VERIFY
+	// cannot sign, so it is refused here, at every read, with no opt-out.
 	if md.KeySpec != keySpecs[ring.Algorithm] || md.KeyUsage != types.KeyUsageTypeSignVerify {
 		return backends.Version{}, errorf(backends.KindFailedPrecondition,
-			"%s points to a %s key for %s, but key ring %q needs a %s SIGN_VERIFY key for %s",
+			"%s points to a key with KeySpec=%s and KeyUsage=%s, but key ring %q needs KeySpec=%s and KeyUsage=SIGN_VERIFY for %s",
 			a.name, md.KeySpec, md.KeyUsage, ring.Name, keySpecs[ring.Algorithm], ring.Algorithm)
 	}
 	disabled := md.KeyState != types.KeyStateEnabled
@@ -282,11 +300,8 @@ func (b *Backend) version(ctx context.Context, ring backends.KeyRing, a alias) (
 			der = out.PublicKey
 		}
 		var err error
-		if pub, err = x509.ParsePKIXPublicKey(der); err != nil {
-			return backends.Version{}, errorf(backends.KindUnknown, "public key of %s: %v", a.name, err)
-		}
-		if err := ring.Algorithm.CheckPublicKey(pub); err != nil {
-			return backends.Version{}, errorf(backends.KindFailedPrecondition, "public key of %s: %v", a.name, err)
+		if pub, err = parsePublicKey(ring.Algorithm, der, a.name); err != nil {
+			return backends.Version{}, err
 		}
 		b.mu.Lock()
 		b.pubs[arn] = pub
@@ -501,6 +516,22 @@ func describe(prefix string, n int, alg backends.Algorithm, pubDER []byte) strin
 	return fmt.Sprintf("%s%d (%s);%s%s", prefix, n, alg, publicKeyMarker, base64.StdEncoding.EncodeToString(pubDER))
 }
 
+// parsePublicKey reads the public key of the key an alias names, as KMS's
+// GetPublicKey returns it (and a key's description keeps it): PKIX DER,
+// which must be a key of alg.
+func parsePublicKey(alg backends.Algorithm, der []byte, alias string) (crypto.PublicKey, error) {
+	pub, err := x509.ParsePKIXPublicKey(der)
+	if err != nil {
+		return nil, errorf(backends.KindUnknown, "public key of %s: %v", alias, err)
+	}
+	if err := alg.CheckPublicKey(pub); err != nil {
+		return nil, errorf(backends.KindFailedPrecondition, "public key of %s: %v", alias, err)
+	}
+	return pub, nil
+}
+
+// publicKeyFromDescription finds the public key that describe put in a
+// key's description; false if there is none.
 func publicKeyFromDescription(d string) ([]byte, bool) {
 	_, b64, ok := strings.Cut(d, publicKeyMarker)
 	if !ok {

@@ -8,6 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/kms"
+	"github.com/aws/aws-sdk-go-v2/service/kms/types"
 	"go.uber.org/goleak"
 
 	"github.com/signet-dev/signet/backends"
@@ -262,4 +265,35 @@ func TestLostCreateKeyAnswerIsCleanedUp(t *testing.T) {
 		t.Errorf("%d keys, want v1 and the lost one", len(keys))
 	}
 	signertest.CreateVersion(t, live, ring, v1.ID)
+}
+
+// The keys Signet creates are SIGN_VERIFY keys, as KMS's own DescribeKey
+// says; a version alias pointed by hand at a key of another usage is
+// refused at every read, naming KeyUsage.
+func TestKeysCanOnlySign(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	ring := backends.KeyRing{Name: "usage", Algorithm: backends.RS256}
+	_, b, v := withVersion(t, "", ring)
+	d, err := b.client.DescribeKey(ctx, &kms.DescribeKeyInput{KeyId: aws.String(v.ID)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if md := d.KeyMetadata; md.KeyUsage != types.KeyUsageTypeSignVerify || md.KeySpec != types.KeySpecRsa2048 {
+		t.Errorf("DescribeKey of version 1: KeyUsage=%s KeySpec=%s, want SIGN_VERIFY and RSA_2048", md.KeyUsage, md.KeySpec)
+	}
+
+	enc, err := b.client.CreateKey(ctx, &kms.CreateKeyInput{KeySpec: types.KeySpecRsa2048, KeyUsage: types.KeyUsageTypeEncryptDecrypt})
+	if err != nil {
+		t.Fatal(err)
+	}
+	byHand := backends.KeyRing{Name: "by-hand", Algorithm: backends.RS256}
+	if _, err := b.client.CreateAlias(ctx, &kms.CreateAliasInput{AliasName: aws.String(b.aliasPrefix(byHand) + "1"),
+		TargetKeyId: enc.KeyMetadata.KeyId}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = b.Versions(ctx, byHand)
+	if backends.KindOf(err) != backends.KindFailedPrecondition || !strings.Contains(err.Error(), "KeyUsage=ENCRYPT_DECRYPT") {
+		t.Errorf("a version alias on an ENCRYPT_DECRYPT key: %v", err)
+	}
 }

@@ -35,15 +35,28 @@ const KEKEnv = "SIGNET_LOCAL_KEK"
 
 func init() {
 	backends.Register(Scheme, func(ctx context.Context, u *url.URL, opts backends.OpenOptions) (backends.Signer, error) {
-		dir := u.Opaque
-		if dir == "" {
-			dir = u.Host + u.Path
-		}
-		if dir == "" {
-			return nil, errorf(backends.KindInvalidArgument, "URI %q names no directory (for example local://./signet-data)", u.String())
+		dir, err := dirFromURI(u)
+		if err != nil {
+			return nil, err
 		}
 		return Open(dir, opts)
 	})
+}
+
+// dirFromURI is the key directory a local: URI names: local://./dir,
+// local:relative/dir or local:///absolute/dir. It takes no options.
+func dirFromURI(u *url.URL) (string, error) {
+	if u.RawQuery != "" || u.Fragment != "" {
+		return "", errorf(backends.KindInvalidArgument, "URI %q: the local backend takes no options", u.Redacted())
+	}
+	dir := u.Opaque
+	if dir == "" {
+		dir = u.Host + u.Path
+	}
+	if dir == "" {
+		return "", errorf(backends.KindInvalidArgument, "URI %q names no directory (for example local://./signet-data)", u.Redacted())
+	}
+	return dir, nil
 }
 
 func errorf(kind backends.Kind, format string, args ...any) error {
@@ -84,7 +97,7 @@ func Open(dir string, opts backends.OpenOptions) (*Store, error) {
 			"may end up committed with it; use a directory outside the source tree (a test: t.TempDir())",
 			"dir", dir, "package_dir", pkg)
 	}
-	if err := os.MkdirAll(filepath.Join(dir, "rings"), 0o700); err != nil {
+	if err := os.MkdirAll(filepath.Join(dir, "rings"), 0o700); err != nil { // #nosec G703 -- the key directory the operator configures
 		return nil, errorf(backends.KindUnavailable, "creating key directory: %w", err)
 	}
 	kek, err := loadKEK(dir, getenv(KEKEnv), log)
@@ -119,7 +132,7 @@ func insideGoPackage(dir string) string {
 	var chain []string // abs and its parents, up to the module root
 	for d := abs; ; d = filepath.Dir(d) {
 		chain = append(chain, d)
-		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
+		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil { // #nosec G703 -- only looks: the directory is the operator's
 			break
 		}
 		if filepath.Dir(d) == d {
@@ -143,7 +156,7 @@ func loadKEK(dir, fromEnv string, log *slog.Logger) ([]byte, error) {
 		return kek, nil
 	}
 	path := filepath.Join(dir, "kek")
-	data, err := os.ReadFile(path)
+	data, err := os.ReadFile(path) // #nosec G304 G703 -- the KEK file in the key directory the operator configures
 	if err == nil {
 		kek, err := decodeKEK(strings.TrimSpace(string(data)))
 		if err != nil {
@@ -166,8 +179,8 @@ func loadKEK(dir, fromEnv string, log *slog.Logger) ([]byte, error) {
 	if err := writeFileExclusive(context.Background(), path, []byte(base64.StdEncoding.EncodeToString(kek)+"\n")); err != nil {
 		return nil, errorf(backends.KindUnavailable, "writing generated key-encryption key: %w", err)
 	}
-	log.Warn("GENERATED A KEY-ENCRYPTION KEY AND STORED IT NEXT TO THE KEYS IT PROTECTS: anyone who can read "+
-		path+" can read every private key; fine for development only. Set "+KEKEnv+" (32 bytes, base64) or use a real backend.",
+	log.Warn("GENERATED A KEY-ENCRYPTION KEY AND STORED IT NEXT TO THE KEYS IT PROTECTS: anyone who can read kek_file "+
+		"can read every private key; fine for development only. Set "+KEKEnv+" (32 bytes, base64) or use a real backend.",
 		"kek_file", path)
 	return kek, nil
 }
@@ -314,6 +327,49 @@ func (s *Store) Leftovers(ctx context.Context, ring backends.KeyRing) ([]backend
 	return out, nil
 }
 
+// CheckKeyUsage refuses a ring whose private keys others than this
+// process's user may read: the ring's directory, a key file of a version
+// that can still sign, or the key-encryption key file open to the group or
+// to others (Signet makes them 0700 and 0600). A key anyone on the machine
+// can copy can do more than sign here.
+func (s *Store) CheckKeyUsage(ctx context.Context, ring backends.KeyRing) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	dir, err := s.ringDir(ring)
+	if err != nil {
+		return err
+	}
+	vs, err := s.Versions(ctx, ring)
+	if err != nil {
+		return err
+	}
+	paths := []string{filepath.Join(s.dir, "kek"), dir}
+	for _, v := range vs {
+		if !v.Disabled {
+			paths = append(paths, s.path(ring, v.ID))
+		}
+	}
+	var broad []string
+	for _, p := range paths {
+		info, err := os.Stat(p)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue // no KEK file: the KEK comes from the environment
+		}
+		if err != nil {
+			return errorf(backends.KindUnavailable, "reading %s: %w", p, err)
+		}
+		if perm := info.Mode().Perm(); perm&0o077 != 0 {
+			broad = append(broad, fmt.Sprintf("%s has mode %#o (group or others may use it)", p, perm))
+		}
+	}
+	if len(broad) > 0 {
+		return errorf(backends.KindFailedPrecondition, "key ring %q: %s: its private keys may be read by others than this user "+
+			"(Signet makes key files 0600 in 0700 directories); chmod them", ring.Name, strings.Join(broad, "; "))
+	}
+	return nil
+}
+
 func versionNumber(id string) uint64 {
 	n, _ := strconv.ParseUint(id, 10, 64)
 	return n
@@ -344,7 +400,7 @@ func (s *Store) path(ring backends.KeyRing, id string) string {
 // naming the file: a key is never replaced because its file is unreadable.
 func (s *Store) load(ring backends.KeyRing, id string) (*entry, error) {
 	path := s.path(ring, id)
-	data, err := os.ReadFile(path)
+	data, err := os.ReadFile(path) // #nosec G304 -- under the key directory; ringDir checked the ring name, and ids are numbers
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, errorf(backends.KindNotFound, "key ring %q has no version %s", ring.Name, id)
 	}
@@ -518,7 +574,7 @@ func (s *Store) CreateVersion(ctx context.Context, ring backends.KeyRing, latest
 		return backends.Version{}, err
 	}
 	f.PrivateKey = s.kek.Seal(nonce, nonce, privDER, f.aad())
-	data, err := json.MarshalIndent(&f, "", "  ")
+	data, err := json.MarshalIndent(&f, "", "  ") // #nosec G117 -- PrivateKey is AES-256-GCM ciphertext under the KEK
 	if err != nil {
 		return backends.Version{}, err
 	}
@@ -572,7 +628,7 @@ func (s *Store) DisableVersion(ctx context.Context, ring backends.KeyRing, versi
 		return err
 	}
 	path := s.path(ring, versionID)
-	data, err := os.ReadFile(path)
+	data, err := os.ReadFile(path) // #nosec G304 -- under the key directory; entry has checked the ring and version
 	if err != nil {
 		return errorf(backends.KindUnavailable, "reading %s: %w", path, err)
 	}
@@ -585,7 +641,7 @@ func (s *Store) DisableVersion(ctx context.Context, ring backends.KeyRing, versi
 	}
 	backends.Step(ctx, "read version file")
 	f.Disabled, f.DisabledAt, f.PrivateKey = true, s.now().UTC().Round(0), nil
-	if data, err = json.MarshalIndent(&f, "", "  "); err != nil {
+	if data, err = json.MarshalIndent(&f, "", "  "); err != nil { // #nosec G117 -- a revoked version's file: PrivateKey is empty
 		return err
 	}
 	tmp, err := writeTemp(filepath.Dir(path), data)
@@ -594,7 +650,7 @@ func (s *Store) DisableVersion(ctx context.Context, ring backends.KeyRing, versi
 	}
 	backends.Step(ctx, "write temporary file")
 	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
+		_ = os.Remove(tmp) // #nosec G703 -- our temporary file; if it stays, Versions removes it once stale
 		return errorf(backends.KindUnavailable, "writing %s: %w", path, err)
 	}
 	backends.Step(ctx, "rename over version file")
@@ -628,7 +684,7 @@ func writeFileExclusive(ctx context.Context, path string, data []byte) error {
 	if err == nil {
 		backends.Step(ctx, "link version file")
 	}
-	os.Remove(tmp)
+	_ = os.Remove(tmp) // #nosec G703 -- our temporary file; if it stays, Versions removes it once stale
 	if err == nil {
 		backends.Step(ctx, "remove temporary file")
 	}
@@ -653,7 +709,7 @@ func writeTemp(dir string, data []byte) (string, error) {
 		err = cerr
 	}
 	if err != nil {
-		os.Remove(name)
+		_ = os.Remove(name) // #nosec G703 -- our temporary file; if it stays, Versions removes it once stale
 		return "", err
 	}
 	return name, nil // CreateTemp makes the file 0600

@@ -70,9 +70,69 @@ func TestFilesArePrivate(t *testing.T) {
 			t.Errorf("%s has mode %v, want 0600", p, fi.Mode().Perm())
 		}
 	}
+	for _, d := range []string{filepath.Join(dir, "rings"), filepath.Dir(path)} {
+		fi, err := os.Stat(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode().Perm() != 0o700 {
+			t.Errorf("%s has mode %v, want 0700", d, fi.Mode().Perm())
+		}
+	}
 	data, _ := os.ReadFile(path)
 	if strings.Contains(string(data), "PRIVATE") {
 		t.Errorf("key file holds a plaintext private key:\n%s", data)
+	}
+}
+
+// A key file, ring directory or KEK file that the group or others may
+// read is refused by the usage check, naming the file and its mode; a
+// revoked version's file (no private key left) is not judged.
+func TestKeysOthersMayReadAreRefused(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	path := seed(t, dir, "")
+	s, err := openStore(t, dir, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.CheckKeyUsage(context.Background(), ring); err != nil {
+		t.Fatalf("keys as Signet made them: %v", err)
+	}
+	for _, p := range []struct {
+		path string
+		mode os.FileMode
+		want string
+	}{
+		{path, 0o644, "0644"},
+		{filepath.Dir(path), 0o755, "0755"},
+		{filepath.Join(dir, "kek"), 0o640, "0640"},
+	} {
+		if err := os.Chmod(p.path, p.mode); err != nil {
+			t.Fatal(err)
+		}
+		err := s.CheckKeyUsage(context.Background(), ring)
+		if backends.KindOf(err) != backends.KindFailedPrecondition || !strings.Contains(err.Error(), p.path+" has mode "+p.want) {
+			t.Errorf("%s made %v: %v, want FailedPrecondition naming the file and its mode", p.path, p.mode, err)
+		}
+		restore := os.FileMode(0o600)
+		if p.mode.Perm()&0o100 != 0 {
+			restore = 0o700
+		}
+		if err := os.Chmod(p.path, restore); err != nil {
+			t.Fatal(err)
+		}
+	}
+	v2 := signertest.CreateVersion(t, s, ring, "1")
+	if err := s.DisableVersion(context.Background(), ring, "1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(path, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CheckKeyUsage(context.Background(), ring); err != nil {
+		t.Errorf("a revoked version's file readable by others (%s holds no private key): %v", v2.ID, err)
 	}
 }
 

@@ -15,8 +15,13 @@
 // (default 2 x GOMAXPROCS, at least 4).
 //
 // Objects. Each version is a key pair on the token: CKA_TOKEN, and for the
-// private key CKA_PRIVATE, CKA_SENSITIVE, CKA_SIGN set and CKA_EXTRACTABLE
-// unset (so the token also sets CKA_NEVER_EXTRACTABLE). Both halves carry
+// private key CKA_PRIVATE, CKA_SENSITIVE set and CKA_EXTRACTABLE unset (so
+// the token also sets CKA_NEVER_EXTRACTABLE). Every usage attribute is set
+// explicitly, none left to the token's defaults: the private key has only
+// CKA_SIGN (CKA_DECRYPT, CKA_UNWRAP, CKA_DERIVE, CKA_SIGN_RECOVER false), the
+// public key only CKA_VERIFY (CKA_ENCRYPT, CKA_WRAP, CKA_VERIFY_RECOVER,
+// CKA_DERIVE false). CheckKeyUsage reports a version whose private key allows
+// more (made by hand, or by an earlier Signet). Both halves carry
 //
 //	CKA_LABEL = "signet/<ring>/<n>/<creation time, RFC 3339 UTC with nanoseconds>"
 //	CKA_ID    = 4-byte big-endian version number n || 4 random bytes

@@ -101,7 +101,7 @@ func (m *module) release() {
 	modulesMu.Lock()
 	defer modulesMu.Unlock()
 	if m.refs--; m.refs == 0 {
-		m.ctx.Finalize()
+		_ = m.ctx.Finalize() // the library is unloaded next: nothing can be done about a failure
 		m.ctx.Destroy()
 		delete(modules, m.path)
 	}
@@ -113,47 +113,23 @@ func Open(ctx context.Context, u *url.URL, opts backends.OpenOptions) (backends.
 	if getenv == nil {
 		getenv = os.Getenv
 	}
-	attrs := map[string]string{}
-	for _, part := range strings.Split(u.Opaque, ";") {
-		if part == "" {
-			continue
-		}
-		k, v, _ := strings.Cut(part, "=")
-		v, err := url.PathUnescape(v)
-		if err != nil {
-			return nil, errorf(backends.KindInvalidArgument, "URI attribute %s: %v", k, err)
-		}
-		attrs[k] = v
+	o, err := parseURI(u)
+	if err != nil {
+		return nil, err
 	}
-	q := u.Query()
-	for k := range q {
-		if k != "module-path" && k != "pin-source" && k != "sessions" {
-			return nil, errorf(backends.KindInvalidArgument, "unknown URI option %q", k)
-		}
-	}
-	for k := range attrs {
-		if k != "token" && k != "slot-id" {
-			return nil, errorf(backends.KindInvalidArgument, "unsupported URI attribute %q (use token or slot-id)", k)
-		}
-	}
-	if q.Get("module-path") == "" {
-		return nil, errorf(backends.KindInvalidArgument, "the URI needs module-path, e.g. pkcs11:token=signet?module-path=/usr/lib/softhsm/libsofthsm2.so")
-	}
-	pin, err := readPIN(q.Get("pin-source"), getenv)
+	pin, err := readPIN(o.pinSource, getenv)
 	if err != nil {
 		return nil, err
 	}
 	size := max(4, 2*runtime.GOMAXPROCS(0))
-	if s := q.Get("sessions"); s != "" {
-		if size, err = strconv.Atoi(s); err != nil || size < 1 {
-			return nil, errorf(backends.KindInvalidArgument, "sessions=%q: want a positive number", s)
-		}
+	if o.sessions > 0 {
+		size = o.sessions
 	}
-	mod, err := loadModule(q.Get("module-path"))
+	mod, err := loadModule(o.modulePath)
 	if err != nil {
 		return nil, err
 	}
-	slot, err := findSlot(mod.ctx, attrs)
+	slot, err := findSlot(mod.ctx, o)
 	if err != nil {
 		mod.release()
 		return nil, err
@@ -164,32 +140,27 @@ func Open(ctx context.Context, u *url.URL, opts backends.OpenOptions) (backends.
 	b := &Backend{mod: mod, slot: slot, handles: map[string]p11.ObjectHandle{}, opts: opts, now: opts.Clock()}
 	b.pool = newPool(mod.ctx, slot, pin, size)
 	if err := b.pool.login(ctx); err != nil {
-		b.Close()
+		_ = b.Close() // always nil; the login's error is the one to return
 		return nil, err
 	}
 	if b.algs, err = supportedAlgorithms(mod.ctx, slot); err != nil {
-		b.Close()
+		_ = b.Close() // always nil
 		return nil, err
 	}
 	return b, nil
 }
 
+// readPIN reads the PIN from a pin-source parseURI accepted.
 func readPIN(source string, getenv func(string) string) (string, error) {
-	if source == "" {
-		source = "env:" + PINEnv
-	}
 	var pin string
-	switch {
-	case strings.HasPrefix(source, "file:"):
-		b, err := os.ReadFile(strings.TrimPrefix(source, "file:"))
+	if path, ok := strings.CutPrefix(source, "file:"); ok {
+		b, err := os.ReadFile(path) // #nosec G304 -- the operator's pin-source
 		if err != nil {
 			return "", errorf(backends.KindInvalidArgument, "pin-source: %v", err)
 		}
 		pin = strings.TrimRight(string(b), "\r\n")
-	case strings.HasPrefix(source, "env:"):
+	} else {
 		pin = getenv(strings.TrimPrefix(source, "env:"))
-	default:
-		return "", errorf(backends.KindInvalidArgument, "pin-source must be file:PATH or env:VAR")
 	}
 	if pin == "" {
 		return "", errorf(backends.KindInvalidArgument, "no PIN: %s is empty", source)
@@ -197,34 +168,26 @@ func readPIN(source string, getenv func(string) string) (string, error) {
 	return pin, nil
 }
 
-func findSlot(ctx *p11.Ctx, attrs map[string]string) (uint, error) {
+func findSlot(ctx *p11.Ctx, o uriOptions) (uint, error) {
 	slots, err := ctx.GetSlotList(true)
 	if err != nil {
 		return 0, classify(err, "listing slots")
 	}
-	if s, ok := attrs["slot-id"]; ok {
-		id, err := strconv.ParseUint(s, 10, 64)
-		if err != nil {
-			return 0, errorf(backends.KindInvalidArgument, "slot-id %q is not a number", s)
-		}
+	if o.bySlot {
 		for _, sl := range slots {
-			if uint64(sl) == id {
+			if uint64(sl) == o.slotID {
 				return sl, nil
 			}
 		}
-		return 0, errorf(backends.KindNotFound, "no token in slot %d", id)
-	}
-	label, ok := attrs["token"]
-	if !ok {
-		return 0, errorf(backends.KindInvalidArgument, "the URI names neither token= nor slot-id=")
+		return 0, errorf(backends.KindNotFound, "no token in slot %d", o.slotID)
 	}
 	for _, sl := range slots {
 		info, err := ctx.GetTokenInfo(sl)
-		if err == nil && strings.TrimRight(info.Label, " \x00") == label {
+		if err == nil && strings.TrimRight(info.Label, " \x00") == o.token {
 			return sl, nil
 		}
 	}
-	return 0, errorf(backends.KindNotFound, "no token labelled %q", label)
+	return 0, errorf(backends.KindNotFound, "no token labelled %q", o.token)
 }
 
 // mechanisms each algorithm needs from the token.
@@ -593,6 +556,84 @@ var curveOIDs = map[backends.Algorithm]asn1.ObjectIdentifier{
 	backends.EdDSA: {1, 3, 101, 112},
 }
 
+// The usage attributes of each half of a key pair. A version's key pair
+// has exactly one of each true: CKA_SIGN on the private key, CKA_VERIFY on
+// the public one.
+var (
+	privateUsages = []usage{{p11.CKA_SIGN, "CKA_SIGN"}, {p11.CKA_DECRYPT, "CKA_DECRYPT"}, {p11.CKA_UNWRAP, "CKA_UNWRAP"},
+		{p11.CKA_DERIVE, "CKA_DERIVE"}, {p11.CKA_SIGN_RECOVER, "CKA_SIGN_RECOVER"}}
+	publicUsages = []usage{{p11.CKA_VERIFY, "CKA_VERIFY"}, {p11.CKA_ENCRYPT, "CKA_ENCRYPT"}, {p11.CKA_WRAP, "CKA_WRAP"},
+		{p11.CKA_VERIFY_RECOVER, "CKA_VERIFY_RECOVER"}, {p11.CKA_DERIVE, "CKA_DERIVE"}}
+)
+
+type usage struct {
+	attr uint
+	name string
+}
+
+// usageTemplate sets the one usage attribute that is wanted, and every
+// other of the half's usage attributes false.
+func usageTemplate(want uint, all []usage) []*p11.Attribute {
+	out := make([]*p11.Attribute, len(all))
+	for i, u := range all {
+		out[i] = p11.NewAttribute(u.attr, u.attr == want)
+	}
+	return out
+}
+
+// CheckKeyUsage refuses a ring one of whose private keys that can still
+// sign may also decrypt, unwrap, derive or sign with recovery: an object
+// made by hand, or by a Signet that left those attributes to the token.
+// Public halves are not judged: what a public key can do, anyone who has it
+// can do outside the token.
+func (b *Backend) CheckKeyUsage(ctx context.Context, ring backends.KeyRing) error {
+	objs, _, err := b.list(ctx, ring)
+	if err != nil {
+		return err
+	}
+	var broad []string
+	err = b.pool.with(ctx, func(sh p11.SessionHandle) error {
+		broad = nil
+		for _, o := range objs {
+			if !o.private {
+				continue // revoked: its private key is gone
+			}
+			hs, err := findObjects(b.mod.ctx, sh, []*p11.Attribute{p11.NewAttribute(p11.CKA_CLASS, p11.CKO_PRIVATE_KEY), p11.NewAttribute(p11.CKA_ID, o.id)})
+			if err != nil {
+				return err
+			}
+			for _, h := range hs {
+				var set []string
+				for _, u := range privateUsages[1:] {
+					attrs, err := attributes(b.mod.ctx, sh, h, u.attr)
+					if isCode(err, p11.CKR_ATTRIBUTE_TYPE_INVALID) {
+						continue // the token has no such attribute for this key type: it cannot allow it
+					}
+					if err != nil {
+						return err
+					}
+					if v := attrs[0].Value; len(v) > 0 && v[0] != 0 {
+						set = append(set, u.name)
+					}
+				}
+				if len(set) > 0 {
+					broad = append(broad, fmt.Sprintf("the private key of version %d (CKA_ID=%s, label %q) has %s set",
+						o.n, hex.EncodeToString(o.id), label(o.ring, o.n, o.created), strings.Join(set, ", ")))
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return classify(err, "reading the usage attributes of ring "+ring.Name)
+	}
+	if len(broad) > 0 {
+		return errorf(backends.KindFailedPrecondition, "key ring %q: %s: it may do more than sign (Signet sets only CKA_SIGN); "+
+			"clear those attributes on the token, or rotate and revoke the version", ring.Name, strings.Join(broad, "; "))
+	}
+	return nil
+}
+
 // CreateVersion generates a key pair in the token as version latest+1.
 func (b *Backend) CreateVersion(ctx context.Context, ring backends.KeyRing, latest string) (backends.Version, error) {
 	if !backends.Supports(b, ring.Algorithm) {
@@ -624,15 +665,21 @@ func (b *Backend) CreateVersion(ctx context.Context, ring backends.KeyRing, late
 	lbl := label(ring.Name, n, created)
 
 	pending := pendingPrefix + strings.TrimPrefix(lbl, "signet")
+	// Every usage attribute is set, none left to the token's defaults
+	// (SoftHSM2's let a private key decrypt and unwrap, and its public key
+	// encrypt and wrap): the private key signs and the public key verifies,
+	// nothing else.
 	pubTmpl := []*p11.Attribute{
-		p11.NewAttribute(p11.CKA_TOKEN, true), p11.NewAttribute(p11.CKA_PRIVATE, false), p11.NewAttribute(p11.CKA_VERIFY, true),
+		p11.NewAttribute(p11.CKA_TOKEN, true), p11.NewAttribute(p11.CKA_PRIVATE, false),
 		p11.NewAttribute(p11.CKA_LABEL, pending), p11.NewAttribute(p11.CKA_ID, id),
 	}
+	pubTmpl = append(pubTmpl, usageTemplate(p11.CKA_VERIFY, publicUsages)...)
 	privTmpl := []*p11.Attribute{
 		p11.NewAttribute(p11.CKA_TOKEN, true), p11.NewAttribute(p11.CKA_PRIVATE, true), p11.NewAttribute(p11.CKA_SENSITIVE, true),
-		p11.NewAttribute(p11.CKA_EXTRACTABLE, false), p11.NewAttribute(p11.CKA_SIGN, true),
+		p11.NewAttribute(p11.CKA_EXTRACTABLE, false),
 		p11.NewAttribute(p11.CKA_LABEL, lbl), p11.NewAttribute(p11.CKA_ID, id),
 	}
+	privTmpl = append(privTmpl, usageTemplate(p11.CKA_SIGN, privateUsages)...)
 	var mech uint
 	switch {
 	case ring.Algorithm.IsECDSA() || ring.Algorithm.IsEdDSA():
@@ -664,7 +711,7 @@ func (b *Backend) CreateVersion(ctx context.Context, ring backends.KeyRing, late
 	})
 	if err != nil {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		b.destroy(cctx, id, true) // else a live replica does, once the grace has passed
+		_ = b.destroy(cctx, id, true) // if it fails, a live replica destroys the pair once the grace has passed
 		cancel()
 		return backends.Version{}, classify(err, "labelling the public key generated for ring "+ring.Name)
 	}

@@ -439,3 +439,87 @@ func TestUnreadablePublicKey(t *testing.T) {
 		t.Errorf("version %s's only key unreadable (newest %s): %v, want FailedPrecondition", v2.ID, v3.ID, err)
 	}
 }
+
+// The key pairs Signet generates can do one thing each, as the token
+// itself reports them (OpenSC's pkcs11-tool, not this backend's reading of
+// the attributes): the private key signs, the public key verifies, and
+// neither decrypts, encrypts, wraps, unwraps, derives or recovers.
+func TestKeysCanOnlySign(t *testing.T) {
+	tok := softhsmtest.New(t)
+	b := open(t, tok.URI())
+	var made []string
+	for _, alg := range []backends.Algorithm{backends.ES256, backends.ES384, backends.ES512, backends.RS256, backends.PS256, backends.EdDSA} {
+		if !backends.Supports(b, alg) {
+			t.Logf("SoftHSM2 does not offer %s here", alg)
+			continue
+		}
+		v := signertest.CreateVersion(t, b, backends.KeyRing{Name: "usage-" + strings.ToLower(string(alg)), Algorithm: alg}, "")
+		made = append(made, v.ID)
+	}
+	objs, listing := tok.ListObjects(t)
+	t.Logf("pkcs11-tool --list-objects:\n%s", listing)
+	want := map[string]string{"Private Key Object": "sign", "Public Key Object": "verify"}
+	seen := map[string]int{}
+	for _, o := range objs {
+		if !strings.HasPrefix(o.Label, "signet/") {
+			continue
+		}
+		seen[o.ID]++
+		if w := want[o.Class]; strings.Join(o.Usage, ", ") != w {
+			t.Errorf("%s %s (%s): usage %q, want only %q", o.Class, o.ID, o.Label, strings.Join(o.Usage, ", "), w)
+		}
+	}
+	for _, id := range made {
+		if seen[id] != 2 {
+			t.Errorf("version %s: %d of its two objects listed by pkcs11-tool", id, seen[id])
+		}
+	}
+}
+
+// A version whose private key was made by hand with decrypt and unwrap
+// enabled (or by a Signet that left them to the token's defaults) is
+// refused by the usage check, which names the attributes; once it is
+// revoked (its private key destroyed) nothing is left to judge.
+func TestHandMadeKeyThatDecryptsIsRefused(t *testing.T) {
+	tok := softhsmtest.New(t)
+	b := open(t, tok.URI())
+	ctx := context.Background()
+	good := backends.KeyRing{Name: "narrow", Algorithm: backends.ES256}
+	signertest.CreateVersion(t, b, good, "")
+	if err := b.CheckKeyUsage(ctx, good); err != nil {
+		t.Fatalf("a version Signet made: %v", err)
+	}
+
+	ring := backends.KeyRing{Name: "by-hand", Algorithm: backends.ES256}
+	id := []byte{0, 0, 0, 1, 9, 9, 9, 9}
+	lbl := label(ring.Name, 1, time.Now())
+	if err := b.pool.with(ctx, func(sh p11.SessionHandle) error {
+		params, _ := asn1.Marshal(curveOIDs[backends.ES256])
+		_, _, err := b.mod.ctx.GenerateKeyPair(sh, []*p11.Mechanism{p11.NewMechanism(p11.CKM_EC_KEY_PAIR_GEN, nil)},
+			[]*p11.Attribute{p11.NewAttribute(p11.CKA_TOKEN, true), p11.NewAttribute(p11.CKA_VERIFY, true),
+				p11.NewAttribute(p11.CKA_LABEL, lbl), p11.NewAttribute(p11.CKA_ID, id), p11.NewAttribute(p11.CKA_EC_PARAMS, params)},
+			[]*p11.Attribute{p11.NewAttribute(p11.CKA_TOKEN, true), p11.NewAttribute(p11.CKA_PRIVATE, true), p11.NewAttribute(p11.CKA_SIGN, true),
+				p11.NewAttribute(p11.CKA_DECRYPT, true), p11.NewAttribute(p11.CKA_UNWRAP, true),
+				p11.NewAttribute(p11.CKA_LABEL, lbl), p11.NewAttribute(p11.CKA_ID, id)})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	vs, err := b.Versions(ctx, ring)
+	if err != nil || len(vs) != 1 {
+		t.Fatalf("the hand-made pair is not listed as version 1: %+v, %v", vs, err)
+	}
+	err = b.CheckKeyUsage(ctx, ring)
+	if backends.KindOf(err) != backends.KindFailedPrecondition || !strings.Contains(err.Error(), "CKA_DECRYPT, CKA_UNWRAP") ||
+		!strings.Contains(err.Error(), hex.EncodeToString(id)) {
+		t.Fatalf("usage check of a private key that may decrypt and unwrap: %v", err)
+	}
+	t.Log(err)
+	v2 := signertest.CreateVersion(t, b, ring, vs[0].ID)
+	if err := b.DisableVersion(ctx, ring, vs[0].ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.CheckKeyUsage(ctx, ring); err != nil {
+		t.Errorf("after rotating to %s and revoking the hand-made version: %v", v2.ID, err)
+	}
+}

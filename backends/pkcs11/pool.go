@@ -62,7 +62,7 @@ func (p *pool) put(sh p11.SessionHandle, err error) {
 	case deadSession(err):
 		<-p.slots
 	case closed:
-		p.ctx.CloseSession(sh)
+		_ = p.ctx.CloseSession(sh) // the pool is closed: the session is dropped either way
 		<-p.slots
 	default:
 		p.idle <- sh
@@ -158,7 +158,7 @@ func (p *pool) close() {
 	for {
 		select {
 		case sh := <-p.idle:
-			p.ctx.CloseSession(sh)
+			_ = p.ctx.CloseSession(sh) // the pool is closing: the session is dropped either way
 			<-p.slots
 		default:
 			return

@@ -156,7 +156,7 @@ func (h Harness) crashAt(t *testing.T, alg backends.Algorithm, sc crashScenario,
 	t.Cleanup(func() {
 		close(release)
 		<-done
-		crashed.Close()
+		_ = crashed.Close() // a crashed instance's Close may fail: it stands for a dead process
 	})
 	select {
 	case <-reached:
@@ -168,7 +168,11 @@ func (h Harness) crashAt(t *testing.T, alg backends.Algorithm, sc crashScenario,
 	var recovered atomic.Int64
 	live := h.OpenWith(t, backends.OpenOptions{Now: clock.Now, RecoveryGrace: crashGrace,
 		OnRecover: func(string) { recovered.Add(1) }})
-	t.Cleanup(func() { live.Close() })
+	t.Cleanup(func() {
+		if err := live.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
 	lister, ok := live.(backends.LeftoverLister)
 	if !ok {
 		t.Fatalf("%T does not list its leftovers (backends.LeftoverLister)", live)

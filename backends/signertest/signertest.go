@@ -112,7 +112,11 @@ func Run(t *testing.T, h Harness) {
 func (h Harness) open(t *testing.T) backends.Signer {
 	t.Helper()
 	s := h.Open(t)
-	t.Cleanup(func() { s.Close() })
+	t.Cleanup(func() {
+		if err := s.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
 	return s
 }
 
@@ -401,7 +405,9 @@ func (h Harness) testReopen(t *testing.T, alg backends.Algorithm) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.Close()
+	if err := s.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
 
 	s2 := h.open(t)
 	got, err := s2.Versions(ctxFor(t), ring)

@@ -34,8 +34,12 @@
 // Key rings and versions: a ring is one Transit key; its versions are the
 // key's versions with Vault's own creation_time. The first CreateVersion
 // creates the key with the type the algorithm needs (ecdsa-p256/p384/p521,
-// rsa-2048/3072/4096, ed25519) and exportable=false; an existing key of
-// another type is a configuration error. Later CreateVersion calls rotate it.
+// rsa-2048/3072/4096, ed25519), exportable=false and
+// allow_plaintext_backup=false (deletion_allowed stays false, Vault's
+// default); an existing key of another type is a configuration error, and
+// CheckKeyUsage reports one with any of the three set. Later CreateVersion
+// calls rotate it. (An RSA Transit key can also encrypt and decrypt: only
+// the token's policy, which needs no transit/decrypt path, keeps that shut.)
 //
 // Signing pins key_version and checks the version in Vault's answer. ECDSA
 // asks for marshaling_algorithm=jws, which returns the fixed-length R||S that

@@ -68,42 +68,19 @@ func Open(ctx context.Context, u *url.URL, opts backends.OpenOptions) (backends.
 	if getenv == nil {
 		getenv = os.Getenv
 	}
-	q := u.Query()
-	known := map[string]bool{"scheme": true, "namespace": true, "ca_file": true, "client_cert": true, "client_key": true,
-		"tls_server_name": true, "auth": true, "token_file": true, "role_id": true, "secret_id_file": true, "role": true,
-		"jwt_file": true, "auth_mount": true, "key_prefix": true, "batch_size": true}
-	keyNames := map[string]string{}
-	for k, v := range q {
-		if ring, ok := strings.CutPrefix(k, "key."); ok && len(v) == 1 && v[0] != "" {
-			keyNames[ring] = v[0]
-			continue
-		}
-		if !known[k] {
-			return nil, errorf(backends.KindInvalidArgument, "unknown URI option %q", k)
-		}
+	o, err := parseURI(u)
+	if err != nil {
+		return nil, err
 	}
-	mount := strings.Trim(u.Path, "/")
-	if mount == "" {
-		mount = "transit"
-	}
-
 	cfg := api.DefaultConfig() // reads VAULT_ADDR, VAULT_CACERT, ... like the vault CLI
 	if cfg.Error != nil {
 		return nil, errorf(backends.KindInvalidArgument, "Vault client environment: %v", cfg.Error)
 	}
-	if u.Host != "" {
-		scheme := q.Get("scheme")
-		if scheme == "" {
-			scheme = "https"
-		}
-		if scheme != "https" && scheme != "http" {
-			return nil, errorf(backends.KindInvalidArgument, "scheme=%q: want https or http", scheme)
-		}
-		cfg.Address = scheme + "://" + u.Host
+	if o.address != "" {
+		cfg.Address = o.address
 	}
-	if q.Get("ca_file") != "" || q.Get("client_cert") != "" || q.Get("client_key") != "" || q.Get("tls_server_name") != "" {
-		if err := cfg.ConfigureTLS(&api.TLSConfig{CACert: q.Get("ca_file"), ClientCert: q.Get("client_cert"),
-			ClientKey: q.Get("client_key"), TLSServerName: q.Get("tls_server_name")}); err != nil {
+	if o.tls != nil {
+		if err := cfg.ConfigureTLS(o.tls); err != nil {
 			return nil, errorf(backends.KindInvalidArgument, "TLS to Vault: %v", err)
 		}
 	}
@@ -128,28 +105,21 @@ func Open(ctx context.Context, u *url.URL, opts backends.OpenOptions) (backends.
 	transport := &closingTransport{base: base, closed: bctx}
 	cfg.HttpClient.Transport = transport
 	client.ClearToken() // the token comes from the configured auth method only
-	if ns := q.Get("namespace"); ns != "" {
-		client.SetNamespace(ns)
+	if o.namespace != "" {
+		client.SetNamespace(o.namespace)
 	}
-	b := &Backend{client: client, mount: mount, keyPrefix: q.Get("key_prefix"), keyNames: keyNames,
+	b := &Backend{client: client, mount: o.mount, keyPrefix: o.keyPrefix, keyNames: o.keyNames,
 		log: opts.Logger, ctx: bctx, cancel: cancel, transport: transport}
 	if b.log == nil {
 		b.log = slog.New(slog.DiscardHandler)
 	}
-	size := 32
-	if s := q.Get("batch_size"); s != "" {
-		if size, err = strconv.Atoi(s); err != nil || size < 1 || size > 1000 {
-			b.Close()
-			return nil, errorf(backends.KindInvalidArgument, "batch_size=%q: want 1 to 1000", s)
-		}
-	}
-	b.batches = newBatcher(b, size)
+	b.batches = newBatcher(b, o.batchSize)
 	b.batches.observe = opts.OnBatch
-	if b.auth, err = newAuthenticator(client, q, getenv, b.log, b.ctx, &b.wg); err == nil {
+	if b.auth, err = newAuthenticator(client, u.Query(), getenv, b.log, b.ctx, &b.wg); err == nil {
 		err = b.auth.login(ctx)
 	}
 	if err != nil {
-		b.Close()
+		_ = b.Close() // always nil; the login's error is the one to return
 		return nil, err
 	}
 	return b, nil
@@ -201,6 +171,8 @@ type transitKey struct {
 	LatestVersion        int                        `json:"latest_version"`
 	MinEncryptionVersion int                        `json:"min_encryption_version"`
 	Exportable           bool                       `json:"exportable"`
+	AllowPlaintextBackup bool                       `json:"allow_plaintext_backup"`
+	DeletionAllowed      bool                       `json:"deletion_allowed"`
 	Keys                 map[string]transitKeyEntry `json:"keys"`
 }
 
@@ -234,10 +206,37 @@ func (b *Backend) readKey(ctx context.Context, ring backends.KeyRing) (*transitK
 			"Transit key %q is of type %s but key ring %q needs %s for %s: use another key (key.%s=NAME) or another algorithm",
 			name, k.Type, ring.Name, want, ring.Algorithm, ring.Name)
 	}
-	if k.Exportable {
-		b.log.Warn("Transit key is exportable: its private key can leave Vault", "key", name)
-	}
 	return &k, nil
+}
+
+// CheckKeyUsage refuses a ring whose Transit key lets its private key leave
+// Vault (exportable, allow_plaintext_backup) or lets it be deleted
+// (deletion_allowed: deleted and re-created under the same name, it would
+// sign with another key). Signet creates keys with all three false. The
+// key's type is checked on every read.
+func (b *Backend) CheckKeyUsage(ctx context.Context, ring backends.KeyRing) error {
+	if err := b.checkOpen(); err != nil {
+		return err
+	}
+	k, err := b.readKey(ctx, ring)
+	if err != nil || k == nil {
+		return err
+	}
+	var broad []string
+	for _, f := range []struct {
+		set  bool
+		name string
+	}{{k.Exportable, "exportable"}, {k.AllowPlaintextBackup, "allow_plaintext_backup"}, {k.DeletionAllowed, "deletion_allowed"}} {
+		if f.set {
+			broad = append(broad, f.name)
+		}
+	}
+	if len(broad) > 0 {
+		return errorf(backends.KindFailedPrecondition, "key ring %q: Transit key %q has %s set: its private key may leave Vault "+
+			"or the key be replaced (Signet creates keys with exportable, allow_plaintext_backup and deletion_allowed false)",
+			ring.Name, b.keyName(ring), strings.Join(broad, " and "))
+	}
+	return nil
 }
 
 // Versions lists the Transit key's versions with Vault's creation times.
@@ -325,7 +324,8 @@ func (b *Backend) CreateVersion(ctx context.Context, ring backends.KeyRing, late
 	var want int
 	if k == nil {
 		_, err = b.call(ctx, func(ctx context.Context) (*api.Secret, error) {
-			return b.client.Logical().WriteWithContext(ctx, b.path("keys", name), map[string]any{"type": typ, "exportable": false})
+			return b.client.Logical().WriteWithContext(ctx, b.path("keys", name), map[string]any{"type": typ, "exportable": false,
+				"allow_plaintext_backup": false})
 		})
 		want = 1
 	} else {
@@ -462,41 +462,11 @@ func (b *Backend) signBatch(ctx context.Context, ring backends.KeyRing, version 
 	if err != nil {
 		return nil, nil, b.classify(err, "signing with version %d of Transit key %q", version, name)
 	}
-	var resp struct {
-		BatchResults []struct {
-			Signature  string `json:"signature"`
-			KeyVersion int    `json:"key_version"`
-			Error      string `json:"error"`
-		} `json:"batch_results"`
-	}
+	var data map[string]any
 	if secret != nil {
-		raw, _ := json.Marshal(secret.Data)
-		json.Unmarshal(raw, &resp)
+		data = secret.Data
 	}
-	if len(resp.BatchResults) != len(inputs) {
-		return nil, nil, errorf(backends.KindUnknown, "Transit answered %d results for %d inputs", len(resp.BatchResults), len(inputs))
-	}
-	sigs := make([][]byte, len(inputs))
-	errs := make([]error, len(inputs))
-	prefix := "vault:v" + strconv.Itoa(version) + ":"
-	for i, r := range resp.BatchResults {
-		switch {
-		case r.Error != "":
-			errs[i] = classifyMessage(r.Error, fmt.Sprintf("signing with version %d of Transit key %q", version, name), backends.KindUnknown)
-		case r.KeyVersion != version || !strings.HasPrefix(r.Signature, prefix):
-			errs[i] = errorf(backends.KindUnknown, "Transit signed with version %d, not the requested %d", r.KeyVersion, version)
-		default:
-			sig, err := base64.RawURLEncoding.DecodeString(strings.TrimPrefix(r.Signature, prefix))
-			if err != nil {
-				errs[i] = errorf(backends.KindUnknown, "Transit signature is not base64url: %v", err)
-			} else if want := ring.Algorithm.SignatureSize(); want != 0 && len(sig) != want {
-				errs[i] = errorf(backends.KindUnknown, "Transit returned a %d-byte %s signature, want %d", len(sig), ring.Algorithm, want)
-			} else {
-				sigs[i] = sig
-			}
-		}
-	}
-	return sigs, errs, nil
+	return decodeSignBatch(data, ring.Algorithm, version, len(inputs), name)
 }
 
 // Close stops token renewal and the batch workers, ends the requests they

@@ -105,8 +105,36 @@ func TestCreatesNonExportableKeysOfTheRightType(t *testing.T) {
 		if err != nil || sec == nil {
 			t.Fatalf("reading the key: %v", err)
 		}
-		if sec.Data["type"] != typ || sec.Data["exportable"] != false {
-			t.Errorf("%s: type %v exportable %v, want %s and false", alg, sec.Data["type"], sec.Data["exportable"], typ)
+		if sec.Data["type"] != typ || sec.Data["exportable"] != false || sec.Data["allow_plaintext_backup"] != false ||
+			sec.Data["deletion_allowed"] != false {
+			t.Errorf("%s: type %v exportable %v allow_plaintext_backup %v deletion_allowed %v, want %s and false, false, false", alg,
+				sec.Data["type"], sec.Data["exportable"], sec.Data["allow_plaintext_backup"], sec.Data["deletion_allowed"], typ)
+		}
+		if err := b.CheckKeyUsage(context.Background(), ring); err != nil {
+			t.Errorf("%s: usage check of the key Signet made: %v", alg, err)
+		}
+	}
+}
+
+// A Transit key made or changed by hand so that its private key may leave
+// Vault, or the key be deleted, is refused by the usage check, which names
+// the setting (as Vault's key read shows it).
+func TestKeysThatMayLeaveVaultAreRefused(t *testing.T) {
+	t.Parallel()
+	srv := vaulttest.Start(t)
+	srv.Write(t, "transit/keys/exportable", map[string]any{"type": "ecdsa-p256", "exportable": true})
+	srv.Write(t, "transit/keys/backup", map[string]any{"type": "ecdsa-p256", "allow_plaintext_backup": true})
+	srv.Write(t, "transit/keys/deletable", map[string]any{"type": "ecdsa-p256"})
+	srv.Write(t, "transit/keys/deletable/config", map[string]any{"deletion_allowed": true})
+	b := mustOpen(t, uriFor(srv, "&key.a=exportable&key.b=backup&key.c=deletable"), rootEnv)
+	for ringName, setting := range map[string]string{"a": "exportable", "b": "allow_plaintext_backup", "c": "deletion_allowed"} {
+		sec, err := srv.Root(t).Logical().Read("transit/keys/" + map[string]string{"a": "exportable", "b": "backup", "c": "deletable"}[ringName])
+		if err != nil || sec.Data[setting] != true {
+			t.Fatalf("Vault's key read: %s=%v, %v", setting, sec.Data[setting], err)
+		}
+		err = b.CheckKeyUsage(context.Background(), backends.KeyRing{Name: ringName, Algorithm: backends.ES256})
+		if backends.KindOf(err) != backends.KindFailedPrecondition || !strings.Contains(err.Error(), "has "+setting+" set") {
+			t.Errorf("ring %s over a key with %s: %v", ringName, setting, err)
 		}
 	}
 }

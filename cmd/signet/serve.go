@@ -137,7 +137,7 @@ func writeReadyFile(path string, addrs readyAddrs) error {
 		err = os.Rename(f.Name(), path)
 	}
 	if err != nil {
-		os.Remove(f.Name())
+		_ = os.Remove(f.Name()) // the temporary file, which failed to become the ready file; that failure is the error
 		return fmt.Errorf("--ready-file: %w", err)
 	}
 	return nil
@@ -184,5 +184,5 @@ func printBanner(w io.Writer, cfg config.Config, addrs readyAddrs) {
 		fmt.Fprintf(&b, "or with grpcurl:\n  grpcurl -plaintext -d '{\"key_ring\":\"%s\",\"audience\":[\"my-service\"],\"subject\":\"alice\"}' %s signet.v1.SignerService/Sign\n\n", ring, grpcAddr)
 	}
 	fmt.Fprintf(&b, "Verify it:\n  ./bin/signet verify --jwks http://%s%s TOKEN\n\n", httpAddr, server.JWKSPath)
-	io.WriteString(w, b.String())
+	_, _ = io.WriteString(w, b.String()) // a courtesy for the developer: a closed stdout must not stop the server
 }

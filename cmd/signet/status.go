@@ -51,11 +51,10 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err := json.Unmarshal(body, &st); err != nil {
 		return fmt.Errorf("%s%s is not a status document: %w", *admin, server.StatusPath, err)
 	}
-	printStatus(stdout, st)
-	return nil
+	return printStatus(stdout, st)
 }
 
-func printStatus(w io.Writer, st server.Status) {
+func printStatus(w io.Writer, st server.Status) error {
 	signing := "yes"
 	if !st.Signing {
 		signing = "NO: " + strings.Join(st.SigningProblems, "; ")
@@ -80,8 +79,11 @@ func printStatus(w io.Writer, st server.Status) {
 			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\n", v.Kid, v.BackendID, v.State, formatStatusTime(&v.Created),
 				formatStatusTime(v.ActivatesAt), formatStatusTime(v.RetiresAt))
 		}
-		tw.Flush()
+		if err := tw.Flush(); err != nil {
+			return err
+		}
 	}
+	return nil
 }
 
 func formatStatusTime(t *time.Time) string {

@@ -72,7 +72,7 @@ type Key struct {
 
 // Env points the AWS SDK at test credentials and a region, and keeps it
 // away from this machine's AWS configuration and from instance metadata.
-var Env = map[string]string{
+var Env = map[string]string{ // #nosec G101 -- made-up credentials the test server accepts from anyone
 	"AWS_ACCESS_KEY_ID":           "AKIDSIGNETTEST",
 	"AWS_SECRET_ACCESS_KEY":       "signet-test-secret",
 	"AWS_REGION":                  "us-east-1",
@@ -86,7 +86,9 @@ var Env = map[string]string{
 // tests free to run in parallel.
 func SetEnv() {
 	for k, v := range Env {
-		os.Setenv(k, v)
+		if err := os.Setenv(k, v); err != nil {
+			panic(err) // only a key or value with a NUL byte fails, and Env has none
+		}
 	}
 }
 
@@ -135,6 +137,26 @@ func (s *Server) Aliases() map[string]string {
 	return out
 }
 
+// ReplaceKeyMaterial gives the key keyID (a key id or ARN) new key material
+// of the same spec, keeping its id, ARN, state, description and tags: what
+// a faulty or compromised KMS would do. Real KMS never does (a key's
+// material is fixed), which is why Signet's tests need it: Sign then signs
+// with a key other than the one the version published.
+func (s *Server) ReplaceKeyMaterial(keyID string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	k, e := s.find(map[string]any{"KeyId": keyID})
+	if e != nil {
+		return fmt.Errorf("%s: %s", e.typ, e.msg)
+	}
+	priv, err := generate(k.Spec)
+	if err != nil {
+		return err
+	}
+	k.priv = priv
+	return nil
+}
+
 // After arms fn to run each time action has been carried out successfully,
 // before the answer is sent, with the access key id of the request's
 // signature (which tells apart the processes of a test that gives each its
@@ -178,7 +200,7 @@ func (s *Server) KillAfter(action, accessKeyID string, pid int) {
 		if accessKeyID != "" && ak != accessKeyID {
 			return false
 		}
-		syscall.Kill(pid, syscall.SIGKILL)
+		_ = syscall.Kill(pid, syscall.SIGKILL) // a process already gone is what the test wants anyway
 		return true
 	})
 }
@@ -206,10 +228,10 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("x-amzn-RequestId", newID())
 		if e != nil {
 			w.WriteHeader(e.status)
-			json.NewEncoder(w).Encode(map[string]string{"__type": e.typ, "message": e.msg})
+			_ = json.NewEncoder(w).Encode(map[string]string{"__type": e.typ, "message": e.msg}) // the client hung up: nothing to tell it
 			return
 		}
-		json.NewEncoder(w).Encode(v)
+		_ = json.NewEncoder(w).Encode(v) // the client hung up: nothing to tell it
 	}
 	target := r.Header.Get("X-Amz-Target")
 	action, ok := strings.CutPrefix(target, "TrentService.")
@@ -260,7 +282,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 			s.lose[action]--
 			if hj, ok := w.(http.Hijacker); ok {
 				if conn, _, err := hj.Hijack(); err == nil {
-					conn.Close()
+					_ = conn.Close() // dropping the connection is the point
 					return
 				}
 			}
@@ -319,8 +341,13 @@ func (s *Server) createKey(in map[string]any) (any, *apiError) {
 	if spec == "" {
 		spec = "SYMMETRIC_DEFAULT"
 	}
-	if usage != "SIGN_VERIFY" {
-		return nil, fail("ValidationException", "this fake KMS only creates SIGN_VERIFY keys, not KeyUsage %q", usage)
+	switch {
+	case usage == "SIGN_VERIFY":
+	case usage == "ENCRYPT_DECRYPT" && strings.HasPrefix(spec, "RSA_"):
+		// Tests make one by hand to point a version alias at; this fake
+		// neither encrypts nor decrypts with it, and refuses to sign.
+	default:
+		return nil, fail("ValidationException", "this fake KMS only creates SIGN_VERIFY keys and RSA ENCRYPT_DECRYPT keys, not KeyUsage %q for %s", usage, spec)
 	}
 	priv, err := generate(spec)
 	if err != nil {

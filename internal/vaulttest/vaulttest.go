@@ -51,7 +51,7 @@ func Binary(t testing.TB) string {
 		t.Fatalf("%s is not set: run `make test`, or set %s to a Vault binary built by `make bin/vault` (%s=$PWD/bin/vault)",
 			BinaryEnv, BinaryEnv, BinaryEnv)
 	}
-	if _, err := os.Stat(p); err != nil {
+	if _, err := os.Stat(p); err != nil { // #nosec G703 -- the test run names the Vault binary
 		t.Fatalf("%s=%s: %v: build it with `make bin/vault` (`make test` does)", BinaryEnv, p, err)
 	}
 	return p
@@ -125,14 +125,14 @@ func launch(t testing.TB, bin string, tls bool) (*Server, error) {
 		s.Addr, s.CAFile = "https://"+addr, filepath.Join(dir, "vault-ca.pem")
 		args = append(args, "-dev-tls", "-dev-tls-cert-dir="+dir)
 	}
-	s.cmd = exec.Command(bin, args...)
+	s.cmd = exec.Command(bin, args...) // #nosec G204 -- the Vault binary the test run names, with the test's arguments
 	home := t.TempDir()
 	s.cmd.Env = append(os.Environ(), "HOME="+home, "VAULT_ADDR="+s.Addr, "VAULT_DISABLE_MLOCK=true")
 	s.cmd.Stdout, s.cmd.Stderr = s.out, s.out
 	if err := s.cmd.Start(); err != nil {
 		return nil, err
 	}
-	go func() { s.cmd.Wait(); close(s.done) }()
+	go func() { _ = s.cmd.Wait(); close(s.done) }() // it exits when killed: the error says only that
 	if err := s.waitReady(t, tls); err != nil {
 		s.stop()
 		return nil, err
@@ -151,8 +151,8 @@ func launch(t testing.TB, bin string, tls bool) (*Server, error) {
 
 // stop kills the process (thawing it first, were it frozen) and waits for it.
 func (s *Server) stop() {
-	s.cmd.Process.Signal(syscall.SIGCONT)
-	s.cmd.Process.Kill()
+	_ = s.cmd.Process.Signal(syscall.SIGCONT) // fails only if it has exited, which is the aim
+	_ = s.cmd.Process.Kill()
 	<-s.done
 }
 
@@ -175,7 +175,7 @@ func (s *Server) waitReady(t testing.TB, tls bool) error {
 		default:
 			var resp *http.Response
 			if resp, err = s.Root(t).CloneConfig().HttpClient.Get(s.Addr + "/v1/sys/health"); err == nil {
-				resp.Body.Close()
+				_ = resp.Body.Close() // nothing was read from it
 				if resp.StatusCode == http.StatusOK {
 					return nil
 				}
@@ -200,7 +200,7 @@ func (s *Server) waitReady(t testing.TB, tls bool) error {
 
 // pemReady reports whether the dev server has finished writing its CA.
 func pemReady(path string) bool {
-	b, err := os.ReadFile(path)
+	b, err := os.ReadFile(path) // #nosec G304 -- the CA file the dev server writes in the test's directory
 	if err != nil {
 		return false
 	}
@@ -247,7 +247,7 @@ func (s *Server) Freeze(t testing.TB) {
 	s.signal(t, syscall.SIGSTOP)
 	stat := fmt.Sprintf("/proc/%d/stat", s.cmd.Process.Pid)
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
-		b, err := os.ReadFile(stat)
+		b, err := os.ReadFile(stat) // #nosec G304 -- /proc/PID/stat of the test's own Vault process
 		if err != nil {
 			t.Fatalf("reading %s: %v", stat, err)
 		}

@@ -77,7 +77,7 @@ func New(cfg Config) (*Authorizer, error) {
 	}
 	certs, err := loadCertificates(cfg.CertFile, cfg.KeyFile, cfg.ClientCAFile)
 	if err != nil {
-		a.Close()
+		_ = a.Close() // the load error is the one to return
 		return nil, err
 	}
 	a.certs = certs
@@ -94,7 +94,7 @@ func New(cfg Config) (*Authorizer, error) {
 		return nil
 	}
 	if err := loadPolicy(); err != nil {
-		a.Close()
+		_ = a.Close() // the load error is the one to return
 		return nil, err
 	}
 	a.watcher.add("policy", "policy file", []string{cfg.PolicyFile}, loadPolicy)

@@ -87,6 +87,12 @@ type RingConfig struct {
 	// remote backends (Vault, AWS KMS, PKCS#11), off for local, which signs
 	// in process with the key it just read.
 	VerifySignatures *bool `yaml:"verify_signatures"`
+
+	// AllowBroadKeyUsage lets the ring start although one of its existing
+	// keys can do more than sign (a PKCS#11 private key that may decrypt,
+	// an exportable Transit key, a key file others can read); the finding
+	// is logged as a warning. Off: such a ring stops startup.
+	AllowBroadKeyUsage bool `yaml:"allow_broad_key_usage"`
 }
 
 // Verify says whether the ring checks its backend's signatures.
@@ -157,7 +163,7 @@ func Default() Config {
 // Load reads a YAML config file over the defaults. Unknown fields are
 // errors: a misspelt option must not silently fall back to a default.
 func Load(path string) (Config, error) {
-	data, err := os.ReadFile(path)
+	data, err := os.ReadFile(path) // #nosec G304 -- the config file the operator names (--config)
 	if err != nil {
 		return Config{}, err
 	}

@@ -113,6 +113,10 @@ type RingSpec struct {
 	// object, a faulty device) fails the Sign instead of issuing a token
 	// no verifier accepts.
 	VerifySignatures bool
+	// AllowBroadKeyUsage lets the ring start although its backend reports
+	// (backends.UsageChecker) that some of its keys can do more than sign;
+	// the finding is logged as a warning instead.
+	AllowBroadKeyUsage bool
 }
 
 // New reads every ring's versions and creates the first version of a ring
@@ -147,6 +151,9 @@ func New(ctx context.Context, specs []RingSpec, opts Options) (*KeySet, error) {
 			if created {
 				ks.log.Info("created the first version of a key ring", "key_ring", r.Name, "kid", v.Kid, "backend_id", v.ID)
 			}
+		}
+		if err := ks.checkKeyUsage(ctx, r, spec.AllowBroadKeyUsage); err != nil {
+			return nil, err
 		}
 		ks.rings = append(ks.rings, r)
 		ks.byName[r.Name] = r
@@ -184,6 +191,30 @@ func (ks *KeySet) createFirst(ctx context.Context, r *Ring) (v *Version, created
 			return a, false, nil
 		}
 	}
+}
+
+// checkKeyUsage asks the ring's backend, if it can tell
+// (backends.UsageChecker), whether any of the ring's keys can do more than
+// sign, and refuses the ring if one can, unless allowBroad.
+func (ks *KeySet) checkKeyUsage(ctx context.Context, r *Ring, allowBroad bool) error {
+	checker, ok := r.backend.(backends.UsageChecker)
+	if !ok {
+		return nil
+	}
+	bctx, cancel := ks.backendContext(ctx)
+	err := checker.CheckKeyUsage(bctx, r.key)
+	cancel()
+	switch {
+	case err == nil || backends.KindOf(err) == backends.KindUnimplemented:
+		return nil
+	case backends.KindOf(err) != backends.KindFailedPrecondition:
+		return fmt.Errorf("key ring %q: checking what its keys may be used for: %w", r.Name, err)
+	case allowBroad:
+		ks.log.Warn("a key of the ring may do more than sign; starting anyway because the ring sets allow_broad_key_usage",
+			"key_ring", r.Name, "err", err)
+		return nil
+	}
+	return fmt.Errorf("%w (to start anyway, set allow_broad_key_usage: true on key ring %q)", err, r.Name)
 }
 
 // Leftovers lists what the ring's backend holds for it that is not a
@@ -265,19 +296,32 @@ func (ks *KeySet) Refresh(ctx context.Context, r *Ring) error {
 }
 
 // checkKeysUnchanged refuses a read in which a version this ring knows
-// has another public key than before: its kid, and the JWKS that verifiers
-// hold, would silently change under tokens already issued. The last good
-// key set stays in force and the ring reports the mismatch.
+// has another public key than before, or in which a version that signs, or
+// signed tokens that may still be valid (active or retiring), is missing:
+// its kid, and the JWKS that verifiers hold, would silently change under
+// tokens already issued. (A backend never drops a version itself: revoked
+// ones stay listed, disabled. A missing one was deleted, or, on AWS KMS,
+// its version alias re-pointed at another key, which lists version n under
+// another ARN.) The last good key set stays in force and the ring reports
+// the mismatch.
 func (ks *KeySet) checkKeysUnchanged(r *Ring, vs []*Version) error {
-	cur := r.snap.Load()
-	if cur == nil {
+	if r.snap.Load() == nil {
 		return nil
 	}
-	for _, v := range vs {
-		if old := find(cur.versions, v.ID); old != nil && old.Kid != v.Kid {
-			err := backends.Errorf(backends.KindFailedPrecondition, "",
+	for _, old := range ks.current(r).versions {
+		v := find(vs, old.ID)
+		var err error
+		switch {
+		case v != nil && old.Kid != v.Kid:
+			err = backends.Errorf(backends.KindFailedPrecondition, "",
 				"version %s of key ring %q has another public key in the backend than the one published (kid %s, now %s): "+
 					"the key was replaced behind Signet's back; the published key set stays as it was", v.ID, r.Name, old.Kid, v.Kid)
+		case v == nil && (old.State == StateActive || old.State == StateRetiring):
+			err = backends.Errorf(backends.KindFailedPrecondition, "",
+				"version %s of key ring %q (kid %s, %s) is no longer listed by the backend: it was removed, or its alias "+
+					"re-pointed at another key, behind Signet's back; the published key set stays as it was", old.ID, r.Name, old.Kid, old.State)
+		}
+		if err != nil {
 			ks.keyMismatch(r, &r.keyChanged, err)
 			return err
 		}
@@ -441,7 +485,7 @@ func (ks *KeySet) Rotate(ctx context.Context, r *Ring, revokePrevious bool) (cre
 			cancel()
 			ks.observe(r, err)
 			if err != nil {
-				ks.Refresh(ctx, r)
+				_ = ks.Refresh(ctx, r) // to show what was revoked; the revocation's error is the one to return
 				return created, revoked, fmt.Errorf("created version %s but revoking version %s failed (call Rotate with revoke_previous again): %w", created.ID, v.ID, err)
 			}
 			revoked = append(revoked, v)

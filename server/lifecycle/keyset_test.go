@@ -2,6 +2,9 @@ package lifecycle
 
 import (
 	"context"
+	"log/slog"
+	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"sync/atomic"
@@ -269,4 +272,80 @@ func disabledFlags(vs []*Version) []bool {
 		out = append(out, v.Disabled)
 	}
 	return out
+}
+
+// A ring whose existing keys can do more than sign (here: a local key file
+// others may read) stops startup with the backend's finding and the way to
+// opt out; a ring that opts out starts and logs the finding.
+func TestBroadKeyUsageStopsStartupUnlessAllowed(t *testing.T) {
+	dir := t.TempDir()
+	kek := func(string) string { return "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=" }
+	store, err := local.Open(dir, backends.OpenOptions{Getenv: kek})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	spec := RingSpec{Name: "r", Algorithm: backends.ES256, Schedule: testSchedule, Backend: store}
+	if _, err := New(context.Background(), []RingSpec{spec}, Options{}); err != nil {
+		t.Fatalf("a ring whose keys Signet made: %v", err)
+	}
+	keyFile := filepath.Join(dir, "rings", "r", "1.json")
+	if err := os.Chmod(keyFile, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err = New(context.Background(), []RingSpec{spec}, Options{})
+	if err == nil || !strings.Contains(err.Error(), keyFile+" has mode 0644") || !strings.Contains(err.Error(), "allow_broad_key_usage") {
+		t.Fatalf("a key file others may read: %v; want a refusal naming the file, its mode and the opt-out", err)
+	}
+	var logged strings.Builder
+	spec.AllowBroadKeyUsage = true
+	if _, err := New(context.Background(), []RingSpec{spec}, Options{Logger: slog.New(slog.NewTextHandler(&logged, nil))}); err != nil {
+		t.Fatalf("with allow_broad_key_usage: %v", err)
+	}
+	if !strings.Contains(logged.String(), "level=WARN") || !strings.Contains(logged.String(), "0644") {
+		t.Errorf("allowed, but not logged as a warning:\n%s", logged.String())
+	}
+}
+
+// A version that signs (or signed tokens still valid) disappearing from
+// the backend is refused like a replaced key: the key set stays and the
+// ring reports a mismatch. A pending version that disappears (it never
+// signed: the loser of a race for a version number, say) is just dropped.
+func TestActiveVersionVanishingIsAKeyMismatch(t *testing.T) {
+	dir := t.TempDir()
+	c := clocktest.New()
+	store, err := local.Open(dir, backends.OpenOptions{Now: c.Now,
+		Getenv: func(string) string { return "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=" }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	var mismatches atomic.Int32
+	ks, err := New(context.Background(), []RingSpec{{Name: "r", Algorithm: backends.ES256, Schedule: testSchedule, Backend: store}},
+		Options{Now: c.Now, OnKeyMismatch: func(string) { mismatches.Add(1) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := ks.Ring("r")
+	pending, _, err := ks.Rotate(context.Background(), r, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(dir, "rings", "r", pending.ID+".json")); err != nil {
+		t.Fatal(err)
+	}
+	if err := ks.Refresh(context.Background(), r); err != nil || len(ks.Versions(r)) != 1 || mismatches.Load() != 0 {
+		t.Fatalf("a pending version removed: %v, %d versions, %d mismatches; want it dropped quietly", err, len(ks.Versions(r)), mismatches.Load())
+	}
+	active, _ := ks.Active(r)
+	if err := os.Remove(filepath.Join(dir, "rings", "r", active.ID+".json")); err != nil {
+		t.Fatal(err)
+	}
+	err = ks.Refresh(context.Background(), r)
+	if backends.KindOf(err) != backends.KindFailedPrecondition || !strings.Contains(err.Error(), "no longer listed") {
+		t.Fatalf("the active version removed: %v", err)
+	}
+	if v, _ := ks.Active(r); v == nil || v.Kid != active.Kid || mismatches.Load() != 1 || len(ks.SigningProblems()) != 1 {
+		t.Errorf("after the refusal: active %v, %d mismatches, problems %v", v, mismatches.Load(), ks.SigningProblems())
+	}
 }

@@ -90,3 +90,16 @@ func (i *instrumented) Leftovers(ctx context.Context, ring backends.KeyRing) (ls
 	defer c.end(&err)
 	return lister.Leftovers(ctx, ring)
 }
+
+// CheckKeyUsage asks the backend whether the ring's keys can do more than
+// sign, if it can tell (backends.UsageChecker); otherwise the error is
+// KindUnimplemented.
+func (i *instrumented) CheckKeyUsage(ctx context.Context, ring backends.KeyRing) (err error) {
+	checker, ok := i.Signer.(backends.UsageChecker)
+	if !ok {
+		return backends.Errorf(backends.KindUnimplemented, i.scheme, "this backend cannot tell what its keys may be used for")
+	}
+	ctx, c := i.begin(ctx, "check_key_usage", ring)
+	defer c.end(&err)
+	return checker.CheckKeyUsage(ctx, ring)
+}

@@ -74,6 +74,7 @@ var checkCases = []checkCase{
 	{field: "rotation_period", config: "key_rings: [{name: a, backend: 'local://x', publish_ahead: 10m, rotation_period: 10m}]\n"},
 	{field: "token_default_ttl", config: "key_rings: [{name: a, backend: 'local://x', token_max_ttl: 5m, token_default_ttl: 5m}]\n"},
 	{field: "verify_signatures", config: "key_rings: [{name: a, backend: 'vault:///transit', verify_signatures: false}]\n"},
+	{field: "allow_broad_key_usage", config: "key_rings: [{name: a, backend: 'vault:///transit', allow_broad_key_usage: true}]\n"},
 	// Unset policy fields follow the set ones instead of breaking the bounds.
 	{field: "token_max_ttl", config: "key_rings: [{name: a, backend: 'local://x', token_max_ttl: 24h, jwks_max_age: 1h}]\n"},
 
@@ -124,6 +125,7 @@ var checkCases = []checkCase{
 	{field: "rotation_period", config: "key_rings: [{name: a, backend: 'local://x', rotation_period: 5m}]\n", want: "key_rings[0] (a): rotation_period 5m0s is shorter than publish_ahead 10m0s"},
 	{field: "rotation_period", config: "key_rings: [{name: a, backend: 'local://x', rotation_period: -1h}]\n", want: "may not be negative"},
 	{field: "verify_signatures", config: "key_rings: [{name: a, backend: 'local://x', verify_signatures: maybe}]\n", want: "line 1: cannot unmarshal !!str `maybe` into bool"},
+	{field: "allow_broad_key_usage", config: "key_rings: [{name: a, backend: 'local://x', allow_broad_key_usage: sometimes}]\n", want: "line 1: cannot unmarshal !!str `sometimes` into bool"},
 
 	// The policy file, against the configured key rings.
 	{field: "policy", config: mtlsHead + oneRing, policy: "grants: [{identity: x, sign: [{key_rings: [default], audiences: [a]}], rotat: [default]}]\n", want: "field rotat not found"},

@@ -7,7 +7,7 @@ PYTHON := /usr/bin/python3
 # The PKCS#11 backend needs cgo and this build tag.
 TAGS  := -tags pkcs11
 
-.PHONY: run build test test-deps lint rules bench fuzz generate check-generate clean
+.PHONY: run build test test-deps lint rules bench load fuzz generate check-generate clean
 
 run: build ## Start Signet on the embedded local backend (./signet-data).
 	./$(BIN) serve $(if $(CONFIG),--config $(CONFIG))
@@ -28,9 +28,15 @@ GOTEST := SIGNET_VAULT_BIN=$(CURDIR)/bin/vault $(GO) test $(TAGS) -race -count=1
 test: test-deps lint rules bin/vault bin/testreport ## Install what the tests need, then run every test (with the race detector).
 ifeq ($(CI),true)
 	set -o pipefail; $(GOTEST) -json ./... | bin/testreport
+	set -o pipefail; $(LOADTEST) -json ./... | bin/testreport
 else
 	$(GOTEST) ./...
+	$(LOADTEST) ./...
 endif
+
+# The load harness's own logic (ratios, /proc CPU and memory readings, the
+# batch-size histogram); `make load` runs the harness itself.
+LOADTEST := $(GO) -C scripts/load test -race -count=1
 
 # A real Vault server for the Vault backend's tests, built from Vault's Go
 # module in its own module (scripts/vault). The first build takes ~10 minutes;
@@ -60,9 +66,17 @@ lint:
 	$(GO) vet $(TAGS) ./...
 	$(GO) vet ./...
 	$(GO) -C scripts/tools vet ./testreport
+	$(GO) -C scripts/load vet ./...
 
 bench: ## Print what Sign adds over the bare signature, and JWKS serving cost.
 	$(GO) test -run '^$$' -bench . -benchmem ./server/
+
+# The load harness lives in its own module, scripts/load (ghz's runner for
+# gRPC, vegeta for HTTP), so that neither is in Signet's go.mod. It starts
+# bin/signet and bin/vault on loopback; LOAD passes flags to it, for example
+# make load LOAD="-duration 1s -skip vault" or LOAD="-profile /tmp/prof".
+load: build bin/vault ## Load the real binary on loopback: Sign, health floor, efficiency, JWKS vs a static server, Vault CPU, RSS.
+	$(GO) -C scripts/load run . -signet $(CURDIR)/$(BIN) -vault $(CURDIR)/bin/vault $(LOAD)
 
 fuzz: ## Fuzz the parsers of untrusted input, FUZZTIME each (default 30s).
 	$(GO) test -run '^$$' -fuzz FuzzEncodeClaims -fuzztime $(or $(FUZZTIME),30s) ./server/jose/

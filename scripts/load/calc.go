@@ -124,6 +124,14 @@ func (p phase) CPUPerOp() time.Duration {
 	return (p.ServerCPU + p.ClientCPU) / time.Duration(p.Ops)
 }
 
+// ServerCPUPerOp is the server's part of CPUPerOp.
+func (p phase) ServerCPUPerOp() time.Duration {
+	if p.Ops <= 0 {
+		return 0
+	}
+	return p.ServerCPU / time.Duration(p.Ops)
+}
+
 // efficiency is Sign throughput divided by the ideal throughput, the one at
 // which each Sign RPC would cost exactly one health RPC plus one bare
 // signature, both at the CPU the Sign phase had. With per-op CPU costs from

@@ -74,6 +74,9 @@ func TestPhase(t *testing.T) {
 	if got := p.CPUPerOp(); got != 200*time.Microsecond {
 		t.Errorf("CPUPerOp = %v, want 200µs", got)
 	}
+	if got := p.ServerCPUPerOp(); got != 150*time.Microsecond {
+		t.Errorf("ServerCPUPerOp = %v, want 150µs", got)
+	}
 	if got := (phase{}).CPUPerOp(); got != 0 {
 		t.Errorf("no ops: CPUPerOp = %v", got)
 	}

@@ -14,6 +14,8 @@ import (
 
 	"github.com/bojand/ghz/runner"
 	vegeta "github.com/tsenart/vegeta/v12/lib"
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/signet-dev/signet/backends"
 	"github.com/signet-dev/signet/backends/local"
@@ -68,12 +70,16 @@ type grpcTarget struct {
 }
 
 // runGRPC drives call at concurrency c for d with ghz's runner and returns
-// the phase. data is the request, protobuf-encoded (ghz decodes it once
-// into its dynamic message and reuses it). A short unmeasured warm-up at
-// the same concurrency comes first.
-func runGRPC(t grpcTarget, name, call string, data []byte, c int, d time.Duration) (phase, error) {
+// the phase. Every call sends req and decodes the answer into resp()
+// (fixedCodec). A short unmeasured warm-up at the same concurrency comes
+// first.
+func runGRPC(t grpcTarget, name, call string, req proto.Message, resp func() proto.Message, c int, d time.Duration) (phase, error) {
+	data := delimited(req)
+	set := protoset()
 	opts := func(dur time.Duration) []runner.Option {
 		o := []runner.Option{
+			runner.WithProtosetBinary(set),
+			runner.WithDefaultCallOptions([]grpc.CallOption{callOption(req, resp)}),
 			runner.WithConcurrency(uint(c)),
 			runner.WithRunDuration(dur),
 			runner.WithDurationStopAction("wait"),

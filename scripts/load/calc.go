@@ -48,13 +48,26 @@ func parseProcStatCPU(stat []byte) (time.Duration, error) {
 	return time.Duration(ticks) * time.Second / clockTicks, nil
 }
 
-// processCPU reads the CPU time pid has used so far.
+// processCPU reads the CPU time pid and its live child processes (nginx's
+// workers) have used so far.
 func processCPU(pid int) (time.Duration, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		return 0, err
 	}
-	return parseProcStatCPU(b)
+	cpu, err := parseProcStatCPU(b)
+	if err != nil {
+		return 0, err
+	}
+	children, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
+	for _, f := range strings.Fields(string(children)) {
+		if child, err := strconv.Atoi(f); err == nil {
+			if c, err := processCPU(child); err == nil {
+				cpu += c
+			}
+		}
+	}
+	return cpu, nil
 }
 
 // parseVmRSS returns VmRSS from /proc/<pid>/status, in bytes.
@@ -300,4 +313,71 @@ func (s *summary) write(w io.Writer) {
 	for _, n := range s.names {
 		fmt.Fprintf(w, "load: %s=%s\n", n, s.values[n])
 	}
+}
+
+// wrkResult is what the harness reads from wrk's report (run with
+// --latency): requests completed, the p50 and p99 latencies, and the
+// requests that failed (non-2xx/3xx answers and socket errors).
+type wrkResult struct {
+	Requests int64
+	P50, P99 time.Duration
+	Errors   int64
+}
+
+// parseWrk reads wrk 4's text report.
+func parseWrk(out string) (wrkResult, error) {
+	var r wrkResult
+	var haveReq, have50, have99 bool
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		switch {
+		case len(f) >= 4 && f[1] == "requests" && f[2] == "in":
+			n, err := strconv.ParseInt(f[0], 10, 64)
+			if err != nil {
+				return r, fmt.Errorf("wrk: %q: %v", line, err)
+			}
+			r.Requests, haveReq = n, true
+		case len(f) == 2 && (f[0] == "50%" || f[0] == "99%"):
+			d, err := parseWrkDuration(f[1])
+			if err != nil {
+				return r, fmt.Errorf("wrk: %q: %v", line, err)
+			}
+			if f[0] == "50%" {
+				r.P50, have50 = d, true
+			} else {
+				r.P99, have99 = d, true
+			}
+		case strings.HasPrefix(strings.TrimSpace(line), "Non-2xx or 3xx responses:") && len(f) == 5:
+			n, _ := strconv.ParseInt(f[4], 10, 64)
+			r.Errors += n
+		case strings.HasPrefix(strings.TrimSpace(line), "Socket errors:"):
+			// Socket errors: connect 0, read 0, write 0, timeout 0
+			for i := 2; i+1 < len(f); i += 2 {
+				n, _ := strconv.ParseInt(strings.TrimSuffix(f[i+1], ","), 10, 64)
+				r.Errors += n
+			}
+		}
+	}
+	if !haveReq || !have50 || !have99 {
+		return r, fmt.Errorf("wrk: no request count or latency distribution in its report (run with --latency):\n%s", out)
+	}
+	return r, nil
+}
+
+// parseWrkDuration reads wrk's latencies: 512.00us, 1.70ms, 2.01s, 1.00m.
+func parseWrkDuration(s string) (time.Duration, error) {
+	units := []struct {
+		suffix string
+		unit   time.Duration
+	}{{"us", time.Microsecond}, {"ms", time.Millisecond}, {"s", time.Second}, {"m", time.Minute}}
+	for _, u := range units {
+		if v, ok := strings.CutSuffix(s, u.suffix); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				return 0, err
+			}
+			return time.Duration(f * float64(u.unit)), nil
+		}
+	}
+	return 0, fmt.Errorf("duration %q has no unit", s)
 }

@@ -173,3 +173,42 @@ func TestSummary(t *testing.T) {
 		t.Errorf("summary:\n%s\nwant:\n%s", b.String(), want)
 	}
 }
+
+const wrkReport = `Running 2s test @ http://127.0.0.1:18081/jwks.json
+  2 threads and 64 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     2.35ms    2.42ms  24.56ms   88.03%
+    Req/Sec    16.09k     2.32k   23.60k    72.50%
+  Latency Distribution
+     50%  812.00us
+     75%    3.16ms
+     90%    5.18ms
+     99%   12.02ms
+  64111 requests in 2.01s, 10.52MB read
+  Socket errors: connect 0, read 2, write 0, timeout 1
+  Non-2xx or 3xx responses: 4
+Requests/sec:  31936.52
+Transfer/sec:      5.24MB
+`
+
+func TestParseWrk(t *testing.T) {
+	r, err := parseWrk(wrkReport)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := wrkResult{Requests: 64111, P50: 812 * time.Microsecond, P99: 12020 * time.Microsecond, Errors: 7}
+	if r != want {
+		t.Errorf("parsed %+v, want %+v", r, want)
+	}
+	if _, err := parseWrk("Running 2s test\n"); err == nil {
+		t.Error("a report without figures gave no error")
+	}
+	for in, want := range map[string]time.Duration{"1.50s": 1500 * time.Millisecond, "2.00m": 2 * time.Minute, "7us": 7 * time.Microsecond} {
+		if got, err := parseWrkDuration(in); err != nil || got != want {
+			t.Errorf("parseWrkDuration(%q) = %v, %v; want %v", in, got, err, want)
+		}
+	}
+	if _, err := parseWrkDuration("12"); err == nil {
+		t.Error("a duration without a unit gave no error")
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"os/exec"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -261,4 +262,40 @@ func cpuProfile(admin, path string, seconds int) func() error {
 		done <- err
 	}()
 	return func() error { return <-done }
+}
+
+// runWrk drives GET url with wrk (2 threads, conns keep-alive
+// connections) for d after a short warm-up. The client's CPU is wrk's own,
+// from its rusage when it exits.
+func runWrk(name, wrk, url string, conns int, d time.Duration, pid int) (phase, error) {
+	run := func(dur time.Duration) (wrkResult, time.Duration, error) {
+		secs := fmt.Sprintf("%ds", max(int(dur.Round(time.Second).Seconds()), 1)) // wrk counts in whole seconds
+		cmd := exec.Command(wrk, "-t2", fmt.Sprintf("-c%d", conns), "-d"+secs, "--latency", url)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			return wrkResult{}, 0, fmt.Errorf("%s: wrk: %v\n%s", name, err, out)
+		}
+		var cpu time.Duration
+		if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
+			cpu = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+		}
+		r, err := parseWrk(string(out))
+		return r, cpu, err
+	}
+	if _, _, err := run(time.Second); err != nil {
+		return phase{}, err
+	}
+	m := startMeter(pid)
+	r, cpu, err := run(d)
+	p := phase{Name: name}
+	m.stop(&p)
+	if err != nil {
+		return p, err
+	}
+	p.ClientCPU = cpu
+	p.Ops, p.Errors, p.P50, p.P99 = r.Requests-r.Errors, r.Errors, r.P50, r.P99
+	if r.Errors > 0 {
+		return p, fmt.Errorf("%s: %d of %d requests failed", name, r.Errors, r.Requests)
+	}
+	return p, nil
 }

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -248,8 +249,12 @@ func (v *vaultProc) oidcToken(role string) (string, error) {
 // nginx when it is installed (worker_processes as many as CPUs), else this
 // program's -serve-static mode, Go's http.FileServer. It returns the
 // server, its address and which it is.
-func startStatic(dir, root string, forceGo bool) (*proc, string, string, error) {
-	if nginx, err := exec.LookPath("nginx"); err == nil && !forceGo {
+func startStatic(dir, root, kind string) (*proc, string, string, error) {
+	if kind == "nginx" {
+		nginx, err := exec.LookPath("nginx")
+		if err != nil {
+			return nil, "", "", err
+		}
 		addr, err := freeAddr()
 		if err != nil {
 			return nil, "", "", err
@@ -301,13 +306,16 @@ http {
 	if err != nil {
 		return nil, "", "", err
 	}
-	p, err := startProc("static", dir, nil, self, "-serve-static", root, "-serve-addr", addr)
+	p, err := startProc("static-"+kind, dir, nil, self, "-serve-static", root, "-serve-addr", addr, "-serve-mode", kind)
 	if err != nil {
 		return nil, "", "", err
 	}
 	if err := waitHTTP("http://" + addr + "/jwks.json"); err != nil {
 		p.stop()
 		return nil, "", "", fmt.Errorf("static server: %v\n%s", err, p.tail())
+	}
+	if kind == "bytes" {
+		return p, addr, "Go net/http, bare handler writing the bytes", nil
 	}
 	return p, addr, "Go http.FileServer", nil
 }
@@ -327,10 +335,28 @@ func waitHTTP(url string) error {
 	return err
 }
 
-// serveStatic is the -serve-static mode: Go's http.FileServer on addr,
-// until the harness ends it.
-func serveStatic(root, addr string) error {
-	srv := &http.Server{Addr: addr, Handler: http.FileServer(http.Dir(root)), ReadHeaderTimeout: 10 * time.Second}
+// serveStatic is the -serve-static mode, until the harness ends it: Go's
+// http.FileServer on addr ("file"), or ("bytes") a bare http.Handler that
+// writes jwks.json from memory with the headers Signet sends: the most any
+// Go HTTP server can do with these bytes, the figure to hold the gateway to.
+func serveStatic(root, addr, mode string) error {
+	h := http.FileServer(http.Dir(root))
+	if mode == "bytes" {
+		body, err := os.ReadFile(filepath.Join(root, "jwks.json"))
+		if err != nil {
+			return err
+		}
+		length := []string{strconv.Itoa(len(body))}
+		h = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			hd := w.Header()
+			hd["Content-Type"] = []string{"application/json"}
+			hd["Content-Length"] = length
+			hd["Cache-Control"] = []string{"public, max-age=300"}
+			hd["Etag"] = []string{`"static"`}
+			w.Write(body)
+		})
+	}
+	srv := &http.Server{Addr: addr, Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	return srv.ListenAndServe()
 }
 

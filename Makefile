@@ -7,7 +7,7 @@ PYTHON := /usr/bin/python3
 # The PKCS#11 backend needs cgo and this build tag.
 TAGS  := -tags pkcs11
 
-.PHONY: run build test test-deps lint rules bench load fuzz generate check-generate clean
+.PHONY: run build test test-deps lint rules bench load load-deps fuzz generate check-generate clean
 
 run: build ## Start Signet on the embedded local backend (./signet-data).
 	./$(BIN) serve $(if $(CONFIG),--config $(CONFIG))
@@ -75,8 +75,22 @@ bench: ## Print what Sign adds over the bare signature, and JWKS serving cost.
 # gRPC, vegeta for HTTP), so that neither is in Signet's go.mod. It starts
 # bin/signet and bin/vault on loopback; LOAD passes flags to it, for example
 # make load LOAD="-duration 1s -skip vault" or LOAD="-profile /tmp/prof".
-load: build bin/vault ## Load the real binary on loopback: Sign, health floor, efficiency, JWKS vs a static server, Vault CPU, RSS.
+load: load-deps build bin/vault ## Load the real binary on loopback: Sign, health floor, efficiency, JWKS vs a static server, Vault CPU, RSS.
 	$(GO) -C scripts/load run . -signet $(CURDIR)/$(BIN) -vault $(CURDIR)/bin/vault $(LOAD)
+
+# nginx is the static file server the JWKS is compared with, wrk the HTTP
+# client light enough not to set the pace itself; without them the harness
+# falls back to Go's file server and vegeta, and says so.
+load-deps:
+	@missing=""; \
+	command -v nginx >/dev/null || missing="$$missing nginx"; \
+	command -v wrk >/dev/null || missing="$$missing wrk"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing$$missing for make load"; \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing || \
+			echo "could not install$$missing: the harness uses Go's file server and vegeta instead"; \
+	fi
 
 fuzz: ## Fuzz the parsers of untrusted input, FUZZTIME each (default 30s).
 	$(GO) test -run '^$$' -fuzz FuzzEncodeClaims -fuzztime $(or $(FUZZTIME),30s) ./server/jose/

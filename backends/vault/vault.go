@@ -71,7 +71,7 @@ func Open(ctx context.Context, u *url.URL, opts backends.OpenOptions) (backends.
 	q := u.Query()
 	known := map[string]bool{"scheme": true, "namespace": true, "ca_file": true, "client_cert": true, "client_key": true,
 		"tls_server_name": true, "auth": true, "token_file": true, "role_id": true, "secret_id_file": true, "role": true,
-		"jwt_file": true, "auth_mount": true, "key_prefix": true, "batch_size": true}
+		"jwt_file": true, "auth_mount": true, "key_prefix": true, "batch_size": true, "batch_wait": true}
 	keyNames := map[string]string{}
 	for k, v := range q {
 		if ring, ok := strings.CutPrefix(k, "key."); ok && len(v) == 1 && v[0] != "" {
@@ -143,7 +143,14 @@ func Open(ctx context.Context, u *url.URL, opts backends.OpenOptions) (backends.
 			return nil, errorf(backends.KindInvalidArgument, "batch_size=%q: want 1 to 1000", s)
 		}
 	}
-	b.batches = newBatcher(b, size)
+	wait := defaultBatchWait
+	if s := q.Get("batch_wait"); s != "" {
+		if wait, err = time.ParseDuration(s); err != nil || wait < 0 || wait > time.Second {
+			b.Close()
+			return nil, errorf(backends.KindInvalidArgument, "batch_wait=%q: want a duration from 0s to 1s, such as 500us", s)
+		}
+	}
+	b.batches = newBatcher(b, size, wait)
 	b.batches.observe = opts.OnBatch
 	if b.auth, err = newAuthenticator(client, q, getenv, b.log, b.ctx, &b.wg); err == nil {
 		err = b.auth.login(ctx)

@@ -91,6 +91,13 @@ func Open(ctx context.Context, u *url.URL, opts backends.OpenOptions) (backends.
 	if cfg.Error != nil {
 		return nil, errorf(backends.KindInvalidArgument, "Vault client environment: %v", cfg.Error)
 	}
+	// Keep a connection for every request the backend may have in flight:
+	// the client's default keeps GOMAXPROCS+1 idle, so with more batches in
+	// flight (maxWorkers per key version) each extra request opened a new
+	// connection and closed it again, at Vault's expense.
+	if t, ok := cfg.HttpClient.Transport.(*http.Transport); ok {
+		t.MaxIdleConnsPerHost = max(t.MaxIdleConnsPerHost, idleConnections)
+	}
 	if u.Host != "" {
 		scheme := q.Get("scheme")
 		if scheme == "" {
@@ -161,6 +168,9 @@ func Open(ctx context.Context, u *url.URL, opts backends.OpenOptions) (backends.
 	}
 	return b, nil
 }
+
+// idleConnections is how many idle connections to Vault the backend keeps.
+const idleConnections = 64
 
 // checkRetry retries connection failures and the statuses a healthy Vault
 // answers again soon (sealed or standby 503, 502, 504, 429), never a 4xx or

@@ -57,6 +57,8 @@ type options struct {
 	profileDir      string
 	profileMatch    *regexp.Regexp
 	keep            bool
+	vaultOptions    string
+	vaultSizes      []int
 }
 
 func main() {
@@ -85,6 +87,9 @@ func main() {
 	flag.StringVar(&o.profileDir, "profile", "", "write the server's CPU profile of each phase matching -profile-match into this directory")
 	flag.StringVar(&match, "profile-match", "plaintext Sign ES256 c=64", "regexp of the phase names to profile")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temporary directory (configs, logs, audit file)")
+	flag.StringVar(&o.vaultOptions, "vault-options", "", "more vault:// URI options for Signet's Vault ring, e.g. batch_wait=1ms")
+	var sizes string
+	flag.StringVar(&sizes, "vault-batch-sizes", "", "direct batch_input sizes to measure besides 32, e.g. 4,8,16")
 	flag.Parse()
 	for _, s := range strings.Split(conc, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
@@ -113,6 +118,13 @@ func main() {
 		}
 	}
 	o.profileMatch = regexp.MustCompile(match)
+	for _, f := range strings.FieldsFunc(sizes, func(r rune) bool { return r == ',' }) {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 {
+			fatalf("-vault-batch-sizes %q: want numbers like 4,8,16", sizes)
+		}
+		o.vaultSizes = append(o.vaultSizes, n)
+	}
 	if _, err := os.Stat(o.signet); err != nil {
 		fatalf("-signet: %v (build it with make build)", err)
 	}
@@ -504,8 +516,8 @@ func (h *harness) vaultSection() error {
 	defer v.stop()
 	cfg := fmt.Sprintf("issuer: http://127.0.0.1:8080\ngrpc:\n  listen: 127.0.0.1:0\nhttp:\n  listen: 127.0.0.1:0\n"+
 		"admin:\n  listen: 127.0.0.1:0\n  pprof: true\nlog:\n  level: warn\nkey_rings:\n"+
-		"  - name: es256\n    backend: vault://%s/transit?scheme=http&key_prefix=load-\n    algorithm: ES256\n",
-		strings.TrimPrefix(v.Addr, "http://"))
+		"  - name: es256\n    backend: vault://%s/transit?scheme=http&key_prefix=load-%s\n    algorithm: ES256\n",
+		strings.TrimPrefix(v.Addr, "http://"), map[bool]string{true: "&" + h.o.vaultOptions}[h.o.vaultOptions != ""])
 	path := filepath.Join(d, "signet.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		return err
@@ -577,6 +589,19 @@ func (h *harness) vaultSection() error {
 		return err
 	}
 	batched := show(fmt.Sprintf("direct transit/sign, batch_input 32, %d in flight", c/32), batch)
+	for _, n := range h.o.vaultSizes {
+		items := make([]map[string]string, n)
+		for i := range items {
+			items[i] = map[string]string{"input": input}
+		}
+		p, err := runHTTP("vault batch", vegeta.Target{Method: "POST", URL: signURL, Header: hdr, Body: params(map[string]any{"batch_input": items})},
+			max(c/n, 1), max(c/n, 1), h.o.duration, v.pid(), int64(n), 200)
+		if err != nil {
+			return err
+		}
+		per := show(fmt.Sprintf("direct transit/sign, batch_input %d, %d in flight", n, max(c/n, 1)), p)
+		h.sum.set(fmt.Sprintf("vault_cpu_ms_per_1000_direct_batch%d", n), per, "%.1f")
+	}
 	token, err := v.oidcToken("load")
 	if err != nil {
 		return err

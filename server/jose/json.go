@@ -6,6 +6,10 @@ import (
 	"unicode/utf8"
 )
 
+// AppendJSONString appends s as a JSON string exactly as encoding/json's
+// Marshal writes a string; the audit log writes its lines with it.
+func AppendJSONString(dst []byte, s string) []byte { return appendQuoted(dst, s) }
+
 // appendQuoted appends s as a JSON string exactly as encoding/json's
 // Marshal writes a string (HTML-escaping <, > and &, escaping U+2028 and
 // U+2029, and writing invalid UTF-8 as U+FFFD), without Marshal's

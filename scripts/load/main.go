@@ -24,6 +24,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"time"
@@ -124,6 +125,16 @@ func main() {
 			fatalf("-vault-batch-sizes %q: want numbers like 4,8,16", sizes)
 		}
 		o.vaultSizes = append(o.vaultSizes, n)
+	}
+	// The bare signature (and the client) run under the GC settings that
+	// signet serve uses by default, so that the ideal Sign is charged the
+	// same garbage collection as the server: at Go's default, ECDSA's
+	// garbage alone made a bare ES256 signature ~12% dearer on 2 cores.
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(400)
+	}
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(32 << 20)
 	}
 	if _, err := os.Stat(o.signet); err != nil {
 		fatalf("-signet: %v (build it with make build)", err)

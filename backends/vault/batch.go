@@ -142,7 +142,7 @@ func (bt *batcher) settleLocked(k queueKey, q *queue, now time.Time) {
 			q.timer.Stop()
 			q.timer = nil
 		}
-		if q.inFlight == 0 {
+		if q.inFlight == 0 && bt.queues[k] == q {
 			delete(bt.queues, k)
 		}
 	case q.timer == nil && q.inFlight < maxWorkers:
@@ -155,6 +155,9 @@ func (bt *batcher) settleLocked(k queueKey, q *queue, now time.Time) {
 func (bt *batcher) expire(k queueKey, q *queue) {
 	bt.mu.Lock()
 	defer bt.mu.Unlock()
+	if bt.queues[k] != q { // idle and forgotten since; its Stop came too late
+		return
+	}
 	q.timer = nil
 	if bt.b.ctx.Err() != nil {
 		bt.failLocked(k, q)

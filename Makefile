@@ -92,8 +92,9 @@ load-deps:
 			echo "could not install$$missing: the harness uses Go's file server and vegeta instead"; \
 	fi
 
-fuzz: ## Fuzz the parsers of untrusted input, FUZZTIME each (default 30s).
+fuzz: ## Fuzz the parsers of untrusted input and the token's JSON encoder, FUZZTIME each (default 30s).
 	$(GO) test -run '^$$' -fuzz FuzzEncodeClaims -fuzztime $(or $(FUZZTIME),30s) ./server/jose/
+	$(GO) test -run '^$$' -fuzz FuzzAppendQuoted -fuzztime $(or $(FUZZTIME),30s) ./server/jose/
 	$(GO) test -run '^$$' -fuzz FuzzGlobMatch -fuzztime $(or $(FUZZTIME),30s) ./server/authz/
 	$(GO) test -run '^$$' -fuzz FuzzECDSASignatureFromDER -fuzztime $(or $(FUZZTIME),30s) ./backends/
 

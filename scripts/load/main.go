@@ -7,9 +7,9 @@
 // own identity tokens), and the server's resident memory after each phase.
 // It ends with one `load: NAME=VALUE` line per figure.
 //
-// gRPC load is ghz's runner package; HTTP load (the JWKS, the direct Vault
-// calls) is vegeta's library. It lives in its own module so that neither is
-// a dependency of Signet.
+// gRPC load is ghz's runner package; HTTP load is wrk for the JWKS (when
+// installed; else vegeta) and vegeta's library for the direct Vault calls.
+// It lives in its own module so that none of them is a dependency of Signet.
 package main
 
 import (
@@ -163,7 +163,8 @@ func run(o options) error {
 	load1, _ := os.ReadFile("/proc/loadavg")
 	fmt.Printf("signet load harness: %s, GOMAXPROCS %d, %s; load average %s", runtime.Version(), runtime.GOMAXPROCS(0),
 		cpuModel(), strings.Join(strings.Fields(string(load1))[:3], " "))
-	fmt.Printf("; phases %v each after a short warm-up; gRPC load: ghz runner (one connection), HTTP load: vegeta\n\n", o.duration)
+	fmt.Printf("; phases %v each after a short warm-up; gRPC load: ghz runner (one connection); HTTP load: wrk for the JWKS"+
+		" when installed, vegeta for Vault\n\n", o.duration)
 	if o.profileDir != "" {
 		if err := os.MkdirAll(o.profileDir, 0o755); err != nil {
 			return err

@@ -13,7 +13,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -X github.com/signet-dev/signet/server/telemetry.Version=$(VERSION) -X github.com/signet-dev/signet/server/telemetry.Commit=$(COMMIT)
 
-.PHONY: run build test test-deps lint rules bench fuzz generate check-generate chart-docs clean
+.PHONY: run build test test-deps lint rules bench load load-deps fuzz generate check-generate chart-docs clean
 
 run: build ## Start Signet on the embedded local backend (./signet-data).
 	./$(BIN) serve $(if $(CONFIG),--config $(CONFIG))
@@ -39,14 +39,24 @@ GOTEST := SIGNET_VAULT_BIN=$(CURDIR)/bin/vault $(GO) test $(TAGS) -race -count=1
 # minutes on 2 cores.
 DEPLOYTEST := $(GO) -C deploy test -count=1
 
+# The load harness's own logic (ratios, /proc CPU and memory readings, the
+# batch-size histogram); `make load` runs the harness itself.
+LOADTEST := $(GO) -C scripts/load test -race -count=1
+
 test: test-deps lint rules bin/vault bin/testreport ## Install what the tests need, then run every test (with the race detector).
 ifeq ($(CI),true)
 	set -o pipefail; $(GOTEST) -json ./... | bin/testreport
 	set -o pipefail; $(DEPLOYTEST) -json ./... | bin/testreport
+	set -o pipefail; $(LOADTEST) -json ./... | bin/testreport
 else
 	$(GOTEST) ./...
 	$(DEPLOYTEST) ./...
+	$(LOADTEST) ./...
 endif
+
+# The load harness's own logic (ratios, /proc CPU and memory readings, the
+# batch-size histogram); `make load` runs the harness itself.
+LOADTEST := $(GO) -C scripts/load test -race -count=1
 
 # A real Vault server for the Vault backend's tests, built from Vault's Go
 # module in its own module (scripts/vault). The first build takes ~10 minutes;
@@ -93,12 +103,34 @@ lint:
 	$(GO) -C scripts/tools vet ./testreport
 	$(GO) -C deploy mod verify
 	$(GO) -C deploy vet ./...
+	$(GO) -C scripts/load vet ./...
 
 bench: ## Print what Sign adds over the bare signature, and JWKS serving cost.
 	$(GO) test -run '^$$' -bench . -benchmem ./server/
 
+# The load harness lives in its own module, scripts/load (ghz's runner for
+# gRPC, vegeta for HTTP), so that neither is in Signet's go.mod. It starts
+# bin/signet and bin/vault on loopback; LOAD passes flags to it, for example
+# make load LOAD="-duration 1s -skip vault" or LOAD="-profile /tmp/prof".
+load: load-deps build bin/vault ## Load the real binary on loopback: Sign, health floor, efficiency, JWKS vs a static server, Vault CPU, RSS.
+	$(GO) -C scripts/load run . -signet $(CURDIR)/$(BIN) -vault $(CURDIR)/bin/vault $(LOAD)
+
+# nginx is the static file server the JWKS is compared with, wrk the HTTP
+# client light enough not to set the pace itself; without them the harness
+# falls back to Go's file server and vegeta, and says so.
+load-deps:
+	@missing=""; \
+	command -v nginx >/dev/null || missing="$$missing nginx"; \
+	command -v wrk >/dev/null || missing="$$missing wrk"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing$$missing for make load"; \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing || \
+			echo "could not install$$missing: the harness uses Go's file server and vegeta instead"; \
+	fi
+
 fuzz: ## Fuzz the parsers of untrusted and operator input, FUZZTIME each (default 30s).
-	@set -e; for target in FuzzEncodeClaims:./server/jose/ FuzzTyp:./server/jose/ FuzzGlobMatch:./server/authz/ \
+	@set -e; for target in FuzzEncodeClaims:./server/jose/ FuzzAppendQuoted:./server/jose/ FuzzTyp:./server/jose/ FuzzGlobMatch:./server/authz/ \
 		FuzzParsePolicy:./server/authz/ FuzzParse:./server/config/ FuzzECDSASignatureFromDER:./backends/ \
 		FuzzParsePublicKey:./backends/vault/ FuzzDecodeSignBatch:./backends/vault/ \
 		FuzzPublicKeyDER:./backends/awskms/ FuzzDescription:./backends/awskms/ \

@@ -7,6 +7,8 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/sha512"
 	"errors"
 	"fmt"
 	"math/big"
@@ -161,22 +163,30 @@ func SignWithKey(a Algorithm, key crypto.Signer, signingInput []byte) ([]byte, e
 		return ed25519.Sign(k, signingInput), nil
 	}
 	h := a.Hash()
-	if h == 0 {
+	var digest []byte
+	switch h {
+	case crypto.SHA256:
+		d := sha256.Sum256(signingInput)
+		digest = d[:]
+	case crypto.SHA384:
+		d := sha512.Sum384(signingInput)
+		digest = d[:]
+	case crypto.SHA512:
+		d := sha512.Sum512(signingInput)
+		digest = d[:]
+	default:
 		return nil, fmt.Errorf("unsupported algorithm %q", a)
 	}
-	hasher := h.New()
-	hasher.Write(signingInput)
-	digest := hasher.Sum(nil)
 	switch k := key.(type) {
 	case *ecdsa.PrivateKey:
 		if !a.IsECDSA() || k.Curve != a.Curve() {
 			return nil, fmt.Errorf("%s cannot sign with an ECDSA %s key", a, k.Curve.Params().Name)
 		}
-		r, s, err := ecdsa.Sign(rand.Reader, k, digest)
+		der, err := ecdsa.SignASN1(rand.Reader, k, digest)
 		if err != nil {
 			return nil, err
 		}
-		return ECDSASignatureFromInts(a, r, s)
+		return ecdsaDERToJWS(a, der)
 	case *rsa.PrivateKey:
 		switch {
 		case a.IsRSAPKCS1():
@@ -250,6 +260,26 @@ func GenerateKey(a Algorithm) (crypto.Signer, error) {
 		return k, err
 	}
 	return nil, fmt.Errorf("unsupported algorithm %q", a)
+}
+
+// ecdsaDERToJWS is ECDSASignatureFromDER without big.Int, for the
+// well-formed signatures crypto/ecdsa makes (a signature is made on every
+// Sign); anything it does not take goes through ECDSASignatureFromDER, for
+// the same result or error.
+func ecdsaDERToJWS(a Algorithm, der []byte) ([]byte, error) {
+	size := a.SignatureSize() / 2
+	var r, s []byte
+	in := cryptobyte.String(der)
+	var seq cryptobyte.String
+	if a.IsECDSA() && in.ReadASN1(&seq, cbasn1.SEQUENCE) && in.Empty() &&
+		seq.ReadASN1Integer(&r) && seq.ReadASN1Integer(&s) && seq.Empty() && // non-negative, minimal
+		len(r) <= size && len(s) <= size && !(len(r) == 1 && r[0] == 0) && !(len(s) == 1 && s[0] == 0) {
+		out := make([]byte, 2*size)
+		copy(out[size-len(r):size], r)
+		copy(out[2*size-len(s):], s)
+		return out, nil
+	}
+	return ECDSASignatureFromDER(a, der)
 }
 
 // ECDSASignatureFromDER converts an ASN.1 DER ECDSA signature (SEQUENCE of

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/asn1"
+	"fmt"
 	"math/big"
 	"testing"
 )
@@ -39,6 +40,32 @@ func TestECDSASignatureFromDER(t *testing.T) {
 	}
 }
 
+// SignWithKey's converter gives what ECDSASignatureFromDER gives, result
+// or error, on real signatures and on the malformed ones above.
+func TestECDSADERToJWSIsFromDER(t *testing.T) {
+	t.Parallel()
+	ders := [][]byte{nil, {0x30}, mustDER(big.NewInt(1), big.NewInt(2)), mustDER(big.NewInt(0), big.NewInt(1)),
+		mustDER(big.NewInt(-1), big.NewInt(1)), mustDER(new(big.Int).Lsh(big.NewInt(1), 256), big.NewInt(1)),
+		mustDER(new(big.Int).Lsh(big.NewInt(1), 255), big.NewInt(1))}
+	for _, a := range []Algorithm{ES256, ES384, ES512} {
+		k, _ := ecdsa.GenerateKey(a.Curve(), rand.Reader)
+		for range 50 {
+			digest := sha256.Sum256([]byte("x"))
+			der, _ := ecdsa.SignASN1(rand.Reader, k, digest[:])
+			ders = append(ders, der)
+		}
+	}
+	for _, der := range ders {
+		for _, a := range []Algorithm{ES256, ES384, ES512, EdDSA} {
+			raw, err := ECDSASignatureFromDER(a, der)
+			fast, ferr := ecdsaDERToJWS(a, der)
+			if !bytes.Equal(fast, raw) || fmt.Sprint(ferr) != fmt.Sprint(err) {
+				t.Errorf("%s %x: ecdsaDERToJWS = %x, %v; ECDSASignatureFromDER = %x, %v", a, der, fast, ferr, raw, err)
+			}
+		}
+	}
+}
+
 func mustDER(r, s *big.Int) []byte {
 	b, _ := asn1.Marshal(struct{ R, S *big.Int }{r, s})
 	return b
@@ -53,6 +80,10 @@ func FuzzECDSASignatureFromDER(f *testing.F) {
 	f.Fuzz(func(t *testing.T, der []byte, which uint8) {
 		a := []Algorithm{ES256, ES384, ES512}[int(which)%3]
 		raw, err := ECDSASignatureFromDER(a, der)
+		fast, ferr := ecdsaDERToJWS(a, der)
+		if !bytes.Equal(fast, raw) || fmt.Sprint(ferr) != fmt.Sprint(err) {
+			t.Fatalf("ecdsaDERToJWS = %x, %v; ECDSASignatureFromDER = %x, %v", fast, ferr, raw, err)
+		}
 		if err != nil {
 			return
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -22,7 +23,10 @@ import (
 // through the interceptor and is forgotten there.
 type requestCodec struct{ encoding.CodecV2 }
 
-var malformedRequests sync.Map // proto.Message -> decoding error text
+var (
+	malformedRequests sync.Map     // proto.Message -> decoding error text
+	malformedPending  atomic.Int64 // entries in malformedRequests: 0, nearly always
+)
 
 func newRequestCodec() requestCodec {
 	return requestCodec{encoding.GetCodecV2(protoenc.Name)}
@@ -38,13 +42,19 @@ func (c requestCodec) Unmarshal(data mem.BufferSlice, v any) error {
 		return err
 	}
 	proto.Reset(m)
+	malformedPending.Add(1)
 	malformedRequests.Store(m, err.Error())
 	return nil
 }
 
 func rejectMalformed(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-	if why, ok := malformedRequests.LoadAndDelete(req); ok {
-		return nil, toStatus(ctx, nil, &requestError{codes.InvalidArgument, fmt.Sprintf("malformed request: %s", why)}).Err()
+	// The request was decoded on this goroutine before the interceptors
+	// ran, so a malformed one has been counted by now.
+	if malformedPending.Load() > 0 {
+		if why, ok := malformedRequests.LoadAndDelete(req); ok {
+			malformedPending.Add(-1)
+			return nil, toStatus(ctx, nil, &requestError{codes.InvalidArgument, fmt.Sprintf("malformed request: %s", why)}).Err()
+		}
 	}
 	return handler(ctx, req)
 }

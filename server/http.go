@@ -9,6 +9,7 @@ import (
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 
 	signetv1 "github.com/signet-dev/signet/gen/signet/v1"
 	"github.com/signet-dev/signet/server/telemetry"
@@ -25,15 +26,11 @@ func newHTTPHandler(ctx context.Context, svc *service, jwks *publisher, m *telem
 			openID:  svc.discovery,
 			JSONPb:  runtime.JSONPb{MarshalOptions: protojson.MarshalOptions{UseProtoNames: true}},
 		}),
-		runtime.WithOutgoingHeaderMatcher(func(key string) (string, bool) {
-			switch key {
-			case "etag":
-				return "ETag", true
-			case "cache-control":
-				return "Cache-Control", true
-			}
-			return "", false
-		}),
+		// No gRPC metadata crosses: the handlers read none from the
+		// request, and documentHeaders sets the documents' headers.
+		runtime.WithIncomingHeaderMatcher(func(string) (string, bool) { return "", false }),
+		runtime.WithOutgoingHeaderMatcher(func(string) (string, bool) { return "", false }),
+		runtime.WithForwardResponseOption(documentHeaders(jwks)),
 		runtime.WithWriteContentLength(),
 	)
 	if err := signetv1.RegisterKeySetServiceHandlerServer(ctx, mux, svc); err != nil {
@@ -65,16 +62,50 @@ func newHTTPHandler(ctx context.Context, svc *service, jwks *publisher, m *telem
 	return publicDocuments(notModified(jwks, m, mux)), nil
 }
 
+// Header values every response of a kind shares. An http.Header holds
+// them as they are (canonical keys, assigned, not Set): nothing changes a
+// value in place, and Add would copy, so sharing is safe and allocates
+// nothing per request.
+var (
+	anyOrigin        = []string{"*"}
+	noSniff          = []string{"nosniff"}
+	applicationJSON  = []string{"application/json"}
+	canonicalETag    = http.CanonicalHeaderKey("ETag")
+	canonicalCacheCC = http.CanonicalHeaderKey("Cache-Control")
+)
+
 // publicDocuments lets browsers read the key set and discovery document from
 // any origin, as identity providers' JWKS endpoints do: they are public.
 func publicDocuments(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == JWKSPath || r.URL.Path == OpenIDConfigurationPath {
-			w.Header().Set("Access-Control-Allow-Origin", "*")
-			w.Header().Set("X-Content-Type-Options", "nosniff")
+			h := w.Header()
+			h["Access-Control-Allow-Origin"] = anyOrigin
+			h["X-Content-Type-Options"] = noSniff
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// documentHeaders is the gateway's forward-response option that gives the
+// JWKS its ETag and Cache-Control, those of the very document whose message
+// it is, and the discovery document the JWKS's Cache-Control.
+func documentHeaders(jwks *publisher) func(context.Context, http.ResponseWriter, proto.Message) error {
+	return func(_ context.Context, w http.ResponseWriter, m proto.Message) error {
+		switch m := m.(type) {
+		case *signetv1.GetJWKSResponse:
+			d := jwks.of(m)
+			if d == nil { // older than the recent documents: its headers are gone
+				d = jwks.current()
+			}
+			h := w.Header()
+			h[canonicalETag] = d.etag
+			h[canonicalCacheCC] = d.cacheControl
+		case *signetv1.GetOpenIDConfigurationResponse:
+			w.Header()[canonicalCacheCC] = jwks.current().cacheControl
+		}
+		return nil
+	}
 }
 
 // documentMarshaler writes the JWKS and the discovery document from bytes
@@ -125,16 +156,17 @@ func notModified(jwks *publisher, m *telemetry.Metrics, next http.Handler) http.
 			next.ServeHTTP(w, r) // the gateway sets ETag and Cache-Control itself
 			return
 		}
-		w.Header().Set("ETag", doc.ETag)
-		w.Header().Set("Cache-Control", doc.CacheControl)
+		h := w.Header()
+		h[canonicalETag] = doc.etag
+		h[canonicalCacheCC] = doc.cacheControl
 		if matched {
 			m.JWKSResponse(http.StatusNotModified)
 			w.WriteHeader(http.StatusNotModified)
 			return
 		}
 		m.JWKSResponse(http.StatusOK)
-		w.Header().Set("Content-Type", "application/json") // HEAD
-		w.Header().Set("Content-Length", strconv.Itoa(len(doc.Body)))
+		h["Content-Type"] = applicationJSON // HEAD
+		h.Set("Content-Length", strconv.Itoa(len(doc.Body)))
 	})
 }
 

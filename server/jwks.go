@@ -30,16 +30,24 @@ type publisher struct {
 	metrics      *telemetry.Metrics
 	ks           *lifecycle.KeySet
 
-	mu   sync.Mutex // serialises renders
-	doc  atomic.Pointer[jwksDoc]
-	prev atomic.Pointer[jwksDoc] // the document doc replaced
+	mu     sync.Mutex // serialises renders
+	doc    atomic.Pointer[jwksDoc]
+	recent atomic.Pointer[[]*jwksDoc] // doc and the ones it replaced, newest first, at most keepDocs
 }
 
+// keepDocs is how many renderings the publisher remembers: a request that
+// fetched a document's message while the key set changed again (twice, ...)
+// still gets that document's bytes and headers.
+const keepDocs = 8
+
 // jwksDoc is one rendering of the key set: the bytes HTTP serves and the
-// same document as the gRPC message.
+// same document as the gRPC message, and its response headers ready to put
+// in an http.Header as they are (canonical keys, values never changed).
 type jwksDoc struct {
 	*jose.JWKS
-	msg *signetv1.GetJWKSResponse
+	msg          *signetv1.GetJWKSResponse
+	etag         []string
+	cacheControl []string
 }
 
 func (p *publisher) start(ks *lifecycle.KeySet) error {
@@ -68,7 +76,11 @@ func (p *publisher) render() error {
 	if old != nil && bytes.Equal(old.Body, d.Body) {
 		return nil // unchanged: the same ETag, and the message the handlers hold stays current
 	}
-	p.prev.Store(old)
+	recent := []*jwksDoc{d}
+	if r := p.recent.Load(); r != nil {
+		recent = append(recent, (*r)[:min(len(*r), keepDocs-1)]...)
+	}
+	p.recent.Store(&recent)
 	p.doc.Store(d)
 	p.metrics.JWKSServed(d.ETag, len(d.msg.GetKeys()))
 	return nil
@@ -98,7 +110,7 @@ func (p *publisher) build() (*jwksDoc, error) {
 	if err := (protojson.UnmarshalOptions{DiscardUnknown: true}).Unmarshal(set.Body, msg); err != nil {
 		return nil, err
 	}
-	return &jwksDoc{JWKS: set, msg: msg}, nil
+	return &jwksDoc{JWKS: set, msg: msg, etag: []string{set.ETag}, cacheControl: []string{set.CacheControl}}, nil
 }
 
 // current returns the JWKS in force. It is re-rendered whenever the key set
@@ -107,13 +119,27 @@ func (p *publisher) build() (*jwksDoc, error) {
 // retirement, and a key published a moment longer is harmless).
 func (p *publisher) current() *jwksDoc { return p.doc.Load() }
 
-// body returns the rendered bytes of msg, the message of the document in
-// force or of the one it replaced; nil for an older message.
-func (p *publisher) body(msg *signetv1.GetJWKSResponse) []byte {
-	for _, d := range []*jwksDoc{p.doc.Load(), p.prev.Load()} {
-		if d != nil && d.msg == msg {
-			return d.Body
+// of returns the document whose message msg is, among the recent ones;
+// nil for an older message.
+func (p *publisher) of(msg *signetv1.GetJWKSResponse) *jwksDoc {
+	if d := p.doc.Load(); d != nil && d.msg == msg {
+		return d
+	}
+	if r := p.recent.Load(); r != nil {
+		for _, d := range *r {
+			if d.msg == msg {
+				return d
+			}
 		}
+	}
+	return nil
+}
+
+// body returns the rendered bytes of msg, the message of a recent
+// document; nil for an older message.
+func (p *publisher) body(msg *signetv1.GetJWKSResponse) []byte {
+	if d := p.of(msg); d != nil {
+		return d.Body
 	}
 	return nil
 }

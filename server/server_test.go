@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -369,4 +370,36 @@ func listKeys(t *testing.T, ts *testServer) []*signetv1.KeyVersion {
 		t.Fatalf("ListKeys: %v", err)
 	}
 	return resp.GetVersions()
+}
+
+// The documents' headers come through the gateway exactly once each, the
+// same as over gRPC, where they are header metadata.
+func TestDocumentHeadersOverHTTPAndGRPC(t *testing.T) {
+	t.Parallel()
+	ts := startServer(t, testConfig(t), Options{})
+	const cc = "public, max-age=300, stale-if-error=86400"
+	for _, path := range []string{JWKSPath, OpenIDConfigurationPath} {
+		resp, body := ts.get(t, path)
+		want := map[string]string{"Access-Control-Allow-Origin": "*", "Cache-Control": cc, "Content-Type": "application/json",
+			"Content-Length": strconv.Itoa(len(body)), "X-Content-Type-Options": "nosniff"}
+		if path == JWKSPath {
+			want["Etag"] = resp.Header.Get("ETag")
+		}
+		resp.Header.Del("Date")
+		if len(resp.Header) != len(want) {
+			t.Errorf("%s: headers %v, want %v", path, resp.Header, want)
+		}
+		for k, v := range want {
+			if got := resp.Header.Values(k); len(got) != 1 || got[0] != v || v == "" {
+				t.Errorf("%s: %s = %q, want [%q]", path, k, got, v)
+			}
+		}
+	}
+	var md metadata.MD
+	if _, err := ts.keys.GetOpenIDConfiguration(ctxT(t), &signetv1.GetOpenIDConfigurationRequest{}, grpc.Header(&md)); err != nil {
+		t.Fatal(err)
+	}
+	if got := md.Get("cache-control"); len(got) != 1 || got[0] != cc {
+		t.Errorf("gRPC cache-control %q, want [%q]", got, cc)
+	}
 }

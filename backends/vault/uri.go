@@ -4,6 +4,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/hashicorp/vault/api"
 
@@ -23,18 +24,19 @@ type uriOptions struct {
 	keyPrefix string
 	keyNames  map[string]string // ring -> Transit key name
 	batchSize int
+	batchWait time.Duration // how long a queue may wait to fill while a batch is in flight
 }
 
 var knownOptions = map[string]bool{"scheme": true, "namespace": true, "ca_file": true, "client_cert": true, "client_key": true,
 	"tls_server_name": true, "auth": true, "token_file": true, "role_id": true, "secret_id_file": true, "role": true,
-	"jwt_file": true, "auth_mount": true, "key_prefix": true, "batch_size": true}
+	"jwt_file": true, "auth_mount": true, "key_prefix": true, "batch_size": true, "batch_wait": true}
 
 // parseURI reads a vault: URI's mount, address and options. The auth
 // options are read by newAuthenticator, which needs the environment.
 func parseURI(u *url.URL) (uriOptions, error) {
 	q := u.Query()
 	o := uriOptions{mount: strings.Trim(u.Path, "/"), namespace: q.Get("namespace"), keyPrefix: q.Get("key_prefix"),
-		keyNames: map[string]string{}, batchSize: 32}
+		keyNames: map[string]string{}, batchSize: 32, batchWait: defaultBatchWait}
 	for k, v := range q {
 		if ring, ok := strings.CutPrefix(k, "key."); ok && len(v) == 1 && v[0] != "" {
 			o.keyNames[ring] = v[0]
@@ -65,6 +67,12 @@ func parseURI(u *url.URL) (uriOptions, error) {
 		var err error
 		if o.batchSize, err = strconv.Atoi(s); err != nil || o.batchSize < 1 || o.batchSize > 1000 {
 			return uriOptions{}, errorf(backends.KindInvalidArgument, "batch_size=%q: want 1 to 1000", s)
+		}
+	}
+	if s := q.Get("batch_wait"); s != "" {
+		var err error
+		if o.batchWait, err = time.ParseDuration(s); err != nil || o.batchWait < 0 || o.batchWait > time.Second {
+			return uriOptions{}, errorf(backends.KindInvalidArgument, "batch_wait=%q: want a duration from 0s to 1s, such as 500us", s)
 		}
 	}
 	return o, nil

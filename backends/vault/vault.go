@@ -76,6 +76,13 @@ func Open(ctx context.Context, u *url.URL, opts backends.OpenOptions) (backends.
 	if cfg.Error != nil {
 		return nil, errorf(backends.KindInvalidArgument, "Vault client environment: %v", cfg.Error)
 	}
+	// Keep a connection for every request the backend may have in flight:
+	// the client's default keeps GOMAXPROCS+1 idle, so with more batches in
+	// flight (maxWorkers per key version) each extra request opened a new
+	// connection and closed it again, at Vault's expense.
+	if t, ok := cfg.HttpClient.Transport.(*http.Transport); ok {
+		t.MaxIdleConnsPerHost = max(t.MaxIdleConnsPerHost, idleConnections)
+	}
 	if o.address != "" {
 		cfg.Address = o.address
 	}
@@ -113,7 +120,7 @@ func Open(ctx context.Context, u *url.URL, opts backends.OpenOptions) (backends.
 	if b.log == nil {
 		b.log = slog.New(slog.DiscardHandler)
 	}
-	b.batches = newBatcher(b, o.batchSize)
+	b.batches = newBatcher(b, o.batchSize, o.batchWait)
 	b.batches.observe = opts.OnBatch
 	if b.auth, err = newAuthenticator(client, u.Query(), getenv, b.log, b.ctx, &b.wg); err == nil {
 		err = b.auth.login(ctx)
@@ -124,6 +131,9 @@ func Open(ctx context.Context, u *url.URL, opts backends.OpenOptions) (backends.
 	}
 	return b, nil
 }
+
+// idleConnections is how many idle connections to Vault the backend keeps.
+const idleConnections = 64
 
 // checkRetry retries connection failures and the statuses a healthy Vault
 // answers again soon (sealed or standby 503, 502, 504, 429), never a 4xx or

@@ -193,6 +193,14 @@ func TestErrors(t *testing.T) {
 	if _, err := open(t, uriFor(srv, "&bogus=1"), rootEnv); err == nil || !strings.Contains(err.Error(), `unknown URI option "bogus"`) {
 		t.Errorf("unknown option: %v", err)
 	}
+	for _, bad := range []string{"soon", "-1ms", "2s"} {
+		if _, err := open(t, uriFor(srv, "&batch_wait="+bad), rootEnv); backends.KindOf(err) != backends.KindInvalidArgument || !strings.Contains(err.Error(), "batch_wait") {
+			t.Errorf("batch_wait=%s: %v", bad, err)
+		}
+	}
+	if b := mustOpen(t, uriFor(srv, "&batch_wait=250us"), rootEnv); b.batches.maxWait != 250*time.Microsecond {
+		t.Errorf("batch_wait=250us: maxWait %v", b.batches.maxWait)
+	}
 	// Vault unreachable: Unavailable within the deadline.
 	dead := mustOpen(t, uriFor(srv, ""), rootEnv)
 	srv.Kill(t)
@@ -390,16 +398,97 @@ func TestCoalescesConcurrentSigns(t *testing.T) {
 	}
 }
 
+// TestLoneSignWaitsForNoBatch checks that a Sign with nothing else in
+// flight is sent at once: with batch_wait an hour, one that waited for its
+// batch to fill would never return (the test would time out).
+func TestLoneSignWaitsForNoBatch(t *testing.T) {
+	t.Parallel()
+	ring := backends.KeyRing{Name: "lone", Algorithm: backends.EdDSA}
+	_, b, v := withVersion(t, ring)
+	b.batches.maxWait = time.Hour
+	var sent countingBatches
+	b.batches.observe = sent.add
+	for i := range 3 {
+		if err := signertest.SignAndVerify(context.Background(), b, ring, v, []byte("eyJhbGciOiJFZERTQSJ9.e30")); err != nil {
+			t.Fatalf("Sign %d: %v", i, err)
+		}
+	}
+	if got := sent.sizes(); len(got) != 3 || got[0] != 1 || got[1] != 1 || got[2] != 1 {
+		t.Errorf("batches %v, want three of one", got)
+	}
+}
+
+// TestQueueLeavesFullWhileABatchIsInFlight checks the adaptive batching:
+// while a batch is in flight (Vault frozen), Signs queue and leave as soon
+// as a full batch has queued, without waiting for batch_wait (an hour
+// here) or for the batch in flight; what is left leaves when a batch comes
+// back. Every signature is right.
+func TestQueueLeavesFullWhileABatchIsInFlight(t *testing.T) {
+	t.Parallel()
+	ring := backends.KeyRing{Name: "filling", Algorithm: backends.ES256}
+	srv := vaulttest.Start(t)
+	b := mustOpen(t, uriFor(srv, "&batch_size=4"), rootEnv)
+	v := signertest.CreateVersion(t, b, ring, "")
+	b.batches.maxWait = time.Hour
+	var sent countingBatches
+	b.batches.observe = sent.add
+	srv.Freeze(t)
+	thawed := false
+	defer func() {
+		if !thawed {
+			srv.Thaw(t)
+		}
+	}()
+	const n = 1 + 2*4 + 2 // the first, two full batches, and two that wait
+	errs := make(chan error, n)
+	sign := func() {
+		errs <- signertest.SignAndVerify(context.Background(), b, ring, v, []byte("eyJhbGciOiJFUzI1NiJ9.e30"))
+	}
+	go sign()
+	eventually(t, 10*time.Second, "the first Sign to be sent", func() bool { return sent.total() == 1 })
+	for range n - 1 {
+		go sign()
+	}
+	eventually(t, 10*time.Second, "two full batches to leave and two Signs to wait", func() bool {
+		b.batches.mu.Lock()
+		defer b.batches.mu.Unlock()
+		waiting := 0
+		for _, q := range b.batches.queues {
+			waiting += len(q.pending)
+		}
+		return sent.total() == n-2 && waiting == 2
+	})
+	srv.Thaw(t)
+	thawed = true
+	for range n {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	if got := sent.sizes(); len(got) != 4 || got[0] != 1 || got[1] != 4 || got[2] != 4 || got[3] != 2 {
+		t.Errorf("batches %v, want [1 4 4 2]", got)
+	}
+}
+
 type countingBatches struct {
 	mu       sync.Mutex
 	n, items int
+	all      []int
 }
 
 func (c *countingBatches) add(size int) {
 	c.mu.Lock()
 	c.n++
 	c.items += size
+	c.all = append(c.all, size)
 	c.mu.Unlock()
+}
+
+// sizes lists the batches' sizes in the order they were sent.
+func (c *countingBatches) sizes() []int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]int(nil), c.all...)
 }
 
 // total is how many signing inputs the batches held.

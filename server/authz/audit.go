@@ -3,12 +3,14 @@ package authz
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"sync"
 	"time"
+
+	"github.com/signet-dev/signet/server/jose"
 )
 
 // auditLog writes one JSON line per Sign, Rotate and denied request. It
@@ -67,7 +69,7 @@ func (a *auditLog) write(r Record) error {
 	if a == nil {
 		return nil
 	}
-	line, err := json.Marshal(r)
+	line, err := r.appendJSON(make([]byte, 0, 512))
 	if err != nil {
 		return err
 	}
@@ -85,4 +87,51 @@ func (a *auditLog) close() error {
 		return nil
 	}
 	return a.c.Close()
+}
+
+// appendJSON appends the record as encoding/json's Marshal writes it (the
+// fields in order, omitempty as tagged), without Marshal's reflection: a
+// line is written for every Sign.
+func (r *Record) appendJSON(b []byte) ([]byte, error) {
+	str := func(name, v string, omitEmpty bool) {
+		if omitEmpty && v == "" {
+			return
+		}
+		b = append(b, ',', '"')
+		b = append(b, name...)
+		b = append(b, '"', ':')
+		b = jose.AppendJSONString(b, v)
+	}
+	t, err := r.Time.MarshalJSON()
+	if err != nil {
+		return nil, err
+	}
+	b = append(b, `{"time":`...)
+	b = append(b, t...)
+	str("caller", r.Caller, false)
+	str("peer", r.Peer, true)
+	str("rpc", r.RPC, false)
+	str("key_ring", r.KeyRing, true)
+	str("kid", r.Kid, true)
+	str("jti", r.JTI, true)
+	str("sub", r.Sub, true)
+	if len(r.Aud) > 0 {
+		b = append(b, `,"aud":[`...)
+		for i, a := range r.Aud {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = jose.AppendJSONString(b, a)
+		}
+		b = append(b, ']')
+	}
+	if r.Exp != 0 {
+		b = append(b, `,"exp":`...)
+		b = strconv.AppendInt(b, r.Exp, 10)
+	}
+	str("outcome", r.Outcome, false)
+	str("reason", r.Reason, true)
+	str("claims_sha256", r.ClaimsSHA256, true)
+	str("trace_id", r.TraceID, true)
+	return append(b, '}'), nil
 }

@@ -199,6 +199,10 @@ func (a *Authorizer) AuthorizeRing(caller, action, ring string) error {
 	return p.authorizeRing(caller, action, ring)
 }
 
+// Auditing reports whether there is an audit log: without one, Audit
+// records nothing and callers need not fill a Record in.
+func (a *Authorizer) Auditing() bool { return a.audit != nil }
+
 // Audit writes r, stamped with the time. An error (an *Error with reason
 // AuditFailed) means the record is not on record and the action must not
 // happen.

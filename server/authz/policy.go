@@ -151,7 +151,7 @@ type SignRequest struct {
 // authorizeSign finds a sign grant that allows everything asked. If none
 // does, the reason names what the closest grant refused.
 func (p *policyFile) authorizeSign(caller string, r SignRequest) (*signGrant, error) {
-	var reason error = deny("no grant lets %q sign with key ring %q", caller, r.Ring)
+	var reason error // the last grant's refusal; rendered only when there is one
 	for i := range p.Grants {
 		g := &p.Grants[i]
 		if !globMatch(g.Identity, caller) {
@@ -168,6 +168,9 @@ func (p *policyFile) authorizeSign(caller string, r SignRequest) (*signGrant, er
 			}
 			return s, nil
 		}
+	}
+	if reason == nil {
+		reason = deny("no grant lets %q sign with key ring %q", caller, r.Ring)
 	}
 	return nil, reason
 }

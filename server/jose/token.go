@@ -3,7 +3,6 @@ package jose
 import (
 	"crypto/rand"
 	"encoding/base64"
-	"encoding/json"
 	"fmt"
 	"math"
 	"regexp"
@@ -133,7 +132,7 @@ func EncodeClaims(claims *structpb.Struct) ([]byte, error) {
 		keys = append(keys, k)
 	}
 	slices.Sort(keys)
-	var buf []byte
+	buf := make([]byte, 0, 128)
 	for i, k := range keys {
 		if i > 0 {
 			buf = append(buf, ',')
@@ -170,8 +169,7 @@ func appendValue(buf []byte, v *structpb.Value, path string, depth int) ([]byte,
 		if math.IsNaN(f) || math.IsInf(f, 0) {
 			return nil, Invalid(path, "%s: %v is not a JSON number", path, f)
 		}
-		b, _ := json.Marshal(f)
-		return append(buf, b...), nil
+		return appendNumber(buf, f), nil
 	case *structpb.Value_StringValue:
 		return appendString(buf, k.StringValue, path)
 	case *structpb.Value_ListValue:
@@ -216,8 +214,7 @@ func appendString(buf []byte, s, path string) ([]byte, error) {
 	if !utf8.ValidString(s) {
 		return nil, Invalid(path, "%s: string is not valid UTF-8", path)
 	}
-	b, _ := json.Marshal(s)
-	return append(buf, b...), nil
+	return appendQuoted(buf, s), nil
 }
 
 // Payload renders the JWT claims set: the registered claims Signet sets,
@@ -228,16 +225,16 @@ func Payload(c Claims, custom []byte, now time.Time) (body []byte, jti string, e
 	exp = time.Unix(now.Add(c.TTL).Unix(), 0)
 	buf := make([]byte, 0, 160+len(custom)+len(c.Subject)+len(c.Issuer))
 	buf = append(buf, `{"iss":`...)
-	buf = appendJSON(buf, c.Issuer)
+	buf = appendQuoted(buf, c.Issuer)
 	if c.Subject != "" {
 		buf = append(buf, `,"sub":`...)
-		buf = appendJSON(buf, c.Subject)
+		buf = appendQuoted(buf, c.Subject)
 	}
 	buf = append(buf, `,"aud":`...)
 	if len(c.Audience) == 1 {
-		buf = appendJSON(buf, c.Audience[0])
+		buf = appendQuoted(buf, c.Audience[0])
 	} else {
-		buf = appendJSON(buf, c.Audience)
+		buf = appendQuotedList(buf, c.Audience)
 	}
 	buf = append(buf, `,"exp":`...)
 	buf = strconv.AppendInt(buf, exp.Unix(), 10)
@@ -255,11 +252,6 @@ func Payload(c Claims, custom []byte, now time.Time) (body []byte, jti string, e
 	return append(buf, '}'), jti, exp
 }
 
-func appendJSON(buf []byte, v any) []byte {
-	b, _ := json.Marshal(v) // strings and []string, already checked for UTF-8
-	return append(buf, b...)
-}
-
 // newJTI returns 128 random bits, base64url: unique without coordination.
 func newJTI() string {
 	var b [16]byte
@@ -267,13 +259,17 @@ func newJTI() string {
 	return base64.RawURLEncoding.EncodeToString(b[:])
 }
 
-// Header is the encoded JOSE header of a token: exactly alg, kid and typ.
+// Header is the encoded JOSE header of a token: exactly alg, kid and typ,
+// as encoding/json writes that object.
 func Header(alg, kid, typ string) string {
-	h, _ := json.Marshal(struct {
-		Alg string `json:"alg"`
-		Kid string `json:"kid"`
-		Typ string `json:"typ"`
-	}{alg, kid, typ})
+	h := make([]byte, 0, 32+len(alg)+len(kid)+len(typ))
+	h = append(h, `{"alg":`...)
+	h = appendQuoted(h, alg)
+	h = append(h, `,"kid":`...)
+	h = appendQuoted(h, kid)
+	h = append(h, `,"typ":`...)
+	h = appendQuoted(h, typ)
+	h = append(h, '}')
 	return base64.RawURLEncoding.EncodeToString(h)
 }
 

@@ -2,8 +2,10 @@ package telemetry
 
 import (
 	"context"
+	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
@@ -24,27 +26,53 @@ type instrumented struct {
 	scheme string
 	m      *Metrics
 	tracer trace.Tracer // nil: tracing off
+	// ok holds, per operation, the histogram child of its successful calls
+	// once the first has happened: the call every Sign makes.
+	ok [len(operations)]atomic.Pointer[prometheus.Observer]
 }
+
+// operations are the backend operations as the metrics name them.
+var operations = [...]string{opVersions: "versions", opSign: "sign", opCreateVersion: "create_version",
+	opDisableVersion: "disable_version", opLeftovers: "leftovers", opCheckKeyUsage: "check_key_usage"}
+
+const (
+	opVersions = iota
+	opSign
+	opCreateVersion
+	opDisableVersion
+	opLeftovers
+	opCheckKeyUsage
+)
 
 // call is one backend call in progress.
 type call struct {
 	i     *instrumented
-	op    string
+	op    int
 	start time.Time
 	span  trace.Span
 }
 
-func (i *instrumented) begin(ctx context.Context, op string, ring backends.KeyRing) (context.Context, call) {
+func (i *instrumented) begin(ctx context.Context, op int, ring backends.KeyRing) (context.Context, call) {
 	c := call{i: i, op: op, start: time.Now()}
 	if i.tracer != nil {
-		ctx, c.span = i.tracer.Start(ctx, "backend "+op, trace.WithSpanKind(trace.SpanKindClient),
+		ctx, c.span = i.tracer.Start(ctx, "backend "+operations[op], trace.WithSpanKind(trace.SpanKindClient),
 			trace.WithAttributes(attribute.String("signet.backend", i.scheme), attribute.String("signet.key_ring", ring.Name)))
 	}
 	return ctx, c
 }
 
 func (c call) end(err *error) {
-	c.i.m.observeCall(c.i.scheme, c.op, c.start, *err)
+	if *err == nil {
+		ok := c.i.ok[c.op].Load()
+		if ok == nil {
+			o := c.i.m.backendCalls.WithLabelValues(c.i.scheme, operations[c.op], "ok")
+			ok = &o
+			c.i.ok[c.op].Store(ok)
+		}
+		(*ok).Observe(time.Since(c.start).Seconds())
+	} else {
+		c.i.m.observeCall(c.i.scheme, operations[c.op], c.start, *err)
+	}
 	if c.span != nil {
 		if *err != nil {
 			c.span.SetStatus(codes.Error, outcomeOf(*err))
@@ -55,25 +83,25 @@ func (c call) end(err *error) {
 }
 
 func (i *instrumented) Versions(ctx context.Context, ring backends.KeyRing) (vs []backends.Version, err error) {
-	ctx, c := i.begin(ctx, "versions", ring)
+	ctx, c := i.begin(ctx, opVersions, ring)
 	defer c.end(&err)
 	return i.Signer.Versions(ctx, ring)
 }
 
 func (i *instrumented) Sign(ctx context.Context, ring backends.KeyRing, id string, input []byte) (sig []byte, err error) {
-	ctx, c := i.begin(ctx, "sign", ring)
+	ctx, c := i.begin(ctx, opSign, ring)
 	defer c.end(&err)
 	return i.Signer.Sign(ctx, ring, id, input)
 }
 
 func (i *instrumented) CreateVersion(ctx context.Context, ring backends.KeyRing, latest string) (v backends.Version, err error) {
-	ctx, c := i.begin(ctx, "create_version", ring)
+	ctx, c := i.begin(ctx, opCreateVersion, ring)
 	defer c.end(&err)
 	return i.Signer.CreateVersion(ctx, ring, latest)
 }
 
 func (i *instrumented) DisableVersion(ctx context.Context, ring backends.KeyRing, id string) (err error) {
-	ctx, c := i.begin(ctx, "disable_version", ring)
+	ctx, c := i.begin(ctx, opDisableVersion, ring)
 	defer c.end(&err)
 	return i.Signer.DisableVersion(ctx, ring, id)
 }
@@ -86,7 +114,7 @@ func (i *instrumented) Leftovers(ctx context.Context, ring backends.KeyRing) (ls
 	if !ok {
 		return nil, backends.Errorf(backends.KindUnimplemented, i.scheme, "this backend cannot list what it holds besides versions")
 	}
-	ctx, c := i.begin(ctx, "leftovers", ring)
+	ctx, c := i.begin(ctx, opLeftovers, ring)
 	defer c.end(&err)
 	return lister.Leftovers(ctx, ring)
 }
@@ -99,7 +127,7 @@ func (i *instrumented) CheckKeyUsage(ctx context.Context, ring backends.KeyRing)
 	if !ok {
 		return backends.Errorf(backends.KindUnimplemented, i.scheme, "this backend cannot tell what its keys may be used for")
 	}
-	ctx, c := i.begin(ctx, "check_key_usage", ring)
+	ctx, c := i.begin(ctx, opCheckKeyUsage, ring)
 	defer c.end(&err)
 	return checker.CheckKeyUsage(ctx, ring)
 }

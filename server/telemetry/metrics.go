@@ -3,6 +3,7 @@ package telemetry
 import (
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
@@ -38,7 +39,21 @@ type Metrics struct {
 	rateLimited   *prometheus.CounterVec
 	denials       *prometheus.CounterVec
 	mismatches    *prometheus.CounterVec
+
+	// The children of the vectors that every Sign and JWKS response
+	// touches, kept once looked up: WithLabelValues hashes its labels and
+	// takes a lock on each call.
+	jwksOK, jwksNotModified prometheus.Counter
+	tokenCounters           sync.Map // tokenKey -> prometheus.Counter
+	callObservers           sync.Map // callKey -> prometheus.Observer
 }
+
+type tokenKey struct {
+	ring string
+	alg  backends.Algorithm
+}
+
+type callKey struct{ backend, op, outcome string }
 
 // NewMetrics creates the registry with the Go runtime and process
 // collectors, signet_build_info and every metric below.
@@ -80,9 +95,7 @@ func NewMetrics() *Metrics {
 	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		buildInfo(), m.GRPC, m.tokens, m.backendCalls, m.batchSize, m.recovered, m.jwksResponses, m.jwksInfo, m.jwksKeys,
 		m.reloads, m.auditFailures, m.rateLimited, m.denials, m.mismatches)
-	for _, code := range []string{"200", "304"} {
-		m.jwksResponses.WithLabelValues(code)
-	}
+	m.jwksOK, m.jwksNotModified = m.jwksResponses.WithLabelValues("200"), m.jwksResponses.WithLabelValues("304")
 	for _, reason := range []string{"unauthenticated", "not_granted", "rate_limited"} {
 		m.denials.WithLabelValues(reason)
 	}
@@ -109,7 +122,12 @@ func (m *Metrics) Register(c prometheus.Collector) { m.reg.MustRegister(c) }
 
 // TokenIssued counts a token.
 func (m *Metrics) TokenIssued(ring string, alg backends.Algorithm) {
-	m.tokens.WithLabelValues(ring, string(alg)).Inc()
+	k := tokenKey{ring, alg}
+	c, ok := m.tokenCounters.Load(k)
+	if !ok { // bounded: rings and their algorithms are configured
+		c, _ = m.tokenCounters.LoadOrStore(k, m.tokens.WithLabelValues(ring, string(alg)))
+	}
+	c.(prometheus.Counter).Inc()
 }
 
 // ObserveBatch records the size of one batched backend request.
@@ -130,7 +148,16 @@ func (m *Metrics) InitRecovered(backend string) {
 }
 
 // JWKSResponse counts an HTTP JWKS response by status code.
-func (m *Metrics) JWKSResponse(code int) { m.jwksResponses.WithLabelValues(strconv.Itoa(code)).Inc() }
+func (m *Metrics) JWKSResponse(code int) {
+	switch code {
+	case http.StatusOK:
+		m.jwksOK.Inc()
+	case http.StatusNotModified:
+		m.jwksNotModified.Inc()
+	default:
+		m.jwksResponses.WithLabelValues(strconv.Itoa(code)).Inc()
+	}
+}
 
 // JWKSServed records the JWKS now in force.
 func (m *Metrics) JWKSServed(etag string, keys int) {
@@ -170,7 +197,12 @@ func (m *Metrics) observeCall(backend, op string, start time.Time, err error) {
 	if err != nil {
 		outcome = outcomeOf(err)
 	}
-	m.backendCalls.WithLabelValues(backend, op, outcome).Observe(time.Since(start).Seconds())
+	k := callKey{backend, op, outcome}
+	o, ok := m.callObservers.Load(k)
+	if !ok { // bounded: schemes × operations × outcomes
+		o, _ = m.callObservers.LoadOrStore(k, m.backendCalls.WithLabelValues(backend, op, outcome))
+	}
+	o.(prometheus.Observer).Observe(time.Since(start).Seconds())
 }
 
 var kindOutcomes = map[backends.Kind]string{

@@ -29,7 +29,7 @@ import (
 
 	"github.com/signet-dev/signet/backends"
 	signetv1 "github.com/signet-dev/signet/gen/signet/v1"
-	"github.com/signet-dev/signet/server/internal/clocktest"
+	"github.com/signet-dev/signet/internal/clocktest"
 )
 
 const (

@@ -21,8 +21,8 @@ import (
 
 	"github.com/signet-dev/signet/backends"
 	signetv1 "github.com/signet-dev/signet/gen/signet/v1"
+	"github.com/signet-dev/signet/internal/clocktest"
 	"github.com/signet-dev/signet/server/config"
-	"github.com/signet-dev/signet/server/internal/clocktest"
 	"github.com/signet-dev/signet/server/jose"
 )
 

@@ -15,6 +15,7 @@ import (
 
 	"github.com/signet-dev/signet/backends"
 	"github.com/signet-dev/signet/backends/signertest"
+	"github.com/signet-dev/signet/internal/clocktest"
 	"github.com/signet-dev/signet/internal/kmstest"
 )
 
@@ -244,7 +245,7 @@ func TestLostCreateKeyAnswerIsCleanedUp(t *testing.T) {
 	if n := s.Calls("CreateKey"); n != 2 {
 		t.Errorf("CreateKey called %d times, want 2 (v1, then once: never retried)", n)
 	}
-	clock := signertest.NewClock()
+	clock := clocktest.New()
 	live := openWith(t, s, "", backends.OpenOptions{Now: clock.Now, RecoveryGrace: time.Minute})
 	for range 2 {
 		if _, err := live.Versions(context.Background(), ring); err != nil {

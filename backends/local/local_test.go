@@ -19,6 +19,7 @@ import (
 	"github.com/signet-dev/signet/backends"
 	"github.com/signet-dev/signet/backends/local"
 	"github.com/signet-dev/signet/backends/signertest"
+	"github.com/signet-dev/signet/internal/clocktest"
 )
 
 func TestConformance(t *testing.T) {
@@ -274,7 +275,7 @@ func listDir(t *testing.T, dir string) string {
 func TestStaleTemporaryFilesAreRemoved(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	clock := signertest.NewClock()
+	clock := clocktest.New()
 	removed := 0
 	s, err := local.Open(dir, backends.OpenOptions{Now: clock.Now, RecoveryGrace: time.Minute,
 		OnRecover: func(action string) {

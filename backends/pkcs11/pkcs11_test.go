@@ -18,6 +18,7 @@ import (
 
 	"github.com/signet-dev/signet/backends"
 	"github.com/signet-dev/signet/backends/signertest"
+	"github.com/signet-dev/signet/internal/clocktest"
 	"github.com/signet-dev/signet/internal/softhsmtest"
 )
 
@@ -238,8 +239,8 @@ func objectsWithID(t *testing.T, b *Backend, class uint, id []byte) int {
 
 // liveReplica opens an instance with a clock the test moves and counts
 // what it cleans up.
-func liveReplica(t *testing.T, uri string) (*Backend, *signertest.Clock, *atomic.Int64) {
-	clock := signertest.NewClock()
+func liveReplica(t *testing.T, uri string) (*Backend, *clocktest.Clock, *atomic.Int64) {
+	clock := clocktest.New()
 	var recovered atomic.Int64
 	return openWith(t, uri, backends.OpenOptions{Now: clock.Now, RecoveryGrace: time.Minute,
 		OnRecover: func(string) { recovered.Add(1) }}), clock, &recovered

@@ -5,12 +5,12 @@ import (
 	"fmt"
 	"runtime"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/signet-dev/signet/backends"
+	"github.com/signet-dev/signet/internal/clocktest"
 )
 
 // The crash cases. Each operation that makes several backend calls
@@ -38,29 +38,6 @@ import (
 // crashGrace is the recovery grace of the instances the crash cases open;
 // their clock moves past it instead of the test waiting.
 const crashGrace = time.Minute
-
-// Clock is a clock a test moves by hand.
-type Clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-// NewClock returns a clock that starts at the real time.
-func NewClock() *Clock { return &Clock{now: time.Now()} }
-
-// Now is the clock's time.
-func (c *Clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-// Advance moves the clock forward.
-func (c *Clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
 
 // crashScenario is an operation the crash cases interrupt: setup prepares
 // the ring (with an ordinary instance) and returns its versions; op runs on
@@ -137,7 +114,7 @@ func (h Harness) crashAt(t *testing.T, alg backends.Algorithm, sc crashScenario,
 	before := sc.setup(t, setup, ring)
 
 	// The replica that crashes.
-	clock := NewClock()
+	clock := clocktest.New()
 	crashed := h.OpenWith(t, backends.OpenOptions{Now: clock.Now, RecoveryGrace: crashGrace})
 	reached, release, done := make(chan struct{}), make(chan struct{}), make(chan struct{})
 	n := 0

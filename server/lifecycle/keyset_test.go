@@ -13,7 +13,7 @@ import (
 
 	"github.com/signet-dev/signet/backends"
 	"github.com/signet-dev/signet/backends/local"
-	"github.com/signet-dev/signet/server/internal/clocktest"
+	"github.com/signet-dev/signet/internal/clocktest"
 )
 
 // newKeySet is a key set with one ES256 ring on a local store in a

@@ -279,6 +279,10 @@ type half struct {
 	h       p11.ObjectHandle
 }
 
+// idSize is the length of the CKA_ID Signet gives a key pair: the version
+// number, then 4 random bytes.
+const idSize = 8
+
 // list finds the ring's versions, oldest first, and its stray objects. A
 // version is a public key labelled for the ring whose private half, if it
 // still exists, carries the same label (none: revoked). Of two key pairs
@@ -336,6 +340,12 @@ func (b *Backend) list(ctx context.Context, ring backends.KeyRing) ([]*object, [
 			pub, priv := pubs[id], privs[id]
 			_, hasPriv := privs[id]
 			switch {
+			case len(id) != idSize && (pub.ok || pub.pending):
+				// Signet gives every pair an 8-byte CKA_ID; a labelled object
+				// without one is a write SoftHSM2 did not finish when its
+				// process was killed.
+				strays = append(strays, stray{id: []byte(id), label: pub.label, why: "its CKA_ID is not one Signet gives (an object write that was not finished)"})
+				continue
 			case pub.pending:
 				strays = append(strays, stray{id: []byte(id), label: pub.label, why: "its generation was not completed (the public half's label is still pending)"})
 				continue
@@ -370,6 +380,10 @@ func (b *Backend) list(ctx context.Context, ring backends.KeyRing) ([]*object, [
 		}
 		for _, id := range privOrder {
 			if _, hasPub := pubs[id]; !hasPub && privs[id].ok {
+				if len(id) != idSize {
+					strays = append(strays, stray{id: []byte(id), label: privs[id].label, why: "its CKA_ID is not one Signet gives (an object write that was not finished)"})
+					continue
+				}
 				strays = append(strays, stray{id: []byte(id), label: privs[id].label, why: "its public half is missing"})
 			}
 		}
@@ -658,7 +672,7 @@ func (b *Backend) CreateVersion(ctx context.Context, ring backends.KeyRing, late
 	if len(objs) > 0 {
 		n = objs[len(objs)-1].n + 1
 	}
-	id := make([]byte, 8)
+	id := make([]byte, idSize)
 	binary.BigEndian.PutUint32(id, n)
 	rand.Read(id[4:])
 	created := time.Now().UTC()

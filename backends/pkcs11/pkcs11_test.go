@@ -524,3 +524,36 @@ func TestHandMadeKeyThatDecryptsIsRefused(t *testing.T) {
 		t.Errorf("after rotating to %s and revoking the hand-made version: %v", v2.ID, err)
 	}
 }
+
+// A labelled object without a CKA_ID of Signet's size (SoftHSM2 killed
+// while writing it: found by the race end-to-end test) is never a version,
+// and the clean-up can destroy it.
+func TestObjectWithoutSignetsIDIsALeftover(t *testing.T) {
+	tok := softhsmtest.New(t)
+	ring := backends.KeyRing{Name: "torn-id", Algorithm: backends.ES256}
+	b := open(t, tok.URI())
+	v1 := signertest.CreateVersion(t, b, ring, "")
+	params, _ := asn1.Marshal(curveOIDs[backends.ES256])
+	if err := b.pool.with(context.Background(), func(sh p11.SessionHandle) error {
+		_, _, err := b.mod.ctx.GenerateKeyPair(sh, []*p11.Mechanism{p11.NewMechanism(p11.CKM_EC_KEY_PAIR_GEN, nil)},
+			[]*p11.Attribute{p11.NewAttribute(p11.CKA_TOKEN, true), p11.NewAttribute(p11.CKA_VERIFY, true),
+				p11.NewAttribute(p11.CKA_LABEL, label(ring.Name, 2, time.Now())), p11.NewAttribute(p11.CKA_ID, []byte{}),
+				p11.NewAttribute(p11.CKA_EC_PARAMS, params)},
+			[]*p11.Attribute{p11.NewAttribute(p11.CKA_TOKEN, true), p11.NewAttribute(p11.CKA_PRIVATE, true), p11.NewAttribute(p11.CKA_SIGN, true),
+				p11.NewAttribute(p11.CKA_LABEL, label(ring.Name, 2, time.Now())), p11.NewAttribute(p11.CKA_ID, []byte{})})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	vs, err := b.Versions(context.Background(), ring)
+	if err != nil || len(vs) != 1 || vs[0].ID != v1.ID {
+		t.Fatalf("versions %v, %v; want only %s", vs, err, v1.ID)
+	}
+	if err := b.destroy(context.Background(), []byte{}, true); err != nil {
+		t.Fatal(err)
+	}
+	left, err := b.Leftovers(context.Background(), ring)
+	if err != nil || len(left) != 0 {
+		t.Errorf("after destroying it: leftovers %v, %v", left, err)
+	}
+}

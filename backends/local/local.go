@@ -216,22 +216,31 @@ func (s *Store) checkOpen() error {
 	return nil
 }
 
+// readRingDir lists the ring's directory; ok is false, with no error, when
+// the ring has no directory yet.
+func (s *Store) readRingDir(ctx context.Context, ring backends.KeyRing) (dir string, des []os.DirEntry, ok bool, err error) {
+	if err := ctx.Err(); err != nil {
+		return "", nil, false, err
+	}
+	if dir, err = s.ringDir(ring); err != nil {
+		return "", nil, false, err
+	}
+	des, err = os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return dir, nil, false, nil
+	}
+	if err != nil {
+		return "", nil, false, errorf(backends.KindUnavailable, "reading %s: %w", dir, err)
+	}
+	return dir, des, true, nil
+}
+
 // Versions reads the ring's directory, decrypting files it has not seen or
 // that changed since it last read them.
 func (s *Store) Versions(ctx context.Context, ring backends.KeyRing) ([]backends.Version, error) {
-	if err := ctx.Err(); err != nil {
+	dir, des, ok, err := s.readRingDir(ctx, ring)
+	if err != nil || !ok {
 		return nil, err
-	}
-	dir, err := s.ringDir(ring)
-	if err != nil {
-		return nil, err
-	}
-	des, err := os.ReadDir(dir)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, errorf(backends.KindUnavailable, "reading %s: %w", dir, err)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -298,19 +307,9 @@ func (s *Store) removeStaleTemp(dir string, de fs.DirEntry) {
 // Leftovers lists the temporary files of interrupted writes in the ring's
 // directory: nothing else in it is ever anything but a version.
 func (s *Store) Leftovers(ctx context.Context, ring backends.KeyRing) ([]backends.Leftover, error) {
-	if err := ctx.Err(); err != nil {
+	dir, des, ok, err := s.readRingDir(ctx, ring)
+	if err != nil || !ok {
 		return nil, err
-	}
-	dir, err := s.ringDir(ring)
-	if err != nil {
-		return nil, err
-	}
-	des, err := os.ReadDir(dir)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, errorf(backends.KindUnavailable, "reading %s: %w", dir, err)
 	}
 	var out []backends.Leftover
 	for _, de := range des {

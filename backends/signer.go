@@ -26,6 +26,10 @@ type Version struct {
 	Created time.Time
 	// Disabled versions can never sign again (revoked).
 	Disabled bool
+	// Certificates is the X.509 certificate chain stored with the version
+	// (DER, its own certificate first), by a backend that keeps one
+	// (CertificateStore); nil when none is stored.
+	Certificates [][]byte
 }
 
 // Signer is what a backend implements. All methods are safe for concurrent

@@ -55,6 +55,7 @@ type JWKSStatus struct {
 type RingStatus struct {
 	Name            string          `json:"name"`
 	Algorithm       string          `json:"algorithm"`
+	Usage           string          `json:"usage,omitempty"` // "ca" for a CA ring
 	ActiveKid       string          `json:"active_kid,omitempty"`
 	LastRefresh     *time.Time      `json:"last_refresh,omitempty"`
 	RefreshFailures int             `json:"refresh_failures"`
@@ -72,6 +73,12 @@ type VersionStatus struct {
 	Created     time.Time  `json:"created"`
 	ActivatesAt *time.Time `json:"activates_at,omitempty"`
 	RetiresAt   *time.Time `json:"retires_at,omitempty"`
+	// Rings with x5c: the version's certificate, and why it has no valid
+	// chain (withheld: neither published nor signing for want of one).
+	CertificateSubject  string     `json:"certificate_subject,omitempty"`
+	CertificateNotAfter *time.Time `json:"certificate_not_after,omitempty"`
+	CertificateProblem  string     `json:"certificate_problem,omitempty"`
+	Withheld            bool       `json:"withheld,omitempty"`
 }
 
 func (s *Server) status() Status {
@@ -82,8 +89,10 @@ func (s *Server) status() Status {
 	for _, r := range s.ks.Status() {
 		rs := RingStatus{Name: r.Name, RefreshFailures: r.RefreshFailures, LastRefresh: timePtr(r.LastRefresh),
 			BackendDown: timePtr(r.Down), NextRotation: timePtr(r.NextRotation), Versions: []VersionStatus{}}
-		if ring := s.ks.Ring(r.Name); ring != nil {
-			rs.Algorithm = string(ring.Algorithm())
+		ring := s.ks.Ring(r.Name)
+		rs.Algorithm = string(ring.Algorithm())
+		if r.CA {
+			rs.Usage = "ca"
 		}
 		if r.Active != nil {
 			rs.ActiveKid = r.Active.Kid
@@ -92,7 +101,9 @@ func (s *Server) status() Status {
 			rs.LastError = r.LastError.Error()
 		}
 		for _, v := range r.Versions {
-			rs.Versions = append(rs.Versions, versionStatus(v))
+			vs := versionStatus(v)
+			vs.CertificateProblem = s.ks.CertificateProblem(ring, v)
+			rs.Versions = append(rs.Versions, vs)
 		}
 		st.KeyRings = append(st.KeyRings, rs)
 	}
@@ -100,8 +111,12 @@ func (s *Server) status() Status {
 }
 
 func versionStatus(v *lifecycle.Version) VersionStatus {
-	return VersionStatus{Kid: v.Kid, BackendID: v.ID, State: v.State.String(), Created: v.Created.UTC(),
-		ActivatesAt: timePtr(v.ActivatesAt), RetiresAt: timePtr(v.RetiresAt)}
+	vs := VersionStatus{Kid: v.Kid, BackendID: v.ID, State: v.State.String(), Created: v.Created.UTC(),
+		ActivatesAt: timePtr(v.ActivatesAt), RetiresAt: timePtr(v.RetiresAt), Withheld: v.Withheld}
+	if v.Chain != nil {
+		vs.CertificateSubject, vs.CertificateNotAfter = v.Chain[0].Subject.String(), timePtr(v.Chain[0].NotAfter)
+	}
+	return vs
 }
 
 func timePtr(t time.Time) *time.Time {

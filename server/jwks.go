@@ -100,7 +100,7 @@ func (p *publisher) build() (*jwksDoc, error) {
 	published := p.ks.Published()
 	keys := make([]jose.PublicKey, len(published))
 	for i, v := range published {
-		keys[i] = jose.PublicKey{Kid: v.Kid, Algorithm: string(v.Algorithm), Key: v.PublicKey}
+		keys[i] = jose.PublicKey{Kid: v.Kid, Algorithm: string(v.Algorithm), Key: v.PublicKey, Certificates: v.Chain}
 	}
 	set, err := jose.NewJWKS(keys, maxAge, p.staleIfError)
 	if err != nil {

@@ -92,13 +92,17 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err e
 			opened[rc.Backend] = b
 		}
 		alg, _ := backends.ParseAlgorithm(rc.Algorithm) // validated
+		certs, err := certSpec(rc, cfg.Issuer, opts.Getenv)
+		if err != nil {
+			return nil, err
+		}
 		specs = append(specs, lifecycle.RingSpec{Name: rc.Name, Algorithm: alg, Schedule: rc.Schedule(), Backend: b,
-			VerifySignatures: rc.Verify(), AllowBroadKeyUsage: rc.AllowBroadKeyUsage})
+			VerifySignatures: rc.Verify(), AllowBroadKeyUsage: rc.AllowBroadKeyUsage, CA: rc.IsCA(), Certificates: certs})
 	}
 	s.jwks = &publisher{staleIfError: cfg.HTTP.JWKSStaleIfError.D(), log: log, metrics: s.metrics}
 	s.ks, err = lifecycle.New(ctx, specs, lifecycle.Options{Logger: log, Now: opts.Now,
 		BackendTimeout: cfg.BackendTimeout.D(), OnChange: s.jwks.update, OnHealth: s.updateHealth,
-		OnKeyMismatch: s.metrics.KeyMismatch})
+		OnKeyMismatch: s.metrics.KeyMismatch, OnCertificateProblem: s.metrics.CertificateProblem})
 	if err != nil {
 		return nil, err
 	}

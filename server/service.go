@@ -217,10 +217,10 @@ func (s *service) Rotate(ctx context.Context, req *signetv1.RotateRequest) (*sig
 	if err := s.audit(ctx, rpc, rec, nil); err != nil {
 		s.log.Error("rotation done but its outcome is not in the audit log", "key_ring", r.Name, "kid", created.Kid, "err", err)
 	}
-	resp := &signetv1.RotateResponse{Version: versionProto(r, created)}
+	resp := &signetv1.RotateResponse{Version: s.versionProto(r, created)}
 	kids := make([]string, 0, len(revoked))
 	for _, v := range revoked {
-		resp.Revoked = append(resp.Revoked, versionProto(r, v))
+		resp.Revoked = append(resp.Revoked, s.versionProto(r, v))
 		kids = append(kids, v.Kid)
 	}
 	s.log.Info("rotated key ring", "key_ring", r.Name, "kid", created.Kid, "backend_id", created.ID,
@@ -258,7 +258,7 @@ func (s *service) ListKeys(ctx context.Context, req *signetv1.ListKeysRequest) (
 	resp := &signetv1.ListKeysResponse{}
 	for _, r := range rings {
 		for _, v := range s.ks.Versions(r) {
-			resp.Versions = append(resp.Versions, versionProto(r, v))
+			resp.Versions = append(resp.Versions, s.versionProto(r, v))
 		}
 		if !req.GetLeftovers() {
 			continue
@@ -284,7 +284,7 @@ var stateProto = map[lifecycle.State]signetv1.KeyState{
 	lifecycle.StateRevoked: signetv1.KeyState_KEY_STATE_REVOKED,
 }
 
-func versionProto(r *lifecycle.Ring, v *lifecycle.Version) *signetv1.KeyVersion {
+func (s *service) versionProto(r *lifecycle.Ring, v *lifecycle.Version) *signetv1.KeyVersion {
 	kv := &signetv1.KeyVersion{KeyRing: r.Name, Kid: v.Kid, BackendId: v.ID, Algorithm: string(v.Algorithm),
 		State: stateProto[v.State], CreatedAt: timestamppb.New(v.Created)}
 	if !v.ActivatesAt.IsZero() {
@@ -293,6 +293,12 @@ func versionProto(r *lifecycle.Ring, v *lifecycle.Version) *signetv1.KeyVersion 
 	if !v.RetiresAt.IsZero() {
 		kv.RetiresAt = timestamppb.New(v.RetiresAt)
 	}
+	if c := v.Chain; c != nil {
+		kv.CertificateSubject, kv.CertificateIssuer = c[0].Subject.String(), c[0].Issuer.String()
+		kv.CertificateSerial, kv.CertificateNotAfter = c[0].SerialNumber.Text(16), timestamppb.New(c[0].NotAfter)
+		kv.CertificateChain = c.DER()
+	}
+	kv.CertificateProblem = s.ks.CertificateProblem(r, v)
 	return kv
 }
 

@@ -276,9 +276,15 @@ func (s *Store) Versions(ctx context.Context, ring backends.KeyRing) ([]backends
 		fresh[id] = e
 	}
 	s.rings[ring.Name] = fresh
+	chains, err := s.chains(dir, des)
+	if err != nil {
+		return nil, err
+	}
 	out := make([]backends.Version, 0, len(fresh))
-	for _, e := range fresh {
-		out = append(out, e.version)
+	for id, e := range fresh {
+		v := e.version
+		v.Certificates = chains[id]
+		out = append(out, v)
 	}
 	sort.Slice(out, func(i, j int) bool { return versionNumber(out[i].ID) < versionNumber(out[j].ID) })
 	return out, nil

@@ -5,6 +5,8 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -205,7 +207,79 @@ func runKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", v.GetKeyRing(), v.GetKid(), v.GetBackendId(), v.GetAlgorithm(),
 			stateName(v.GetState()), formatTime(v.GetCreatedAt()), formatTime(v.GetActivatesAt()), formatTime(v.GetRetiresAt()))
 	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	return printCertificates(stdout, resp.GetVersions())
+}
+
+// printCertificates adds, below the versions, a table of the certificates
+// of the versions of rings with x5c (nothing when no ring has any).
+func printCertificates(w io.Writer, vs []*signetv1.KeyVersion) error {
+	var rows []*signetv1.KeyVersion
+	for _, v := range vs {
+		if v.GetCertificateSerial() != "" || v.GetCertificateProblem() != "" {
+			rows = append(rows, v)
+		}
+	}
+	if len(rows) == 0 {
+		return nil
+	}
+	fmt.Fprintln(w)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "RING\tKID\tSUBJECT\tISSUER\tSERIAL\tNOT AFTER\tPROBLEM")
+	for _, v := range rows {
+		dash := func(s string) string {
+			if s == "" {
+				return "-"
+			}
+			return s
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", v.GetKeyRing(), v.GetKid(), dash(v.GetCertificateSubject()),
+			dash(v.GetCertificateIssuer()), dash(v.GetCertificateSerial()), formatTime(v.GetCertificateNotAfter()),
+			dash(v.GetCertificateProblem()))
+	}
 	return tw.Flush()
+}
+
+func runX5C(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("x5c", "--key-ring NAME [--kid KID]", "Prints a version's X.509 certificate chain as PEM, its own certificate\n"+
+		"first: by default the active version's (on a CA ring, its CA certificate: the trust anchor to give verifiers).", stderr)
+	cf := addClientFlags(fs)
+	ring := fs.String("key-ring", "", "the key ring (required)")
+	kid := fs.String("kid", "", "the version with this kid (default: the active version)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *ring == "" {
+		return errors.New("--key-ring is required")
+	}
+	resp, err := call(ctx, cf, signetv1.SignerServiceClient.ListKeys, &signetv1.ListKeysRequest{KeyRing: *ring})
+	if err != nil {
+		return err
+	}
+	for _, v := range resp.GetVersions() {
+		if *kid != "" && v.GetKid() != *kid || *kid == "" && v.GetState() != signetv1.KeyState_KEY_STATE_ACTIVE {
+			continue
+		}
+		if len(v.GetCertificateChain()) == 0 {
+			why := v.GetCertificateProblem()
+			if why == "" {
+				why = "the ring has no x5c block"
+			}
+			return fmt.Errorf("version %s (kid %s) of key ring %q has no certificate chain: %s", v.GetBackendId(), v.GetKid(), *ring, why)
+		}
+		for _, der := range v.GetCertificateChain() {
+			if err := pem.Encode(stdout, &pem.Block{Type: "CERTIFICATE", Bytes: der}); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if *kid != "" {
+		return fmt.Errorf("key ring %q has no version with kid %s", *ring, *kid)
+	}
+	return fmt.Errorf("key ring %q has no active version", *ring)
 }
 
 func stateName(s signetv1.KeyState) string {

@@ -28,6 +28,7 @@ var commands = []command{
 	{"sign", "ask a Signet server for a token", runSign},
 	{"rotate", "create a new key version (optionally revoking the old ones)", runRotate},
 	{"keys", "list key versions and their states", runKeys},
+	{"x5c", "print a key version's X.509 certificate chain as PEM", runX5C},
 	{"verify", "verify a token against a live JWKS", runVerify},
 	{"status", "show a running Signet's status (from its admin listener)", runStatus},
 	{"dev-certs", "create a development CA, certificates, policy and mTLS config", runDevCerts},

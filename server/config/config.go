@@ -93,6 +93,185 @@ type RingConfig struct {
 	// an exportable Transit key, a key file others can read); the finding
 	// is logged as a warning. Off: such a ring stops startup.
 	AllowBroadKeyUsage bool `yaml:"allow_broad_key_usage"`
+
+	// Usage is "sign" (the default: the ring signs tokens and is published)
+	// or "ca": the ring's key issues the certificates of the rings whose
+	// x5c.ca_ring names it, never signs a token and is never published.
+	Usage string `yaml:"usage"`
+	// X5C gives each version an X.509 certificate chain, published as the
+	// JWKS entry's x5c and x5t#S256. On a CA ring it sets the CA
+	// certificates' subject and validity only.
+	X5C *X5CConfig `yaml:"x5c"`
+}
+
+// X5CConfig is a ring's x5c block; docs/configuration.md documents it.
+type X5CConfig struct {
+	// Exactly one source on a signing ring, none on a CA ring.
+	SelfSigned bool            `yaml:"self_signed"`
+	CARing     string          `yaml:"ca_ring"`
+	VaultPKI   *VaultPKIConfig `yaml:"vault_pki"`
+
+	Subject  SubjectConfig `yaml:"subject"`
+	DNSNames []string      `yaml:"dns_names"`
+	// URIs are URI SANs; absent: the issuer URL.
+	URIs        []string `yaml:"uris"`
+	Validity    Duration `yaml:"validity"`
+	RenewBefore Duration `yaml:"renew_before"`
+	// Required (the default): a version without a valid chain is neither
+	// published nor signs. false: it is published without x5c.
+	Required *bool `yaml:"required"`
+}
+
+// SubjectConfig is a certificate's subject name.
+type SubjectConfig struct {
+	CommonName         string   `yaml:"common_name"`
+	Organization       []string `yaml:"organization"`
+	OrganizationalUnit []string `yaml:"organizational_unit"`
+	Country            []string `yaml:"country"`
+}
+
+// VaultPKIConfig names a Vault PKI secrets engine that issues a ring's
+// leaf certificates from certification requests.
+type VaultPKIConfig struct {
+	Address string `yaml:"address"`
+	Mount   string `yaml:"mount"` // default "pki"
+	Role    string `yaml:"role"`
+	// TokenEnv names the environment variable holding the Vault token
+	// (default VAULT_TOKEN): never the token itself.
+	TokenEnv string `yaml:"token_env"`
+}
+
+func (x *X5CConfig) UnmarshalYAML(n *yaml.Node) error {
+	type plain X5CConfig
+	if err := knownFields(n, plain{}, "x5c"); err != nil {
+		return err
+	}
+	return n.Decode((*plain)(x))
+}
+
+func (s *SubjectConfig) UnmarshalYAML(n *yaml.Node) error {
+	type plain SubjectConfig
+	if err := knownFields(n, plain{}, "x5c.subject"); err != nil {
+		return err
+	}
+	return n.Decode((*plain)(s))
+}
+
+func (v *VaultPKIConfig) UnmarshalYAML(n *yaml.Node) error {
+	type plain VaultPKIConfig
+	if err := knownFields(n, plain{}, "x5c.vault_pki"); err != nil {
+		return err
+	}
+	return n.Decode((*plain)(v))
+}
+
+// IsCA reports whether the ring is a CA ring.
+func (r RingConfig) IsCA() bool { return r.Usage == "ca" }
+
+// CertDefaults fills in the x5c block's defaults: subject CN the ring's
+// name, the issuer URL as URI SAN, and a validity that covers a version's
+// published life twice over (publish_ahead + rotation_period +
+// retire_after; 90 days with manual rotation, 5 years on a CA ring), renewed
+// in its last third. It returns nil for a ring without certificates.
+func (r RingConfig) CertDefaults(issuer string) *X5CConfig {
+	if r.X5C == nil && !r.IsCA() {
+		return nil
+	}
+	x := X5CConfig{}
+	if r.X5C != nil {
+		x = *r.X5C
+	}
+	if x.Subject.CommonName == "" {
+		x.Subject.CommonName = r.Name
+	}
+	if x.URIs == nil && !r.IsCA() {
+		x.URIs = []string{issuer}
+	}
+	if x.Validity == 0 {
+		switch {
+		case r.IsCA():
+			x.Validity = Duration(5 * 365 * 24 * time.Hour)
+		case r.RotationPeriod > 0:
+			x.Validity = 2 * (r.PublishAhead + r.RotationPeriod + r.RetireAfter)
+		default:
+			x.Validity = Duration(90 * 24 * time.Hour)
+		}
+	}
+	if x.RenewBefore == 0 {
+		x.RenewBefore = x.Validity / 3
+	}
+	if x.Required == nil {
+		t := true
+		x.Required = &t
+	}
+	if x.VaultPKI != nil {
+		v := *x.VaultPKI
+		if v.Mount == "" {
+			v.Mount = "pki"
+		}
+		if v.TokenEnv == "" {
+			v.TokenEnv = "VAULT_TOKEN"
+		}
+		x.VaultPKI = &v
+	}
+	return &x
+}
+
+// validateX5C checks a ring's usage and x5c block against the whole config.
+func (c *Config) validateX5C(field string, r RingConfig) error {
+	switch r.Usage {
+	case "", "sign", "ca":
+	default:
+		return fmt.Errorf("%s.usage %q: want sign or ca", field, r.Usage)
+	}
+	x := r.CertDefaults(c.Issuer)
+	if x == nil {
+		return nil
+	}
+	sources := 0
+	for _, set := range []bool{x.SelfSigned, x.CARing != "", x.VaultPKI != nil} {
+		if set {
+			sources++
+		}
+	}
+	switch {
+	case r.IsCA() && sources > 0:
+		return fmt.Errorf("%s.x5c: a CA ring's certificates are self-signed CA certificates: set no self_signed, ca_ring or vault_pki", field)
+	case !r.IsCA() && sources != 1:
+		return fmt.Errorf("%s.x5c: set exactly one of self_signed: true, ca_ring or vault_pki", field)
+	}
+	if x.CARing != "" {
+		ca := -1
+		for i, o := range c.KeyRings {
+			if o.Name == x.CARing {
+				ca = i
+			}
+		}
+		if ca < 0 || !c.KeyRings[ca].IsCA() {
+			return fmt.Errorf("%s.x5c.ca_ring %q: name a configured key ring with usage: ca", field, x.CARing)
+		}
+	}
+	if v := x.VaultPKI; v != nil {
+		if u, err := url.Parse(v.Address); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			return fmt.Errorf("%s.x5c.vault_pki.address %q: want the Vault server's http(s) URL", field, v.Address)
+		}
+		if v.Role == "" {
+			return fmt.Errorf("%s.x5c.vault_pki.role: name the PKI role that signs the requests", field)
+		}
+	}
+	for _, s := range x.URIs {
+		if u, err := url.Parse(s); err != nil || u.Scheme == "" {
+			return fmt.Errorf("%s.x5c.uris: %q is not an absolute URI", field, s)
+		}
+	}
+	if x.Validity <= 0 || x.RenewBefore <= 0 || x.RenewBefore >= x.Validity {
+		return fmt.Errorf("%s.x5c: want 0 < renew_before (%v) < validity (%v)", field, x.RenewBefore.D(), x.Validity.D())
+	}
+	if min := r.JWKSMaxAge + 2*r.RefreshInterval; x.RenewBefore < min {
+		return fmt.Errorf("%s.x5c.renew_before %v is shorter than jwks_max_age + 2 × refresh_interval = %v: "+
+			"a verifier's cached JWKS could hold an expired certificate", field, x.RenewBefore.D(), min.D())
+	}
+	return nil
 }
 
 // Verify says whether the ring checks its backend's signatures.
@@ -196,7 +375,7 @@ func Parse(data []byte) (Config, error) {
 func (r *RingConfig) UnmarshalYAML(n *yaml.Node) error {
 	type plain RingConfig // without this method
 	p := plain(DefaultRing)
-	if err := knownFields(n, p); err != nil {
+	if err := knownFields(n, p, "key ring"); err != nil {
 		return err
 	}
 	if err := n.Decode(&p); err != nil {
@@ -221,7 +400,7 @@ func (r *RingConfig) UnmarshalYAML(n *yaml.Node) error {
 
 // knownFields does for a nested mapping what Decoder.KnownFields does for
 // the document: yaml.v3 drops that setting when it calls UnmarshalYAML.
-func knownFields(n *yaml.Node, v any) error {
+func knownFields(n *yaml.Node, v any, what string) error {
 	if n.Kind != yaml.MappingNode {
 		return fmt.Errorf("line %d: want a mapping", n.Line)
 	}
@@ -232,7 +411,7 @@ func knownFields(n *yaml.Node, v any) error {
 	}
 	for i := 0; i < len(n.Content); i += 2 {
 		if k := n.Content[i]; !known[k.Value] {
-			return fmt.Errorf("line %d: field %s not found in type %s", k.Line, k.Value, "key ring")
+			return fmt.Errorf("line %d: field %s not found in type %s", k.Line, k.Value, what)
 		}
 	}
 	return nil
@@ -296,6 +475,9 @@ func (c *Config) Validate() error {
 		}
 		if err := r.Schedule().Validate(); err != nil {
 			return fmt.Errorf("%s: %v", field, err)
+		}
+		if err := c.validateX5C(field, r); err != nil {
+			return err
 		}
 	}
 	return nil

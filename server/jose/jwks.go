@@ -3,6 +3,7 @@ package jose
 import (
 	"crypto"
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -16,6 +17,11 @@ type PublicKey struct {
 	Kid       string
 	Algorithm string
 	Key       crypto.PublicKey
+	// Certificates, if any, is the key's certificate chain, its own
+	// certificate first: published as x5c (base64 DER, RFC 7517 section
+	// 4.7) with x5t#S256, the SHA-256 of the first one. The caller has
+	// checked that the first certifies Key.
+	Certificates []*x509.Certificate
 }
 
 // JWKS is a key set as served: rendered once per change, not per request.
@@ -34,7 +40,12 @@ type JWKS struct {
 func NewJWKS(keys []PublicKey, maxAge, staleIfError time.Duration) (*JWKS, error) {
 	set := gojose.JSONWebKeySet{Keys: make([]gojose.JSONWebKey, 0, len(keys))}
 	for _, k := range keys {
-		set.Keys = append(set.Keys, gojose.JSONWebKey{Key: k.Key, KeyID: k.Kid, Algorithm: k.Algorithm, Use: "sig"})
+		jwk := gojose.JSONWebKey{Key: k.Key, KeyID: k.Kid, Algorithm: k.Algorithm, Use: "sig"}
+		if len(k.Certificates) > 0 {
+			sum := sha256.Sum256(k.Certificates[0].Raw)
+			jwk.Certificates, jwk.CertificateThumbprintSHA256 = k.Certificates, sum[:]
+		}
+		set.Keys = append(set.Keys, jwk)
 	}
 	body, err := json.Marshal(set)
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/signet-dev/signet/backends"
+	"github.com/signet-dev/signet/server/x5c"
 )
 
 // KeySet holds every key ring's versions as last read from its backend and
@@ -27,6 +28,7 @@ type KeySet struct {
 	onChange       func()
 	onHealth       func()
 	onMismatch     func(ring string)
+	onCert         func(ring, reason string)
 	rings          []*Ring // config order
 	byName         map[string]*Ring
 }
@@ -54,7 +56,17 @@ type Ring struct {
 	badSignature atomic.Pointer[backendError]
 	keyChanged   atomic.Pointer[backendError]
 	verify       bool // check every signature before a token leaves
+
+	ca    bool      // usage: ca: issues certificates, never signs tokens, never published
+	cert  *CertSpec // nil: no certificates
+	certs certState
 }
+
+// IsCA reports whether the ring is a CA ring (usage: ca).
+func (r *Ring) IsCA() bool { return r.ca }
+
+// Certificates is the ring's x5c configuration; nil without one.
+func (r *Ring) Certificates() *CertSpec { return r.cert }
 
 // Algorithm is the ring's signing algorithm.
 func (r *Ring) Algorithm() backends.Algorithm { return r.key.Algorithm }
@@ -79,6 +91,15 @@ type Version struct {
 	backends.Version
 	Kid string
 	Lifecycle
+	// Chain is the version's valid certificate chain (rings with x5c);
+	// nil with none, and then CertProblem says why.
+	Chain       x5c.Chain
+	CertProblem string
+	// Withheld: the ring requires a chain (or the stored one is for another
+	// key) and this version has no valid one: it is neither published nor
+	// signs, whatever its state says.
+	Withheld     bool
+	certWrongKey bool
 }
 
 // Options configures New.
@@ -98,6 +119,10 @@ type Options struct {
 	// verify with its version's public key, and every version whose public
 	// key changed in the backend.
 	OnKeyMismatch func(ring string)
+	// OnCertificateProblem, if set, is told of each failed attempt to
+	// obtain a version's certificate chain, with the reason (see
+	// CertProblem).
+	OnCertificateProblem func(ring, reason string)
 }
 
 // RingSpec is what New needs to know of a ring.
@@ -117,13 +142,21 @@ type RingSpec struct {
 	// (backends.UsageChecker) that some of its keys can do more than sign;
 	// the finding is logged as a warning instead.
 	AllowBroadKeyUsage bool
+	// CA marks a CA ring (usage: ca): its versions get self-signed CA
+	// certificates (Certificates' profile), issue the certificates of the
+	// rings that name it, never sign tokens and are never published.
+	CA bool
+	// Certificates, if set, gives each version a certificate chain, stored
+	// in the backend (which must be a backends.CertificateStore).
+	Certificates *CertSpec
 }
 
 // New reads every ring's versions and creates the first version of a ring
 // that has none enabled. It fails if a backend cannot be read: without a key
 // set there is nothing to serve.
 func New(ctx context.Context, specs []RingSpec, opts Options) (*KeySet, error) {
-	ks := &KeySet{log: opts.Logger, now: opts.Now, backendTimeout: opts.BackendTimeout, byName: map[string]*Ring{}}
+	ks := &KeySet{log: opts.Logger, now: opts.Now, backendTimeout: opts.BackendTimeout, byName: map[string]*Ring{},
+		onCert: opts.OnCertificateProblem}
 	if ks.log == nil {
 		ks.log = slog.New(slog.DiscardHandler)
 	}
@@ -139,7 +172,11 @@ func New(ctx context.Context, specs []RingSpec, opts Options) (*KeySet, error) {
 				spec.Name, spec.Algorithm, spec.Backend.Algorithms())
 		}
 		r := &Ring{Name: spec.Name, key: backends.KeyRing{Name: spec.Name, Algorithm: spec.Algorithm},
-			Schedule: spec.Schedule, backend: spec.Backend, wake: make(chan struct{}, 1), verify: spec.VerifySignatures}
+			Schedule: spec.Schedule, backend: spec.Backend, wake: make(chan struct{}, 1), verify: spec.VerifySignatures,
+			ca: spec.CA, cert: spec.Certificates}
+		if err := ks.checkCertSpec(spec, specs); err != nil {
+			return nil, err
+		}
 		if err := ks.Refresh(ctx, r); err != nil {
 			return nil, fmt.Errorf("key ring %q: reading versions: %w", r.Name, err)
 		}
@@ -158,8 +195,48 @@ func New(ctx context.Context, specs []RingSpec, opts Options) (*KeySet, error) {
 		ks.rings = append(ks.rings, r)
 		ks.byName[r.Name] = r
 	}
+	// Certificates once every ring is in place: CA rings first, so that
+	// the rings they serve find their certificates.
+	for _, ca := range []bool{true, false} {
+		for _, r := range ks.rings {
+			if r.ca == ca {
+				ks.certify(ctx, r)
+			}
+		}
+	}
 	ks.onChange, ks.onHealth, ks.onMismatch = opts.OnChange, opts.OnHealth, opts.OnKeyMismatch // only once every ring is in place
 	return ks, nil
+}
+
+// checkCertSpec refuses certificates on a backend that cannot store them,
+// and a ca_ring that is not a CA ring of this key set.
+func (ks *KeySet) checkCertSpec(spec RingSpec, specs []RingSpec) error {
+	c := spec.Certificates
+	if spec.CA && c == nil {
+		return fmt.Errorf("key ring %q: a CA ring needs a certificate profile", spec.Name)
+	}
+	if c == nil {
+		return nil
+	}
+	if _, ok := spec.Backend.(backends.CertificateStore); !ok {
+		return fmt.Errorf("key ring %q: x5c: its backend cannot store certificate chains next to its keys "+
+			"(local, vault and pkcs11 can); remove the x5c block or use another backend", spec.Name)
+	}
+	if c.Profile.Validity <= 0 || c.Profile.RenewBefore <= 0 || c.Profile.RenewBefore >= c.Profile.Validity {
+		return fmt.Errorf("key ring %q: x5c: want 0 < renew_before (%v) < validity (%v)", spec.Name, c.Profile.RenewBefore, c.Profile.Validity)
+	}
+	if spec.CA || c.Source != SourceCARing {
+		return nil
+	}
+	for _, o := range specs {
+		if o.Name == c.CARing {
+			if !o.CA {
+				return fmt.Errorf("key ring %q: x5c.ca_ring %q is not a CA ring (usage: ca)", spec.Name, c.CARing)
+			}
+			return nil
+		}
+	}
+	return fmt.Errorf("key ring %q: x5c.ca_ring %q is not a configured key ring", spec.Name, c.CARing)
 }
 
 // createFirst creates a version of a ring that has none that can sign, at
@@ -273,7 +350,7 @@ func (ks *KeySet) Refresh(ctx context.Context, r *Ring) error {
 	ks.observe(r, err)
 	if err == nil {
 		var converted []*Version
-		if converted, err = newVersions(r, vs); err == nil {
+		if converted, err = ks.newVersions(r, vs); err == nil {
 			if err = ks.checkKeysUnchanged(r, converted); err == nil && r.keyChanged.Swap(nil) != nil && ks.onHealth != nil {
 				ks.onHealth()
 			}
@@ -358,8 +435,9 @@ func (ks *KeySet) observe(r *Ring, err error) {
 	}
 }
 
-func newVersions(r *Ring, vs []backends.Version) ([]*Version, error) {
+func (ks *KeySet) newVersions(r *Ring, vs []backends.Version) ([]*Version, error) {
 	out := make([]*Version, 0, len(vs))
+	now := ks.now()
 	for _, v := range vs {
 		if v.Algorithm != r.key.Algorithm {
 			return nil, backends.Errorf(backends.KindFailedPrecondition, "",
@@ -372,7 +450,10 @@ func newVersions(r *Ring, vs []backends.Version) ([]*Version, error) {
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, &Version{Version: v, Kid: kid})
+		nv := &Version{Version: v, Kid: kid}
+		ks.checkChain(r, nv, now)
+		nv.Withheld = r.withheld(nv)
+		out = append(out, nv)
 	}
 	return out, nil
 }
@@ -398,21 +479,32 @@ func (ks *KeySet) install(r *Ring, read uint64, pick func(cur *snapshot) []*Vers
 	}
 }
 
-// derive computes a snapshot of vs at now.
+// derive computes a snapshot of vs at now. Withheld versions (no valid
+// certificate chain where the ring requires one) take no part: the states
+// of the others are derived as if they did not exist, and they are pending,
+// neither published nor signing, until they have a chain.
 func derive(r *Ring, vs []*Version, read uint64, now time.Time) *snapshot {
-	plain := make([]backends.Version, len(vs))
-	for i, v := range vs {
-		plain[i] = v.Version
+	plain := make([]backends.Version, 0, len(vs))
+	for _, v := range vs {
+		if !v.Withheld {
+			plain = append(plain, v.Version)
+		}
 	}
 	states, active, next := Derive(plain, r.Schedule, now)
 	s := &snapshot{versions: make([]*Version, len(vs)), next: next, read: read}
+	j := 0
 	for i, v := range vs {
 		c := *v
-		c.Lifecycle = states[i]
+		if v.Withheld {
+			c.Lifecycle = Lifecycle{State: StatePending}
+		} else {
+			c.Lifecycle = states[j]
+			if j == active {
+				s.active = &c
+			}
+			j++
+		}
 		s.versions[i] = &c
-	}
-	if active >= 0 {
-		s.active = s.versions[active]
 	}
 	return s
 }
@@ -440,6 +532,7 @@ func (ks *KeySet) create(ctx context.Context, r *Ring) (*Version, error) {
 	if err := ks.Refresh(ctx, r); err != nil {
 		return nil, err
 	}
+	ks.certify(ctx, r)
 	if sv := find(r.snap.Load().versions, v.ID); sv != nil {
 		return sv, nil
 	}
@@ -510,8 +603,20 @@ func (ks *KeySet) Rotate(ctx context.Context, r *Ring, revokePrevious bool) (cre
 // Active returns the version that signs now. With none (every version
 // revoked), the error is KindUnavailable and says to rotate.
 func (ks *KeySet) Active(r *Ring) (*Version, error) {
-	if v := ks.current(r).active; v != nil {
+	if r.ca {
+		return nil, backends.Errorf(backends.KindFailedPrecondition, "",
+			"key ring %q is a CA ring (usage: ca): it issues certificates and never signs tokens", r.Name)
+	}
+	s := ks.current(r)
+	if v := s.active; v != nil {
 		return v, nil
+	}
+	for _, v := range s.versions {
+		if v.Withheld {
+			return nil, backends.Errorf(backends.KindUnavailable, "",
+				"key ring %q has no version with the certificate chain it requires (x5c.required): version %s: %s",
+				r.Name, v.ID, ks.certProblem(r, v))
+		}
 	}
 	return nil, backends.Errorf(backends.KindUnavailable, "", "key ring %q has no enabled version to sign with: Rotate it", r.Name)
 }
@@ -553,8 +658,11 @@ func (ks *KeySet) Published() []*Version {
 	var out []*Version
 	seen := map[string]bool{}
 	for _, r := range ks.rings {
+		if r.ca {
+			continue // a CA's keys sign certificates, which carry them
+		}
 		for _, v := range ks.current(r).versions {
-			if v.State.Published() && !seen[v.Kid] {
+			if v.State.Published() && !v.Withheld && !seen[v.Kid] {
 				seen[v.Kid] = true
 				out = append(out, v)
 			}
@@ -609,6 +717,7 @@ func (ks *KeySet) Tick(ctx context.Context, r *Ring) {
 		}
 		return
 	}
+	ks.certify(ctx, r)
 	if !ks.rotationDue(r) {
 		return
 	}
@@ -662,6 +771,12 @@ func (ks *KeySet) SigningProblems() []string {
 		if ks.current(r).active == nil {
 			why = append(why, fmt.Sprintf("key ring %q has no version that can sign: Rotate it", r.Name))
 		}
+		for _, v := range ks.current(r).versions {
+			if v.Withheld {
+				why = append(why, fmt.Sprintf("key ring %q: version %s is withheld for want of a valid certificate chain: %s",
+					r.Name, v.ID, ks.certProblem(r, v)))
+			}
+		}
 		if d := r.down.Load(); d != nil {
 			why = append(why, fmt.Sprintf("key ring %q: backend unreachable since %s: %v", r.Name, d.at.UTC().Format(time.RFC3339), d.err))
 		}
@@ -694,6 +809,9 @@ type RingStatus struct {
 	// NextRotation is when scheduled rotation next creates a version
 	// (zero: manual rotation only, or nothing enabled).
 	NextRotation time.Time
+	// X5C: the ring has certificate chains (x5c or a CA ring); CA: it is a
+	// CA ring.
+	X5C, CA bool
 }
 
 // Status returns every ring's status, in configuration order.
@@ -702,7 +820,7 @@ func (ks *KeySet) Status() []RingStatus {
 	for _, r := range ks.rings {
 		s := ks.current(r)
 		st := RingStatus{Name: r.Name, Schedule: r.Schedule, Versions: s.versions, Active: s.active,
-			RefreshFailures: int(r.failures.Load()), NextRotation: nextRotation(r, s.versions)}
+			RefreshFailures: int(r.failures.Load()), NextRotation: nextRotation(r, s.versions), X5C: r.cert != nil, CA: r.ca}
 		if n := r.lastRefresh.Load(); n != 0 {
 			st.LastRefresh = time.Unix(0, n)
 		}

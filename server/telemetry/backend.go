@@ -18,7 +18,11 @@ import (
 // is a child of the request's: the backends themselves stay free of
 // metrics and of Signet's spans.
 func Instrument(s backends.Signer, scheme string, m *Metrics, tracer trace.Tracer) backends.Signer {
-	return &instrumented{Signer: s, scheme: scheme, m: m, tracer: tracer}
+	i := &instrumented{Signer: s, scheme: scheme, m: m, tracer: tracer}
+	if _, ok := s.(backends.CertificateStore); ok {
+		return &instrumentedCerts{i} // a CertificateStore only where the backend is one
+	}
+	return i
 }
 
 type instrumented struct {
@@ -33,7 +37,8 @@ type instrumented struct {
 
 // operations are the backend operations as the metrics name them.
 var operations = [...]string{opVersions: "versions", opSign: "sign", opCreateVersion: "create_version",
-	opDisableVersion: "disable_version", opLeftovers: "leftovers", opCheckKeyUsage: "check_key_usage"}
+	opDisableVersion: "disable_version", opLeftovers: "leftovers", opCheckKeyUsage: "check_key_usage",
+	opPutCertificates: "put_certificates"}
 
 const (
 	opVersions = iota
@@ -42,6 +47,7 @@ const (
 	opDisableVersion
 	opLeftovers
 	opCheckKeyUsage
+	opPutCertificates
 )
 
 // call is one backend call in progress.
@@ -130,4 +136,14 @@ func (i *instrumented) CheckKeyUsage(ctx context.Context, ring backends.KeyRing)
 	ctx, c := i.begin(ctx, opCheckKeyUsage, ring)
 	defer c.end(&err)
 	return checker.CheckKeyUsage(ctx, ring)
+}
+
+// instrumentedCerts is an instrumented backend that stores certificate
+// chains (backends.CertificateStore).
+type instrumentedCerts struct{ *instrumented }
+
+func (i *instrumentedCerts) PutCertificates(ctx context.Context, ring backends.KeyRing, id string, old, chain [][]byte) (stored [][]byte, err error) {
+	ctx, c := i.begin(ctx, opPutCertificates, ring)
+	defer c.end(&err)
+	return i.Signer.(backends.CertificateStore).PutCertificates(ctx, ring, id, old, chain)
 }

@@ -39,6 +39,7 @@ type Metrics struct {
 	rateLimited   *prometheus.CounterVec
 	denials       *prometheus.CounterVec
 	mismatches    *prometheus.CounterVec
+	certProblems  *prometheus.CounterVec
 
 	// The children of the vectors that every Sign and JWKS response
 	// touches, kept once looked up: WithLabelValues hashes its labels and
@@ -91,10 +92,13 @@ func NewMetrics() *Metrics {
 		Help: "Requests refused by authentication or authorization, by reason: unauthenticated, not_granted, rate_limited."}, []string{"reason"})
 	m.mismatches = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "key_mismatches_total",
 		Help: "Signatures from a backend that did not verify with the version's published key, and reads in which a version's public key had changed, by key ring."}, []string{"key_ring"})
+	m.certProblems = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "x5c_failures_total",
+		Help: "Failed attempts to obtain or store a version's X.509 certificate chain, by key ring and reason: issue_failed, store_failed, invalid, no_ca_certificate."},
+		[]string{"key_ring", "reason"})
 
 	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		buildInfo(), m.GRPC, m.tokens, m.backendCalls, m.batchSize, m.recovered, m.jwksResponses, m.jwksInfo, m.jwksKeys,
-		m.reloads, m.auditFailures, m.rateLimited, m.denials, m.mismatches)
+		m.reloads, m.auditFailures, m.rateLimited, m.denials, m.mismatches, m.certProblems)
 	m.jwksOK, m.jwksNotModified = m.jwksResponses.WithLabelValues("200"), m.jwksResponses.WithLabelValues("304")
 	for _, reason := range []string{"unauthenticated", "not_granted", "rate_limited"} {
 		m.denials.WithLabelValues(reason)
@@ -179,6 +183,12 @@ func (m *Metrics) Reloaded(file string, err error) {
 // published.
 func (m *Metrics) KeyMismatch(ring string) { m.mismatches.WithLabelValues(ring).Inc() }
 
+// CertificateProblem counts a failed attempt to obtain or store a
+// version's certificate chain.
+func (m *Metrics) CertificateProblem(ring, reason string) {
+	m.certProblems.WithLabelValues(ring, reason).Inc()
+}
+
 // AuditFailed counts an audit record that could not be written.
 func (m *Metrics) AuditFailed() { m.auditFailures.Inc() }
 
@@ -225,6 +235,7 @@ type keySetCollector struct {
 	ks *lifecycle.KeySet
 
 	versions, activeAge, nextRotation, nextRetirement, lastRefresh, failures, down, refreshInterval *prometheus.Desc
+	withoutChain, chainExpiry                                                                       *prometheus.Desc
 }
 
 // NewKeySetCollector is a collector of the key set's per-ring gauges.
@@ -241,11 +252,15 @@ func NewKeySetCollector(ks *lifecycle.KeySet) prometheus.Collector {
 		failures:        d("refresh_failures", "Consecutive failed reads of the ring's versions (0 after a good one)."),
 		down:            d("backend_down", "1 while the ring's backend does not answer (the ring cannot sign), else 0."),
 		refreshInterval: d("refresh_interval_seconds", "The ring's refresh_interval."),
+		withoutChain: d("versions_without_x5c", "Versions of a ring with x5c that have no valid certificate chain: "+
+			"withheld=\"true\" (x5c.required: neither published nor signing) or \"false\" (published without x5c); /statusz says why.", "withheld"),
+		chainExpiry: d("x5c_not_after_timestamp_seconds", "The earliest notAfter of the certificate chains of the ring's published versions (a CA ring: of its enabled versions)."),
 	}
 }
 
 func (c *keySetCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.versions, c.activeAge, c.nextRotation, c.nextRetirement, c.lastRefresh, c.failures, c.down, c.refreshInterval} {
+	for _, d := range []*prometheus.Desc{c.versions, c.activeAge, c.nextRotation, c.nextRetirement, c.lastRefresh, c.failures, c.down,
+		c.refreshInterval, c.withoutChain, c.chainExpiry} {
 		ch <- d
 	}
 }
@@ -290,6 +305,27 @@ func (c *keySetCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		gauge(c.down, down, st.Name)
 		gauge(c.refreshInterval, st.Schedule.RefreshInterval.Seconds(), st.Name)
+		if !st.X5C {
+			continue
+		}
+		var withheld, bare int
+		var expiry time.Time
+		for _, v := range st.Versions {
+			switch {
+			case v.Withheld:
+				withheld++
+			case v.Disabled || v.State == lifecycle.StateRetired:
+			case v.Chain == nil:
+				bare++
+			case expiry.IsZero() || v.Chain.Expires().Before(expiry):
+				expiry = v.Chain.Expires()
+			}
+		}
+		gauge(c.withoutChain, float64(withheld), st.Name, "true")
+		gauge(c.withoutChain, float64(bare), st.Name, "false")
+		if !expiry.IsZero() {
+			gauge(c.chainExpiry, seconds(expiry), st.Name)
+		}
 	}
 }
 

@@ -579,9 +579,21 @@ type KeyVersion struct {
 	// When the version starts (or started) signing. Unset for revoked versions.
 	ActivatesAt *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=activates_at,json=activatesAt" json:"activates_at,omitempty"`
 	// When the version leaves the JWKS. Unset while nothing has replaced it.
-	RetiresAt     *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=retires_at,json=retiresAt" json:"retires_at,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	RetiresAt *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=retires_at,json=retiresAt" json:"retires_at,omitempty"`
+	// Rings with x5c (and CA rings): the version's certificate, the first of
+	// certificate_chain. Empty while it has none.
+	CertificateSubject string `protobuf:"bytes,9,opt,name=certificate_subject,json=certificateSubject" json:"certificate_subject,omitempty"`
+	CertificateIssuer  string `protobuf:"bytes,10,opt,name=certificate_issuer,json=certificateIssuer" json:"certificate_issuer,omitempty"`
+	// Hexadecimal.
+	CertificateSerial   string                 `protobuf:"bytes,11,opt,name=certificate_serial,json=certificateSerial" json:"certificate_serial,omitempty"`
+	CertificateNotAfter *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=certificate_not_after,json=certificateNotAfter" json:"certificate_not_after,omitempty"`
+	// DER, the version's certificate first, each next one certifying the one
+	// before: what the JWKS publishes as x5c (a CA ring's is its CA certificate).
+	CertificateChain [][]byte `protobuf:"bytes,13,rep,name=certificate_chain,json=certificateChain" json:"certificate_chain,omitempty"`
+	// Why the version has no valid chain, or why obtaining a new one failed.
+	CertificateProblem string `protobuf:"bytes,14,opt,name=certificate_problem,json=certificateProblem" json:"certificate_problem,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *KeyVersion) Reset() {
@@ -668,6 +680,48 @@ func (x *KeyVersion) GetRetiresAt() *timestamppb.Timestamp {
 		return x.RetiresAt
 	}
 	return nil
+}
+
+func (x *KeyVersion) GetCertificateSubject() string {
+	if x != nil {
+		return x.CertificateSubject
+	}
+	return ""
+}
+
+func (x *KeyVersion) GetCertificateIssuer() string {
+	if x != nil {
+		return x.CertificateIssuer
+	}
+	return ""
+}
+
+func (x *KeyVersion) GetCertificateSerial() string {
+	if x != nil {
+		return x.CertificateSerial
+	}
+	return ""
+}
+
+func (x *KeyVersion) GetCertificateNotAfter() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CertificateNotAfter
+	}
+	return nil
+}
+
+func (x *KeyVersion) GetCertificateChain() [][]byte {
+	if x != nil {
+		return x.CertificateChain
+	}
+	return nil
+}
+
+func (x *KeyVersion) GetCertificateProblem() string {
+	if x != nil {
+		return x.CertificateProblem
+	}
+	return ""
 }
 
 type GetJWKSRequest struct {
@@ -765,8 +819,13 @@ type JSONWebKey struct {
 	// EC.
 	Y string `protobuf:"bytes,7,opt,name=y" json:"y,omitempty"`
 	// RSA.
-	N             string `protobuf:"bytes,8,opt,name=n" json:"n,omitempty"`
-	E             string `protobuf:"bytes,9,opt,name=e" json:"e,omitempty"`
+	N string `protobuf:"bytes,8,opt,name=n" json:"n,omitempty"`
+	E string `protobuf:"bytes,9,opt,name=e" json:"e,omitempty"`
+	// X.509 certificate chain (RFC 7517 section 4.7): base64 (not base64url)
+	// DER, the key's certificate first. Only on rings with x5c.
+	X5C []string `protobuf:"bytes,10,rep,name=x5c" json:"x5c,omitempty"`
+	// base64url SHA-256 thumbprint of the first certificate of x5c.
+	X5TS256       string `protobuf:"bytes,11,opt,name=x5t_s256,json=x5t#S256" json:"x5t_s256,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -860,6 +919,20 @@ func (x *JSONWebKey) GetN() string {
 func (x *JSONWebKey) GetE() string {
 	if x != nil {
 		return x.E
+	}
+	return ""
+}
+
+func (x *JSONWebKey) GetX5C() []string {
+	if x != nil {
+		return x.X5C
+	}
+	return nil
+}
+
+func (x *JSONWebKey) GetX5TS256() string {
+	if x != nil {
+		return x.X5TS256
 	}
 	return ""
 }
@@ -1013,7 +1086,7 @@ const file_signet_v1_signet_proto_rawDesc = "" +
 	"\x04kind\x18\x03 \x01(\tR\x04kind\x12\x14\n" +
 	"\x05state\x18\x04 \x01(\tR\x05state\x129\n" +
 	"\n" +
-	"created_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\"\xd6\x02\n" +
+	"created_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\"\x93\x05\n" +
 	"\n" +
 	"KeyVersion\x12\x19\n" +
 	"\bkey_ring\x18\x01 \x01(\tR\akeyRing\x12\x10\n" +
@@ -1026,10 +1099,17 @@ const file_signet_v1_signet_proto_rawDesc = "" +
 	"created_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12=\n" +
 	"\factivates_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\vactivatesAt\x129\n" +
 	"\n" +
-	"retires_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tretiresAt\"\x10\n" +
+	"retires_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tretiresAt\x12/\n" +
+	"\x13certificate_subject\x18\t \x01(\tR\x12certificateSubject\x12-\n" +
+	"\x12certificate_issuer\x18\n" +
+	" \x01(\tR\x11certificateIssuer\x12-\n" +
+	"\x12certificate_serial\x18\v \x01(\tR\x11certificateSerial\x12N\n" +
+	"\x15certificate_not_after\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\x13certificateNotAfter\x12+\n" +
+	"\x11certificate_chain\x18\r \x03(\fR\x10certificateChain\x12/\n" +
+	"\x13certificate_problem\x18\x0e \x01(\tR\x12certificateProblem\"\x10\n" +
 	"\x0eGetJWKSRequest\"<\n" +
 	"\x0fGetJWKSResponse\x12)\n" +
-	"\x04keys\x18\x01 \x03(\v2\x15.signet.v1.JSONWebKeyR\x04keys\"\x9e\x01\n" +
+	"\x04keys\x18\x01 \x03(\v2\x15.signet.v1.JSONWebKeyR\x04keys\"\xcc\x01\n" +
 	"\n" +
 	"JSONWebKey\x12\x10\n" +
 	"\x03kty\x18\x01 \x01(\tR\x03kty\x12\x10\n" +
@@ -1040,7 +1120,10 @@ const file_signet_v1_signet_proto_rawDesc = "" +
 	"\x01x\x18\x06 \x01(\tR\x01x\x12\f\n" +
 	"\x01y\x18\a \x01(\tR\x01y\x12\f\n" +
 	"\x01n\x18\b \x01(\tR\x01n\x12\f\n" +
-	"\x01e\x18\t \x01(\tR\x01e\"\x1f\n" +
+	"\x01e\x18\t \x01(\tR\x01e\x12\x10\n" +
+	"\x03x5c\x18\n" +
+	" \x03(\tR\x03x5c\x12\x1a\n" +
+	"\bx5t_s256\x18\v \x01(\tR\bx5t#S256\"\x1f\n" +
 	"\x1dGetOpenIDConfigurationRequest\"\x96\x02\n" +
 	"\x1eGetOpenIDConfigurationResponse\x12\x16\n" +
 	"\x06issuer\x18\x01 \x01(\tR\x06issuer\x12\x19\n" +
@@ -1109,22 +1192,23 @@ var file_signet_v1_signet_proto_depIdxs = []int32{
 	16, // 9: signet.v1.KeyVersion.created_at:type_name -> google.protobuf.Timestamp
 	16, // 10: signet.v1.KeyVersion.activates_at:type_name -> google.protobuf.Timestamp
 	16, // 11: signet.v1.KeyVersion.retires_at:type_name -> google.protobuf.Timestamp
-	11, // 12: signet.v1.GetJWKSResponse.keys:type_name -> signet.v1.JSONWebKey
-	1,  // 13: signet.v1.SignerService.Sign:input_type -> signet.v1.SignRequest
-	3,  // 14: signet.v1.SignerService.Rotate:input_type -> signet.v1.RotateRequest
-	5,  // 15: signet.v1.SignerService.ListKeys:input_type -> signet.v1.ListKeysRequest
-	9,  // 16: signet.v1.KeySetService.GetJWKS:input_type -> signet.v1.GetJWKSRequest
-	12, // 17: signet.v1.KeySetService.GetOpenIDConfiguration:input_type -> signet.v1.GetOpenIDConfigurationRequest
-	2,  // 18: signet.v1.SignerService.Sign:output_type -> signet.v1.SignResponse
-	4,  // 19: signet.v1.SignerService.Rotate:output_type -> signet.v1.RotateResponse
-	6,  // 20: signet.v1.SignerService.ListKeys:output_type -> signet.v1.ListKeysResponse
-	10, // 21: signet.v1.KeySetService.GetJWKS:output_type -> signet.v1.GetJWKSResponse
-	13, // 22: signet.v1.KeySetService.GetOpenIDConfiguration:output_type -> signet.v1.GetOpenIDConfigurationResponse
-	18, // [18:23] is the sub-list for method output_type
-	13, // [13:18] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	16, // 12: signet.v1.KeyVersion.certificate_not_after:type_name -> google.protobuf.Timestamp
+	11, // 13: signet.v1.GetJWKSResponse.keys:type_name -> signet.v1.JSONWebKey
+	1,  // 14: signet.v1.SignerService.Sign:input_type -> signet.v1.SignRequest
+	3,  // 15: signet.v1.SignerService.Rotate:input_type -> signet.v1.RotateRequest
+	5,  // 16: signet.v1.SignerService.ListKeys:input_type -> signet.v1.ListKeysRequest
+	9,  // 17: signet.v1.KeySetService.GetJWKS:input_type -> signet.v1.GetJWKSRequest
+	12, // 18: signet.v1.KeySetService.GetOpenIDConfiguration:input_type -> signet.v1.GetOpenIDConfigurationRequest
+	2,  // 19: signet.v1.SignerService.Sign:output_type -> signet.v1.SignResponse
+	4,  // 20: signet.v1.SignerService.Rotate:output_type -> signet.v1.RotateResponse
+	6,  // 21: signet.v1.SignerService.ListKeys:output_type -> signet.v1.ListKeysResponse
+	10, // 22: signet.v1.KeySetService.GetJWKS:output_type -> signet.v1.GetJWKSResponse
+	13, // 23: signet.v1.KeySetService.GetOpenIDConfiguration:output_type -> signet.v1.GetOpenIDConfigurationResponse
+	19, // [19:24] is the sub-list for method output_type
+	14, // [14:19] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_signet_v1_signet_proto_init() }

@@ -1,0 +1,272 @@
+package lifecycle
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/signet-dev/signet/backends"
+	"github.com/signet-dev/signet/server/x5c"
+)
+
+// CertSource is where a ring's certificates come from.
+type CertSource int
+
+const (
+	// SourceSelfSigned: each version's certificate is signed by its own key.
+	SourceSelfSigned CertSource = iota + 1
+	// SourceCARing: issued by the active version of another ring, a CA ring.
+	SourceCARing
+	// SourceVaultPKI: issued by a Vault PKI engine from a request the
+	// version's key signed.
+	SourceVaultPKI
+)
+
+var sourceNames = map[CertSource]string{SourceSelfSigned: "self_signed", SourceCARing: "ca_ring", SourceVaultPKI: "vault_pki"}
+
+func (s CertSource) String() string { return sourceNames[s] }
+
+// CertSpec is a ring's x5c configuration. On a CA ring only Profile is
+// used: its certificates are always self-signed CA certificates.
+type CertSpec struct {
+	Source   CertSource
+	CARing   string
+	VaultPKI *x5c.VaultPKI
+	Profile  x5c.Profile
+	// Required: a version without a valid chain is neither published nor
+	// signs (the previous version stays active); otherwise it is published
+	// without x5c.
+	Required bool
+}
+
+// certState is what a ring knows of its certificates between reads: why the
+// last attempt to obtain a version's chain failed.
+type certState struct {
+	mu       sync.Mutex
+	problems map[string]CertProblem // version ID -> the last failure
+}
+
+// CertProblem is why a version has no valid chain now.
+type CertProblem struct {
+	// Reason is one of a few stable words, for metrics: "issue_failed",
+	// "store_failed", "wrong_key", "invalid", "no_ca_certificate".
+	Reason string
+	Err    error
+	At     time.Time
+}
+
+func (c *certState) set(id string, p *CertProblem) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if p == nil {
+		delete(c.problems, id)
+		return
+	}
+	if c.problems == nil {
+		c.problems = map[string]CertProblem{}
+	}
+	c.problems[id] = *p
+}
+
+func (c *certState) get(id string) (CertProblem, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	p, ok := c.problems[id]
+	return p, ok
+}
+
+// checkChain parses the chain a backend stored with v and sets v.Chain, or
+// v.CertProblem when there is none or it is unusable. A chain for another
+// key is logged as an error: it is never published with v's key.
+func (ks *KeySet) checkChain(r *Ring, v *Version, now time.Time) {
+	if r.cert == nil {
+		return
+	}
+	if len(v.Certificates) == 0 {
+		v.CertProblem = "no certificate chain stored yet"
+		return
+	}
+	chain, err := x5c.Parse(v.Certificates, v.PublicKey, now)
+	switch {
+	case errors.Is(err, x5c.ErrWrongKey):
+		v.CertProblem, v.certWrongKey = "the stored certificate is for another key: never published with this version", true
+		ks.log.Error("key mismatch: the certificate stored with a version is for another key; the version is not published",
+			"key_ring", r.Name, "backend_id", v.ID, "kid", v.Kid)
+	case err != nil:
+		v.CertProblem = "the stored certificate chain is unusable: " + err.Error()
+	default:
+		v.Chain = chain
+	}
+}
+
+// withheld reports whether v must be neither published nor sign for want
+// of a valid certificate chain.
+func (r *Ring) withheld(v *Version) bool {
+	return r.cert != nil && !v.Disabled && (v.certWrongKey || r.cert.Required && v.Chain == nil)
+}
+
+// needsChain says why v needs a new chain now ("" if it does not): it has
+// none, it expires within renew_before, or (ca_ring) it was issued by
+// another CA certificate than the CA ring's active one.
+func (ks *KeySet) needsChain(r *Ring, v *Version, now time.Time) string {
+	if v.Chain == nil {
+		return "it has none"
+	}
+	if exp := v.Chain.Expires(); exp.Sub(now) < r.cert.Profile.RenewBefore {
+		return "its certificate expires at " + exp.UTC().Format(time.RFC3339) + ", within renew_before"
+	}
+	if r.cert.Source == SourceCARing && !r.ca {
+		ca := ks.byName[r.cert.CARing]
+		if ca == nil {
+			return ""
+		}
+		if a := ks.current(ca).active; a != nil && a.Chain != nil && (len(v.Chain) < 2 || !v.Chain[1].Equal(a.Chain[0])) {
+			return "the CA ring's active certificate changed"
+		}
+	}
+	return ""
+}
+
+// certify obtains and stores a chain for each version of r that needs one
+// (see needsChain): the enabled versions that are or may become published,
+// and for a CA ring every enabled version that may issue. It re-reads the
+// ring if it stored anything. Failures are recorded per version (Status,
+// ListKeys, metrics) and logged, never returned: the key set stays in force.
+func (ks *KeySet) certify(ctx context.Context, r *Ring) {
+	if r.cert == nil {
+		return
+	}
+	store, ok := r.backend.(backends.CertificateStore)
+	if !ok {
+		return // refused at startup
+	}
+	stored := false
+	for _, v := range ks.current(r).versions {
+		if v.Disabled || v.State == StateRetired {
+			r.certs.set(v.ID, nil)
+			continue
+		}
+		now := ks.now()
+		why := ks.needsChain(r, v, now)
+		if why == "" {
+			r.certs.set(v.ID, nil)
+			continue
+		}
+		if v.certWrongKey {
+			ks.log.Error("replacing a certificate stored for another key", "key_ring", r.Name, "backend_id", v.ID)
+		}
+		chain, reason, err := ks.issue(ctx, r, v, now)
+		if err == nil {
+			bctx, cancel := ks.backendContext(ctx)
+			_, err = store.PutCertificates(bctx, r.key, v.ID, v.Certificates, chain)
+			cancel()
+			ks.observe(r, err)
+			reason = "store_failed"
+		}
+		if err != nil {
+			ks.log.Warn("cannot obtain a certificate chain for a version", "key_ring", r.Name, "backend_id", v.ID, "kid", v.Kid,
+				"source", r.certSource(), "why_needed", why, "err", err)
+			r.certs.set(v.ID, &CertProblem{Reason: reason, Err: err, At: now})
+			if ks.onCert != nil {
+				ks.onCert(r.Name, reason)
+			}
+			continue
+		}
+		r.certs.set(v.ID, nil)
+		stored = true
+		if v.Chain != nil {
+			ks.log.Info("renewed a version's certificate ahead of time", "key_ring", r.Name, "backend_id", v.ID, "kid", v.Kid,
+				"why", why, "old_not_after", v.Chain[0].NotAfter.UTC())
+		} else {
+			ks.log.Info("stored a certificate chain for a version", "key_ring", r.Name, "backend_id", v.ID, "kid", v.Kid,
+				"source", r.certSource())
+		}
+	}
+	if stored {
+		if err := ks.Refresh(ctx, r); err != nil {
+			ks.log.Warn("cannot re-read a key ring after storing certificates", "key_ring", r.Name, "err", err)
+		}
+	}
+	if r.ca {
+		for _, dep := range ks.rings {
+			if dep.cert != nil && dep.cert.Source == SourceCARing && dep.cert.CARing == r.Name && stored {
+				ks.certify(ctx, dep)
+			}
+		}
+	}
+}
+
+func (r *Ring) certSource() string {
+	if r.ca {
+		return "ca"
+	}
+	return r.cert.Source.String()
+}
+
+// issue makes a new chain for v. Every signature is the backend's.
+func (ks *KeySet) issue(ctx context.Context, r *Ring, v *Version, now time.Time) (chain [][]byte, reason string, err error) {
+	bctx, cancel := ks.backendContext(ctx)
+	defer cancel()
+	signer := &backends.MessageSigner{Ctx: bctx, Backend: r.backend, Ring: r.key, Version: v.Version}
+	p := r.cert.Profile
+	switch {
+	case r.ca:
+		der, err := x5c.CA(signer, r.key.Algorithm, p, now)
+		return [][]byte{der}, "issue_failed", err
+	case r.cert.Source == SourceSelfSigned:
+		der, err := x5c.SelfSigned(signer, r.key.Algorithm, p, now)
+		return [][]byte{der}, "issue_failed", err
+	case r.cert.Source == SourceCARing:
+		ca := ks.byName[r.cert.CARing]
+		a := ks.current(ca).active
+		if a == nil || a.Chain == nil {
+			return nil, "no_ca_certificate", fmt.Errorf("CA ring %q has no version with a valid CA certificate yet", ca.Name)
+		}
+		caSigner := &backends.MessageSigner{Ctx: bctx, Backend: ca.backend, Ring: ca.key, Version: a.Version}
+		der, err := x5c.Leaf(v.PublicKey, a.Chain[0], caSigner, ca.key.Algorithm, p, now)
+		if err != nil {
+			return nil, "issue_failed", err
+		}
+		return append([][]byte{der}, a.Chain.DER()...), "", nil
+	case r.cert.Source == SourceVaultPKI:
+		csr, err := x5c.CSR(signer, r.key.Algorithm, p)
+		if err != nil {
+			return nil, "issue_failed", fmt.Errorf("certification request: %w", err)
+		}
+		chain, err := r.cert.VaultPKI.Issue(bctx, csr, p)
+		if err != nil {
+			return nil, "issue_failed", err
+		}
+		if _, err := x5c.Parse(chain, v.PublicKey, now); err != nil {
+			return nil, "invalid", fmt.Errorf("the chain Vault PKI returned: %w", err)
+		}
+		return chain, "", nil
+	}
+	return nil, "issue_failed", fmt.Errorf("no certificate source")
+}
+
+// certProblem says why v has no valid chain: the last failure to obtain
+// one, else what the stored chain lacks.
+func (ks *KeySet) certProblem(r *Ring, v *Version) string {
+	if p := ks.CertificateProblem(r, v); p != "" {
+		return p
+	}
+	return v.CertProblem
+}
+
+// CertificateProblem says why version v of r has no valid certificate
+// chain, or why obtaining a new one failed; "" when there is nothing to say.
+func (ks *KeySet) CertificateProblem(r *Ring, v *Version) string {
+	if r.cert == nil {
+		return ""
+	}
+	if p, ok := r.certs.get(v.ID); ok {
+		return fmt.Sprintf("%s since %s: %v", p.Reason, p.At.UTC().Format(time.RFC3339), p.Err)
+	}
+	if v.Chain == nil && !v.Disabled && v.State != StateRetired {
+		return v.CertProblem
+	}
+	return ""
+}

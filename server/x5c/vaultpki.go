@@ -1,0 +1,97 @@
+package x5c
+
+import (
+	"context"
+	"encoding/pem"
+	"fmt"
+	"strings"
+	"time"
+
+	vault "github.com/hashicorp/vault/api"
+
+	"github.com/signet-dev/signet/backends"
+)
+
+// VaultPKI issues leaf certificates from an existing Vault PKI secrets
+// engine: Signet sends a certification request that the ring's own
+// backend signed (proof of possession; the key never leaves its backend)
+// to <mount>/sign/<role>, and stores the chain Vault returns.
+type VaultPKI struct {
+	client *vault.Client
+	mount  string
+	role   string
+}
+
+// NewVaultPKI makes a client of the PKI engine at address (mount and role
+// as the engine names them), authenticated with token.
+func NewVaultPKI(address, mount, role, token string) (*VaultPKI, error) {
+	cfg := vault.DefaultConfig()
+	cfg.Address = address
+	cfg.MaxRetries = 0
+	c, err := vault.NewClient(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("vault_pki: %v", err)
+	}
+	c.SetToken(token)
+	return &VaultPKI{client: c, mount: strings.Trim(mount, "/"), role: role}, nil
+}
+
+// Issue has Vault sign csr (DER) for validity, and returns the chain: the
+// new certificate first, then the CA chain Vault reports.
+func (p *VaultPKI) Issue(ctx context.Context, csr []byte, p2 Profile) ([][]byte, error) {
+	data := map[string]any{
+		"csr": string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csr})),
+		"ttl": fmt.Sprintf("%ds", int64(p2.Validity/time.Second)), "format": "pem",
+	}
+	if cn := p2.Subject.CommonName; cn != "" {
+		data["common_name"] = cn
+	}
+	var uris []string
+	for _, u := range p2.URIs {
+		uris = append(uris, u.String())
+	}
+	if len(uris) > 0 {
+		data["uri_sans"] = strings.Join(uris, ",")
+	}
+	if len(p2.DNSNames) > 0 {
+		data["alt_names"] = strings.Join(p2.DNSNames, ",")
+	}
+	path := p.mount + "/sign/" + p.role
+	sec, err := p.client.Logical().WriteWithContext(ctx, path, data)
+	if err != nil {
+		kind := backends.KindUnavailable
+		if re, ok := err.(*vault.ResponseError); ok && re.StatusCode >= 400 && re.StatusCode < 500 {
+			kind = backends.KindFailedPrecondition
+		}
+		return nil, backends.Errorf(kind, "vault_pki", "signing the certification request at %s: %v", path, err)
+	}
+	if sec == nil || sec.Data == nil {
+		return nil, backends.Errorf(backends.KindUnavailable, "vault_pki", "%s returned no certificate", path)
+	}
+	pems := []string{fmt.Sprint(sec.Data["certificate"])}
+	if chain, ok := sec.Data["ca_chain"].([]any); ok && len(chain) > 0 {
+		for _, c := range chain {
+			pems = append(pems, fmt.Sprint(c))
+		}
+	} else if ca, ok := sec.Data["issuing_ca"].(string); ok {
+		pems = append(pems, ca)
+	}
+	var out [][]byte
+	for _, s := range pems {
+		rest := []byte(s)
+		for {
+			var b *pem.Block
+			b, rest = pem.Decode(rest)
+			if b == nil {
+				break
+			}
+			if b.Type == "CERTIFICATE" {
+				out = append(out, b.Bytes)
+			}
+		}
+	}
+	if len(out) == 0 {
+		return nil, backends.Errorf(backends.KindUnavailable, "vault_pki", "%s returned no PEM certificate", path)
+	}
+	return out, nil
+}

@@ -1,0 +1,239 @@
+package server
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"encoding/pem"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	gojose "github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/signet-dev/signet/backends"
+	signetv1 "github.com/signet-dev/signet/gen/signet/v1"
+	"github.com/signet-dev/signet/server/config"
+)
+
+// x5cRings configures, on the backend URI given, a CA ring "ca" (ES384,
+// usage: ca) and three signing rings: "default" (ES256) and "pss" (PS256)
+// issued by it, and "self" (EdDSA) self-signed. algs overrides the
+// algorithms of ca, default, pss and self for backends that lack some.
+func x5cRings(t *testing.T, backend string, algs ...backends.Algorithm) config.Config {
+	t.Helper()
+	if len(algs) == 0 {
+		algs = []backends.Algorithm{backends.ES384, backends.ES256, backends.PS256, backends.EdDSA}
+	}
+	cfg := testConfig(t)
+	ring := func(name string, alg backends.Algorithm, x *config.X5CConfig) config.RingConfig {
+		r := config.DefaultRing
+		r.Name, r.Backend, r.Algorithm, r.X5C = name, backend, string(alg), x
+		return r
+	}
+	ca := ring("ca", algs[0], &config.X5CConfig{Subject: config.SubjectConfig{CommonName: "Signet test CA", Organization: []string{"Signet"}}})
+	ca.Usage = "ca"
+	cfg.KeyRings = []config.RingConfig{ca,
+		ring("default", algs[1], &config.X5CConfig{CARing: "ca"}),
+		ring("pss", algs[2], &config.X5CConfig{CARing: "ca", DNSNames: []string{"signet.test"}}),
+		ring("self", algs[3], &config.X5CConfig{SelfSigned: true}),
+	}
+	return cfg
+}
+
+// ringChain is the DER chain of the ring's active version, from ListKeys.
+func ringChain(t *testing.T, ts *testServer, ring string) [][]byte {
+	t.Helper()
+	resp, err := ts.client.ListKeys(ctxT(t), &signetv1.ListKeysRequest{KeyRing: ring})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range resp.GetVersions() {
+		if v.GetState() == signetv1.KeyState_KEY_STATE_ACTIVE {
+			if len(v.GetCertificateChain()) == 0 {
+				t.Fatalf("the active version of %s has no chain: %s", ring, v.GetCertificateProblem())
+			}
+			return v.GetCertificateChain()
+		}
+	}
+	t.Fatalf("ring %s has no active version", ring)
+	return nil
+}
+
+type jwkJSON struct {
+	Kid      string   `json:"kid"`
+	X5c      []string `json:"x5c"`
+	X5tS256  string   `json:"x5t#S256"`
+	Kty      string   `json:"kty"`
+	Raw      json.RawMessage
+	Verifier *gojose.JSONWebKey
+}
+
+// jwksKeys fetches the JWKS over HTTP and returns its keys by kid.
+func jwksKeys(t *testing.T, ts *testServer) (map[string]jwkJSON, []byte) {
+	t.Helper()
+	_, body := ts.get(t, JWKSPath)
+	var doc struct {
+		Keys []json.RawMessage `json:"keys"`
+	}
+	if err := json.Unmarshal(body, &doc); err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]jwkJSON{}
+	for _, raw := range doc.Keys {
+		var k jwkJSON
+		if err := json.Unmarshal(raw, &k); err != nil {
+			t.Fatal(err)
+		}
+		k.Raw = raw
+		var jk gojose.JSONWebKey // go-jose checks x5c against the key and x5t#S256
+		if err := jk.UnmarshalJSON(raw); err != nil {
+			t.Fatalf("go-jose refuses JWK %s: %v", k.Kid, err)
+		}
+		k.Verifier = &jk
+		out[k.Kid] = k
+	}
+	return out, body
+}
+
+func pemFile(t *testing.T, name string, ders ...[]byte) string {
+	t.Helper()
+	var buf bytes.Buffer
+	for _, d := range ders {
+		_ = pem.Encode(&buf, &pem.Block{Type: "CERTIFICATE", Bytes: d})
+	}
+	path := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(path, buf.Bytes(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// checkX5C checks, for each signing ring, that the JWKS entry of its
+// active version carries its chain as x5c (base64 DER) and x5t#S256, and
+// that the chain verifies against the ring's trust anchor with Go's
+// x509.Verify, OpenSSL and Python's cryptography; and that a token signed
+// by the ring verifies with the key of the leaf certificate, in Go and in
+// PyJWT. anchors maps each ring to the ring whose active chain's last
+// certificate is its trust anchor.
+func checkX5C(t *testing.T, ts *testServer, anchors map[string]string) {
+	t.Helper()
+	keys, _ := jwksKeys(t, ts)
+	for ring, anchorRing := range anchors {
+		chain := ringChain(t, ts, ring)
+		anchorChain := ringChain(t, ts, anchorRing)
+		anchorDER := anchorChain[len(anchorChain)-1]
+		tok := sign(t, ts, ring)
+		parsed, err := jwt.ParseSigned(tok.GetToken(), []gojose.SignatureAlgorithm{gojose.ES256, gojose.ES384, gojose.ES512,
+			gojose.RS256, gojose.RS384, gojose.RS512, gojose.PS256, gojose.PS384, gojose.PS512, gojose.EdDSA})
+		if err != nil {
+			t.Fatal(err)
+		}
+		k, ok := keys[tok.GetKid()]
+		if !ok {
+			t.Fatalf("%s: kid %s is not in the JWKS", ring, tok.GetKid())
+		}
+		if len(k.X5c) != len(chain) {
+			t.Fatalf("%s: x5c has %d certificates, ListKeys %d", ring, len(k.X5c), len(chain))
+		}
+		for i, c := range k.X5c {
+			der, err := base64.StdEncoding.DecodeString(c) // standard base64 with padding, RFC 7517 4.7
+			if err != nil || !bytes.Equal(der, chain[i]) {
+				t.Fatalf("%s: x5c[%d] is not the standard base64 of the chain's DER (%v)", ring, i, err)
+			}
+		}
+		sum := sha256.Sum256(chain[0])
+		if k.X5tS256 != base64.RawURLEncoding.EncodeToString(sum[:]) {
+			t.Errorf("%s: x5t#S256 %q is not the leaf's SHA-256", ring, k.X5tS256)
+		}
+
+		// Go: the chain to the anchor, and the token with the leaf's key.
+		leaf, err := x509.ParseCertificate(chain[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		roots, inter := x509.NewCertPool(), x509.NewCertPool()
+		root, _ := x509.ParseCertificate(anchorDER)
+		roots.AddCert(root)
+		for _, d := range chain[1:] {
+			c, _ := x509.ParseCertificate(d)
+			inter.AddCert(c)
+		}
+		if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, CurrentTime: ts.KeySet().Now(),
+			KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+			t.Errorf("%s: x509.Verify: %v", ring, err)
+		}
+		if leaf.IsCA || leaf.KeyUsage != x509.KeyUsageDigitalSignature {
+			t.Errorf("%s: leaf has CA %v, key usage %v; want no CA bit and digitalSignature only", ring, leaf.IsCA, leaf.KeyUsage)
+		}
+		var claims jwt.Claims
+		if err := parsed.Claims(leaf.PublicKey, &claims); err != nil {
+			t.Errorf("%s: the token does not verify with the leaf certificate's key: %v", ring, err)
+		}
+		if !k.Verifier.Key.(interface{ Equal(crypto.PublicKey) bool }).Equal(leaf.PublicKey) {
+			t.Errorf("%s: the JWK's key is not the leaf's", ring)
+		}
+
+		// OpenSSL.
+		anchorFile := pemFile(t, "anchor.pem", anchorDER)
+		args := []string{"verify", "-CAfile", anchorFile}
+		if len(chain) > 2 {
+			args = append(args, "-untrusted", pemFile(t, "untrusted.pem", chain[1:len(chain)-1]...))
+		}
+		args = append(args, pemFile(t, "leaf.pem", chain[0]))
+		if out, err := exec.Command("openssl", args...).CombinedOutput(); err != nil || !strings.Contains(string(out), ": OK") {
+			t.Errorf("%s: openssl %s: %v\n%s", ring, strings.Join(args, " "), err, out)
+		}
+
+		// Python: cryptography's path validation, then PyJWT with the leaf's key.
+		root0, _ := os.Getwd()
+		py := exec.Command("/usr/bin/python3", filepath.Join(root0, "..", "scripts", "verify_x5c.py"),
+			ts.httpURL+JWKSPath, anchorFile, testIssuer(ts), "svc-b")
+		py.Stdin = strings.NewReader(tok.GetToken() + "\n")
+		out, err := py.CombinedOutput()
+		if err != nil || !bytes.Contains(out, []byte(`"ok": true`)) {
+			t.Errorf("%s: verify_x5c.py: %v\n%s", ring, err, out)
+		}
+	}
+}
+
+func testIssuer(ts *testServer) string { return ts.cfg.Issuer }
+
+func TestX5CLocal(t *testing.T) {
+	t.Parallel()
+	ts := startServer(t, x5cRings(t, "local://"+t.TempDir()), Options{})
+	checkX5C(t, ts, map[string]string{"default": "ca", "pss": "ca", "self": "self"})
+	checkCARing(t, ts)
+}
+
+// checkCARing: the CA ring is never in the JWKS, refuses Sign with
+// FailedPrecondition, and its certificate is a CA with path length 0.
+func checkCARing(t *testing.T, ts *testServer) {
+	t.Helper()
+	caDER := ringChain(t, ts, "ca")
+	ca, err := x509.ParseCertificate(caDER[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !ca.IsCA || ca.MaxPathLen != 0 || !ca.MaxPathLenZero || ca.KeyUsage&x509.KeyUsageCertSign == 0 {
+		t.Errorf("CA certificate: IsCA %v, MaxPathLen %d (zero %v), key usage %v", ca.IsCA, ca.MaxPathLen, ca.MaxPathLenZero, ca.KeyUsage)
+	}
+	keys, _ := jwksKeys(t, ts)
+	for _, v := range ts.KeySet().Versions(ts.KeySet().Ring("ca")) {
+		if _, ok := keys[v.Kid]; ok {
+			t.Errorf("CA version %s is in the JWKS", v.ID)
+		}
+	}
+	_, err = ts.client.Sign(ctxT(t), &signetv1.SignRequest{KeyRing: "ca", Audience: []string{"svc"}})
+	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "CA ring") {
+		t.Errorf("Sign on the CA ring: %v, want FailedPrecondition saying it is a CA ring", err)
+	}
+}

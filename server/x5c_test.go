@@ -237,3 +237,99 @@ func checkCARing(t *testing.T, ts *testServer) {
 		t.Errorf("Sign on the CA ring: %v, want FailedPrecondition saying it is a CA ring", err)
 	}
 }
+
+// Rotating the CA ring (revoking the old CA version, so the new one issues
+// at once) re-issues the leaves of the rings it serves, and they verify
+// against the new CA certificate, not the old one.
+func TestX5CCARotationReissuesLeaves(t *testing.T) {
+	t.Parallel()
+	ts := startServer(t, x5cRings(t, "local://"+t.TempDir()), Options{})
+	oldCA := ringChain(t, ts, "ca")[0]
+	if _, err := ts.client.Rotate(ctxT(t), &signetv1.RotateRequest{KeyRing: "ca", RevokePrevious: true}); err != nil {
+		t.Fatal(err)
+	}
+	newCA := ringChain(t, ts, "ca")[0]
+	if bytes.Equal(oldCA, newCA) {
+		t.Fatal("the CA ring's certificate did not change with its version")
+	}
+	for _, ring := range []string{"default", "pss"} {
+		if chain := ringChain(t, ts, ring); !bytes.Equal(chain[len(chain)-1], newCA) {
+			t.Errorf("%s: the leaf chain still ends at the old CA certificate", ring)
+		}
+	}
+	checkX5C(t, ts, map[string]string{"default": "ca", "pss": "ca"})
+}
+
+// Three replicas on one backend serve byte-identical JWKS with chains,
+// after a rotation and after a version appears without a chain and every
+// replica races to attach one: the backend keeps one, and every replica
+// publishes the one it reads back.
+func TestX5CReplicasServeIdenticalJWKS(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	var replicas []*testServer
+	for range 3 {
+		replicas = append(replicas, startServer(t, x5cRings(t, "local://"+dir), Options{}))
+	}
+	same := func(when string) []byte {
+		t.Helper()
+		for _, ts := range replicas {
+			for _, r := range ts.KeySet().Rings() {
+				ts.KeySet().Tick(ctxT(t), r)
+			}
+		}
+		_, first := jwksKeys(t, replicas[0])
+		etag := replicas[0].jwks.current().ETag
+		for i, ts := range replicas[1:] {
+			if _, body := jwksKeys(t, ts); !bytes.Equal(body, first) || ts.jwks.current().ETag != etag {
+				t.Fatalf("%s: replica %d serves another JWKS:\n%s\nreplica 0:\n%s", when, i+1, body, first)
+			}
+		}
+		return first
+	}
+	same("at start")
+	if _, err := replicas[1].client.Rotate(ctxT(t), &signetv1.RotateRequest{KeyRing: "default"}); err != nil {
+		t.Fatal(err)
+	}
+	body := same("after a rotation")
+	if n := strings.Count(string(body), `"x5c"`); n != 4 { // default (2 versions), pss, self
+		t.Errorf("JWKS has %d keys with x5c, want 4:\n%s", n, body)
+	}
+
+	// A version created behind the replicas' backs (as a replica that
+	// crashed before attaching its chain leaves it), then all three race.
+	b, err := backends.Open(ctxT(t), "local://"+dir, backends.OpenOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	ring := backends.KeyRing{Name: "default", Algorithm: backends.ES256}
+	vs, _ := b.Versions(ctxT(t), ring)
+	v, err := b.CreateVersion(ctxT(t), ring, vs[len(vs)-1].ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := make(chan struct{})
+	done := make(chan struct{})
+	for _, ts := range replicas {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			<-start
+			ts.KeySet().Tick(ctxT(t), ts.KeySet().Ring("default"))
+		}()
+	}
+	close(start)
+	for range replicas {
+		<-done
+	}
+	body = same("after racing to attach a chain")
+	kid, _ := backends.KeyID(v.PublicKey)
+	keys, _ := jwksKeys(t, replicas[0])
+	if len(keys[kid].X5c) != 2 {
+		t.Errorf("the raced version %s is published with %d certificates, want 2:\n%s", v.ID, len(keys[kid].X5c), body)
+	}
+	chains, _ := filepath.Glob(filepath.Join(dir, "rings", "default", v.ID+".x5c.*"))
+	if len(chains) != 1 {
+		t.Errorf("the raced version has chain files %v, want one", chains)
+	}
+}

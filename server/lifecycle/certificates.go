@@ -142,6 +142,8 @@ func (ks *KeySet) certify(ctx context.Context, r *Ring) {
 	if !ok {
 		return // refused at startup
 	}
+	r.certMu.Lock() // one issuer per ring in this process; the backend's compare-and-set settles it between replicas
+	defer r.certMu.Unlock()
 	stored := false
 	for _, v := range ks.current(r).versions {
 		if v.Disabled || v.State == StateRetired {
@@ -189,9 +191,9 @@ func (ks *KeySet) certify(ctx context.Context, r *Ring) {
 			ks.log.Warn("cannot re-read a key ring after storing certificates", "key_ring", r.Name, "err", err)
 		}
 	}
-	if r.ca {
+	if r.ca { // its active certificate may have changed: the leaves it issued follow at once
 		for _, dep := range ks.rings {
-			if dep.cert != nil && dep.cert.Source == SourceCARing && dep.cert.CARing == r.Name && stored {
+			if dep.cert != nil && dep.cert.Source == SourceCARing && dep.cert.CARing == r.Name {
 				ks.certify(ctx, dep)
 			}
 		}

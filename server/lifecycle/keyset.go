@@ -59,7 +59,8 @@ type Ring struct {
 
 	ca    bool      // usage: ca: issues certificates, never signs tokens, never published
 	cert  *CertSpec // nil: no certificates
-	certs certState
+	certs  certState
+	certMu sync.Mutex // serialises certify
 }
 
 // IsCA reports whether the ring is a CA ring (usage: ca).
@@ -586,6 +587,7 @@ func (ks *KeySet) Rotate(ctx context.Context, r *Ring, revokePrevious bool) (cre
 		if err := ks.Refresh(ctx, r); err != nil {
 			return created, revoked, err
 		}
+		ks.certify(ctx, r) // a CA ring's new version issues from now on
 	}
 	// Report the versions as they stand now.
 	vs := ks.current(r).versions

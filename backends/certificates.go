@@ -6,6 +6,7 @@ import (
 	"crypto"
 	"crypto/rsa"
 	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -114,4 +115,34 @@ func ECDSASignatureToDER(a Algorithm, sig []byte) ([]byte, error) {
 		b.AddASN1BigInt(s)
 	})
 	return b.Bytes()
+}
+
+// EncodePEMChain writes a DER chain as concatenated PEM CERTIFICATE blocks.
+func EncodePEMChain(chain [][]byte) []byte {
+	var out []byte
+	for _, der := range chain {
+		out = append(out, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})...)
+	}
+	return out
+}
+
+// DecodePEMChain reads concatenated PEM CERTIFICATE blocks as a DER chain;
+// anything else in it is an error. Empty input is an empty chain.
+func DecodePEMChain(data []byte) ([][]byte, error) {
+	var chain [][]byte
+	for {
+		var b *pem.Block
+		b, data = pem.Decode(data)
+		if b == nil {
+			break
+		}
+		if b.Type != "CERTIFICATE" {
+			return nil, fmt.Errorf("a %s block where a certificate belongs", b.Type)
+		}
+		chain = append(chain, b.Bytes)
+	}
+	if len(bytes.TrimSpace(data)) > 0 {
+		return nil, fmt.Errorf("%d bytes that are not PEM after the certificates", len(data))
+	}
+	return chain, nil
 }

@@ -8,6 +8,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/signet-dev/signet/backends"
 	signetv1 "github.com/signet-dev/signet/gen/signet/v1"
+	"github.com/signet-dev/signet/internal/vaulttest"
 	"github.com/signet-dev/signet/server/config"
 )
 
@@ -331,5 +333,46 @@ func TestX5CReplicasServeIdenticalJWKS(t *testing.T) {
 	chains, _ := filepath.Glob(filepath.Join(dir, "rings", "default", v.ID+".x5c.*"))
 	if len(chains) != 1 {
 		t.Errorf("the raced version has chain files %v, want one", chains)
+	}
+}
+
+func vaultEnv(k string) string {
+	if k == "VAULT_TOKEN" {
+		return vaulttest.RootToken
+	}
+	return ""
+}
+
+// On a real Vault, the chains live in Transit (set-certificate) and come
+// back with every read of the key. A CA ring's certificate cannot
+// (set-certificate takes leaves only), so the CA ring lives on the local
+// backend here, and a CA ring on Transit is refused at startup.
+func TestX5CVaultTransit(t *testing.T) {
+	t.Parallel()
+	v := vaulttest.Start(t)
+	u, _ := url.Parse(v.Addr)
+	transit := "vault://" + u.Host + "/transit?scheme=http&key_prefix=signet-"
+	cfg := x5cRings(t, transit)
+	cfg.KeyRings[0].Backend = "local://" + t.TempDir()
+	ts := startServer(t, cfg, Options{Getenv: vaultEnv})
+	checkX5C(t, ts, map[string]string{"default": "ca", "pss": "ca", "self": "self"})
+	checkCARing(t, ts)
+	key := v.Root(t).Logical()
+	sec, err := key.Read("transit/keys/signet-default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored := sec.Data["keys"].(map[string]any)["1"].(map[string]any)["certificate_chain"].(string)
+	chain := ringChain(t, ts, "default")
+	if got, err := backends.DecodePEMChain([]byte(stored)); err != nil || !backends.SameChain(got, chain) {
+		t.Errorf("Transit holds another chain for version 1 than the one published:\n%s", stored)
+	}
+
+	cfg = x5cRings(t, transit)
+	cfg.KeyRings = cfg.KeyRings[:1]
+	cfg.KeyRings[0].Name = "vault-ca"
+	_, err = New(ctxT(t), cfg, Options{Getenv: vaultEnv, Logger: testLogger(t)})
+	if err == nil || !strings.Contains(err.Error(), "leaf certificates only") {
+		t.Errorf("a CA ring on Transit: New returned %v, want a refusal saying set-certificate takes leaves only", err)
 	}
 }

@@ -2,7 +2,6 @@ package local
 
 import (
 	"context"
-	"encoding/pem"
 	"errors"
 	"io/fs"
 	"os"
@@ -78,17 +77,9 @@ func readChain(path string) ([][]byte, error) {
 	if err != nil {
 		return nil, errorf(backends.KindUnavailable, "reading %s: %w", path, err)
 	}
-	var chain [][]byte
-	for {
-		var b *pem.Block
-		b, data = pem.Decode(data)
-		if b == nil {
-			break
-		}
-		if b.Type != "CERTIFICATE" {
-			return nil, errorf(backends.KindFailedPrecondition, "certificate chain %s holds a %s block", path, b.Type)
-		}
-		chain = append(chain, b.Bytes)
+	chain, err := backends.DecodePEMChain(data)
+	if err != nil {
+		return nil, errorf(backends.KindFailedPrecondition, "certificate chain %s: %v", path, err)
 	}
 	if len(chain) == 0 {
 		return nil, errorf(backends.KindFailedPrecondition, "certificate chain %s holds no certificate", path)
@@ -128,11 +119,7 @@ func (s *Store) PutCertificates(ctx context.Context, ring backends.KeyRing, vers
 		if !backends.SameChain(cur, old) {
 			return cur, nil
 		}
-		var data []byte
-		for _, der := range chain {
-			data = append(data, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})...)
-		}
-		err = writeFileExclusive(ctx, filepath.Join(dir, chainName(versionID, gen+1)), data)
+		err = writeFileExclusive(ctx, filepath.Join(dir, chainName(versionID, gen+1)), backends.EncodePEMChain(chain))
 		if errors.Is(err, fs.ErrExist) {
 			continue // another writer was first: return what it stored
 		}

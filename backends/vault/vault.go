@@ -189,6 +189,8 @@ type transitKey struct {
 type transitKeyEntry struct {
 	CreationTime time.Time `json:"creation_time"`
 	PublicKey    string    `json:"public_key"`
+	// CertificateChain is the PEM chain set-certificate stored; "" for none.
+	CertificateChain string `json:"certificate_chain"`
 }
 
 // readKey reads the ring's Transit key; nil when it does not exist.
@@ -268,8 +270,12 @@ func (b *Backend) Versions(ctx context.Context, ring backends.KeyRing) ([]backen
 		if err != nil {
 			return nil, errorf(backends.KindUnknown, "Transit key %q version %d: %v", b.keyName(ring), n, err)
 		}
+		chain, err := decodeChain(b.keyName(ring), id, e.CertificateChain)
+		if err != nil {
+			return nil, err
+		}
 		out = append(out, backends.Version{ID: id, Algorithm: ring.Algorithm, PublicKey: pub, Created: e.CreationTime,
-			Disabled: k.MinEncryptionVersion > 0 && n < k.MinEncryptionVersion})
+			Disabled: k.MinEncryptionVersion > 0 && n < k.MinEncryptionVersion, Certificates: chain})
 	}
 	sort.Slice(out, func(i, j int) bool { return versionNumber(out[i].ID) < versionNumber(out[j].ID) })
 	return out, nil

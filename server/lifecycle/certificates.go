@@ -70,6 +70,19 @@ func (c *certState) set(id string, p *CertProblem) {
 	c.problems[id] = *p
 }
 
+// unsupported returns a failure that no retry can mend: the backend
+// cannot store this kind of chain.
+func (c *certState) unsupported() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, p := range c.problems {
+		if backends.KindOf(p.Err) == backends.KindUnimplemented {
+			return p.Err
+		}
+	}
+	return nil
+}
+
 func (c *certState) get(id string) (CertProblem, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()

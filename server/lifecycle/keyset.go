@@ -202,6 +202,9 @@ func New(ctx context.Context, specs []RingSpec, opts Options) (*KeySet, error) {
 		for _, r := range ks.rings {
 			if r.ca == ca {
 				ks.certify(ctx, r)
+				if err := r.certs.unsupported(); err != nil {
+					return nil, fmt.Errorf("key ring %q: x5c: %w", r.Name, err)
+				}
 			}
 		}
 	}

@@ -8,20 +8,24 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
+	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	gojose "github.com/go-jose/go-jose/v4"
+	vaultapi "github.com/hashicorp/vault/api"
 	"github.com/go-jose/go-jose/v4/jwt"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/signet-dev/signet/backends"
 	signetv1 "github.com/signet-dev/signet/gen/signet/v1"
+	"github.com/signet-dev/signet/internal/clocktest"
 	"github.com/signet-dev/signet/internal/vaulttest"
 	"github.com/signet-dev/signet/server/config"
 )
@@ -374,5 +378,193 @@ func TestX5CVaultTransit(t *testing.T) {
 	_, err = New(ctxT(t), cfg, Options{Getenv: vaultEnv, Logger: testLogger(t)})
 	if err == nil || !strings.Contains(err.Error(), "leaf certificates only") {
 		t.Errorf("a CA ring on Transit: New returned %v, want a refusal saying set-certificate takes leaves only", err)
+	}
+}
+
+// startPKI enables a PKI secrets engine on v with a root CA and a role
+// "signet" that signs any request, and returns the root certificate (DER).
+func startPKI(t *testing.T, v *vaulttest.Server) []byte {
+	t.Helper()
+	if err := v.Root(t).Sys().Mount("pki", &vaultapi.MountInput{Type: "pki", Config: vaultapi.MountConfigInput{MaxLeaseTTL: "87600h"}}); err != nil {
+		t.Fatal(err)
+	}
+	root := v.Write(t, "pki/root/generate/internal", map[string]any{"common_name": "Vault PKI test root", "ttl": "87600h"})
+	v.Write(t, "pki/roles/signet", map[string]any{"allow_any_name": true, "enforce_hostnames": false, "allowed_uri_sans": "*",
+		"key_type": "any", "max_ttl": "8760h", "require_cn": false, "key_usage": "DigitalSignature"})
+	der, err := backends.DecodePEMChain([]byte(root.Data["certificate"].(string)))
+	if err != nil || len(der) != 1 {
+		t.Fatalf("the PKI root: %v", err)
+	}
+	return der[0]
+}
+
+// A Vault PKI engine issues the leaves from certification requests that
+// the rings' own backends signed, for keys in Vault Transit and in the
+// local backend alike; the chain ends at the engine's root.
+func TestX5CVaultPKI(t *testing.T) {
+	t.Parallel()
+	v := vaulttest.Start(t)
+	rootDER := startPKI(t, v)
+	u, _ := url.Parse(v.Addr)
+	pki := &config.VaultPKIConfig{Address: v.Addr, Role: "signet"}
+	cfg := x5cRings(t, "vault://"+u.Host+"/transit?scheme=http&key_prefix=signet-")
+	cfg.KeyRings = cfg.KeyRings[1:3] // default (ES256) and pss (PS256) on Transit
+	for i := range cfg.KeyRings {
+		cfg.KeyRings[i].X5C = &config.X5CConfig{VaultPKI: pki}
+	}
+	local := cfg.KeyRings[0]
+	local.Name, local.Backend, local.Algorithm = "edge", "local://"+t.TempDir(), "ES384"
+	cfg.KeyRings = append(cfg.KeyRings, local)
+	ts := startServer(t, cfg, Options{Getenv: vaultEnv})
+	for _, ring := range []string{"default", "pss", "edge"} {
+		chain := ringChain(t, ts, ring)
+		if !bytes.Equal(chain[len(chain)-1], rootDER) {
+			t.Errorf("%s: the chain does not end at the PKI root", ring)
+		}
+	}
+	checkX5C(t, ts, map[string]string{"default": "default", "pss": "pss", "edge": "edge"})
+}
+
+// With x5c.required (the default), a version whose chain cannot be
+// obtained (the Vault PKI engine is down) is neither published nor signs,
+// even once publish_ahead has passed: the previous version keeps signing,
+// and /statusz and the metrics say why. With required: false it is
+// published without x5c and becomes active on schedule.
+func TestX5CRequiredWhenVaultPKIIsDown(t *testing.T) {
+	t.Parallel()
+	v := vaulttest.Start(t)
+	startPKI(t, v)
+	clock := clocktest.New()
+	cfg := testConfig(t)
+	dir := t.TempDir()
+	lax := false
+	cfg.KeyRings[0].Backend = "local://" + dir
+	cfg.KeyRings[0].X5C = &config.X5CConfig{VaultPKI: &config.VaultPKIConfig{Address: v.Addr, Role: "signet"}}
+	laxRing := cfg.KeyRings[0]
+	laxRing.Name = "lax"
+	laxRing.X5C = &config.X5CConfig{VaultPKI: &config.VaultPKIConfig{Address: v.Addr, Role: "signet"}, Required: &lax}
+	cfg.KeyRings = append(cfg.KeyRings, laxRing)
+	ts := startServer(t, cfg, Options{Getenv: vaultEnv, Now: clock.Now})
+	first := map[string]string{}
+	for _, ring := range []string{"default", "lax"} {
+		first[ring] = sign(t, ts, ring).GetKid()
+	}
+	v.Kill(t)
+	created := map[string]string{}
+	for _, ring := range []string{"default", "lax"} {
+		resp, err := ts.client.Rotate(ctxT(t), &signetv1.RotateRequest{KeyRing: ring})
+		if err != nil {
+			t.Fatalf("Rotate(%s): %v", ring, err)
+		}
+		created[ring] = resp.GetVersion().GetKid()
+		if !strings.Contains(resp.GetVersion().GetCertificateProblem(), "issue_failed") {
+			t.Errorf("%s: the new version's certificate_problem is %q, want the failure to issue", ring, resp.GetVersion().GetCertificateProblem())
+		}
+	}
+	clock.Advance(config.DefaultRing.PublishAhead.D() + time.Minute)
+	for _, r := range ts.KeySet().Rings() {
+		ts.KeySet().Tick(ctxT(t), r)
+	}
+	keys, body := jwksKeys(t, ts)
+	if _, ok := keys[created["default"]]; ok {
+		t.Errorf("the required ring's version without a chain is published:\n%s", body)
+	}
+	if got := sign(t, ts, "default").GetKid(); got != first["default"] {
+		t.Errorf("the required ring signs with %s, want the previous version %s", got, first["default"])
+	}
+	if k, ok := keys[created["lax"]]; !ok || len(k.X5c) != 0 {
+		t.Errorf("the lax ring's new version: published %v, x5c %v; want published without x5c:\n%s", ok, k.X5c, body)
+	}
+	if got := sign(t, ts, "lax").GetKid(); got != created["lax"] {
+		t.Errorf("the lax ring signs with %s, want its new version %s", got, created["lax"])
+	}
+
+	resp, err := http.Get(ts.adminURL + StatusPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var st Status
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		t.Fatal(err)
+	}
+	var withheld *VersionStatus
+	for _, r := range st.KeyRings {
+		for i, vs := range r.Versions {
+			if vs.Kid == created["default"] {
+				withheld = &r.Versions[i]
+			}
+		}
+	}
+	if withheld == nil || !withheld.Withheld || !strings.Contains(withheld.CertificateProblem, "issue_failed") {
+		t.Errorf("/statusz shows the withheld version as %+v, want withheld with the failure to issue", withheld)
+	}
+	if !strings.Contains(strings.Join(st.SigningProblems, "\n"), "withheld") {
+		t.Errorf("/statusz signing_problems do not mention the withheld version: %q", st.SigningProblems)
+	}
+	m := scrape(t, ts)
+	if got := m.Value(t, "signet_key_ring_versions_without_x5c", "key_ring", "default", "withheld", "true"); got != 1 {
+		t.Errorf("versions_without_x5c{default, withheld} = %v, want 1", got)
+	}
+	if got := m.Value(t, "signet_key_ring_versions_without_x5c", "key_ring", "lax", "withheld", "false"); got != 1 {
+		t.Errorf("versions_without_x5c{lax, not withheld} = %v, want 1", got)
+	}
+	if got := m.Value(t, "signet_x5c_failures_total", "key_ring", "default", "reason", "issue_failed"); got < 1 {
+		t.Errorf("x5c_failures_total{default, issue_failed} = %v, want at least 1", got)
+	}
+}
+
+// With a clock under test control, a certificate approaching its notAfter
+// (within renew_before) is renewed while its key is still published, for
+// a CA-issued ring and a self-signed one, and so is the CA's certificate.
+func TestX5CRenewedBeforeExpiry(t *testing.T) {
+	t.Parallel()
+	clock := clocktest.New()
+	cfg := x5cRings(t, "local://"+t.TempDir())
+	cfg.KeyRings = []config.RingConfig{cfg.KeyRings[0], cfg.KeyRings[1], cfg.KeyRings[3]} // ca, default, self
+	for i := range cfg.KeyRings {
+		cfg.KeyRings[i].X5C.Validity, cfg.KeyRings[i].X5C.RenewBefore = config.Duration(3*time.Hour), config.Duration(time.Hour)
+	}
+	cfg.KeyRings[0].X5C.Validity = config.Duration(6 * time.Hour) // the CA outlives one leaf
+	ts := startServer(t, cfg, Options{Now: clock.Now})
+	before := map[string]*x509.Certificate{}
+	for _, ring := range []string{"ca", "default", "self"} {
+		before[ring], _ = x509.ParseCertificate(ringChain(t, ts, ring)[0])
+	}
+	clock.Advance(2*time.Hour + 10*time.Minute) // the leaves are within renew_before, the CA not yet
+	for _, r := range ts.KeySet().Rings() {
+		ts.KeySet().Tick(ctxT(t), r)
+	}
+	keys, _ := jwksKeys(t, ts)
+	for _, ring := range []string{"default", "self"} {
+		chain := ringChain(t, ts, ring)
+		leaf, _ := x509.ParseCertificate(chain[0])
+		if leaf.SerialNumber.Cmp(before[ring].SerialNumber) == 0 || !leaf.NotAfter.After(clock.Now().Add(time.Hour)) {
+			t.Errorf("%s: the certificate was not renewed ahead of its notAfter %s (now %s)", ring, before[ring].NotAfter, clock.Now())
+		}
+		v, _ := ts.KeySet().Active(ts.KeySet().Ring(ring))
+		if k := keys[v.Kid]; len(k.X5c) == 0 || k.X5c[0] != base64.StdEncoding.EncodeToString(chain[0]) {
+			t.Errorf("%s: the JWKS does not publish the renewed certificate", ring)
+		}
+		roots := x509.NewCertPool()
+		anchor, _ := x509.ParseCertificate(chain[len(chain)-1])
+		roots.AddCert(anchor)
+		if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, CurrentTime: clock.Now(), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+			t.Errorf("%s: the renewed chain does not verify: %v", ring, err)
+		}
+	}
+	if ca, _ := x509.ParseCertificate(ringChain(t, ts, "ca")[0]); !ca.Equal(before["ca"]) {
+		t.Error("the CA certificate was renewed although it is not within renew_before")
+	}
+	clock.Advance(2*time.Hour + 55*time.Minute) // the CA's certificate now is within renew_before; the leaves follow it
+	for _, r := range ts.KeySet().Rings() {
+		ts.KeySet().Tick(ctxT(t), r)
+	}
+	caNow := ringChain(t, ts, "ca")[0]
+	if bytes.Equal(caNow, before["ca"].Raw) {
+		t.Fatal("the CA certificate was not renewed")
+	}
+	if chain := ringChain(t, ts, "default"); !bytes.Equal(chain[1], caNow) {
+		t.Error("the leaf was not re-issued under the renewed CA certificate")
 	}
 }

@@ -254,8 +254,12 @@ func (ks *KeySet) issue(ctx context.Context, r *Ring, v *Version, now time.Time)
 		if err != nil {
 			return nil, "issue_failed", err
 		}
-		if _, err := x5c.Parse(chain, v.PublicKey, now); err != nil {
+		parsed, err := x5c.Parse(chain, v.PublicKey, now)
+		if err != nil {
 			return nil, "invalid", fmt.Errorf("the chain Vault PKI returned: %w", err)
+		}
+		if err := x5c.CheckLeaf(parsed[0], p, now); err != nil {
+			return nil, "invalid", fmt.Errorf("the certificate Vault PKI issued: %w", err)
 		}
 		return chain, "", nil
 	}

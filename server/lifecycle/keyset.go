@@ -57,8 +57,8 @@ type Ring struct {
 	keyChanged   atomic.Pointer[backendError]
 	verify       bool // check every signature before a token leaves
 
-	ca    bool      // usage: ca: issues certificates, never signs tokens, never published
-	cert  *CertSpec // nil: no certificates
+	ca     bool      // usage: ca: issues certificates, never signs tokens, never published
+	cert   *CertSpec // nil: no certificates
 	certs  certState
 	certMu sync.Mutex // serialises certify
 }

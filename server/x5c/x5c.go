@@ -177,6 +177,23 @@ func Parse(ders [][]byte, pub crypto.PublicKey, now time.Time) (Chain, error) {
 	return chain, nil
 }
 
+// CheckLeaf refuses a leaf certificate issued elsewhere (Vault PKI) that
+// goes beyond what Signet publishes: a CA bit, a key usage other than
+// digitalSignature, or a life too short to outlast renew_before (it would
+// be renewed again at every refresh).
+func CheckLeaf(c *x509.Certificate, p Profile, now time.Time) error {
+	switch {
+	case c.IsCA:
+		return errors.New("it is a CA certificate; a published key's certificate must not be")
+	case c.KeyUsage != x509.KeyUsageDigitalSignature:
+		return fmt.Errorf("its key usage is %#x, not digitalSignature only (set the role's key_usage to DigitalSignature)", c.KeyUsage)
+	case c.NotAfter.Sub(now) <= p.RenewBefore:
+		return fmt.Errorf("it expires at %s, within renew_before (%v): the role's max_ttl is shorter than validity",
+			c.NotAfter.UTC().Format(time.RFC3339), p.RenewBefore)
+	}
+	return nil
+}
+
 // ErrWrongKey is a chain whose first certificate is for another key than
 // the version's.
 var ErrWrongKey = errors.New("the certificate is for another key than the version's")

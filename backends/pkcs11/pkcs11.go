@@ -463,6 +463,14 @@ func (b *Backend) Leftovers(ctx context.Context, ring backends.KeyRing) ([]backe
 		}
 		out = append(out, l)
 	}
+	cs, err := b.readChains(ctx, ring)
+	if err != nil {
+		return nil, err
+	}
+	for _, objs := range cs.incomplete {
+		out = append(out, backends.Leftover{ID: "CKA_ID=" + objs[0].id + " label=" + objs[0].label,
+			Kind: "certificate objects of a chain whose writing was interrupted", State: "awaiting clean-up"})
+	}
 	return out, nil
 }
 
@@ -556,9 +564,15 @@ func (b *Backend) Versions(ctx context.Context, ring backends.KeyRing) ([]backen
 		return nil, err
 	}
 	b.recover(ctx, strays)
+	cs, err := b.readChains(ctx, ring)
+	if err != nil {
+		return nil, err
+	}
+	b.cleanChains(ctx, cs)
 	out := make([]backends.Version, len(objs))
 	for i, o := range objs {
 		out[i] = o.version(ring.Algorithm)
+		out[i].Certificates = cs.inForce[out[i].ID]
 	}
 	return out, nil
 }

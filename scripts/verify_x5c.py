@@ -22,13 +22,31 @@ import urllib.request
 
 import jwt
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding
 from cryptography.x509.oid import SignatureAlgorithmOID
 
 
 def spki(key):
     return key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+# DER of the hash OIDs (2.16.840.1.101.3.4.2.1-3) that RSASSA-PSS parameters name.
+PSS_HASHES = {b"\x06\x09\x60\x86\x48\x01\x65\x03\x04\x02" + bytes([n]): h
+              for n, h in ((1, hashes.SHA256()), (2, hashes.SHA384()), (3, hashes.SHA512()))}
+
+
+def pss_hash(cert):
+    """The hash of an RSASSA-PSS certificate signature. cryptography 38
+    cannot tell it (no signature_algorithm_parameters yet), so it is read
+    from the signatureAlgorithm that follows the TBSCertificate in the DER.
+    A wrong answer cannot pass: the signature would not verify with it."""
+    der, tbs = cert.public_bytes(serialization.Encoding.DER), cert.tbs_certificate_bytes
+    alg_id = der[der.index(tbs) + len(tbs):][:64]
+    found = [h for oid, h in PSS_HASHES.items() if oid in alg_id]
+    if len(found) != 1:
+        raise ValueError("cannot read the RSASSA-PSS hash of the certificate's signature")
+    return found[0]
 
 
 def check_signature(cert, issuer):
@@ -41,7 +59,7 @@ def check_signature(cert, issuer):
     elif isinstance(key, ec.EllipticCurvePublicKey):
         key.verify(cert.signature, cert.tbs_certificate_bytes, ec.ECDSA(cert.signature_hash_algorithm))
     elif oid == SignatureAlgorithmOID.RSASSA_PSS:
-        h = cert.signature_hash_algorithm
+        h = pss_hash(cert)
         key.verify(cert.signature, cert.tbs_certificate_bytes,
                    padding.PSS(mgf=padding.MGF1(h), salt_length=h.digest_size), h)
     else:

@@ -26,6 +26,7 @@ import (
 	"github.com/signet-dev/signet/backends"
 	signetv1 "github.com/signet-dev/signet/gen/signet/v1"
 	"github.com/signet-dev/signet/internal/clocktest"
+	"github.com/signet-dev/signet/internal/kmstest"
 	"github.com/signet-dev/signet/internal/vaulttest"
 	"github.com/signet-dev/signet/server/config"
 )
@@ -566,5 +567,33 @@ func TestX5CRenewedBeforeExpiry(t *testing.T) {
 	}
 	if chain := ringChain(t, ts, "default"); !bytes.Equal(chain[1], caNow) {
 		t.Error("the leaf was not re-issued under the renewed CA certificate")
+	}
+}
+
+// On the KMS test server (the real AWS SDK), the chains live in the keys'
+// descriptions: even an RSA-4096 leaf under an RSA-4096 CA fits its 8,192
+// characters beside the public key.
+func TestX5CAWSKMS(t *testing.T) {
+	t.Parallel()
+	k := kmstest.Start()
+	t.Cleanup(k.Close)
+	cfg := x5cRings(t, "awskms:?endpoint="+url.QueryEscape(k.URL), backends.PS512, backends.ES256, backends.RS512, backends.EdDSA)
+	ts := startServer(t, cfg, Options{})
+	checkX5C(t, ts, map[string]string{"default": "ca", "pss": "ca", "self": "self"})
+	checkCARing(t, ts)
+	for _, ring := range []string{"ca", "default", "pss", "self"} {
+		v, _ := ts.KeySet().Active(ts.KeySet().Ring(ring))
+		if ring == "ca" {
+			v = ts.KeySet().Versions(ts.KeySet().Ring(ring))[0]
+		}
+		var d string
+		for _, key := range k.Keys() {
+			if key.ARN == v.ID {
+				d = key.Description
+			}
+		}
+		if !strings.Contains(d, "; x5c: ") || len(d) > 8192 {
+			t.Errorf("%s: the key's description (%d characters) does not hold the chain", ring, len(d))
+		}
 	}
 }

@@ -307,7 +307,8 @@ func (b *Backend) version(ctx context.Context, ring backends.KeyRing, a alias) (
 		b.pubs[arn] = pub
 		b.mu.Unlock()
 	}
-	return backends.Version{ID: arn, Algorithm: ring.Algorithm, PublicKey: pub, Created: aws.ToTime(md.CreationDate), Disabled: disabled}, nil
+	return backends.Version{ID: arn, Algorithm: ring.Algorithm, PublicKey: pub, Created: aws.ToTime(md.CreationDate), Disabled: disabled,
+		Certificates: chainFromDescription(aws.ToString(md.Description))}, nil
 }
 
 // CreateVersion creates a KMS key and claims the next alias for it; the
@@ -537,6 +538,7 @@ func publicKeyFromDescription(d string) ([]byte, bool) {
 	if !ok {
 		return nil, false
 	}
+	b64, _, _ = strings.Cut(b64, chainMarker)
 	der, err := base64.StdEncoding.DecodeString(b64)
 	return der, err == nil
 }

@@ -18,8 +18,8 @@ import (
 	"time"
 
 	gojose "github.com/go-jose/go-jose/v4"
-	vaultapi "github.com/hashicorp/vault/api"
 	"github.com/go-jose/go-jose/v4/jwt"
+	vaultapi "github.com/hashicorp/vault/api"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 

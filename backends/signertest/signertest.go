@@ -106,6 +106,9 @@ func Run(t *testing.T, h Harness) {
 		}
 	})
 	parallel("ConcurrentSign", func(t *testing.T) { h.testConcurrent(t, first) })
+	if _, ok := h.open(t).(backends.CertificateStore); ok {
+		parallel("Certificates", func(t *testing.T) { h.testCertificates(t, first) })
+	}
 	t.Run("Crash", func(t *testing.T) { h.testCrash(t, first, run) })
 }
 

@@ -412,7 +412,7 @@ func execCLI(args ...string) (stdout, stderr string, err error) {
 
 func TestCLIHelpAndErrors(t *testing.T) {
 	t.Parallel()
-	for _, c := range []string{"serve", "sign", "rotate", "keys", "verify", "dev-certs", "check-config", "health", "version"} {
+	for _, c := range []string{"serve", "sign", "rotate", "keys", "x5c", "verify", "dev-certs", "check-config", "health", "version"} {
 		out := runCLIFail(t, c, "--help")
 		if !strings.Contains(out, "Usage: signet "+c) {
 			t.Errorf("signet %s --help:\n%s", c, out)

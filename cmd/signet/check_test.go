@@ -75,6 +75,12 @@ var checkCases = []checkCase{
 	{field: "token_default_ttl", config: "key_rings: [{name: a, backend: 'local://x', token_max_ttl: 5m, token_default_ttl: 5m}]\n"},
 	{field: "verify_signatures", config: "key_rings: [{name: a, backend: 'vault:///transit', verify_signatures: false}]\n"},
 	{field: "allow_broad_key_usage", config: "key_rings: [{name: a, backend: 'vault:///transit', allow_broad_key_usage: true}]\n"},
+	{field: "usage", config: "key_rings: [{name: ca, backend: 'local://x', usage: ca}, {name: a, backend: 'vault:///transit', x5c: {ca_ring: ca}}]\n"},
+	{field: "x5c", config: "key_rings: [{name: a, backend: 'local://x', x5c: {self_signed: true, required: false, validity: 48h, renew_before: 12h}}]\n"},
+	{field: "x5c", config: "key_rings: [{name: a, backend: 'local://x', x5c: {vault_pki: {address: 'https://vault:8200', role: jwt}}}]\n"},
+	{field: "usage", config: "key_rings: [{name: b, backend: 'local://x'}, {name: a, backend: 'local://x', x5c: {ca_ring: b}}]\n", want: "usage: ca"},
+	{field: "x5c", config: "key_rings: [{name: a, backend: 'local://x', x5c: {self_signed: true, vault_pki: {address: 'https://v', role: r}}}]\n", want: "exactly one of"},
+	{field: "x5c", config: "key_rings: [{name: a, backend: 'local://x', x5c: {self_signed: true, renew_before: 1m}}]\n", want: "jwks_max_age"},
 	// Unset policy fields follow the set ones instead of breaking the bounds.
 	{field: "token_max_ttl", config: "key_rings: [{name: a, backend: 'local://x', token_max_ttl: 24h, jwks_max_age: 1h}]\n"},
 

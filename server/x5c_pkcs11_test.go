@@ -15,8 +15,10 @@ import (
 // points SOFTHSM2_CONF at the token for the whole process.
 func TestX5CPKCS11(t *testing.T) {
 	tok := softhsmtest.New(t)
-	ts := startServer(t, x5cRings(t, tok.URI()), Options{})
-	checkX5C(t, ts, map[string]string{"default": "ca", "pss": "ca", "self": "self"})
+	cfg := x5cRings(t, tok.URI())
+	cfg.KeyRings = append(cfg.KeyRings, vaultPKIRing(t, tok.URI()))
+	ts := startServer(t, cfg, Options{Getenv: vaultEnv})
+	checkX5C(t, ts, map[string]string{"default": "ca", "pss": "ca", "self": "self", "pki": "pki"})
 	checkCARing(t, ts)
 
 	ca := ts.KeySet().Versions(ts.KeySet().Ring("ca"))[0]

@@ -773,14 +773,9 @@ func nextRotation(r *Ring, vs []*Version) time.Time {
 func (ks *KeySet) SigningProblems() []string {
 	var why []string
 	for _, r := range ks.rings {
-		if ks.current(r).active == nil {
-			why = append(why, fmt.Sprintf("key ring %q has no version that can sign: Rotate it", r.Name))
-		}
-		for _, v := range ks.current(r).versions {
-			if v.Withheld {
-				why = append(why, fmt.Sprintf("key ring %q: version %s is withheld for want of a valid certificate chain: %s",
-					r.Name, v.ID, ks.certProblem(r, v)))
-			}
+		if ks.current(r).active == nil && !r.ca {
+			_, err := ks.Active(r) // says why: nothing enabled, or no version with the chain the ring requires
+			why = append(why, err.Error())
 		}
 		if d := r.down.Load(); d != nil {
 			why = append(why, fmt.Sprintf("key ring %q: backend unreachable since %s: %v", r.Name, d.at.UTC().Format(time.RFC3339), d.err))

@@ -8,6 +8,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"os"
@@ -27,6 +28,7 @@ import (
 	signetv1 "github.com/signet-dev/signet/gen/signet/v1"
 	"github.com/signet-dev/signet/internal/clocktest"
 	"github.com/signet-dev/signet/internal/kmstest"
+	"github.com/signet-dev/signet/internal/output"
 	"github.com/signet-dev/signet/internal/vaulttest"
 	"github.com/signet-dev/signet/server/config"
 	"github.com/signet-dev/signet/server/lifecycle"
@@ -634,4 +636,44 @@ func TestX5CAWSKMS(t *testing.T) {
 			t.Errorf("%s: the key's description (%d characters) does not hold the chain", ring, len(d))
 		}
 	}
+}
+
+// A chain stored for a version whose certificate is for another key (put
+// there behind Signet's back) is never published with that version: the
+// refresh withholds the version and logs a key mismatch at error; the next
+// round of the refresh loop replaces the chain with one for the version's
+// own key, and the version is published again.
+func TestX5CChainForAnotherKeyIsNeverPublished(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	logs := &output.Buffer{}
+	ts := startServer(t, x5cRings(t, "local://"+dir), Options{Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	ks, ring := ts.KeySet(), ts.KeySet().Ring("default")
+	v, _ := ks.Active(ring)
+	b, err := backends.Open(ctxT(t), "local://"+dir, backends.OpenOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	wrong := ringChain(t, ts, "self") // a valid chain, for the self ring's key
+	if _, err := b.(backends.CertificateStore).PutCertificates(ctxT(t), backends.KeyRing{Name: "default", Algorithm: backends.ES256},
+		v.ID, v.Certificates, wrong); err != nil {
+		t.Fatal(err)
+	}
+	if err := ks.Refresh(ctxT(t), ring); err != nil {
+		t.Fatal(err)
+	}
+	keys, body := jwksKeys(t, ts)
+	if _, ok := keys[v.Kid]; ok {
+		t.Fatalf("the version is published with a chain for another key:\n%s", body)
+	}
+	if !strings.Contains(logs.String(), "level=ERROR") || !strings.Contains(logs.String(), "certificate stored with a version is for another key") {
+		t.Errorf("no error log about the chain for another key:\n%s", logs.String())
+	}
+	ks.Tick(ctxT(t), ring)
+	keys, body = jwksKeys(t, ts)
+	if k, ok := keys[v.Kid]; !ok || len(k.X5c) != 2 {
+		t.Fatalf("after the refresh loop the version is not published with a chain of its own:\n%s", body)
+	}
+	checkX5C(t, ts, map[string]string{"default": "ca"})
 }

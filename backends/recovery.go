@@ -29,8 +29,15 @@ import (
 //   - Each clean-up is logged at warn naming the object and reported to
 //     OpenOptions.OnRecover; LeftoverLister lists what is left meanwhile.
 //
+// The same holds for PutCertificates (CertificateStore) where storing a
+// chain takes several calls (a local temporary file and its link, one
+// PKCS#11 object per certificate): after a crash the version has the whole
+// chain or none, and what a writer left half-way is a leftover, removed
+// once seen for longer than the grace.
+//
 // Step boundaries. A backend calls Step(ctx, name) right after each backend
-// call of CreateVersion and DisableVersion returns. In production the
+// call of CreateVersion, DisableVersion and a multi-call PutCertificates
+// returns. In production the
 // context carries no hook and Step does nothing but look it up; the
 // conformance suite (backends/signertest) installs one with WithStepHook to
 // stop the operation there as a crash would, so each boundary a backend

@@ -48,6 +48,10 @@ type crashScenario struct {
 	op    func(ctx context.Context, s backends.Signer, ring backends.KeyRing, before []backends.Version) error
 	// disables: the operation disables before[0] rather than creating.
 	disables bool
+	// certificates: the operation stores a certificate chain for
+	// before[0] (backends.CertificateStore only); after the crash the
+	// version has that whole chain or none, never a part.
+	certificates bool
 }
 
 var crashScenarios = []crashScenario{
@@ -73,6 +77,18 @@ var crashScenarios = []crashScenario{
 		op: func(ctx context.Context, s backends.Signer, ring backends.KeyRing, before []backends.Version) error {
 			return s.DisableVersion(ctx, ring, before[0].ID)
 		}},
+	{name: "PutCertificates", certificates: true,
+		setup: func(t *testing.T, s backends.Signer, ring backends.KeyRing) []backends.Version {
+			return []backends.Version{CreateVersion(t, s, ring, "")}
+		},
+		op: func(ctx context.Context, s backends.Signer, ring backends.KeyRing, before []backends.Version) error {
+			chain, err := twoCertificates(ctx, s, ring, before[0])
+			if err != nil {
+				return err
+			}
+			_, err = s.(backends.CertificateStore).PutCertificates(ctx, ring, before[0].ID, nil, chain)
+			return err
+		}},
 }
 
 // testCrash runs a case per step boundary of each scenario.
@@ -80,8 +96,15 @@ func (h Harness) testCrash(t *testing.T, alg backends.Algorithm, run func(t *tes
 	if h.OpenWith == nil {
 		t.Fatal("the crash cases need Harness.OpenWith")
 	}
+	_, stores := h.open(t).(backends.CertificateStore)
 	for _, sc := range crashScenarios {
+		if sc.certificates && !stores {
+			continue // the backend keeps no certificates
+		}
 		steps := h.recordSteps(t, alg, sc)
+		if len(steps) == 0 && sc.certificates {
+			continue // one backend call (Vault, AWS KMS): nothing to interrupt
+		}
 		if len(steps) == 0 {
 			t.Errorf("%s: the backend declares no step boundary (backends.Step)", sc.name)
 		}
@@ -192,6 +215,9 @@ func (h Harness) crashAt(t *testing.T, alg backends.Algorithm, sc crashScenario,
 		if vs[i].ID != v.ID {
 			t.Errorf("version %d is %s, was %s", i, vs[i].ID, v.ID)
 		}
+	}
+	if sc.certificates {
+		checkCrashedChain(t, live, ring, vs[0])
 	}
 	if extra == 1 {
 		nv := vs[len(vs)-1]

@@ -132,8 +132,8 @@ func pemFile(t *testing.T, name string, ders ...[]byte) string {
 // active version carries its chain as x5c (base64 DER) and x5t#S256, and
 // that the chain verifies against the ring's trust anchor with Go's
 // x509.Verify, OpenSSL and Python's cryptography; and that a token signed
-// by the ring verifies with the key of the leaf certificate, in Go and in
-// PyJWT. anchors maps each ring to the ring whose active chain's last
+// by the ring verifies with the key of the leaf certificate, in Go, in
+// PyJWT and in node's jose (importX509). anchors maps each ring to the ring whose active chain's last
 // certificate is its trust anchor.
 func checkX5C(t *testing.T, ts *testServer, anchors map[string]string) {
 	t.Helper()
@@ -212,6 +212,14 @@ func checkX5C(t *testing.T, ts *testServer, anchors map[string]string) {
 		out, err := py.CombinedOutput()
 		if err != nil || !bytes.Contains(out, []byte(`"ok": true`)) {
 			t.Errorf("%s: verify_x5c.py: %v\n%s", ring, err, out)
+		}
+
+		// node's jose: the key imported from the leaf certificate (importX509).
+		node := exec.Command("node", filepath.Join(root0, "..", "scripts", "verify_jose.mjs"), ts.httpURL+JWKSPath, testIssuer(ts), "svc-b")
+		node.Env = append(os.Environ(), "JOSE_PREFIX="+filepath.Join(root0, "..", "bin", "npm"), "JOSE_KEY_FROM=x5c")
+		node.Stdin = strings.NewReader(tok.GetToken() + "\n")
+		if out, err := node.CombinedOutput(); err != nil || !bytes.Contains(out, []byte(`"ok":true`)) {
+			t.Errorf("%s: verify_jose.mjs with the key from x5c: %v\n%s", ring, err, out)
 		}
 	}
 }

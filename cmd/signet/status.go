@@ -61,7 +61,11 @@ func printStatus(w io.Writer, st server.Status) error {
 	}
 	fmt.Fprintf(w, "issuer:   %s\nsigning:  %s\njwks:     %d keys, etag %s\n", st.Issuer, signing, st.JWKS.Keys, st.JWKS.ETag)
 	for _, r := range st.KeyRings {
-		fmt.Fprintf(w, "\nkey ring %s (%s): active %s\n", r.Name, r.Algorithm, orDash(r.ActiveKid))
+		kind := r.Algorithm
+		if r.Usage == "ca" {
+			kind += ", CA ring: issues certificates, never signs tokens"
+		}
+		fmt.Fprintf(w, "\nkey ring %s (%s): active %s\n", r.Name, kind, orDash(r.ActiveKid))
 		fmt.Fprintf(w, "  last refresh %s, failed refreshes since: %d", formatStatusTime(r.LastRefresh), r.RefreshFailures)
 		if r.LastError != "" {
 			fmt.Fprintf(w, " (last: %s)", r.LastError)
@@ -81,6 +85,16 @@ func printStatus(w io.Writer, st server.Status) error {
 		}
 		if err := tw.Flush(); err != nil {
 			return err
+		}
+		for _, v := range r.Versions {
+			switch {
+			case v.Withheld:
+				fmt.Fprintf(w, "  %s WITHHELD (neither published nor signing): %s\n", v.Kid, v.CertificateProblem)
+			case v.CertificateProblem != "":
+				fmt.Fprintf(w, "  %s certificate: %s\n", v.Kid, v.CertificateProblem)
+			case v.CertificateNotAfter != nil:
+				fmt.Fprintf(w, "  %s certificate %s, not after %s\n", v.Kid, v.CertificateSubject, formatStatusTime(v.CertificateNotAfter))
+			}
 		}
 	}
 	return nil

@@ -30,6 +30,13 @@ func TestX5CCommands(t *testing.T) {
 		}
 	}
 
+	status := runCLI(t, "status", "--admin", strings.TrimPrefix(p.adminURL, "http://"))
+	for _, want := range []string{"CA ring", "certificate CN=default", "certificate CN=Signet e2e CA"} {
+		if !strings.Contains(status, want) {
+			t.Errorf("signet status does not show %q:\n%s", want, status)
+		}
+	}
+
 	leaf := runCLI(t, "x5c", "--server", p.grpcAddr, "--key-ring", "default")
 	ca := runCLI(t, "x5c", "--server", p.grpcAddr, "--key-ring", "corp-ca")
 	var certs []*x509.Certificate

@@ -281,14 +281,36 @@ func TestX5CCARotationReissuesLeaves(t *testing.T) {
 
 // Three replicas on one backend serve byte-identical JWKS with chains,
 // after a rotation and after a version appears without a chain and every
-// replica races to attach one: the backend keeps one, and every replica
-// publishes the one it reads back.
+// replica races to attach one: the backend keeps one (local: an exclusive
+// link; Vault Transit, which has no compare-and-set: the last write), and
+// every replica publishes the one it reads back by its next refresh.
 func TestX5CReplicasServeIdenticalJWKS(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
+	t.Run("local", func(t *testing.T) {
+		t.Parallel()
+		dir := t.TempDir()
+		replicasAgree(t, "local://"+dir, func(cfg *config.Config) {}, Options{}, backends.OpenOptions{}, dir)
+	})
+	t.Run("vault", func(t *testing.T) {
+		t.Parallel()
+		v := vaulttest.Start(t)
+		u, _ := url.Parse(v.Addr)
+		caDir := t.TempDir()
+		replicasAgree(t, "vault://"+u.Host+"/transit?scheme=http&key_prefix=signet-", func(cfg *config.Config) {
+			cfg.KeyRings[0].Backend = "local://" + caDir // a CA ring cannot live on Transit
+		}, Options{Getenv: vaultEnv}, backends.OpenOptions{Getenv: vaultEnv}, "")
+	})
+}
+
+// replicasAgree runs three replicas of x5cRings on backend (edit adjusts
+// the config); localDir, for the local backend, is where the chain files
+// are counted.
+func replicasAgree(t *testing.T, backend string, edit func(*config.Config), opts Options, bopts backends.OpenOptions, localDir string) {
 	var replicas []*testServer
 	for range 3 {
-		replicas = append(replicas, startServer(t, x5cRings(t, "local://"+dir), Options{}))
+		cfg := x5cRings(t, backend)
+		edit(&cfg)
+		replicas = append(replicas, startServer(t, cfg, opts))
 	}
 	same := func(when string) []byte {
 		t.Helper()
@@ -317,7 +339,7 @@ func TestX5CReplicasServeIdenticalJWKS(t *testing.T) {
 
 	// A version created behind the replicas' backs (as a replica that
 	// crashed before attaching its chain leaves it), then all three race.
-	b, err := backends.Open(ctxT(t), "local://"+dir, backends.OpenOptions{})
+	b, err := backends.Open(ctxT(t), backend, bopts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -347,9 +369,11 @@ func TestX5CReplicasServeIdenticalJWKS(t *testing.T) {
 	if len(keys[kid].X5c) != 2 {
 		t.Errorf("the raced version %s is published with %d certificates, want 2:\n%s", v.ID, len(keys[kid].X5c), body)
 	}
-	chains, _ := filepath.Glob(filepath.Join(dir, "rings", "default", v.ID+".x5c.*"))
-	if len(chains) != 1 {
-		t.Errorf("the raced version has chain files %v, want one", chains)
+	if localDir != "" {
+		chains, _ := filepath.Glob(filepath.Join(localDir, "rings", "default", v.ID+".x5c.*"))
+		if len(chains) != 1 {
+			t.Errorf("the raced version has chain files %v, want one", chains)
+		}
 	}
 }
 

@@ -44,7 +44,7 @@ func TestReadsFollowTheClockWithoutWriting(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	created, _, err := ks.Rotate(context.Background(), r, false)
+	created, _, _, err := ks.Rotate(context.Background(), r, false, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,7 +90,7 @@ func TestRunWakesAtABoundary(t *testing.T) {
 		default:
 		}
 	})
-	if _, _, err := ks.Rotate(context.Background(), r, false); err != nil {
+	if _, _, _, err := ks.Rotate(context.Background(), r, false, ""); err != nil {
 		t.Fatal(err)
 	}
 	// Move the clock to just before the new version matures, so the loop's
@@ -224,7 +224,7 @@ func TestInterruptedRevocationIsFinishedByTheRetry(t *testing.T) {
 		return ks, ks.Ring("r")
 	}
 	ks1, r1 := replica()
-	if _, _, err := ks1.Rotate(context.Background(), r1, false); err != nil {
+	if _, _, _, err := ks1.Rotate(context.Background(), r1, false, ""); err != nil {
 		t.Fatal(err)
 	}
 	// The emergency rotation dies once the first older version is disabled.
@@ -238,7 +238,7 @@ func TestInterruptedRevocationIsFinishedByTheRetry(t *testing.T) {
 	})
 	go func() {
 		defer close(done)
-		ks1.Rotate(ctx, r1, true)
+		ks1.Rotate(ctx, r1, true, "")
 	}()
 	t.Cleanup(func() { close(release); <-done })
 	<-crashed
@@ -248,7 +248,7 @@ func TestInterruptedRevocationIsFinishedByTheRetry(t *testing.T) {
 	if len(vs) != 3 || !vs[0].Disabled || vs[1].Disabled || vs[2].Disabled {
 		t.Fatalf("after the crash: %d versions, disabled %v; want 3: revoked, enabled, enabled (the new one)", len(vs), disabledFlags(vs))
 	}
-	created, revoked, err := ks2.Rotate(context.Background(), r2, true)
+	created, revoked, _, err := ks2.Rotate(context.Background(), r2, true, "")
 	if err != nil {
 		t.Fatalf("retrying the emergency rotation: %v", err)
 	}
@@ -327,7 +327,7 @@ func TestActiveVersionVanishingIsAKeyMismatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := ks.Ring("r")
-	pending, _, err := ks.Rotate(context.Background(), r, false)
+	pending, _, _, err := ks.Rotate(context.Background(), r, false, "")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -45,9 +45,9 @@ type Ring struct {
 	// request id created in this process (guarded by rotate): the retry
 	// guarantee of backends that do not record ids (RequestRecorder).
 	requests map[string]request
-	snap   atomic.Pointer[snapshot]
-	reads  atomic.Uint64 // numbers backend reads, so an older read never replaces a newer one
-	wake   chan struct{} // tells the Run loop that the snapshot (and its next boundary) changed
+	snap     atomic.Pointer[snapshot]
+	reads    atomic.Uint64 // numbers backend reads, so an older read never replaces a newer one
+	wake     chan struct{} // tells the Run loop that the snapshot (and its next boundary) changed
 
 	lastRefresh atomic.Int64                 // unix nanoseconds of the last successful read
 	failures    atomic.Int32                 // consecutive failed reads

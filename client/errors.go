@@ -52,14 +52,23 @@ func (e *Error) GRPCStatus() *status.Status { return e.status }
 // ReasonOf is the Reason of err if it is (or wraps) an *Error or a gRPC
 // status error from Signet, and ERROR_REASON_UNSPECIFIED otherwise.
 func ReasonOf(err error) signetv1.ErrorReason {
-	var e *Error
-	if errors.As(err, &e) {
+	if e, ok := ErrorOf(err); ok {
 		return e.Reason
 	}
-	if st, ok := status.FromError(err); ok && err != nil {
-		return fromStatus(st).Reason
-	}
 	return signetv1.ErrorReason_ERROR_REASON_UNSPECIFIED
+}
+
+// ErrorOf returns err as an *Error: err itself (or what it wraps) if it is
+// one, or one built from a gRPC status error, as the generated clients on
+// Conn return. ok is false for nil and for errors that are neither.
+func ErrorOf(err error) (e *Error, ok bool) {
+	if errors.As(err, &e) {
+		return e, true
+	}
+	if st, isStatus := status.FromError(err); isStatus && err != nil {
+		return fromStatus(st), true
+	}
+	return nil, false
 }
 
 // asError turns an RPC's error into an *Error (errors that are not gRPC

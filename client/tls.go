@@ -97,9 +97,7 @@ func (f *fileCredentials) ServerHandshake(net.Conn) (net.Conn, credentials.AuthI
 }
 
 func (f *fileCredentials) Info() credentials.ProtocolInfo {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return credentials.ProtocolInfo{SecurityProtocol: "tls", ServerName: f.serverName}
+	return credentials.ProtocolInfo{SecurityProtocol: "tls"}
 }
 
 func (f *fileCredentials) Clone() credentials.TransportCredentials {

@@ -47,7 +47,7 @@ func TestExactClaimsEndToEnd(t *testing.T) {
 	if err := json.Unmarshal(p.jwks(t), &set); err != nil {
 		t.Fatal(err)
 	}
-	jws, err := jose.ParseSigned(token, verifyAlgorithms)
+	jws, err := jose.ParseSignedCompact(token, verifyAlgorithms)
 	if err != nil {
 		t.Fatal(err)
 	}

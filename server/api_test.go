@@ -5,6 +5,8 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -441,6 +443,19 @@ func TestListKeysPaging(t *testing.T) {
 	if r, err := ts.client.ListKeys(ctx, &signetv1.ListKeysRequest{KeyRing: "default", PageSize: 5000}); err != nil ||
 		len(r.GetVersions()) != 252 || r.GetNextPageToken() != "" {
 		t.Errorf("page_size 5000: %d versions, %v", len(r.GetVersions()), err)
+	}
+	// Leftovers come with the first page, also when more pages follow.
+	if err := os.WriteFile(filepath.Join(dir, "rings", "default", ".tmp-interrupted"), []byte("{"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	first, err := ts.client.ListKeys(ctx, &signetv1.ListKeysRequest{KeyRing: "default", PageSize: 10, Leftovers: true})
+	if err != nil || len(first.GetLeftovers()) != 1 || first.GetNextPageToken() == "" {
+		t.Fatalf("first page with leftovers: %d leftovers, next %q, %v", len(first.GetLeftovers()), first.GetNextPageToken(), err)
+	}
+	second, err := ts.client.ListKeys(ctx, &signetv1.ListKeysRequest{KeyRing: "default", PageSize: 10, Leftovers: true,
+		PageToken: first.GetNextPageToken()})
+	if err != nil || len(second.GetLeftovers()) != 0 || len(second.GetVersions()) != 10 {
+		t.Fatalf("second page with leftovers: %d leftovers, %d versions, %v", len(second.GetLeftovers()), len(second.GetVersions()), err)
 	}
 	// The client package's iterator pages through the same list.
 	c, err := signetclient.New(signetclient.Config{Target: ts.grpcAddr, Plaintext: true})

@@ -106,6 +106,11 @@ func (s *service) ListKeys(ctx context.Context, req *signetv1.ListKeysRequest) (
 		after = &t
 	}
 	resp := &signetv1.ListKeysResponse{}
+	if req.GetLeftovers() && req.GetPageToken() == "" {
+		if err := s.addLeftovers(ctx, rings, resp); err != nil {
+			return nil, s.status(ctx, err)
+		}
+	}
 	var last *signetv1.KeyVersion
 	for _, r := range rings[start:] {
 		vs := s.ks.Versions(r)
@@ -124,11 +129,6 @@ func (s *service) ListKeys(ctx context.Context, req *signetv1.ListKeysRequest) (
 			if len(req.GetStates()) == 0 || slices.Contains(req.GetStates(), last.State) {
 				resp.Versions = append(resp.Versions, last)
 			}
-		}
-	}
-	if req.GetLeftovers() && req.GetPageToken() == "" {
-		if err := s.addLeftovers(ctx, rings, resp); err != nil {
-			return nil, s.status(ctx, err)
 		}
 	}
 	return resp, nil

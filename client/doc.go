@@ -8,8 +8,10 @@
 // from the next connection on, with no restart). Its calls retry on
 // Unavailable and ResourceExhausted with backoff, waiting what the server's
 // google.rpc.RetryInfo says when it says, and never past the caller's
-// deadline; Rotate sends a request_id that its own retries reuse, so a retry
-// never creates a second version. Errors are [*Error] values (errors.As)
+// deadline; Rotate sends a request_id that its own retries reuse, so that a
+// retry returns the version the first attempt created instead of making
+// another (on every replica where the backend records the id: see
+// docs/api.md). Errors are [*Error] values (errors.As)
 // carrying the stable reason of the server's google.rpc.ErrorInfo, for
 // example RATE_LIMITED or AUDIENCE_NOT_ALLOWED (signet.v1.ErrorReason).
 //

@@ -30,37 +30,57 @@ func run(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
+	grpcAddr, jwks, stop, err := startSignet(testConfig(dir))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	exampleSignet, exampleJWKS = grpcAddr, jwks
+	code := m.Run()
+	if err := stop(); err != nil {
+		fmt.Fprintln(os.Stderr, "serve:", err)
+		return 1
+	}
+	return code
+}
+
+// testConfig is a development-mode config on loopback with one ES256 ring
+// on the local backend in dir.
+func testConfig(dir string) config.Config {
 	cfg := config.Default()
 	cfg.Issuer = exampleIssuer
 	cfg.GRPC.Listen, cfg.HTTP.Listen, cfg.Admin.Listen = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
 	cfg.BackendTimeout = config.Duration(time.Minute)
 	cfg.KeyRings[0].Backend = "local://" + dir
+	return cfg
+}
+
+// startSignet runs a real Signet until stop.
+func startSignet(cfg config.Config) (grpcAddr, jwksURL string, stop func() error, err error) {
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
 	srv, err := server.New(ctx, cfg, server.Options{Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
+		cancel()
+		return "", "", nil, err
 	}
-	defer srv.Close()
 	ready, done := make(chan struct{}), make(chan error, 1)
 	go func() {
 		done <- srv.Serve(ctx, func(a server.Addrs) {
-			exampleSignet, exampleJWKS = a.GRPC.String(), "http://"+a.HTTP.String()+server.JWKSPath
+			grpcAddr, jwksURL = a.GRPC.String(), "http://"+a.HTTP.String()+server.JWKSPath
 			close(ready)
 		})
 	}()
 	select {
 	case <-ready:
 	case err := <-done:
-		fmt.Fprintln(os.Stderr, "serve:", err)
-		return 1
+		cancel()
+		srv.Close()
+		return "", "", nil, fmt.Errorf("serve: %w", err)
 	}
-	code := m.Run()
-	cancel()
-	if err := <-done; err != nil {
-		fmt.Fprintln(os.Stderr, "serve:", err)
-		return 1
-	}
-	return code
+	return grpcAddr, jwksURL, func() error {
+		cancel()
+		err := <-done
+		srv.Close()
+		return err
+	}, nil
 }

@@ -87,9 +87,11 @@ type process struct {
 
 // e2eConfig has one ring per algorithm; "default" (ES256) has a short
 // publish_ahead so that a rotated version starts signing within seconds.
+// Startup generates an RSA-4096 key, which can take longer than the default
+// backend_timeout of 5s on a loaded 2-core machine: a minute bounds it.
 func e2eConfig(dataDir string) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%skey_rings:\n", configHead)
+	fmt.Fprintf(&b, "%sbackend_timeout: 1m\nkey_rings:\n", configHead)
 	fmt.Fprintf(&b, "  - {name: default, backend: 'local://%s', algorithm: ES256, token_max_ttl: 1m, jwks_max_age: 1s, refresh_interval: 1s, publish_ahead: 2s, retire_after: 63s}\n", dataDir)
 	for _, alg := range backends.AllAlgorithms {
 		fmt.Fprintf(&b, "  - {name: %s, backend: 'local://%s', algorithm: %s}\n", strings.ToLower(string(alg)), dataDir, alg)

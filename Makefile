@@ -13,7 +13,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -X github.com/signet-dev/signet/server/telemetry.Version=$(VERSION) -X github.com/signet-dev/signet/server/telemetry.Commit=$(COMMIT)
 
-.PHONY: run build test test-deps lint rules bench load load-deps fuzz generate check-generate chart-docs clean
+.PHONY: run build test test-deps lint rules bench load load-deps fuzz generate check-generate check-breaking release-api chart-docs clean
 
 run: build ## Start Signet on the embedded local backend (./signet-data).
 	./$(BIN) serve $(if $(CONFIG),--config $(CONFIG))
@@ -133,7 +133,7 @@ load-deps:
 	fi
 
 fuzz: ## Fuzz the parsers of untrusted and operator input, FUZZTIME each (default 30s).
-	@set -e; for target in FuzzEncodeClaims:./server/jose/ FuzzAppendQuoted:./server/jose/ FuzzTyp:./server/jose/ FuzzGlobMatch:./server/authz/ \
+	@set -e; for target in FuzzEncodeClaims:./server/jose/ FuzzEncodeClaimsJSON:./server/jose/ FuzzAppendQuoted:./server/jose/ FuzzTyp:./server/jose/ FuzzGlobMatch:./server/authz/ \
 		FuzzParsePolicy:./server/authz/ FuzzParse:./server/config/ FuzzECDSASignatureFromDER:./backends/ \
 		FuzzParsePublicKey:./backends/vault/ FuzzDecodeSignBatch:./backends/vault/ \
 		FuzzPublicKeyDER:./backends/awskms/ FuzzDescription:./backends/awskms/ \
@@ -164,7 +164,20 @@ rules: ## Check deploy/prometheus/alerts.yaml and run its unit tests with promto
 chart-docs: ## Regenerate the values table in deploy/helm/signet/README.md.
 	$(GO) -C deploy run ./cmd/chartdoc helm/signet
 
-check-generate: generate
+# proto/released.binpb is the API as last released (a buf image, committed):
+# check-breaking fails on any change to proto/ that would break a client
+# built against it (buf's FILE rules), and proto's Go test runs the same
+# check in `make test`. On a release, record the new API with release-api and
+# commit the image: that is the one deliberate step that moves the baseline.
+API_RELEASED := proto/released.binpb
+
+check-breaking: ## Fail if proto/ breaks the released API (proto/released.binpb).
+	$(GO) tool $(TOOLS) buf breaking --against $(API_RELEASED)
+
+release-api: ## Record proto/ as the released API, on a release (commit the image).
+	$(GO) tool $(TOOLS) buf build -o $(API_RELEASED)
+
+check-generate: generate check-breaking
 	@git diff --exit-code -- gen/ && test -z "$$(git status --porcelain -- gen/)" || \
 		{ echo "gen/ is not what 'make generate' produces: run it and commit"; exit 1; }
 

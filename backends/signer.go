@@ -30,6 +30,10 @@ type Version struct {
 	// (DER, its own certificate first), by a backend that keeps one
 	// (CertificateStore); nil when none is stored.
 	Certificates [][]byte
+
+	// RequestID is the id of the Rotate request that created the version,
+	// where the backend records one (RequestRecorder); empty otherwise.
+	RequestID string
 }
 
 // Signer is what a backend implements. All methods are safe for concurrent
@@ -94,4 +98,17 @@ type UsageChecker interface {
 	// sign can do nothing else, and otherwise a KindFailedPrecondition
 	// error that names each such key and the attribute that allows more.
 	CheckKeyUsage(ctx context.Context, ring KeyRing) error
+}
+
+// RequestRecorder is implemented by backends that can record, with the
+// version CreateVersion makes, the id of the Rotate request that asked for
+// it (AIP-155 request_id), so that a retry of that request on any replica,
+// at any later time, finds the version instead of creating another.
+// Backends without it get a weaker guarantee from the key set: a retry that
+// reaches the same replica within lifecycle.RequestWindow.
+type RequestRecorder interface {
+	// CreateVersionForRequest is CreateVersion that records requestID with
+	// the new version, so that every later Versions lists it in
+	// Version.RequestID. The version is never listed without its id.
+	CreateVersionForRequest(ctx context.Context, ring KeyRing, latest, requestID string) (Version, error)
 }

@@ -28,6 +28,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/signet-dev/signet/backends"
+	signetclient "github.com/signet-dev/signet/client"
 	signetv1 "github.com/signet-dev/signet/gen/signet/v1"
 	"github.com/signet-dev/signet/internal/clocktest"
 )
@@ -404,6 +405,9 @@ func TestAuditUnwritableFailsClosed(t *testing.T) {
 	_, err := svc.Sign(ctxT(t), &signetv1.SignRequest{KeyRing: "default", Subject: serviceID, Audience: []string{"ledger"}})
 	if codeOf(err) != codes.Unavailable || !strings.Contains(err.Error(), "audit log cannot be written") {
 		t.Errorf("Sign with the audit log unwritable: %v", err)
+	}
+	if e, _ := signetclient.ErrorOf(err); e == nil || e.Reason != signetv1.ErrorReason_AUDIT_UNAVAILABLE || e.RetryDelay != unavailableRetryDelay {
+		t.Errorf("error details %+v, want AUDIT_UNAVAILABLE with RetryInfo", e)
 	}
 	if got := scrape(t, e.ts).Value(t, "signet_audit_write_failures_total"); got != 1 {
 		t.Errorf("audit write failures counted: %v, want 1", got)

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	signetclient "github.com/signet-dev/signet/client"
 	signetv1 "github.com/signet-dev/signet/gen/signet/v1"
 )
 
@@ -93,7 +94,7 @@ func TestBadInput(t *testing.T) {
 		{"typ with a quote", with(func(r *signetv1.SignRequest) { r.Typ = `JWT"` }), codes.InvalidArgument, "is not a media type"},
 		{"typ with spaces", with(func(r *signetv1.SignRequest) { r.Typ = "at jwt" }), codes.InvalidArgument, "is not a media type"},
 		{"no key ring", with(func(r *signetv1.SignRequest) { r.KeyRing = "" }), codes.InvalidArgument, "key_ring is required"},
-		{"unknown key ring", with(func(r *signetv1.SignRequest) { r.KeyRing = "nope" }), codes.NotFound, `key ring "nope" is not configured (configured: default)`},
+		{"unknown key ring", with(func(r *signetv1.SignRequest) { r.KeyRing = "nope" }), codes.NotFound, `key ring "nope" is not configured`},
 	}
 	before := snapshotState(t, ts)
 	for _, tt := range tests {
@@ -175,6 +176,9 @@ func TestMalformedProtobuf(t *testing.T) {
 		want string
 	}{
 		{"invalid UTF-8 in a claim", append(base, badClaim...), "invalid UTF-8"},
+		// claims_json is a plain string (utf8_validation = NONE): the
+		// service checks it and names the field, with no codec involved.
+		{"invalid UTF-8 in claims_json", append(base, str(7, "{\"k\": \"\xff\"}")...), "claims_json is not valid UTF-8"},
 		{"truncated message", base[:len(base)-2], "malformed request"},
 		{"garbage", []byte{0xff, 0xff, 0xff, 0xff}, "malformed request"},
 	}
@@ -184,6 +188,13 @@ func TestMalformedProtobuf(t *testing.T) {
 			err := ts.conn.Invoke(ctxT(t), "/signet.v1.SignerService/Sign", rawRequest(tt.req), &out, grpc.ForceCodecV2(rawCodec{}))
 			if st := status.Convert(err); st.Code() != codes.InvalidArgument || !strings.Contains(st.Message(), tt.want) {
 				t.Errorf("got %v, want InvalidArgument containing %q", err, tt.want)
+			}
+			wantReason := signetv1.ErrorReason_MALFORMED_REQUEST
+			if strings.Contains(tt.name, "claims_json") {
+				wantReason = signetv1.ErrorReason_CLAIMS_INVALID
+			}
+			if got := signetclient.ReasonOf(err); got != wantReason {
+				t.Errorf("reason %v, want %v", got, wantReason)
 			}
 		})
 	}

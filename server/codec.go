@@ -12,10 +12,16 @@ import (
 	protoenc "google.golang.org/grpc/encoding/proto"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/proto"
+
+	signetv1 "github.com/signet-dev/signet/gen/signet/v1"
 )
 
 // grpc-go answers a request it cannot decode (say, invalid UTF-8 inside the
-// claims Struct) with Internal, before any interceptor runs. A malformed
+// claims Struct) with Internal, before any interceptor runs. Signet's own
+// messages do not validate UTF-8 at decoding (utf8_validation = NONE: the
+// service checks each string and names the field), and claims_json is such
+// a string; but google.protobuf.Struct, which the claims field keeps for
+// callers who prefer it, is proto3 and does, so this codec is still needed. A malformed
 // request is the caller's error, so requestCodec lets decoding of Signet's
 // own requests "succeed" with an empty message and remembers why it failed;
 // rejectMalformed, the first interceptor, answers InvalidArgument with that
@@ -53,7 +59,8 @@ func rejectMalformed(ctx context.Context, req any, _ *grpc.UnaryServerInfo, hand
 	if malformedPending.Load() > 0 {
 		if why, ok := malformedRequests.LoadAndDelete(req); ok {
 			malformedPending.Add(-1)
-			return nil, toStatus(ctx, nil, &requestError{codes.InvalidArgument, fmt.Sprintf("malformed request: %s", why)}).Err()
+			return nil, toStatus(ctx, nil, &requestError{code: codes.InvalidArgument, reason: signetv1.ErrorReason_MALFORMED_REQUEST,
+				msg: fmt.Sprintf("malformed request: %s", why)}).Err()
 		}
 	}
 	return handler(ctx, req)

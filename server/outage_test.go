@@ -15,6 +15,7 @@ import (
 
 	"github.com/signet-dev/signet/backends"
 	"github.com/signet-dev/signet/backends/local"
+	signetclient "github.com/signet-dev/signet/client"
 	signetv1 "github.com/signet-dev/signet/gen/signet/v1"
 	"github.com/signet-dev/signet/server/config"
 )
@@ -114,6 +115,9 @@ func TestBackendOutage(t *testing.T) {
 	}
 	if !strings.Contains(status.Convert(err).Message(), "did not answer in time") {
 		t.Errorf("message %q does not say the backend did not answer", status.Convert(err).Message())
+	}
+	if e, _ := signetclient.ErrorOf(err); e == nil || e.Reason != signetv1.ErrorReason_BACKEND_UNAVAILABLE || e.RetryDelay != unavailableRetryDelay {
+		t.Errorf("error details %+v, want BACKEND_UNAVAILABLE with RetryInfo %v", e, unavailableRetryDelay)
 	}
 	// One failed Sign is enough for gRPC clients to route around this replica.
 	if got := health(); got != healthpb.HealthCheckResponse_NOT_SERVING {

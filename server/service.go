@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"regexp"
 	"strings"
 	"sync"
 	"unicode/utf8"
@@ -87,12 +88,10 @@ func (s *service) ring(name string) (*lifecycle.Ring, error) {
 	}
 	r := s.ks.Ring(name)
 	if r == nil {
-		names := make([]string, 0, len(s.ks.Rings()))
-		for _, r := range s.ks.Rings() {
-			names = append(names, r.Name)
-		}
-		return nil, &requestError{codes.NotFound, fmt.Sprintf("key ring %q is not configured (configured: %s)",
-			jose.Truncate(name, 64), strings.Join(names, ", "))}
+		// Not the configured rings' names: the caller may not be allowed
+		// to know them (ListKeys lists those it may).
+		return nil, &requestError{code: codes.NotFound, reason: signetv1.ErrorReason_KEY_RING_NOT_FOUND,
+			msg: fmt.Sprintf("key ring %q is not configured", jose.Truncate(name, 64))}
 	}
 	return r, nil
 }
@@ -151,7 +150,7 @@ func (s *service) Sign(ctx context.Context, req *signetv1.SignRequest) (*signetv
 			return nil, s.status(ctx, err)
 		}
 	}
-	custom, err := jose.EncodeClaims(req.GetClaims())
+	custom, names, err := customClaims(req)
 	if err != nil {
 		return nil, s.status(ctx, err)
 	}
@@ -162,10 +161,6 @@ func (s *service) Sign(ctx context.Context, req *signetv1.SignRequest) (*signetv
 	rec := authz.Record{KeyRing: r.Name, Sub: req.GetSubject(), Aud: req.GetAudience()}
 	if s.authz.Auditing() {
 		rec.ClaimsSHA256 = authz.ClaimsDigest(custom)
-	}
-	names := make([]string, 0, len(req.GetClaims().GetFields()))
-	for k := range req.GetClaims().GetFields() {
-		names = append(names, k)
 	}
 	ttl, err = s.authz.AuthorizeSign(callerOf(ctx), authz.SignRequest{Ring: r.Name, Subject: req.GetSubject(),
 		Audience: req.GetAudience(), Claims: names, TTL: ttl, TTLDefaulted: req.GetTtl() == nil, Typ: typ})
@@ -191,11 +186,50 @@ func (s *service) Sign(ctx context.Context, req *signetv1.SignRequest) (*signetv
 	return &signetv1.SignResponse{Token: token, Kid: v.Kid, Jti: jti, ExpiresAt: timestamppb.New(exp)}, nil
 }
 
+// customClaims validates and renders the request's custom claims, from
+// claims or claims_json (not both), and returns their top-level names.
+func customClaims(req *signetv1.SignRequest) ([]byte, []string, error) {
+	if req.GetClaimsJson() != "" {
+		if len(req.GetClaims().GetFields()) > 0 {
+			return nil, nil, &jose.InvalidError{Field: "claims_json", Problem: jose.ClaimsInvalid,
+				Msg: "set claims or claims_json, not both"}
+		}
+		return jose.EncodeClaimsJSON(req.GetClaimsJson())
+	}
+	custom, err := jose.EncodeClaims(req.GetClaims())
+	if err != nil {
+		return nil, nil, err
+	}
+	names := make([]string, 0, len(req.GetClaims().GetFields()))
+	for k := range req.GetClaims().GetFields() {
+		names = append(names, k)
+	}
+	return custom, names, nil
+}
+
+// checkRequestID checks a Rotate's request_id: a UUID (AIP-155), in its
+// usual text form, so that every backend can record it.
+func checkRequestID(id string) error {
+	if id == "" {
+		return nil
+	}
+	if len(id) != 36 || !uuidRE.MatchString(id) {
+		return jose.Invalid("request_id", "request_id %q is not a UUID such as 3f1e9c6e-8b1a-4c1e-9a53-2c4d5e6f7a8b", jose.Truncate(id, 64))
+	}
+	return nil
+}
+
+var uuidRE = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
+
 // Rotate creates a new version, optionally revoking the older ones.
 func (s *service) Rotate(ctx context.Context, req *signetv1.RotateRequest) (*signetv1.RotateResponse, error) {
 	const rpc = "Rotate"
 	r, err := s.ring(req.GetKeyRing())
 	if err != nil {
+		return nil, s.status(ctx, err)
+	}
+	requestID := strings.ToLower(req.GetRequestId())
+	if err := checkRequestID(requestID); err != nil {
 		return nil, s.status(ctx, err)
 	}
 	rec := authz.Record{KeyRing: r.Name}
@@ -206,14 +240,20 @@ func (s *service) Rotate(ctx context.Context, req *signetv1.RotateRequest) (*sig
 	// anything changes: an unwritable audit log stops it here.
 	authorized := rec
 	authorized.Outcome, authorized.Reason = "authorized", fmt.Sprintf("revoke_previous=%v", req.GetRevokePrevious())
+	if requestID != "" {
+		authorized.Reason += " request_id=" + requestID
+	}
 	if err := s.audit(ctx, rpc, authorized, nil); err != nil {
 		return nil, s.status(ctx, err)
 	}
-	created, revoked, err := s.ks.Rotate(ctx, r, req.GetRevokePrevious())
+	created, revoked, replayed, err := s.ks.Rotate(ctx, r, req.GetRevokePrevious(), requestID)
 	if err != nil {
 		return nil, s.refuse(ctx, rpc, rec, err)
 	}
 	rec.Kid = created.Kid
+	if replayed {
+		rec.Reason = "request_id " + requestID + " was served before: returned the version it created"
+	}
 	if err := s.audit(ctx, rpc, rec, nil); err != nil {
 		s.log.Error("rotation done but its outcome is not in the audit log", "key_ring", r.Name, "kid", created.Kid, "err", err)
 	}
@@ -224,57 +264,7 @@ func (s *service) Rotate(ctx context.Context, req *signetv1.RotateRequest) (*sig
 		kids = append(kids, v.Kid)
 	}
 	s.log.Info("rotated key ring", "key_ring", r.Name, "kid", created.Kid, "backend_id", created.ID,
-		"state", created.State.String(), "revoked_kids", kids)
-	return resp, nil
-}
-
-// ListKeys lists versions with their derived states.
-func (s *service) ListKeys(ctx context.Context, req *signetv1.ListKeysRequest) (*signetv1.ListKeysResponse, error) {
-	caller := callerOf(ctx)
-	rings := s.ks.Rings()
-	if req.GetKeyRing() != "" {
-		r, err := s.ring(req.GetKeyRing())
-		if err != nil {
-			return nil, s.status(ctx, err)
-		}
-		if err := s.authz.AuthorizeRing(caller, "list", r.Name); err != nil {
-			countDenial(s.metrics, err)
-			return nil, s.status(ctx, err)
-		}
-		rings = []*lifecycle.Ring{r}
-	} else {
-		// All rings: those the caller may list.
-		var allowed []*lifecycle.Ring
-		for _, r := range rings {
-			if s.authz.AuthorizeRing(caller, "list", r.Name) == nil {
-				allowed = append(allowed, r)
-			}
-		}
-		if len(allowed) == 0 {
-			return nil, s.status(ctx, &requestError{codes.PermissionDenied, fmt.Sprintf("no grant lets %q list any key ring", caller)})
-		}
-		rings = allowed
-	}
-	resp := &signetv1.ListKeysResponse{}
-	for _, r := range rings {
-		for _, v := range s.ks.Versions(r) {
-			resp.Versions = append(resp.Versions, s.versionProto(r, v))
-		}
-		if !req.GetLeftovers() {
-			continue
-		}
-		ls, err := s.ks.Leftovers(ctx, r)
-		if err != nil {
-			return nil, s.status(ctx, err)
-		}
-		for _, l := range ls {
-			lp := &signetv1.Leftover{KeyRing: r.Name, BackendId: l.ID, Kind: l.Kind, State: l.State}
-			if !l.Created.IsZero() {
-				lp.CreatedAt = timestamppb.New(l.Created)
-			}
-			resp.Leftovers = append(resp.Leftovers, lp)
-		}
-	}
+		"state", created.State.String(), "revoked_kids", kids, "request_id", requestID, "replayed", replayed)
 	return resp, nil
 }
 

@@ -25,6 +25,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/signet-dev/signet/backends"
+	signetclient "github.com/signet-dev/signet/client"
 	signetv1 "github.com/signet-dev/signet/gen/signet/v1"
 	"github.com/signet-dev/signet/internal/clocktest"
 	"github.com/signet-dev/signet/internal/kmstest"
@@ -252,8 +253,10 @@ func checkCARing(t *testing.T, ts *testServer) {
 		}
 	}
 	_, err = ts.client.Sign(ctxT(t), &signetv1.SignRequest{KeyRing: "ca", Audience: []string{"svc"}})
-	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "CA ring") {
-		t.Errorf("Sign on the CA ring: %v, want FailedPrecondition saying it is a CA ring", err)
+	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "CA ring") ||
+		signetclient.ReasonOf(err) != signetv1.ErrorReason_KEY_RING_IS_CA {
+		t.Errorf("Sign on the CA ring: %v (reason %v), want FailedPrecondition KEY_RING_IS_CA saying it is a CA ring",
+			err, signetclient.ReasonOf(err))
 	}
 }
 

@@ -56,6 +56,7 @@ type Backend struct {
 
 	mu        sync.Mutex
 	pubs      map[string]crypto.PublicKey // by key ARN
+	requests  map[string]string           // by key ARN: the signet:request-id tag ("" for none), read once
 	described map[string]keyInfo          // by key id: what a scan learnt of a key
 }
 
@@ -65,6 +66,9 @@ const (
 	tagRing        = "signet:ring"
 	tagVersion     = "signet:version"
 	tagAliasPrefix = "signet:alias-prefix"
+	// tagRequestID records the Rotate request id a key was created for
+	// (backends.RequestRecorder), set by CreateKey with the key itself.
+	tagRequestID = "signet:request-id"
 )
 
 var keySpecs = map[backends.Algorithm]types.KeySpec{
@@ -167,7 +171,7 @@ func Open(ctx context.Context, u *url.URL, opts backends.OpenOptions) (backends.
 	}
 	return &Backend{client: client, prefix: o.prefix, limiter: rate.NewLimiter(rate.Limit(o.signRate), o.signBurst),
 		opts: opts, now: opts.Clock(), scanLimiter: rate.NewLimiter(rate.Limit(o.scanRate), max(1, int(o.scanRate))),
-		pubs: map[string]crypto.PublicKey{}, described: map[string]keyInfo{}}, nil
+		pubs: map[string]crypto.PublicKey{}, requests: map[string]string{}, described: map[string]keyInfo{}}, nil
 }
 
 // Algorithms reports every JWS algorithm: KMS has a key spec for each.
@@ -287,7 +291,23 @@ func (b *Backend) version(ctx context.Context, ring backends.KeyRing, a alias) (
 	disabled := md.KeyState != types.KeyStateEnabled
 	b.mu.Lock()
 	pub := b.pubs[arn]
+	requestID, knowRequest := b.requests[arn]
 	b.mu.Unlock()
+	if !knowRequest {
+		// Tags never change after CreateKey: read once per key.
+		tags, err := b.client.ListResourceTags(ctx, &kms.ListResourceTagsInput{KeyId: aws.String(arn)})
+		if err != nil {
+			return backends.Version{}, classify(err, "reading the tags of "+a.name)
+		}
+		for _, tag := range tags.Tags {
+			if aws.ToString(tag.TagKey) == tagRequestID {
+				requestID = aws.ToString(tag.TagValue)
+			}
+		}
+		b.mu.Lock()
+		b.requests[arn] = requestID
+		b.mu.Unlock()
+	}
 	if pub == nil {
 		// KMS refuses GetPublicKey on a disabled key, so the public key is
 		// also kept in the key's description, which DescribeKey always shows.
@@ -308,13 +328,24 @@ func (b *Backend) version(ctx context.Context, ring backends.KeyRing, a alias) (
 		b.mu.Unlock()
 	}
 	return backends.Version{ID: arn, Algorithm: ring.Algorithm, PublicKey: pub, Created: aws.ToTime(md.CreationDate), Disabled: disabled,
-		Certificates: chainFromDescription(aws.ToString(md.Description))}, nil
+		Certificates: chainFromDescription(aws.ToString(md.Description)),
+		RequestID:    requestID}, nil
 }
 
 // CreateVersion creates a KMS key and claims the next alias for it; the
 // alias is the lock between replicas. recovery.go documents the intent
 // alias that makes an interrupted rotation's key findable.
 func (b *Backend) CreateVersion(ctx context.Context, ring backends.KeyRing, latest string) (backends.Version, error) {
+	return b.createVersion(ctx, ring, latest, "")
+}
+
+// CreateVersionForRequest is CreateVersion that tags the new key with
+// requestID (signet:request-id) in the CreateKey call itself.
+func (b *Backend) CreateVersionForRequest(ctx context.Context, ring backends.KeyRing, latest, requestID string) (backends.Version, error) {
+	return b.createVersion(ctx, ring, latest, requestID)
+}
+
+func (b *Backend) createVersion(ctx context.Context, ring backends.KeyRing, latest, requestID string) (backends.Version, error) {
 	spec, ok := keySpecs[ring.Algorithm]
 	if !ok {
 		return backends.Version{}, errorf(backends.KindUnimplemented, "algorithm %q is not supported", ring.Algorithm)
@@ -363,13 +394,17 @@ func (b *Backend) CreateVersion(ctx context.Context, ring backends.KeyRing, late
 		backends.Step(ctx, "CreateAlias intent")
 	}
 	name := b.aliasPrefix(ring) + strconv.Itoa(n)
+	tags := []types.Tag{{TagKey: aws.String(tagRing), TagValue: aws.String(ring.Name)},
+		{TagKey: aws.String(tagVersion), TagValue: aws.String(strconv.Itoa(n))},
+		{TagKey: aws.String(tagAliasPrefix), TagValue: aws.String(b.prefix)}}
+	if requestID != "" {
+		tags = append(tags, types.Tag{TagKey: aws.String(tagRequestID), TagValue: aws.String(requestID)})
+	}
 	created, err := b.client.CreateKey(ctx, &kms.CreateKeyInput{
 		KeySpec:     spec,
 		KeyUsage:    types.KeyUsageTypeSignVerify,
 		Description: aws.String(fmt.Sprintf("%s%d (%s)", b.descriptionPrefix(ring), n, ring.Algorithm)),
-		Tags: []types.Tag{{TagKey: aws.String(tagRing), TagValue: aws.String(ring.Name)},
-			{TagKey: aws.String(tagVersion), TagValue: aws.String(strconv.Itoa(n))},
-			{TagKey: aws.String(tagAliasPrefix), TagValue: aws.String(b.prefix)}},
+		Tags:        tags,
 	}, func(o *kms.Options) {
 		// Never retried: after a lost answer a retry makes a second key
 		// and nothing would lead to the first. The intent alias does.
@@ -440,6 +475,9 @@ func (b *Backend) CreateVersion(ctx context.Context, ring backends.KeyRing, late
 				"alias", intent, "err", err)
 		}
 	}
+	b.mu.Lock()
+	b.requests[arn] = requestID // as tagged: no need to read the tags back
+	b.mu.Unlock()
 	v, err := b.version(ctx, ring, alias{n: n, name: name, keyID: arn})
 	if err == nil {
 		backends.Step(ctx, "DescribeKey version")

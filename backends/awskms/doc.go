@@ -24,7 +24,9 @@
 // CreationDate. A disabled key, or one pending deletion, is revoked. Keys are
 // tagged signet:ring=<ring>, signet:version=<n> and
 // signet:alias-prefix=<alias_prefix>, and described, so an operator can see
-// which ring owns each.
+// which ring owns each. A key made for a Rotate that named a request id
+// also carries signet:request-id=<id> (backends.RequestRecorder), set by
+// CreateKey with the key; Versions reads each key's tags once per process.
 //
 // Rotate = CreateAlias alias/<alias_prefix>/<ring>/rotating (the intent
 // alias, on the newest version's key), CreateKey (ECC_NIST_P256/P384/P521,

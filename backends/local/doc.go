@@ -13,7 +13,8 @@
 //
 // Layout: <dir>/rings/<ring>/<version>.json, one file per version, mode
 // 0600, directories 0700. A file holds the version's algorithm, creation
-// time, public key and encrypted private key; the file's ring, version,
+// time, public key, encrypted private key and, for a Rotate that named
+// one, its request id (backends.RequestRecorder); the file's ring, version,
 // algorithm and public key are bound into the ciphertext as associated data,
 // so a file moved or edited is refused. Revoking a version erases its
 // private key from the file; the public part stays as the record.

@@ -390,6 +390,9 @@ type file struct {
 	PrivateKey []byte    `json:"private_key,omitempty"` // nonce || AES-256-GCM(PKCS#8 DER)
 	Disabled   bool      `json:"disabled,omitempty"`
 	DisabledAt time.Time `json:"disabled_at,omitzero"`
+	// RequestID is the Rotate request id that created the version
+	// (backends.RequestRecorder), written with the version in one file.
+	RequestID string `json:"request_id,omitempty"`
 }
 
 func (f *file) aad() []byte {
@@ -442,7 +445,7 @@ func (s *Store) load(ring backends.KeyRing, id string) (*entry, error) {
 		return nil, bad("%v", err)
 	}
 	e := &entry{
-		version: backends.Version{ID: id, Algorithm: alg, PublicKey: pub, Created: f.Created, Disabled: f.Disabled},
+		version: backends.Version{ID: id, Algorithm: alg, PublicKey: pub, Created: f.Created, Disabled: f.Disabled, RequestID: f.RequestID},
 		modTime: info.ModTime(),
 		size:    info.Size(),
 	}
@@ -536,6 +539,16 @@ func (s *Store) remember(ring backends.KeyRing, e *entry) {
 
 // CreateVersion generates a key pair and stores it as the version after latest.
 func (s *Store) CreateVersion(ctx context.Context, ring backends.KeyRing, latest string) (backends.Version, error) {
+	return s.createVersion(ctx, ring, latest, "")
+}
+
+// CreateVersionForRequest is CreateVersion that writes requestID into the
+// version's file, which appears whole or not at all.
+func (s *Store) CreateVersionForRequest(ctx context.Context, ring backends.KeyRing, latest, requestID string) (backends.Version, error) {
+	return s.createVersion(ctx, ring, latest, requestID)
+}
+
+func (s *Store) createVersion(ctx context.Context, ring backends.KeyRing, latest, requestID string) (backends.Version, error) {
 	dir, err := s.ringDir(ring)
 	if err != nil {
 		return backends.Version{}, err
@@ -572,7 +585,7 @@ func (s *Store) CreateVersion(ctx context.Context, ring backends.KeyRing, latest
 	}
 	f := file{
 		Ring: ring.Name, Version: strconv.FormatUint(next, 10), Algorithm: string(ring.Algorithm),
-		Created: s.now().UTC().Round(0), PublicKey: pubDER,
+		Created: s.now().UTC().Round(0), PublicKey: pubDER, RequestID: requestID,
 	}
 	nonce := make([]byte, s.kek.NonceSize())
 	if _, err := rand.Read(nonce); err != nil {

@@ -109,6 +109,9 @@ func Run(t *testing.T, h Harness) {
 	if _, ok := h.open(t).(backends.CertificateStore); ok {
 		parallel("Certificates", func(t *testing.T) { h.testCertificates(t, first) })
 	}
+	if _, ok := h.open(t).(backends.RequestRecorder); ok {
+		parallel("RequestID", func(t *testing.T) { h.testRequestID(t, first) })
+	}
 	t.Run("Crash", func(t *testing.T) { h.testCrash(t, first, run) })
 }
 
@@ -434,6 +437,45 @@ func (h Harness) testReopen(t *testing.T, alg backends.Algorithm) {
 	// Revocation is kept by the backend, not by the instance that revoked.
 	if _, err := s2.Sign(ctxFor(t), ring, v1.ID, input); backends.KindOf(err) != backends.KindFailedPrecondition {
 		t.Errorf("Sign after reopening with the version disabled before: got %v, want failed precondition", err)
+	}
+}
+
+// testRequestID: a backend that records Rotate request ids lists each
+// with its version, after revocation and from another instance too.
+func (h Harness) testRequestID(t *testing.T, alg backends.Algorithm) {
+	s := h.open(t)
+	rec := s.(backends.RequestRecorder)
+	ring := newRing(alg)
+	const id1, id2 = "0f8b8c1e-3b7a-4d2e-9f1a-6c5d4e3b2a19", "5e6f7a8b-9c0d-4e1f-8a2b-3c4d5e6f7a8b"
+	v1, err := rec.CreateVersionForRequest(ctxFor(t), ring, "", id1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v1.RequestID != id1 {
+		t.Errorf("CreateVersionForRequest returned request id %q, want %q", v1.RequestID, id1)
+	}
+	v2 := CreateVersion(t, s, ring, v1.ID)
+	v3, err := rec.CreateVersionForRequest(ctxFor(t), ring, v2.ID, id2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DisableVersion(ctxFor(t), ring, v1.ID); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{v1.ID: id1, v2.ID: "", v3.ID: id2}
+	for _, inst := range []backends.Signer{s, h.open(t)} {
+		vs, err := inst.Versions(ctxFor(t), ring)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(vs) != 3 {
+			t.Fatalf("%d versions, want 3", len(vs))
+		}
+		for _, v := range vs {
+			if v.RequestID != want[v.ID] {
+				t.Errorf("version %s lists request id %q, want %q", v.ID, v.RequestID, want[v.ID])
+			}
+		}
 	}
 }
 

@@ -15,12 +15,12 @@ import (
 	"strings"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/signet-dev/signet/backends"
+	signetclient "github.com/signet-dev/signet/client"
 	"github.com/signet-dev/signet/server/authz"
 	"github.com/signet-dev/signet/server/config"
 	"github.com/signet-dev/signet/server/telemetry"
@@ -159,21 +159,21 @@ func runHealth(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		}
 		creds = credentials.NewTLS(pinnedTLS(pinned))
 	}
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
+	c, err := signetclient.New(signetclient.Config{Target: addr, TransportCredentials: creds, Retry: signetclient.Retry{MaxAttempts: 1}})
 	if err != nil {
 		return err
 	}
-	defer conn.Close()
+	defer c.Close()
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
-	resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{Service: *service})
+	st, err := c.Health(ctx, *service)
 	if err != nil {
 		return fmt.Errorf("health of %q at %s: %w", *service, addr, err)
 	}
-	if resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
-		return fmt.Errorf("health of %q at %s: %s", *service, addr, resp.GetStatus())
+	if st != healthpb.HealthCheckResponse_SERVING {
+		return fmt.Errorf("health of %q at %s: %s", *service, addr, st)
 	}
-	_, err = fmt.Fprintf(stdout, "%s: %s\n", displayService(*service), resp.GetStatus())
+	_, err = fmt.Fprintf(stdout, "%s: %s\n", displayService(*service), st)
 	return err
 }
 

@@ -2,31 +2,23 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
+	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
 
-	jose "github.com/go-jose/go-jose/v4"
-	"github.com/go-jose/go-jose/v4/jwt"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/durationpb"
-	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	signetclient "github.com/signet-dev/signet/client"
 	signetv1 "github.com/signet-dev/signet/gen/signet/v1"
 )
 
@@ -52,26 +44,16 @@ func addClientFlags(fs *flag.FlagSet) clientFlags {
 	}
 }
 
-func (c clientFlags) credentials() (credentials.TransportCredentials, error) {
+// client connects to the server the flags name, with the client package's
+// mTLS (or plaintext, with no certificate flags, for a development server).
+func (c clientFlags) client() (*signetclient.Client, error) {
+	cfg := signetclient.Config{Target: *c.server, CertFile: *c.cert, KeyFile: *c.key, CAFile: *c.ca}
 	if *c.cert == "" && *c.key == "" && *c.ca == "" {
-		return insecure.NewCredentials(), nil
-	}
-	if *c.cert == "" || *c.key == "" || *c.ca == "" {
+		cfg.Plaintext = true
+	} else if *c.cert == "" || *c.key == "" || *c.ca == "" {
 		return nil, fmt.Errorf("mTLS needs --cert, --key and --ca together")
 	}
-	pair, err := tls.LoadX509KeyPair(*c.cert, *c.key)
-	if err != nil {
-		return nil, fmt.Errorf("--cert/--key: %w", err)
-	}
-	pem, err := os.ReadFile(*c.ca)
-	if err != nil {
-		return nil, fmt.Errorf("--ca: %w", err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("--ca %s holds no PEM certificate", *c.ca)
-	}
-	return credentials.NewTLS(&tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{pair}, RootCAs: pool}), nil
+	return signetclient.New(cfg)
 }
 
 func envOr(key, def string) string {
@@ -81,23 +63,18 @@ func envOr(key, def string) string {
 	return def
 }
 
-// call runs one RPC on the server the flags name, within their --timeout,
-// e.g. call(ctx, cf, signetv1.SignerServiceClient.Rotate, req).
-func call[Req, Resp any](ctx context.Context, c clientFlags,
-	rpc func(signetv1.SignerServiceClient, context.Context, Req, ...grpc.CallOption) (Resp, error), req Req) (Resp, error) {
-	var none Resp
-	creds, err := c.credentials()
+// call runs fn with a client of the server the flags name, within their
+// --timeout.
+func call[T any](ctx context.Context, c clientFlags, fn func(context.Context, *signetclient.Client) (T, error)) (T, error) {
+	var none T
+	cl, err := c.client()
 	if err != nil {
 		return none, err
 	}
-	conn, err := grpc.NewClient(*c.server, grpc.WithTransportCredentials(creds))
-	if err != nil {
-		return none, fmt.Errorf("connecting to %s: %w", *c.server, err)
-	}
-	defer conn.Close()
+	defer cl.Close()
 	ctx, cancel := context.WithTimeout(ctx, *c.timeout)
 	defer cancel()
-	return rpc(signetv1.NewSignerServiceClient(conn), ctx, req)
+	return fn(ctx, cl)
 }
 
 type stringList []string
@@ -114,26 +91,26 @@ func runSign(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	var audience stringList
 	fs.Var(&audience, "audience", "the aud claim (repeat for several audiences; at least one)")
 	ttl := fs.Duration("ttl", 0, "token lifetime (default: the ring's token_default_ttl)")
-	claims := fs.String("claims", "", `custom claims as a JSON object, e.g. '{"scope":"read"}'`)
+	claims := fs.String("claims", "", `custom claims as a JSON object, e.g. '{"scope":"read"}' (numbers are kept exactly)`)
 	typ := fs.String("typ", "", `header typ (default "JWT"), e.g. at+jwt`)
 	asJSON := fs.Bool("json", false, "print the whole response as JSON instead of the bare token")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	req := &signetv1.SignRequest{KeyRing: *ring, Subject: *subject, Audience: audience, Typ: *typ}
+	opts := []signetclient.SignOption{signetclient.Audience(audience...), signetclient.Subject(*subject), signetclient.Typ(*typ)}
 	if *ttl != 0 {
-		req.Ttl = durationpb.New(*ttl)
+		opts = append(opts, signetclient.TTL(*ttl))
 	}
 	if *claims != "" {
-		req.Claims = &structpb.Struct{}
-		if err := protojson.Unmarshal([]byte(*claims), req.Claims); err != nil {
-			return fmt.Errorf("--claims must be a JSON object: %v", err)
-		}
+		opts = append(opts, signetclient.ClaimsJSON(*claims)) // sent as written: numbers keep every digit
 	}
-	resp, err := call(ctx, cf, signetv1.SignerServiceClient.Sign, req)
+	tok, err := call(ctx, cf, func(ctx context.Context, c *signetclient.Client) (*signetclient.Token, error) {
+		return c.Sign(ctx, *ring, opts...)
+	})
 	if err != nil {
 		return err
 	}
+	resp := &signetv1.SignResponse{Token: tok.Token, Kid: tok.Kid, Jti: tok.JTI, ExpiresAt: timestamppb.New(tok.ExpiresAt)}
 	if *asJSON {
 		return printJSON(stdout, resp)
 	}
@@ -142,36 +119,49 @@ func runSign(ctx context.Context, args []string, stdout, stderr io.Writer) error
 }
 
 func runRotate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("rotate", "[--key-ring default] [--revoke-previous]",
+	fs := newFlagSet("rotate", "[--key-ring default] [--revoke-previous] [--request-id UUID]",
 		"Creates a new key version. It is published in the JWKS at once and signs after the\n"+
 			"ring's publish_ahead. With --revoke-previous (emergency) every older version is disabled\n"+
-			"in the backend: the new one signs at once and the old kids leave the JWKS at once.", stderr)
+			"in the backend: the new one signs at once and the old kids leave the JWKS at once.\n"+
+			"Every rotate sends a request id (a fresh one unless --request-id names one) and prints it:\n"+
+			"running it again with the same --request-id returns the version the first run created\n"+
+			"instead of creating another, so a rotate that timed out can be retried safely.", stderr)
 	cf := addClientFlags(fs)
 	ring := fs.String("key-ring", "default", "key ring to rotate")
 	revoke := fs.Bool("revoke-previous", false, "disable every older version now (tokens they signed stop verifying)")
+	requestID := fs.String("request-id", "", "the rotation's id (a UUID); default: a new one")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	resp, err := call(ctx, cf, signetv1.SignerServiceClient.Rotate, &signetv1.RotateRequest{KeyRing: *ring, RevokePrevious: *revoke})
-	if err != nil && *revoke {
-		// The server may have created the new version and died before
-		// disabling every older one: nothing disables them later but a retry.
-		return fmt.Errorf("%w\nthe older versions may still be enabled: run the same rotate --revoke-previous again, which disables every version but the one it creates (check with signet keys)", err)
+	id := *requestID
+	if id == "" {
+		id = signetclient.NewRequestID()
 	}
+	opts := []signetclient.RotateOption{signetclient.RequestID(id)}
+	if *revoke {
+		opts = append(opts, signetclient.RevokePrevious())
+	}
+	resp, err := call(ctx, cf, func(ctx context.Context, c *signetclient.Client) (*signetclient.Rotated, error) {
+		return c.Rotate(ctx, *ring, opts...)
+	})
 	if err != nil {
-		return err
+		// The server may have created the new version (and, with
+		// --revoke-previous, not disabled every older one yet): the same
+		// request id finishes the job without creating another version.
+		return fmt.Errorf("%w\nthe rotation may have happened: run the same rotate again with --request-id %s to finish it "+
+			"without creating another version (check with signet keys)", err, id)
 	}
-	v := resp.GetVersion()
-	fmt.Fprintf(stdout, "created %s version %s (kid %s), %s, signs from %s\n", v.GetKeyRing(), v.GetBackendId(), v.GetKid(),
-		stateName(v.GetState()), formatTime(v.GetActivatesAt()))
-	for _, r := range resp.GetRevoked() {
+	v := resp.Version
+	fmt.Fprintf(stdout, "created %s version %s (kid %s), %s, signs from %s (request id %s)\n", v.GetKeyRing(), v.GetBackendId(), v.GetKid(),
+		stateName(v.GetState()), formatTime(v.GetActivatesAt()), resp.RequestID)
+	for _, r := range resp.Revoked {
 		fmt.Fprintf(stdout, "revoked %s version %s (kid %s)\n", r.GetKeyRing(), r.GetBackendId(), r.GetKid())
 	}
 	return nil
 }
 
 func runKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("keys", "[--key-ring NAME] [--leftovers]", "Lists every key version with its derived lifecycle state.\n\n"+
+	fs := newFlagSet("keys", "[--key-ring NAME] [--state STATE] [--leftovers]", "Lists every key version with its derived lifecycle state.\n\n"+
 		"With --leftovers it lists instead what each ring's backend holds that is not a version: what an\n"+
 		"interrupted rotation left and a live replica has not cleaned up yet, and what waits for the\n"+
 		"backend to delete it. This asks the backend (AWS KMS: a scan of the account's keys).", stderr)
@@ -179,10 +169,35 @@ func runKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	ring := fs.String("key-ring", "", "only this key ring (default: all)")
 	asJSON := fs.Bool("json", false, "print JSON instead of a table")
 	leftovers := fs.Bool("leftovers", false, "list the backend objects of the rings that are not versions")
+	var states stringList
+	fs.Var(&states, "state", "only versions in this state: pending, active, retiring, retired or revoked (repeat for several)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	resp, err := call(ctx, cf, signetv1.SignerServiceClient.ListKeys, &signetv1.ListKeysRequest{KeyRing: *ring, Leftovers: *leftovers})
+	req := &signetv1.ListKeysRequest{KeyRing: *ring, Leftovers: *leftovers}
+	for _, st := range states {
+		v, ok := signetv1.KeyState_value["KEY_STATE_"+strings.ToUpper(st)]
+		if !ok || v == 0 {
+			return fmt.Errorf("--state %q: want pending, active, retiring, retired or revoked", st)
+		}
+		req.States = append(req.States, signetv1.KeyState(v))
+	}
+	// Every page, gathered into one response.
+	resp, err := call(ctx, cf, func(ctx context.Context, c *signetclient.Client) (*signetv1.ListKeysResponse, error) {
+		all := &signetv1.ListKeysResponse{}
+		for {
+			page, err := c.ListKeysPage(ctx, req)
+			if err != nil {
+				return nil, err
+			}
+			all.Versions = append(all.Versions, page.GetVersions()...)
+			all.Leftovers = append(all.Leftovers, page.GetLeftovers()...)
+			if page.GetNextPageToken() == "" {
+				return all, nil
+			}
+			req.PageToken = page.GetNextPageToken()
+		}
+	})
 	if err != nil {
 		return err
 	}
@@ -254,11 +269,20 @@ func runX5C(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if *ring == "" {
 		return errors.New("--key-ring is required")
 	}
-	resp, err := call(ctx, cf, signetv1.SignerServiceClient.ListKeys, &signetv1.ListKeysRequest{KeyRing: *ring})
+	versions, err := call(ctx, cf, func(ctx context.Context, c *signetclient.Client) ([]*signetv1.KeyVersion, error) {
+		var vs []*signetv1.KeyVersion
+		for v, err := range c.Keys(ctx, *ring) {
+			if err != nil {
+				return nil, err
+			}
+			vs = append(vs, v)
+		}
+		return vs, nil
+	})
 	if err != nil {
 		return err
 	}
-	for _, v := range resp.GetVersions() {
+	for _, v := range versions {
 		if *kid != "" && v.GetKid() != *kid || *kid == "" && v.GetState() != signetv1.KeyState_KEY_STATE_ACTIVE {
 			continue
 		}
@@ -302,10 +326,6 @@ func printJSON(w io.Writer, m proto.Message) error {
 	return err
 }
 
-// verifyAlgorithms are the algorithms verify accepts: every one Signet signs with.
-var verifyAlgorithms = []jose.SignatureAlgorithm{jose.ES256, jose.ES384, jose.ES512,
-	jose.RS256, jose.RS384, jose.RS512, jose.PS256, jose.PS384, jose.PS512, jose.EdDSA}
-
 func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("verify", "[--jwks URL] [--audience AUD] [--issuer ISS] TOKEN|-",
 		"Fetches the JWKS, verifies the token's signature with the key its kid names, checks exp,\n"+
@@ -331,58 +351,27 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	raw = strings.TrimSpace(raw)
 
-	tok, err := jwt.ParseSigned(raw, verifyAlgorithms)
-	if err != nil {
-		return fmt.Errorf("not a signed JWT: %w", err)
+	var header struct {
+		Alg string `json:"alg"`
+		Kid string `json:"kid"`
+		Typ string `json:"typ"`
 	}
-	if len(tok.Headers) != 1 || tok.Headers[0].KeyID == "" {
-		return fmt.Errorf("the token header names no kid")
+	if hdr, err := base64.RawURLEncoding.DecodeString(strings.Split(raw, ".")[0]); err != nil || json.Unmarshal(hdr, &header) != nil {
+		return fmt.Errorf("not a signed JWT: its header does not decode")
 	}
-	hdr := tok.Headers[0]
-	set, err := fetchJWKS(ctx, *jwksURL, *timeout)
+	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+	v, err := signetclient.NewVerifier(ctx, signetclient.VerifierConfig{JWKSURL: *jwksURL, Issuer: *issuer, Audience: *audience,
+		AnyIssuer: *issuer == "", AnyAudience: *audience == ""})
 	if err != nil {
 		return err
 	}
-	keys := set.Key(hdr.KeyID)
-	if len(keys) == 0 {
-		return fmt.Errorf("kid %s is not in %s (retired, revoked, or from another issuer)", hdr.KeyID, *jwksURL)
+	defer v.Close()
+	claims, err := v.Verify(ctx, raw)
+	if err != nil {
+		return err
 	}
-	var claims jwt.Claims
-	var all map[string]any
-	if err := tok.Claims(keys[0].Key, &claims, &all); err != nil {
-		return fmt.Errorf("signature does not verify with kid %s: %w", hdr.KeyID, err)
-	}
-	expected := jwt.Expected{Issuer: *issuer, Time: time.Now()}
-	if *audience != "" {
-		expected.AnyAudience = jwt.Audience{*audience}
-	}
-	if err := claims.ValidateWithLeeway(expected, 0); err != nil {
-		return fmt.Errorf("signature is valid but the claims are not: %w", err)
-	}
-	out, _ := json.MarshalIndent(map[string]any{"header": map[string]any{"alg": hdr.Algorithm, "kid": hdr.KeyID,
-		"typ": hdr.ExtraHeaders["typ"]}, "claims": all}, "", "  ")
-	fmt.Fprintf(stdout, "valid: signed by kid %s (%s)\n%s\n", hdr.KeyID, hdr.Algorithm, out)
+	out, _ := json.MarshalIndent(map[string]any{"header": header, "claims": claims.All}, "", "  ")
+	fmt.Fprintf(stdout, "valid: signed by kid %s (%s)\n%s\n", header.Kid, header.Alg, out)
 	return nil
-}
-
-func fetchJWKS(ctx context.Context, url string, timeout time.Duration) (*jose.JSONWebKeySet, error) {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("fetching JWKS: %w", err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("fetching JWKS from %s: %s", url, resp.Status)
-	}
-	var set jose.JSONWebKeySet
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&set); err != nil {
-		return nil, fmt.Errorf("JWKS from %s: %w", url, err)
-	}
-	return &set, nil
 }

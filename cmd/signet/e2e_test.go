@@ -228,6 +228,10 @@ func (p *process) sign(t *testing.T, ring string) *signetv1.SignResponse {
 	return resp
 }
 
+// verifyAlgorithms are the algorithms go-jose accepts here: every one Signet signs with.
+var verifyAlgorithms = []jose.SignatureAlgorithm{jose.ES256, jose.ES384, jose.ES512,
+	jose.RS256, jose.RS384, jose.RS512, jose.PS256, jose.PS384, jose.PS512, jose.EdDSA}
+
 // goJOSEVerify verifies with go-jose against a JWKS and checks the claims.
 func goJOSEVerify(jwksBody []byte, token string) error {
 	var set jose.JSONWebKeySet

@@ -29,7 +29,28 @@ type Error struct {
 	// was (a bounded label, unlike the caller's identity).
 	RetryAfter time.Duration
 	Grant      string
+	// Rule, for Denied, is what refused: no grant at all, or which part of
+	// the closest sign grant.
+	Rule Rule
 }
+
+// Rule is what part of the policy refused a request.
+type Rule int
+
+const (
+	// NoGrant: no grant covers the caller, the action and the key ring.
+	NoGrant Rule = iota
+	// AudienceRule: a sign grant covers the ring but not an audience.
+	AudienceRule
+	// SubjectRule: ... not the subject.
+	SubjectRule
+	// ClaimRule: ... not a custom claim's name.
+	ClaimRule
+	// TypRule: ... not the header typ.
+	TypRule
+	// TTLRule: the ttl asked for exceeds the grant's max_ttl.
+	TTLRule
+)
 
 func (e *Error) Error() string { return e.Msg }
 

@@ -132,8 +132,12 @@ func anyMatch(patterns []string, s string) bool {
 	return slices.ContainsFunc(patterns, func(p string) bool { return globMatch(p, s) })
 }
 
-// deny is a policy refusal; its message names the rule that failed.
-func deny(format string, args ...any) error { return errorf(Denied, format, args...) }
+// deny is a policy refusal by rule; its message names the rule that failed.
+func deny(rule Rule, format string, args ...any) *Error {
+	e := errorf(Denied, format, args...)
+	e.Rule = rule
+	return e
+}
 
 // SignRequest is what the policy judges of a Sign.
 type SignRequest struct {
@@ -163,22 +167,22 @@ func (p *policyFile) authorizeSign(caller string, r SignRequest) (*signGrant, er
 				continue
 			}
 			if err := s.allows(caller, r); err != nil {
-				reason = deny("grant for %q: %v", g.Identity, err)
+				reason = deny(err.Rule, "grant for %q: %v", g.Identity, err)
 				continue
 			}
 			return s, nil
 		}
 	}
 	if reason == nil {
-		reason = deny("no grant lets %q sign with key ring %q", caller, r.Ring)
+		reason = deny(NoGrant, "no grant lets %q sign with key ring %q", caller, r.Ring)
 	}
 	return nil, reason
 }
 
-func (s *signGrant) allows(caller string, r SignRequest) error {
+func (s *signGrant) allows(caller string, r SignRequest) *Error {
 	for _, a := range r.Audience {
 		if !anyMatch(s.Audiences, a) {
-			return deny("audience %q is not allowed", a)
+			return deny(AudienceRule, "audience %q is not allowed", a)
 		}
 	}
 	subjectOK := false
@@ -189,18 +193,18 @@ func (s *signGrant) allows(caller string, r SignRequest) error {
 		}
 	}
 	if !subjectOK {
-		return deny("subject %q is not allowed", r.Subject)
+		return deny(SubjectRule, "subject %q is not allowed", r.Subject)
 	}
 	for _, c := range r.Claims {
 		if !slices.Contains(s.Claims, c) {
-			return deny("custom claim %q is not allowed", c)
+			return deny(ClaimRule, "custom claim %q is not allowed", c)
 		}
 	}
 	if allowed := s.Typ; !slices.Contains(allowed, r.Typ) && !(len(allowed) == 0 && r.Typ == jose.DefaultTyp) {
-		return deny("typ %q is not allowed", r.Typ)
+		return deny(TypRule, "typ %q is not allowed", r.Typ)
 	}
 	if s.MaxTTL > 0 && r.TTL > s.MaxTTL.D() && !r.TTLDefaulted {
-		return deny("ttl %v exceeds the grant's max_ttl %v", r.TTL, s.MaxTTL.D())
+		return deny(TTLRule, "ttl %v exceeds the grant's max_ttl %v", r.TTL, s.MaxTTL.D())
 	}
 	return nil
 }
@@ -218,7 +222,7 @@ func (p *policyFile) authorizeRing(caller, action, ring string) error {
 			return nil
 		}
 	}
-	return deny("no grant lets %q %s key ring %q", caller, action, ring)
+	return deny(NoGrant, "no grant lets %q %s key ring %q", caller, action, ring)
 }
 
 // grantOf returns the identity pattern of the grant that holds s.

@@ -66,17 +66,40 @@ func CheckTyp(typ string) (string, error) {
 
 // InvalidError is a request error whose message is safe and useful to
 // return to the caller (as InvalidArgument). Field names the request field
-// at fault, in the API's terms.
+// at fault, in the API's terms; Problem classifies it for programs.
 type InvalidError struct {
-	Field string
-	Msg   string
+	Field   string
+	Msg     string
+	Problem Problem
 }
 
 func (e *InvalidError) Error() string { return e.Msg }
 
+// Problem classifies an *InvalidError; the server turns each into a stable
+// error reason.
+type Problem int
+
+const (
+	// FieldInvalid: a field is missing or invalid (the default).
+	FieldInvalid Problem = iota
+	// ReservedClaim: a custom claim uses a name Signet sets.
+	ReservedClaim
+	// ClaimsInvalid: the custom claims are not a valid JSON object.
+	ClaimsInvalid
+	// ClaimsTooLarge: the custom claims are too big or too deep.
+	ClaimsTooLarge
+	// TTLOutOfRange: the token lifetime is out of bounds.
+	TTLOutOfRange
+)
+
 // Invalid returns an *InvalidError about field.
 func Invalid(field, format string, args ...any) error {
 	return &InvalidError{Field: field, Msg: fmt.Sprintf(format, args...)}
+}
+
+// invalid returns an *InvalidError of a given problem about field.
+func invalid(p Problem, field, format string, args ...any) error {
+	return &InvalidError{Field: field, Msg: fmt.Sprintf(format, args...), Problem: p}
 }
 
 // Truncate shortens s to n bytes for an error message.
@@ -127,7 +150,7 @@ func EncodeClaims(claims *structpb.Struct) ([]byte, error) {
 	keys := make([]string, 0, len(claims.Fields))
 	for k := range claims.Fields {
 		if why, ok := reservedClaims[k]; ok {
-			return nil, Invalid("claims."+k, "claims.%s is reserved: %s", k, why)
+			return nil, invalid(ReservedClaim, "claims."+k, "claims.%s is reserved: %s", k, why)
 		}
 		keys = append(keys, k)
 	}
@@ -146,7 +169,7 @@ func EncodeClaims(claims *structpb.Struct) ([]byte, error) {
 			return nil, err
 		}
 		if len(buf) > MaxClaimsBytes {
-			return nil, Invalid("claims", "claims exceed %d bytes of JSON", MaxClaimsBytes)
+			return nil, invalid(ClaimsTooLarge, "claims", "claims exceed %d bytes of JSON", MaxClaimsBytes)
 		}
 	}
 	return buf, nil
@@ -154,10 +177,10 @@ func EncodeClaims(claims *structpb.Struct) ([]byte, error) {
 
 func appendValue(buf []byte, v *structpb.Value, path string, depth int) ([]byte, error) {
 	if depth > MaxClaimsDepth {
-		return nil, Invalid(path, "%s: claims nest deeper than %d levels", path, MaxClaimsDepth)
+		return nil, invalid(ClaimsTooLarge, path, "%s: claims nest deeper than %d levels", path, MaxClaimsDepth)
 	}
 	if len(buf) > MaxClaimsBytes {
-		return nil, Invalid("claims", "claims exceed %d bytes of JSON", MaxClaimsBytes)
+		return nil, invalid(ClaimsTooLarge, "claims", "claims exceed %d bytes of JSON", MaxClaimsBytes)
 	}
 	switch k := v.GetKind().(type) {
 	case *structpb.Value_NullValue:
@@ -167,7 +190,7 @@ func appendValue(buf []byte, v *structpb.Value, path string, depth int) ([]byte,
 	case *structpb.Value_NumberValue:
 		f := k.NumberValue
 		if math.IsNaN(f) || math.IsInf(f, 0) {
-			return nil, Invalid(path, "%s: %v is not a JSON number", path, f)
+			return nil, invalid(ClaimsInvalid, path, "%s: %v is not a JSON number", path, f)
 		}
 		return appendNumber(buf, f), nil
 	case *structpb.Value_StringValue:
@@ -207,12 +230,12 @@ func appendValue(buf []byte, v *structpb.Value, path string, depth int) ([]byte,
 		}
 		return append(buf, '}'), nil
 	}
-	return nil, Invalid(path, "%s has no value (set one of null, bool, number, string, list or struct)", path)
+	return nil, invalid(ClaimsInvalid, path, "%s has no value (set one of null, bool, number, string, list or struct)", path)
 }
 
 func appendString(buf []byte, s, path string) ([]byte, error) {
 	if !utf8.ValidString(s) {
-		return nil, Invalid(path, "%s: string is not valid UTF-8", path)
+		return nil, invalid(ClaimsInvalid, path, "%s: string is not valid UTF-8", path)
 	}
 	return appendQuoted(buf, s), nil
 }
@@ -278,11 +301,11 @@ func Header(alg, kid, typ string) string {
 func CheckTTL(ttl, maxTTL time.Duration, ring string) error {
 	switch {
 	case ttl <= 0:
-		return Invalid("ttl", "ttl must be positive, got %v", ttl)
+		return invalid(TTLOutOfRange, "ttl", "ttl must be positive, got %v", ttl)
 	case ttl < MinTokenLifetime:
-		return Invalid("ttl", "ttl %v is shorter than %v: token times have one-second resolution", ttl, MinTokenLifetime)
+		return invalid(TTLOutOfRange, "ttl", "ttl %v is shorter than %v: token times have one-second resolution", ttl, MinTokenLifetime)
 	case ttl > maxTTL:
-		return Invalid("ttl", "ttl %v exceeds key ring %q token_max_ttl of %v", ttl, ring, maxTTL)
+		return invalid(TTLOutOfRange, "ttl", "ttl %v exceeds key ring %q token_max_ttl of %v", ttl, ring, maxTTL)
 	}
 	return nil
 }

@@ -2,6 +2,7 @@ package lifecycle
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -42,9 +43,13 @@ type Ring struct {
 
 	mu     sync.Mutex // serialises snapshot writes
 	rotate sync.Mutex // one rotation (manual or scheduled) per ring at a time in this process
-	snap   atomic.Pointer[snapshot]
-	reads  atomic.Uint64 // numbers backend reads, so an older read never replaces a newer one
-	wake   chan struct{} // tells the Run loop that the snapshot (and its next boundary) changed
+	// requests remembers, for RequestWindow, which version each Rotate
+	// request id created in this process (guarded by rotate): the retry
+	// guarantee of backends that do not record ids (RequestRecorder).
+	requests map[string]request
+	snap     atomic.Pointer[snapshot]
+	reads    atomic.Uint64 // numbers backend reads, so an older read never replaces a newer one
+	wake     chan struct{} // tells the Run loop that the snapshot (and its next boundary) changed
 
 	lastRefresh atomic.Int64                 // unix nanoseconds of the last successful read
 	failures    atomic.Int32                 // consecutive failed reads
@@ -174,7 +179,7 @@ func New(ctx context.Context, specs []RingSpec, opts Options) (*KeySet, error) {
 		}
 		r := &Ring{Name: spec.Name, key: backends.KeyRing{Name: spec.Name, Algorithm: spec.Algorithm},
 			Schedule: spec.Schedule, backend: spec.Backend, wake: make(chan struct{}, 1), verify: spec.VerifySignatures,
-			ca: spec.CA, cert: spec.Certificates}
+			ca: spec.CA, cert: spec.Certificates, requests: map[string]request{}}
 		if err := ks.checkCertSpec(spec, specs); err != nil {
 			return nil, err
 		}
@@ -253,7 +258,7 @@ func (ks *KeySet) createFirst(ctx context.Context, r *Ring) (v *Version, created
 	giveUp := time.Now().Add(4*ks.backendTimeout + time.Minute)
 	wait := 100 * time.Millisecond
 	for {
-		v, err := ks.create(ctx, r)
+		v, err := ks.create(ctx, r, "")
 		if backends.KindOf(err) != backends.KindConflict || time.Now().After(giveUp) {
 			return v, err == nil, err
 		}
@@ -520,14 +525,23 @@ func (ks *KeySet) rederive(r *Ring) {
 }
 
 // create makes a new version after the newest one the ring's snapshot
-// knows, then re-reads the ring.
-func (ks *KeySet) create(ctx context.Context, r *Ring) (*Version, error) {
+// knows, recording requestID with it where the backend can, then re-reads
+// the ring.
+func (ks *KeySet) create(ctx context.Context, r *Ring, requestID string) (*Version, error) {
 	latest := ""
 	if vs := r.snap.Load().versions; len(vs) > 0 {
 		latest = vs[len(vs)-1].ID
 	}
 	bctx, cancel := ks.backendContext(ctx)
-	v, err := r.backend.CreateVersion(bctx, r.key, latest)
+	var (
+		v   backends.Version
+		err error
+	)
+	if rec, ok := r.backend.(backends.RequestRecorder); ok && requestID != "" {
+		v, err = rec.CreateVersionForRequest(bctx, r.key, latest, requestID)
+	} else {
+		v, err = r.backend.CreateVersion(bctx, r.key, latest)
+	}
 	cancel()
 	ks.observe(r, err)
 	if err != nil {
@@ -552,29 +566,62 @@ func find(vs []*Version, id string) *Version {
 	return nil
 }
 
+// RequestWindow is how long a replica remembers the Rotate request ids it
+// served, for backends that do not record them with the version
+// (backends.RequestRecorder): a retry after that, or on another replica,
+// creates a new version.
+const RequestWindow = 24 * time.Hour
+
+// maxRequests bounds the remembered request ids per ring: rotations are
+// rare, so this is only a guard against a caller rotating in a loop.
+const maxRequests = 10000
+
+type request struct {
+	versionID string
+	at        time.Time
+}
+
 // Rotate creates a new version of the ring. With revokePrevious every older
 // enabled version is disabled in the backend, so the new one signs at once
 // and the old kids leave the JWKS at once. The key set reflects the rotation
 // (and OnChange has run) before Rotate returns.
-func (ks *KeySet) Rotate(ctx context.Context, r *Ring, revokePrevious bool) (created *Version, revoked []*Version, err error) {
+//
+// A non-empty requestID makes Rotate idempotent (AIP-155): if a version was
+// created for that id (recorded in the backend, or remembered by this
+// replica for RequestWindow), Rotate creates nothing and returns it, with
+// revokePrevious finishing the revocation of the versions older than it and
+// returning every older version that is revoked; replayed is true.
+func (ks *KeySet) Rotate(ctx context.Context, r *Ring, revokePrevious bool, requestID string) (created *Version, revoked []*Version, replayed bool, err error) {
 	r.rotate.Lock()
 	defer r.rotate.Unlock()
 	for attempt := 0; ; attempt++ {
 		if err := ks.Refresh(ctx, r); err != nil {
-			return nil, nil, err
+			return nil, nil, false, err
 		}
-		created, err = ks.create(ctx, r)
+		if created = ks.requested(r, requestID); created != nil {
+			replayed = true
+			break
+		}
+		created, err = ks.create(ctx, r, requestID)
 		if backends.KindOf(err) == backends.KindConflict && attempt < 3 {
 			continue // another replica rotated between our read and our create
 		}
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, false, err
 		}
+		ks.remember(r, requestID, created.ID)
 		break
 	}
 	if revokePrevious {
-		for _, v := range r.snap.Load().versions {
-			if v.ID == created.ID || v.Disabled {
+		vs := r.snap.Load().versions
+		for _, v := range vs {
+			if v.ID == created.ID {
+				break // versions are oldest first: the rest are newer
+			}
+			if v.Disabled {
+				if replayed {
+					revoked = append(revoked, v)
+				}
 				continue
 			}
 			bctx, cancel := ks.backendContext(ctx)
@@ -583,12 +630,12 @@ func (ks *KeySet) Rotate(ctx context.Context, r *Ring, revokePrevious bool) (cre
 			ks.observe(r, err)
 			if err != nil {
 				_ = ks.Refresh(ctx, r) // to show what was revoked; the revocation's error is the one to return
-				return created, revoked, fmt.Errorf("created version %s but revoking version %s failed (call Rotate with revoke_previous again): %w", created.ID, v.ID, err)
+				return created, revoked, replayed, fmt.Errorf("created version %s but revoking version %s failed (call Rotate with revoke_previous again): %w", created.ID, v.ID, err)
 			}
 			revoked = append(revoked, v)
 		}
 		if err := ks.Refresh(ctx, r); err != nil {
-			return created, revoked, err
+			return created, revoked, replayed, err
 		}
 		ks.certify(ctx, r) // a CA ring's new version issues from now on
 	}
@@ -602,7 +649,50 @@ func (ks *KeySet) Rotate(ctx context.Context, r *Ring, revokePrevious bool) (cre
 	if nv := find(vs, created.ID); nv != nil {
 		created = nv
 	}
-	return created, revoked, nil
+	return created, revoked, replayed, nil
+}
+
+// requested returns the version created for requestID: the one the backend
+// lists with it, or the one this replica remembers creating for it within
+// RequestWindow. Called with r.rotate held, after a Refresh.
+func (ks *KeySet) requested(r *Ring, requestID string) *Version {
+	if requestID == "" {
+		return nil
+	}
+	vs := r.snap.Load().versions
+	for _, v := range vs {
+		if v.RequestID == requestID {
+			return v
+		}
+	}
+	if req, ok := r.requests[requestID]; ok && ks.now().Sub(req.at) < RequestWindow {
+		return find(vs, req.versionID)
+	}
+	return nil
+}
+
+// remember notes, for RequestWindow, that requestID created versionID, and
+// forgets what has aged out. Called with r.rotate held.
+func (ks *KeySet) remember(r *Ring, requestID, versionID string) {
+	if requestID == "" {
+		return
+	}
+	now := ks.now()
+	for id, req := range r.requests {
+		if now.Sub(req.at) >= RequestWindow {
+			delete(r.requests, id)
+		}
+	}
+	if len(r.requests) >= maxRequests {
+		oldest := ""
+		for id, req := range r.requests {
+			if oldest == "" || req.at.Before(r.requests[oldest].at) {
+				oldest = id
+			}
+		}
+		delete(r.requests, oldest)
+	}
+	r.requests[requestID] = request{versionID: versionID, at: now}
 }
 
 // Active returns the version that signs now. With none (every version
@@ -610,7 +700,7 @@ func (ks *KeySet) Rotate(ctx context.Context, r *Ring, revokePrevious bool) (cre
 func (ks *KeySet) Active(r *Ring) (*Version, error) {
 	if r.ca {
 		return nil, backends.Errorf(backends.KindFailedPrecondition, "",
-			"key ring %q is a CA ring (usage: ca): it issues certificates and never signs tokens", r.Name)
+			"key ring %q is a %w: it issues certificates and never signs tokens", r.Name, ErrCARing)
 	}
 	s := ks.current(r)
 	if v := s.active; v != nil {
@@ -619,12 +709,19 @@ func (ks *KeySet) Active(r *Ring) (*Version, error) {
 	for _, v := range s.versions {
 		if v.Withheld {
 			return nil, backends.Errorf(backends.KindUnavailable, "",
-				"key ring %q has no version with the certificate chain it requires (x5c.required): version %s: %s",
-				r.Name, v.ID, ks.certProblem(r, v))
+				"key ring %q has %w: none has the certificate chain it requires (x5c.required): version %s: %s",
+				r.Name, ErrNoSigningVersion, v.ID, ks.certProblem(r, v))
 		}
 	}
-	return nil, backends.Errorf(backends.KindUnavailable, "", "key ring %q has no enabled version to sign with: Rotate it", r.Name)
+	return nil, backends.Errorf(backends.KindUnavailable, "", "key ring %q has %w: Rotate it", r.Name, ErrNoSigningVersion)
 }
+
+// ErrNoSigningVersion is in the error of Active (errors.Is) when no version
+// of a ring may sign.
+var ErrNoSigningVersion = errors.New("no enabled version to sign with")
+
+// ErrCARing is in the error of Active (errors.Is) on a CA ring.
+var ErrCARing = errors.New("CA ring (usage: ca)")
 
 // SignWith has the ring's backend sign input with version v, bounded by
 // backend_timeout and ctx's deadline, and checks the signature's size.
@@ -731,7 +828,7 @@ func (ks *KeySet) Tick(ctx context.Context, r *Ring) {
 	if !ks.rotationDue(r) {
 		return
 	}
-	v, err := ks.create(ctx, r)
+	v, err := ks.create(ctx, r, "")
 	switch {
 	case backends.KindOf(err) == backends.KindConflict:
 		ks.log.Info("scheduled rotation: another replica rotated first", "key_ring", r.Name)

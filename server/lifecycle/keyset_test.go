@@ -44,7 +44,7 @@ func TestReadsFollowTheClockWithoutWriting(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	created, _, err := ks.Rotate(context.Background(), r, false)
+	created, _, _, err := ks.Rotate(context.Background(), r, false, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,7 +90,7 @@ func TestRunWakesAtABoundary(t *testing.T) {
 		default:
 		}
 	})
-	if _, _, err := ks.Rotate(context.Background(), r, false); err != nil {
+	if _, _, _, err := ks.Rotate(context.Background(), r, false, ""); err != nil {
 		t.Fatal(err)
 	}
 	// Move the clock to just before the new version matures, so the loop's
@@ -224,7 +224,7 @@ func TestInterruptedRevocationIsFinishedByTheRetry(t *testing.T) {
 		return ks, ks.Ring("r")
 	}
 	ks1, r1 := replica()
-	if _, _, err := ks1.Rotate(context.Background(), r1, false); err != nil {
+	if _, _, _, err := ks1.Rotate(context.Background(), r1, false, ""); err != nil {
 		t.Fatal(err)
 	}
 	// The emergency rotation dies once the first older version is disabled.
@@ -238,7 +238,7 @@ func TestInterruptedRevocationIsFinishedByTheRetry(t *testing.T) {
 	})
 	go func() {
 		defer close(done)
-		ks1.Rotate(ctx, r1, true)
+		ks1.Rotate(ctx, r1, true, "")
 	}()
 	t.Cleanup(func() { close(release); <-done })
 	<-crashed
@@ -248,7 +248,7 @@ func TestInterruptedRevocationIsFinishedByTheRetry(t *testing.T) {
 	if len(vs) != 3 || !vs[0].Disabled || vs[1].Disabled || vs[2].Disabled {
 		t.Fatalf("after the crash: %d versions, disabled %v; want 3: revoked, enabled, enabled (the new one)", len(vs), disabledFlags(vs))
 	}
-	created, revoked, err := ks2.Rotate(context.Background(), r2, true)
+	created, revoked, _, err := ks2.Rotate(context.Background(), r2, true, "")
 	if err != nil {
 		t.Fatalf("retrying the emergency rotation: %v", err)
 	}
@@ -327,7 +327,7 @@ func TestActiveVersionVanishingIsAKeyMismatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := ks.Ring("r")
-	pending, _, err := ks.Rotate(context.Background(), r, false)
+	pending, _, _, err := ks.Rotate(context.Background(), r, false, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -347,5 +347,120 @@ func TestActiveVersionVanishingIsAKeyMismatch(t *testing.T) {
 	}
 	if v, _ := ks.Active(r); v == nil || v.Kid != active.Kid || mismatches.Load() != 1 || len(ks.SigningProblems()) != 1 {
 		t.Errorf("after the refusal: active %v, %d mismatches, problems %v", v, mismatches.Load(), ks.SigningProblems())
+	}
+}
+
+// hideRequestIDs is a backend that cannot record request ids (as Vault
+// Transit): only the Signer methods of the store it wraps show.
+type hideRequestIDs struct{ backends.Signer }
+
+// A backend that cannot record a Rotate's request id gets the in-replica
+// window: a retry on the same key set within RequestWindow returns the
+// first version; after the window, or on another key set, it creates one.
+func TestRotateRequestIDWindow(t *testing.T) {
+	c := clocktest.New()
+	dir := t.TempDir()
+	open := func() (*KeySet, *Ring) {
+		store, err := local.Open(dir, backends.OpenOptions{Now: c.Now,
+			Getenv: func(string) string { return "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=" }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { store.Close() })
+		ks, err := New(context.Background(), []RingSpec{{Name: "r", Algorithm: backends.ES256, Schedule: testSchedule,
+			Backend: hideRequestIDs{store}}}, Options{Now: c.Now})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ks, ks.Ring("r")
+	}
+	ks, r := open()
+	const id = "0f8b8c1e-3b7a-4d2e-9f1a-6c5d4e3b2a19"
+	first, _, replayed, err := ks.Rotate(context.Background(), r, false, id)
+	if err != nil || replayed {
+		t.Fatalf("first Rotate: replayed %v, %v", replayed, err)
+	}
+	if first.RequestID != "" {
+		t.Fatalf("the backend recorded request id %q although it cannot", first.RequestID)
+	}
+	c.Advance(RequestWindow - time.Second)
+	again, _, replayed, err := ks.Rotate(context.Background(), r, false, id)
+	if err != nil || !replayed || again.ID != first.ID {
+		t.Fatalf("retry within the window: version %s (first %s), replayed %v, %v", again.ID, first.ID, replayed, err)
+	}
+	other, or := open()
+	elsewhere, _, replayed, err := other.Rotate(context.Background(), or, false, id)
+	if err != nil || replayed || elsewhere.ID == first.ID {
+		t.Fatalf("retry on another key set: version %s, replayed %v, %v; want a new version (the documented limit)", elsewhere.ID, replayed, err)
+	}
+	c.Advance(2 * time.Second)
+	late, _, replayed, err := ks.Rotate(context.Background(), r, false, id)
+	if err != nil || replayed || late.ID == first.ID {
+		t.Fatalf("retry after the window: version %s, replayed %v, %v; want a new version", late.ID, replayed, err)
+	}
+	if n := len(ks.Versions(r)); n != 4 {
+		t.Errorf("%d versions, want 4", n)
+	}
+}
+
+// An emergency rotation with a request id that died half-way through its
+// revocations is finished by its retry on another replica: the retry
+// creates nothing, disables what is left, and reports every older version
+// as revoked.
+func TestRetriedEmergencyRotationWithRequestID(t *testing.T) {
+	dir := t.TempDir()
+	kek := func(string) string { return "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=" }
+	replica := func() (*KeySet, *Ring) {
+		store, err := local.Open(dir, backends.OpenOptions{Getenv: kek})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { store.Close() })
+		ks, err := New(context.Background(), []RingSpec{{Name: "r", Algorithm: backends.ES256, Schedule: testSchedule, Backend: store}}, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ks, ks.Ring("r")
+	}
+	ks1, r1 := replica()
+	if _, _, _, err := ks1.Rotate(context.Background(), r1, false, ""); err != nil {
+		t.Fatal(err)
+	}
+	const id = "5e6f7a8b-9c0d-4e1f-8a2b-3c4d5e6f7a8b"
+	crashed, release, done := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	ctx := backends.WithStepHook(context.Background(), func(step string) {
+		if step == "rename over version file" {
+			close(crashed)
+			<-release
+			runtime.Goexit()
+		}
+	})
+	go func() {
+		defer close(done)
+		ks1.Rotate(ctx, r1, true, id)
+	}()
+	t.Cleanup(func() { close(release); <-done })
+	<-crashed
+
+	ks2, r2 := replica()
+	vs := ks2.Versions(r2)
+	if len(vs) != 3 || !vs[0].Disabled || vs[1].Disabled || vs[2].RequestID != id {
+		t.Fatalf("after the crash: %d versions, disabled %v; want 3: revoked, enabled, and the new one with the request id", len(vs), disabledFlags(vs))
+	}
+	created, revoked, replayed, err := ks2.Rotate(context.Background(), r2, true, id)
+	if err != nil || !replayed {
+		t.Fatalf("retrying the emergency rotation: replayed %v, %v", replayed, err)
+	}
+	if created.ID != vs[2].ID || len(revoked) != 2 {
+		t.Errorf("the retry returned version %s and %d revoked; want %s and 2", created.ID, len(revoked), vs[2].ID)
+	}
+	vs = ks2.Versions(r2)
+	if len(vs) != 3 {
+		t.Fatalf("the retry created a version: %d versions", len(vs))
+	}
+	for _, v := range vs {
+		if v.Disabled != (v.ID != created.ID) {
+			t.Errorf("after the retry, version %s disabled=%v (created %s)", v.ID, v.Disabled, created.ID)
+		}
 	}
 }

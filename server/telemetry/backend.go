@@ -106,6 +106,19 @@ func (i *instrumented) CreateVersion(ctx context.Context, ring backends.KeyRing,
 	return i.Signer.CreateVersion(ctx, ring, latest)
 }
 
+// CreateVersionForRequest records requestID with the version if the
+// backend can (backends.RequestRecorder); otherwise it is CreateVersion and
+// the id is not recorded (the key set remembers it for a while instead).
+func (i *instrumented) CreateVersionForRequest(ctx context.Context, ring backends.KeyRing, latest, requestID string) (v backends.Version, err error) {
+	rec, ok := i.Signer.(backends.RequestRecorder)
+	if !ok {
+		return i.CreateVersion(ctx, ring, latest)
+	}
+	ctx, c := i.begin(ctx, opCreateVersion, ring)
+	defer c.end(&err)
+	return rec.CreateVersionForRequest(ctx, ring, latest, requestID)
+}
+
 func (i *instrumented) DisableVersion(ctx context.Context, ring backends.KeyRing, id string) (err error) {
 	ctx, c := i.begin(ctx, opDisableVersion, ring)
 	defer c.end(&err)

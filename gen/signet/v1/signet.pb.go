@@ -10,6 +10,7 @@
 package signetv1
 
 import (
+	_ "google.golang.org/genproto/googleapis/api/annotations"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	durationpb "google.golang.org/protobuf/types/known/durationpb"
@@ -105,10 +106,19 @@ type SignRequest struct {
 	Ttl *durationpb.Duration `protobuf:"bytes,4,opt,name=ttl" json:"ttl,omitempty"`
 	// Custom claims. The registered claims iss, sub, aud, exp, nbf, iat and jti
 	// and the header names kid and alg are set by Signet and rejected here.
+	// A Struct's numbers are doubles: an integer above 2^53 loses precision.
+	// Use claims_json for exact numbers; set at most one of the two.
 	Claims *structpb.Struct `protobuf:"bytes,5,opt,name=claims" json:"claims,omitempty"`
 	// The header's "typ"; empty means "JWT". For example "at+jwt" (RFC 9068).
 	// A policy may limit which values a caller may ask for.
-	Typ           string `protobuf:"bytes,6,opt,name=typ" json:"typ,omitempty"`
+	Typ string `protobuf:"bytes,6,opt,name=typ" json:"typ,omitempty"`
+	// Custom claims as one JSON object (RFC 8259), kept exactly as written:
+	// numbers keep every digit (an integer above 2^53, a long decimal), and
+	// strings and keys are re-encoded as Signet encodes every string. The same
+	// rules as claims apply (reserved names, at most 8 KiB of JSON, nesting at
+	// most 16 deep, valid UTF-8), and duplicate keys are refused. Set at most
+	// one of claims and claims_json.
+	ClaimsJson    string `protobuf:"bytes,7,opt,name=claims_json,json=claimsJson" json:"claims_json,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -181,6 +191,13 @@ func (x *SignRequest) GetClaims() *structpb.Struct {
 func (x *SignRequest) GetTyp() string {
 	if x != nil {
 		return x.Typ
+	}
+	return ""
+}
+
+func (x *SignRequest) GetClaimsJson() string {
+	if x != nil {
+		return x.ClaimsJson
 	}
 	return ""
 }
@@ -264,8 +281,16 @@ type RotateRequest struct {
 	// once and the old kids leave the JWKS at once. Tokens they signed stop
 	// verifying as soon as verifiers refresh the JWKS.
 	RevokePrevious bool `protobuf:"varint,2,opt,name=revoke_previous,json=revokePrevious" json:"revoke_previous,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// A UUID that identifies this rotation (AIP-155). A Rotate of the same key
+	// ring with a request_id already used returns the version that request
+	// created (and, with revoke_previous, finishes and reports the revocation)
+	// instead of creating another. On backends that record the id with the
+	// version this holds on every replica, for good; on the others only for a
+	// retry that reaches the same replica within 24 hours (docs/api.md lists
+	// which backend does what). Empty: every call creates a version.
+	RequestId     string `protobuf:"bytes,3,opt,name=request_id,json=requestId" json:"request_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RotateRequest) Reset() {
@@ -310,6 +335,13 @@ func (x *RotateRequest) GetRevokePrevious() bool {
 		return x.RevokePrevious
 	}
 	return false
+}
+
+func (x *RotateRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
 }
 
 type RotateResponse struct {
@@ -368,13 +400,23 @@ func (x *RotateResponse) GetRevoked() []*KeyVersion {
 
 type ListKeysRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Key ring to list; empty lists every ring.
+	// Key ring to list; empty lists every ring the caller may list.
 	KeyRing string `protobuf:"bytes,1,opt,name=key_ring,json=keyRing" json:"key_ring,omitempty"`
 	// Also list, in leftovers, what each ring's backend holds for it that is
 	// not a version (an audit of crash recovery). This asks the backend, and
 	// may scan (AWS KMS lists the account's keys): it is slower than a plain
-	// ListKeys, which reads only the replica's key set.
-	Leftovers     bool `protobuf:"varint,2,opt,name=leftovers" json:"leftovers,omitempty"`
+	// ListKeys, which reads only the replica's key set. Leftovers come with
+	// the first page only.
+	Leftovers bool `protobuf:"varint,2,opt,name=leftovers" json:"leftovers,omitempty"`
+	// At most this many versions per page: 0 means 100, more than 1000 means
+	// 1000; negative is InvalidArgument.
+	PageSize int32 `protobuf:"varint,3,opt,name=page_size,json=pageSize" json:"page_size,omitempty"`
+	// The next_page_token of the previous page; empty for the first page. The
+	// other fields must be the same as on the first page.
+	PageToken string `protobuf:"bytes,4,opt,name=page_token,json=pageToken" json:"page_token,omitempty"`
+	// Only versions in one of these states (as derived when each page is
+	// read); empty: every state.
+	States        []KeyState `protobuf:"varint,5,rep,packed,name=states,enum=signet.v1.KeyState" json:"states,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -423,13 +465,39 @@ func (x *ListKeysRequest) GetLeftovers() bool {
 	return false
 }
 
+func (x *ListKeysRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListKeysRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+func (x *ListKeysRequest) GetStates() []KeyState {
+	if x != nil {
+		return x.States
+	}
+	return nil
+}
+
 type ListKeysResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Oldest first within each ring.
+	// Rings in configuration order, oldest version first within each ring.
+	// Pages continue after the last version of the previous page, so a
+	// rotation between pages adds its version at the end and nothing is
+	// listed twice or skipped.
 	Versions []*KeyVersion `protobuf:"bytes,1,rep,name=versions" json:"versions,omitempty"`
-	// Only with ListKeysRequest.leftovers: the backend objects of the listed
-	// rings that are not versions.
-	Leftovers     []*Leftover `protobuf:"bytes,2,rep,name=leftovers" json:"leftovers,omitempty"`
+	// Only with ListKeysRequest.leftovers, on the first page: the backend
+	// objects of the listed rings that are not versions.
+	Leftovers []*Leftover `protobuf:"bytes,2,rep,name=leftovers" json:"leftovers,omitempty"`
+	// Pass as page_token to get the next page; empty on the last page.
+	NextPageToken string `protobuf:"bytes,3,opt,name=next_page_token,json=nextPageToken" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -476,6 +544,13 @@ func (x *ListKeysResponse) GetLeftovers() []*Leftover {
 		return x.Leftovers
 	}
 	return nil
+}
+
+func (x *ListKeysResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
 }
 
 // Leftover is a backend object of a key ring that is not a version: what an
@@ -1053,32 +1128,41 @@ var File_signet_v1_signet_proto protoreflect.FileDescriptor
 
 const file_signet_v1_signet_proto_rawDesc = "" +
 	"\n" +
-	"\x16signet/v1/signet.proto\x12\tsignet.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xce\x01\n" +
-	"\vSignRequest\x12\x19\n" +
-	"\bkey_ring\x18\x01 \x01(\tR\akeyRing\x12\x18\n" +
-	"\asubject\x18\x02 \x01(\tR\asubject\x12\x1a\n" +
-	"\baudience\x18\x03 \x03(\tR\baudience\x12+\n" +
-	"\x03ttl\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x12/\n" +
-	"\x06claims\x18\x05 \x01(\v2\x17.google.protobuf.StructR\x06claims\x12\x10\n" +
-	"\x03typ\x18\x06 \x01(\tR\x03typ\"\x83\x01\n" +
+	"\x16signet/v1/signet.proto\x12\tsignet.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x88\x02\n" +
+	"\vSignRequest\x12\x1e\n" +
+	"\bkey_ring\x18\x01 \x01(\tB\x03\xe0A\x02R\akeyRing\x12\x18\n" +
+	"\asubject\x18\x02 \x01(\tR\asubject\x12\x1f\n" +
+	"\baudience\x18\x03 \x03(\tB\x03\xe0A\x02R\baudience\x12+\n" +
+	"\x03ttl\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x124\n" +
+	"\x06claims\x18\x05 \x01(\v2\x17.google.protobuf.StructB\x03\xe0A\x01R\x06claims\x12\x15\n" +
+	"\x03typ\x18\x06 \x01(\tB\x03\xe0A\x01R\x03typ\x12$\n" +
+	"\vclaims_json\x18\a \x01(\tB\x03\xe0A\x01R\n" +
+	"claimsJson\"\x83\x01\n" +
 	"\fSignResponse\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12\x10\n" +
 	"\x03kid\x18\x02 \x01(\tR\x03kid\x12\x10\n" +
 	"\x03jti\x18\x03 \x01(\tR\x03jti\x129\n" +
 	"\n" +
-	"expires_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"S\n" +
-	"\rRotateRequest\x12\x19\n" +
-	"\bkey_ring\x18\x01 \x01(\tR\akeyRing\x12'\n" +
-	"\x0frevoke_previous\x18\x02 \x01(\bR\x0erevokePrevious\"r\n" +
+	"expires_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"\x81\x01\n" +
+	"\rRotateRequest\x12\x1e\n" +
+	"\bkey_ring\x18\x01 \x01(\tB\x03\xe0A\x02R\akeyRing\x12,\n" +
+	"\x0frevoke_previous\x18\x02 \x01(\bB\x03\xe0A\x01R\x0erevokePrevious\x12\"\n" +
+	"\n" +
+	"request_id\x18\x03 \x01(\tB\x03\xe0A\x01R\trequestId\"r\n" +
 	"\x0eRotateResponse\x12/\n" +
 	"\aversion\x18\x01 \x01(\v2\x15.signet.v1.KeyVersionR\aversion\x12/\n" +
-	"\arevoked\x18\x02 \x03(\v2\x15.signet.v1.KeyVersionR\arevoked\"J\n" +
-	"\x0fListKeysRequest\x12\x19\n" +
-	"\bkey_ring\x18\x01 \x01(\tR\akeyRing\x12\x1c\n" +
-	"\tleftovers\x18\x02 \x01(\bR\tleftovers\"x\n" +
+	"\arevoked\x18\x02 \x03(\v2\x15.signet.v1.KeyVersionR\arevoked\"\xcc\x01\n" +
+	"\x0fListKeysRequest\x12\x1e\n" +
+	"\bkey_ring\x18\x01 \x01(\tB\x03\xe0A\x01R\akeyRing\x12!\n" +
+	"\tleftovers\x18\x02 \x01(\bB\x03\xe0A\x01R\tleftovers\x12 \n" +
+	"\tpage_size\x18\x03 \x01(\x05B\x03\xe0A\x01R\bpageSize\x12\"\n" +
+	"\n" +
+	"page_token\x18\x04 \x01(\tB\x03\xe0A\x01R\tpageToken\x120\n" +
+	"\x06states\x18\x05 \x03(\x0e2\x13.signet.v1.KeyStateB\x03\xe0A\x01R\x06states\"\xa0\x01\n" +
 	"\x10ListKeysResponse\x121\n" +
 	"\bversions\x18\x01 \x03(\v2\x15.signet.v1.KeyVersionR\bversions\x121\n" +
-	"\tleftovers\x18\x02 \x03(\v2\x13.signet.v1.LeftoverR\tleftovers\"\xa9\x01\n" +
+	"\tleftovers\x18\x02 \x03(\v2\x13.signet.v1.LeftoverR\tleftovers\x12&\n" +
+	"\x0fnext_page_token\x18\x03 \x01(\tR\rnextPageToken\"\xa9\x01\n" +
 	"\bLeftover\x12\x19\n" +
 	"\bkey_ring\x18\x01 \x01(\tR\akeyRing\x12\x1d\n" +
 	"\n" +
@@ -1185,30 +1269,31 @@ var file_signet_v1_signet_proto_depIdxs = []int32{
 	16, // 2: signet.v1.SignResponse.expires_at:type_name -> google.protobuf.Timestamp
 	8,  // 3: signet.v1.RotateResponse.version:type_name -> signet.v1.KeyVersion
 	8,  // 4: signet.v1.RotateResponse.revoked:type_name -> signet.v1.KeyVersion
-	8,  // 5: signet.v1.ListKeysResponse.versions:type_name -> signet.v1.KeyVersion
-	7,  // 6: signet.v1.ListKeysResponse.leftovers:type_name -> signet.v1.Leftover
-	16, // 7: signet.v1.Leftover.created_at:type_name -> google.protobuf.Timestamp
-	0,  // 8: signet.v1.KeyVersion.state:type_name -> signet.v1.KeyState
-	16, // 9: signet.v1.KeyVersion.created_at:type_name -> google.protobuf.Timestamp
-	16, // 10: signet.v1.KeyVersion.activates_at:type_name -> google.protobuf.Timestamp
-	16, // 11: signet.v1.KeyVersion.retires_at:type_name -> google.protobuf.Timestamp
-	16, // 12: signet.v1.KeyVersion.certificate_not_after:type_name -> google.protobuf.Timestamp
-	11, // 13: signet.v1.GetJWKSResponse.keys:type_name -> signet.v1.JSONWebKey
-	1,  // 14: signet.v1.SignerService.Sign:input_type -> signet.v1.SignRequest
-	3,  // 15: signet.v1.SignerService.Rotate:input_type -> signet.v1.RotateRequest
-	5,  // 16: signet.v1.SignerService.ListKeys:input_type -> signet.v1.ListKeysRequest
-	9,  // 17: signet.v1.KeySetService.GetJWKS:input_type -> signet.v1.GetJWKSRequest
-	12, // 18: signet.v1.KeySetService.GetOpenIDConfiguration:input_type -> signet.v1.GetOpenIDConfigurationRequest
-	2,  // 19: signet.v1.SignerService.Sign:output_type -> signet.v1.SignResponse
-	4,  // 20: signet.v1.SignerService.Rotate:output_type -> signet.v1.RotateResponse
-	6,  // 21: signet.v1.SignerService.ListKeys:output_type -> signet.v1.ListKeysResponse
-	10, // 22: signet.v1.KeySetService.GetJWKS:output_type -> signet.v1.GetJWKSResponse
-	13, // 23: signet.v1.KeySetService.GetOpenIDConfiguration:output_type -> signet.v1.GetOpenIDConfigurationResponse
-	19, // [19:24] is the sub-list for method output_type
-	14, // [14:19] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	0,  // 5: signet.v1.ListKeysRequest.states:type_name -> signet.v1.KeyState
+	8,  // 6: signet.v1.ListKeysResponse.versions:type_name -> signet.v1.KeyVersion
+	7,  // 7: signet.v1.ListKeysResponse.leftovers:type_name -> signet.v1.Leftover
+	16, // 8: signet.v1.Leftover.created_at:type_name -> google.protobuf.Timestamp
+	0,  // 9: signet.v1.KeyVersion.state:type_name -> signet.v1.KeyState
+	16, // 10: signet.v1.KeyVersion.created_at:type_name -> google.protobuf.Timestamp
+	16, // 11: signet.v1.KeyVersion.activates_at:type_name -> google.protobuf.Timestamp
+	16, // 12: signet.v1.KeyVersion.retires_at:type_name -> google.protobuf.Timestamp
+	16, // 13: signet.v1.KeyVersion.certificate_not_after:type_name -> google.protobuf.Timestamp
+	11, // 14: signet.v1.GetJWKSResponse.keys:type_name -> signet.v1.JSONWebKey
+	1,  // 15: signet.v1.SignerService.Sign:input_type -> signet.v1.SignRequest
+	3,  // 16: signet.v1.SignerService.Rotate:input_type -> signet.v1.RotateRequest
+	5,  // 17: signet.v1.SignerService.ListKeys:input_type -> signet.v1.ListKeysRequest
+	9,  // 18: signet.v1.KeySetService.GetJWKS:input_type -> signet.v1.GetJWKSRequest
+	12, // 19: signet.v1.KeySetService.GetOpenIDConfiguration:input_type -> signet.v1.GetOpenIDConfigurationRequest
+	2,  // 20: signet.v1.SignerService.Sign:output_type -> signet.v1.SignResponse
+	4,  // 21: signet.v1.SignerService.Rotate:output_type -> signet.v1.RotateResponse
+	6,  // 22: signet.v1.SignerService.ListKeys:output_type -> signet.v1.ListKeysResponse
+	10, // 23: signet.v1.KeySetService.GetJWKS:output_type -> signet.v1.GetJWKSResponse
+	13, // 24: signet.v1.KeySetService.GetOpenIDConfiguration:output_type -> signet.v1.GetOpenIDConfigurationResponse
+	20, // [20:25] is the sub-list for method output_type
+	15, // [15:20] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_signet_v1_signet_proto_init() }

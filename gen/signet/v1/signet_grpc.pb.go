@@ -33,14 +33,22 @@ const (
 //
 // SignerService issues tokens and manages key rings. It is served over gRPC
 // only; nothing here is reachable over plain HTTP.
+//
+// Every error carries google.rpc details (see errors.proto): an ErrorInfo
+// whose reason is an ErrorReason name and whose domain is "signet.v1";
+// InvalidArgument also a BadRequest naming the field at fault;
+// ResourceExhausted and Unavailable also a RetryInfo saying when to retry.
+// Messages are for people; programs use the reason.
 type SignerServiceClient interface {
 	// Sign issues a compact JWS (JWT) signed by the key ring's active version.
 	Sign(ctx context.Context, in *SignRequest, opts ...grpc.CallOption) (*SignResponse, error)
 	// Rotate creates a new version in the key ring. With revoke_previous, every
 	// older version is disabled in the backend at once (emergency rotation).
+	// With request_id, a retry of the same request returns the version the
+	// first call created instead of creating another (AIP-155).
 	Rotate(ctx context.Context, in *RotateRequest, opts ...grpc.CallOption) (*RotateResponse, error)
-	// ListKeys lists every version of a key ring (or of all rings) with its
-	// derived lifecycle state.
+	// ListKeys lists the versions of a key ring (or of all rings) with their
+	// derived lifecycle states, a page at a time (AIP-158).
 	ListKeys(ctx context.Context, in *ListKeysRequest, opts ...grpc.CallOption) (*ListKeysResponse, error)
 }
 
@@ -88,14 +96,22 @@ func (c *signerServiceClient) ListKeys(ctx context.Context, in *ListKeysRequest,
 //
 // SignerService issues tokens and manages key rings. It is served over gRPC
 // only; nothing here is reachable over plain HTTP.
+//
+// Every error carries google.rpc details (see errors.proto): an ErrorInfo
+// whose reason is an ErrorReason name and whose domain is "signet.v1";
+// InvalidArgument also a BadRequest naming the field at fault;
+// ResourceExhausted and Unavailable also a RetryInfo saying when to retry.
+// Messages are for people; programs use the reason.
 type SignerServiceServer interface {
 	// Sign issues a compact JWS (JWT) signed by the key ring's active version.
 	Sign(context.Context, *SignRequest) (*SignResponse, error)
 	// Rotate creates a new version in the key ring. With revoke_previous, every
 	// older version is disabled in the backend at once (emergency rotation).
+	// With request_id, a retry of the same request returns the version the
+	// first call created instead of creating another (AIP-155).
 	Rotate(context.Context, *RotateRequest) (*RotateResponse, error)
-	// ListKeys lists every version of a key ring (or of all rings) with its
-	// derived lifecycle state.
+	// ListKeys lists the versions of a key ring (or of all rings) with their
+	// derived lifecycle states, a page at a time (AIP-158).
 	ListKeys(context.Context, *ListKeysRequest) (*ListKeysResponse, error)
 	mustEmbedUnimplementedSignerServiceServer()
 }

@@ -1,0 +1,213 @@
+package signetclient
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/lestrrat-go/httprc/v3"
+	"github.com/lestrrat-go/jwx/v3/jwk"
+	"github.com/lestrrat-go/jwx/v3/jwt"
+)
+
+// VerifierConfig says whose tokens a Verifier accepts.
+type VerifierConfig struct {
+	// JWKSURL is Signet's JWKS, for example
+	// https://signet.internal/.well-known/jwks.json.
+	JWKSURL string
+	// Issuer is the iss Signet puts in its tokens (its configured issuer).
+	Issuer string
+	// Audience is this service: a token must name it in aud.
+	Audience string
+	// AnyIssuer and AnyAudience skip those checks: only for tools that
+	// inspect tokens (signet verify), never for a service that trusts them.
+	AnyIssuer, AnyAudience bool
+	// HTTPClient fetches the JWKS; nil: a client with a 30s timeout.
+	HTTPClient *http.Client
+	// MinRefresh and MaxRefresh bound how often the JWKS is fetched: as
+	// often as its Cache-Control max-age says, but no more often than
+	// MinRefresh (also the least time between fetches forced by a token
+	// whose kid is unknown) and no less than MaxRefresh. 0 means 30s and 1h.
+	MinRefresh, MaxRefresh time.Duration
+	// Leeway is the clock skew allowed on exp and nbf; 0 means none.
+	Leeway time.Duration
+}
+
+// Verifier verifies tokens Signet issued, against its JWKS. The JWKS is
+// kept by jwx's jwk.Cache, which refreshes it in the background as its
+// Cache-Control says. A token signed by a kid the cached set lacks forces
+// one refresh (at most once per MinRefresh): Signet publishes a version
+// before it signs, so that only happens to a verifier whose cache is older
+// than the JWKS's max-age allows, or to a token Signet did not sign.
+type Verifier struct {
+	cfg    VerifierConfig
+	cache  *jwk.Cache
+	cancel context.CancelFunc
+
+	mu         sync.Mutex
+	lastForced time.Time
+}
+
+// VerifiedToken is a verified token's claims.
+type VerifiedToken struct {
+	Issuer    string
+	Subject   string
+	Audience  []string
+	ID        string // jti
+	IssuedAt  time.Time
+	NotBefore time.Time
+	Expiry    time.Time
+	Kid       string // the header's kid
+	// All is every claim, the registered ones too, as JSON decodes them
+	// with numbers as json.Number: exactly the digits Signet signed.
+	All map[string]any
+}
+
+// NewVerifier fetches the JWKS once (within ctx) and keeps it fresh until
+// Close.
+func NewVerifier(ctx context.Context, cfg VerifierConfig) (*Verifier, error) {
+	switch {
+	case cfg.JWKSURL == "":
+		return nil, errors.New("signetclient: VerifierConfig.JWKSURL is empty")
+	case cfg.Issuer == "" && !cfg.AnyIssuer:
+		return nil, errors.New("signetclient: VerifierConfig.Issuer is empty (set AnyIssuer only for inspection tools)")
+	case cfg.Audience == "" && !cfg.AnyAudience:
+		return nil, errors.New("signetclient: VerifierConfig.Audience is empty (set AnyAudience only for inspection tools)")
+	}
+	if cfg.MinRefresh <= 0 {
+		cfg.MinRefresh = 30 * time.Second
+	}
+	if cfg.MaxRefresh <= 0 {
+		cfg.MaxRefresh = time.Hour
+	}
+	if cfg.HTTPClient == nil {
+		cfg.HTTPClient = &http.Client{Timeout: 30 * time.Second}
+	}
+	runCtx, cancel := context.WithCancel(context.Background())
+	cache, err := jwk.NewCache(runCtx, httprc.NewClient())
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("signetclient: %w", err)
+	}
+	v := &Verifier{cfg: cfg, cache: cache, cancel: cancel}
+	if err := cache.Register(ctx, cfg.JWKSURL, jwk.WithHTTPClient(cfg.HTTPClient),
+		jwk.WithMinInterval(cfg.MinRefresh), jwk.WithMaxInterval(cfg.MaxRefresh)); err != nil {
+		v.Close()
+		return nil, fmt.Errorf("signetclient: fetching the JWKS from %s: %w", cfg.JWKSURL, err)
+	}
+	return v, nil
+}
+
+// Close stops refreshing the JWKS.
+func (v *Verifier) Close() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = v.cache.Shutdown(ctx) // nothing to do about a slow shutdown but stop waiting
+	v.cancel()
+}
+
+// Verify checks token's signature against the JWKS, and its exp, nbf, iss
+// and aud, and returns its claims.
+func (v *Verifier) Verify(ctx context.Context, token string) (*VerifiedToken, error) {
+	parts := strings.Split(token, ".")
+	if len(parts) != 3 {
+		return nil, errors.New("signetclient: not a compact JWS (header.payload.signature)")
+	}
+	var header struct {
+		Kid string `json:"kid"`
+	}
+	if err := decodeSegment(parts[0], &header); err != nil || header.Kid == "" {
+		return nil, errors.New("signetclient: the token header names no kid")
+	}
+	set, err := v.cache.Lookup(ctx, v.cfg.JWKSURL)
+	if err != nil {
+		return nil, fmt.Errorf("signetclient: JWKS: %w", err)
+	}
+	if _, ok := set.LookupKeyID(header.Kid); !ok {
+		if set, err = v.refreshFor(ctx, set); err != nil {
+			return nil, err
+		}
+		if _, ok := set.LookupKeyID(header.Kid); !ok {
+			return nil, fmt.Errorf("signetclient: kid %s is not in %s (retired, revoked, or not Signet's)", header.Kid, v.cfg.JWKSURL)
+		}
+	}
+	opts := []jwt.ParseOption{jwt.WithKeySet(set), jwt.WithAcceptableSkew(v.cfg.Leeway)}
+	if !v.cfg.AnyIssuer {
+		opts = append(opts, jwt.WithIssuer(v.cfg.Issuer))
+	}
+	if !v.cfg.AnyAudience {
+		opts = append(opts, jwt.WithAudience(v.cfg.Audience))
+	}
+	if _, err := jwt.Parse([]byte(token), opts...); err != nil {
+		return nil, fmt.Errorf("signetclient: %w", err)
+	}
+	return claimsOf(parts[1], header.Kid)
+}
+
+// refreshFor fetches the JWKS now, unless that was done less than
+// MinRefresh ago; it returns the set to use.
+func (v *Verifier) refreshFor(ctx context.Context, set jwk.Set) (jwk.Set, error) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if time.Since(v.lastForced) < v.cfg.MinRefresh {
+		return set, nil
+	}
+	v.lastForced = time.Now()
+	fresh, err := v.cache.Refresh(ctx, v.cfg.JWKSURL)
+	if err != nil {
+		return nil, fmt.Errorf("signetclient: refreshing the JWKS for an unknown kid: %w", err)
+	}
+	return fresh, nil
+}
+
+func decodeSegment(seg string, into any) error {
+	b, err := base64.RawURLEncoding.DecodeString(seg)
+	if err != nil {
+		return err
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	return dec.Decode(into)
+}
+
+// claimsOf decodes a verified payload.
+func claimsOf(payload, kid string) (*VerifiedToken, error) {
+	c := &VerifiedToken{Kid: kid}
+	if err := decodeSegment(payload, &c.All); err != nil {
+		return nil, fmt.Errorf("signetclient: payload: %w", err)
+	}
+	c.Issuer, _ = c.All["iss"].(string)
+	c.Subject, _ = c.All["sub"].(string)
+	c.ID, _ = c.All["jti"].(string)
+	switch aud := c.All["aud"].(type) {
+	case string:
+		c.Audience = []string{aud}
+	case []any:
+		for _, a := range aud {
+			if s, ok := a.(string); ok {
+				c.Audience = append(c.Audience, s)
+			}
+		}
+	}
+	c.IssuedAt, c.NotBefore, c.Expiry = unixTime(c.All["iat"]), unixTime(c.All["nbf"]), unixTime(c.All["exp"])
+	return c, nil
+}
+
+func unixTime(v any) time.Time {
+	n, ok := v.(json.Number)
+	if !ok {
+		return time.Time{}
+	}
+	s, err := n.Int64()
+	if err != nil {
+		return time.Time{}
+	}
+	return time.Unix(s, 0)
+}

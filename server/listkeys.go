@@ -1,0 +1,195 @@
+package server
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	signetv1 "github.com/signet-dev/signet/gen/signet/v1"
+	"github.com/signet-dev/signet/server/jose"
+	"github.com/signet-dev/signet/server/lifecycle"
+)
+
+// ListKeys page sizes (AIP-158): page_size 0 means defaultPageSize, more
+// than maxPageSize means maxPageSize.
+const (
+	defaultPageSize = 100
+	maxPageSize     = 1000
+)
+
+// pageToken is where the previous page ended: after version ID (created at
+// Created, for a version the ring no longer lists) of Ring. Query binds the
+// token to the request it continues. Positions, not offsets: versions are
+// only ever added at the end of a ring, so a rotation between pages moves
+// nothing that a token points at.
+type pageToken struct {
+	Query   string `json:"q"`
+	Ring    string `json:"r"`
+	ID      string `json:"v"`
+	Created int64  `json:"c"` // unix nanoseconds
+}
+
+// queryOf is what a page token must have been issued for: the same ring and
+// state filter (leftovers come with the first page only).
+func queryOf(req *signetv1.ListKeysRequest) string {
+	states := make([]string, 0, len(req.GetStates()))
+	for _, st := range req.GetStates() {
+		states = append(states, st.String())
+	}
+	slices.Sort(states)
+	sum := sha256.Sum256([]byte(req.GetKeyRing() + "\x00" + strings.Join(states, ",")))
+	return base64.RawURLEncoding.EncodeToString(sum[:9])
+}
+
+func (t pageToken) encode() string {
+	b, _ := json.Marshal(t) // cannot fail: strings and an int
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+func badPageToken(msg string) error {
+	return &requestError{code: codes.InvalidArgument, reason: signetv1.ErrorReason_FIELD_INVALID, field: "page_token",
+		msg: "page_token " + msg + ": pass the next_page_token of the previous page, with the same key_ring and states"}
+}
+
+func decodePageToken(s, query string) (pageToken, error) {
+	var t pageToken
+	b, err := base64.RawURLEncoding.DecodeString(s)
+	if err != nil || json.Unmarshal(b, &t) != nil || t.Ring == "" {
+		return t, badPageToken("is not one this server issued")
+	}
+	if t.Query != query {
+		return t, badPageToken("was issued for another key_ring or states")
+	}
+	return t, nil
+}
+
+// ListKeys lists versions with their derived states, a page at a time:
+// rings in configuration order, oldest version first within each.
+func (s *service) ListKeys(ctx context.Context, req *signetv1.ListKeysRequest) (*signetv1.ListKeysResponse, error) {
+	size := int(req.GetPageSize())
+	switch {
+	case size < 0:
+		return nil, s.status(ctx, jose.Invalid("page_size", "page_size %d is negative", size))
+	case size == 0:
+		size = defaultPageSize
+	case size > maxPageSize:
+		size = maxPageSize
+	}
+	for i, st := range req.GetStates() {
+		if _, ok := signetv1.KeyState_name[int32(st)]; !ok || st == signetv1.KeyState_KEY_STATE_UNSPECIFIED {
+			return nil, s.status(ctx, jose.Invalid(fmt.Sprintf("states[%d]", i), "states[%d]: %d is not a key state", i, st))
+		}
+	}
+	rings, err := s.listable(ctx, req.GetKeyRing())
+	if err != nil {
+		return nil, s.status(ctx, err)
+	}
+	query := queryOf(req)
+	start := 0 // the ring to start in
+	var after *pageToken
+	if req.GetPageToken() != "" {
+		t, err := decodePageToken(req.GetPageToken(), query)
+		if err != nil {
+			return nil, s.status(ctx, err)
+		}
+		start = slices.IndexFunc(rings, func(r *lifecycle.Ring) bool { return r.Name == t.Ring })
+		if start < 0 {
+			return nil, s.status(ctx, badPageToken("names a key ring this caller may not list"))
+		}
+		after = &t
+	}
+	resp := &signetv1.ListKeysResponse{}
+	if req.GetLeftovers() && req.GetPageToken() == "" {
+		if err := s.addLeftovers(ctx, rings, resp); err != nil {
+			return nil, s.status(ctx, err)
+		}
+	}
+	var last *signetv1.KeyVersion
+	for _, r := range rings[start:] {
+		vs := s.ks.Versions(r)
+		from := 0
+		if after != nil {
+			from = resumeAt(vs, *after)
+			after = nil
+		}
+		for _, v := range vs[from:] {
+			if len(resp.Versions) == size {
+				resp.NextPageToken = pageToken{Query: query, Ring: last.KeyRing, ID: last.BackendId,
+					Created: last.CreatedAt.AsTime().UnixNano()}.encode()
+				return resp, nil
+			}
+			last = s.versionProto(r, v)
+			if len(req.GetStates()) == 0 || slices.Contains(req.GetStates(), last.State) {
+				resp.Versions = append(resp.Versions, last)
+			}
+		}
+	}
+	return resp, nil
+}
+
+// resumeAt is the index in vs of the first version after the token's: the
+// one after its id or, should the ring no longer list that id, the first
+// created later.
+func resumeAt(vs []*lifecycle.Version, t pageToken) int {
+	if i := slices.IndexFunc(vs, func(v *lifecycle.Version) bool { return v.ID == t.ID }); i >= 0 {
+		return i + 1
+	}
+	i := slices.IndexFunc(vs, func(v *lifecycle.Version) bool { return v.Created.UnixNano() > t.Created })
+	if i < 0 {
+		return len(vs)
+	}
+	return i
+}
+
+// listable returns the rings a ListKeys of ring (empty: all) covers for
+// the caller: the ring if the caller may list it, or every ring it may.
+func (s *service) listable(ctx context.Context, ring string) ([]*lifecycle.Ring, error) {
+	caller := callerOf(ctx)
+	if ring != "" {
+		r, err := s.ring(ring)
+		if err != nil {
+			return nil, err
+		}
+		if err := s.authz.AuthorizeRing(caller, "list", r.Name); err != nil {
+			countDenial(s.metrics, err)
+			return nil, err
+		}
+		return []*lifecycle.Ring{r}, nil
+	}
+	var allowed []*lifecycle.Ring
+	for _, r := range s.ks.Rings() {
+		if s.authz.AuthorizeRing(caller, "list", r.Name) == nil {
+			allowed = append(allowed, r)
+		}
+	}
+	if len(allowed) == 0 {
+		return nil, &requestError{code: codes.PermissionDenied, reason: signetv1.ErrorReason_NO_GRANT,
+			msg: fmt.Sprintf("no grant lets %q list any key ring", caller)}
+	}
+	return allowed, nil
+}
+
+// addLeftovers asks each ring's backend what it holds that is not a version.
+func (s *service) addLeftovers(ctx context.Context, rings []*lifecycle.Ring, resp *signetv1.ListKeysResponse) error {
+	for _, r := range rings {
+		ls, err := s.ks.Leftovers(ctx, r)
+		if err != nil {
+			return err
+		}
+		for _, l := range ls {
+			lp := &signetv1.Leftover{KeyRing: r.Name, BackendId: l.ID, Kind: l.Kind, State: l.State}
+			if !l.Created.IsZero() {
+				lp.CreatedAt = timestamppb.New(l.Created)
+			}
+			resp.Leftovers = append(resp.Leftovers, lp)
+		}
+	}
+	return nil
+}

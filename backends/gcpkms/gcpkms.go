@@ -246,7 +246,9 @@ func (b *Backend) list(ctx context.Context, key string) ([]*kmspb.CryptoKeyVersi
 		}
 		out = append(out, v)
 	}
-	sort.Slice(out, func(i, j int) bool { return versionNumber(key, out[i].GetName()) < versionNumber(key, out[j].GetName()) })
+	sort.Slice(out, func(i, j int) bool {
+		return versionNumber(key, out[i].GetName()) < versionNumber(key, out[j].GetName())
+	})
 	return out, true, nil
 }
 

@@ -353,8 +353,9 @@ func (s *Server) bundle(name string, v *version) map[string]any {
 	jwk := map[string]any{"kid": s.kid(name, v.id), "kty": v.kty, "key_ops": v.ops}
 	switch k := v.priv.Public().(type) {
 	case *ecdsa.PublicKey:
-		size := (k.Curve.Params().BitSize + 7) / 8
-		jwk["crv"], jwk["x"], jwk["y"] = v.crv, b64.EncodeToString(k.X.FillBytes(make([]byte, size))), b64.EncodeToString(k.Y.FillBytes(make([]byte, size)))
+		point, _ := k.Bytes() // 0x04 || X || Y, each as long as the curve's size
+		size := (len(point) - 1) / 2
+		jwk["crv"], jwk["x"], jwk["y"] = v.crv, b64.EncodeToString(point[1:1+size]), b64.EncodeToString(point[1+size:])
 	case *rsa.PublicKey:
 		jwk["n"], jwk["e"] = b64.EncodeToString(k.N.Bytes()), b64.EncodeToString(big.NewInt(int64(k.E)).Bytes())
 	}
@@ -473,13 +474,13 @@ func (s *Server) list(name string, q url.Values) (any, *kvError) {
 	if len(vs) == 0 {
 		return nil, keyNotFound(name)
 	}
-	max := 25
+	limit := 25
 	if m := q.Get("maxresults"); m != "" {
 		n, err := strconv.Atoi(m)
 		if err != nil || n < 1 || n > 25 {
 			return nil, badParameter("maxresults must be between 1 and 25.")
 		}
-		max = n
+		limit = n
 	}
 	start := 0
 	if t := q.Get("$skiptoken"); t != "" {
@@ -493,14 +494,14 @@ func (s *Server) list(name string, q url.Values) (any, *kvError) {
 	// them by version id, so callers cannot rely on creation order.
 	sorted := append([]*version(nil), vs...)
 	sort.Slice(sorted, func(i, j int) bool { return sorted[i].id < sorted[j].id })
-	end := min(start+max, len(sorted))
+	end := min(start+limit, len(sorted))
 	items := []map[string]any{}
 	for _, v := range sorted[start:end] {
 		items = append(items, map[string]any{"kid": s.kid(name, v.id), "attributes": s.attributes(v), "tags": v.tags})
 	}
 	out := map[string]any{"value": items}
 	if end < len(sorted) {
-		out["nextLink"] = fmt.Sprintf("%s/keys/%s/versions?api-version=%s&maxresults=%d&$skiptoken=%d", s.URL, name, APIVersion, max, end)
+		out["nextLink"] = fmt.Sprintf("%s/keys/%s/versions?api-version=%s&maxresults=%d&$skiptoken=%d", s.URL, name, APIVersion, limit, end)
 	}
 	return out, nil
 }

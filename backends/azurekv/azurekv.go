@@ -814,7 +814,7 @@ func classify(err error, what, action string) error {
 		kind = backends.KindFailedPrecondition
 	case re.StatusCode == http.StatusUnauthorized || re.StatusCode == http.StatusForbidden:
 		kind = backends.KindPermissionDenied
-		text += " (Signet's identity needs Microsoft.KeyVault/vaults/" + action + ", e.g. through the Key Vault Crypto Officer role)"
+		text += " (Signet's identity needs the data action Microsoft.KeyVault/vaults/" + action + "; docs/configuration.md lists them all)"
 	case re.StatusCode == http.StatusConflict:
 		kind = backends.KindConflict
 	case re.StatusCode == http.StatusBadRequest:

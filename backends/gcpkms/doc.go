@@ -14,7 +14,8 @@
 // never from the URI. Options: key_prefix (default "signet-"; a ring's
 // CryptoKey id is key_prefix + ring name, 1-63 of a-z A-Z 0-9 _ -),
 // protection_level (hsm, the default, or software: the protection level of
-// the versions Signet creates), endpoint (host:port of a private or regional
+// the versions Signet creates), destroy_on_revoke (default false, below),
+// endpoint (host:port of a private or regional
 // endpoint; tests point it at internal/gcpkmstest).
 //
 // Key rings. A ring is one CryptoKey, purpose ASYMMETRIC_SIGN, labelled
@@ -60,7 +61,10 @@
 // recovery).
 //
 // Revoke = UpdateCryptoKeyVersion state=DISABLED. The key material stays
-// until an operator destroys the version.
+// until an operator destroys the version, unless destroy_on_revoke=true: then
+// revocation also schedules the version's destruction (the key's
+// destroy-scheduled duration, during which it can be restored), and the
+// version leaves the list (ListKeys no longer shows its kid).
 //
 // Sign sends the SHA-256/384/512 digest of the JWS signing input (EdDSA: the
 // input itself, at most 64 KiB) with its CRC32C, and checks the answer as

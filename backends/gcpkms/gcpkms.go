@@ -86,6 +86,7 @@ type Backend struct {
 	keyRing string // projects/P/locations/L/keyRings/R
 	prefix  string
 	level   kmspb.ProtectionLevel
+	destroy bool // destroy_on_revoke
 	opts    backends.OpenOptions
 
 	mu   sync.Mutex
@@ -99,6 +100,7 @@ type Backend struct {
 type uriOptions struct {
 	keyRing, prefix, endpoint string
 	level                     kmspb.ProtectionLevel
+	destroyOnRevoke           bool
 }
 
 var (
@@ -139,6 +141,11 @@ func parseURI(u *url.URL) (uriOptions, error) {
 			default:
 				return uriOptions{}, errorf(backends.KindInvalidArgument, "protection_level=%q: want hsm or software", v[0])
 			}
+		case "destroy_on_revoke":
+			var err error
+			if o.destroyOnRevoke, err = strconv.ParseBool(v[0]); err != nil {
+				return uriOptions{}, errorf(backends.KindInvalidArgument, "destroy_on_revoke=%q: want true or false", v[0])
+			}
 		case "endpoint":
 			o.endpoint = v[0]
 			if !hostPort.MatchString(o.endpoint) {
@@ -174,7 +181,7 @@ func Open(ctx context.Context, u *url.URL, opts backends.OpenOptions) (backends.
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Backend{client: client, keyRing: o.keyRing, prefix: o.prefix, level: o.level, opts: opts,
+	return &Backend{client: client, keyRing: o.keyRing, prefix: o.prefix, level: o.level, destroy: o.destroyOnRevoke, opts: opts,
 		pubs: map[string]crypto.PublicKey{}}, nil
 }
 
@@ -506,8 +513,10 @@ func (b *Backend) checkID(ring backends.KeyRing, versionID string) error {
 	return nil
 }
 
-// DisableVersion sets the version's state to DISABLED. A version scheduled
-// for destruction or destroyed already cannot sign.
+// DisableVersion sets the version's state to DISABLED and, with
+// destroy_on_revoke, then schedules its destruction (it then leaves the
+// list). A version scheduled for destruction or destroyed already cannot
+// sign.
 func (b *Backend) DisableVersion(ctx context.Context, ring backends.KeyRing, versionID string) error {
 	if err := b.checkID(ring, versionID); err != nil {
 		return err
@@ -522,6 +531,17 @@ func (b *Backend) DisableVersion(ctx context.Context, ring backends.KeyRing, ver
 		return classify(err, "disabling "+versionID, "cloudkms.cryptoKeyVersions.update")
 	}
 	backends.Step(ctx, "UpdateCryptoKeyVersion")
+	if !b.destroy {
+		return nil
+	}
+	_, err = b.client.DestroyCryptoKeyVersion(ctx, &kmspb.DestroyCryptoKeyVersionRequest{Name: versionID})
+	if status.Code(err) == codes.FailedPrecondition && b.gone(ctx, versionID) {
+		return nil
+	}
+	if err != nil {
+		return classify(err, "scheduling the destruction of revoked "+versionID+" (it is disabled; revoking again retries)", "cloudkms.cryptoKeyVersions.destroy")
+	}
+	backends.Step(ctx, "DestroyCryptoKeyVersion")
 	return nil
 }
 

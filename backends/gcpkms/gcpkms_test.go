@@ -311,3 +311,34 @@ func TestNoCredentialsInTheURI(t *testing.T) {
 		}
 	}
 }
+
+// With destroy_on_revoke, a revoked version is disabled and then scheduled
+// for destruction: it leaves the list, and Leftovers shows it.
+func TestDestroyOnRevoke(t *testing.T) {
+	t.Parallel()
+	s := start(t)
+	b := open(t, s, "&destroy_on_revoke=true")
+	ring := backends.KeyRing{Name: "destroyed", Algorithm: backends.ES256}
+	v1 := signertest.CreateVersion(t, b, ring, "")
+	v2 := signertest.CreateVersion(t, b, ring, v1.ID)
+	for range 2 { // the second is a retry of a finished revocation
+		if err := b.DisableVersion(context.Background(), ring, v1.ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	key, _ := b.keyName(ring)
+	if st := s.Versions(key)[0].State; st != kmspb.CryptoKeyVersion_DESTROY_SCHEDULED {
+		t.Errorf("the revoked version is %s", st)
+	}
+	vs, err := b.Versions(context.Background(), ring)
+	if err != nil || len(vs) != 1 || vs[0].ID != v2.ID {
+		t.Errorf("Versions: %+v, %v; want v2 only", vs, err)
+	}
+	left, err := b.Leftovers(context.Background(), ring)
+	if err != nil || len(left) != 1 || left[0].ID != v1.ID || left[0].State != "scheduled for deletion" {
+		t.Errorf("Leftovers: %+v, %v", left, err)
+	}
+	if _, err := b.Sign(context.Background(), ring, v1.ID, jws(ring.Algorithm)); backends.KindOf(err) != backends.KindFailedPrecondition {
+		t.Errorf("Sign with the destroyed version: %v", err)
+	}
+}

@@ -87,9 +87,12 @@ type process struct {
 
 // e2eConfig has one ring per algorithm; "default" (ES256) has a short
 // publish_ahead so that a rotated version starts signing within seconds.
+// backend_timeout is generous: the local backend makes RS512's RSA-4096 key
+// at startup, which a race-detector build on a busy machine may not finish
+// within the default 5s.
 func e2eConfig(dataDir string) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%skey_rings:\n", configHead)
+	fmt.Fprintf(&b, "%sbackend_timeout: 30s\nkey_rings:\n", configHead)
 	fmt.Fprintf(&b, "  - {name: default, backend: 'local://%s', algorithm: ES256, token_max_ttl: 1m, jwks_max_age: 1s, refresh_interval: 1s, publish_ahead: 2s, retire_after: 63s}\n", dataDir)
 	for _, alg := range backends.AllAlgorithms {
 		fmt.Fprintf(&b, "  - {name: %s, backend: 'local://%s', algorithm: %s}\n", strings.ToLower(string(alg)), dataDir, alg)

@@ -138,7 +138,10 @@ fuzz: ## Fuzz the parsers of untrusted and operator input, FUZZTIME each (defaul
 		FuzzParsePublicKey:./backends/vault/ FuzzDecodeSignBatch:./backends/vault/ \
 		FuzzPublicKeyDER:./backends/awskms/ FuzzDescription:./backends/awskms/ \
 		FuzzParseURI:./backends/ FuzzParseURI:./backends/vault/ FuzzParseURI:./backends/awskms/ \
-		FuzzParseURI:./backends/pkcs11/ FuzzDirFromURI:./backends/local/; do \
+		FuzzParseURI:./backends/pkcs11/ FuzzDirFromURI:./backends/local/ \
+		FuzzParseURI:./backends/gcpkms/ FuzzParsePublicKey:./backends/gcpkms/ FuzzSignResponse:./backends/gcpkms/ \
+		FuzzParseURI:./backends/azurekv/ FuzzPublicKeyFromJWK:./backends/azurekv/ \
+		FuzzRequests:./internal/gcpkmstest/ FuzzServe:./internal/azurekvtest/; do \
 		echo "fuzz $${target%%:*}"; \
 		$(GO) test -run '^$$' -fuzz "^$${target%%:*}$$" -fuzztime $(or $(FUZZTIME),30s) $${target#*:}; \
 	done

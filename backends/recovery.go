@@ -65,6 +65,7 @@ const (
 	RecoveredRemoved           = "removed"            // deleted at once
 	RecoveredScheduledDeletion = "scheduled_deletion" // the backend deletes it after a waiting period (AWS KMS)
 	RecoveredAdopted           = "adopted"            // made the version it was created to be
+	RecoveredDisabled          = "disabled"           // disabled, where the backend cannot delete a version (Azure Key Vault)
 )
 
 // Recovered logs at warn what a backend did to an object left by an

@@ -13,7 +13,8 @@ var registerFuzzScheme sync.Once
 // FuzzParseURI feeds arbitrary backend URIs, as a config file gives them,
 // to ParseURI: it refuses them or returns the URI of a registered scheme
 // with that scheme's opener, never panics. (Each backend fuzzes the
-// parsing of its own options: FuzzParseURI in vault, awskms and pkcs11,
+// parsing of its own options: FuzzParseURI in vault, awskms, pkcs11,
+// gcpkms and azurekv,
 // FuzzDirFromURI in local.)
 func FuzzParseURI(f *testing.F) {
 	registerFuzzScheme.Do(func() {

@@ -12,10 +12,12 @@ import (
 	"os/signal"
 	"syscall"
 
-	_ "github.com/signet-dev/signet/backends/awskms" // registers awskms:
-	_ "github.com/signet-dev/signet/backends/local"  // registers local://
-	_ "github.com/signet-dev/signet/backends/pkcs11" // registers pkcs11: (a stub without -tags pkcs11)
-	_ "github.com/signet-dev/signet/backends/vault"  // registers vault://
+	_ "github.com/signet-dev/signet/backends/awskms"  // registers awskms:
+	_ "github.com/signet-dev/signet/backends/azurekv" // registers azurekv://
+	_ "github.com/signet-dev/signet/backends/gcpkms"  // registers gcpkms:
+	_ "github.com/signet-dev/signet/backends/local"   // registers local://
+	_ "github.com/signet-dev/signet/backends/pkcs11"  // registers pkcs11: (a stub without -tags pkcs11)
+	_ "github.com/signet-dev/signet/backends/vault"   // registers vault://
 )
 
 type command struct {

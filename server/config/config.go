@@ -84,7 +84,7 @@ type RingConfig struct {
 
 	// VerifySignatures checks every signature the backend returns against
 	// the version's published key before the token leaves. Absent: on for
-	// remote backends (Vault, AWS KMS, PKCS#11), off for local, which signs
+	// remote backends (every one but local), off for local, which signs
 	// in process with the key it just read.
 	VerifySignatures *bool `yaml:"verify_signatures"`
 

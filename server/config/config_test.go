@@ -8,6 +8,8 @@ import (
 
 	// Every backend scheme the example configs use.
 	_ "github.com/signet-dev/signet/backends/awskms"
+	_ "github.com/signet-dev/signet/backends/azurekv"
+	_ "github.com/signet-dev/signet/backends/gcpkms"
 	_ "github.com/signet-dev/signet/backends/local"
 	_ "github.com/signet-dev/signet/backends/pkcs11"
 	_ "github.com/signet-dev/signet/backends/vault"

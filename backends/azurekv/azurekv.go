@@ -1,0 +1,826 @@
+package azurekv
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/sha512"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/big"
+	"net/http"
+	"net/url"
+	"regexp"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/runtime"
+	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
+	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azkeys"
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+
+	"github.com/signet-dev/signet/backends"
+)
+
+// Scheme is the URI scheme of this backend.
+const Scheme = "azurekv"
+
+func init() { backends.Register(Scheme, Open) }
+
+func errorf(kind backends.Kind, format string, args ...any) error {
+	return backends.Errorf(kind, Scheme, format, args...)
+}
+
+// keySpec is what a JWS algorithm needs of a Key Vault key.
+type keySpec struct {
+	ec    bool
+	curve azkeys.CurveName
+	bits  int32 // the size Signet creates; larger existing keys are accepted
+	sign  azkeys.SignatureAlgorithm
+}
+
+var specs = map[backends.Algorithm]keySpec{
+	backends.ES256: {ec: true, curve: azkeys.CurveNameP256, sign: azkeys.SignatureAlgorithmES256},
+	backends.ES384: {ec: true, curve: azkeys.CurveNameP384, sign: azkeys.SignatureAlgorithmES384},
+	backends.ES512: {ec: true, curve: azkeys.CurveNameP521, sign: azkeys.SignatureAlgorithmES512},
+	backends.RS256: {bits: 2048, sign: azkeys.SignatureAlgorithmRS256},
+	backends.RS384: {bits: 3072, sign: azkeys.SignatureAlgorithmRS384},
+	backends.RS512: {bits: 4096, sign: azkeys.SignatureAlgorithmRS512},
+	backends.PS256: {bits: 2048, sign: azkeys.SignatureAlgorithmPS256},
+	backends.PS384: {bits: 3072, sign: azkeys.SignatureAlgorithmPS384},
+	backends.PS512: {bits: 4096, sign: azkeys.SignatureAlgorithmPS512},
+}
+
+// supported is every algorithm but EdDSA: Key Vault has no Ed25519 keys.
+var supported = func() []backends.Algorithm {
+	var out []backends.Algorithm
+	for _, a := range backends.AllAlgorithms {
+		if _, ok := specs[a]; ok {
+			out = append(out, a)
+		}
+	}
+	return out
+}()
+
+func unsupported(alg backends.Algorithm) error {
+	if alg == backends.EdDSA {
+		return errorf(backends.KindUnimplemented, "EdDSA: Azure Key Vault offers no Ed25519 keys (key types EC and RSA only, API version %s); use ES256 or another algorithm", apiVersion)
+	}
+	return errorf(backends.KindUnimplemented, "algorithm %q is not supported", alg)
+}
+
+// apiVersion is the Key Vault REST API version azkeys speaks.
+const apiVersion = "2025-07-01"
+
+// Tags on every version Signet creates.
+const (
+	tagRing      = "signet-ring"
+	tagSeq       = "signet-seq"
+	tagPubPrefix = "signet-pub-" // the public key (PKIX, base64), in chunks: Key Vault refuses get on a disabled version
+	tagValueMax  = 256
+)
+
+// Backend is the Azure Key Vault backend.
+type Backend struct {
+	client *azkeys.Client
+	vault  string // https://host/
+	prefix string
+	hsm    bool
+	opts   backends.OpenOptions
+	now    func() time.Time
+	seen   backends.Sightings // losers of rotation races, by when this process first saw them enabled
+
+	mu   sync.Mutex
+	pubs map[string]crypto.PublicKey // by key id (URL); a version's key never changes
+}
+
+// uriOptions is what an azurekv: URI says, read without opening anything.
+type uriOptions struct {
+	vault, prefix            string
+	hsm, noInstanceDiscovery bool
+}
+
+var (
+	hostPattern   = regexp.MustCompile(`^[a-zA-Z0-9]([a-zA-Z0-9.-]*[a-zA-Z0-9])?(:[0-9]{1,5})?$`)
+	prefixPattern = regexp.MustCompile(`^[0-9a-zA-Z-]{0,64}$`)
+	namePattern   = regexp.MustCompile(`^[0-9a-zA-Z-]{1,127}$`)
+)
+
+// parseURI reads an azurekv: URI's vault and options and applies their
+// defaults.
+func parseURI(u *url.URL) (uriOptions, error) {
+	if u.Opaque != "" || u.User != nil || (u.Path != "" && u.Path != "/") || u.Fragment != "" || !hostPattern.MatchString(u.Host) {
+		return uriOptions{}, errorf(backends.KindInvalidArgument, "want azurekv://VAULT-NAME.vault.azure.net/[?options] (or a Managed HSM host), not %q", u.Redacted())
+	}
+	o := uriOptions{vault: "https://" + u.Host + "/", prefix: "signet-",
+		hsm: strings.HasSuffix(strings.ToLower(u.Hostname()), ".managedhsm.azure.net")}
+	for k, v := range u.Query() {
+		if len(v) != 1 {
+			return uriOptions{}, errorf(backends.KindInvalidArgument, "URI option %q given %d times", k, len(v))
+		}
+		var err error
+		switch k {
+		case "key_prefix":
+			o.prefix = v[0]
+			if !prefixPattern.MatchString(o.prefix) {
+				return uriOptions{}, errorf(backends.KindInvalidArgument, "key_prefix=%q: at most 64 of 0-9 a-z A-Z -", o.prefix)
+			}
+		case "hsm":
+			o.hsm, err = strconv.ParseBool(v[0])
+		case "disable_instance_discovery":
+			o.noInstanceDiscovery, err = strconv.ParseBool(v[0])
+		default:
+			return uriOptions{}, errorf(backends.KindInvalidArgument, "unknown URI option %q (credentials come from the environment, never the URI)", k)
+		}
+		if err != nil {
+			return uriOptions{}, errorf(backends.KindInvalidArgument, "%s=%q: want true or false", k, v[0])
+		}
+	}
+	return o, nil
+}
+
+// Open opens the backend an azurekv: URI describes, with
+// azidentity.DefaultAzureCredential.
+func Open(_ context.Context, u *url.URL, opts backends.OpenOptions) (backends.Signer, error) {
+	o, err := parseURI(u)
+	if err != nil {
+		return nil, err
+	}
+	var co azcore.ClientOptions
+	if opts.TracerProvider != nil {
+		co.Transport = &http.Client{Transport: otelhttp.NewTransport(http.DefaultTransport.(*http.Transport).Clone(),
+			otelhttp.WithTracerProvider(opts.TracerProvider))}
+	}
+	cred, err := azidentity.NewDefaultAzureCredential(&azidentity.DefaultAzureCredentialOptions{ClientOptions: co,
+		DisableInstanceDiscovery: o.noInstanceDiscovery})
+	if err != nil {
+		return nil, errorf(backends.KindInvalidArgument, "Azure credentials (DefaultAzureCredential): %v", err)
+	}
+	client, err := azkeys.NewClient(o.vault, cred, &azkeys.ClientOptions{ClientOptions: co})
+	if err != nil {
+		return nil, errorf(backends.KindInvalidArgument, "Key Vault client for %s: %v", o.vault, err)
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Backend{client: client, vault: o.vault, prefix: o.prefix, hsm: o.hsm, opts: opts, now: opts.Clock(),
+		pubs: map[string]crypto.PublicKey{}}, nil
+}
+
+// Algorithms reports every JWS algorithm but EdDSA.
+func (b *Backend) Algorithms() []backends.Algorithm { return supported }
+
+// keyName is the ring's Key Vault key.
+func (b *Backend) keyName(ring backends.KeyRing) (string, error) {
+	name := b.prefix + ring.Name
+	if !namePattern.MatchString(name) {
+		return "", errorf(backends.KindInvalidArgument, "key ring %q: Key Vault key name %q is not 1-127 of 0-9 a-z A-Z -", ring.Name, name)
+	}
+	return name, nil
+}
+
+// item is one version of the ring's key as the version list shows it.
+type item struct {
+	kid, version string
+	created      time.Time
+	enabled      bool
+	seq          int // the signet-seq tag; 0 on versions made outside Signet
+	tags         map[string]*string
+}
+
+func (it item) before(o item) bool {
+	if !it.created.Equal(o.created) {
+		return it.created.Before(o.created)
+	}
+	if it.seq != o.seq {
+		return it.seq < o.seq
+	}
+	return it.version < o.version
+}
+
+// listing is a ring's versions: the winners, oldest first, and the losers
+// of rotation races.
+type listing struct {
+	versions, losers []item
+	exists           bool
+}
+
+func (l listing) newest() (item, bool) {
+	if len(l.versions) == 0 {
+		return item{}, false
+	}
+	return l.versions[len(l.versions)-1], true
+}
+
+// list reads the key's versions and settles rotation races: of the versions
+// that carry the same signet-seq (made by replicas that all saw the same
+// newest version), the one created first wins, ties broken by version id.
+func (b *Backend) list(ctx context.Context, name string) (listing, error) {
+	var all []item
+	p := b.client.NewListKeyPropertiesVersionsPager(name, nil)
+	for p.More() {
+		page, err := p.NextPage(ctx)
+		if isNotFound(err) && ctx.Err() == nil {
+			return listing{}, nil
+		}
+		if err != nil {
+			return listing{}, classify(err, "listing the versions of "+name, "keys/read")
+		}
+		for _, kp := range page.Value {
+			if kp == nil || kp.KID == nil || kp.Attributes == nil {
+				continue
+			}
+			it := item{kid: string(*kp.KID), version: kp.KID.Version(), tags: kp.Tags,
+				enabled: kp.Attributes.Enabled != nil && *kp.Attributes.Enabled}
+			if kp.Attributes.Created != nil {
+				it.created = *kp.Attributes.Created
+			}
+			if s := tag(kp.Tags, tagSeq); s != "" {
+				if n, err := strconv.Atoi(s); err == nil && n > 0 {
+					it.seq = n
+				}
+			}
+			all = append(all, it)
+		}
+	}
+	sort.Slice(all, func(i, j int) bool { return all[i].before(all[j]) })
+	l := listing{exists: true}
+	winners := map[int]string{}
+	for _, it := range all {
+		if it.seq == 0 {
+			l.versions = append(l.versions, it)
+			continue
+		}
+		if _, taken := winners[it.seq]; taken {
+			l.losers = append(l.losers, it)
+			continue
+		}
+		winners[it.seq] = it.version
+		l.versions = append(l.versions, it)
+	}
+	return l, nil
+}
+
+func tag(tags map[string]*string, k string) string {
+	if v := tags[k]; v != nil {
+		return *v
+	}
+	return ""
+}
+
+// Versions lists the ring's versions, oldest first: every version of its
+// key but the losers of rotation races, which it disables (once seen for
+// longer than the recovery grace) if the replica that made one died before
+// disabling it.
+func (b *Backend) Versions(ctx context.Context, ring backends.KeyRing) ([]backends.Version, error) {
+	if _, ok := specs[ring.Algorithm]; !ok {
+		return nil, unsupported(ring.Algorithm)
+	}
+	name, err := b.keyName(ring)
+	if err != nil {
+		return nil, err
+	}
+	l, err := b.list(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	b.recoverLosers(ctx, ring, name, l)
+	out := make([]backends.Version, 0, len(l.versions))
+	for _, it := range l.versions {
+		pub, err := b.publicKey(ctx, ring, name, it)
+		if err != nil {
+			return nil, err
+		}
+		if pub == nil {
+			b.opts.Logger.Warn("azurekv: a disabled version's public key cannot be read (disabled outside Signet); it is not listed",
+				"key_ring", ring.Name, "version", it.kid)
+			continue
+		}
+		out = append(out, backends.Version{ID: it.kid, Algorithm: ring.Algorithm, PublicKey: pub, Created: it.created, Disabled: !it.enabled})
+	}
+	return out, nil
+}
+
+// recoverLosers disables the enabled losers of rotation races once this
+// process has seen them for longer than the grace: their replica died
+// before it could.
+func (b *Backend) recoverLosers(ctx context.Context, ring backends.KeyRing, name string, l listing) {
+	for _, it := range l.losers {
+		if !it.enabled {
+			b.seen.Forget(it.kid)
+			continue
+		}
+		if !b.seen.Stale(it.kid, b.now(), b.opts.Grace()) {
+			continue
+		}
+		if err := b.disable(ctx, ring, name, it.version, nil); err != nil {
+			if ctx.Err() == nil {
+				b.opts.Logger.Warn("azurekv: disabling the loser of a rotation race failed; the next refresh tries again", "version", it.kid, "err", err)
+			}
+			continue
+		}
+		b.seen.Forget(it.kid)
+		b.opts.Recovered(Scheme, backends.RecoveredDisabled, it.kid,
+			fmt.Sprintf("version of ring %s made by a rotation that lost a race (signet-seq %d) and was left enabled", ring.Name, it.seq))
+	}
+}
+
+// publicKey returns a version's public key: from the cache, from GetKey
+// for an enabled version (checking its type, size and operations), or from
+// the tags DisableVersion wrote for a disabled one; nil if a disabled
+// version has none.
+func (b *Backend) publicKey(ctx context.Context, ring backends.KeyRing, name string, it item) (crypto.PublicKey, error) {
+	b.mu.Lock()
+	pub := b.pubs[it.kid]
+	b.mu.Unlock()
+	if pub != nil {
+		return pub, nil
+	}
+	if it.enabled {
+		kb, err := b.client.GetKey(ctx, name, it.version, nil)
+		if err != nil {
+			return nil, classify(err, "reading "+it.kid, "keys/read")
+		}
+		if pub, err = checkBundle(ring, it.kid, kb.KeyBundle); err != nil {
+			return nil, err
+		}
+	} else {
+		der, ok := pubFromTags(it.tags)
+		if !ok {
+			return nil, nil
+		}
+		p, err := x509.ParsePKIXPublicKey(der)
+		if err != nil {
+			return nil, errorf(backends.KindFailedPrecondition, "the public key in the tags of %s: %v", it.kid, err)
+		}
+		if err := ring.Algorithm.CheckPublicKey(p); err != nil {
+			return nil, errorf(backends.KindFailedPrecondition, "the public key in the tags of %s: %v", it.kid, err)
+		}
+		pub = p
+	}
+	b.mu.Lock()
+	b.pubs[it.kid] = pub
+	b.mu.Unlock()
+	return pub, nil
+}
+
+// checkBundle reads the public key of a key version and refuses one that is
+// not of the ring's type or cannot sign.
+func checkBundle(ring backends.KeyRing, kid string, kb azkeys.KeyBundle) (crypto.PublicKey, error) {
+	if kb.Key == nil {
+		return nil, errorf(backends.KindUnknown, "%s: Key Vault returned no key", kid)
+	}
+	pub, err := PublicKeyFromJWK(kb.Key)
+	if err == nil {
+		err = ring.Algorithm.CheckPublicKey(pub)
+	}
+	if err != nil {
+		return nil, errorf(backends.KindFailedPrecondition, "%s cannot sign %s for key ring %q: %v", kid, ring.Algorithm, ring.Name, err)
+	}
+	if !hasOp(kb.Key.KeyOps, azkeys.KeyOperationSign) {
+		return nil, errorf(backends.KindFailedPrecondition, "%s has key_ops %v, without sign", kid, ops(kb.Key.KeyOps))
+	}
+	return pub, nil
+}
+
+func hasOp(list []*azkeys.KeyOperation, op azkeys.KeyOperation) bool {
+	return slices.ContainsFunc(list, func(o *azkeys.KeyOperation) bool { return o != nil && *o == op })
+}
+
+func ops(list []*azkeys.KeyOperation) []string {
+	var out []string
+	for _, o := range list {
+		if o != nil {
+			out = append(out, string(*o))
+		}
+	}
+	return out
+}
+
+// PublicKeyFromJWK reads the public half of a Key Vault JSON web key (EC
+// with crv, x, y; RSA with n, e).
+func PublicKeyFromJWK(k *azkeys.JSONWebKey) (crypto.PublicKey, error) {
+	if k.Kty == nil {
+		return nil, errors.New("no kty")
+	}
+	switch *k.Kty {
+	case azkeys.KeyTypeEC, azkeys.KeyTypeECHSM:
+		var c elliptic.Curve
+		switch {
+		case k.Crv == nil:
+		case *k.Crv == azkeys.CurveNameP256:
+			c = elliptic.P256()
+		case *k.Crv == azkeys.CurveNameP384:
+			c = elliptic.P384()
+		case *k.Crv == azkeys.CurveNameP521:
+			c = elliptic.P521()
+		}
+		if c == nil {
+			return nil, fmt.Errorf("EC key on an unsupported curve")
+		}
+		size := (c.Params().BitSize + 7) / 8
+		if len(k.X) > size || len(k.Y) > size {
+			return nil, errors.New("EC coordinates too long for the curve")
+		}
+		point := make([]byte, 1+2*size)
+		point[0] = 4
+		copy(point[1+size-len(k.X):1+size], k.X)
+		copy(point[1+2*size-len(k.Y):], k.Y)
+		return ecdsa.ParseUncompressedPublicKey(c, point)
+	case azkeys.KeyTypeRSA, azkeys.KeyTypeRSAHSM:
+		e := new(big.Int).SetBytes(k.E)
+		if len(k.N) == 0 || !e.IsInt64() || e.Int64() < 3 || e.Int64() > 1<<31-1 || e.Bit(0) == 0 {
+			return nil, errors.New("RSA key with a bad modulus or exponent")
+		}
+		return &rsa.PublicKey{N: new(big.Int).SetBytes(k.N), E: int(e.Int64())}, nil
+	}
+	return nil, fmt.Errorf("key type %s cannot sign JWS", *k.Kty)
+}
+
+// pubTags are the tags that keep a public key readable once its version is
+// disabled: base64 PKIX DER in chunks of at most 256 characters.
+func pubTags(pub crypto.PublicKey) (map[string]string, error) {
+	der, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		return nil, err
+	}
+	s := base64.StdEncoding.EncodeToString(der)
+	out := map[string]string{}
+	for i := 0; len(s) > 0; i++ {
+		n := min(len(s), tagValueMax)
+		out[tagPubPrefix+strconv.Itoa(i)] = s[:n]
+		s = s[n:]
+	}
+	return out, nil
+}
+
+func pubFromTags(tags map[string]*string) ([]byte, bool) {
+	var s strings.Builder
+	for i := 0; ; i++ {
+		v := tag(tags, tagPubPrefix+strconv.Itoa(i))
+		if v == "" {
+			break
+		}
+		s.WriteString(v)
+	}
+	if s.Len() == 0 {
+		return nil, false
+	}
+	der, err := base64.StdEncoding.DecodeString(s.String())
+	return der, err == nil
+}
+
+// CreateVersion creates a new version of the ring's key (the key itself
+// for the first), tagged with the ring and the next sequence number, and
+// then checks that it won any race with other replicas (see doc.go).
+func (b *Backend) CreateVersion(ctx context.Context, ring backends.KeyRing, latest string) (backends.Version, error) {
+	spec, ok := specs[ring.Algorithm]
+	if !ok {
+		return backends.Version{}, unsupported(ring.Algorithm)
+	}
+	name, err := b.keyName(ring)
+	if err != nil {
+		return backends.Version{}, err
+	}
+	l, err := b.list(ctx, name)
+	if err != nil {
+		return backends.Version{}, err
+	}
+	backends.Step(ctx, "ListVersions")
+	newest, _ := l.newest()
+	if newest.kid != latest {
+		return backends.Version{}, errorf(backends.KindConflict, "key ring %q changed: its newest version is %q, not %q", ring.Name, newest.kid, latest)
+	}
+	seq := 1
+	for _, it := range l.versions {
+		seq = max(seq, it.seq+1)
+	}
+	params := b.createParams(ring, spec, seq)
+	// Never retried: after a lost answer a retry would make a second
+	// version (which the race rule would then settle).
+	created, err := b.client.CreateKey(policy.WithRetryOptions(ctx, policy.RetryOptions{MaxRetries: -1}), name, params, nil)
+	if err != nil {
+		return backends.Version{}, classify(err, "creating a version of "+name, "keys/create/action")
+	}
+	backends.Step(ctx, "CreateKey")
+	if created.Key == nil || created.Key.KID == nil || created.Attributes == nil || created.Attributes.Created == nil {
+		return backends.Version{}, errorf(backends.KindUnknown, "Key Vault's answer to creating a version of %s lacks its id or creation time", name)
+	}
+	kid := string(*created.Key.KID)
+	pub, err := checkBundle(ring, kid, created.KeyBundle)
+	if err != nil {
+		return backends.Version{}, err
+	}
+	b.mu.Lock()
+	b.pubs[kid] = pub
+	b.mu.Unlock()
+
+	after, err := b.list(ctx, name)
+	if err != nil {
+		return backends.Version{}, err
+	}
+	backends.Step(ctx, "ListVersions after")
+	for _, lost := range after.losers {
+		if lost.kid != kid {
+			continue
+		}
+		winner := ""
+		for _, it := range after.versions {
+			if it.seq == seq {
+				winner = it.kid
+			}
+		}
+		if err := b.disable(ctx, ring, name, created.Key.KID.Version(), pub); err != nil {
+			return backends.Version{}, errorf(backends.KindUnavailable,
+				"key ring %q was rotated concurrently (%s won) and %s, made here, could not be disabled: %v; a live replica disables it", ring.Name, winner, kid, err)
+		}
+		backends.Step(ctx, "UpdateKey loser")
+		return backends.Version{}, errorf(backends.KindConflict, "key ring %q was rotated concurrently: %s won, %s (made here) is disabled", ring.Name, winner, kid)
+	}
+	return backends.Version{ID: kid, Algorithm: ring.Algorithm, PublicKey: pub, Created: *created.Attributes.Created}, nil
+}
+
+// createParams describes a new version of the ring's key: sign and verify
+// only, not exportable, tagged with the ring and its sequence number.
+func (b *Backend) createParams(ring backends.KeyRing, spec keySpec, seq int) azkeys.CreateKeyParameters {
+	params := azkeys.CreateKeyParameters{
+		KeyOps:        []*azkeys.KeyOperation{to(azkeys.KeyOperationSign), to(azkeys.KeyOperationVerify)},
+		KeyAttributes: &azkeys.KeyAttributes{Enabled: to(true), Exportable: to(false)},
+		Tags:          map[string]*string{tagRing: to(ring.Name), tagSeq: to(strconv.Itoa(seq))},
+	}
+	if spec.ec {
+		params.Kty, params.Curve = to(azkeys.KeyTypeEC), to(spec.curve)
+		if b.hsm {
+			params.Kty = to(azkeys.KeyTypeECHSM)
+		}
+	} else {
+		params.Kty, params.KeySize = to(azkeys.KeyTypeRSA), to(spec.bits)
+		if b.hsm {
+			params.Kty = to(azkeys.KeyTypeRSAHSM)
+		}
+	}
+	return params
+}
+
+func to[T any](v T) *T { return &v }
+
+// versionOf is the version id at the end of one of the ring's key ids, or
+// "" if id is not one.
+func (b *Backend) versionOf(ring backends.KeyRing, id string) (string, string, error) {
+	name, err := b.keyName(ring)
+	if err != nil {
+		return "", "", err
+	}
+	rest, ok := strings.CutPrefix(id, strings.TrimSuffix(b.vault, "/")+"/keys/"+name+"/")
+	if !ok || len(rest) != 32 || strings.Trim(rest, "0123456789abcdef") != "" {
+		return "", "", errorf(backends.KindNotFound, "key ring %q has no version %q", ring.Name, id)
+	}
+	return name, rest, nil
+}
+
+// DisableVersion disables the version, keeping its public key in its tags
+// (Key Vault refuses get on a disabled version).
+func (b *Backend) DisableVersion(ctx context.Context, ring backends.KeyRing, versionID string) error {
+	name, ver, err := b.versionOf(ring, versionID)
+	if err != nil {
+		return err
+	}
+	return b.disable(ctx, ring, name, ver, nil)
+}
+
+// disable reads the version (unless pub is known), then sets enabled=false
+// with the public key added to its tags.
+func (b *Backend) disable(ctx context.Context, ring backends.KeyRing, name, ver string, pub crypto.PublicKey) error {
+	kb, err := b.client.GetKey(ctx, name, ver, nil)
+	if isDisabled(err) {
+		return nil // already disabled: an interrupted revocation, finished
+	}
+	if err != nil {
+		return classify(err, "reading "+name+"/"+ver, "keys/read")
+	}
+	backends.Step(ctx, "GetKey")
+	if pub == nil {
+		if pub, err = checkBundle(ring, name+"/"+ver, kb.KeyBundle); err != nil {
+			return err
+		}
+	}
+	add, err := pubTags(pub)
+	if err != nil {
+		return errorf(backends.KindUnknown, "encoding the public key of %s/%s: %v", name, ver, err)
+	}
+	tags := map[string]*string{}
+	for k, v := range kb.Tags {
+		tags[k] = v
+	}
+	for k, v := range add {
+		tags[k] = to(v)
+	}
+	_, err = b.client.UpdateKey(ctx, name, ver, azkeys.UpdateKeyParameters{KeyAttributes: &azkeys.KeyAttributes{Enabled: to(false)}, Tags: tags}, nil)
+	if err != nil {
+		return classify(err, "disabling "+name+"/"+ver, "keys/update/action")
+	}
+	backends.Step(ctx, "UpdateKey")
+	return nil
+}
+
+// Sign asks Key Vault to sign the digest of the signing input with exactly
+// the named version.
+func (b *Backend) Sign(ctx context.Context, ring backends.KeyRing, versionID string, signingInput []byte) ([]byte, error) {
+	alg := ring.Algorithm
+	spec, ok := specs[alg]
+	if !ok {
+		return nil, unsupported(alg)
+	}
+	name, ver, err := b.versionOf(ring, versionID)
+	if err != nil {
+		return nil, err
+	}
+	var digest []byte
+	switch alg.Hash() {
+	case crypto.SHA256:
+		d := sha256.Sum256(signingInput)
+		digest = d[:]
+	case crypto.SHA384:
+		d := sha512.Sum384(signingInput)
+		digest = d[:]
+	default:
+		d := sha512.Sum512(signingInput)
+		digest = d[:]
+	}
+	resp, err := b.client.Sign(ctx, name, ver, azkeys.SignParameters{Algorithm: to(spec.sign), Value: digest}, nil)
+	if err != nil {
+		return nil, classify(err, "signing with "+versionID, "keys/sign/action")
+	}
+	if resp.KID == nil || string(*resp.KID) != versionID {
+		return nil, errorf(backends.KindUnknown, "Key Vault signed with %v, not the requested %s", resp.KID, versionID)
+	}
+	if n := alg.SignatureSize(); n != 0 && len(resp.Result) != n {
+		return nil, errorf(backends.KindUnknown, "Key Vault returned a %d-byte %s signature, want %d", len(resp.Result), alg, n)
+	}
+	return resp.Result, nil
+}
+
+// CheckKeyUsage reports the ring's enabled versions that can do more than
+// sign: key_ops beyond sign and verify (an RSA key made by hand may
+// encrypt, decrypt, wrap and unwrap), or an exportable key.
+func (b *Backend) CheckKeyUsage(ctx context.Context, ring backends.KeyRing) error {
+	name, err := b.keyName(ring)
+	if err != nil {
+		return err
+	}
+	l, err := b.list(ctx, name)
+	if err != nil {
+		return err
+	}
+	var broad []string
+	for _, it := range l.versions {
+		if !it.enabled {
+			continue
+		}
+		kb, err := b.client.GetKey(ctx, name, it.version, nil)
+		if err != nil {
+			return classify(err, "reading "+it.kid, "keys/read")
+		}
+		var extra []string
+		for _, op := range ops(kb.Key.KeyOps) {
+			if op != string(azkeys.KeyOperationSign) && op != string(azkeys.KeyOperationVerify) {
+				extra = append(extra, op)
+			}
+		}
+		if len(extra) > 0 {
+			broad = append(broad, fmt.Sprintf("%s (key_ops also allow %s)", it.kid, strings.Join(extra, ", ")))
+		}
+		if a := kb.Attributes; a != nil && a.Exportable != nil && *a.Exportable {
+			broad = append(broad, it.kid+" (exportable)")
+		}
+	}
+	if len(broad) > 0 {
+		return errorf(backends.KindFailedPrecondition, "key ring %q has versions that can do more than sign: %s", ring.Name, strings.Join(broad, "; "))
+	}
+	return nil
+}
+
+// Leftovers lists the losers of rotation races (disabled, or awaiting a
+// live replica that disables them).
+func (b *Backend) Leftovers(ctx context.Context, ring backends.KeyRing) ([]backends.Leftover, error) {
+	name, err := b.keyName(ring)
+	if err != nil {
+		return nil, err
+	}
+	l, err := b.list(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	var out []backends.Leftover
+	for _, it := range l.losers {
+		st := "disabled"
+		if it.enabled {
+			st = "awaiting clean-up"
+		}
+		out = append(out, backends.Leftover{ID: it.kid, Kind: fmt.Sprintf("version made by a rotation that lost a race (signet-seq %d)", it.seq),
+			State: st, Created: it.created})
+	}
+	return out, nil
+}
+
+// Close releases nothing: the SDK client holds no resources that need it.
+func (b *Backend) Close() error { return nil }
+
+// kvError is Key Vault's error body.
+type kvError struct {
+	Error struct {
+		Code       string `json:"code"`
+		Message    string `json:"message"`
+		InnerError *struct {
+			Code string `json:"code"`
+		} `json:"innererror"`
+	} `json:"error"`
+}
+
+// details reads Key Vault's error code, inner code and message.
+func details(re *azcore.ResponseError) (code, inner, msg string) {
+	code = re.ErrorCode
+	if re.RawResponse == nil {
+		return code, "", ""
+	}
+	body, err := runtime.Payload(re.RawResponse)
+	var e kvError
+	if err != nil || json.Unmarshal(body, &e) != nil {
+		return code, "", ""
+	}
+	if e.Error.InnerError != nil {
+		inner = e.Error.InnerError.Code
+	}
+	return code, inner, e.Error.Message
+}
+
+func isNotFound(err error) bool {
+	var re *azcore.ResponseError
+	return errors.As(err, &re) && re.StatusCode == http.StatusNotFound
+}
+
+func isDisabled(err error) bool {
+	var re *azcore.ResponseError
+	if !errors.As(err, &re) || re.StatusCode != http.StatusForbidden {
+		return false
+	}
+	_, inner, _ := details(re)
+	return inner == "KeyDisabled"
+}
+
+// classify maps Key Vault's answers and transport failures to the shared
+// kinds; a refusal names the data action Signet's identity needs.
+func classify(err error, what, action string) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		return &backends.Error{Kind: backends.KindUnavailable, Backend: Scheme, Msg: what + ": Key Vault did not answer in time", Err: err}
+	}
+	var re *azcore.ResponseError
+	if !errors.As(err, &re) {
+		var ae *azidentity.AuthenticationFailedError
+		if errors.As(err, &ae) {
+			return &backends.Error{Kind: backends.KindPermissionDenied, Backend: Scheme, Msg: what + ": Microsoft Entra ID refused Signet's credential: " + ae.Error(), Err: err}
+		}
+		return &backends.Error{Kind: backends.KindUnavailable, Backend: Scheme, Msg: fmt.Sprintf("%s: cannot reach Key Vault: %v", what, err), Err: err}
+	}
+	code, inner, msg := details(re)
+	text := fmt.Sprintf("%s: %d %s", what, re.StatusCode, code)
+	if inner != "" {
+		text += "/" + inner
+	}
+	if msg != "" {
+		text += ": " + strings.Join(strings.Fields(msg), " ")
+	}
+	kind := backends.KindUnknown
+	switch {
+	case re.StatusCode == http.StatusNotFound:
+		kind = backends.KindNotFound
+	case re.StatusCode == http.StatusForbidden && (inner == "KeyDisabled" || inner == "KeyOperationForbidden"):
+		kind = backends.KindFailedPrecondition
+	case re.StatusCode == http.StatusUnauthorized || re.StatusCode == http.StatusForbidden:
+		kind = backends.KindPermissionDenied
+		text += " (Signet's identity needs the data action Microsoft.KeyVault/vaults/" + action + "; docs/configuration.md lists them all)"
+	case re.StatusCode == http.StatusConflict:
+		kind = backends.KindConflict
+	case re.StatusCode == http.StatusBadRequest:
+		kind = backends.KindInvalidArgument
+	case re.StatusCode == http.StatusTooManyRequests || re.StatusCode == http.StatusRequestTimeout || re.StatusCode >= 500:
+		kind = backends.KindUnavailable
+	}
+	return &backends.Error{Kind: kind, Backend: Scheme, Msg: text, Err: err}
+}

@@ -1,0 +1,284 @@
+package azurekv
+
+import (
+	"context"
+	"encoding/base64"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/signet-dev/signet/backends"
+	"github.com/signet-dev/signet/backends/signertest"
+	"github.com/signet-dev/signet/internal/azurekvtest"
+	"github.com/signet-dev/signet/internal/clocktest"
+)
+
+// identity is the Entra ID look-alike every test's credential gets its
+// tokens from.
+var identity *azurekvtest.Identity
+
+// TestMain starts the identity server and points DefaultAzureCredential at
+// it and the system trust store at the test CA, once, before any test (Go
+// reads SSL_CERT_FILE once).
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "signet-azurekv-")
+	if err != nil {
+		panic(err)
+	}
+	identity = azurekvtest.StartIdentity()
+	identity.SetEnv(dir)
+	code := m.Run()
+	identity.Close()
+	os.RemoveAll(dir)
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			os.Stderr.WriteString(err.Error() + "\n")
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+func start(t testing.TB) *azurekvtest.Server {
+	s := azurekvtest.Start(identity)
+	t.Cleanup(s.Close)
+	return s
+}
+
+func open(t testing.TB, s *azurekvtest.Server, query string) *Backend {
+	t.Helper()
+	return openWith(t, s, query, backends.OpenOptions{})
+}
+
+func openWith(t testing.TB, s *azurekvtest.Server, query string, opts backends.OpenOptions) *Backend {
+	t.Helper()
+	u, err := url.Parse("azurekv://" + strings.TrimPrefix(s.URL, "https://") + "/?disable_instance_discovery=true" + query)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := Open(context.Background(), u, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b.(*Backend)
+}
+
+func withVersion(t *testing.T, ring backends.KeyRing) (*azurekvtest.Server, *Backend, backends.Version) {
+	t.Helper()
+	s := start(t)
+	b := open(t, s, "")
+	return s, b, signertest.CreateVersion(t, b, ring, "")
+}
+
+func jws(alg backends.Algorithm) []byte {
+	return []byte(base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"`+string(alg)+`"}`)) + ".e30")
+}
+
+func TestConformance(t *testing.T) {
+	t.Parallel()
+	s := start(t)
+	signertest.Run(t, signertest.Harness{
+		OpenWith: func(t *testing.T, opts backends.OpenOptions) backends.Signer { return openWith(t, s, "", opts) },
+	})
+}
+
+// Three replicas that all saw v1 as the newest rotate at once; the test
+// server holds their creations until all three have arrived, so each makes
+// a version with the same signet-seq. Every replica lists one new version;
+// the losers are disabled (by their replica, or, for one whose replica
+// re-listed before a later racer's version with an earlier id appeared and
+// so reported success, by a live replica once the grace has passed); the
+// ring rotates on.
+func TestRacingReplicasCreateOneVersion(t *testing.T) {
+	t.Parallel()
+	ring := backends.KeyRing{Name: "race", Algorithm: backends.ES256}
+	s, b, v1 := withVersion(t, ring)
+	replicas := []*Backend{open(t, s, ""), open(t, s, ""), open(t, s, "")}
+	s.HoldCreates(len(replicas))
+	var wg sync.WaitGroup
+	errs := make([]error, len(replicas))
+	for i, r := range replicas {
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			_, errs[i] = r.CreateVersion(ctx, ring, v1.ID)
+		})
+	}
+	wg.Wait()
+	won := 0
+	for _, err := range errs {
+		switch {
+		case err == nil:
+			won++
+		case backends.KindOf(err) != backends.KindConflict:
+			t.Errorf("a racing replica: %v, want success or a conflict", err)
+		}
+	}
+	if won == 0 {
+		t.Error("no racing replica succeeded: the first created always sees itself win")
+	}
+	clock := clocktest.New()
+	live := openWith(t, s, "", backends.OpenOptions{Now: clock.Now, RecoveryGrace: time.Minute})
+	var listed []backends.Version
+	for range 2 {
+		var err error
+		listed, err = live.Versions(context.Background(), ring)
+		if err != nil || len(listed) != 2 || listed[0].ID != v1.ID {
+			t.Fatalf("Versions after the race: %+v, %v; want v1 and one new version", listed, err)
+		}
+		clock.Advance(2 * time.Minute)
+	}
+	enabled := 0
+	for _, v := range s.Versions("signet-race") {
+		if v.Enabled {
+			enabled++
+		}
+	}
+	if enabled != 2 || len(s.Versions("signet-race")) != 4 {
+		t.Errorf("after the race and the grace: %d of %d versions enabled, want 2 of 4", enabled, len(s.Versions("signet-race")))
+	}
+	left, err := b.Leftovers(context.Background(), ring)
+	if err != nil || len(left) != 2 || left[0].State != "disabled" || left[1].State != "disabled" {
+		t.Errorf("Leftovers: %+v, %v; want the two disabled losers", left, err)
+	}
+	signertest.CreateVersion(t, b, ring, listed[1].ID)
+}
+
+// A loser whose replica died before disabling it is disabled by a live
+// replica once the grace has passed, and never listed meanwhile.
+func TestLeftEnabledLoserIsDisabledAfterTheGrace(t *testing.T) {
+	t.Parallel()
+	ring := backends.KeyRing{Name: "orphan", Algorithm: backends.RS256}
+	s, b, v1 := withVersion(t, ring)
+	// Two replicas' creations with the same signet-seq, as a race leaves
+	// them when the loser dies before its re-list: made directly with the
+	// SDK, as the dead replica did.
+	for range 2 {
+		if _, err := b.client.CreateKey(context.Background(), "signet-orphan", b.createParams(ring, specs[ring.Algorithm], 2), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	clock := clocktest.New()
+	var recovered []string
+	live := openWith(t, s, "", backends.OpenOptions{Now: clock.Now, RecoveryGrace: time.Minute,
+		OnRecover: func(a string) { recovered = append(recovered, a) }})
+	for range 2 {
+		vs, err := live.Versions(context.Background(), ring)
+		if err != nil || len(vs) != 2 || vs[0].ID != v1.ID {
+			t.Fatalf("Versions: %+v, %v", vs, err)
+		}
+		if len(recovered) != 0 {
+			t.Fatalf("a loser was disabled within the grace: %v", recovered)
+		}
+	}
+	clock.Advance(2 * time.Minute)
+	if _, err := live.Versions(context.Background(), ring); err != nil {
+		t.Fatal(err)
+	}
+	if len(recovered) != 1 || recovered[0] != backends.RecoveredDisabled {
+		t.Errorf("recovered %v, want one disabled", recovered)
+	}
+	enabled := 0
+	for _, v := range s.Versions("signet-orphan") {
+		if v.Enabled {
+			enabled++
+		}
+	}
+	if enabled != 2 {
+		t.Errorf("%d versions enabled, want v1 and the winner", enabled)
+	}
+}
+
+func TestKeysAreTaggedAndCanOnlySign(t *testing.T) {
+	t.Parallel()
+	ring := backends.KeyRing{Name: "usage", Algorithm: backends.PS384}
+	s, b, v := withVersion(t, ring)
+	vs := s.Versions("signet-usage")
+	if len(vs) != 1 || strings.Join(vs[0].Ops, ",") != "sign,verify" || vs[0].Tags["signet-seq"] != "1" || vs[0].Tags["signet-ring"] != "usage" {
+		t.Fatalf("the version Signet made: %+v", vs)
+	}
+	if err := b.CheckKeyUsage(context.Background(), ring); err != nil {
+		t.Errorf("CheckKeyUsage of Signet's own key: %v", err)
+	}
+	s.SetOps("signet-usage", vs[0].ID, "sign", "verify", "decrypt", "unwrapKey")
+	err := b.CheckKeyUsage(context.Background(), ring)
+	if backends.KindOf(err) != backends.KindFailedPrecondition || !strings.Contains(err.Error(), "decrypt, unwrapKey") {
+		t.Errorf("CheckKeyUsage of a key that may decrypt: %v", err)
+	}
+	s.SetOps("signet-usage", vs[0].ID, "verify")
+	if _, err := open(t, s, "").Versions(context.Background(), ring); backends.KindOf(err) != backends.KindFailedPrecondition {
+		t.Errorf("Versions of a key that cannot sign: %v", err)
+	}
+	_ = v
+}
+
+func TestEdDSAIsRefused(t *testing.T) {
+	t.Parallel()
+	b := open(t, start(t), "")
+	if backends.Supports(b, backends.EdDSA) {
+		t.Fatal("the Key Vault backend claims EdDSA")
+	}
+	_, err := b.CreateVersion(context.Background(), backends.KeyRing{Name: "ed", Algorithm: backends.EdDSA}, "")
+	if backends.KindOf(err) != backends.KindUnimplemented || !strings.Contains(err.Error(), "no Ed25519") {
+		t.Errorf("CreateVersion for EdDSA: %v", err)
+	}
+}
+
+func TestPermissionDeniedNamesTheDataAction(t *testing.T) {
+	t.Parallel()
+	ring := backends.KeyRing{Name: "denied", Algorithm: backends.ES512}
+	s, b, v := withVersion(t, ring)
+	s.Deny("Microsoft.KeyVault/vaults/keys/sign/action", true)
+	_, err := b.Sign(context.Background(), ring, v.ID, jws(ring.Algorithm))
+	if backends.KindOf(err) != backends.KindPermissionDenied || !strings.Contains(err.Error(), "needs the data action Microsoft.KeyVault/vaults/keys/sign/action") {
+		t.Errorf("Sign without keys/sign/action: %v", err)
+	}
+}
+
+func TestThrottlingIsRetriedThenUnavailable(t *testing.T) {
+	t.Parallel()
+	ring := backends.KeyRing{Name: "throttled", Algorithm: backends.ES256}
+	s, b, v := withVersion(t, ring)
+	s.Throttle.Store(2)
+	before := s.Calls("sign")
+	if err := signertest.SignAndVerify(context.Background(), b, ring, v, jws(ring.Algorithm)); err != nil {
+		t.Fatalf("two throttled attempts should be retried: %v", err)
+	}
+	if n := s.Calls("sign") - before; n != 1 || s.Throttle.Load() != 0 {
+		t.Errorf("sign reached the vault %d times after the throttling, want 1", n)
+	}
+	s.Throttle.Store(1000)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if _, err := b.Sign(ctx, ring, v.ID, jws(ring.Algorithm)); backends.KindOf(err) != backends.KindUnavailable {
+		t.Errorf("persistent throttling: %v", err)
+	}
+	s.Throttle.Store(0)
+}
+
+func TestServerGoneIsUnavailableWithinTheDeadline(t *testing.T) {
+	t.Parallel()
+	ring := backends.KeyRing{Name: "gone", Algorithm: backends.ES384}
+	s, b, v := withVersion(t, ring)
+	s.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if _, err := b.Sign(ctx, ring, v.ID, jws(ring.Algorithm)); backends.KindOf(err) != backends.KindUnavailable {
+		t.Errorf("Sign with Key Vault gone: %v", err)
+	}
+}
+
+func TestNoCredentialsInTheURI(t *testing.T) {
+	t.Parallel()
+	for _, raw := range []string{"azurekv://v.vault.azure.net/?client_secret=x", "azurekv://id:secret@v.vault.azure.net/", "azurekv:v.vault.azure.net"} {
+		u, _ := url.Parse(raw)
+		if _, err := Open(context.Background(), u, backends.OpenOptions{}); backends.KindOf(err) != backends.KindInvalidArgument {
+			t.Errorf("%s: %v", u.Redacted(), err)
+		}
+	}
+}

@@ -1,0 +1,344 @@
+package gcpkms
+
+import (
+	"context"
+	"encoding/base64"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"cloud.google.com/go/kms/apiv1/kmspb"
+	"go.uber.org/goleak"
+	"google.golang.org/grpc/codes"
+
+	"github.com/signet-dev/signet/backends"
+	"github.com/signet-dev/signet/backends/signertest"
+	"github.com/signet-dev/signet/internal/gcpkmstest"
+)
+
+// TestMain points Application Default Credentials at a made-up service
+// account and the system trust store at the test CA, once, before any
+// test (Go reads SSL_CERT_FILE once).
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "signet-gcpkms-")
+	if err != nil {
+		panic(err)
+	}
+	gcpkmstest.SetEnv(dir)
+	code := func() int {
+		defer os.RemoveAll(dir)
+		return m.Run()
+	}()
+	if code == 0 {
+		// Every goroutine must be gone: the servers and the clients' connections.
+		if err := goleak.Find(); err != nil {
+			os.Stderr.WriteString(err.Error() + "\n")
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+func start(t testing.TB) *gcpkmstest.Server {
+	s := gcpkmstest.Start()
+	t.Cleanup(s.Close)
+	return s
+}
+
+func open(t testing.TB, s *gcpkmstest.Server, query string) *Backend {
+	t.Helper()
+	return openWith(t, s, query, backends.OpenOptions{})
+}
+
+func openWith(t testing.TB, s *gcpkmstest.Server, query string, opts backends.OpenOptions) *Backend {
+	t.Helper()
+	u, err := url.Parse("gcpkms:" + gcpkmstest.KeyRing + "?endpoint=" + s.Addr + query)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := Open(context.Background(), u, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	return b.(*Backend)
+}
+
+func withVersion(t *testing.T, ring backends.KeyRing) (*gcpkmstest.Server, *Backend, backends.Version) {
+	t.Helper()
+	s := start(t)
+	b := open(t, s, "")
+	return s, b, signertest.CreateVersion(t, b, ring, "")
+}
+
+// jws is a JWS signing input for alg.
+func jws(alg backends.Algorithm) []byte {
+	return []byte(base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"`+string(alg)+`"}`)) + ".e30")
+}
+
+func TestConformance(t *testing.T) {
+	t.Parallel()
+	s := start(t)
+	// Versions are ENABLED as soon as they are made, as Cloud KMS does for
+	// most SOFTWARE keys: the crash cases look at the ring on a clock they
+	// move by hand, while an HSM key's generation takes real seconds.
+	// TestPendingVersionIsNeitherListedNorUsed covers generation.
+	s.SetPendingFor(0)
+	signertest.Run(t, signertest.Harness{
+		OpenWith: func(t *testing.T, opts backends.OpenOptions) backends.Signer {
+			return openWith(t, s, "&protection_level=software", opts)
+		},
+		MaxSigningInput: map[backends.Algorithm]int{backends.EdDSA: MaxData},
+	})
+}
+
+// Three replicas that all saw v1 as the newest rotate at once; the test
+// server holds their CreateCryptoKeyVersion calls until all three have
+// arrived, so each makes a version. Exactly one wins; the other two
+// schedule the destruction of their own and report a conflict.
+func TestRacingReplicasCreateOneVersion(t *testing.T) {
+	t.Parallel()
+	ring := backends.KeyRing{Name: "race", Algorithm: backends.ES256}
+	s, b, v1 := withVersion(t, ring)
+	replicas := []*Backend{open(t, s, ""), open(t, s, ""), open(t, s, "")}
+	s.HoldCreates(len(replicas))
+	var wg sync.WaitGroup
+	errs := make([]error, len(replicas))
+	vs := make([]backends.Version, len(replicas))
+	for i, r := range replicas {
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			vs[i], errs[i] = r.CreateVersion(ctx, ring, v1.ID)
+		})
+	}
+	wg.Wait()
+	won := ""
+	for i, err := range errs {
+		switch {
+		case err == nil && won == "":
+			won = vs[i].ID
+		case err == nil:
+			t.Errorf("two replicas won: %s and %s", won, vs[i].ID)
+		case backends.KindOf(err) != backends.KindConflict:
+			t.Errorf("a losing replica: %v, want a conflict", err)
+		}
+	}
+	states := map[kmspb.CryptoKeyVersion_CryptoKeyVersionState]int{}
+	key, _ := b.keyName(ring)
+	for _, v := range s.Versions(key) {
+		states[v.State]++
+	}
+	if len(s.Versions(key)) != 4 || states[kmspb.CryptoKeyVersion_ENABLED] != 2 || states[kmspb.CryptoKeyVersion_DESTROY_SCHEDULED] != 2 {
+		t.Errorf("after the race: %+v, want v1 and one new version enabled, two scheduled for destruction", s.Versions(key))
+	}
+	listed, err := b.Versions(context.Background(), ring)
+	if err != nil || len(listed) != 2 || listed[0].ID != v1.ID || listed[1].ID != won {
+		t.Fatalf("Versions after the race: %+v, %v; want v1 and %s", listed, err, won)
+	}
+	left, err := b.Leftovers(context.Background(), ring)
+	if err != nil || len(left) != 2 {
+		t.Errorf("Leftovers: %+v, %v; want the two destroyed losers", left, err)
+	}
+	signertest.CreateVersion(t, b, ring, won) // the ring rotates on
+}
+
+// A signature whose signature_crc32c does not match is asked for again;
+// persistent corruption is unavailable, never a signature.
+func TestCorruptChecksumIsRetriedThenUnavailable(t *testing.T) {
+	t.Parallel()
+	ring := backends.KeyRing{Name: "crc", Algorithm: backends.PS256}
+	s, b, v := withVersion(t, ring)
+	s.CorruptSignCRC.Store(2)
+	before := s.Calls("AsymmetricSign")
+	input := jws(ring.Algorithm)
+	if err := signertest.SignAndVerify(context.Background(), b, ring, v, input); err != nil {
+		t.Fatalf("two corrupted answers, then a good one: %v", err)
+	}
+	if n := s.Calls("AsymmetricSign") - before; n != 3 {
+		t.Errorf("AsymmetricSign called %d times, want 3", n)
+	}
+	s.CorruptSignCRC.Store(100)
+	_, err := b.Sign(context.Background(), ring, v.ID, input)
+	if backends.KindOf(err) != backends.KindUnavailable || !strings.Contains(err.Error(), "signature_crc32c") {
+		t.Errorf("persistent corruption: %v", err)
+	}
+	s.CorruptSignCRC.Store(0)
+}
+
+// A version Cloud KMS is still generating is neither listed nor used; a
+// rotation meanwhile conflicts; once enabled it is an ordinary version.
+func TestPendingVersionIsNeitherListedNorUsed(t *testing.T) {
+	t.Parallel()
+	ring := backends.KeyRing{Name: "pending", Algorithm: backends.EdDSA}
+	s, b, v1 := withVersion(t, ring)
+	s.SetPendingFor(time.Hour)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	_, err := b.CreateVersion(ctx, ring, v1.ID)
+	if backends.KindOf(err) != backends.KindUnavailable || !strings.Contains(err.Error(), "PENDING_GENERATION") {
+		t.Fatalf("CreateVersion while Cloud KMS generates: %v", err)
+	}
+	vs, err := b.Versions(context.Background(), ring)
+	if err != nil || len(vs) != 1 {
+		t.Fatalf("Versions with a pending version: %+v, %v; want v1 only", vs, err)
+	}
+	pending := strings.Replace(v1.ID, "/cryptoKeyVersions/1", "/cryptoKeyVersions/2", 1)
+	if _, err := b.Sign(context.Background(), ring, pending, []byte("a.b")); backends.KindOf(err) != backends.KindFailedPrecondition {
+		t.Errorf("Sign with the pending version: %v, want failed precondition", err)
+	}
+	if _, err := b.CreateVersion(context.Background(), ring, v1.ID); backends.KindOf(err) != backends.KindConflict {
+		t.Errorf("a rotation while another version is pending: %v, want a conflict", err)
+	}
+	s.SetState(pending, kmspb.CryptoKeyVersion_ENABLED)
+	vs, err = b.Versions(context.Background(), ring)
+	if err != nil || len(vs) != 2 || vs[1].ID != pending {
+		t.Fatalf("Versions once enabled: %+v, %v", vs, err)
+	}
+	if err := signertest.SignAndVerify(context.Background(), b, ring, vs[1], jws(ring.Algorithm)); err != nil {
+		t.Error(err)
+	}
+}
+
+func TestPermissionDeniedNamesThePermission(t *testing.T) {
+	t.Parallel()
+	ring := backends.KeyRing{Name: "denied", Algorithm: backends.ES384}
+	s, b, v := withVersion(t, ring)
+	s.Deny("cloudkms.cryptoKeyVersions.useToSign", true)
+	_, err := b.Sign(context.Background(), ring, v.ID, []byte("a.b"))
+	if backends.KindOf(err) != backends.KindPermissionDenied || !strings.Contains(err.Error(), "needs cloudkms.cryptoKeyVersions.useToSign") {
+		t.Errorf("Sign without useToSign: %v", err)
+	}
+	s.Deny("cloudkms.cryptoKeyVersions.useToSign", false)
+	s.Deny("cloudkms.cryptoKeyVersions.create", true)
+	_, err = b.CreateVersion(context.Background(), ring, v.ID)
+	if backends.KindOf(err) != backends.KindPermissionDenied || !strings.Contains(err.Error(), "cloudkms.cryptoKeyVersions.create") {
+		t.Errorf("CreateVersion without create: %v", err)
+	}
+}
+
+func TestThrottlingIsRetriedThenUnavailable(t *testing.T) {
+	t.Parallel()
+	ring := backends.KeyRing{Name: "throttled", Algorithm: backends.ES256}
+	s, b, v := withVersion(t, ring)
+	s.FailNext("AsymmetricSign", codes.ResourceExhausted, 2)
+	s.FailNext("GetPublicKey", codes.Unavailable, 1)
+	before := s.Calls("AsymmetricSign")
+	if _, err := b.Sign(context.Background(), ring, v.ID, []byte("a.b")); err != nil {
+		t.Fatalf("two throttled attempts should be retried: %v", err)
+	}
+	if n := s.Calls("AsymmetricSign") - before; n != 3 {
+		t.Errorf("AsymmetricSign reached Cloud KMS %d times, want 3", n)
+	}
+	if _, err := open(t, s, "").Versions(context.Background(), ring); err != nil {
+		t.Errorf("an unavailable GetPublicKey should be retried: %v", err)
+	}
+	s.FailNext("AsymmetricSign", codes.ResourceExhausted, 1000)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if _, err := b.Sign(ctx, ring, v.ID, []byte("a.b")); backends.KindOf(err) != backends.KindUnavailable {
+		t.Errorf("persistent throttling: %v", err)
+	}
+}
+
+func TestServerGoneIsUnavailableWithinTheDeadline(t *testing.T) {
+	t.Parallel()
+	ring := backends.KeyRing{Name: "gone", Algorithm: backends.RS256}
+	s, b, v := withVersion(t, ring)
+	s.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if _, err := b.Sign(ctx, ring, v.ID, []byte("a.b")); backends.KindOf(err) != backends.KindUnavailable {
+		t.Errorf("Sign with Cloud KMS gone: %v", err)
+	}
+}
+
+// A CryptoKey whose versions have another algorithm than the ring's (made
+// or changed by hand) stops the ring at every read and is never rotated.
+func TestForeignAlgorithmIsRefused(t *testing.T) {
+	t.Parallel()
+	s := start(t)
+	b := open(t, s, "")
+	p384 := backends.KeyRing{Name: "shared", Algorithm: backends.ES384}
+	signertest.CreateVersion(t, b, p384, "")
+	p256 := backends.KeyRing{Name: "shared", Algorithm: backends.ES256}
+	_, err := b.Versions(context.Background(), p256)
+	if backends.KindOf(err) != backends.KindFailedPrecondition || !strings.Contains(err.Error(), "EC_SIGN_P384_SHA384") {
+		t.Errorf("Versions of a P-384 key for an ES256 ring: %v", err)
+	}
+}
+
+// The first version of a ring is made by CreateCryptoKey, which only one
+// replica can win.
+func TestRacingFirstVersions(t *testing.T) {
+	t.Parallel()
+	s := start(t)
+	ring := backends.KeyRing{Name: "first", Algorithm: backends.ES256}
+	var wg sync.WaitGroup
+	errs := make(chan error, 3)
+	for range 3 {
+		r := open(t, s, "")
+		wg.Go(func() {
+			_, err := r.CreateVersion(context.Background(), ring, "")
+			errs <- err
+		})
+	}
+	wg.Wait()
+	close(errs)
+	won := 0
+	for err := range errs {
+		if err == nil {
+			won++
+		} else if backends.KindOf(err) != backends.KindConflict {
+			t.Error(err)
+		}
+	}
+	vs, err := open(t, s, "").Versions(context.Background(), ring)
+	if won != 1 || err != nil || len(vs) != 1 {
+		t.Errorf("%d replicas won, versions %+v, %v; want one", won, vs, err)
+	}
+}
+
+func TestNoCredentialsInTheURI(t *testing.T) {
+	t.Parallel()
+	for _, raw := range []string{"gcpkms:" + gcpkmstest.KeyRing + "?credentials=x", "gcpkms://user:pw@" + gcpkmstest.KeyRing} {
+		u, _ := url.Parse(raw)
+		if _, err := Open(context.Background(), u, backends.OpenOptions{}); backends.KindOf(err) != backends.KindInvalidArgument {
+			t.Errorf("%s: %v", u.Redacted(), err)
+		}
+	}
+}
+
+// With destroy_on_revoke, a revoked version is disabled and then scheduled
+// for destruction: it leaves the list, and Leftovers shows it.
+func TestDestroyOnRevoke(t *testing.T) {
+	t.Parallel()
+	s := start(t)
+	b := open(t, s, "&destroy_on_revoke=true")
+	ring := backends.KeyRing{Name: "destroyed", Algorithm: backends.ES256}
+	v1 := signertest.CreateVersion(t, b, ring, "")
+	v2 := signertest.CreateVersion(t, b, ring, v1.ID)
+	for range 2 { // the second is a retry of a finished revocation
+		if err := b.DisableVersion(context.Background(), ring, v1.ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	key, _ := b.keyName(ring)
+	if st := s.Versions(key)[0].State; st != kmspb.CryptoKeyVersion_DESTROY_SCHEDULED {
+		t.Errorf("the revoked version is %s", st)
+	}
+	vs, err := b.Versions(context.Background(), ring)
+	if err != nil || len(vs) != 1 || vs[0].ID != v2.ID {
+		t.Errorf("Versions: %+v, %v; want v2 only", vs, err)
+	}
+	left, err := b.Leftovers(context.Background(), ring)
+	if err != nil || len(left) != 1 || left[0].ID != v1.ID || left[0].State != "scheduled for deletion" {
+		t.Errorf("Leftovers: %+v, %v", left, err)
+	}
+	if _, err := b.Sign(context.Background(), ring, v1.ID, jws(ring.Algorithm)); backends.KindOf(err) != backends.KindFailedPrecondition {
+		t.Errorf("Sign with the destroyed version: %v", err)
+	}
+}

@@ -143,7 +143,8 @@ func runRotate(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs := newFlagSet("rotate", "[--key-ring default] [--revoke-previous]",
 		"Creates a new key version. It is published in the JWKS at once and signs after the\n"+
 			"ring's publish_ahead. With --revoke-previous (emergency) every older version is disabled\n"+
-			"in the backend: the new one signs at once and the old kids leave the JWKS at once.", stderr)
+			"in the backend: the old kids leave the JWKS at once, and the new one signs once every\n"+
+			"replica publishes it (2 x refresh_interval; Sign answers Unavailable until then).", stderr)
 	cf := addClientFlags(fs)
 	ring := fs.String("key-ring", "default", "key ring to rotate")
 	revoke := fs.Bool("revoke-previous", false, "disable every older version now (tokens they signed stop verifying)")

@@ -143,7 +143,10 @@ func New(ctx context.Context, specs []RingSpec, opts Options) (*KeySet, error) {
 		if err := ks.Refresh(ctx, r); err != nil {
 			return nil, fmt.Errorf("key ring %q: reading versions: %w", r.Name, err)
 		}
-		if r.snap.Load().active == nil {
+		// A ring with an enabled version that does not sign yet (an
+		// emergency rotation's, waiting for every replica to publish it)
+		// needs no new one.
+		if !hasEnabled(r.snap.Load()) {
 			v, created, err := ks.createFirst(ctx, r)
 			if err != nil {
 				return nil, fmt.Errorf("key ring %q: creating its first version: %w", r.Name, err)
@@ -187,10 +190,20 @@ func (ks *KeySet) createFirst(ctx context.Context, r *Ring) (v *Version, created
 		if err := ks.Refresh(ctx, r); err != nil {
 			return nil, false, err
 		}
-		if a := r.snap.Load().active; a != nil {
-			return a, false, nil
+		if s := r.snap.Load(); hasEnabled(s) {
+			return s.versions[len(s.versions)-1], false, nil
 		}
 	}
+}
+
+// hasEnabled reports whether any of the snapshot's versions is enabled.
+func hasEnabled(s *snapshot) bool {
+	for _, v := range s.versions {
+		if !v.Disabled {
+			return true
+		}
+	}
+	return false
 }
 
 // checkKeyUsage asks the ring's backend, if it can tell
@@ -510,10 +523,23 @@ func (ks *KeySet) Rotate(ctx context.Context, r *Ring, revokePrevious bool) (cre
 // Active returns the version that signs now. With none (every version
 // revoked), the error is KindUnavailable and says to rotate.
 func (ks *KeySet) Active(r *Ring) (*Version, error) {
-	if v := ks.current(r).active; v != nil {
-		return v, nil
+	s := ks.current(r)
+	if s.active != nil {
+		return s.active, nil
 	}
-	return nil, backends.Errorf(backends.KindUnavailable, "", "key ring %q has no enabled version to sign with: Rotate it", r.Name)
+	return nil, backends.Errorf(backends.KindUnavailable, "", "%s", noActive(r, s))
+}
+
+// noActive says why no version of the ring signs: none is enabled, or an
+// emergency rotation's version waits for every replica to publish it.
+func noActive(r *Ring, s *snapshot) string {
+	for _, v := range s.versions {
+		if !v.Disabled {
+			return fmt.Sprintf("key ring %q: the version of the emergency rotation signs from %s, once every replica publishes it "+
+				"(2 × refresh_interval after its creation); retry then", r.Name, v.ActivatesAt.UTC().Format(time.RFC3339Nano))
+		}
+	}
+	return fmt.Sprintf("key ring %q has no enabled version to sign with: Rotate it", r.Name)
 }
 
 // SignWith has the ring's backend sign input with version v, bounded by
@@ -523,6 +549,10 @@ func (ks *KeySet) SignWith(ctx context.Context, r *Ring, v *Version, input []byt
 	sig, err := r.backend.Sign(bctx, r.key, v.ID, input)
 	cancel()
 	ks.observe(r, err)
+	if backends.KindOf(err) == backends.KindFailedPrecondition && ks.revokedMeanwhile(ctx, r, v) {
+		return nil, backends.Errorf(backends.KindUnavailable, "", "version %s of key ring %q was revoked by another replica after this one "+
+			"last read the versions; it has read them again: retry", v.ID, r.Name)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -541,6 +571,19 @@ func (ks *KeySet) SignWith(ctx context.Context, r *Ring, v *Version, input []byt
 		}
 	}
 	return sig, nil
+}
+
+// revokedMeanwhile re-reads the ring after the backend refused to sign with
+// v, and reports whether v is disabled now: another replica revoked it (an
+// emergency rotation) since this one last read the versions. Without the
+// re-read, this replica would go on signing with v, and failing, until its
+// next refresh (the soak saw a second of FailedPrecondition answers).
+func (ks *KeySet) revokedMeanwhile(ctx context.Context, r *Ring, v *Version) bool {
+	if v.Disabled || ks.Refresh(ctx, r) != nil {
+		return false
+	}
+	nv := find(ks.current(r).versions, v.ID)
+	return nv != nil && nv.Disabled
 }
 
 // Versions returns the ring's versions with their current states, oldest
@@ -659,8 +702,8 @@ func nextRotation(r *Ring, vs []*Version) time.Time {
 func (ks *KeySet) SigningProblems() []string {
 	var why []string
 	for _, r := range ks.rings {
-		if ks.current(r).active == nil {
-			why = append(why, fmt.Sprintf("key ring %q has no version that can sign: Rotate it", r.Name))
+		if cur := ks.current(r); cur.active == nil {
+			why = append(why, noActive(r, cur))
 		}
 		if d := r.down.Load(); d != nil {
 			why = append(why, fmt.Sprintf("key ring %q: backend unreachable since %s: %v", r.Name, d.at.UTC().Format(time.RFC3339), d.err))

@@ -392,7 +392,7 @@ func (s *soak) faults(deadline time.Time) {
 	if !sleepUntil(time.Now().Add(faultGap), deadline) {
 		return
 	}
-	for k := 0; ; k++ {
+	for k := 0; ; {
 		// Each fault needs its own time and the quiet after it to show
 		// recovery while the load still runs: none starts near the end.
 		if time.Until(deadline) < faultGap+4*time.Second {
@@ -404,8 +404,11 @@ func (s *soak) faults(deadline time.Time) {
 			if !s.revoke(deadline) {
 				return
 			}
-		} else if !steps[k%len(steps)](deadline) {
-			return
+		} else {
+			if !steps[k%len(steps)](deadline) {
+				return
+			}
+			k++
 		}
 		if !sleepUntil(time.Now().Add(faultGap), deadline) {
 			return

@@ -38,10 +38,10 @@ func startProc(name, dir string, env []string, bin string, args ...string) (*pro
 	p.cmd.Env = append(os.Environ(), env...)
 	p.cmd.Stdout, p.cmd.Stderr = out, out
 	if err := p.cmd.Start(); err != nil {
-		out.Close()
+		_ = out.Close()
 		return nil, fmt.Errorf("starting %s: %w", name, err)
 	}
-	go func() { _ = p.cmd.Wait(); out.Close(); close(p.done) }()
+	go func() { _ = p.cmd.Wait(); _ = out.Close(); close(p.done) }()
 	return p, nil
 }
 
@@ -183,7 +183,7 @@ ui = false
 		}
 		resp, err := vaultHTTP.Get("http://" + v.addr + "/v1/sys/seal-status")
 		if err == nil {
-			resp.Body.Close()
+			_ = resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
 				return nil
 			}

@@ -309,6 +309,7 @@ func (s *soak) signLoop(ctx context.Context, signers *sync.WaitGroup, signed fun
 			continue
 		}
 		signers.Add(1)
+		// #nosec G118 -- each call has its own deadline and outlives the load context on purpose: stopping the load must not cut calls in flight
 		go func() {
 			defer signers.Done()
 			defer func() { <-sem }()
@@ -527,7 +528,7 @@ func (s *soak) killAtScheduledRotation(deadline time.Time) bool {
 	if r == nil {
 		return true
 	}
-	conn.Close()
+	_ = conn.Close()
 	delay := time.Duration(rand.Int64N(int64(30 * time.Millisecond))) // #nosec G404 -- fault scheduling
 	time.Sleep(time.Until(boundary.Add(delay)))
 	r.p.kill()

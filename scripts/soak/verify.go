@@ -156,7 +156,7 @@ func startPyJWT(python, dir, url, issuer string, rec *recorder) (*pyjwt, error) 
 	if err := os.WriteFile(script, pyjwtSidecar, 0o600); err != nil {
 		return nil, err
 	}
-	errs, err := os.Create(filepath.Join(dir, "pyjwt.log"))
+	errs, err := os.Create(filepath.Join(dir, "pyjwt.log")) // #nosec G304 -- the run's own directory
 	if err != nil {
 		return nil, err
 	}
@@ -220,5 +220,5 @@ func (p *pyjwt) close() {
 		_ = p.cmd.Process.Kill()
 	}
 	_ = p.cmd.Wait()
-	p.errs.Close()
+	_ = p.errs.Close()
 }

@@ -166,18 +166,3 @@ func (r *recorder) note(s string) {
 	defer r.mu.Unlock()
 	r.notes = append(r.notes, s)
 }
-
-// pending counts the verdicts not in yet.
-func (r *recorder) pending() int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	n := 0
-	for _, t := range r.tokens {
-		for _, v := range t.verdicts {
-			if !v.done {
-				n++
-			}
-		}
-	}
-	return n
-}

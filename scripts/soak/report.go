@@ -35,13 +35,6 @@ func (r *report) violate(format string, args ...any) {
 	r.violations = append(r.violations, fmt.Sprintf(format, args...))
 }
 
-func (r *report) availability() float64 {
-	if r.fetches == 0 {
-		return 0
-	}
-	return 100 * float64(r.fetchOK) / float64(r.fetches)
-}
-
 // summary is the report's last line.
 func (r *report) summary(label string) string {
 	result := "PASS"

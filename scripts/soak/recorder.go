@@ -42,6 +42,10 @@ type tokenRec struct {
 	signed   time.Time // when the Sign answer arrived
 	slot     int
 	verdicts [numVerifiers]verdict
+	// revokedLater: the token's kid was revoked after it verified, and
+	// the jwx caches no longer had the kid jwks_max_age + refresh_interval
+	// + the margin after the revocation: the token is rejected from then on.
+	revokedLater bool
 }
 
 type verdict struct {

@@ -79,8 +79,10 @@ type soak struct {
 	env     [replicas][]string
 	incs    [replicas]int
 	rotRTT  time.Duration // the last manual rotation's round trip
-	skipped int           // Sign ticks skipped: concurrency bound reached
-	noRep   int           // Sign ticks with no live replica
+	gv      *goVerifiers
+	later   sync.WaitGroup // checks that run after a delay
+	skipped int            // Sign ticks skipped: concurrency bound reached
+	noRep   int            // Sign ticks with no live replica
 }
 
 // run soaks one backend and returns its report.
@@ -112,6 +114,7 @@ func run(o options) (*report, error) {
 	if err != nil {
 		return nil, err
 	}
+	s.gv = gv
 	py, err := startPyJWT(o.python, o.dir, f.url, issuer, s.rec)
 	if err != nil {
 		return nil, err
@@ -180,6 +183,7 @@ func run(o options) (*report, error) {
 	verifiers.Wait()
 	py.close()
 	pyClosed = true
+	s.later.Wait()
 	s.logf("load stopped; waiting for the backend to converge, then checking leftovers and agreement")
 	leftovers, agree := s.finalChecks()
 	return analyze(s, time.Since(start), leftovers, agree, gv), nil
@@ -519,7 +523,9 @@ func (s *soak) killAtScheduledRotation(deadline time.Time) bool {
 	for time.Until(boundary) < 1500*time.Millisecond {
 		boundary = boundary.Add(rotationPeriod) // missed this one; the next (if no manual rotation comes between, none does)
 	}
-	if !sleepUntil(boundary.Add(-time.Second), deadline) {
+	// It ends a second after the boundary plus the restart: leave the load
+	// time to see the restarted replica sign.
+	if !sleepUntil(boundary.Add(-time.Second), deadline.Add(-faultGap)) {
 		return false
 	}
 	i := rand.IntN(replicas) // #nosec G404 -- fault scheduling
@@ -618,8 +624,50 @@ func (s *soak) revoke(time.Time) bool {
 		s.rec.version(versionRec{kid: k.GetKid(), backendID: k.GetBackendId(), created: k.GetCreatedAt().AsTime(), revoked: true})
 	}
 	s.rec.addRevoke(rv)
+	s.later.Add(1)
+	go func() { defer s.later.Done(); s.recheckRevoked(rv) }()
 	s.logf("Rotate --revoke-previous through signet-%d: new kid %s, %d revoked, in %s", l.slot, short(v.GetKid()), len(rv.kids), got.Sub(sent).Round(time.Millisecond))
 	return true
+}
+
+// recheckRevoked presents the tokens of the revoked kids again once every
+// cache that honours Cache-Control must have dropped them: jwks_max_age
+// after every replica's JWKS dropped them (propagationBound), and a second
+// for the cache's own timer. Each jwx cache must not hold a revoked kid
+// then; the tokens count as revoked and rejected.
+// (go-oidc's RemoteKeySet and PyJWKClient keep keys until an unknown kid or
+// 300 s: they may still accept them, as they would in production.)
+func (s *soak) recheckRevoked(rv revokeRec) {
+	time.Sleep(time.Until(rv.answered.Add(jwksMaxAge + propagationBound + time.Second)))
+	revoked := map[string]bool{}
+	for _, k := range rv.kids {
+		revoked[k] = true
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for i := range s.gv.jwx {
+		set, err := s.gv.jwx[i].Lookup(ctx, s.gv.url)
+		if err != nil {
+			s.rec.note(fmt.Sprintf("%s: reading its cached JWKS after the revocation: %v", verifierNames[vJWXA+i], err))
+			return
+		}
+		for k := range revoked {
+			if _, ok := set.LookupKeyID(k); ok {
+				s.rec.note(fmt.Sprintf("%s still trusted revoked kid %s %s after the revocation (jwks_max_age %s)",
+					verifierNames[vJWXA+i], short(k), time.Since(rv.answered).Round(time.Millisecond), jwksMaxAge))
+			}
+		}
+	}
+	s.rec.mu.Lock()
+	defer s.rec.mu.Unlock()
+	n := 0
+	for _, t := range s.rec.tokens {
+		if revoked[t.kid] {
+			t.revokedLater = true
+			n++
+		}
+	}
+	s.logf("%d tokens of the revoked kids: every jwx cache dropped the kids %s after the revocation", n, time.Since(rv.answered).Round(time.Millisecond))
 }
 
 func short(kid string) string {

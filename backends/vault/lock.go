@@ -48,9 +48,9 @@ const lockWait = 10 * time.Millisecond
 func (b *Backend) lockName(ring backends.KeyRing) string { return lockPrefix + b.keyName(ring) }
 
 // acquireLock creates the ring's lock key, waiting within ctx while another
-// replica holds it. It fails with KindConflict when the deadline passes
-// with the lock still held.
-func (b *Backend) acquireLock(ctx context.Context, ring backends.KeyRing) error {
+// replica holds it, and returns its ticket. It fails with KindConflict when
+// the deadline passes with the lock still held.
+func (b *Backend) acquireLock(ctx context.Context, ring backends.KeyRing) (int64, error) {
 	name := b.lockName(ring)
 	for {
 		ticket := int64(time.Hour/time.Second) + rand.Int64N(1<<31) // #nosec G404 -- tells lock holders apart, guards nothing
@@ -59,14 +59,14 @@ func (b *Backend) acquireLock(ctx context.Context, ring backends.KeyRing) error 
 				"exportable": false, "allow_plaintext_backup": false, "auto_rotate_period": ticket})
 		})
 		if err != nil {
-			return b.classify(err, "taking the rotation lock (creating Transit key %q)", name)
+			return 0, b.classify(err, "taking the rotation lock (creating Transit key %q)", name)
 		}
 		if lockTicket(secret) == ticket {
-			return nil
+			return ticket, nil
 		}
 		select {
 		case <-ctx.Done():
-			return errorf(backends.KindConflict, "Transit key %q is being rotated by another replica (its lock key %q exists)", b.keyName(ring), name)
+			return 0, errorf(backends.KindConflict, "Transit key %q is being rotated by another replica (its lock key %q exists)", b.keyName(ring), name)
 		case <-time.After(lockWait):
 		}
 	}
@@ -85,9 +85,19 @@ func lockTicket(s *api.Secret) int64 {
 	return n
 }
 
-// releaseLock deletes the lock key.
-func (b *Backend) releaseLock(ctx context.Context, ring backends.KeyRing) error {
+// releaseLock deletes the lock key if it is still the one with ticket: a
+// holder that outlived the grace (its release late after a failure) must
+// not delete the lock another replica took after a refresh removed its own.
+func (b *Backend) releaseLock(ctx context.Context, ring backends.KeyRing, ticket int64) error {
 	name := b.lockName(ring)
+	_, current, err := b.readLock(ctx, ring)
+	if err != nil {
+		return err
+	}
+	backends.Step(ctx, "read lock")
+	if current != ticket {
+		return nil // gone, or another replica's
+	}
 	if _, err := b.call(ctx, func(ctx context.Context) (*api.Secret, error) {
 		return b.client.Logical().WriteWithContext(ctx, b.path("keys", name, "config"), map[string]any{"deletion_allowed": true})
 	}); err != nil {
@@ -103,46 +113,47 @@ func (b *Backend) releaseLock(ctx context.Context, ring backends.KeyRing) error 
 	return nil
 }
 
-// readLock reads the lock key: when it was created, or the zero time when
-// there is none.
-func (b *Backend) readLock(ctx context.Context, ring backends.KeyRing) (time.Time, error) {
+// readLock reads the lock key: when it was created and its ticket, or the
+// zero time when there is none.
+func (b *Backend) readLock(ctx context.Context, ring backends.KeyRing) (created time.Time, ticket int64, err error) {
 	name := b.lockName(ring)
 	secret, err := b.call(ctx, func(ctx context.Context) (*api.Secret, error) {
 		return b.client.Logical().ReadWithContext(ctx, b.path("keys", name))
 	})
 	if err != nil {
-		return time.Time{}, b.classify(err, "reading the rotation lock (Transit key %q)", name)
+		return time.Time{}, 0, b.classify(err, "reading the rotation lock (Transit key %q)", name)
 	}
 	if secret == nil || secret.Data == nil {
-		return time.Time{}, nil
+		return time.Time{}, 0, nil
 	}
+	ticket = lockTicket(secret)
 	raw, err := json.Marshal(secret.Data["keys"])
 	if err != nil {
-		return time.Time{}, err
+		return time.Time{}, 0, err
 	}
 	// A symmetric key's versions read as version -> Unix seconds.
 	var keys map[string]int64
 	if err := json.Unmarshal(raw, &keys); err != nil || len(keys) == 0 {
-		return time.Unix(0, 0), nil // a lock key all the same; its age comes from this process's sightings
+		return time.Unix(0, 0), ticket, nil // a lock key all the same; its age comes from this process's sightings
 	}
-	created := int64(0)
+	var first int64
 	for _, t := range keys {
-		if created == 0 || t < created {
-			created = t
+		if first == 0 || t < first {
+			first = t
 		}
 	}
-	return time.Unix(created, 0), nil
+	return time.Unix(first, 0), ticket, nil
 }
 
 // cleanLock deletes a lock key that this process has seen for longer than
 // the recovery grace: its holder died.
 func (b *Backend) cleanLock(ctx context.Context, ring backends.KeyRing) (cleaned bool, err error) {
-	created, err := b.readLock(ctx, ring)
+	created, ticket, err := b.readLock(ctx, ring)
 	if err != nil {
 		return false, err
 	}
 	name := b.lockName(ring)
-	key := name + "@" + created.String() // a new lock is new evidence
+	key := fmt.Sprintf("%s@%d", name, ticket) // a new lock is new evidence
 	if created.IsZero() {
 		b.seenLocks.Forget(b.lastLock(name, ""))
 		return false, nil
@@ -151,7 +162,7 @@ func (b *Backend) cleanLock(ctx context.Context, ring backends.KeyRing) (cleaned
 	if !b.seenLocks.Stale(key, b.opts.Clock()(), b.opts.Grace()) {
 		return false, nil
 	}
-	if err := b.releaseLock(ctx, ring); err != nil {
+	if err := b.releaseLock(ctx, ring, ticket); err != nil {
 		return false, err
 	}
 	b.seenLocks.Forget(key)

@@ -354,14 +354,15 @@ func (b *Backend) CreateVersion(ctx context.Context, ring backends.KeyRing, late
 	}
 	// Rotating is not conditional in Transit: take the ring's rotation
 	// lock (lock.go), then check the newest version again under it.
-	if err := b.acquireLock(ctx, ring); err != nil {
+	ticket, err := b.acquireLock(ctx, ring)
+	if err != nil {
 		return backends.Version{}, err
 	}
 	backends.Step(ctx, "take lock")
 	v, err := b.rotateLocked(ctx, ring, latest)
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), lockReleaseTimeout)
 	defer cancel()
-	if rerr := b.releaseLock(rctx, ring); rerr != nil && err == nil {
+	if rerr := b.releaseLock(rctx, ring, ticket); rerr != nil && err == nil {
 		// The version exists; a live replica deletes the lock key after the grace.
 		b.log.Warn("vault: could not release the rotation lock; a replica removes it after the recovery grace", "err", rerr)
 	}
@@ -456,7 +457,7 @@ func (b *Backend) Leftovers(ctx context.Context, ring backends.KeyRing) ([]backe
 	if err := b.checkOpen(); err != nil {
 		return nil, err
 	}
-	created, err := b.readLock(ctx, ring)
+	created, _, err := b.readLock(ctx, ring)
 	if err != nil || created.IsZero() {
 		return nil, err
 	}

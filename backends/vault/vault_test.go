@@ -612,3 +612,37 @@ func TestConcurrentRotationsMakeOneVersion(t *testing.T) {
 		t.Errorf("after the rotations, leftovers %v, %v: the lock key should be gone", ls, err)
 	}
 }
+
+// A holder whose release comes late (after a refresh removed its lock as
+// stale and another replica took a new one) must not delete the new lock.
+func TestLateReleaseLeavesAnotherReplicasLock(t *testing.T) {
+	t.Parallel()
+	srv := vaulttest.Start(t)
+	ring := backends.KeyRing{Name: "late", Algorithm: backends.ES256}
+	a := mustOpen(t, uriFor(srv, ""), rootEnv)
+	b := mustOpen(t, uriFor(srv, ""), rootEnv)
+	ctx := context.Background()
+	old, err := a.acquireLock(ctx, ring)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.releaseLock(ctx, ring, old); err != nil { // what a refresh does to a stale lock
+		t.Fatal(err)
+	}
+	held, err := b.acquireLock(ctx, ring)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.releaseLock(ctx, ring, old); err != nil {
+		t.Fatal(err)
+	}
+	if _, ticket, err := b.readLock(ctx, ring); err != nil || ticket != held {
+		t.Fatalf("after the late release the lock's ticket is %d (%v), want %d: the new holder's lock was deleted", ticket, err, held)
+	}
+	if err := b.releaseLock(ctx, ring, held); err != nil {
+		t.Fatal(err)
+	}
+	if created, _, err := b.readLock(ctx, ring); err != nil || !created.IsZero() {
+		t.Fatalf("the holder's release left the lock (%v, %v)", created, err)
+	}
+}

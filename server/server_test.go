@@ -283,12 +283,15 @@ func TestLifecycleFollowsTheClock(t *testing.T) {
 
 func TestRevokePrevious(t *testing.T) {
 	t.Parallel()
-	ts := startServer(t, testConfig(t), Options{})
+	clock := clocktest.New()
+	cfg := testConfig(t)
+	ts := startServer(t, cfg, Options{Now: clock.Now})
 	old := sign(t, ts, "default")
 	rotate(t, ts, false)
 	rot := rotate(t, ts, true)
-	if rot.GetVersion().GetState() != signetv1.KeyState_KEY_STATE_ACTIVE || len(rot.GetRevoked()) != 2 {
-		t.Fatalf("emergency rotation: new version %v, %d revoked; want active and 2", rot.GetVersion().GetState(), len(rot.GetRevoked()))
+	if rot.GetVersion().GetState() != signetv1.KeyState_KEY_STATE_PENDING || len(rot.GetRevoked()) != 2 {
+		t.Fatalf("emergency rotation: new version %v, %d revoked; want pending (until every replica publishes it) and 2",
+			rot.GetVersion().GetState(), len(rot.GetRevoked()))
 	}
 	for _, r := range rot.GetRevoked() {
 		if r.GetState() != signetv1.KeyState_KEY_STATE_REVOKED {
@@ -302,6 +305,12 @@ func TestRevokePrevious(t *testing.T) {
 	if _, err := verify(t, body, old.GetToken()); err == nil {
 		t.Error("a token of a revoked version still verifies")
 	}
+	// No version signs until every replica can have published the new one.
+	_, err := ts.client.Sign(ctxT(t), &signetv1.SignRequest{KeyRing: "default", Subject: "svc-a", Audience: []string{"svc-b"}})
+	if status.Code(err) != codes.Unavailable || !strings.Contains(status.Convert(err).Message(), "emergency rotation") {
+		t.Errorf("Sign right after the emergency rotation: %v, want Unavailable naming the emergency rotation", err)
+	}
+	clock.Advance(2 * time.Duration(cfg.KeyRings[0].RefreshInterval))
 	now := sign(t, ts, "default")
 	if now.GetKid() != rot.GetVersion().GetKid() {
 		t.Errorf("signed by %s after emergency rotation, want %s", now.GetKid(), rot.GetVersion().GetKid())

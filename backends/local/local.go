@@ -487,6 +487,11 @@ func (s *Store) Sign(ctx context.Context, ring backends.KeyRing, versionID strin
 	if err != nil {
 		return nil, err
 	}
+	if e.key != nil {
+		if e, err = s.current(ring, e); err != nil {
+			return nil, err
+		}
+	}
 	if e.key == nil {
 		return nil, errorf(backends.KindFailedPrecondition, "version %s of key ring %q is revoked", versionID, ring.Name)
 	}
@@ -495,6 +500,27 @@ func (s *Store) Sign(ctx context.Context, ring backends.KeyRing, versionID strin
 		return nil, errorf(backends.KindInvalidArgument, "signing with version %s of key ring %q: %w", versionID, ring.Name, err)
 	}
 	return sig, nil
+}
+
+// current re-reads a version's file if it changed since e was read: another
+// process sharing the directory may have revoked the version (the file
+// rewritten without its private key), and a revoked version never signs.
+// The soak found replicas signing with a version another had revoked, from
+// the key they had in memory, until their next refresh. One stat per Sign.
+func (s *Store) current(ring backends.KeyRing, e *entry) (*entry, error) {
+	info, err := os.Stat(s.path(ring, e.version.ID))
+	if err != nil {
+		return nil, errorf(backends.KindUnavailable, "reading %s: %w", s.path(ring, e.version.ID), err)
+	}
+	if info.ModTime().Equal(e.modTime) && info.Size() == e.size {
+		return e, nil
+	}
+	ne, err := s.load(ring, e.version.ID)
+	if err != nil {
+		return nil, err
+	}
+	s.remember(ring, ne)
+	return ne, nil
 }
 
 func (s *Store) entry(ring backends.KeyRing, id string) (*entry, error) {

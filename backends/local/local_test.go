@@ -231,6 +231,36 @@ func TestRevokeErasesPrivateKey(t *testing.T) {
 	}
 }
 
+// TestVersionRevokedByAnotherProcessNeverSigns is the soak's finding: a
+// replica sharing the directory signed with a version another had revoked,
+// from the private key it held in memory, until its next refresh.
+func TestVersionRevokedByAnotherProcessNeverSigns(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	seed(t, dir, "")
+	a, err := openStore(t, dir, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, err := openStore(t, dir, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	input := []byte("eyJhbGciOiJFUzI1NiJ9.e30")
+	if _, err := b.Sign(context.Background(), ring, "1", input); err != nil {
+		t.Fatalf("signing before the revocation: %v", err)
+	}
+	signertest.CreateVersion(t, a, ring, "1")
+	if err := a.DisableVersion(context.Background(), ring, "1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Sign(context.Background(), ring, "1", input); backends.KindOf(err) != backends.KindFailedPrecondition {
+		t.Fatalf("signing with a version another process revoked: %v, want FailedPrecondition", err)
+	}
+}
+
 func seedElsewhere(t *testing.T, kek string) map[string]any {
 	path := seed(t, t.TempDir(), kek)
 	var m map[string]any

@@ -52,6 +52,11 @@ type Backend struct {
 	wg        sync.WaitGroup // the token watchers, re-logins and batch workers
 	closeOnce sync.Once
 	transport *closingTransport
+
+	opts      backends.OpenOptions
+	seenLocks backends.Sightings // rotation lock keys, by when this process first saw them
+	locksMu   sync.Mutex
+	lockKeys  map[string]string // lock key name -> the sighting key of the lock seen last
 }
 
 // transitTypes is the Transit key type each algorithm needs.
@@ -116,7 +121,7 @@ func Open(ctx context.Context, u *url.URL, opts backends.OpenOptions) (backends.
 		client.SetNamespace(o.namespace)
 	}
 	b := &Backend{client: client, mount: o.mount, keyPrefix: o.keyPrefix, keyNames: o.keyNames,
-		log: opts.Logger, ctx: bctx, cancel: cancel, transport: transport}
+		log: opts.Logger, opts: opts, ctx: bctx, cancel: cancel, transport: transport}
 	if b.log == nil {
 		b.log = slog.New(slog.DiscardHandler)
 	}
@@ -260,6 +265,9 @@ func (b *Backend) Versions(ctx context.Context, ring backends.KeyRing) ([]backen
 	if err != nil || k == nil {
 		return nil, err
 	}
+	if _, err := b.cleanLock(ctx, ring); err != nil {
+		return nil, err
+	}
 	out := make([]backends.Version, 0, len(k.Keys))
 	for id, e := range k.Keys {
 		n, err := strconv.Atoi(id)
@@ -313,9 +321,9 @@ func parsePublicKey(alg backends.Algorithm, s string) (crypto.PublicKey, error) 
 }
 
 // CreateVersion creates the Transit key (first version) or rotates it.
-// Vault has no conditional rotate, so the check that latest is still the
-// newest version and the rotation are two calls: replicas racing within that
-// window can create two versions (harmless: both are pending).
+// Vault has no conditional rotate, so a rotation holds the ring's rotation
+// lock (lock.go) from before it checks that latest is still the newest
+// version until after it rotated: replicas racing create one version.
 func (b *Backend) CreateVersion(ctx context.Context, ring backends.KeyRing, latest string) (backends.Version, error) {
 	if err := b.checkOpen(); err != nil {
 		return backends.Version{}, err
@@ -337,27 +345,67 @@ func (b *Backend) CreateVersion(ctx context.Context, ring backends.KeyRing, late
 	if current != latest {
 		return backends.Version{}, errorf(backends.KindConflict, "Transit key %q changed: its newest version is %q, not %q", name, current, latest)
 	}
-	var want int
 	if k == nil {
+		// Creating the key is create-if-absent: replicas racing to make
+		// the first version all find that one version.
 		_, err = b.call(ctx, func(ctx context.Context) (*api.Secret, error) {
 			return b.client.Logical().WriteWithContext(ctx, b.path("keys", name), map[string]any{"type": typ, "exportable": false,
 				"allow_plaintext_backup": false})
 		})
-		want = 1
-	} else {
-		_, err = b.call(ctx, func(ctx context.Context) (*api.Secret, error) {
-			return b.client.Logical().WriteWithContext(ctx, b.path("keys", name, "rotate"), nil)
-		})
-		want = k.LatestVersion + 1
+		if err != nil {
+			return backends.Version{}, b.classify(err, "creating a version of Transit key %q", name)
+		}
+		backends.Step(ctx, "create key")
+		return b.findVersion(ctx, ring, 1)
 	}
+	// Rotating is not conditional in Transit: take the ring's rotation
+	// lock (lock.go), then check the newest version again under it.
+	ticket, err := b.acquireLock(ctx, ring)
 	if err != nil {
+		return backends.Version{}, err
+	}
+	backends.Step(ctx, "take lock")
+	v, err := b.rotateLocked(ctx, ring, latest)
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), lockReleaseTimeout)
+	defer cancel()
+	if rerr := b.releaseLock(rctx, ring, ticket); rerr != nil && err == nil {
+		// The version exists; a live replica deletes the lock key after the grace.
+		b.log.Warn("vault: could not release the rotation lock; a replica removes it after the recovery grace", "err", rerr)
+	}
+	return v, err
+}
+
+// lockReleaseTimeout bounds the release of the rotation lock, which runs
+// even when the rotation failed or its deadline passed.
+const lockReleaseTimeout = 5 * time.Second
+
+// rotateLocked rotates the ring's Transit key if its newest version is
+// still latest; the caller holds the rotation lock.
+func (b *Backend) rotateLocked(ctx context.Context, ring backends.KeyRing, latest string) (backends.Version, error) {
+	name := b.keyName(ring)
+	k, err := b.readKey(ctx, ring)
+	if err != nil {
+		return backends.Version{}, err
+	}
+	backends.Step(ctx, "read key under lock")
+	if k == nil || strconv.Itoa(k.LatestVersion) != latest {
+		current := ""
+		if k != nil {
+			current = strconv.Itoa(k.LatestVersion)
+		}
+		return backends.Version{}, errorf(backends.KindConflict, "Transit key %q changed: its newest version is %q, not %q", name, current, latest)
+	}
+	if _, err := b.call(ctx, func(ctx context.Context) (*api.Secret, error) {
+		return b.client.Logical().WriteWithContext(ctx, b.path("keys", name, "rotate"), nil)
+	}); err != nil {
 		return backends.Version{}, b.classify(err, "creating a version of Transit key %q", name)
 	}
-	if k == nil {
-		backends.Step(ctx, "create key")
-	} else {
-		backends.Step(ctx, "rotate")
-	}
+	backends.Step(ctx, "rotate")
+	return b.findVersion(ctx, ring, k.LatestVersion+1)
+}
+
+// findVersion reads the versions and returns version want.
+func (b *Backend) findVersion(ctx context.Context, ring backends.KeyRing, want int) (backends.Version, error) {
 	vs, err := b.Versions(ctx, ring)
 	if err != nil {
 		return backends.Version{}, err
@@ -368,7 +416,7 @@ func (b *Backend) CreateVersion(ctx context.Context, ring backends.KeyRing, late
 			return v, nil
 		}
 	}
-	return backends.Version{}, errorf(backends.KindConflict, "Transit key %q: version %d was not the one created (concurrent rotation)", name, want)
+	return backends.Version{}, errorf(backends.KindConflict, "Transit key %q: version %d was not the one created (concurrent rotation)", b.keyName(ring), want)
 }
 
 // DisableVersion raises min_encryption_version past the version, so Vault
@@ -405,16 +453,22 @@ func (b *Backend) DisableVersion(ctx context.Context, ring backends.KeyRing, ver
 	return nil
 }
 
-// Leftovers is always empty: a Transit key holds nothing but its versions.
-// Creating a version is one call (create or rotate) that Vault carries out
-// whole or not at all, and revocation is one write of
-// min_encryption_version; no call leaves an object behind that is not a
-// version, whatever moment the process dies at.
+// Leftovers lists the ring's rotation lock key while it exists: held by a
+// rotation under way, or left by one whose replica died (a refresh deletes
+// it once the grace has passed). A Transit key holds nothing else but its
+// versions: creating the key and rotating it are calls that Vault carries
+// out whole or not at all, and revocation is one write of
+// min_encryption_version.
 func (b *Backend) Leftovers(ctx context.Context, ring backends.KeyRing) ([]backends.Leftover, error) {
 	if err := b.checkOpen(); err != nil {
 		return nil, err
 	}
-	return nil, ctx.Err()
+	created, _, err := b.readLock(ctx, ring)
+	if err != nil || created.IsZero() {
+		return nil, err
+	}
+	return []backends.Leftover{{ID: b.lockName(ring), Kind: "rotation lock (Transit key) of a rotation under way or interrupted",
+		State: "awaiting clean-up", Created: created}}, nil
 }
 
 // Sign signs with exactly the named version. Concurrent calls for the same

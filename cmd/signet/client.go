@@ -122,7 +122,8 @@ func runRotate(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs := newFlagSet("rotate", "[--key-ring default] [--revoke-previous] [--request-id UUID]",
 		"Creates a new key version. It is published in the JWKS at once and signs after the\n"+
 			"ring's publish_ahead. With --revoke-previous (emergency) every older version is disabled\n"+
-			"in the backend: the new one signs at once and the old kids leave the JWKS at once.\n"+
+			"in the backend: the old kids leave the JWKS at once, and the new one signs once every\n"+
+			"replica publishes it (2 x refresh_interval; Sign answers Unavailable until then).\n"+
 			"Every rotate sends a request id (a fresh one unless --request-id names one) and prints it:\n"+
 			"running it again with the same --request-id returns the version the first run created\n"+
 			"instead of creating another, so a rotate that timed out can be retried safely.", stderr)

@@ -548,7 +548,20 @@ func (p *process) revokePrevious(t *testing.T, revoked ...*signetv1.SignResponse
 		}
 		tokens = append(tokens, tok.GetToken())
 	}
-	latest := p.sign(t, "default")
+	// The new version signs once every replica can have published it
+	// (2 × refresh_interval after its creation); until then Sign answers
+	// Unavailable.
+	var latest *signetv1.SignResponse
+	if !waitFor(30*time.Second, func() bool {
+		resp, err := p.client.Sign(ctxT(t), &signetv1.SignRequest{KeyRing: "default", Subject: "svc-default", Audience: []string{"e2e"}})
+		if err != nil && status.Code(err) != codes.Unavailable {
+			t.Fatalf("Sign after the emergency rotation: %v", err)
+		}
+		latest = resp
+		return err == nil
+	}) {
+		t.Fatal("no Sign succeeded within 30s of the emergency rotation")
+	}
 	if latest.GetKid() != rev.GetVersion().GetKid() {
 		t.Errorf("after emergency rotation signed by %s, want %s", latest.GetKid(), rev.GetVersion().GetKid())
 	}

@@ -297,4 +297,5 @@ func (s *Server) Token(t testing.TB, data map[string]any) string {
 const SignerPolicy = `
 path "transit/keys/*" { capabilities = ["create", "read", "update"] }
 path "transit/sign/*" { capabilities = ["update"] }
+path "transit/keys/signet-lock.*" { capabilities = ["create", "read", "update", "delete"] }
 `

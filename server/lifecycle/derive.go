@@ -59,6 +59,13 @@ func (p Schedule) Validate() error {
 	return nil
 }
 
+// EmergencyDelay is how long after an emergency rotation its version starts
+// signing: every other replica starts a refresh within refresh_interval and
+// has the version in its JWKS when that refresh has read it, which takes
+// less than another refresh_interval on any backend that keeps up with its
+// refreshes. Until then Sign answers Unavailable.
+func (p Schedule) EmergencyDelay() time.Duration { return 2 * p.RefreshInterval }
+
 // State is a version's derived lifecycle state.
 type State int
 
@@ -100,7 +107,12 @@ type Lifecycle struct {
 //     fallback for first start and after an emergency revocation, when one
 //     version is enabled and oldest and newest are the same; taking the
 //     oldest keeps its promise that a rotation in the first publish_ahead
-//     after first start is pending too, instead of signing at once;
+//     after first start is pending too, instead of signing at once. After
+//     an emergency revocation (older versions exist, all disabled) the
+//     fallback signs only from created + EmergencyDelay, when every replica
+//     has re-read the versions and publishes it: until then no version
+//     signs (the soak found tokens of the new kid failing at verifiers that
+//     fetched the JWKS from a replica that had not refreshed yet);
 //   - pending: newer than the active one;
 //   - retiring: older than the active one while now < activation of its
 //     successor + retire_after;
@@ -123,19 +135,25 @@ func Derive(versions []backends.Version, p Schedule, now time.Time) (states []Li
 			active = i
 		}
 	}
-	if active == -1 {
-		active = oldestEnabled
-	}
-	if active == -1 {
+	if oldestEnabled == -1 {
 		return states, -1, time.Time{}
 	}
 	activation := func(i int) time.Time {
-		if i == oldestEnabled {
-			// With nothing enabled before it, it signed from its creation
-			// (first start, emergency rotation), matured or not.
+		switch {
+		case i != oldestEnabled:
+			return versions[i].Created.Add(p.PublishAhead)
+		case i > 0:
+			// Older versions exist and are all disabled: an emergency
+			// rotation's version, published by every replica only after
+			// they re-read the versions.
+			return versions[i].Created.Add(p.EmergencyDelay())
+		default:
+			// The first version signs from its creation, matured or not.
 			return versions[i].Created
 		}
-		return versions[i].Created.Add(p.PublishAhead)
+	}
+	if active == -1 && !activation(oldestEnabled).After(now) {
+		active = oldestEnabled
 	}
 	later := func(t time.Time) {
 		if t.After(now) && (next.IsZero() || t.Before(next)) {
@@ -152,6 +170,9 @@ func Derive(versions []backends.Version, p Schedule, now time.Time) (states []Li
 		s.ActivatesAt = activation(i)
 		if successor >= 0 {
 			s.RetiresAt = activation(successor).Add(p.RetireAfter)
+		}
+		if i == oldestEnabled && i > 0 {
+			later(s.ActivatesAt) // an emergency version starts signing
 		}
 		switch {
 		case i > active:

@@ -58,8 +58,12 @@ func TestDeriveBoundaries(t *testing.T) {
 		{name: "old version exactly at retire_after", versions: versionsAt(0, time.Hour), at: time.Hour + pa + ra, want: "retired active", active: 1},
 		{name: "three versions, middle retiring", versions: versionsAt(0, time.Hour, 3*time.Hour), at: 3*time.Hour + pa, want: "retired retiring active", active: 2},
 		{name: "two pending", versions: versionsAt(0, time.Hour, time.Hour+time.Minute), at: time.Hour + 2*time.Minute, want: "active pending pending", active: 0},
-		{name: "revoked version", versions: versionsAt(0, time.Hour), disabled: []int{0}, at: time.Hour, want: "revoked active", active: 1},
-		{name: "emergency: only the new version enabled signs at once", versions: versionsAt(0, time.Hour, 2*time.Hour), disabled: []int{0, 1}, at: 2 * time.Hour, want: "revoked revoked active", active: 2},
+		{name: "revoked version", versions: versionsAt(0, time.Hour), disabled: []int{0}, at: time.Hour + 2*time.Minute, want: "revoked active", active: 1},
+		// The soak's finding: the emergency version must not sign before every
+		// replica publishes it, 2 × refresh_interval after its creation.
+		{name: "emergency: the new version waits for every replica to publish it", versions: versionsAt(0, time.Hour, 2*time.Hour), disabled: []int{0, 1}, at: 2 * time.Hour, want: "revoked revoked pending", active: -1},
+		{name: "emergency: just before every replica publishes it", versions: versionsAt(0, time.Hour, 2*time.Hour), disabled: []int{0, 1}, at: 2*time.Hour + 2*time.Minute - 1, want: "revoked revoked pending", active: -1},
+		{name: "emergency: the new version signs once every replica publishes it", versions: versionsAt(0, time.Hour, 2*time.Hour), disabled: []int{0, 1}, at: 2*time.Hour + 2*time.Minute, want: "revoked revoked active", active: 2},
 		{name: "all revoked", versions: versionsAt(0), disabled: []int{0}, at: time.Hour, want: "revoked", active: -1},
 		{name: "revoked newest does not block the active", versions: versionsAt(0, time.Hour), disabled: []int{1}, at: time.Hour + pa, want: "active revoked", active: 0},
 	}
@@ -109,6 +113,17 @@ func TestDeriveTimes(t *testing.T) {
 	}
 	if got := strings.Join(seen, " | "); got != "active pending | retiring active | retired active" {
 		t.Errorf("walking the boundaries saw %q", got)
+	}
+}
+
+// The emergency version's activation is a boundary the Run loop wakes at.
+func TestDeriveEmergencyActivation(t *testing.T) {
+	vs := versionsAt(0, time.Hour)
+	vs[0].Disabled = true
+	states, active, next := Derive(vs, testSchedule, t0.Add(time.Hour))
+	want := t0.Add(time.Hour + testSchedule.EmergencyDelay())
+	if active != -1 || !states[1].ActivatesAt.Equal(want) || !next.Equal(want) {
+		t.Errorf("active %d, activates at %v, next %v; want -1 and %v, %v", active, states[1].ActivatesAt, next, want, want)
 	}
 }
 

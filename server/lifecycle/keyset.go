@@ -186,7 +186,10 @@ func New(ctx context.Context, specs []RingSpec, opts Options) (*KeySet, error) {
 		if err := ks.Refresh(ctx, r); err != nil {
 			return nil, fmt.Errorf("key ring %q: reading versions: %w", r.Name, err)
 		}
-		if r.snap.Load().active == nil {
+		// A ring with an enabled version that does not sign yet (an
+		// emergency rotation's, waiting for every replica to publish it)
+		// needs no new one.
+		if !hasEnabled(r.snap.Load()) {
 			v, created, err := ks.createFirst(ctx, r)
 			if err != nil {
 				return nil, fmt.Errorf("key ring %q: creating its first version: %w", r.Name, err)
@@ -273,10 +276,20 @@ func (ks *KeySet) createFirst(ctx context.Context, r *Ring) (v *Version, created
 		if err := ks.Refresh(ctx, r); err != nil {
 			return nil, false, err
 		}
-		if a := r.snap.Load().active; a != nil {
-			return a, false, nil
+		if s := r.snap.Load(); hasEnabled(s) {
+			return s.versions[len(s.versions)-1], false, nil
 		}
 	}
+}
+
+// hasEnabled reports whether any of the snapshot's versions is enabled.
+func hasEnabled(s *snapshot) bool {
+	for _, v := range s.versions {
+		if !v.Disabled {
+			return true
+		}
+	}
+	return false
 }
 
 // checkKeyUsage asks the ring's backend, if it can tell
@@ -703,22 +716,37 @@ func (ks *KeySet) Active(r *Ring) (*Version, error) {
 			"key ring %q is a %w: it issues certificates and never signs tokens", r.Name, ErrCARing)
 	}
 	s := ks.current(r)
-	if v := s.active; v != nil {
-		return v, nil
+	if s.active != nil {
+		return s.active, nil
 	}
+	return nil, ks.noActive(r, s)
+}
+
+// noActive says why no version of the ring signs (errors.Is
+// ErrNoSigningVersion): with x5c.required, none has the chain the ring
+// requires; an emergency rotation's version waits for every replica to
+// publish it; or none is enabled.
+func (ks *KeySet) noActive(r *Ring, s *snapshot) error {
 	for _, v := range s.versions {
 		if v.Withheld {
-			return nil, backends.Errorf(backends.KindUnavailable, "",
+			return backends.Errorf(backends.KindUnavailable, "",
 				"key ring %q has %w: none has the certificate chain it requires (x5c.required): version %s: %s",
 				r.Name, ErrNoSigningVersion, v.ID, ks.certProblem(r, v))
 		}
 	}
-	return nil, backends.Errorf(backends.KindUnavailable, "", "key ring %q has %w: Rotate it", r.Name, ErrNoSigningVersion)
+	for _, v := range s.versions {
+		if !v.Disabled {
+			return backends.Errorf(backends.KindUnavailable, "",
+				"key ring %q has %w yet: the version of the emergency rotation signs from %s, once every replica publishes it "+
+					"(2 × refresh_interval after its creation); retry then", r.Name, ErrNoSigningVersion, v.ActivatesAt.UTC().Format(time.RFC3339Nano))
+		}
+	}
+	return backends.Errorf(backends.KindUnavailable, "", "key ring %q has %w: every version is revoked; Rotate it", r.Name, ErrNoSigningVersion)
 }
 
 // ErrNoSigningVersion is in the error of Active (errors.Is) when no version
 // of a ring may sign.
-var ErrNoSigningVersion = errors.New("no enabled version to sign with")
+var ErrNoSigningVersion = errors.New("no version that may sign")
 
 // ErrCARing is in the error of Active (errors.Is) on a CA ring.
 var ErrCARing = errors.New("CA ring (usage: ca)")
@@ -730,6 +758,10 @@ func (ks *KeySet) SignWith(ctx context.Context, r *Ring, v *Version, input []byt
 	sig, err := r.backend.Sign(bctx, r.key, v.ID, input)
 	cancel()
 	ks.observe(r, err)
+	if backends.KindOf(err) == backends.KindFailedPrecondition && ks.revokedMeanwhile(ctx, r, v) {
+		return nil, backends.Errorf(backends.KindUnavailable, "", "version %s of key ring %q was revoked by another replica after this one "+
+			"last read the versions; it has read them again: retry", v.ID, r.Name)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -748,6 +780,19 @@ func (ks *KeySet) SignWith(ctx context.Context, r *Ring, v *Version, input []byt
 		}
 	}
 	return sig, nil
+}
+
+// revokedMeanwhile re-reads the ring after the backend refused to sign with
+// v, and reports whether v is disabled now: another replica revoked it (an
+// emergency rotation) since this one last read the versions. Without the
+// re-read, this replica would go on signing with v, and failing, until its
+// next refresh (the soak saw a second of FailedPrecondition answers).
+func (ks *KeySet) revokedMeanwhile(ctx context.Context, r *Ring, v *Version) bool {
+	if v.Disabled || ks.Refresh(ctx, r) != nil {
+		return false
+	}
+	nv := find(ks.current(r).versions, v.ID)
+	return nv != nil && nv.Disabled
 }
 
 // Versions returns the ring's versions with their current states, oldest
@@ -870,9 +915,8 @@ func nextRotation(r *Ring, vs []*Version) time.Time {
 func (ks *KeySet) SigningProblems() []string {
 	var why []string
 	for _, r := range ks.rings {
-		if ks.current(r).active == nil && !r.ca {
-			_, err := ks.Active(r) // says why: nothing enabled, or no version with the chain the ring requires
-			why = append(why, err.Error())
+		if cur := ks.current(r); cur.active == nil && !r.ca {
+			why = append(why, ks.noActive(r, cur).Error())
 		}
 		if d := r.down.Load(); d != nil {
 			why = append(why, fmt.Sprintf("key ring %q: backend unreachable since %s: %v", r.Name, d.at.UTC().Format(time.RFC3339), d.err))

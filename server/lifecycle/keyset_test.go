@@ -3,6 +3,7 @@ package lifecycle
 import (
 	"context"
 	"log/slog"
+	"net/url"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -13,7 +14,9 @@ import (
 
 	"github.com/signet-dev/signet/backends"
 	"github.com/signet-dev/signet/backends/local"
+	"github.com/signet-dev/signet/backends/vault"
 	"github.com/signet-dev/signet/internal/clocktest"
+	"github.com/signet-dev/signet/internal/vaulttest"
 )
 
 // newKeySet is a key set with one ES256 ring on a local store in a
@@ -211,13 +214,14 @@ func TestKeyMismatch(t *testing.T) {
 func TestInterruptedRevocationIsFinishedByTheRetry(t *testing.T) {
 	dir := t.TempDir()
 	kek := func(string) string { return "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=" }
+	clock := clocktest.New()
 	replica := func() (*KeySet, *Ring) {
-		store, err := local.Open(dir, backends.OpenOptions{Getenv: kek})
+		store, err := local.Open(dir, backends.OpenOptions{Now: clock.Now, Getenv: kek})
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { store.Close() })
-		ks, err := New(context.Background(), []RingSpec{{Name: "r", Algorithm: backends.ES256, Schedule: testSchedule, Backend: store}}, Options{})
+		ks, err := New(context.Background(), []RingSpec{{Name: "r", Algorithm: backends.ES256, Schedule: testSchedule, Backend: store}}, Options{Now: clock.Now})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -261,8 +265,56 @@ func TestInterruptedRevocationIsFinishedByTheRetry(t *testing.T) {
 	if len(vs) != 4 || len(revoked) != 2 {
 		t.Errorf("after the retry: %d versions, %d revoked by it; want 4 and 2 (the old one left enabled and the crashed rotation's)", len(vs), len(revoked))
 	}
+	// The emergency version signs once every replica has had time to
+	// publish it.
+	if a, err := ks2.Active(r2); err == nil || backends.KindOf(err) != backends.KindUnavailable {
+		t.Errorf("right after the retry the active version is %v (%v), want Unavailable", a, err)
+	}
+	clock.Advance(testSchedule.EmergencyDelay())
 	if a, err := ks2.Active(r2); err != nil || a.ID != created.ID {
-		t.Errorf("after the retry the active version is %v (%v), want %s", a, err, created.ID)
+		t.Errorf("after the emergency delay the active version is %v (%v), want %s", a, err, created.ID)
+	}
+}
+
+// TestSignWithAVersionRevokedElsewhere: a replica that has not refreshed
+// since another revoked its active version gets a refusal from the backend
+// (Vault refuses to sign below min_encryption_version); it re-reads the
+// versions at once and answers Unavailable (retry), instead of
+// FailedPrecondition on every Sign until its next refresh, as the soak saw.
+func TestSignWithAVersionRevokedElsewhere(t *testing.T) {
+	srv := vaulttest.Start(t)
+	u, err := url.Parse("vault://" + strings.TrimPrefix(srv.Addr, "http://") + "/transit?scheme=http")
+	if err != nil {
+		t.Fatal(err)
+	}
+	replica := func() (*KeySet, *Ring) {
+		store, err := vault.Open(context.Background(), u, backends.OpenOptions{
+			Getenv: func(k string) string { return map[string]string{"VAULT_TOKEN": vaulttest.RootToken}[k] }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { store.Close() })
+		ks, err := New(context.Background(), []RingSpec{{Name: "r", Algorithm: backends.ES256, Schedule: testSchedule, Backend: store}}, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ks, ks.Ring("r")
+	}
+	ks1, r1 := replica()
+	ks2, r2 := replica()
+	old, err := ks2.Active(r2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, _, err := ks1.Rotate(context.Background(), r1, true, ""); err != nil {
+		t.Fatal(err)
+	}
+	_, err = ks2.SignWith(context.Background(), r2, old, []byte("eyJhbGciOiJFUzI1NiJ9.e30"))
+	if backends.KindOf(err) != backends.KindUnavailable {
+		t.Fatalf("signing with a version revoked elsewhere: %v, want Unavailable", err)
+	}
+	if v := find(ks2.Versions(r2), old.ID); v == nil || !v.Disabled {
+		t.Errorf("after the refusal the replica still holds version %s as enabled", old.ID)
 	}
 }
 

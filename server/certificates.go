@@ -45,7 +45,7 @@ func certSpec(rc config.RingConfig, issuer string, getenv func(string) string) (
 		if token == "" {
 			return nil, fmt.Errorf("key ring %q: x5c.vault_pki: the environment variable %s holds no Vault token", rc.Name, v.TokenEnv)
 		}
-		pki, err := x5c.NewVaultPKI(v.Address, v.Mount, v.Role, token)
+		pki, err := x5c.NewVaultPKI(v.Address, v.Mount, v.Role, token, v.AllowHTTP)
 		if err != nil {
 			return nil, fmt.Errorf("key ring %q: %w", rc.Name, err)
 		}

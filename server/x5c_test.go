@@ -469,7 +469,7 @@ func vaultPKIRing(t *testing.T, backend string) config.RingConfig {
 	startPKI(t, v)
 	r := config.DefaultRing
 	r.Name, r.Backend, r.Algorithm = "pki", backend, "ES256"
-	r.X5C = &config.X5CConfig{VaultPKI: &config.VaultPKIConfig{Address: v.Addr, Role: "signet"}}
+	r.X5C = &config.X5CConfig{VaultPKI: &config.VaultPKIConfig{Address: v.Addr, Role: "signet", AllowHTTP: true}}
 	return r
 }
 
@@ -481,7 +481,7 @@ func TestX5CVaultPKI(t *testing.T) {
 	v := vaulttest.Start(t)
 	rootDER := startPKI(t, v)
 	u, _ := url.Parse(v.Addr)
-	pki := &config.VaultPKIConfig{Address: v.Addr, Role: "signet"}
+	pki := &config.VaultPKIConfig{Address: v.Addr, Role: "signet", AllowHTTP: true}
 	cfg := x5cRings(t, "vault://"+u.Host+"/transit?scheme=http&key_prefix=signet-")
 	cfg.KeyRings = cfg.KeyRings[1:3] // default (ES256) and pss (PS256) on Transit
 	for i := range cfg.KeyRings {
@@ -514,10 +514,10 @@ func TestX5CRequiredWhenVaultPKIIsDown(t *testing.T) {
 	dir := t.TempDir()
 	lax := false
 	cfg.KeyRings[0].Backend = "local://" + dir
-	cfg.KeyRings[0].X5C = &config.X5CConfig{VaultPKI: &config.VaultPKIConfig{Address: v.Addr, Role: "signet"}}
+	cfg.KeyRings[0].X5C = &config.X5CConfig{VaultPKI: &config.VaultPKIConfig{Address: v.Addr, Role: "signet", AllowHTTP: true}}
 	laxRing := cfg.KeyRings[0]
 	laxRing.Name = "lax"
-	laxRing.X5C = &config.X5CConfig{VaultPKI: &config.VaultPKIConfig{Address: v.Addr, Role: "signet"}, Required: &lax}
+	laxRing.X5C = &config.X5CConfig{VaultPKI: &config.VaultPKIConfig{Address: v.Addr, Role: "signet", AllowHTTP: true}, Required: &lax}
 	cfg.KeyRings = append(cfg.KeyRings, laxRing)
 	ts := startServer(t, cfg, Options{Getenv: vaultEnv, Now: clock.Now})
 	first := map[string]string{}

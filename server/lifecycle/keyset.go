@@ -186,7 +186,7 @@ func New(ctx context.Context, specs []RingSpec, opts Options) (*KeySet, error) {
 		if err := ks.Refresh(ctx, r); err != nil {
 			return nil, fmt.Errorf("key ring %q: reading versions: %w", r.Name, err)
 		}
-		if r.snap.Load().active == nil {
+		if newestEnabled(r.snap.Load().versions) == nil {
 			v, created, err := ks.createFirst(ctx, r)
 			if err != nil {
 				return nil, fmt.Errorf("key ring %q: creating its first version: %w", r.Name, err)
@@ -248,8 +248,22 @@ func (ks *KeySet) checkCertSpec(spec RingSpec, specs []RingSpec) error {
 	return fmt.Errorf("key ring %q: x5c.ca_ring %q is not a configured key ring", spec.Name, c.CARing)
 }
 
-// createFirst creates a version of a ring that has none that can sign, at
-// startup. A conflict means that another replica is creating one, or that
+// newestEnabled is the newest version of vs that is not disabled, or nil.
+// Whether a ring needs a first version is decided on this alone: a version
+// withheld for want of a certificate chain is still a version, and creating
+// another would not obtain a chain any sooner.
+func newestEnabled(vs []*Version) *Version {
+	for i := len(vs) - 1; i >= 0; i-- {
+		if !vs[i].Disabled {
+			return vs[i]
+		}
+	}
+	return nil
+}
+
+// createFirst creates a version of a ring that has none enabled, at
+// startup. Its certificate chain, if the ring has x5c, is New's to obtain
+// once every ring (its CA ring included) is read. A conflict means that another replica is creating one, or that
 // the backend is still cleaning up after an interrupted creation (it says
 // Conflict until the evidence is older than its recovery grace,
 // 2 × backend_timeout): re-read the ring and retry, for a bounded time, and
@@ -273,8 +287,8 @@ func (ks *KeySet) createFirst(ctx context.Context, r *Ring) (v *Version, created
 		if err := ks.Refresh(ctx, r); err != nil {
 			return nil, false, err
 		}
-		if a := r.snap.Load().active; a != nil {
-			return a, false, nil
+		if v := newestEnabled(r.snap.Load().versions); v != nil {
+			return v, false, nil
 		}
 	}
 }
@@ -461,7 +475,6 @@ func (ks *KeySet) newVersions(r *Ring, vs []backends.Version) ([]*Version, error
 		}
 		nv := &Version{Version: v, Kid: kid}
 		ks.checkChain(r, nv, now)
-		nv.Withheld = r.withheld(nv)
 		out = append(out, nv)
 	}
 	return out, nil
@@ -488,33 +501,63 @@ func (ks *KeySet) install(r *Ring, read uint64, pick func(cur *snapshot) []*Vers
 	}
 }
 
-// derive computes a snapshot of vs at now. Withheld versions (no valid
-// certificate chain where the ring requires one) take no part: the states
-// of the others are derived as if they did not exist, and they are pending,
-// neither published nor signing, until they have a chain.
+// derive computes a snapshot of vs at now: the one place where a
+// version's state, whether it is withheld, and which version signs are
+// decided.
+//
+// States come from the schedule over every version (Derive). Then a
+// version that is or may become published (pending, active, retiring) is
+// withheld, neither published nor signing, if its stored chain is for
+// another key, or if the ring requires a chain and it has none valid
+// jwks_max_age from now (a chain that lapses sooner leaves the JWKS, or with
+// x5c.required false loses its x5c, before a cached JWKS could carry it
+// past its notAfter). Withholding never changes a state: when the version
+// the schedule makes active is withheld, the one before it keeps signing
+// only while it is retiring and not withheld itself; a retired or revoked
+// version never signs or is published again.
 func derive(r *Ring, vs []*Version, read uint64, now time.Time) *snapshot {
-	plain := make([]backends.Version, 0, len(vs))
-	for _, v := range vs {
-		if !v.Withheld {
-			plain = append(plain, v.Version)
-		}
+	plain := make([]backends.Version, len(vs))
+	for i, v := range vs {
+		plain[i] = v.Version
 	}
 	states, active, next := Derive(plain, r.Schedule, now)
-	s := &snapshot{versions: make([]*Version, len(vs)), next: next, read: read}
-	j := 0
+	later := func(t time.Time) {
+		if t.After(now) && (next.IsZero() || t.Before(next)) {
+			next = t
+		}
+	}
+	s := &snapshot{versions: make([]*Version, len(vs)), read: read}
 	for i, v := range vs {
 		c := *v
-		if v.Withheld {
-			c.Lifecycle = Lifecycle{State: StatePending}
-		} else {
-			c.Lifecycle = states[j]
-			if j == active {
-				s.active = &c
+		c.Lifecycle = states[i]
+		if r.cert != nil && c.State.Published() {
+			if c.Chain != nil {
+				lapse := c.Chain.Expires().Add(-r.Schedule.JWKSMaxAge)
+				if now.Before(lapse) {
+					later(lapse)
+				} else {
+					c.Chain, c.CertProblem = nil, "its certificate chain expires at "+
+						c.Chain.Expires().UTC().Format(time.RFC3339)+", within jwks_max_age, and has not been renewed"
+				}
 			}
-			j++
+			c.Withheld = c.certWrongKey || r.cert.Required && c.Chain == nil
 		}
 		s.versions[i] = &c
 	}
+	if active >= 0 && s.versions[active].Withheld {
+		prev := active - 1
+		for prev >= 0 && s.versions[prev].Disabled {
+			prev--
+		}
+		active = -1
+		if prev >= 0 && s.versions[prev].State == StateRetiring && !s.versions[prev].Withheld {
+			active = prev
+		}
+	}
+	if active >= 0 {
+		s.active = s.versions[active]
+	}
+	s.next = next
 	return s
 }
 
@@ -526,7 +569,8 @@ func (ks *KeySet) rederive(r *Ring) {
 
 // create makes a new version after the newest one the ring's snapshot
 // knows, recording requestID with it where the backend can, then re-reads
-// the ring.
+// the ring. It obtains no certificate: its callers certify (New only once
+// every ring is read, so that a CA ring listed later is there).
 func (ks *KeySet) create(ctx context.Context, r *Ring, requestID string) (*Version, error) {
 	latest := ""
 	if vs := r.snap.Load().versions; len(vs) > 0 {
@@ -550,7 +594,6 @@ func (ks *KeySet) create(ctx context.Context, r *Ring, requestID string) (*Versi
 	if err := ks.Refresh(ctx, r); err != nil {
 		return nil, err
 	}
-	ks.certify(ctx, r)
 	if sv := find(r.snap.Load().versions, v.ID); sv != nil {
 		return sv, nil
 	}
@@ -610,6 +653,7 @@ func (ks *KeySet) Rotate(ctx context.Context, r *Ring, revokePrevious bool, requ
 			return nil, nil, false, err
 		}
 		ks.remember(r, requestID, created.ID)
+		ks.certify(ctx, r)
 		break
 	}
 	if revokePrevious {
@@ -829,6 +873,9 @@ func (ks *KeySet) Tick(ctx context.Context, r *Ring) {
 		return
 	}
 	v, err := ks.create(ctx, r, "")
+	if err == nil {
+		ks.certify(ctx, r)
+	}
 	switch {
 	case backends.KindOf(err) == backends.KindConflict:
 		ks.log.Info("scheduled rotation: another replica rotated first", "key_ring", r.Name)

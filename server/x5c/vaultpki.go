@@ -3,7 +3,10 @@ package x5c
 import (
 	"context"
 	"encoding/pem"
+	"errors"
 	"fmt"
+	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -23,8 +26,13 @@ type VaultPKI struct {
 }
 
 // NewVaultPKI makes a client of the PKI engine at address (mount and role
-// as the engine names them), authenticated with token.
-func NewVaultPKI(address, mount, role, token string) (*VaultPKI, error) {
+// as the engine names them), authenticated with token. The address must be
+// https, so that the token never travels in clear, unless allowHTTP.
+func NewVaultPKI(address, mount, role, token string, allowHTTP bool) (*VaultPKI, error) {
+	u, err := url.Parse(address)
+	if err != nil || (u.Scheme != "https" && (u.Scheme != "http" || !allowHTTP)) {
+		return nil, fmt.Errorf("vault_pki: address %q: want an https URL (http only with allow_http: true)", address)
+	}
 	cfg := vault.DefaultConfig()
 	cfg.Address = address
 	cfg.MaxRetries = 0
@@ -59,11 +67,7 @@ func (p *VaultPKI) Issue(ctx context.Context, csr []byte, p2 Profile) ([][]byte,
 	path := p.mount + "/sign/" + p.role
 	sec, err := p.client.Logical().WriteWithContext(ctx, path, data)
 	if err != nil {
-		kind := backends.KindUnavailable
-		if re, ok := err.(*vault.ResponseError); ok && re.StatusCode >= 400 && re.StatusCode < 500 {
-			kind = backends.KindFailedPrecondition
-		}
-		return nil, backends.Errorf(kind, "vault_pki", "signing the certification request at %s: %v", path, err)
+		return nil, backends.Errorf(classify(err), "vault_pki", "signing the certification request at %s: %v", path, err)
 	}
 	if sec == nil || sec.Data == nil {
 		return nil, backends.Errorf(backends.KindUnavailable, "vault_pki", "%s returned no certificate", path)
@@ -76,22 +80,32 @@ func (p *VaultPKI) Issue(ctx context.Context, csr []byte, p2 Profile) ([][]byte,
 	} else if ca, ok := sec.Data["issuing_ca"].(string); ok {
 		pems = append(pems, ca)
 	}
-	var out [][]byte
-	for _, s := range pems {
-		rest := []byte(s)
-		for {
-			var b *pem.Block
-			b, rest = pem.Decode(rest)
-			if b == nil {
-				break
-			}
-			if b.Type == "CERTIFICATE" {
-				out = append(out, b.Bytes)
-			}
-		}
+	out, err := backends.DecodePEMChain([]byte(strings.Join(pems, "\n")))
+	if err != nil {
+		return nil, backends.Errorf(backends.KindFailedPrecondition, "vault_pki", "%s returned an unusable chain: %v", path, err)
 	}
 	if len(out) == 0 {
 		return nil, backends.Errorf(backends.KindUnavailable, "vault_pki", "%s returned no PEM certificate", path)
 	}
 	return out, nil
+}
+
+// classify says what a failed call to Vault PKI means: a refusal for want
+// of permission, a request Vault will never accept (a wrong mount or role,
+// a request the role forbids), or an outage worth retrying (no answer, a
+// 5xx, throttling with 429).
+func classify(err error) backends.Kind {
+	var re *vault.ResponseError
+	if !errors.As(err, &re) {
+		return backends.KindUnavailable
+	}
+	switch {
+	case re.StatusCode == http.StatusForbidden || re.StatusCode == http.StatusUnauthorized:
+		return backends.KindPermissionDenied
+	case re.StatusCode == http.StatusTooManyRequests || re.StatusCode >= 500:
+		return backends.KindUnavailable
+	case re.StatusCode >= 400:
+		return backends.KindFailedPrecondition
+	}
+	return backends.KindUnavailable
 }

@@ -500,6 +500,38 @@ func TestX5CVaultPKI(t *testing.T) {
 	checkX5C(t, ts, map[string]string{"default": "default", "pss": "pss", "edge": "edge"})
 }
 
+// A Vault PKI engine that refuses for good (a role it does not have, a
+// token it denies) stops startup with the reason, rather than leaving a
+// ring withheld and retrying forever.
+func TestX5CVaultPKIMisconfiguredRefusesToStart(t *testing.T) {
+	t.Parallel()
+	v := vaulttest.Start(t)
+	startPKI(t, v)
+	for _, c := range []struct {
+		name, role string
+		getenv     func(string) string
+		want       string
+	}{
+		{"unknown role", "nosuchrole", vaultEnv, "nosuchrole"},
+		{"denied token", "signet", func(k string) string {
+			if k == "VAULT_TOKEN" {
+				return "not-a-token"
+			}
+			return vaultEnv(k)
+		}, "permission denied"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			cfg := testConfig(t)
+			cfg.KeyRings[0].Backend = "local://" + t.TempDir()
+			cfg.KeyRings[0].X5C = &config.X5CConfig{VaultPKI: &config.VaultPKIConfig{Address: v.Addr, Role: c.role, AllowHTTP: true}}
+			_, err := New(ctxT(t), cfg, Options{Getenv: c.getenv, Logger: testLogger(t)})
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("New returned %v, want a refusal mentioning %q", err, c.want)
+			}
+		})
+	}
+}
+
 // With x5c.required (the default), a version whose chain cannot be
 // obtained (the Vault PKI engine is down) is neither published nor signs,
 // even once publish_ahead has passed: the previous version keeps signing,

@@ -71,13 +71,19 @@ func (c *certState) set(id string, p *CertProblem) {
 	c.problems[id] = *p
 }
 
-// unsupported returns a failure that no retry can mend: the backend
-// cannot store this kind of chain.
-func (c *certState) unsupported() error {
+// permanent returns a failure that no retry can mend, which New refuses
+// to start with: the backend cannot store this kind of chain, or the issuer
+// refused the request for good (permission denied, a wrong mount or role,
+// a request its role forbids) rather than being unreachable.
+func (c *certState) permanent() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, p := range c.problems {
-		if backends.KindOf(p.Err) == backends.KindUnimplemented {
+		switch k := backends.KindOf(p.Err); {
+		case k == backends.KindUnimplemented:
+			return p.Err
+		case p.Reason == "issue_failed" && (k == backends.KindPermissionDenied || k == backends.KindInvalidArgument ||
+			k == backends.KindFailedPrecondition):
 			return p.Err
 		}
 	}

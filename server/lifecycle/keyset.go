@@ -207,7 +207,7 @@ func New(ctx context.Context, specs []RingSpec, opts Options) (*KeySet, error) {
 		for _, r := range ks.rings {
 			if r.ca == ca {
 				ks.certify(ctx, r)
-				if err := r.certs.unsupported(); err != nil {
+				if err := r.certs.permanent(); err != nil {
 					return nil, fmt.Errorf("key ring %q: x5c: %w", r.Name, err)
 				}
 			}
@@ -229,7 +229,7 @@ func (ks *KeySet) checkCertSpec(spec RingSpec, specs []RingSpec) error {
 	}
 	if _, ok := spec.Backend.(backends.CertificateStore); !ok {
 		return fmt.Errorf("key ring %q: x5c: its backend cannot store certificate chains next to its keys "+
-			"(local, vault and pkcs11 can); remove the x5c block or use another backend", spec.Name)
+			"(local, vault, pkcs11 and awskms can); remove the x5c block or use another backend", spec.Name)
 	}
 	if c.Profile.Validity <= 0 || c.Profile.RenewBefore <= 0 || c.Profile.RenewBefore >= c.Profile.Validity {
 		return fmt.Errorf("key ring %q: x5c: want 0 < renew_before (%v) < validity (%v)", spec.Name, c.Profile.RenewBefore, c.Profile.Validity)

@@ -276,14 +276,14 @@ func (s *Store) Versions(ctx context.Context, ring backends.KeyRing) ([]backends
 		fresh[id] = e
 	}
 	s.rings[ring.Name] = fresh
-	chains, err := s.chains(dir, des)
+	chains, problems, err := s.chainsInForce(dir, des)
 	if err != nil {
 		return nil, err
 	}
 	out := make([]backends.Version, 0, len(fresh))
 	for id, e := range fresh {
 		v := e.version
-		v.Certificates = chains[id]
+		v.Certificates, v.CertificatesProblem = chains[id], problems[id]
 		out = append(out, v)
 	}
 	sort.Slice(out, func(i, j int) bool { return versionNumber(out[i].ID) < versionNumber(out[j].ID) })

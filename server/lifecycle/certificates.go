@@ -104,6 +104,10 @@ func (ks *KeySet) checkChain(r *Ring, v *Version, now time.Time) {
 	if r.cert == nil {
 		return
 	}
+	if v.CertificatesProblem != "" {
+		v.CertProblem = "the stored certificate chain is unusable: " + v.CertificatesProblem
+		return
+	}
 	if len(v.Certificates) == 0 {
 		v.CertProblem = "no certificate chain stored yet"
 		return

@@ -2,9 +2,9 @@ package vault
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
-	"crypto/x509"
 	"strconv"
 
 	"github.com/hashicorp/vault/api"

@@ -5,6 +5,7 @@ import (
 	"crypto/x509/pkix"
 	"net"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -30,11 +31,18 @@ func openLocalDir(t *testing.T, dir string, c *clocktest.Clock) *local.Store {
 	return store
 }
 
-// failing is a local store whose reads of versions can be made to fail as
-// an outage would.
+// failing is a local store whose reads of versions, or writes of
+// certificate chains, can be made to fail as an outage would.
 type failing struct {
 	*local.Store
-	down atomic.Bool
+	down, refusePut atomic.Bool
+}
+
+func (f *failing) PutCertificates(ctx context.Context, ring backends.KeyRing, id string, old, chain [][]byte) ([][]byte, error) {
+	if f.refusePut.Load() {
+		return nil, backends.Errorf(backends.KindUnavailable, "test", "the backend is down")
+	}
+	return f.Store.PutCertificates(ctx, ring, id, old, chain)
 }
 
 func (f *failing) Versions(ctx context.Context, ring backends.KeyRing) ([]backends.Version, error) {
@@ -269,5 +277,78 @@ func TestLapsingChainLeavesTheJWKSWhileReadsFail(t *testing.T) {
 	}
 	if _, err := ks.Active(r); err == nil {
 		t.Fatal("a version with a lapsed chain signs")
+	}
+}
+
+// caAndLeaf is a key set with a CA ring (on a store that can refuse to
+// store chains) and a ring whose certificates it issues.
+func caAndLeaf(t *testing.T, caProfile, leafProfile x5c.Profile) (*KeySet, *Ring, *Ring, *failing, *clocktest.Clock) {
+	t.Helper()
+	c := clocktest.New()
+	caStore := &failing{Store: openLocalDir(t, t.TempDir(), c)}
+	ks, err := New(context.Background(), []RingSpec{
+		{Name: "ca", Algorithm: backends.ES256, Schedule: testSchedule, Backend: caStore, CA: true,
+			Certificates: &CertSpec{Profile: caProfile}},
+		{Name: "leaf", Algorithm: backends.ES256, Schedule: testSchedule, Backend: openLocalDir(t, t.TempDir(), c),
+			Certificates: &CertSpec{Source: SourceCARing, CARing: "ca", Profile: leafProfile, Required: true}},
+	}, Options{Now: c.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ks, ks.Ring("ca"), ks.Ring("leaf"), caStore, c
+}
+
+// A leaf whose life was capped at its CA certificate's notAfter is not
+// re-issued at every refresh once that is within the leaf's renew_before
+// (a new one could not outlive the CA certificate either); the CA ring's
+// renewal re-issues it.
+func TestLeafCappedByItsCAIsRenewedWithTheCA(t *testing.T) {
+	caProfile := certProfile
+	caProfile.RenewBefore = 2 * time.Hour
+	ks, ca, leaf, _, c := caAndLeaf(t, caProfile, certProfile)
+	ctx := context.Background()
+	first := ks.Versions(leaf)[0].Chain
+	if !first[0].NotAfter.Equal(first[1].NotAfter) {
+		t.Fatalf("the leaf's notAfter %v is not capped at its CA certificate's %v", first[0].NotAfter, first[1].NotAfter)
+	}
+	c.Advance(certProfile.Validity - certProfile.RenewBefore + time.Hour) // within the leaf's renew_before, not the CA's
+	for range 2 {
+		ks.Tick(ctx, ca)
+		ks.Tick(ctx, leaf)
+	}
+	if got := ks.Versions(leaf)[0].Chain; !got[0].Equal(first[0]) {
+		t.Fatalf("the capped leaf was re-issued (serial %x, was %x) before its CA certificate was renewed", got[0].SerialNumber, first[0].SerialNumber)
+	}
+	c.Advance(certProfile.RenewBefore - caProfile.RenewBefore) // within the CA's renew_before
+	ks.Tick(ctx, ca)
+	caCert := ks.Versions(ca)[0].Chain[0]
+	got := ks.Versions(leaf)[0].Chain
+	if caCert.Equal(first[1]) || !got[1].Equal(caCert) || !got[0].NotAfter.After(first[0].NotAfter) {
+		t.Fatal("the CA ring's renewal did not re-issue the leaf under its new certificate")
+	}
+}
+
+// A leaf whose CA certificate belongs to a revoked CA version says so while
+// the CA ring's new version has no certificate, and is re-issued as soon as
+// it has one.
+func TestLeafOfARevokedCAVersionIsReissued(t *testing.T) {
+	ks, ca, leaf, caStore, _ := caAndLeaf(t, certProfile, certProfile)
+	ctx := context.Background()
+	old := ks.Versions(leaf)[0].Chain
+	caStore.refusePut.Store(true)
+	if _, _, _, err := ks.Rotate(ctx, ca, true, ""); err != nil {
+		t.Fatal(err)
+	}
+	ks.Tick(ctx, leaf)
+	lv := ks.Versions(leaf)[0]
+	if p := ks.CertificateProblem(leaf, lv); !strings.Contains(p, "no_ca_certificate") {
+		t.Fatalf("the leaf issued by a revoked CA version has certificate problem %q; want no_ca_certificate", p)
+	}
+	caStore.refusePut.Store(false)
+	ks.Tick(ctx, ca)
+	lv = ks.Versions(leaf)[0]
+	caCert := ks.Versions(ca)[1].Chain[0]
+	if lv.Chain == nil || lv.Chain[1].Equal(old[1]) || !lv.Chain[1].Equal(caCert) {
+		t.Fatal("the leaf was not re-issued under the CA ring's new version")
 	}
 }

@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"context"
 	"crypto"
 	"crypto/sha256"
 	"crypto/x509"
@@ -15,6 +16,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -309,11 +311,36 @@ func TestX5CReplicasServeIdenticalJWKS(t *testing.T) {
 // the config); localDir, for the local backend, is where the chain files
 // are counted.
 func replicasAgree(t *testing.T, backend string, edit func(*config.Config), opts Options, bopts backends.OpenOptions, localDir string) {
-	var replicas []*testServer
-	for range 3 {
+	// The three start together on an empty backend: they race to create
+	// every ring's first version and to attach its chain, the CA rings'
+	// included.
+	if opts.Logger == nil {
+		opts.Logger = testLogger(t)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	srvs, errs := make([]*Server, 3), make([]error, 3)
+	var wg sync.WaitGroup
+	for i := range srvs {
 		cfg := x5cRings(t, backend)
 		edit(&cfg)
-		replicas = append(replicas, startServer(t, cfg, opts))
+		wg.Go(func() { srvs[i], errs[i] = New(ctx, cfg, opts) })
+	}
+	wg.Wait()
+	var replicas []*testServer
+	for i, srv := range srvs {
+		if errs[i] != nil {
+			for _, s := range srvs {
+				if s != nil {
+					s.Close()
+				}
+			}
+			cancel()
+			t.Fatalf("replica %d: New: %v", i, errs[i])
+		}
+		ts := serveUntilCleanup(t, ctx, cancel, srv)
+		ts.dial(t)
+		replicas = append(replicas, ts)
 	}
 	same := func(when string) []byte {
 		t.Helper()

@@ -176,7 +176,11 @@ func loadKEK(dir, fromEnv string, log *slog.Logger) ([]byte, error) {
 	if _, err := rand.Read(kek); err != nil {
 		return nil, err
 	}
-	if err := writeFileExclusive(context.Background(), path, []byte(base64.StdEncoding.EncodeToString(kek)+"\n")); err != nil {
+	err = writeFileExclusive(context.Background(), path, []byte(base64.StdEncoding.EncodeToString(kek)+"\n"))
+	if errors.Is(err, fs.ErrExist) {
+		return loadKEK(dir, "", log) // another process opening the directory generated it first: use that one
+	}
+	if err != nil {
 		return nil, errorf(backends.KindUnavailable, "writing generated key-encryption key: %w", err)
 	}
 	log.Warn("GENERATED A KEY-ENCRYPTION KEY AND STORED IT NEXT TO THE KEYS IT PROTECTS: anyone who can read kek_file "+

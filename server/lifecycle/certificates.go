@@ -10,6 +10,7 @@ import (
 
 	"github.com/signet-dev/signet/backends"
 	"github.com/signet-dev/signet/server/x5c"
+	"github.com/signet-dev/signet/server/x5c/vaultpki"
 )
 
 // CertSource is where a ring's certificates come from.
@@ -34,7 +35,7 @@ func (s CertSource) String() string { return sourceNames[s] }
 type CertSpec struct {
 	Source   CertSource
 	CARing   string
-	VaultPKI *x5c.VaultPKI
+	VaultPKI *vaultpki.Client
 	Profile  x5c.Profile
 	// Required: a version without a valid chain is neither published nor
 	// signs (the previous version stays active); otherwise it is published

@@ -15,6 +15,7 @@ import (
 	"github.com/signet-dev/signet/backends/local"
 	"github.com/signet-dev/signet/internal/clocktest"
 	"github.com/signet-dev/signet/server/x5c"
+	"github.com/signet-dev/signet/server/x5c/vaultpki"
 )
 
 var certProfile = x5c.Profile{Subject: pkix.Name{CommonName: "test"}, Validity: 24 * time.Hour, RenewBefore: 8 * time.Hour}
@@ -97,7 +98,7 @@ func TestStartsWithTheIssuerDownCreateNoExtraVersion(t *testing.T) {
 	dir := t.TempDir()
 	dead := deadAddress(t)
 	start := func() (*KeySet, error) {
-		pki, err := x5c.NewVaultPKI(dead, "pki", "signet", "token", true)
+		pki, err := vaultpki.New(dead, "pki", "signet", "token", true)
 		if err != nil {
 			return nil, err
 		}

@@ -1,4 +1,4 @@
-package x5c
+package vaultpki
 
 import (
 	"context"
@@ -6,8 +6,10 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/signet-dev/signet/backends"
+	"github.com/signet-dev/signet/server/x5c"
 )
 
 // What Vault PKI answers decides whether a failure is worth retrying: an
@@ -23,11 +25,11 @@ func TestVaultPKIClassifiesFailures(t *testing.T) {
 			w.WriteHeader(status)
 			_, _ = w.Write([]byte(`{"errors":["test"]}`))
 		}))
-		p, err := NewVaultPKI(srv.URL, "pki", "signet", "token", true)
+		p, err := New(srv.URL, "pki", "signet", "token", true)
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, err = p.Issue(context.Background(), []byte("csr"), profile("leaf"))
+		_, err = p.Issue(context.Background(), []byte("csr"), x5c.Profile{Validity: time.Hour, RenewBefore: time.Minute})
 		srv.Close()
 		if got := backends.KindOf(err); got != want {
 			t.Errorf("HTTP %d: kind %v (%v), want %v", status, got, err, want)
@@ -37,10 +39,10 @@ func TestVaultPKIClassifiesFailures(t *testing.T) {
 
 // The token never travels in clear unless the configuration says so.
 func TestVaultPKIRefusesHTTPUnlessAllowed(t *testing.T) {
-	if _, err := NewVaultPKI("http://127.0.0.1:8200", "pki", "signet", "token", false); err == nil || !strings.Contains(err.Error(), "https") {
+	if _, err := New("http://127.0.0.1:8200", "pki", "signet", "token", false); err == nil || !strings.Contains(err.Error(), "https") {
 		t.Errorf("an http address without allow_http: %v, want a refusal", err)
 	}
-	if _, err := NewVaultPKI("https://vault.internal:8200", "pki", "signet", "token", false); err != nil {
+	if _, err := New("https://vault.internal:8200", "pki", "signet", "token", false); err != nil {
 		t.Errorf("an https address: %v", err)
 	}
 }

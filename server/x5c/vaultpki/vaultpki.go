@@ -1,4 +1,7 @@
-package x5c
+// Package vaultpki is the client of a Vault PKI secrets engine that
+// issues a ring's leaf certificates (x5c.vault_pki) from certification
+// requests the ring's own backend signed.
+package vaultpki
 
 import (
 	"context"
@@ -13,22 +16,23 @@ import (
 	vault "github.com/hashicorp/vault/api"
 
 	"github.com/signet-dev/signet/backends"
+	"github.com/signet-dev/signet/server/x5c"
 )
 
-// VaultPKI issues leaf certificates from an existing Vault PKI secrets
+// Client issues leaf certificates from an existing Vault PKI secrets
 // engine: Signet sends a certification request that the ring's own
 // backend signed (proof of possession; the key never leaves its backend)
 // to <mount>/sign/<role>, and stores the chain Vault returns.
-type VaultPKI struct {
+type Client struct {
 	client *vault.Client
 	mount  string
 	role   string
 }
 
-// NewVaultPKI makes a client of the PKI engine at address (mount and role
+// New makes a client of the PKI engine at address (mount and role
 // as the engine names them), authenticated with token. The address must be
 // https, so that the token never travels in clear, unless allowHTTP.
-func NewVaultPKI(address, mount, role, token string, allowHTTP bool) (*VaultPKI, error) {
+func New(address, mount, role, token string, allowHTTP bool) (*Client, error) {
 	u, err := url.Parse(address)
 	if err != nil || (u.Scheme != "https" && (u.Scheme != "http" || !allowHTTP)) {
 		return nil, fmt.Errorf("vault_pki: address %q: want an https URL (http only with allow_http: true)", address)
@@ -41,12 +45,12 @@ func NewVaultPKI(address, mount, role, token string, allowHTTP bool) (*VaultPKI,
 		return nil, fmt.Errorf("vault_pki: %v", err)
 	}
 	c.SetToken(token)
-	return &VaultPKI{client: c, mount: strings.Trim(mount, "/"), role: role}, nil
+	return &Client{client: c, mount: strings.Trim(mount, "/"), role: role}, nil
 }
 
 // Issue has Vault sign csr (DER) for validity, and returns the chain: the
 // new certificate first, then the CA chain Vault reports.
-func (p *VaultPKI) Issue(ctx context.Context, csr []byte, p2 Profile) ([][]byte, error) {
+func (p *Client) Issue(ctx context.Context, csr []byte, p2 x5c.Profile) ([][]byte, error) {
 	data := map[string]any{
 		"csr": string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csr})),
 		"ttl": fmt.Sprintf("%ds", int64(p2.Validity/time.Second)), "format": "pem",

@@ -171,8 +171,7 @@ func TestWithheldVersionNeverRevivesARetiredOne(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	v2, _, _, err := ks.Rotate(ctx, r, false, "")
-	if err != nil {
+	if _, _, _, err := ks.Rotate(ctx, r, false, ""); err != nil {
 		t.Fatal(err)
 	}
 	c.Advance(testSchedule.PublishAhead + testSchedule.RetireAfter + time.Minute)
@@ -180,7 +179,7 @@ func TestWithheldVersionNeverRevivesARetiredOne(t *testing.T) {
 	if vs := ks.Versions(r); vs[0].State != StateRetired || vs[1].State != StateActive {
 		t.Fatalf("states %v, %v; want retired, active", vs[0].State, vs[1].State)
 	}
-	v2 = ks.Versions(r)[1]
+	v2 := ks.Versions(r)[1]
 	// v2 gets a chain for another key (v1's) stored with it.
 	if _, err := store.PutCertificates(ctx, r.key, v2.ID, v2.Certificates, v1.Certificates); err != nil {
 		t.Fatal(err)

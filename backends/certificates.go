@@ -19,7 +19,8 @@ import (
 // CertificateStore is implemented by backends that can keep an X.509
 // certificate chain next to each version's key: a file beside the key
 // (local), Transit's per-version certificate chain (Vault), certificate
-// objects with the key pair's CKA_ID (PKCS#11). Such a backend fills in
+// objects with the key pair's CKA_ID (PKCS#11), the key's description (AWS
+// KMS). Such a backend fills in
 // Version.Certificates in Versions. It is optional: a ring that asks for
 // certificates on a backend without it is refused at startup.
 type CertificateStore interface {
@@ -106,7 +107,7 @@ func (a Algorithm) X509SignatureAlgorithm() x509.SignatureAlgorithm {
 func ECDSASignatureToDER(a Algorithm, sig []byte) ([]byte, error) {
 	size := a.SignatureSize() / 2
 	if !a.IsECDSA() || len(sig) != 2*size {
-		return nil, fmt.Errorf("a %s signature is %d bytes, not %d", a, 2*size, len(sig))
+		return nil, fmt.Errorf("a %s signature is %d bytes, not %d", a, len(sig), 2*size)
 	}
 	r, s := new(big.Int).SetBytes(sig[:size]), new(big.Int).SetBytes(sig[size:])
 	var b cryptobyte.Builder

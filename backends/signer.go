@@ -30,6 +30,10 @@ type Version struct {
 	// (DER, its own certificate first), by a backend that keeps one
 	// (CertificateStore); nil when none is stored.
 	Certificates [][]byte
+	// CertificatesProblem says why the chain stored with the version
+	// cannot be read (Certificates is then nil): a problem of this version,
+	// which a new chain replaces, never a failure of Versions.
+	CertificatesProblem string
 
 	// RequestID is the id of the Rotate request that created the version,
 	// where the backend records one (RequestRecorder); empty otherwise.

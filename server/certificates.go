@@ -9,6 +9,7 @@ import (
 	"github.com/signet-dev/signet/server/config"
 	"github.com/signet-dev/signet/server/lifecycle"
 	"github.com/signet-dev/signet/server/x5c"
+	"github.com/signet-dev/signet/server/x5c/vaultpki"
 )
 
 // certSpec turns a ring's x5c block (with its defaults) into the key set's
@@ -45,7 +46,7 @@ func certSpec(rc config.RingConfig, issuer string, getenv func(string) string) (
 		if token == "" {
 			return nil, fmt.Errorf("key ring %q: x5c.vault_pki: the environment variable %s holds no Vault token", rc.Name, v.TokenEnv)
 		}
-		pki, err := x5c.NewVaultPKI(v.Address, v.Mount, v.Role, token)
+		pki, err := vaultpki.New(v.Address, v.Mount, v.Role, token, v.AllowHTTP)
 		if err != nil {
 			return nil, fmt.Errorf("key ring %q: %w", rc.Name, err)
 		}

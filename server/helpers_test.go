@@ -98,6 +98,12 @@ func startServerNoDial(t testing.TB, cfg config.Config, optss ...Options) *testS
 		cancel()
 		t.Fatalf("New: %v", err)
 	}
+	return serveUntilCleanup(t, ctx, cancel, srv)
+}
+
+// serveUntilCleanup serves srv, made by New with ctx, until the test ends.
+func serveUntilCleanup(t testing.TB, ctx context.Context, cancel context.CancelFunc, srv *Server) *testServer {
+	t.Helper()
 	ts, done := serve(t, ctx, srv)
 	t.Cleanup(func() {
 		cancel()

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/signet-dev/signet/backends"
+	signetclient "github.com/signet-dev/signet/client"
 	signetv1 "github.com/signet-dev/signet/gen/signet/v1"
 	"github.com/signet-dev/signet/internal/clocktest"
 	"github.com/signet-dev/signet/server/config"
@@ -307,8 +308,10 @@ func TestRevokePrevious(t *testing.T) {
 	}
 	// No version signs until every replica can have published the new one.
 	_, err := ts.client.Sign(ctxT(t), &signetv1.SignRequest{KeyRing: "default", Subject: "svc-a", Audience: []string{"svc-b"}})
-	if status.Code(err) != codes.Unavailable || !strings.Contains(status.Convert(err).Message(), "emergency rotation") {
-		t.Errorf("Sign right after the emergency rotation: %v, want Unavailable naming the emergency rotation", err)
+	if status.Code(err) != codes.Unavailable || !strings.Contains(status.Convert(err).Message(), "emergency rotation") ||
+		signetclient.ReasonOf(err) != signetv1.ErrorReason_NO_SIGNING_KEY {
+		t.Errorf("Sign right after the emergency rotation: %v (reason %v), want Unavailable NO_SIGNING_KEY naming the emergency rotation",
+			err, signetclient.ReasonOf(err))
 	}
 	clock.Advance(2 * time.Duration(cfg.KeyRings[0].RefreshInterval))
 	now := sign(t, ts, "default")

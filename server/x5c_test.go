@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"context"
 	"crypto"
 	"crypto/sha256"
 	"crypto/x509"
@@ -15,6 +16,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -261,8 +263,10 @@ func checkCARing(t *testing.T, ts *testServer) {
 }
 
 // Rotating the CA ring (revoking the old CA version, so the new one issues
-// at once) re-issues the leaves of the rings it serves, and they verify
-// against the new CA certificate, not the old one.
+// at once: a CA ring's keys are never published, so its emergency version
+// does not wait for replicas to publish it) re-issues the leaves of the
+// rings it serves, and they verify against the new CA certificate, not the
+// old one.
 func TestX5CCARotationReissuesLeaves(t *testing.T) {
 	t.Parallel()
 	ts := startServer(t, x5cRings(t, "local://"+t.TempDir()), Options{})
@@ -309,11 +313,36 @@ func TestX5CReplicasServeIdenticalJWKS(t *testing.T) {
 // the config); localDir, for the local backend, is where the chain files
 // are counted.
 func replicasAgree(t *testing.T, backend string, edit func(*config.Config), opts Options, bopts backends.OpenOptions, localDir string) {
-	var replicas []*testServer
-	for range 3 {
+	// The three start together on an empty backend: they race to create
+	// every ring's first version and to attach its chain, the CA rings'
+	// included.
+	if opts.Logger == nil {
+		opts.Logger = testLogger(t)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	srvs, errs := make([]*Server, 3), make([]error, 3)
+	var wg sync.WaitGroup
+	for i := range srvs {
 		cfg := x5cRings(t, backend)
 		edit(&cfg)
-		replicas = append(replicas, startServer(t, cfg, opts))
+		wg.Go(func() { srvs[i], errs[i] = New(ctx, cfg, opts) })
+	}
+	wg.Wait()
+	var replicas []*testServer
+	for i, srv := range srvs {
+		if errs[i] != nil {
+			for _, s := range srvs {
+				if s != nil {
+					s.Close()
+				}
+			}
+			cancel()
+			t.Fatalf("replica %d: New: %v", i, errs[i])
+		}
+		ts := serveUntilCleanup(t, ctx, cancel, srv)
+		ts.dial(t)
+		replicas = append(replicas, ts)
 	}
 	same := func(when string) []byte {
 		t.Helper()
@@ -469,7 +498,7 @@ func vaultPKIRing(t *testing.T, backend string) config.RingConfig {
 	startPKI(t, v)
 	r := config.DefaultRing
 	r.Name, r.Backend, r.Algorithm = "pki", backend, "ES256"
-	r.X5C = &config.X5CConfig{VaultPKI: &config.VaultPKIConfig{Address: v.Addr, Role: "signet"}}
+	r.X5C = &config.X5CConfig{VaultPKI: &config.VaultPKIConfig{Address: v.Addr, Role: "signet", AllowHTTP: true}}
 	return r
 }
 
@@ -481,7 +510,7 @@ func TestX5CVaultPKI(t *testing.T) {
 	v := vaulttest.Start(t)
 	rootDER := startPKI(t, v)
 	u, _ := url.Parse(v.Addr)
-	pki := &config.VaultPKIConfig{Address: v.Addr, Role: "signet"}
+	pki := &config.VaultPKIConfig{Address: v.Addr, Role: "signet", AllowHTTP: true}
 	cfg := x5cRings(t, "vault://"+u.Host+"/transit?scheme=http&key_prefix=signet-")
 	cfg.KeyRings = cfg.KeyRings[1:3] // default (ES256) and pss (PS256) on Transit
 	for i := range cfg.KeyRings {
@@ -500,6 +529,38 @@ func TestX5CVaultPKI(t *testing.T) {
 	checkX5C(t, ts, map[string]string{"default": "default", "pss": "pss", "edge": "edge"})
 }
 
+// A Vault PKI engine that refuses for good (a role it does not have, a
+// token it denies) stops startup with the reason, rather than leaving a
+// ring withheld and retrying forever.
+func TestX5CVaultPKIMisconfiguredRefusesToStart(t *testing.T) {
+	t.Parallel()
+	v := vaulttest.Start(t)
+	startPKI(t, v)
+	for _, c := range []struct {
+		name, role string
+		getenv     func(string) string
+		want       string
+	}{
+		{"unknown role", "nosuchrole", vaultEnv, "nosuchrole"},
+		{"denied token", "signet", func(k string) string {
+			if k == "VAULT_TOKEN" {
+				return "not-a-token"
+			}
+			return vaultEnv(k)
+		}, "permission denied"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			cfg := testConfig(t)
+			cfg.KeyRings[0].Backend = "local://" + t.TempDir()
+			cfg.KeyRings[0].X5C = &config.X5CConfig{VaultPKI: &config.VaultPKIConfig{Address: v.Addr, Role: c.role, AllowHTTP: true}}
+			_, err := New(ctxT(t), cfg, Options{Getenv: c.getenv, Logger: testLogger(t)})
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("New returned %v, want a refusal mentioning %q", err, c.want)
+			}
+		})
+	}
+}
+
 // With x5c.required (the default), a version whose chain cannot be
 // obtained (the Vault PKI engine is down) is neither published nor signs,
 // even once publish_ahead has passed: the previous version keeps signing,
@@ -514,10 +575,10 @@ func TestX5CRequiredWhenVaultPKIIsDown(t *testing.T) {
 	dir := t.TempDir()
 	lax := false
 	cfg.KeyRings[0].Backend = "local://" + dir
-	cfg.KeyRings[0].X5C = &config.X5CConfig{VaultPKI: &config.VaultPKIConfig{Address: v.Addr, Role: "signet"}}
+	cfg.KeyRings[0].X5C = &config.X5CConfig{VaultPKI: &config.VaultPKIConfig{Address: v.Addr, Role: "signet", AllowHTTP: true}}
 	laxRing := cfg.KeyRings[0]
 	laxRing.Name = "lax"
-	laxRing.X5C = &config.X5CConfig{VaultPKI: &config.VaultPKIConfig{Address: v.Addr, Role: "signet"}, Required: &lax}
+	laxRing.X5C = &config.X5CConfig{VaultPKI: &config.VaultPKIConfig{Address: v.Addr, Role: "signet", AllowHTTP: true}, Required: &lax}
 	cfg.KeyRings = append(cfg.KeyRings, laxRing)
 	ts := startServer(t, cfg, Options{Getenv: vaultEnv, Now: clock.Now})
 	first := map[string]string{}

@@ -17,8 +17,10 @@ import (
 // first, a renewal) is written as the next generation with the same
 // exclusive link as a version file, so two replicas racing to attach a
 // chain keep exactly one: the second link fails and its writer reads the
-// winner's. The highest generation is the one in force; older ones are
-// removed by whoever sees them.
+// winner's. The highest generation is the one in force. An older one is
+// removed by whoever reads the directory once the newer one is older than
+// the recovery grace, so that a replica that listed the directory just
+// before a renewal can still read the generation it saw.
 
 const chainInfix = ".x5c."
 
@@ -40,36 +42,68 @@ func parseChainName(name string) (id string, gen uint64, ok bool) {
 	return id, gen, err == nil
 }
 
-// chains reads the chain in force of each version in a ring's directory
-// listing, removing superseded generations.
-func (s *Store) chains(dir string, des []os.DirEntry) (map[string][][]byte, error) {
+// newestChains maps each version in a directory listing to its newest
+// chain generation.
+func newestChains(des []os.DirEntry) map[string]uint64 {
 	newest := map[string]uint64{}
-	var all []string
 	for _, de := range des {
-		id, gen, ok := parseChainName(de.Name())
-		if !ok {
-			continue
-		}
-		all = append(all, de.Name())
-		if gen > newest[id] {
+		if id, gen, ok := parseChainName(de.Name()); ok && gen > newest[id] {
 			newest[id] = gen
 		}
 	}
-	out := map[string][][]byte{}
-	for id, gen := range newest {
-		chain, err := readChain(filepath.Join(dir, chainName(id, gen)))
-		if err != nil {
-			return nil, err
+	return newest
+}
+
+// chainsInForce reads the chain in force of each version in a ring's
+// directory listing, listing again if a generation it saw was removed
+// meanwhile. A chain file that cannot be decoded is that version's problem
+// (problems), not the ring's: the other versions are read.
+func (s *Store) chainsInForce(dir string, des []os.DirEntry) (chains map[string][][]byte, problems map[string]string, err error) {
+	for attempt := 0; ; attempt++ {
+		chains, problems = map[string][][]byte{}, map[string]string{}
+		newest := newestChains(des)
+		err = nil
+		for id, gen := range newest {
+			chain, rerr := readChain(filepath.Join(dir, chainName(id, gen)))
+			switch {
+			case errors.Is(rerr, fs.ErrNotExist):
+				err = rerr
+			case backends.KindOf(rerr) == backends.KindFailedPrecondition:
+				problems[id] = rerr.Error()
+			case rerr != nil:
+				return nil, nil, rerr
+			default:
+				chains[id] = chain
+			}
 		}
-		out[id] = chain
-	}
-	for _, name := range all {
-		if id, gen, _ := parseChainName(name); gen < newest[id] {
-			// Complete, and replaced by a newer generation: nothing reads it.
-			_ = os.Remove(filepath.Join(dir, name)) // #nosec G703 -- a file of the key directory, named by the pattern above
+		if err == nil {
+			s.removeSuperseded(dir, des, newest)
+			return chains, problems, nil
+		}
+		if attempt == 2 {
+			return nil, nil, err
+		}
+		if des, err = os.ReadDir(dir); err != nil {
+			return nil, nil, errorf(backends.KindUnavailable, "reading %s: %w", dir, err)
 		}
 	}
-	return out, nil
+}
+
+// removeSuperseded removes the chain generations older than the newest of
+// their version, once the newest is older than the recovery grace.
+func (s *Store) removeSuperseded(dir string, des []os.DirEntry, newest map[string]uint64) {
+	settled := map[string]bool{}
+	for _, de := range des {
+		if id, gen, ok := parseChainName(de.Name()); ok && gen == newest[id] {
+			info, err := de.Info()
+			settled[id] = err == nil && s.now().Sub(info.ModTime()) > s.opts.Grace()
+		}
+	}
+	for _, de := range des {
+		if id, gen, ok := parseChainName(de.Name()); ok && gen < newest[id] && settled[id] {
+			_ = os.Remove(filepath.Join(dir, de.Name())) // #nosec G703 -- a file of the key directory, named by the pattern above
+		}
+	}
 }
 
 func readChain(path string) ([][]byte, error) {
@@ -109,10 +143,13 @@ func (s *Store) PutCertificates(ctx context.Context, ring backends.KeyRing, vers
 		}
 		var cur [][]byte
 		if gen > 0 {
-			if cur, err = readChain(filepath.Join(dir, chainName(versionID, gen))); err != nil {
-				if backends.KindOf(err) == backends.KindUnavailable && errors.Is(err, fs.ErrNotExist) {
-					continue // replaced and removed under us: read again
-				}
+			cur, err = readChain(filepath.Join(dir, chainName(versionID, gen)))
+			switch {
+			case errors.Is(err, fs.ErrNotExist):
+				continue // replaced and removed under us: read again
+			case backends.KindOf(err) == backends.KindFailedPrecondition:
+				cur = nil // unreadable: as good as none, and replaced like none
+			case err != nil:
 				return nil, err
 			}
 		}
@@ -126,10 +163,7 @@ func (s *Store) PutCertificates(ctx context.Context, ring backends.KeyRing, vers
 		if err != nil {
 			return nil, errorf(backends.KindUnavailable, "writing the certificate chain of version %s: %w", versionID, err)
 		}
-		if gen > 0 {
-			_ = os.Remove(filepath.Join(dir, chainName(versionID, gen))) // #nosec G703 -- superseded; Versions removes it otherwise
-		}
-		return chain, nil
+		return chain, nil // the superseded generation goes after the grace (removeSuperseded)
 	}
 	return nil, errorf(backends.KindConflict, "the certificate chain of version %s of key ring %q keeps changing", versionID, ring.Name)
 }

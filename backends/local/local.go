@@ -176,7 +176,11 @@ func loadKEK(dir, fromEnv string, log *slog.Logger) ([]byte, error) {
 	if _, err := rand.Read(kek); err != nil {
 		return nil, err
 	}
-	if err := writeFileExclusive(context.Background(), path, []byte(base64.StdEncoding.EncodeToString(kek)+"\n")); err != nil {
+	err = writeFileExclusive(context.Background(), path, []byte(base64.StdEncoding.EncodeToString(kek)+"\n"))
+	if errors.Is(err, fs.ErrExist) {
+		return loadKEK(dir, "", log) // another process opening the directory generated it first: use that one
+	}
+	if err != nil {
 		return nil, errorf(backends.KindUnavailable, "writing generated key-encryption key: %w", err)
 	}
 	log.Warn("GENERATED A KEY-ENCRYPTION KEY AND STORED IT NEXT TO THE KEYS IT PROTECTS: anyone who can read kek_file "+
@@ -276,14 +280,14 @@ func (s *Store) Versions(ctx context.Context, ring backends.KeyRing) ([]backends
 		fresh[id] = e
 	}
 	s.rings[ring.Name] = fresh
-	chains, err := s.chains(dir, des)
+	chains, problems, err := s.chainsInForce(dir, des)
 	if err != nil {
 		return nil, err
 	}
 	out := make([]backends.Version, 0, len(fresh))
 	for id, e := range fresh {
 		v := e.version
-		v.Certificates = chains[id]
+		v.Certificates, v.CertificatesProblem = chains[id], problems[id]
 		out = append(out, v)
 	}
 	sort.Slice(out, func(i, j int) bool { return versionNumber(out[i].ID) < versionNumber(out[j].ID) })

@@ -211,7 +211,9 @@ func (b *Backend) PutCertificates(ctx context.Context, ring backends.KeyRing, ve
 		return cur, nil
 	}
 	w := make([]byte, 4)
-	rand.Read(w)
+	if _, err := rand.Read(w); err != nil {
+		return nil, errorf(backends.KindUnknown, "naming the certificate objects: %v", err)
+	}
 	writer, gen := hex.EncodeToString(w), cs.newestGen[versionID]+1
 	for i, c := range certs {
 		tmpl := []*p11.Attribute{

@@ -3,6 +3,8 @@ package vault
 import (
 	"context"
 	"crypto/x509"
+	"errors"
+	"fmt"
 	"strconv"
 
 	"github.com/hashicorp/vault/api"
@@ -48,6 +50,9 @@ func (b *Backend) PutCertificates(ctx context.Context, ring backends.KeyRing, ve
 		return nil, errorf(backends.KindNotFound, "Transit key %q has no version %q", b.keyName(ring), versionID)
 	}
 	cur, err := b.chainOf(ctx, ring, versionID)
+	if errors.Is(err, errBadChain) {
+		cur, err = nil, nil // unreadable: as good as none, and replaced like none
+	}
 	if err != nil || !backends.SameChain(cur, old) {
 		return cur, err
 	}
@@ -78,10 +83,14 @@ func (b *Backend) chainOf(ctx context.Context, ring backends.KeyRing, versionID 
 	return decodeChain(b.keyName(ring), versionID, e.CertificateChain)
 }
 
+// errBadChain is in the error of a certificate chain Transit holds that
+// does not decode as PEM certificates.
+var errBadChain = errors.New("not a PEM certificate chain")
+
 func decodeChain(name, versionID, s string) ([][]byte, error) {
 	chain, err := backends.DecodePEMChain([]byte(s))
 	if err != nil {
-		return nil, errorf(backends.KindUnknown, "the certificate chain of version %s of Transit key %q: %v", versionID, name, err)
+		return nil, fmt.Errorf("the certificate chain of version %s of Transit key %q: %w: %v", versionID, name, errBadChain, err)
 	}
 	return chain, nil
 }

@@ -278,12 +278,12 @@ func (b *Backend) Versions(ctx context.Context, ring backends.KeyRing) ([]backen
 		if err != nil {
 			return nil, errorf(backends.KindUnknown, "Transit key %q version %d: %v", b.keyName(ring), n, err)
 		}
-		chain, err := decodeChain(b.keyName(ring), id, e.CertificateChain)
-		if err != nil {
-			return nil, err
+		v := backends.Version{ID: id, Algorithm: ring.Algorithm, PublicKey: pub, Created: e.CreationTime,
+			Disabled: k.MinEncryptionVersion > 0 && n < k.MinEncryptionVersion}
+		if v.Certificates, err = decodeChain(b.keyName(ring), id, e.CertificateChain); err != nil {
+			v.CertificatesProblem = err.Error() // this version's problem, not the ring's
 		}
-		out = append(out, backends.Version{ID: id, Algorithm: ring.Algorithm, PublicKey: pub, Created: e.CreationTime,
-			Disabled: k.MinEncryptionVersion > 0 && n < k.MinEncryptionVersion, Certificates: chain})
+		out = append(out, v)
 	}
 	sort.Slice(out, func(i, j int) bool { return versionNumber(out[i].ID) < versionNumber(out[j].ID) })
 	return out, nil

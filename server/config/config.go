@@ -139,6 +139,9 @@ type VaultPKIConfig struct {
 	// TokenEnv names the environment variable holding the Vault token
 	// (default VAULT_TOKEN): never the token itself.
 	TokenEnv string `yaml:"token_env"`
+	// AllowHTTP accepts an http address, where the token travels in clear:
+	// for a Vault on loopback only.
+	AllowHTTP bool `yaml:"allow_http"`
 }
 
 func (x *X5CConfig) UnmarshalYAML(n *yaml.Node) error {
@@ -255,6 +258,9 @@ func (c *Config) validateX5C(field string, r RingConfig) error {
 		if u, err := url.Parse(v.Address); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
 			return fmt.Errorf("%s.x5c.vault_pki.address %q: want the Vault server's http(s) URL", field, v.Address)
 		}
+		if u, _ := url.Parse(v.Address); u.Scheme == "http" && !v.AllowHTTP {
+			return fmt.Errorf("%s.x5c.vault_pki.address %q: the token would travel in clear: use https (or set allow_http: true for a Vault on loopback)", field, v.Address)
+		}
 		if v.Role == "" {
 			return fmt.Errorf("%s.x5c.vault_pki.role: name the PKI role that signs the requests", field)
 		}
@@ -288,7 +294,7 @@ func (r RingConfig) Schedule() lifecycle.Schedule {
 	return lifecycle.Schedule{
 		TokenDefaultTTL: r.TokenDefaultTTL.D(), TokenMaxTTL: r.TokenMaxTTL.D(), JWKSMaxAge: r.JWKSMaxAge.D(),
 		RefreshInterval: r.RefreshInterval.D(), PublishAhead: r.PublishAhead.D(), RetireAfter: r.RetireAfter.D(),
-		RotationPeriod: r.RotationPeriod.D(),
+		RotationPeriod: r.RotationPeriod.D(), Unpublished: r.IsCA(),
 	}
 }
 

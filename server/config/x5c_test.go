@@ -54,7 +54,8 @@ func TestX5CConfigRefused(t *testing.T) {
 		{"unknown usage", `[{name: a, backend: 'local://d', usage: encrypt}]`, "want sign or ca"},
 		{"misspelt field", `[{name: a, backend: 'local://d', x5c: {self_sigend: true}}]`, "self_sigend"},
 		{"misspelt vault_pki field", `[{name: a, backend: 'local://d', x5c: {vault_pki: {adress: x}}}]`, "adress"},
-		{"vault_pki without role", `[{name: a, backend: 'local://d', x5c: {vault_pki: {address: 'http://v:8200'}}}]`, "role"},
+		{"vault_pki without role", `[{name: a, backend: 'local://d', x5c: {vault_pki: {address: 'https://v:8200'}}}]`, "role"},
+		{"vault_pki over http", `[{name: a, backend: 'local://d', x5c: {vault_pki: {address: 'http://v:8200', role: r}}}]`, "in clear"},
 		{"renew_before over validity", `[{name: a, backend: 'local://d', x5c: {self_signed: true, validity: 24h, renew_before: 24h}}]`, "renew_before"},
 		{"renew_before under a cached JWKS", `[{name: a, backend: 'local://d', x5c: {self_signed: true, validity: 24h, renew_before: 1m}}]`, "jwks_max_age"},
 	} {

@@ -2,6 +2,7 @@ package lifecycle
 
 import (
 	"context"
+	"crypto"
 	"errors"
 	"fmt"
 	"sync"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/signet-dev/signet/backends"
 	"github.com/signet-dev/signet/server/x5c"
+	"github.com/signet-dev/signet/server/x5c/vaultpki"
 )
 
 // CertSource is where a ring's certificates come from.
@@ -33,7 +35,7 @@ func (s CertSource) String() string { return sourceNames[s] }
 type CertSpec struct {
 	Source   CertSource
 	CARing   string
-	VaultPKI *x5c.VaultPKI
+	VaultPKI *vaultpki.Client
 	Profile  x5c.Profile
 	// Required: a version without a valid chain is neither published nor
 	// signs (the previous version stays active); otherwise it is published
@@ -51,7 +53,7 @@ type certState struct {
 // CertProblem is why a version has no valid chain now.
 type CertProblem struct {
 	// Reason is one of a few stable words, for metrics: "issue_failed",
-	// "store_failed", "wrong_key", "invalid", "no_ca_certificate".
+	// "store_failed", "invalid", "no_ca_certificate".
 	Reason string
 	Err    error
 	At     time.Time
@@ -70,13 +72,19 @@ func (c *certState) set(id string, p *CertProblem) {
 	c.problems[id] = *p
 }
 
-// unsupported returns a failure that no retry can mend: the backend
-// cannot store this kind of chain.
-func (c *certState) unsupported() error {
+// permanent returns a failure that no retry can mend, which New refuses
+// to start with: the backend cannot store this kind of chain, or the issuer
+// refused the request for good (permission denied, a wrong mount or role,
+// a request its role forbids) rather than being unreachable.
+func (c *certState) permanent() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, p := range c.problems {
-		if backends.KindOf(p.Err) == backends.KindUnimplemented {
+		switch k := backends.KindOf(p.Err); {
+		case k == backends.KindUnimplemented:
+			return p.Err
+		case p.Reason == "issue_failed" && (k == backends.KindPermissionDenied || k == backends.KindInvalidArgument ||
+			k == backends.KindFailedPrecondition):
 			return p.Err
 		}
 	}
@@ -97,6 +105,10 @@ func (ks *KeySet) checkChain(r *Ring, v *Version, now time.Time) {
 	if r.cert == nil {
 		return
 	}
+	if v.CertificatesProblem != "" {
+		v.CertProblem = "the stored certificate chain is unusable: " + v.CertificatesProblem
+		return
+	}
 	if len(v.Certificates) == 0 {
 		v.CertProblem = "no certificate chain stored yet"
 		return
@@ -114,32 +126,45 @@ func (ks *KeySet) checkChain(r *Ring, v *Version, now time.Time) {
 	}
 }
 
-// withheld reports whether v must be neither published nor sign for want
-// of a valid certificate chain.
-func (r *Ring) withheld(v *Version) bool {
-	return r.cert != nil && !v.Disabled && (v.certWrongKey || r.cert.Required && v.Chain == nil)
-}
-
 // needsChain says why v needs a new chain now ("" if it does not): it has
-// none, it expires within renew_before, or (ca_ring) it was issued by
-// another CA certificate than the CA ring's active one.
+// none, its certificate expires within renew_before, or (ca_ring) it was
+// issued by another CA certificate than the CA ring's active one, or by a
+// revoked CA version. A leaf whose life was capped at its CA certificate's
+// notAfter is not renewed for that: a new one could not outlive the CA
+// certificate either; the CA ring's renewal re-issues it.
 func (ks *KeySet) needsChain(r *Ring, v *Version, now time.Time) string {
 	if v.Chain == nil {
 		return "it has none"
 	}
-	if exp := v.Chain.Expires(); exp.Sub(now) < r.cert.Profile.RenewBefore {
-		return "its certificate expires at " + exp.UTC().Format(time.RFC3339) + ", within renew_before"
+	leaf := v.Chain[0]
+	capped := r.cert.Source == SourceCARing && !r.ca && len(v.Chain) > 1 && !leaf.NotAfter.Before(v.Chain[1].NotAfter)
+	if leaf.NotAfter.Sub(now) < r.cert.Profile.RenewBefore && !capped {
+		return "its certificate expires at " + leaf.NotAfter.UTC().Format(time.RFC3339) + ", within renew_before"
 	}
-	if r.cert.Source == SourceCARing && !r.ca {
-		ca := ks.byName[r.cert.CARing]
-		if ca == nil {
-			return ""
+	if r.cert.Source != SourceCARing || r.ca {
+		return ""
+	}
+	ca := ks.byName[r.cert.CARing]
+	if ca == nil {
+		return ""
+	}
+	cas := ks.current(ca)
+	if len(v.Chain) > 1 {
+		for _, cv := range cas.versions {
+			if cv.Disabled && publicKeyEqual(cv.PublicKey, v.Chain[1].PublicKey) {
+				return "its CA certificate is that of revoked version " + cv.ID + " of the CA ring"
+			}
 		}
-		if a := ks.current(ca).active; a != nil && a.Chain != nil && (len(v.Chain) < 2 || !v.Chain[1].Equal(a.Chain[0])) {
-			return "the CA ring's active certificate changed"
-		}
+	}
+	if a := cas.active; a != nil && a.Chain != nil && (len(v.Chain) < 2 || !v.Chain[1].Equal(a.Chain[0])) {
+		return "the CA ring's active certificate changed"
 	}
 	return ""
+}
+
+func publicKeyEqual(a, b crypto.PublicKey) bool {
+	k, ok := a.(interface{ Equal(crypto.PublicKey) bool })
+	return ok && k.Equal(b)
 }
 
 // certify obtains and stores a chain for each version of r that needs one
@@ -235,9 +260,12 @@ func (ks *KeySet) issue(ctx context.Context, r *Ring, v *Version, now time.Time)
 		return [][]byte{der}, "issue_failed", err
 	case r.cert.Source == SourceCARing:
 		ca := ks.byName[r.cert.CARing]
+		if ca == nil {
+			return nil, "no_ca_certificate", fmt.Errorf("CA ring %q is not read yet", r.cert.CARing)
+		}
 		a := ks.current(ca).active
 		if a == nil || a.Chain == nil {
-			return nil, "no_ca_certificate", fmt.Errorf("CA ring %q has no version with a valid CA certificate yet", ca.Name)
+			return nil, "no_ca_certificate", fmt.Errorf("CA ring %q has no active version with a valid CA certificate", ca.Name)
 		}
 		caSigner := &backends.MessageSigner{Ctx: bctx, Backend: ca.backend, Ring: ca.key, Version: a.Version}
 		der, err := x5c.Leaf(v.PublicKey, a.Chain[0], caSigner, ca.key.Algorithm, p, now)

@@ -19,6 +19,9 @@ type Schedule struct {
 	PublishAhead    time.Duration // how long a new version is published before it signs
 	RetireAfter     time.Duration // how long a replaced version stays published
 	RotationPeriod  time.Duration // 0: manual rotation only
+	// Unpublished: the ring's keys are never in a JWKS (a CA ring), so no
+	// verifier waits for its kids and an emergency version signs at once.
+	Unpublished bool
 }
 
 // Validate refuses a schedule under which a verifier could meet a kid it has
@@ -64,7 +67,14 @@ func (p Schedule) Validate() error {
 // has the version in its JWKS when that refresh has read it, which takes
 // less than another refresh_interval on any backend that keeps up with its
 // refreshes. Until then Sign answers Unavailable.
-func (p Schedule) EmergencyDelay() time.Duration { return 2 * p.RefreshInterval }
+// A ring whose keys are never published (a CA ring) has none: its version
+// is needed at once to re-issue the leaves of the rings it serves.
+func (p Schedule) EmergencyDelay() time.Duration {
+	if p.Unpublished {
+		return 0
+	}
+	return 2 * p.RefreshInterval
+}
 
 // State is a version's derived lifecycle state.
 type State int

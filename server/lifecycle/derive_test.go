@@ -125,6 +125,15 @@ func TestDeriveEmergencyActivation(t *testing.T) {
 	if active != -1 || !states[1].ActivatesAt.Equal(want) || !next.Equal(want) {
 		t.Errorf("active %d, activates at %v, next %v; want -1 and %v, %v", active, states[1].ActivatesAt, next, want, want)
 	}
+	// A ring whose keys are never published (a CA ring) has no verifier to
+	// wait for: its emergency version signs at once.
+	ca := testSchedule
+	ca.Unpublished = true
+	states, active, _ = Derive(vs, ca, t0.Add(time.Hour))
+	if active != 1 || states[1].State != StateActive || !states[1].ActivatesAt.Equal(t0.Add(time.Hour)) {
+		t.Errorf("unpublished ring: active %d, state %v, activates at %v; want 1, active, %v",
+			active, states[1].State, states[1].ActivatesAt, t0.Add(time.Hour))
+	}
 }
 
 func TestScheduleValidate(t *testing.T) {

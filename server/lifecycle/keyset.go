@@ -188,8 +188,9 @@ func New(ctx context.Context, specs []RingSpec, opts Options) (*KeySet, error) {
 		}
 		// A ring with an enabled version that does not sign yet (an
 		// emergency rotation's, waiting for every replica to publish it)
-		// needs no new one.
-		if !hasEnabled(r.snap.Load()) {
+		// needs no new one; nor does one whose versions are withheld for
+		// want of a certificate chain.
+		if newestEnabled(r.snap.Load().versions) == nil {
 			v, created, err := ks.createFirst(ctx, r)
 			if err != nil {
 				return nil, fmt.Errorf("key ring %q: creating its first version: %w", r.Name, err)
@@ -210,7 +211,7 @@ func New(ctx context.Context, specs []RingSpec, opts Options) (*KeySet, error) {
 		for _, r := range ks.rings {
 			if r.ca == ca {
 				ks.certify(ctx, r)
-				if err := r.certs.unsupported(); err != nil {
+				if err := r.certs.permanent(); err != nil {
 					return nil, fmt.Errorf("key ring %q: x5c: %w", r.Name, err)
 				}
 			}
@@ -232,7 +233,7 @@ func (ks *KeySet) checkCertSpec(spec RingSpec, specs []RingSpec) error {
 	}
 	if _, ok := spec.Backend.(backends.CertificateStore); !ok {
 		return fmt.Errorf("key ring %q: x5c: its backend cannot store certificate chains next to its keys "+
-			"(local, vault and pkcs11 can); remove the x5c block or use another backend", spec.Name)
+			"(local, vault, pkcs11 and awskms can); remove the x5c block or use another backend", spec.Name)
 	}
 	if c.Profile.Validity <= 0 || c.Profile.RenewBefore <= 0 || c.Profile.RenewBefore >= c.Profile.Validity {
 		return fmt.Errorf("key ring %q: x5c: want 0 < renew_before (%v) < validity (%v)", spec.Name, c.Profile.RenewBefore, c.Profile.Validity)
@@ -251,8 +252,22 @@ func (ks *KeySet) checkCertSpec(spec RingSpec, specs []RingSpec) error {
 	return fmt.Errorf("key ring %q: x5c.ca_ring %q is not a configured key ring", spec.Name, c.CARing)
 }
 
-// createFirst creates a version of a ring that has none that can sign, at
-// startup. A conflict means that another replica is creating one, or that
+// newestEnabled is the newest version of vs that is not disabled, or nil.
+// Whether a ring needs a first version is decided on this alone: a version
+// withheld for want of a certificate chain is still a version, and creating
+// another would not obtain a chain any sooner.
+func newestEnabled(vs []*Version) *Version {
+	for i := len(vs) - 1; i >= 0; i-- {
+		if !vs[i].Disabled {
+			return vs[i]
+		}
+	}
+	return nil
+}
+
+// createFirst creates a version of a ring that has none enabled, at
+// startup. Its certificate chain, if the ring has x5c, is New's to obtain
+// once every ring (its CA ring included) is read. A conflict means that another replica is creating one, or that
 // the backend is still cleaning up after an interrupted creation (it says
 // Conflict until the evidence is older than its recovery grace,
 // 2 × backend_timeout): re-read the ring and retry, for a bounded time, and
@@ -276,20 +291,10 @@ func (ks *KeySet) createFirst(ctx context.Context, r *Ring) (v *Version, created
 		if err := ks.Refresh(ctx, r); err != nil {
 			return nil, false, err
 		}
-		if s := r.snap.Load(); hasEnabled(s) {
-			return s.versions[len(s.versions)-1], false, nil
+		if v := newestEnabled(r.snap.Load().versions); v != nil {
+			return v, false, nil
 		}
 	}
-}
-
-// hasEnabled reports whether any of the snapshot's versions is enabled.
-func hasEnabled(s *snapshot) bool {
-	for _, v := range s.versions {
-		if !v.Disabled {
-			return true
-		}
-	}
-	return false
 }
 
 // checkKeyUsage asks the ring's backend, if it can tell
@@ -474,7 +479,6 @@ func (ks *KeySet) newVersions(r *Ring, vs []backends.Version) ([]*Version, error
 		}
 		nv := &Version{Version: v, Kid: kid}
 		ks.checkChain(r, nv, now)
-		nv.Withheld = r.withheld(nv)
 		out = append(out, nv)
 	}
 	return out, nil
@@ -501,33 +505,63 @@ func (ks *KeySet) install(r *Ring, read uint64, pick func(cur *snapshot) []*Vers
 	}
 }
 
-// derive computes a snapshot of vs at now. Withheld versions (no valid
-// certificate chain where the ring requires one) take no part: the states
-// of the others are derived as if they did not exist, and they are pending,
-// neither published nor signing, until they have a chain.
+// derive computes a snapshot of vs at now: the one place where a
+// version's state, whether it is withheld, and which version signs are
+// decided.
+//
+// States come from the schedule over every version (Derive). Then a
+// version that is or may become published (pending, active, retiring) is
+// withheld, neither published nor signing, if its stored chain is for
+// another key, or if the ring requires a chain and it has none valid
+// jwks_max_age from now (a chain that lapses sooner leaves the JWKS, or with
+// x5c.required false loses its x5c, before a cached JWKS could carry it
+// past its notAfter). Withholding never changes a state: when the version
+// the schedule makes active is withheld, the one before it keeps signing
+// only while it is retiring and not withheld itself; a retired or revoked
+// version never signs or is published again.
 func derive(r *Ring, vs []*Version, read uint64, now time.Time) *snapshot {
-	plain := make([]backends.Version, 0, len(vs))
-	for _, v := range vs {
-		if !v.Withheld {
-			plain = append(plain, v.Version)
-		}
+	plain := make([]backends.Version, len(vs))
+	for i, v := range vs {
+		plain[i] = v.Version
 	}
 	states, active, next := Derive(plain, r.Schedule, now)
-	s := &snapshot{versions: make([]*Version, len(vs)), next: next, read: read}
-	j := 0
+	later := func(t time.Time) {
+		if t.After(now) && (next.IsZero() || t.Before(next)) {
+			next = t
+		}
+	}
+	s := &snapshot{versions: make([]*Version, len(vs)), read: read}
 	for i, v := range vs {
 		c := *v
-		if v.Withheld {
-			c.Lifecycle = Lifecycle{State: StatePending}
-		} else {
-			c.Lifecycle = states[j]
-			if j == active {
-				s.active = &c
+		c.Lifecycle = states[i]
+		if r.cert != nil && c.State.Published() {
+			if c.Chain != nil {
+				lapse := c.Chain.Expires().Add(-r.Schedule.JWKSMaxAge)
+				if now.Before(lapse) {
+					later(lapse)
+				} else {
+					c.Chain, c.CertProblem = nil, "its certificate chain expires at "+
+						c.Chain.Expires().UTC().Format(time.RFC3339)+", within jwks_max_age, and has not been renewed"
+				}
 			}
-			j++
+			c.Withheld = c.certWrongKey || r.cert.Required && c.Chain == nil
 		}
 		s.versions[i] = &c
 	}
+	if active >= 0 && s.versions[active].Withheld {
+		prev := active - 1
+		for prev >= 0 && s.versions[prev].Disabled {
+			prev--
+		}
+		active = -1
+		if prev >= 0 && s.versions[prev].State == StateRetiring && !s.versions[prev].Withheld {
+			active = prev
+		}
+	}
+	if active >= 0 {
+		s.active = s.versions[active]
+	}
+	s.next = next
 	return s
 }
 
@@ -539,7 +573,8 @@ func (ks *KeySet) rederive(r *Ring) {
 
 // create makes a new version after the newest one the ring's snapshot
 // knows, recording requestID with it where the backend can, then re-reads
-// the ring.
+// the ring. It obtains no certificate: its callers certify (New only once
+// every ring is read, so that a CA ring listed later is there).
 func (ks *KeySet) create(ctx context.Context, r *Ring, requestID string) (*Version, error) {
 	latest := ""
 	if vs := r.snap.Load().versions; len(vs) > 0 {
@@ -563,7 +598,6 @@ func (ks *KeySet) create(ctx context.Context, r *Ring, requestID string) (*Versi
 	if err := ks.Refresh(ctx, r); err != nil {
 		return nil, err
 	}
-	ks.certify(ctx, r)
 	if sv := find(r.snap.Load().versions, v.ID); sv != nil {
 		return sv, nil
 	}
@@ -623,6 +657,7 @@ func (ks *KeySet) Rotate(ctx context.Context, r *Ring, revokePrevious bool, requ
 			return nil, nil, false, err
 		}
 		ks.remember(r, requestID, created.ID)
+		ks.certify(ctx, r)
 		break
 	}
 	if revokePrevious {
@@ -874,6 +909,9 @@ func (ks *KeySet) Tick(ctx context.Context, r *Ring) {
 		return
 	}
 	v, err := ks.create(ctx, r, "")
+	if err == nil {
+		ks.certify(ctx, r)
+	}
 	switch {
 	case backends.KindOf(err) == backends.KindConflict:
 		ks.log.Info("scheduled rotation: another replica rotated first", "key_ring", r.Name)

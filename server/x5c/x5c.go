@@ -143,9 +143,9 @@ func create(t, parent *x509.Certificate, pub crypto.PublicKey, signer crypto.Sig
 type Chain []*x509.Certificate
 
 // Parse parses a DER chain and checks that it is one for pub: the first
-// certificate certifies pub, each next one signed the one before, the last
-// is self-signed or one whose issuer is not in the chain, and every one is
-// valid at now. A chain whose first certificate is for another key is
+// certificate certifies pub, each next one signed the one before, and
+// every one is valid at now. Whether the last is a trust anchor is the
+// verifier's to decide. A chain whose first certificate is for another key is
 // ErrWrongKey: it must never be published with pub.
 func Parse(ders [][]byte, pub crypto.PublicKey, now time.Time) (Chain, error) {
 	if len(ders) == 0 {

@@ -294,7 +294,7 @@ func (r RingConfig) Schedule() lifecycle.Schedule {
 	return lifecycle.Schedule{
 		TokenDefaultTTL: r.TokenDefaultTTL.D(), TokenMaxTTL: r.TokenMaxTTL.D(), JWKSMaxAge: r.JWKSMaxAge.D(),
 		RefreshInterval: r.RefreshInterval.D(), PublishAhead: r.PublishAhead.D(), RetireAfter: r.RetireAfter.D(),
-		RotationPeriod: r.RotationPeriod.D(), Unpublished: r.IsCA(),
+		RotationPeriod: r.RotationPeriod.D(),
 	}
 }
 

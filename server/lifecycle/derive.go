@@ -19,8 +19,9 @@ type Schedule struct {
 	PublishAhead    time.Duration // how long a new version is published before it signs
 	RetireAfter     time.Duration // how long a replaced version stays published
 	RotationPeriod  time.Duration // 0: manual rotation only
-	// Unpublished: the ring's keys are never in a JWKS (a CA ring), so no
-	// verifier waits for its kids and an emergency version signs at once.
+	// Unpublished: the ring's keys are never in a JWKS (a CA ring; New sets
+	// it), so no verifier waits for its kids and an emergency version signs
+	// at once.
 	Unpublished bool
 }
 

@@ -177,6 +177,7 @@ func New(ctx context.Context, specs []RingSpec, opts Options) (*KeySet, error) {
 			return nil, fmt.Errorf("key ring %q: its backend does not support %s (it supports %v)",
 				spec.Name, spec.Algorithm, spec.Backend.Algorithms())
 		}
+		spec.Schedule.Unpublished = spec.CA // a CA ring is never in a JWKS
 		r := &Ring{Name: spec.Name, key: backends.KeyRing{Name: spec.Name, Algorithm: spec.Algorithm},
 			Schedule: spec.Schedule, backend: spec.Backend, wake: make(chan struct{}, 1), verify: spec.VerifySignatures,
 			ca: spec.CA, cert: spec.Certificates, requests: map[string]request{}}

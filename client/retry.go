@@ -8,6 +8,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	signetv1 "github.com/signet-dev/signet/gen/signet/v1"
 )
 
 // Retry is how calls retry on Unavailable and ResourceExhausted.
@@ -37,8 +39,12 @@ func (r Retry) withDefaults() Retry {
 // ResourceExhausted: after the server's RetryInfo delay if it gave one,
 // else after an exponential backoff. It gives up, returning the last
 // error, when the attempts are used up or the wait would outlast ctx.
+// A Rotate without a request_id is never retried (see retryable).
 func (r Retry) interceptor() grpc.UnaryClientInterceptor {
 	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		if !retryable(method, req) {
+			return invoker(ctx, method, req, reply, cc, opts...)
+		}
 		backoff := r.InitialBackoff
 		for attempt := 1; ; attempt++ {
 			err := invoker(ctx, method, req, reply, cc, opts...)
@@ -66,4 +72,18 @@ func (r Retry) interceptor() grpc.UnaryClientInterceptor {
 			}
 		}
 	}
+}
+
+// retryable says whether a call may be sent again. Every call is, but a
+// Rotate without a request_id: an Unavailable Rotate may have created its
+// version (say "created vN but revoking failed"), and only the request_id
+// lets the server recognise the retry instead of creating another version.
+// This matters for the generated SignerServiceClient on Conn(); the
+// Client's own Rotate always sets an id.
+func retryable(method string, req any) bool {
+	if method != signetv1.SignerService_Rotate_FullMethodName {
+		return true
+	}
+	r, ok := req.(*signetv1.RotateRequest)
+	return ok && r.GetRequestId() != ""
 }

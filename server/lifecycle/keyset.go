@@ -525,9 +525,17 @@ func (ks *KeySet) rederive(r *Ring) {
 }
 
 // create makes a new version after the newest one the ring's snapshot
-// knows, recording requestID with it where the backend can, then re-reads
-// the ring.
+// knows, recording requestID with it where the backend can (and in this
+// replica's memory as soon as the backend names the version), then re-reads
+// the ring. Called with r.rotate held.
+//
+// It runs detached from the caller's cancellation, bounded by
+// backend_timeout alone: a caller that gives up (the client timeout that
+// request ids exist for) must not abort a create half-way, after the backend
+// made the version but before this replica learned its id, or the retry
+// could not be recognised and would create another.
 func (ks *KeySet) create(ctx context.Context, r *Ring, requestID string) (*Version, error) {
+	ctx = context.WithoutCancel(ctx)
 	latest := ""
 	if vs := r.snap.Load().versions; len(vs) > 0 {
 		latest = vs[len(vs)-1].ID
@@ -547,6 +555,7 @@ func (ks *KeySet) create(ctx context.Context, r *Ring, requestID string) (*Versi
 	if err != nil {
 		return nil, err
 	}
+	ks.remember(r, requestID, v.ID)
 	if err := ks.Refresh(ctx, r); err != nil {
 		return nil, err
 	}
@@ -598,7 +607,10 @@ func (ks *KeySet) Rotate(ctx context.Context, r *Ring, revokePrevious bool, requ
 		if err := ks.Refresh(ctx, r); err != nil {
 			return nil, nil, false, err
 		}
-		if created = ks.requested(r, requestID); created != nil {
+		if created, err = ks.requested(r, requestID); err != nil {
+			return nil, nil, false, err
+		}
+		if created != nil {
 			replayed = true
 			break
 		}
@@ -609,7 +621,6 @@ func (ks *KeySet) Rotate(ctx context.Context, r *Ring, revokePrevious bool, requ
 		if err != nil {
 			return nil, nil, false, err
 		}
-		ks.remember(r, requestID, created.ID)
 		break
 	}
 	if revokePrevious {
@@ -654,21 +665,27 @@ func (ks *KeySet) Rotate(ctx context.Context, r *Ring, revokePrevious bool, requ
 
 // requested returns the version created for requestID: the one the backend
 // lists with it, or the one this replica remembers creating for it within
-// RequestWindow. Called with r.rotate held, after a Refresh.
-func (ks *KeySet) requested(r *Ring, requestID string) *Version {
+// RequestWindow. A remembered version the backend does not list (yet) is
+// KindUnavailable, not a reason to create another. Called with r.rotate
+// held, after a Refresh.
+func (ks *KeySet) requested(r *Ring, requestID string) (*Version, error) {
 	if requestID == "" {
-		return nil
+		return nil, nil
 	}
 	vs := r.snap.Load().versions
 	for _, v := range vs {
 		if v.RequestID == requestID {
-			return v
+			return v, nil
 		}
 	}
 	if req, ok := r.requests[requestID]; ok && ks.now().Sub(req.at) < RequestWindow {
-		return find(vs, req.versionID)
+		if v := find(vs, req.versionID); v != nil {
+			return v, nil
+		}
+		return nil, backends.Errorf(backends.KindUnavailable, "",
+			"version %s was created for this request id but the backend does not list it yet; retry", req.versionID)
 	}
-	return nil
+	return nil, nil
 }
 
 // remember notes, for RequestWindow, that requestID created versionID, and

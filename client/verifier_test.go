@@ -2,6 +2,9 @@ package signetclient_test
 
 import (
 	"context"
+	"net/http"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -74,5 +77,81 @@ func TestVerifierFollowsCacheControl(t *testing.T) {
 	}
 	if claims, err := v.Verify(ctx, fresh.Token); err != nil || claims.Kid != fresh.Kid {
 		t.Fatalf("a token of the new kid: %v", err)
+	}
+}
+
+// slowTransport delays every request once armed, to widen the window in
+// which concurrent verifications wait for one JWKS fetch.
+type slowTransport struct {
+	armed atomic.Bool
+	fetch atomic.Int32
+}
+
+func (s *slowTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if s.armed.Load() {
+		s.fetch.Add(1)
+		time.Sleep(300 * time.Millisecond)
+	}
+	return http.DefaultTransport.RoundTrip(r)
+}
+
+// TestVerifierConcurrentNewKid: tokens of a kid the Verifier's cached JWKS
+// lacks (just after an emergency rotation), verified concurrently, all
+// verify, and share one forced fetch of the JWKS.
+func TestVerifierConcurrentNewKid(t *testing.T) {
+	addr, jwks, stop, err := startSignet(testConfig(t.TempDir()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := stop(); err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c, err := signetclient.New(signetclient.Config{Target: addr, Plaintext: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	slow := &slowTransport{}
+	v, err := signetclient.NewVerifier(ctx, signetclient.VerifierConfig{JWKSURL: jwks, Issuer: exampleIssuer, Audience: "svc",
+		HTTPClient: &http.Client{Transport: slow, Timeout: 30 * time.Second}, MinRefresh: time.Hour, MaxRefresh: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	if _, err := c.Rotate(ctx, "default", signetclient.RevokePrevious()); err != nil {
+		t.Fatal(err)
+	}
+	tok, err := c.Sign(ctx, "default", signetclient.Audience("svc"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	slow.armed.Store(true)
+	const n = 8
+	start := make(chan struct{})
+	errs := make(chan error, n)
+	var wg sync.WaitGroup
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			_, err := v.Verify(ctx, tok.Token)
+			errs <- err
+		}()
+	}
+	close(start)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Errorf("a concurrent verification of the new kid: %v", err)
+		}
+	}
+	if got := slow.fetch.Load(); got != 1 {
+		t.Errorf("%d JWKS fetches for %d concurrent verifications of one new kid, want 1", got, n)
 	}
 }

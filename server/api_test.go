@@ -190,6 +190,16 @@ func TestRateLimitRetryInfo(t *testing.T) {
 	if !errors.As(err, &se) || se.Code != codes.ResourceExhausted || se.Reason != signetv1.ErrorReason_RATE_LIMITED || se.RetryDelay != 2*time.Second {
 		t.Fatalf("over the rate: %v, want RATE_LIMITED with RetryInfo 2s", err)
 	}
+	// A RetryInfo longer than the client's MaxBackoff is not waited for.
+	var capped atomic.Int32
+	countCapped := func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		capped.Add(1)
+		return invoker(ctx, method, req, reply, cc, opts...)
+	}
+	impatient := e.signetClient(t, serviceID, signetclient.Retry{MaxAttempts: 3, MaxBackoff: time.Second}, grpc.WithChainUnaryInterceptor(countCapped))
+	if err := sign(impatient); signetclient.ReasonOf(err) != signetv1.ErrorReason_RATE_LIMITED || capped.Load() != 1 {
+		t.Fatalf("RetryInfo 2s with MaxBackoff 1s: %v after %d attempts, want RATE_LIMITED after 1", err, capped.Load())
+	}
 	// A deadline shorter than the delay: the client does not wait for a
 	// retry that cannot finish in time; it returns the reason at once.
 	var (
@@ -485,4 +495,48 @@ func credentialsWithoutCert(t *testing.T, e *mtlsEnv) credentials.TransportCrede
 	pool := x509.NewCertPool()
 	pool.AddCert(e.ca.cert)
 	return credentials.NewTLS(&tls.Config{MinVersion: tls.VersionTLS13, RootCAs: pool})
+}
+
+// TestNoSigningKeyWithoutRetryInfo: a ring whose every version is revoked
+// answers NO_SIGNING_KEY without RetryInfo, since no retry succeeds until
+// someone rotates; after a Rotate it signs again.
+func TestNoSigningKeyWithoutRetryInfo(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t)
+	dir := strings.TrimPrefix(cfg.KeyRings[0].Backend, "local://")
+	ts := startServer(t, cfg, Options{})
+	ctx := ctxT(t)
+	store, err := local.Open(dir, backends.OpenOptions{Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	key := backends.KeyRing{Name: "default", Algorithm: backends.ES256}
+	vs, err := store.Versions(ctx, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range vs { // revoked in the backend, as an operator would
+		if err := store.DisableVersion(ctx, key, v.ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := ts.KeySet().Refresh(ctx, ts.KeySet().Ring("default")); err != nil {
+		t.Fatal(err)
+	}
+	sign := &signetv1.SignRequest{KeyRing: "default", Audience: []string{"x"}}
+	_, err = ts.client.Sign(ctx, sign)
+	se, _ := signetclient.ErrorOf(err)
+	if se == nil || se.Code != codes.Unavailable || se.Reason != signetv1.ErrorReason_NO_SIGNING_KEY {
+		t.Fatalf("Sign with every version revoked: %v, want Unavailable NO_SIGNING_KEY", err)
+	}
+	if se.RetryDelay != 0 {
+		t.Errorf("NO_SIGNING_KEY with every version revoked carries RetryInfo %v: a retry cannot succeed before a Rotate", se.RetryDelay)
+	}
+	if _, err := ts.client.Rotate(ctx, &signetv1.RotateRequest{KeyRing: "default"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ts.client.Sign(ctx, sign); err != nil {
+		t.Errorf("Sign after the Rotate: %v", err)
+	}
 }

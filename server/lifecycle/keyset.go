@@ -730,8 +730,12 @@ func (ks *KeySet) Active(r *Ring) (*Version, error) {
 				r.Name, ErrNoSigningVersion, v.ID, ks.certProblem(r, v))
 		}
 	}
-	return nil, backends.Errorf(backends.KindUnavailable, "", "key ring %q has %w: Rotate it", r.Name, ErrNoSigningVersion)
+	return nil, backends.Errorf(backends.KindUnavailable, "", "key ring %q has %w: %w: Rotate it", r.Name, ErrNoSigningVersion, ErrAllRevoked)
 }
+
+// ErrAllRevoked is in the error of Active (errors.Is) when no version signs
+// because every one is revoked: only a Rotate helps, not waiting.
+var ErrAllRevoked = errors.New("every version is revoked")
 
 // ErrNoSigningVersion is in the error of Active (errors.Is) when no version
 // of a ring may sign.

@@ -103,7 +103,19 @@ func TestErrorDetails(t *testing.T) {
 		{"unknown ring", func() error {
 			_, err := svc.Sign(ctx, "nope", base...)
 			return err
+		}, codes.PermissionDenied, signetv1.ErrorReason_NO_GRANT, ""},
+		{"unknown ring granted by a pattern", func() error {
+			_, err := sec.Rotate(ctx, "nope")
+			return err
 		}, codes.NotFound, signetv1.ErrorReason_KEY_RING_NOT_FOUND, ""},
+		{"ttl above the limit of a ring not granted", func() error {
+			_, err := svc.Sign(ctx, "ring-eddsa", with(signetclient.TTL(1000*time.Hour))...)
+			return err
+		}, codes.PermissionDenied, signetv1.ErrorReason_NO_GRANT, ""},
+		{"key ring name too long", func() error {
+			_, err := svc.Sign(ctx, strings.Repeat("a", 65), base...)
+			return err
+		}, codes.InvalidArgument, signetv1.ErrorReason_FIELD_INVALID, "key_ring"},
 		{"other ring", func() error {
 			_, err := svc.Sign(ctx, "ring-eddsa", base...)
 			return err
@@ -152,8 +164,26 @@ func TestErrorDetails(t *testing.T) {
 		}
 	}
 	// NotFound names no ring the caller was not told of.
-	if _, err := svc.Sign(ctx, "nope", base...); strings.Contains(err.Error(), "ring-eddsa") {
+	if _, err := sec.Rotate(ctx, "nope"); strings.Contains(err.Error(), "ring-eddsa") {
 		t.Errorf("NotFound reveals the configured rings: %v", err)
+	}
+	// A caller with no grant for a name cannot tell whether that ring is
+	// configured: the answers differ only in the name.
+	for _, probe := range []func(ring string) error{
+		func(ring string) error { _, err := svc.Sign(ctx, ring, with(signetclient.TTL(1000*time.Hour))...); return err },
+		func(ring string) error { _, err := svc.Rotate(ctx, ring); return err },
+		func(ring string) error {
+			_, err := svc.ListKeysPage(ctx, &signetv1.ListKeysRequest{KeyRing: ring})
+			return err
+		},
+	} {
+		configured, unknown := probe("ring-eddsa"), probe("ring-nope")
+		ce, _ := signetclient.ErrorOf(configured)
+		ue, _ := signetclient.ErrorOf(unknown)
+		if ce == nil || ue == nil || ce.Code != ue.Code || ce.Reason != ue.Reason ||
+			strings.ReplaceAll(ce.Message, "ring-eddsa", "ring-nope") != ue.Message {
+			t.Errorf("a configured ring not granted and an unknown one answer differently:\n%v\n%v", configured, unknown)
+		}
 	}
 	// No client certificate at all.
 	pinned, err := signetclient.New(signetclient.Config{Target: e.ts.grpcAddr, Retry: once,

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	signetv1 "github.com/signet-dev/signet/gen/signet/v1"
+	"github.com/signet-dev/signet/server/authz"
 	"github.com/signet-dev/signet/server/jose"
 	"github.com/signet-dev/signet/server/lifecycle"
 )
@@ -153,12 +154,11 @@ func resumeAt(vs []*lifecycle.Version, t pageToken) int {
 func (s *service) listable(ctx context.Context, ring string) ([]*lifecycle.Ring, error) {
 	caller := callerOf(ctx)
 	if ring != "" {
-		r, err := s.ring(ring)
-		if err != nil {
-			return nil, err
-		}
-		if err := s.authz.AuthorizeRing(caller, "list", r.Name); err != nil {
+		r, err := s.ring(ctx, "list", ring)
+		if authz.IsDenial(err) {
 			countDenial(s.metrics, err)
+		}
+		if err != nil {
 			return nil, err
 		}
 		return []*lifecycle.Ring{r}, nil

@@ -170,7 +170,10 @@ func TestErrorDetails(t *testing.T) {
 	// A caller with no grant for a name cannot tell whether that ring is
 	// configured: the answers differ only in the name.
 	for _, probe := range []func(ring string) error{
-		func(ring string) error { _, err := svc.Sign(ctx, ring, with(signetclient.TTL(1000*time.Hour))...); return err },
+		func(ring string) error {
+			_, err := svc.Sign(ctx, ring, with(signetclient.TTL(1000*time.Hour))...)
+			return err
+		},
 		func(ring string) error { _, err := svc.Rotate(ctx, ring); return err },
 		func(ring string) error {
 			_, err := svc.ListKeysPage(ctx, &signetv1.ListKeysRequest{KeyRing: ring})

@@ -329,6 +329,16 @@ func TestRotateRequestID(t *testing.T) {
 	if got := count(); got != before+2 {
 		t.Errorf("%d versions, want %d", got, before+2)
 	}
+	// The first id again, now with revoke_previous, on the replica that
+	// served it: refused, nothing created or revoked.
+	_, err = a.client.Rotate(ctx, &signetv1.RotateRequest{KeyRing: "default", RequestId: id, RevokePrevious: true})
+	if se, _ := signetclient.ErrorOf(err); se == nil || se.Code != codes.InvalidArgument ||
+		se.Reason != signetv1.ErrorReason_FIELD_INVALID || se.Field != "request_id" {
+		t.Errorf("a request id again with another revoke_previous: %v, want InvalidArgument FIELD_INVALID on request_id", err)
+	}
+	if got := count(); got != before+2 {
+		t.Errorf("%d versions after the refused retry, want %d", got, before+2)
+	}
 	// Without a request id, or with another, each Rotate creates a version.
 	if _, err := a.client.Rotate(ctx, &signetv1.RotateRequest{KeyRing: "default"}); err != nil {
 		t.Fatal(err)

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"regexp"
@@ -281,6 +282,9 @@ func (s *service) Rotate(ctx context.Context, req *signetv1.RotateRequest) (*sig
 		return nil, s.status(ctx, err)
 	}
 	created, revoked, replayed, err := s.ks.Rotate(ctx, r, req.GetRevokePrevious(), requestID)
+	if errors.Is(err, lifecycle.ErrRequestMismatch) {
+		err = jose.Invalid("request_id", "%v", err)
+	}
 	if err != nil {
 		return nil, s.refuse(ctx, rpc, rec, err)
 	}

@@ -258,7 +258,7 @@ func (ks *KeySet) createFirst(ctx context.Context, r *Ring) (v *Version, created
 	giveUp := time.Now().Add(4*ks.backendTimeout + time.Minute)
 	wait := 100 * time.Millisecond
 	for {
-		v, err := ks.create(ctx, r, "")
+		v, err := ks.create(ctx, r, "", false)
 		if backends.KindOf(err) != backends.KindConflict || time.Now().After(giveUp) {
 			return v, err == nil, err
 		}
@@ -534,7 +534,7 @@ func (ks *KeySet) rederive(r *Ring) {
 // request ids exist for) must not abort a create half-way, after the backend
 // made the version but before this replica learned its id, or the retry
 // could not be recognised and would create another.
-func (ks *KeySet) create(ctx context.Context, r *Ring, requestID string) (*Version, error) {
+func (ks *KeySet) create(ctx context.Context, r *Ring, requestID string, revokePrevious bool) (*Version, error) {
 	ctx = context.WithoutCancel(ctx)
 	latest := ""
 	if vs := r.snap.Load().versions; len(vs) > 0 {
@@ -555,7 +555,7 @@ func (ks *KeySet) create(ctx context.Context, r *Ring, requestID string) (*Versi
 	if err != nil {
 		return nil, err
 	}
-	ks.remember(r, requestID, v.ID)
+	ks.remember(r, requestID, request{versionID: v.ID, revokePrevious: revokePrevious})
 	if err := ks.Refresh(ctx, r); err != nil {
 		return nil, err
 	}
@@ -586,9 +586,15 @@ const RequestWindow = 24 * time.Hour
 const maxRequests = 10000
 
 type request struct {
-	versionID string
-	at        time.Time
+	versionID      string
+	revokePrevious bool // the first call's, to refuse a retry that asks otherwise
+	at             time.Time
 }
+
+// ErrRequestMismatch is in the error of Rotate (errors.Is) when a request
+// id is used again with another revoke_previous than the call that created
+// its version: the caller is confused about which rotation it is retrying.
+var ErrRequestMismatch = errors.New("request id used with another revoke_previous")
 
 // Rotate creates a new version of the ring. With revokePrevious every older
 // enabled version is disabled in the backend, so the new one signs at once
@@ -607,14 +613,14 @@ func (ks *KeySet) Rotate(ctx context.Context, r *Ring, revokePrevious bool, requ
 		if err := ks.Refresh(ctx, r); err != nil {
 			return nil, nil, false, err
 		}
-		if created, err = ks.requested(r, requestID); err != nil {
+		if created, err = ks.requested(r, requestID, revokePrevious); err != nil {
 			return nil, nil, false, err
 		}
 		if created != nil {
 			replayed = true
 			break
 		}
-		created, err = ks.create(ctx, r, requestID)
+		created, err = ks.create(ctx, r, requestID, revokePrevious)
 		if backends.KindOf(err) == backends.KindConflict && attempt < 3 {
 			continue // another replica rotated between our read and our create
 		}
@@ -666,19 +672,28 @@ func (ks *KeySet) Rotate(ctx context.Context, r *Ring, revokePrevious bool, requ
 // requested returns the version created for requestID: the one the backend
 // lists with it, or the one this replica remembers creating for it within
 // RequestWindow. A remembered version the backend does not list (yet) is
-// KindUnavailable, not a reason to create another. Called with r.rotate
-// held, after a Refresh.
-func (ks *KeySet) requested(r *Ring, requestID string) (*Version, error) {
+// KindUnavailable, not a reason to create another; a remembered request
+// with another revokePrevious is ErrRequestMismatch. (Backends that record
+// the id do not record revoke_previous: a mismatch is caught only by the
+// replica that served the first call.) Called with r.rotate held, after a
+// Refresh.
+func (ks *KeySet) requested(r *Ring, requestID string, revokePrevious bool) (*Version, error) {
 	if requestID == "" {
 		return nil, nil
 	}
 	vs := r.snap.Load().versions
+	req, known := r.requests[requestID]
+	known = known && ks.now().Sub(req.at) < RequestWindow
+	if known && req.revokePrevious != revokePrevious {
+		return nil, backends.Errorf(backends.KindInvalidArgument, "",
+			"request_id %s was first used with revoke_previous=%v, now with %v: %w", requestID, req.revokePrevious, revokePrevious, ErrRequestMismatch)
+	}
 	for _, v := range vs {
 		if v.RequestID == requestID {
 			return v, nil
 		}
 	}
-	if req, ok := r.requests[requestID]; ok && ks.now().Sub(req.at) < RequestWindow {
+	if known {
 		if v := find(vs, req.versionID); v != nil {
 			return v, nil
 		}
@@ -688,9 +703,9 @@ func (ks *KeySet) requested(r *Ring, requestID string) (*Version, error) {
 	return nil, nil
 }
 
-// remember notes, for RequestWindow, that requestID created versionID, and
-// forgets what has aged out. Called with r.rotate held.
-func (ks *KeySet) remember(r *Ring, requestID, versionID string) {
+// remember notes, for RequestWindow, what requestID created, and forgets
+// what has aged out. Called with r.rotate held.
+func (ks *KeySet) remember(r *Ring, requestID string, req request) {
 	if requestID == "" {
 		return
 	}
@@ -709,7 +724,8 @@ func (ks *KeySet) remember(r *Ring, requestID, versionID string) {
 		}
 		delete(r.requests, oldest)
 	}
-	r.requests[requestID] = request{versionID: versionID, at: now}
+	req.at = now
+	r.requests[requestID] = req
 }
 
 // Active returns the version that signs now. With none (every version
@@ -849,7 +865,7 @@ func (ks *KeySet) Tick(ctx context.Context, r *Ring) {
 	if !ks.rotationDue(r) {
 		return
 	}
-	v, err := ks.create(ctx, r, "")
+	v, err := ks.create(ctx, r, "", false)
 	switch {
 	case backends.KindOf(err) == backends.KindConflict:
 		ks.log.Info("scheduled rotation: another replica rotated first", "key_ring", r.Name)

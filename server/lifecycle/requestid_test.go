@@ -182,3 +182,28 @@ func TestConcurrentRotatesWithOneRequestID(t *testing.T) {
 		}
 	})
 }
+
+// A request id used again with another revoke_previous than the call that
+// created its version is refused (ErrRequestMismatch) by the replica that
+// served that call, which creates and revokes nothing for it; the same id
+// with the first call's revoke_previous is still replayed.
+func TestRotateRequestIDWithOtherRevokePrevious(t *testing.T) {
+	ks, r, _ := newFlakyKeySet(t)
+	const id = "ad4f5b6c-7e8f-4a9b-8c0d-1e2f3a4b5c6d"
+	first, _, _, err := ks.Rotate(context.Background(), r, false, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, _, err := ks.Rotate(context.Background(), r, true, id); !errors.Is(err, ErrRequestMismatch) ||
+		backends.KindOf(err) != backends.KindInvalidArgument {
+		t.Fatalf("the id again with revoke_previous: %v, want ErrRequestMismatch", err)
+	}
+	vs := ks.Versions(r)
+	if len(vs) != 2 || vs[0].Disabled || vs[1].Disabled {
+		t.Fatalf("after the refused retry: %d versions, disabled %v; want 2, none revoked", len(vs), disabledFlags(vs))
+	}
+	again, _, replayed, err := ks.Rotate(context.Background(), r, false, id)
+	if err != nil || !replayed || again.ID != first.ID {
+		t.Fatalf("the id again as first used: %v, replayed %v, %v", again, replayed, err)
+	}
+}

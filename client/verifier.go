@@ -14,6 +14,7 @@ import (
 
 	"github.com/lestrrat-go/httprc/v3"
 	"github.com/lestrrat-go/jwx/v3/jwk"
+	"github.com/lestrrat-go/jwx/v3/jws"
 	"github.com/lestrrat-go/jwx/v3/jwt"
 	"golang.org/x/sync/singleflight"
 )
@@ -141,17 +142,24 @@ func (v *Verifier) Verify(ctx context.Context, token string) (*VerifiedToken, er
 			return nil, fmt.Errorf("signetclient: kid %s is not in %s (retired, revoked, or not Signet's)", header.Kid, v.cfg.JWKSURL)
 		}
 	}
-	opts := []jwt.ParseOption{jwt.WithKeySet(set), jwt.WithAcceptableSkew(v.cfg.Leeway)}
+	// The claims are read from the payload the signature check returns,
+	// never from the token's text: what is validated and returned is
+	// exactly what was verified.
+	payload, err := jws.Verify([]byte(token), jws.WithKeySet(set))
+	if err != nil {
+		return nil, fmt.Errorf("signetclient: %w", err)
+	}
+	opts := []jwt.ParseOption{jwt.WithVerify(false), jwt.WithValidate(true), jwt.WithAcceptableSkew(v.cfg.Leeway)}
 	if !v.cfg.AnyIssuer {
 		opts = append(opts, jwt.WithIssuer(v.cfg.Issuer))
 	}
 	if !v.cfg.AnyAudience {
 		opts = append(opts, jwt.WithAudience(v.cfg.Audience))
 	}
-	if _, err := jwt.Parse([]byte(token), opts...); err != nil {
+	if _, err := jwt.Parse(payload, opts...); err != nil {
 		return nil, fmt.Errorf("signetclient: %w", err)
 	}
-	return claimsOf(parts[1], header.Kid)
+	return claimsOf(payload, header.Kid)
 }
 
 // refreshFor returns the JWKS for a token whose kid the cached set lacked:
@@ -194,15 +202,20 @@ func decodeSegment(seg string, into any) error {
 	if err != nil {
 		return err
 	}
+	return decodeJSON(b, into)
+}
+
+// decodeJSON decodes with numbers as json.Number.
+func decodeJSON(b []byte, into any) error {
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.UseNumber()
 	return dec.Decode(into)
 }
 
 // claimsOf decodes a verified payload.
-func claimsOf(payload, kid string) (*VerifiedToken, error) {
+func claimsOf(payload []byte, kid string) (*VerifiedToken, error) {
 	c := &VerifiedToken{Kid: kid}
-	if err := decodeSegment(payload, &c.All); err != nil {
+	if err := decodeJSON(payload, &c.All); err != nil {
 		return nil, fmt.Errorf("signetclient: payload: %w", err)
 	}
 	c.Issuer, _ = c.All["iss"].(string)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	signetclient "github.com/signet-dev/signet/client"
+	signetv1 "github.com/signet-dev/signet/gen/signet/v1"
 	"github.com/signet-dev/signet/server/config"
 )
 
@@ -99,7 +100,11 @@ func (s *slowTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 // lacks (just after an emergency rotation), verified concurrently, all
 // verify, and share one forced fetch of the JWKS.
 func TestVerifierConcurrentNewKid(t *testing.T) {
-	addr, jwks, stop, err := startSignet(testConfig(t.TempDir()))
+	cfg := testConfig(t.TempDir())
+	// An emergency rotation's version may wait for every replica to
+	// publish it (2 × refresh_interval) before it signs: keep that short.
+	cfg.KeyRings[0].RefreshInterval = config.Duration(time.Second)
+	addr, jwks, stop, err := startSignet(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,12 +127,19 @@ func TestVerifierConcurrentNewKid(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer v.Close()
-	if _, err := c.Rotate(ctx, "default", signetclient.RevokePrevious()); err != nil {
-		t.Fatal(err)
-	}
-	tok, err := c.Sign(ctx, "default", signetclient.Audience("svc"))
+	rotated, err := c.Rotate(ctx, "default", signetclient.RevokePrevious())
 	if err != nil {
 		t.Fatal(err)
+	}
+	var tok *signetclient.Token
+	for tok == nil {
+		if tok, err = c.Sign(ctx, "default", signetclient.Audience("svc")); err != nil &&
+			signetclient.ReasonOf(err) != signetv1.ErrorReason_NO_SIGNING_KEY {
+			t.Fatal(err)
+		}
+	}
+	if tok.Kid != rotated.Version.GetKid() {
+		t.Fatalf("signed by %s, not by the rotation's %s", tok.Kid, rotated.Version.GetKid())
 	}
 	slow.armed.Store(true)
 	const n = 8

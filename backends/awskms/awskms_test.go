@@ -304,7 +304,8 @@ func TestKeysCanOnlySign(t *testing.T) {
 // A policy without kms:ListResourceTags (the permissions deploy.md listed
 // before request ids were tagged) still reads, signs with and rotates the
 // ring: the request id is then unknown, the denial is logged once, and the
-// tag is read as soon as the permission is granted.
+// tag is read as soon as the permission is granted. A throttled
+// ListResourceTags is the same.
 func TestDeniedListResourceTagsStillReadsTheRing(t *testing.T) {
 	t.Parallel()
 	ring := backends.KeyRing{Name: "tags", Algorithm: backends.ES256}
@@ -340,10 +341,20 @@ func TestDeniedListResourceTagsStillReadsTheRing(t *testing.T) {
 		t.Fatal("ListResourceTags was never called: the test does not test the denial")
 	}
 
+	// Throttled (past the SDK's own retries): the same, without a log line.
 	s.Deny("ListResourceTags", false)
+	s.ThrottleAction("ListResourceTags", 1000)
+	if vs, err := b.Versions(ctx, ring); err != nil || len(vs) != 2 || vs[0].RequestID != "" {
+		t.Fatalf("Versions with ListResourceTags throttled: %+v, %v; want 2 versions, no request id", vs, err)
+	}
+	if n := strings.Count(logs.String(), "kms:ListResourceTags is denied"); n != 1 {
+		t.Errorf("the denial was logged %d times, want once", n)
+	}
+
+	s.ThrottleAction("ListResourceTags", 0)
 	vs, err := b.Versions(ctx, ring)
 	if err != nil || len(vs) != 2 || vs[0].RequestID != id {
-		t.Fatalf("Versions once kms:ListResourceTags is granted: %+v, %v; want the first with request id %s", vs, err, id)
+		t.Fatalf("Versions once kms:ListResourceTags answers: %+v, %v; want the first with request id %s", vs, err, id)
 	}
 }
 

@@ -54,6 +54,7 @@ type Server struct {
 	failIf       map[string]func(in map[string]any) bool
 	lose         map[string]int
 	denied       map[string]bool
+	throttled    map[string]int
 }
 
 // afterHook runs once an action has been carried out, before its answer is
@@ -193,6 +194,17 @@ func (s *Server) Deny(action string, deny bool) {
 	s.denied[action] = deny
 }
 
+// ThrottleAction makes the next n calls of action fail with
+// ThrottlingException, without effect (Throttle does it to every action).
+func (s *Server) ThrottleAction(action string, n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.throttled == nil {
+		s.throttled = map[string]int{}
+	}
+	s.throttled[action] = n
+}
+
 // LoseAnswer makes the next n calls of action take effect and then close
 // the connection without an answer, as a network failure after the fact
 // would.
@@ -275,6 +287,11 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	h, ok := actions[action]
 	if !ok {
 		reply(nil, fail("UnknownOperationException", "unknown operation %q", action))
+		return
+	}
+	if s.throttled[action] > 0 {
+		s.throttled[action]--
+		reply(nil, fail("ThrottlingException", "Rate exceeded"))
 		return
 	}
 	if s.denied[action] {

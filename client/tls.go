@@ -2,29 +2,31 @@ package signetclient
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
 	"os"
-	"strings"
 	"sync"
 
 	"google.golang.org/grpc/credentials"
 )
 
 // fileCredentials is mTLS from files that are read again at each new
-// connection if any of them changed (size or modification time), so that
-// a certificate rotated on disk is presented from the next connection on.
-// A change that does not load (a file half-written) keeps the last good
-// set, and is tried again at the next connection.
+// connection, and loaded again if their contents changed (a hash of the
+// three, so that a replacement of the same size within the modification
+// time's resolution is seen too), so that a certificate rotated on disk is
+// presented from the next connection on. A change that does not load (a
+// file half-written) keeps the last good set, and is tried again at the
+// next connection.
 type fileCredentials struct {
 	certFile, keyFile, caFile string
 
 	mu         sync.Mutex
 	serverName string
-	stamp      string
+	sum        [sha256.Size]byte // of the files creds was loaded from
 	creds      credentials.TransportCredentials
 }
 
@@ -36,27 +38,27 @@ func newFileCredentials(certFile, keyFile, caFile, serverName string) (*fileCred
 	return f, nil
 }
 
-// stampOf identifies the files' versions.
-func (f *fileCredentials) stampOf() string {
-	var b strings.Builder
-	for _, p := range []string{f.certFile, f.keyFile, f.caFile} {
-		if st, err := os.Stat(p); err == nil {
-			fmt.Fprintf(&b, "%d/%d;", st.Size(), st.ModTime().UnixNano())
-		} else {
-			b.WriteString("missing;")
-		}
-	}
-	return b.String()
-}
-
 func (f *fileCredentials) current() (credentials.TransportCredentials, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	stamp := f.stampOf()
-	if f.creds != nil && stamp == f.stamp {
+	files, err := readFiles(f.certFile, f.keyFile, f.caFile)
+	if err != nil {
+		if f.creds != nil {
+			return f.creds, nil // keep the last good files until the change completes
+		}
+		return nil, err
+	}
+	h := sha256.New()
+	for _, b := range files {
+		fmt.Fprintf(h, "%d:", len(b))
+		h.Write(b)
+	}
+	var sum [sha256.Size]byte
+	h.Sum(sum[:0])
+	if f.creds != nil && sum == f.sum {
 		return f.creds, nil
 	}
-	cfg, err := loadTLS(f.certFile, f.keyFile, f.caFile)
+	cfg, err := loadTLS(files[0], files[1], files[2], f.certFile, f.keyFile, f.caFile)
 	if err != nil {
 		if f.creds != nil {
 			return f.creds, nil // keep the last good files until the change completes
@@ -64,21 +66,30 @@ func (f *fileCredentials) current() (credentials.TransportCredentials, error) {
 		return nil, err
 	}
 	cfg.ServerName = f.serverName
-	f.creds, f.stamp = credentials.NewTLS(cfg), stamp
+	f.creds, f.sum = credentials.NewTLS(cfg), sum
 	return f.creds, nil
 }
 
-func loadTLS(certFile, keyFile, caFile string) (*tls.Config, error) {
-	pair, err := tls.LoadX509KeyPair(certFile, keyFile)
+// readFiles reads the certificate, key and CA files (each a few KiB).
+func readFiles(paths ...string) ([][]byte, error) {
+	out := make([][]byte, len(paths))
+	for i, p := range paths {
+		b, err := os.ReadFile(p) // #nosec G304 -- the files the caller configures
+		if err != nil {
+			return nil, err
+		}
+		out[i] = b
+	}
+	return out, nil
+}
+
+func loadTLS(certPEM, keyPEM, caPEM []byte, certFile, keyFile, caFile string) (*tls.Config, error) {
+	pair, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {
 		return nil, fmt.Errorf("client certificate %s / key %s: %w", certFile, keyFile, err)
 	}
-	pem, err := os.ReadFile(caFile) // #nosec G304 -- the CA file the caller configures
-	if err != nil {
-		return nil, fmt.Errorf("CA file: %w", err)
-	}
 	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pem) {
+	if !pool.AppendCertsFromPEM(caPEM) {
 		return nil, fmt.Errorf("CA file %s holds no PEM certificate", caFile)
 	}
 	return &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{pair}, RootCAs: pool}, nil
@@ -104,7 +115,7 @@ func (f *fileCredentials) Clone() credentials.TransportCredentials {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return &fileCredentials{certFile: f.certFile, keyFile: f.keyFile, caFile: f.caFile, serverName: f.serverName,
-		stamp: f.stamp, creds: f.creds}
+		sum: f.sum, creds: f.creds}
 }
 
 // OverrideServerName is gRPC's deprecated way to set the name the server's

@@ -14,7 +14,9 @@ import (
 
 	"github.com/lestrrat-go/httprc/v3"
 	"github.com/lestrrat-go/jwx/v3/jwk"
+	"github.com/lestrrat-go/jwx/v3/jws"
 	"github.com/lestrrat-go/jwx/v3/jwt"
+	"golang.org/x/sync/singleflight"
 )
 
 // VerifierConfig says whose tokens a Verifier accepts.
@@ -43,7 +45,8 @@ type VerifierConfig struct {
 // Verifier verifies tokens Signet issued, against its JWKS. The JWKS is
 // kept by jwx's jwk.Cache, which refreshes it in the background as its
 // Cache-Control says. A token signed by a kid the cached set lacks forces
-// one refresh (at most once per MinRefresh): Signet publishes a version
+// one refresh (at most once per MinRefresh; concurrent tokens of that kid
+// wait for the same fetch): Signet publishes a version
 // before it signs, so that only happens to a verifier whose cache is older
 // than the JWKS's max-age allows, or to a token Signet did not sign.
 type Verifier struct {
@@ -51,6 +54,7 @@ type Verifier struct {
 	cache  *jwk.Cache
 	cancel context.CancelFunc
 
+	refresh    singleflight.Group // one forced fetch at a time, shared by its waiters
 	mu         sync.Mutex
 	lastForced time.Time
 }
@@ -131,40 +135,66 @@ func (v *Verifier) Verify(ctx context.Context, token string) (*VerifiedToken, er
 		return nil, fmt.Errorf("signetclient: JWKS: %w", err)
 	}
 	if _, ok := set.LookupKeyID(header.Kid); !ok {
-		if set, err = v.refreshFor(ctx, set); err != nil {
+		if set, err = v.refreshFor(ctx); err != nil {
 			return nil, err
 		}
 		if _, ok := set.LookupKeyID(header.Kid); !ok {
 			return nil, fmt.Errorf("signetclient: kid %s is not in %s (retired, revoked, or not Signet's)", header.Kid, v.cfg.JWKSURL)
 		}
 	}
-	opts := []jwt.ParseOption{jwt.WithKeySet(set), jwt.WithAcceptableSkew(v.cfg.Leeway)}
+	// The claims are read from the payload the signature check returns,
+	// never from the token's text: what is validated and returned is
+	// exactly what was verified.
+	payload, err := jws.Verify([]byte(token), jws.WithKeySet(set))
+	if err != nil {
+		return nil, fmt.Errorf("signetclient: %w", err)
+	}
+	opts := []jwt.ParseOption{jwt.WithVerify(false), jwt.WithValidate(true), jwt.WithAcceptableSkew(v.cfg.Leeway)}
 	if !v.cfg.AnyIssuer {
 		opts = append(opts, jwt.WithIssuer(v.cfg.Issuer))
 	}
 	if !v.cfg.AnyAudience {
 		opts = append(opts, jwt.WithAudience(v.cfg.Audience))
 	}
-	if _, err := jwt.Parse([]byte(token), opts...); err != nil {
+	if _, err := jwt.Parse(payload, opts...); err != nil {
 		return nil, fmt.Errorf("signetclient: %w", err)
 	}
-	return claimsOf(parts[1], header.Kid)
+	return claimsOf(payload, header.Kid)
 }
 
-// refreshFor fetches the JWKS now, unless that was done less than
-// MinRefresh ago; it returns the set to use.
-func (v *Verifier) refreshFor(ctx context.Context, set jwk.Set) (jwk.Set, error) {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	if time.Since(v.lastForced) < v.cfg.MinRefresh {
+// refreshFor returns the JWKS for a token whose kid the cached set lacked:
+// fetched now, unless a fetch was forced less than MinRefresh ago, in which
+// case the cache's set as it is now (which that fetch updated). Concurrent
+// callers share one fetch (singleflight), so the tokens of a new kid that
+// arrive together all see the fetched set; each waits only as long as its
+// own ctx allows.
+func (v *Verifier) refreshFor(ctx context.Context) (jwk.Set, error) {
+	ch := v.refresh.DoChan("jwks", func() (any, error) {
+		// The fetch outlives a caller that gives up, for the others
+		// waiting on it; the HTTP client's timeout and this bound it.
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		v.mu.Lock()
+		recent := time.Since(v.lastForced) < v.cfg.MinRefresh
+		if !recent {
+			v.lastForced = time.Now()
+		}
+		v.mu.Unlock()
+		if recent {
+			return v.cache.Lookup(fctx, v.cfg.JWKSURL)
+		}
+		return v.cache.Refresh(fctx, v.cfg.JWKSURL)
+	})
+	select {
+	case <-ctx.Done():
+		return nil, fmt.Errorf("signetclient: refreshing the JWKS for an unknown kid: %w", ctx.Err())
+	case res := <-ch:
+		if res.Err != nil {
+			return nil, fmt.Errorf("signetclient: refreshing the JWKS for an unknown kid: %w", res.Err)
+		}
+		set, _ := res.Val.(jwk.Set) // the function returns nothing else
 		return set, nil
 	}
-	v.lastForced = time.Now()
-	fresh, err := v.cache.Refresh(ctx, v.cfg.JWKSURL)
-	if err != nil {
-		return nil, fmt.Errorf("signetclient: refreshing the JWKS for an unknown kid: %w", err)
-	}
-	return fresh, nil
 }
 
 func decodeSegment(seg string, into any) error {
@@ -172,15 +202,20 @@ func decodeSegment(seg string, into any) error {
 	if err != nil {
 		return err
 	}
+	return decodeJSON(b, into)
+}
+
+// decodeJSON decodes with numbers as json.Number.
+func decodeJSON(b []byte, into any) error {
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.UseNumber()
 	return dec.Decode(into)
 }
 
 // claimsOf decodes a verified payload.
-func claimsOf(payload, kid string) (*VerifiedToken, error) {
+func claimsOf(payload []byte, kid string) (*VerifiedToken, error) {
 	c := &VerifiedToken{Kid: kid}
-	if err := decodeSegment(payload, &c.All); err != nil {
+	if err := decodeJSON(payload, &c.All); err != nil {
 		return nil, fmt.Errorf("signetclient: payload: %w", err)
 	}
 	c.Issuer, _ = c.All["iss"].(string)

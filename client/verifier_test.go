@@ -2,10 +2,14 @@ package signetclient_test
 
 import (
 	"context"
+	"net/http"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	signetclient "github.com/signet-dev/signet/client"
+	signetv1 "github.com/signet-dev/signet/gen/signet/v1"
 	"github.com/signet-dev/signet/server/config"
 )
 
@@ -74,5 +78,92 @@ func TestVerifierFollowsCacheControl(t *testing.T) {
 	}
 	if claims, err := v.Verify(ctx, fresh.Token); err != nil || claims.Kid != fresh.Kid {
 		t.Fatalf("a token of the new kid: %v", err)
+	}
+}
+
+// slowTransport delays every request once armed, to widen the window in
+// which concurrent verifications wait for one JWKS fetch.
+type slowTransport struct {
+	armed atomic.Bool
+	fetch atomic.Int32
+}
+
+func (s *slowTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if s.armed.Load() {
+		s.fetch.Add(1)
+		time.Sleep(300 * time.Millisecond)
+	}
+	return http.DefaultTransport.RoundTrip(r)
+}
+
+// TestVerifierConcurrentNewKid: tokens of a kid the Verifier's cached JWKS
+// lacks (just after an emergency rotation), verified concurrently, all
+// verify, and share one forced fetch of the JWKS.
+func TestVerifierConcurrentNewKid(t *testing.T) {
+	cfg := testConfig(t.TempDir())
+	// An emergency rotation's version may wait for every replica to
+	// publish it (2 × refresh_interval) before it signs: keep that short.
+	cfg.KeyRings[0].RefreshInterval = config.Duration(time.Second)
+	addr, jwks, stop, err := startSignet(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := stop(); err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c, err := signetclient.New(signetclient.Config{Target: addr, Plaintext: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	slow := &slowTransport{}
+	v, err := signetclient.NewVerifier(ctx, signetclient.VerifierConfig{JWKSURL: jwks, Issuer: exampleIssuer, Audience: "svc",
+		HTTPClient: &http.Client{Transport: slow, Timeout: 30 * time.Second}, MinRefresh: time.Hour, MaxRefresh: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	rotated, err := c.Rotate(ctx, "default", signetclient.RevokePrevious())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tok *signetclient.Token
+	for tok == nil {
+		if tok, err = c.Sign(ctx, "default", signetclient.Audience("svc")); err != nil &&
+			signetclient.ReasonOf(err) != signetv1.ErrorReason_NO_SIGNING_KEY {
+			t.Fatal(err)
+		}
+	}
+	if tok.Kid != rotated.Version.GetKid() {
+		t.Fatalf("signed by %s, not by the rotation's %s", tok.Kid, rotated.Version.GetKid())
+	}
+	slow.armed.Store(true)
+	const n = 8
+	start := make(chan struct{})
+	errs := make(chan error, n)
+	var wg sync.WaitGroup
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			_, err := v.Verify(ctx, tok.Token)
+			errs <- err
+		}()
+	}
+	close(start)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Errorf("a concurrent verification of the new kid: %v", err)
+		}
+	}
+	if got := slow.fetch.Load(); got != 1 {
+		t.Errorf("%d JWKS fetches for %d concurrent verifications of one new kid, want 1", got, n)
 	}
 }

@@ -103,7 +103,19 @@ func TestErrorDetails(t *testing.T) {
 		{"unknown ring", func() error {
 			_, err := svc.Sign(ctx, "nope", base...)
 			return err
+		}, codes.PermissionDenied, signetv1.ErrorReason_NO_GRANT, ""},
+		{"unknown ring granted by a pattern", func() error {
+			_, err := sec.Rotate(ctx, "nope")
+			return err
 		}, codes.NotFound, signetv1.ErrorReason_KEY_RING_NOT_FOUND, ""},
+		{"ttl above the limit of a ring not granted", func() error {
+			_, err := svc.Sign(ctx, "ring-eddsa", with(signetclient.TTL(1000*time.Hour))...)
+			return err
+		}, codes.PermissionDenied, signetv1.ErrorReason_NO_GRANT, ""},
+		{"key ring name too long", func() error {
+			_, err := svc.Sign(ctx, strings.Repeat("a", 65), base...)
+			return err
+		}, codes.InvalidArgument, signetv1.ErrorReason_FIELD_INVALID, "key_ring"},
 		{"other ring", func() error {
 			_, err := svc.Sign(ctx, "ring-eddsa", base...)
 			return err
@@ -152,8 +164,29 @@ func TestErrorDetails(t *testing.T) {
 		}
 	}
 	// NotFound names no ring the caller was not told of.
-	if _, err := svc.Sign(ctx, "nope", base...); strings.Contains(err.Error(), "ring-eddsa") {
+	if _, err := sec.Rotate(ctx, "nope"); strings.Contains(err.Error(), "ring-eddsa") {
 		t.Errorf("NotFound reveals the configured rings: %v", err)
+	}
+	// A caller with no grant for a name cannot tell whether that ring is
+	// configured: the answers differ only in the name.
+	for _, probe := range []func(ring string) error{
+		func(ring string) error {
+			_, err := svc.Sign(ctx, ring, with(signetclient.TTL(1000*time.Hour))...)
+			return err
+		},
+		func(ring string) error { _, err := svc.Rotate(ctx, ring); return err },
+		func(ring string) error {
+			_, err := svc.ListKeysPage(ctx, &signetv1.ListKeysRequest{KeyRing: ring})
+			return err
+		},
+	} {
+		configured, unknown := probe("ring-eddsa"), probe("ring-nope")
+		ce, _ := signetclient.ErrorOf(configured)
+		ue, _ := signetclient.ErrorOf(unknown)
+		if ce == nil || ue == nil || ce.Code != ue.Code || ce.Reason != ue.Reason ||
+			strings.ReplaceAll(ce.Message, "ring-eddsa", "ring-nope") != ue.Message {
+			t.Errorf("a configured ring not granted and an unknown one answer differently:\n%v\n%v", configured, unknown)
+		}
 	}
 	// No client certificate at all.
 	pinned, err := signetclient.New(signetclient.Config{Target: e.ts.grpcAddr, Retry: once,
@@ -189,6 +222,16 @@ func TestRateLimitRetryInfo(t *testing.T) {
 	var se *signetclient.Error
 	if !errors.As(err, &se) || se.Code != codes.ResourceExhausted || se.Reason != signetv1.ErrorReason_RATE_LIMITED || se.RetryDelay != 2*time.Second {
 		t.Fatalf("over the rate: %v, want RATE_LIMITED with RetryInfo 2s", err)
+	}
+	// A RetryInfo longer than the client's MaxBackoff is not waited for.
+	var capped atomic.Int32
+	countCapped := func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		capped.Add(1)
+		return invoker(ctx, method, req, reply, cc, opts...)
+	}
+	impatient := e.signetClient(t, serviceID, signetclient.Retry{MaxAttempts: 3, MaxBackoff: time.Second}, grpc.WithChainUnaryInterceptor(countCapped))
+	if err := sign(impatient); signetclient.ReasonOf(err) != signetv1.ErrorReason_RATE_LIMITED || capped.Load() != 1 {
+		t.Fatalf("RetryInfo 2s with MaxBackoff 1s: %v after %d attempts, want RATE_LIMITED after 1", err, capped.Load())
 	}
 	// A deadline shorter than the delay: the client does not wait for a
 	// retry that cannot finish in time; it returns the reason at once.
@@ -286,6 +329,16 @@ func TestRotateRequestID(t *testing.T) {
 	}
 	if got := count(); got != before+2 {
 		t.Errorf("%d versions, want %d", got, before+2)
+	}
+	// The first id again, now with revoke_previous, on the replica that
+	// served it: refused, nothing created or revoked.
+	_, err = a.client.Rotate(ctx, &signetv1.RotateRequest{KeyRing: "default", RequestId: id, RevokePrevious: true})
+	if se, _ := signetclient.ErrorOf(err); se == nil || se.Code != codes.InvalidArgument ||
+		se.Reason != signetv1.ErrorReason_FIELD_INVALID || se.Field != "request_id" {
+		t.Errorf("a request id again with another revoke_previous: %v, want InvalidArgument FIELD_INVALID on request_id", err)
+	}
+	if got := count(); got != before+2 {
+		t.Errorf("%d versions after the refused retry, want %d", got, before+2)
 	}
 	// Without a request id, or with another, each Rotate creates a version.
 	if _, err := a.client.Rotate(ctx, &signetv1.RotateRequest{KeyRing: "default"}); err != nil {
@@ -486,4 +539,53 @@ func credentialsWithoutCert(t *testing.T, e *mtlsEnv) credentials.TransportCrede
 	pool := x509.NewCertPool()
 	pool.AddCert(e.ca.cert)
 	return credentials.NewTLS(&tls.Config{MinVersion: tls.VersionTLS13, RootCAs: pool})
+}
+
+// TestNoSigningKeyWithoutRetryInfo: a ring whose every version is revoked
+// answers NO_SIGNING_KEY without RetryInfo, since no retry succeeds until
+// someone rotates; after a Rotate it signs again.
+func TestNoSigningKeyWithoutRetryInfo(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t)
+	dir := strings.TrimPrefix(cfg.KeyRings[0].Backend, "local://")
+	ts := startServer(t, cfg, Options{})
+	ctx := ctxT(t)
+	store, err := local.Open(dir, backends.OpenOptions{Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	key := backends.KeyRing{Name: "default", Algorithm: backends.ES256}
+	vs, err := store.Versions(ctx, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range vs { // revoked in the backend, as an operator would
+		if err := store.DisableVersion(ctx, key, v.ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := ts.KeySet().Refresh(ctx, ts.KeySet().Ring("default")); err != nil {
+		t.Fatal(err)
+	}
+	sign := &signetv1.SignRequest{KeyRing: "default", Audience: []string{"x"}}
+	_, err = ts.client.Sign(ctx, sign)
+	se, _ := signetclient.ErrorOf(err)
+	if se == nil || se.Code != codes.Unavailable || se.Reason != signetv1.ErrorReason_NO_SIGNING_KEY {
+		t.Fatalf("Sign with every version revoked: %v, want Unavailable NO_SIGNING_KEY", err)
+	}
+	if se.RetryDelay != 0 {
+		t.Errorf("NO_SIGNING_KEY with every version revoked carries RetryInfo %v: a retry cannot succeed before a Rotate", se.RetryDelay)
+	}
+	if _, err := ts.client.Rotate(ctx, &signetv1.RotateRequest{KeyRing: "default"}); err != nil {
+		t.Fatal(err)
+	}
+	// The new version signs at once, or, where an emergency rotation's
+	// version first waits for every replica to publish it, soon: then
+	// waiting helps, and RetryInfo says so.
+	if _, err := ts.client.Sign(ctx, sign); err != nil {
+		if se, _ := signetclient.ErrorOf(err); se == nil || se.Reason != signetv1.ErrorReason_NO_SIGNING_KEY || se.RetryDelay <= 0 {
+			t.Errorf("Sign after the Rotate: %v, want a token or NO_SIGNING_KEY with RetryInfo", err)
+		}
+	}
 }

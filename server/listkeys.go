@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	signetv1 "github.com/signet-dev/signet/gen/signet/v1"
+	"github.com/signet-dev/signet/server/authz"
 	"github.com/signet-dev/signet/server/jose"
 	"github.com/signet-dev/signet/server/lifecycle"
 )
@@ -24,16 +25,21 @@ const (
 	maxPageSize     = 1000
 )
 
-// pageToken is where the previous page ended: after version ID (created at
-// Created, for a version the ring no longer lists) of Ring. Query binds the
-// token to the request it continues. Positions, not offsets: versions are
-// only ever added at the end of a ring, so a rotation between pages moves
-// nothing that a token points at.
+// pageToken is where the previous page ended: after version ID of Ring.
+// Should the ring no longer list that version, the page resumes at the
+// first version created after Created or at the same time but not in Same
+// (the ids of the versions created at Created up to ID: AWS KMS gives
+// creation times to the second, so several versions may share one, and
+// their ids are in no particular order). Query binds the token to the
+// request it continues. Positions, not offsets: versions are only ever added
+// at the end of a ring, so a rotation between pages moves nothing that a
+// token points at.
 type pageToken struct {
-	Query   string `json:"q"`
-	Ring    string `json:"r"`
-	ID      string `json:"v"`
-	Created int64  `json:"c"` // unix nanoseconds
+	Query   string   `json:"q"`
+	Ring    string   `json:"r"`
+	ID      string   `json:"v"`
+	Created int64    `json:"c"` // unix nanoseconds
+	Same    []string `json:"s,omitempty"`
 }
 
 // queryOf is what a page token must have been issued for: the same ring and
@@ -111,7 +117,6 @@ func (s *service) ListKeys(ctx context.Context, req *signetv1.ListKeysRequest) (
 			return nil, s.status(ctx, err)
 		}
 	}
-	var last *signetv1.KeyVersion
 	for _, r := range rings[start:] {
 		vs := s.ks.Versions(r)
 		from := 0
@@ -119,13 +124,12 @@ func (s *service) ListKeys(ctx context.Context, req *signetv1.ListKeysRequest) (
 			from = resumeAt(vs, *after)
 			after = nil
 		}
-		for _, v := range vs[from:] {
+		for i := from; i < len(vs); i++ {
 			if len(resp.Versions) == size {
-				resp.NextPageToken = pageToken{Query: query, Ring: last.KeyRing, ID: last.BackendId,
-					Created: last.CreatedAt.AsTime().UnixNano()}.encode()
+				resp.NextPageToken = tokenAfter(query, r, vs, i-1).encode()
 				return resp, nil
 			}
-			last = s.versionProto(r, v)
+			last := s.versionProto(r, vs[i])
 			if len(req.GetStates()) == 0 || slices.Contains(req.GetStates(), last.State) {
 				resp.Versions = append(resp.Versions, last)
 			}
@@ -141,7 +145,11 @@ func resumeAt(vs []*lifecycle.Version, t pageToken) int {
 	if i := slices.IndexFunc(vs, func(v *lifecycle.Version) bool { return v.ID == t.ID }); i >= 0 {
 		return i + 1
 	}
-	i := slices.IndexFunc(vs, func(v *lifecycle.Version) bool { return v.Created.UnixNano() > t.Created })
+	seen := append(slices.Clone(t.Same), t.ID)
+	i := slices.IndexFunc(vs, func(v *lifecycle.Version) bool {
+		c := v.Created.UnixNano()
+		return c > t.Created || c == t.Created && !slices.Contains(seen, v.ID)
+	})
 	if i < 0 {
 		return len(vs)
 	}
@@ -153,12 +161,11 @@ func resumeAt(vs []*lifecycle.Version, t pageToken) int {
 func (s *service) listable(ctx context.Context, ring string) ([]*lifecycle.Ring, error) {
 	caller := callerOf(ctx)
 	if ring != "" {
-		r, err := s.ring(ring)
-		if err != nil {
-			return nil, err
-		}
-		if err := s.authz.AuthorizeRing(caller, "list", r.Name); err != nil {
+		r, err := s.ring(ctx, "list", ring)
+		if authz.IsDenial(err) {
 			countDenial(s.metrics, err)
+		}
+		if err != nil {
 			return nil, err
 		}
 		return []*lifecycle.Ring{r}, nil
@@ -192,4 +199,15 @@ func (s *service) addLeftovers(ctx context.Context, rings []*lifecycle.Ring, res
 		}
 	}
 	return nil
+}
+
+// tokenAfter is the page token that resumes after vs[i] of r.
+func tokenAfter(query string, r *lifecycle.Ring, vs []*lifecycle.Version, i int) pageToken {
+	t := pageToken{Query: query, Ring: r.Name, ID: vs[i].ID, Created: vs[i].Created.UnixNano()}
+	for _, v := range vs[:i] {
+		if v.Created.Equal(vs[i].Created) {
+			t.Same = append(t.Same, v.ID)
+		}
+	}
+	return t
 }

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"regexp"
@@ -79,19 +80,43 @@ func (s *service) status(ctx context.Context, err error) error {
 	return toStatus(ctx, s.log, err).Err()
 }
 
-func (s *service) ring(name string) (*lifecycle.Ring, error) {
+// checkRingName refuses a key_ring that no configuration could name (the
+// form alone: it says nothing of which rings are configured).
+func checkRingName(name string) error {
 	switch {
 	case name == "":
-		return nil, jose.Invalid("key_ring", "key_ring is required")
+		return jose.Invalid("key_ring", "key_ring is required")
 	case !utf8.ValidString(name):
-		return nil, jose.Invalid("key_ring", "key_ring is not valid UTF-8")
+		return jose.Invalid("key_ring", "key_ring is not valid UTF-8")
+	case len(name) > maxRingName:
+		return jose.Invalid("key_ring", "key_ring is longer than a key ring name can be (%d bytes)", maxRingName)
+	}
+	return nil
+}
+
+// maxRingName is the longest key ring name the configuration accepts.
+const maxRingName = 64
+
+// ring returns the configured ring named name, once the caller is
+// authorized for action ("sign", "rotate", "list") on that name. The
+// policy matches names, so the authorization comes first: a caller with no
+// grant for the name gets NO_GRANT whether or not the ring is configured,
+// and cannot probe for ring names. Only a caller granted the name (or any
+// caller in development mode, which has no policy) learns that it is not
+// configured (KEY_RING_NOT_FOUND).
+func (s *service) ring(ctx context.Context, action, name string) (*lifecycle.Ring, error) {
+	if err := checkRingName(name); err != nil {
+		return nil, err
+	}
+	if err := s.authz.AuthorizeRing(callerOf(ctx), action, name); err != nil {
+		return nil, err
 	}
 	r := s.ks.Ring(name)
 	if r == nil {
 		// Not the configured rings' names: the caller may not be allowed
 		// to know them (ListKeys lists those it may).
 		return nil, &requestError{code: codes.NotFound, reason: signetv1.ErrorReason_KEY_RING_NOT_FOUND,
-			msg: fmt.Sprintf("key ring %q is not configured", jose.Truncate(name, 64))}
+			msg: fmt.Sprintf("key ring %q is not configured", name)}
 	}
 	return r, nil
 }
@@ -130,21 +155,34 @@ func (s *service) refuse(ctx context.Context, rpc string, rec authz.Record, err 
 	return s.status(ctx, err)
 }
 
+// refuseRing answers an error of ring: a policy refusal is audited (with
+// the name asked for, which ring bounds), anything else is bad input.
+func (s *service) refuseRing(ctx context.Context, rpc, name string, err error) error {
+	if authz.IsDenial(err) {
+		return s.refuse(ctx, rpc, authz.Record{KeyRing: name}, err)
+	}
+	return s.status(ctx, err)
+}
+
 // Sign issues a JWT.
 func (s *service) Sign(ctx context.Context, req *signetv1.SignRequest) (*signetv1.SignResponse, error) {
 	const rpc = "Sign"
-	r, err := s.ring(req.GetKeyRing())
-	if err != nil {
-		return nil, s.status(ctx, err)
-	}
 	if err := jose.CheckIdentity(req.GetSubject(), req.GetAudience()); err != nil {
 		return nil, s.status(ctx, err)
 	}
-	ttl := r.Schedule.TokenDefaultTTL
 	if req.GetTtl() != nil {
 		if err := req.GetTtl().CheckValid(); err != nil {
 			return nil, s.status(ctx, jose.Invalid("ttl", "ttl: %v", err))
 		}
+	}
+	r, err := s.ring(ctx, "sign", req.GetKeyRing())
+	if err != nil {
+		return nil, s.refuseRing(ctx, rpc, req.GetKeyRing(), err)
+	}
+	// The ring's limits only once the caller may sign with it: the
+	// message names token_max_ttl.
+	ttl := r.Schedule.TokenDefaultTTL
+	if req.GetTtl() != nil {
 		ttl = req.GetTtl().AsDuration()
 		if err := jose.CheckTTL(ttl, r.Schedule.TokenMaxTTL, r.Name); err != nil {
 			return nil, s.status(ctx, err)
@@ -224,18 +262,15 @@ var uuidRE = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[
 // Rotate creates a new version, optionally revoking the older ones.
 func (s *service) Rotate(ctx context.Context, req *signetv1.RotateRequest) (*signetv1.RotateResponse, error) {
 	const rpc = "Rotate"
-	r, err := s.ring(req.GetKeyRing())
-	if err != nil {
-		return nil, s.status(ctx, err)
-	}
 	requestID := strings.ToLower(req.GetRequestId())
 	if err := checkRequestID(requestID); err != nil {
 		return nil, s.status(ctx, err)
 	}
-	rec := authz.Record{KeyRing: r.Name}
-	if err := s.authz.AuthorizeRing(callerOf(ctx), "rotate", r.Name); err != nil {
-		return nil, s.refuse(ctx, rpc, rec, err)
+	r, err := s.ring(ctx, "rotate", req.GetKeyRing())
+	if err != nil {
+		return nil, s.refuseRing(ctx, rpc, req.GetKeyRing(), err)
 	}
+	rec := authz.Record{KeyRing: r.Name}
 	// Rotation cannot be undone, so its authorization is on record before
 	// anything changes: an unwritable audit log stops it here.
 	authorized := rec
@@ -247,6 +282,9 @@ func (s *service) Rotate(ctx context.Context, req *signetv1.RotateRequest) (*sig
 		return nil, s.status(ctx, err)
 	}
 	created, revoked, replayed, err := s.ks.Rotate(ctx, r, req.GetRevokePrevious(), requestID)
+	if errors.Is(err, lifecycle.ErrRequestMismatch) {
+		err = jose.Invalid("request_id", "%v", err)
+	}
 	if err != nil {
 		return nil, s.refuse(ctx, rpc, rec, err)
 	}

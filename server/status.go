@@ -90,7 +90,9 @@ func toStatus(ctx context.Context, log *slog.Logger, err error) *status.Status {
 		reason = signetv1.ErrorReason_KEY_RING_IS_CA
 	}
 	var retry time.Duration
-	if code == codes.Unavailable {
+	if code == codes.Unavailable && !errors.Is(err, lifecycle.ErrAllRevoked) {
+		// Not when every version is revoked: no retry succeeds until
+		// someone rotates, so the client should not wait and try again.
 		retry = unavailableRetryDelay
 	}
 	return withDetails(code, reason, msg, "", retry)

@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -53,6 +54,9 @@ type Backend struct {
 	// scanLimiter paces the calls of a scan of the account's keys, which
 	// only evidence of an interrupted rotation starts.
 	scanLimiter *rate.Limiter
+
+	// tagsDenied is set once ListResourceTags was refused (logged once).
+	tagsDenied atomic.Bool
 
 	mu        sync.Mutex
 	pubs      map[string]crypto.PublicKey // by key ARN
@@ -294,19 +298,10 @@ func (b *Backend) version(ctx context.Context, ring backends.KeyRing, a alias) (
 	requestID, knowRequest := b.requests[arn]
 	b.mu.Unlock()
 	if !knowRequest {
-		// Tags never change after CreateKey: read once per key.
-		tags, err := b.client.ListResourceTags(ctx, &kms.ListResourceTagsInput{KeyId: aws.String(arn)})
-		if err != nil {
-			return backends.Version{}, classify(err, "reading the tags of "+a.name)
+		var err error
+		if requestID, err = b.requestTag(ctx, arn, a.name); err != nil {
+			return backends.Version{}, err
 		}
-		for _, tag := range tags.Tags {
-			if aws.ToString(tag.TagKey) == tagRequestID {
-				requestID = aws.ToString(tag.TagValue)
-			}
-		}
-		b.mu.Lock()
-		b.requests[arn] = requestID
-		b.mu.Unlock()
 	}
 	if pub == nil {
 		// KMS refuses GetPublicKey on a disabled key, so the public key is
@@ -330,6 +325,45 @@ func (b *Backend) version(ctx context.Context, ring backends.KeyRing, a alias) (
 	return backends.Version{ID: arn, Algorithm: ring.Algorithm, PublicKey: pub, Created: aws.ToTime(md.CreationDate), Disabled: disabled,
 		Certificates: chainFromDescription(aws.ToString(md.Description)),
 		RequestID:    requestID}, nil
+}
+
+// requestTag reads the key's signet:request-id tag, once per key: tags
+// never change after CreateKey. The tag only serves Rotate's request ids,
+// so a read refused for want of kms:ListResourceTags (a policy written
+// before the tag existed) or throttled counts as "no id recorded" rather
+// than failing the read of the ring: the ring still signs and rotates, and
+// a retried Rotate is then recognised only by the replica that served it.
+// Such a result is not kept, so the tag is read again once it can be; the
+// denial is logged once per process.
+func (b *Backend) requestTag(ctx context.Context, arn, name string) (string, error) {
+	tags, err := b.client.ListResourceTags(ctx, &kms.ListResourceTagsInput{KeyId: aws.String(arn)})
+	if err != nil {
+		err = classify(err, "reading the tags of "+name)
+		var ae smithy.APIError
+		switch {
+		case !errors.As(err, &ae):
+			return "", err
+		case ae.ErrorCode() == "AccessDeniedException":
+			if b.tagsDenied.CompareAndSwap(false, true) {
+				b.opts.Logger.Warn("awskms: kms:ListResourceTags is denied: a retried Rotate is recognised only by the replica that served it; grant it (see the upgrade notes)",
+					"key", name, "err", err)
+			}
+			return "", nil
+		case ae.ErrorCode() == "ThrottlingException" || ae.ErrorCode() == "RequestLimitExceeded":
+			return "", nil
+		}
+		return "", err
+	}
+	requestID := ""
+	for _, tag := range tags.Tags {
+		if aws.ToString(tag.TagKey) == tagRequestID {
+			requestID = aws.ToString(tag.TagValue)
+		}
+	}
+	b.mu.Lock()
+	b.requests[arn] = requestID
+	b.mu.Unlock()
+	return requestID, nil
 }
 
 // CreateVersion creates a KMS key and claims the next alias for it; the

@@ -1,7 +1,9 @@
 package awskms
 
 import (
+	"bytes"
 	"context"
+	"log/slog"
 	"net/url"
 	"strings"
 	"sync"
@@ -297,4 +299,79 @@ func TestKeysCanOnlySign(t *testing.T) {
 	if backends.KindOf(err) != backends.KindFailedPrecondition || !strings.Contains(err.Error(), "KeyUsage=ENCRYPT_DECRYPT") {
 		t.Errorf("a version alias on an ENCRYPT_DECRYPT key: %v", err)
 	}
+}
+
+// A policy without kms:ListResourceTags (the permissions deploy.md listed
+// before request ids were tagged) still reads, signs with and rotates the
+// ring: the request id is then unknown, the denial is logged once, and the
+// tag is read as soon as the permission is granted. A throttled
+// ListResourceTags is the same.
+func TestDeniedListResourceTagsStillReadsTheRing(t *testing.T) {
+	t.Parallel()
+	ring := backends.KeyRing{Name: "tags", Algorithm: backends.ES256}
+	s := start(t)
+	const id = "1d2e3f4a-5b6c-4d7e-8f9a-0b1c2d3e4f5a"
+	first, err := open(t, s, "").CreateVersionForRequest(context.Background(), ring, "", id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Deny("ListResourceTags", true)
+	var logs syncBuffer
+	b := openWith(t, s, "", backends.OpenOptions{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	ctx := context.Background()
+	for range 2 {
+		vs, err := b.Versions(ctx, ring)
+		if err != nil {
+			t.Fatalf("Versions without kms:ListResourceTags: %v", err)
+		}
+		if len(vs) != 1 || vs[0].ID != first.ID || vs[0].RequestID != "" {
+			t.Fatalf("Versions without kms:ListResourceTags: %+v, want %s with no request id", vs, first.ID)
+		}
+	}
+	if n := strings.Count(logs.String(), "kms:ListResourceTags is denied"); n != 1 {
+		t.Errorf("the denial was logged %d times, want once:\n%s", n, logs.String())
+	}
+	if _, err := b.Sign(ctx, ring, first.ID, []byte("a.b")); err != nil {
+		t.Errorf("Sign: %v", err)
+	}
+	if _, err := b.CreateVersion(ctx, ring, first.ID); err != nil {
+		t.Errorf("CreateVersion: %v", err)
+	}
+	if s.Calls("ListResourceTags") == 0 {
+		t.Fatal("ListResourceTags was never called: the test does not test the denial")
+	}
+
+	// Throttled (past the SDK's own retries): the same, without a log line.
+	s.Deny("ListResourceTags", false)
+	s.ThrottleAction("ListResourceTags", 1000)
+	if vs, err := b.Versions(ctx, ring); err != nil || len(vs) != 2 || vs[0].RequestID != "" {
+		t.Fatalf("Versions with ListResourceTags throttled: %+v, %v; want 2 versions, no request id", vs, err)
+	}
+	if n := strings.Count(logs.String(), "kms:ListResourceTags is denied"); n != 1 {
+		t.Errorf("the denial was logged %d times, want once", n)
+	}
+
+	s.ThrottleAction("ListResourceTags", 0)
+	vs, err := b.Versions(ctx, ring)
+	if err != nil || len(vs) != 2 || vs[0].RequestID != id {
+		t.Fatalf("Versions once kms:ListResourceTags answers: %+v, %v; want the first with request id %s", vs, err, id)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a logger and a test to share.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }

@@ -53,6 +53,8 @@ type Server struct {
 	after        []afterHook
 	failIf       map[string]func(in map[string]any) bool
 	lose         map[string]int
+	denied       map[string]bool
+	throttled    map[string]int
 }
 
 // afterHook runs once an action has been carried out, before its answer is
@@ -180,6 +182,29 @@ func (s *Server) FailIf(action string, fn func(in map[string]any) bool) {
 	s.failIf[action] = fn
 }
 
+// Deny makes every call of action fail with AccessDeniedException, without
+// effect, as KMS answers a caller whose IAM policy lacks kms:<action>;
+// deny=false allows it again.
+func (s *Server) Deny(action string, deny bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.denied == nil {
+		s.denied = map[string]bool{}
+	}
+	s.denied[action] = deny
+}
+
+// ThrottleAction makes the next n calls of action fail with
+// ThrottlingException, without effect (Throttle does it to every action).
+func (s *Server) ThrottleAction(action string, n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.throttled == nil {
+		s.throttled = map[string]int{}
+	}
+	s.throttled[action] = n
+}
+
 // LoseAnswer makes the next n calls of action take effect and then close
 // the connection without an answer, as a network failure after the fact
 // would.
@@ -262,6 +287,17 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	h, ok := actions[action]
 	if !ok {
 		reply(nil, fail("UnknownOperationException", "unknown operation %q", action))
+		return
+	}
+	if s.throttled[action] > 0 {
+		s.throttled[action]--
+		reply(nil, fail("ThrottlingException", "Rate exceeded"))
+		return
+	}
+	if s.denied[action] {
+		reply(nil, fail("AccessDeniedException",
+			"User: arn:aws:iam::111122223333:user/%s is not authorized to perform: kms:%s because no identity-based policy allows the kms:%s action",
+			accessKeyID(r), action, action))
 		return
 	}
 	if f := s.failIf[action]; f != nil && f(in) {

@@ -74,6 +74,14 @@ func TestTestServerSpeaksKMS(t *testing.T) {
 	if err != nil || len(tags.Tags) != 2 || aws.ToString(tags.Tags[1].TagValue) != "2" {
 		t.Errorf("tags %v, %v", tags, err)
 	}
+	s.Deny("ListResourceTags", true)
+	if _, err := c.ListResourceTags(ctx, &kms.ListResourceTagsInput{KeyId: id}); code(err) != "AccessDeniedException" {
+		t.Errorf("ListResourceTags denied: %v", err)
+	}
+	s.Deny("ListResourceTags", false)
+	if _, err := c.ListResourceTags(ctx, &kms.ListResourceTagsInput{KeyId: id}); err != nil {
+		t.Errorf("ListResourceTags allowed again: %v", err)
+	}
 	if _, err := c.CreateAlias(ctx, &kms.CreateAliasInput{AliasName: aws.String("alias/x"), TargetKeyId: id}); err != nil {
 		t.Fatal(err)
 	}

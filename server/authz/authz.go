@@ -190,7 +190,11 @@ func (a *Authorizer) CertificateExpiry() (serving, clientCA time.Time, ok bool) 
 	return st.servingNotAfter, st.caNotAfter, true
 }
 
-// AuthorizeRing checks "rotate" or "list" on a ring.
+// AuthorizeRing checks "rotate" or "list" on a ring, or "sign": whether a
+// sign grant of the caller names the ring at all (AuthorizeSign then checks
+// the request against it). It goes by the name alone, configured or not, so
+// that the service can refuse a caller before telling it anything of the
+// ring.
 func (a *Authorizer) AuthorizeRing(caller, action, ring string) error {
 	p := a.policy.Load()
 	if p == nil {

@@ -215,14 +215,24 @@ func (p *policyFile) authorizeRing(caller, action, ring string) error {
 			continue
 		}
 		rings := g.Rotate
-		if action == "list" {
+		switch action {
+		case "list":
 			rings = g.List
+		case "sign":
+			rings = nil
+			for _, s := range g.Sign {
+				rings = append(rings, s.KeyRings...)
+			}
 		}
 		if anyMatch(rings, ring) {
 			return nil
 		}
 	}
-	return deny(NoGrant, "no grant lets %q %s key ring %q", caller, action, ring)
+	verb := action
+	if action == "sign" {
+		verb = "sign with"
+	}
+	return deny(NoGrant, "no grant lets %q %s key ring %q", caller, verb, ring)
 }
 
 // grantOf returns the identity pattern of the grant that holds s.

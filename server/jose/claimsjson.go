@@ -35,7 +35,7 @@ func EncodeClaimsJSON(text string) (members []byte, names []string, err error) {
 	if !utf8.ValidString(text) {
 		return nil, nil, invalid(ClaimsInvalid, "claims_json", "claims_json is not valid UTF-8")
 	}
-	d := &claimsDecoder{dec: json.NewDecoder(strings.NewReader(text))}
+	d := &claimsDecoder{dec: json.NewDecoder(strings.NewReader(text)), text: text}
 	d.dec.UseNumber()
 	tok, err := d.token("claims_json")
 	if err != nil {
@@ -70,7 +70,8 @@ func EncodeClaimsJSON(text string) (members []byte, names []string, err error) {
 // claimsDecoder walks claims_json token by token, so that it sees every
 // key (a map would hide duplicates) and every number's text.
 type claimsDecoder struct {
-	dec *json.Decoder
+	dec  *json.Decoder
+	text string // what dec reads, to see strings as written
 }
 
 // jsonValue is a parsed claim value: a scalar's JSON text (re-encoded for
@@ -84,7 +85,16 @@ type jsonValue struct {
 }
 
 func (d *claimsDecoder) token(path string) (json.Token, error) {
+	start := d.dec.InputOffset()
 	tok, err := d.dec.Token()
+	if err == nil {
+		// encoding/json turns an unpaired surrogate escape into U+FFFD
+		// without a word: the token would carry another string than the
+		// caller wrote, so it is refused, as invalid UTF-8 is.
+		if _, isString := tok.(string); isString && hasLoneSurrogate(d.text[start:d.dec.InputOffset()]) {
+			return nil, invalid(ClaimsInvalid, path, "%s: a \\u escape of a UTF-16 surrogate (D800-DFFF) is not part of a pair: it encodes no character", path)
+		}
+	}
 	if err != nil {
 		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 			return nil, invalid(ClaimsInvalid, path, "%s: the JSON ends early", path)
@@ -113,7 +123,10 @@ func (d *claimsDecoder) value(tok json.Token, path string, depth int) (*jsonValu
 	case string:
 		return &jsonValue{scalar: appendQuoted(nil, t)}, nil
 	case json.Number:
-		if _, err := strconv.ParseFloat(string(t), 64); err != nil {
+		// Beyond a double's range either way: too large (1e400, which
+		// verifiers read as infinity or refuse) or too small (1e-400,
+		// which they read as 0 although it is not).
+		if f, err := strconv.ParseFloat(string(t), 64); err != nil || f == 0 && nonZeroMantissa(string(t)) {
 			return nil, invalid(ClaimsInvalid, path, "%s: %s is beyond the range of a JSON number verifiers can read", path, Truncate(string(t), 32))
 		}
 		return &jsonValue{scalar: []byte(t)}, nil
@@ -213,4 +226,53 @@ func (v *jsonValue) appendMembers(buf []byte) []byte {
 		buf = v.values[i].appendTo(buf)
 	}
 	return buf
+}
+
+// nonZeroMantissa reports whether a JSON number has a non-zero digit
+// before its exponent.
+func nonZeroMantissa(number string) bool {
+	mantissa, _, _ := strings.Cut(strings.ToLower(number), "e")
+	return strings.ContainsAny(mantissa, "123456789")
+}
+
+// hasLoneSurrogate reports whether raw, JSON text holding one string (and
+// at most separators and whitespace before it), has a \u escape of a UTF-16
+// surrogate that is not a high one followed at once by a low one.
+func hasLoneSurrogate(raw string) bool {
+	for i := 0; i < len(raw); i++ {
+		if raw[i] != '\\' {
+			continue
+		}
+		if i+1 < len(raw) && raw[i+1] != 'u' {
+			i++ // a one-character escape, \\ included
+			continue
+		}
+		r := hex4(raw, i+2)
+		switch {
+		case r >= 0xD800 && r < 0xDC00:
+			if i+8 <= len(raw) && raw[i+6] == '\\' && raw[i+7] == 'u' {
+				if lo := hex4(raw, i+8); lo >= 0xDC00 && lo < 0xE000 {
+					i += 11
+					continue
+				}
+			}
+			return true
+		case r >= 0xDC00 && r < 0xE000:
+			return true
+		}
+		i += 5
+	}
+	return false
+}
+
+// hex4 is the value of the four hex digits at raw[i:], or -1.
+func hex4(raw string, i int) int {
+	if i+4 > len(raw) {
+		return -1
+	}
+	n, err := strconv.ParseUint(raw[i:i+4], 16, 16)
+	if err != nil {
+		return -1
+	}
+	return int(n)
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 func TestEncodeClaimsJSONKeepsNumbersExactly(t *testing.T) {
@@ -53,6 +54,13 @@ func TestEncodeClaimsJSONRefusals(t *testing.T) {
 		{`{"a": }`, "claims_json.a", ClaimsInvalid, "not valid JSON"},
 		{`{"a": 1`, "claims_json", ClaimsInvalid, "ends early"},
 		{`{"a": 1e400}`, "claims_json.a", ClaimsInvalid, "beyond the range"},
+		{`{"a": 1E-400}`, "claims_json.a", ClaimsInvalid, "beyond the range"},
+		{`{"a": [-0.5e-400]}`, "claims_json.a[0]", ClaimsInvalid, "beyond the range"},
+		{`{"a": "\ud800"}`, "claims_json.a", ClaimsInvalid, "surrogate"},
+		{`{"a": "x\uDC00"}`, "claims_json.a", ClaimsInvalid, "surrogate"},
+		{`{"a": "\ud800\u0041"}`, "claims_json.a", ClaimsInvalid, "surrogate"},
+		{`{"a": "\ude00\ud83d"}`, "claims_json.a", ClaimsInvalid, "surrogate"},
+		{`{"o": {"\ud800": 1}}`, "claims_json.o", ClaimsInvalid, "surrogate"},
 		{"{\"a\": \"\xff\"}", "claims_json", ClaimsInvalid, "not valid UTF-8"},
 		{`{"a": ` + deep + `}`, "claims_json.a" + strings.Repeat("[0]", MaxClaimsDepth), ClaimsTooLarge, "nest deeper than 16"},
 		{`{"a": "` + strings.Repeat("x", MaxClaimsBytes) + `"}`, "claims_json", ClaimsTooLarge, "claims exceed 8192 bytes"},
@@ -73,6 +81,19 @@ func TestEncodeClaimsJSONRefusals(t *testing.T) {
 	if _, _, err := EncodeClaimsJSON(`{"a": ` + ok + `}`); err != nil {
 		t.Errorf("depth %d refused: %v", MaxClaimsDepth, err)
 	}
+	// A surrogate pair is one character; an escaped backslash before a
+	// "u" is no escape; zero in any form, and numbers a double holds only
+	// as a subnormal, are numbers verifiers read as written.
+	for in, want := range map[string]string{
+		`{"a": "\ud83d\ude00"}`:      `"a":"` + "😀" + `"`,
+		`{"a": "\\ud800"}`:           `"a":"\\ud800"`,
+		`{"a": [0e-400, 0.000, -0]}`: `"a":[0e-400,0.000,-0]`,
+		`{"a": 4.9e-324}`:            `"a":4.9e-324`,
+	} {
+		if m, _, err := EncodeClaimsJSON(in); err != nil || string(m) != want {
+			t.Errorf("%s: %s, %v; want %s", in, m, err, want)
+		}
+	}
 	if m, n, err := EncodeClaimsJSON(` { } `); m != nil || n != nil || err != nil {
 		t.Errorf("empty object: %q %q %v", m, n, err)
 	}
@@ -81,7 +102,8 @@ func TestEncodeClaimsJSONRefusals(t *testing.T) {
 // FuzzEncodeClaimsJSON: whatever claims_json the encoder accepts renders
 // as JSON members within the limits, with no reserved or repeated name.
 func FuzzEncodeClaimsJSON(f *testing.F) {
-	for _, s := range []string{`{"a": 1}`, `{"n": 9007199254740993, "o": {"x": [1.0, "s", null]}}`, `{"a":1,"a":1}`, `{"iat":1}`} {
+	for _, s := range []string{`{"a": 1}`, `{"n": 9007199254740993, "o": {"x": [1.0, "s", null]}}`, `{"a":1,"a":1}`, `{"iat":1}`,
+		`{"a": "\ud800"}`, `{"a": "\ud83d\ude00"}`, `{"a": "\\ud800"}`, `{"a": 1E-400}`, `{"a": 4.9e-324}`} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, in string) {
@@ -108,6 +130,26 @@ func FuzzEncodeClaimsJSON(f *testing.F) {
 		for _, n := range names {
 			if _, ok := reservedClaims[n]; ok {
 				t.Fatalf("accepted reserved %q", n)
+			}
+		}
+		// What is accepted means what was written: no string gained a
+		// U+FFFD the input did not have (a lone surrogate decodes to it)
+		// and no non-zero number became 0.
+		if strings.ContainsRune(string(members), utf8.RuneError) && !strings.ContainsRune(in, utf8.RuneError) &&
+			!strings.Contains(strings.ToLower(in), `\ufffd`) {
+			t.Fatalf("accepted %q as %s: a U+FFFD appeared", in, members)
+		}
+		dec := json.NewDecoder(bytes.NewReader(append(append([]byte("{"), members...), '}')))
+		dec.UseNumber()
+		for {
+			tok, err := dec.Token()
+			if err != nil {
+				break
+			}
+			if n, ok := tok.(json.Number); ok {
+				if f, _ := n.Float64(); f == 0 && nonZeroMantissa(string(n)) {
+					t.Fatalf("accepted %s, which verifiers read as 0", n)
+				}
 			}
 		}
 	})

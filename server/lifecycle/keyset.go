@@ -277,7 +277,7 @@ func (ks *KeySet) createFirst(ctx context.Context, r *Ring) (v *Version, created
 	giveUp := time.Now().Add(4*ks.backendTimeout + time.Minute)
 	wait := 100 * time.Millisecond
 	for {
-		v, err := ks.create(ctx, r, "")
+		v, err := ks.create(ctx, r, "", false)
 		if backends.KindOf(err) != backends.KindConflict || time.Now().After(giveUp) {
 			return v, err == nil, err
 		}
@@ -573,10 +573,19 @@ func (ks *KeySet) rederive(r *Ring) {
 }
 
 // create makes a new version after the newest one the ring's snapshot
-// knows, recording requestID with it where the backend can, then re-reads
+// knows, recording requestID with it where the backend can (and in this
+// replica's memory as soon as the backend names the version), then re-reads
 // the ring. It obtains no certificate: its callers certify (New only once
-// every ring is read, so that a CA ring listed later is there).
-func (ks *KeySet) create(ctx context.Context, r *Ring, requestID string) (*Version, error) {
+// every ring is read, so that a CA ring listed later is there). Called with
+// r.rotate held.
+//
+// It runs detached from the caller's cancellation, bounded by
+// backend_timeout alone: a caller that gives up (the client timeout that
+// request ids exist for) must not abort a create half-way, after the backend
+// made the version but before this replica learned its id, or the retry
+// could not be recognised and would create another.
+func (ks *KeySet) create(ctx context.Context, r *Ring, requestID string, revokePrevious bool) (*Version, error) {
+	ctx = context.WithoutCancel(ctx)
 	latest := ""
 	if vs := r.snap.Load().versions; len(vs) > 0 {
 		latest = vs[len(vs)-1].ID
@@ -596,6 +605,7 @@ func (ks *KeySet) create(ctx context.Context, r *Ring, requestID string) (*Versi
 	if err != nil {
 		return nil, err
 	}
+	ks.remember(r, requestID, request{versionID: v.ID, revokePrevious: revokePrevious})
 	if err := ks.Refresh(ctx, r); err != nil {
 		return nil, err
 	}
@@ -625,9 +635,15 @@ const RequestWindow = 24 * time.Hour
 const maxRequests = 10000
 
 type request struct {
-	versionID string
-	at        time.Time
+	versionID      string
+	revokePrevious bool // the first call's, to refuse a retry that asks otherwise
+	at             time.Time
 }
+
+// ErrRequestMismatch is in the error of Rotate (errors.Is) when a request
+// id is used again with another revoke_previous than the call that created
+// its version: the caller is confused about which rotation it is retrying.
+var ErrRequestMismatch = errors.New("request id used with another revoke_previous")
 
 // Rotate creates a new version of the ring. With revokePrevious every older
 // enabled version is disabled in the backend, so the new one signs at once
@@ -646,18 +662,20 @@ func (ks *KeySet) Rotate(ctx context.Context, r *Ring, revokePrevious bool, requ
 		if err := ks.Refresh(ctx, r); err != nil {
 			return nil, nil, false, err
 		}
-		if created = ks.requested(r, requestID); created != nil {
+		if created, err = ks.requested(r, requestID, revokePrevious); err != nil {
+			return nil, nil, false, err
+		}
+		if created != nil {
 			replayed = true
 			break
 		}
-		created, err = ks.create(ctx, r, requestID)
+		created, err = ks.create(ctx, r, requestID, revokePrevious)
 		if backends.KindOf(err) == backends.KindConflict && attempt < 3 {
 			continue // another replica rotated between our read and our create
 		}
 		if err != nil {
 			return nil, nil, false, err
 		}
-		ks.remember(r, requestID, created.ID)
 		ks.certify(ctx, r)
 		break
 	}
@@ -703,26 +721,41 @@ func (ks *KeySet) Rotate(ctx context.Context, r *Ring, revokePrevious bool, requ
 
 // requested returns the version created for requestID: the one the backend
 // lists with it, or the one this replica remembers creating for it within
-// RequestWindow. Called with r.rotate held, after a Refresh.
-func (ks *KeySet) requested(r *Ring, requestID string) *Version {
+// RequestWindow. A remembered version the backend does not list (yet) is
+// KindUnavailable, not a reason to create another; a remembered request
+// with another revokePrevious is ErrRequestMismatch. (Backends that record
+// the id do not record revoke_previous: a mismatch is caught only by the
+// replica that served the first call.) Called with r.rotate held, after a
+// Refresh.
+func (ks *KeySet) requested(r *Ring, requestID string, revokePrevious bool) (*Version, error) {
 	if requestID == "" {
-		return nil
+		return nil, nil
 	}
 	vs := r.snap.Load().versions
+	req, known := r.requests[requestID]
+	known = known && ks.now().Sub(req.at) < RequestWindow
+	if known && req.revokePrevious != revokePrevious {
+		return nil, backends.Errorf(backends.KindInvalidArgument, "",
+			"request_id %s was first used with revoke_previous=%v, now with %v: %w", requestID, req.revokePrevious, revokePrevious, ErrRequestMismatch)
+	}
 	for _, v := range vs {
 		if v.RequestID == requestID {
-			return v
+			return v, nil
 		}
 	}
-	if req, ok := r.requests[requestID]; ok && ks.now().Sub(req.at) < RequestWindow {
-		return find(vs, req.versionID)
+	if known {
+		if v := find(vs, req.versionID); v != nil {
+			return v, nil
+		}
+		return nil, backends.Errorf(backends.KindUnavailable, "",
+			"version %s was created for this request id but the backend does not list it yet; retry", req.versionID)
 	}
-	return nil
+	return nil, nil
 }
 
-// remember notes, for RequestWindow, that requestID created versionID, and
-// forgets what has aged out. Called with r.rotate held.
-func (ks *KeySet) remember(r *Ring, requestID, versionID string) {
+// remember notes, for RequestWindow, what requestID created, and forgets
+// what has aged out. Called with r.rotate held.
+func (ks *KeySet) remember(r *Ring, requestID string, req request) {
 	if requestID == "" {
 		return
 	}
@@ -741,7 +774,8 @@ func (ks *KeySet) remember(r *Ring, requestID, versionID string) {
 		}
 		delete(r.requests, oldest)
 	}
-	r.requests[requestID] = request{versionID: versionID, at: now}
+	req.at = now
+	r.requests[requestID] = req
 }
 
 // Active returns the version that signs now. With none (every version
@@ -777,8 +811,12 @@ func (ks *KeySet) noActive(r *Ring, s *snapshot) error {
 					"(2 × refresh_interval after its creation); retry then", r.Name, ErrNoSigningVersion, v.ActivatesAt.UTC().Format(time.RFC3339Nano))
 		}
 	}
-	return backends.Errorf(backends.KindUnavailable, "", "key ring %q has %w: every version is revoked; Rotate it", r.Name, ErrNoSigningVersion)
+	return backends.Errorf(backends.KindUnavailable, "", "key ring %q has %w: %w; Rotate it", r.Name, ErrNoSigningVersion, ErrAllRevoked)
 }
+
+// ErrAllRevoked is in the error of Active (errors.Is) when no version signs
+// because every one is revoked: only a Rotate helps, not waiting.
+var ErrAllRevoked = errors.New("every version is revoked")
 
 // ErrNoSigningVersion is in the error of Active (errors.Is) when no version
 // of a ring may sign.
@@ -909,7 +947,7 @@ func (ks *KeySet) Tick(ctx context.Context, r *Ring) {
 	if !ks.rotationDue(r) {
 		return
 	}
-	v, err := ks.create(ctx, r, "")
+	v, err := ks.create(ctx, r, "", false)
 	if err == nil {
 		ks.certify(ctx, r)
 	}

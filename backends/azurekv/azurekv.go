@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/big"
+	"net"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -121,9 +122,12 @@ type Backend struct {
 	vault  string // https://host/
 	prefix string
 	hsm    bool
-	opts   backends.OpenOptions
-	now    func() time.Time
-	seen   backends.Sightings // losers of rotation races, by when this process first saw them enabled
+	// managedHSM: the host is a Managed HSM, whose local RBAC has data
+	// actions of its own.
+	managedHSM bool
+	opts       backends.OpenOptions
+	now        func() time.Time
+	seen       backends.Sightings // losers of rotation races, by when this process first saw them enabled
 
 	mu   sync.Mutex
 	pubs map[string]crypto.PublicKey // by key id (URL); a version's key never changes
@@ -131,8 +135,8 @@ type Backend struct {
 
 // uriOptions is what an azurekv: URI says, read without opening anything.
 type uriOptions struct {
-	vault, prefix            string
-	hsm, noInstanceDiscovery bool
+	vault, prefix                        string
+	hsm, managedHSM, noInstanceDiscovery bool
 }
 
 var (
@@ -147,8 +151,11 @@ func parseURI(u *url.URL) (uriOptions, error) {
 	if u.Opaque != "" || u.User != nil || (u.Path != "" && u.Path != "/") || u.Fragment != "" || !hostPattern.MatchString(u.Host) {
 		return uriOptions{}, errorf(backends.KindInvalidArgument, "want azurekv://VAULT-NAME.vault.azure.net/[?options] (or a Managed HSM host), not %q", u.Redacted())
 	}
-	o := uriOptions{vault: "https://" + u.Host + "/", prefix: "signet-",
-		hsm: strings.HasSuffix(strings.ToLower(u.Hostname()), ".managedhsm.azure.net")}
+	// Key Vault's key ids name the host in lower case and without the
+	// default port: so does Signet, to recognise them.
+	host := strings.ToLower(strings.TrimSuffix(u.Host, ":443"))
+	managed := strings.Contains(host, ".managedhsm.")
+	o := uriOptions{vault: "https://" + host + "/", prefix: "signet-", hsm: managed, managedHSM: managed}
 	for k, v := range u.Query() {
 		if len(v) != 1 {
 			return uriOptions{}, errorf(backends.KindInvalidArgument, "URI option %q given %d times", k, len(v))
@@ -191,14 +198,19 @@ func Open(_ context.Context, u *url.URL, opts backends.OpenOptions) (backends.Si
 	if err != nil {
 		return nil, errorf(backends.KindInvalidArgument, "Azure credentials (DefaultAzureCredential): %v", err)
 	}
-	client, err := azkeys.NewClient(o.vault, cred, &azkeys.ClientOptions{ClientOptions: co})
+	return newBackend(o, cred, co, opts)
+}
+
+// newBackend opens the backend with a given token credential.
+func newBackend(o uriOptions, cred azcore.TokenCredential, co azcore.ClientOptions, opts backends.OpenOptions) (*Backend, error) {
+	client, err := azkeys.NewClient(o.vault, credential{cred}, &azkeys.ClientOptions{ClientOptions: co})
 	if err != nil {
 		return nil, errorf(backends.KindInvalidArgument, "Key Vault client for %s: %v", o.vault, err)
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Backend{client: client, vault: o.vault, prefix: o.prefix, hsm: o.hsm, opts: opts, now: opts.Clock(),
+	return &Backend{client: client, vault: o.vault, prefix: o.prefix, hsm: o.hsm, managedHSM: o.managedHSM, opts: opts, now: opts.Clock(),
 		pubs: map[string]crypto.PublicKey{}}, nil
 }
 
@@ -284,7 +296,7 @@ func (b *Backend) list(ctx context.Context, name string) (listing, error) {
 			return listing{}, nil
 		}
 		if err != nil {
-			return listing{}, classify(err, "listing the versions of "+name, "keys/read")
+			return listing{}, b.classify(err, "listing the versions of "+name, opRead)
 		}
 		for _, kp := range page.Value {
 			if kp == nil || kp.KID == nil || kp.Attributes == nil {
@@ -412,7 +424,7 @@ func (b *Backend) markLost(ctx context.Context, name, ver string, old map[string
 	}
 	tags[tagState] = to(stateLost)
 	_, err := b.client.UpdateKey(ctx, name, ver, azkeys.UpdateKeyParameters{Tags: tags}, nil)
-	return classify(err, "tagging "+name+"/"+ver+" lost", "keys/update/action")
+	return b.classify(err, "tagging "+name+"/"+ver+" lost", opUpdate)
 }
 
 // publicKey returns a version's public key: from the cache, from GetKey
@@ -429,7 +441,7 @@ func (b *Backend) publicKey(ctx context.Context, ring backends.KeyRing, name str
 	if it.enabled {
 		kb, err := b.client.GetKey(ctx, name, it.version, nil)
 		if err != nil {
-			return nil, classify(err, "reading "+it.kid, "keys/read")
+			return nil, b.classify(err, "reading "+it.kid, opRead)
 		}
 		if pub, err = checkBundle(ring, it.kid, kb.KeyBundle); err != nil {
 			return nil, err
@@ -602,7 +614,7 @@ func (b *Backend) CreateVersion(ctx context.Context, ring backends.KeyRing, late
 	created, err := b.client.CreateKey(cctx, name, params, nil)
 	answered := time.Now()
 	if err != nil {
-		return backends.Version{}, classify(err, "creating a version of "+name, "keys/create/action")
+		return backends.Version{}, b.classify(err, "creating a version of "+name, opCreate)
 	}
 	backends.Step(ctx, "CreateKey")
 	if created.Key == nil || created.Key.KID == nil || created.Attributes == nil || created.Attributes.Created == nil {
@@ -663,7 +675,7 @@ func (b *Backend) CreateVersion(ctx context.Context, ring backends.KeyRing, late
 	}
 	tags[tagState] = to(statePublished)
 	if _, err := b.client.UpdateKey(ctx, name, ver, azkeys.UpdateKeyParameters{KeyAttributes: &azkeys.KeyAttributes{Enabled: to(true)}, Tags: tags}, nil); err != nil {
-		return backends.Version{}, classify(err, "enabling "+kid+", which won its rotation", "keys/update/action")
+		return backends.Version{}, b.classify(err, "enabling "+kid+", which won its rotation", opUpdate)
 	}
 	backends.Step(ctx, "UpdateKey")
 	b.mu.Lock()
@@ -717,8 +729,14 @@ func (b *Backend) versionOf(ring backends.KeyRing, id string) (string, string, e
 	if err != nil {
 		return "", "", err
 	}
-	rest, ok := strings.CutPrefix(id, strings.TrimSuffix(b.vault, "/")+"/keys/"+name+"/")
-	if !ok || len(rest) != 32 || strings.Trim(rest, "0123456789abcdef") != "" {
+	// Key Vault's ids name the host in lower case, without the default
+	// port (parseURI does the same), and key names are case-insensitive.
+	prefix := strings.TrimSuffix(b.vault, "/") + "/keys/" + name + "/"
+	rest := ""
+	if len(id) > len(prefix) && strings.EqualFold(id[:len(prefix)], prefix) {
+		rest = id[len(prefix):]
+	}
+	if len(rest) != 32 || strings.Trim(rest, "0123456789abcdef") != "" {
 		return "", "", errorf(backends.KindNotFound, "key ring %q has no version %q", ring.Name, id)
 	}
 	return name, rest, nil
@@ -742,7 +760,7 @@ func (b *Backend) disable(ctx context.Context, ring backends.KeyRing, name, ver 
 		return nil // already disabled: an interrupted revocation, finished
 	}
 	if err != nil {
-		return classify(err, "reading "+name+"/"+ver, "keys/read")
+		return b.classify(err, "reading "+name+"/"+ver, opRead)
 	}
 	backends.Step(ctx, "GetKey")
 	if pub == nil {
@@ -763,7 +781,7 @@ func (b *Backend) disable(ctx context.Context, ring backends.KeyRing, name, ver 
 	}
 	_, err = b.client.UpdateKey(ctx, name, ver, azkeys.UpdateKeyParameters{KeyAttributes: &azkeys.KeyAttributes{Enabled: to(false)}, Tags: tags}, nil)
 	if err != nil {
-		return classify(err, "disabling "+name+"/"+ver, "keys/update/action")
+		return b.classify(err, "disabling "+name+"/"+ver, opUpdate)
 	}
 	backends.Step(ctx, "UpdateKey")
 	return nil
@@ -795,9 +813,9 @@ func (b *Backend) Sign(ctx context.Context, ring backends.KeyRing, versionID str
 	}
 	resp, err := b.client.Sign(ctx, name, ver, azkeys.SignParameters{Algorithm: to(spec.sign), Value: digest}, nil)
 	if err != nil {
-		return nil, classify(err, "signing with "+versionID, "keys/sign/action")
+		return nil, b.classify(err, "signing with "+versionID, opSign)
 	}
-	if resp.KID == nil || string(*resp.KID) != versionID {
+	if resp.KID == nil || !strings.EqualFold(string(*resp.KID), versionID) {
 		return nil, errorf(backends.KindUnknown, "Key Vault signed with %v, not the requested %s", resp.KID, versionID)
 	}
 	if n := alg.SignatureSize(); n != 0 && len(resp.Result) != n {
@@ -825,7 +843,7 @@ func (b *Backend) CheckKeyUsage(ctx context.Context, ring backends.KeyRing) erro
 		}
 		kb, err := b.client.GetKey(ctx, name, it.version, nil)
 		if err != nil {
-			return classify(err, "reading "+it.kid, "keys/read")
+			return b.classify(err, "reading "+it.kid, opRead)
 		}
 		var extra []string
 		for _, op := range ops(kb.Key.KeyOps) {
@@ -918,21 +936,78 @@ func isDisabled(err error) bool {
 	return inner == "KeyDisabled"
 }
 
+// The data-plane operations Signet performs, for naming the RBAC data
+// action a refusal lacks.
+type op int
+
+const (
+	opRead op = iota
+	opCreate
+	opUpdate
+	opSign
+)
+
+// dataActions are the data actions of each operation: on a vault (Azure
+// RBAC) and on a Managed HSM (its local RBAC).
+var dataActions = map[op][2]string{
+	opRead:   {"Microsoft.KeyVault/vaults/keys/read", "Microsoft.KeyVault/managedHsm/keys/read/action"},
+	opCreate: {"Microsoft.KeyVault/vaults/keys/create/action", "Microsoft.KeyVault/managedHsm/keys/create"},
+	opUpdate: {"Microsoft.KeyVault/vaults/keys/update/action", "Microsoft.KeyVault/managedHsm/keys/write/action"},
+	opSign:   {"Microsoft.KeyVault/vaults/keys/sign/action", "Microsoft.KeyVault/managedHsm/keys/sign/action"},
+}
+
+// dataAction is the data action an operation needs on this backend's host.
+func (b *Backend) dataAction(o op) string {
+	if b.managedHSM {
+		return dataActions[o][1]
+	}
+	return dataActions[o][0]
+}
+
+// tokenError is a failure to get a token from Signet's credential: no
+// credential in the chain applies, or Microsoft Entra ID refused or could
+// not be reached.
+type tokenError struct{ err error }
+
+func (e *tokenError) Error() string { return e.err.Error() }
+func (e *tokenError) Unwrap() error { return e.err }
+
+// credential marks the errors of the token credential so that classify
+// tells them from Key Vault's.
+type credential struct{ azcore.TokenCredential }
+
+func (c credential) GetToken(ctx context.Context, o policy.TokenRequestOptions) (azcore.AccessToken, error) {
+	tok, err := c.TokenCredential.GetToken(ctx, o)
+	if err != nil {
+		return tok, &tokenError{err}
+	}
+	return tok, nil
+}
+
 // classify maps Key Vault's answers and transport failures to the shared
 // kinds; a refusal names the data action Signet's identity needs.
-func classify(err error, what, action string) error {
+func (b *Backend) classify(err error, what string, o op) error {
 	if err == nil {
 		return nil
 	}
 	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
 		return &backends.Error{Kind: backends.KindUnavailable, Backend: Scheme, Msg: what + ": Key Vault did not answer in time", Err: err}
 	}
+	var te *tokenError
+	if errors.As(err, &te) {
+		var ae *azidentity.AuthenticationFailedError
+		var ne net.Error
+		switch {
+		case errors.As(err, &ae) && ae.RawResponse != nil:
+			return &backends.Error{Kind: backends.KindPermissionDenied, Backend: Scheme, Msg: what + ": Microsoft Entra ID refused Signet's credential: " + oneLine(ae.Error()), Err: err}
+		case errors.As(err, &ne):
+			return &backends.Error{Kind: backends.KindUnavailable, Backend: Scheme, Msg: what + ": cannot reach Microsoft Entra ID for a token: " + oneLine(te.Error()), Err: err}
+		}
+		return &backends.Error{Kind: backends.KindPermissionDenied, Backend: Scheme, Msg: what +
+			": no credential: DefaultAzureCredential (environment, workload identity, managed identity, Azure CLI, Azure Developer CLI) got no token; configure one (docs/configuration.md): " + oneLine(te.Error()), Err: err}
+	}
 	var re *azcore.ResponseError
 	if !errors.As(err, &re) {
-		var ae *azidentity.AuthenticationFailedError
-		if errors.As(err, &ae) {
-			return &backends.Error{Kind: backends.KindPermissionDenied, Backend: Scheme, Msg: what + ": Microsoft Entra ID refused Signet's credential: " + ae.Error(), Err: err}
-		}
 		return &backends.Error{Kind: backends.KindUnavailable, Backend: Scheme, Msg: fmt.Sprintf("%s: cannot reach Key Vault: %v", what, err), Err: err}
 	}
 	code, inner, msg := details(re)
@@ -941,7 +1016,7 @@ func classify(err error, what, action string) error {
 		text += "/" + inner
 	}
 	if msg != "" {
-		text += ": " + strings.Join(strings.Fields(msg), " ")
+		text += ": " + oneLine(msg)
 	}
 	kind := backends.KindUnknown
 	switch {
@@ -951,7 +1026,10 @@ func classify(err error, what, action string) error {
 		kind = backends.KindFailedPrecondition
 	case re.StatusCode == http.StatusUnauthorized || re.StatusCode == http.StatusForbidden:
 		kind = backends.KindPermissionDenied
-		text += " (Signet's identity needs the data action Microsoft.KeyVault/vaults/" + action + "; docs/configuration.md lists them all)"
+		text += " (Signet's identity needs the data action " + b.dataAction(o) + "; docs/configuration.md lists them all)"
+	case re.StatusCode == http.StatusConflict && inner == "ObjectIsDeletedButRecoverable":
+		kind = backends.KindFailedPrecondition
+		text += " (the key is soft-deleted: recover it, e.g. az keyvault key recover, or purge it, e.g. az keyvault key purge, before Signet can use the name)"
 	case re.StatusCode == http.StatusConflict:
 		kind = backends.KindConflict
 	case re.StatusCode == http.StatusBadRequest:
@@ -961,3 +1039,5 @@ func classify(err error, what, action string) error {
 	}
 	return &backends.Error{Kind: kind, Backend: Scheme, Msg: text, Err: err}
 }
+
+func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }

@@ -4,13 +4,18 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
+	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/cloud"
+	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 	"go.uber.org/goleak"
 
 	"github.com/signet-dev/signet/backends"
@@ -311,6 +316,137 @@ func TestNoCredentialsInTheURI(t *testing.T) {
 		u, _ := url.Parse(raw)
 		if _, err := Open(context.Background(), u, backends.OpenOptions{}); backends.KindOf(err) != backends.KindInvalidArgument {
 			t.Errorf("%s: %v", u.Redacted(), err)
+		}
+	}
+}
+
+// Key Vault's key ids name the vault's host in lower case and without
+// the default port, however the URI wrote it: such a URI still finds its
+// versions.
+func TestHostIsMatchedAsKeyVaultWritesIt(t *testing.T) {
+	t.Parallel()
+	u, _ := url.Parse("azurekv://MyVault.Vault.Azure.NET:443/")
+	o, err := parseURI(u)
+	if err != nil || o.vault != "https://myvault.vault.azure.net/" || o.managedHSM {
+		t.Fatalf("parseURI: %+v, %v", o, err)
+	}
+	b := &Backend{vault: o.vault, prefix: o.prefix}
+	ring := backends.KeyRing{Name: "r", Algorithm: backends.ES256}
+	const ver = "0123456789abcdef0123456789abcdef"
+	for _, id := range []string{"https://myvault.vault.azure.net/keys/signet-r/" + ver, "https://MYVAULT.vault.azure.net/keys/signet-r/" + ver} {
+		if name, v, err := b.versionOf(ring, id); err != nil || name != "signet-r" || v != ver {
+			t.Errorf("versionOf(%s): %s %s %v", id, name, v, err)
+		}
+	}
+	for _, id := range []string{"https://other.vault.azure.net/keys/signet-r/" + ver, "https://myvault.vault.azure.net/keys/signet-rr/" + ver,
+		"https://myvault.vault.azure.net/keys/signet-r/" + ver[1:]} {
+		if _, _, err := b.versionOf(ring, id); backends.KindOf(err) != backends.KindNotFound {
+			t.Errorf("versionOf(%s): %v, want not found", id, err)
+		}
+	}
+}
+
+// A credential chain that yields no token is a configuration error named
+// as such, not Key Vault being unreachable; Entra ID refusing the
+// credential is PermissionDenied too.
+func TestNoCredentialIsPermissionDenied(t *testing.T) {
+	t.Parallel()
+	s := start(t)
+	o, err := parseURI(&url.URL{Scheme: Scheme, Host: strings.TrimPrefix(s.URL, "https://"), Path: "/"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ring := backends.KeyRing{Name: "nocred", Algorithm: backends.ES256}
+	// Workload identity whose token file is not there, as on a pod where
+	// the projection is missing: azidentity fails without any request.
+	none, err := azidentity.NewWorkloadIdentityCredential(&azidentity.WorkloadIdentityCredentialOptions{TenantID: azurekvtest.TenantID,
+		ClientID: azurekvtest.ClientID, TokenFilePath: filepath.Join(t.TempDir(), "missing-token"), DisableInstanceDiscovery: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrong, err := azidentity.NewClientSecretCredential(azurekvtest.TenantID, azurekvtest.ClientID, "not-the-secret",
+		&azidentity.ClientSecretCredentialOptions{DisableInstanceDiscovery: true,
+			ClientOptions: azcore.ClientOptions{Cloud: cloud.Configuration{ActiveDirectoryAuthorityHost: identity.URL + "/"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, c := range map[string]struct {
+		cred azcore.TokenCredential
+		want string
+	}{"no credential": {none, "no credential"}, "refused": {wrong, "Microsoft Entra ID refused"}} {
+		b, err := newBackend(o, c.cred, azcore.ClientOptions{}, backends.OpenOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		_, err = b.Versions(ctx, ring)
+		cancel()
+		if backends.KindOf(err) != backends.KindPermissionDenied || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want permission denied saying %q", name, err, c.want)
+		}
+	}
+}
+
+// A key name that is soft-deleted cannot be created again until it is
+// recovered or purged: that is a failed precondition saying so, not a
+// rotation race.
+func TestSoftDeletedKeyIsFailedPrecondition(t *testing.T) {
+	t.Parallel()
+	ring := backends.KeyRing{Name: "softdeleted", Algorithm: backends.ES256}
+	s, b, v := withVersion(t, ring)
+	ctx := context.Background()
+	if _, err := b.client.DeleteKey(ctx, "signet-softdeleted", nil); err != nil {
+		t.Fatal(err)
+	}
+	if vs, err := b.Versions(ctx, ring); err != nil || len(vs) != 0 {
+		t.Fatalf("Versions of a deleted key: %+v, %v; want none", vs, err)
+	}
+	_, err := b.CreateVersion(ctx, ring, "")
+	if backends.KindOf(err) != backends.KindFailedPrecondition || !strings.Contains(err.Error(), "ObjectIsDeletedButRecoverable") || !strings.Contains(err.Error(), "recover it") {
+		t.Fatalf("CreateVersion on a soft-deleted name: %v, want a failed precondition saying recover or purge", err)
+	}
+	if _, err := b.client.RecoverDeletedKey(ctx, "signet-softdeleted", nil); err != nil {
+		t.Fatal(err)
+	}
+	if vs, err := b.Versions(ctx, ring); err != nil || len(vs) != 1 || vs[0].ID != v.ID {
+		t.Fatalf("Versions after recovering the key: %+v, %v; want %s", vs, err, v.ID)
+	}
+	if _, err := b.client.DeleteKey(ctx, "signet-softdeleted", nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.client.PurgeDeletedKey(ctx, "signet-softdeleted", nil); err != nil {
+		t.Fatal(err)
+	}
+	nv := signertest.CreateVersion(t, b, ring, "")
+	if len(s.Versions("signet-softdeleted")) != 1 || nv.ID == v.ID {
+		t.Errorf("after the purge: %+v, want one new version", s.Versions("signet-softdeleted"))
+	}
+}
+
+// On a Managed HSM a refusal names the Managed HSM data action, which
+// differs from a vault's.
+func TestManagedHSMRefusalNamesItsDataAction(t *testing.T) {
+	t.Parallel()
+	u, _ := url.Parse("azurekv://Pool.ManagedHSM.Azure.net/")
+	o, err := parseURI(u)
+	if err != nil || !o.managedHSM || !o.hsm {
+		t.Fatalf("parseURI: %+v, %v", o, err)
+	}
+	for _, c := range []struct {
+		managed bool
+		op      op
+		want    string
+	}{
+		{true, opSign, "Microsoft.KeyVault/managedHsm/keys/sign/action"},
+		{true, opUpdate, "Microsoft.KeyVault/managedHsm/keys/write/action"},
+		{true, opRead, "Microsoft.KeyVault/managedHsm/keys/read/action"},
+		{true, opCreate, "Microsoft.KeyVault/managedHsm/keys/create"},
+		{false, opUpdate, "Microsoft.KeyVault/vaults/keys/update/action"},
+	} {
+		b := &Backend{managedHSM: c.managed}
+		err := b.classify(&azcore.ResponseError{StatusCode: http.StatusForbidden, ErrorCode: "Forbidden"}, "doing it", c.op)
+		if backends.KindOf(err) != backends.KindPermissionDenied || !strings.Contains(err.Error(), "needs the data action "+c.want+";") {
+			t.Errorf("managed=%v op=%d: %v, want %s named", c.managed, c.op, err, c.want)
 		}
 	}
 }

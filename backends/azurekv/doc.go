@@ -82,7 +82,15 @@
 // sign, or of another key type or curve, stops the ring at every read.
 //
 // Errors: 404 -> not found; 403 KeyDisabled -> failed precondition; 401 and
-// other 403s (RBAC) -> permission denied, naming the data action; 429, 408
-// and 5xx are retried by the SDK within the caller's deadline (honouring
-// Retry-After), then unavailable; 400 -> invalid argument.
+// other 403s (RBAC) -> permission denied, naming the data action (a
+// vault's, or a Managed HSM's on a *.managedhsm.* host, whose local RBAC
+// has its own); 409 ObjectIsDeletedButRecoverable (the key name is
+// soft-deleted) -> failed precondition asking to recover or purge it; 429,
+// 408 and 5xx are retried by the SDK within the caller's deadline
+// (honouring Retry-After), then unavailable; 400 -> invalid argument. A
+// credential chain that yields no token, or Entra ID refusing it, is
+// permission denied; failing to reach Entra ID is unavailable.
+//
+// The vault host is kept in lower case and without :443, as Key Vault
+// writes it in key ids.
 package azurekv

@@ -610,7 +610,7 @@ func (b *Backend) CreateVersion(ctx context.Context, ring backends.KeyRing, late
 	// Never retried: after a lost answer a retry would make a second
 	// version (which would lose the race to the first, or both be left).
 	var resp *http.Response
-	cctx := runtime.WithCaptureResponse(policy.WithRetryOptions(ctx, policy.RetryOptions{MaxRetries: -1}), &resp)
+	cctx := policy.WithCaptureResponse(policy.WithRetryOptions(ctx, policy.RetryOptions{MaxRetries: -1}), &resp)
 	created, err := b.client.CreateKey(cctx, name, params, nil)
 	answered := time.Now()
 	if err != nil {

@@ -17,7 +17,7 @@ import (
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
-	"github.com/Azure/azure-sdk-for-go/sdk/azcore/runtime"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azkeys"
 
@@ -175,7 +175,7 @@ func TestKeysThroughTheOfficialClient(t *testing.T) {
 func TestCreateDisabledAndDate(t *testing.T) {
 	_, c := start(t)
 	var resp *http.Response
-	created, err := c.CreateKey(runtime.WithCaptureResponse(context.Background(), &resp), "d",
+	created, err := c.CreateKey(policy.WithCaptureResponse(context.Background(), &resp), "d",
 		azkeys.CreateKeyParameters{Kty: to(azkeys.KeyTypeEC), Curve: to(azkeys.CurveNameP256), KeyAttributes: &azkeys.KeyAttributes{Enabled: to(false)}}, nil)
 	if err != nil {
 		t.Fatal(err)

@@ -90,8 +90,9 @@ const apiVersion = "2025-07-01"
 const (
 	tagRing      = "signet-ring"
 	tagSeq       = "signet-seq"
-	tagState     = "signet-state" // stateCreating, statePublished or stateLost
-	tagPubPrefix = "signet-pub-"  // the public key (PKIX, base64), in chunks: Key Vault refuses get on a disabled version
+	tagState     = "signet-state"     // stateCreating, statePublished or stateLost
+	tagPublished = "signet-published" // when the version was enabled (Unix seconds, Key Vault's clock): its creation time for Signet
+	tagPubPrefix = "signet-pub-"      // the public key (PKIX, base64), in chunks: Key Vault refuses get on a disabled version
 	tagValueMax  = 256
 )
 
@@ -231,8 +232,9 @@ type item struct {
 	kid, version string
 	created      time.Time
 	enabled      bool
-	seq          int    // the signet-seq tag; 0 on versions made outside Signet
-	state        string // the signet-state tag
+	seq          int       // the signet-seq tag; 0 on versions made outside Signet
+	state        string    // the signet-state tag
+	published    time.Time // the signet-published tag; zero if none
 	tags         map[string]*string
 }
 
@@ -312,6 +314,9 @@ func (b *Backend) list(ctx context.Context, name string) (listing, error) {
 					it.seq = n
 				}
 			}
+			if n, err := strconv.ParseInt(tag(kp.Tags, tagPublished), 10, 64); err == nil && n > 0 {
+				it.published = time.Unix(n, 0)
+			}
 			all = append(all, it)
 		}
 	}
@@ -370,7 +375,11 @@ func (b *Backend) Versions(ctx context.Context, ring backends.KeyRing) ([]backen
 				"key_ring", ring.Name, "version", it.kid)
 			continue
 		}
-		out = append(out, backends.Version{ID: it.kid, Algorithm: ring.Algorithm, PublicKey: pub, Created: it.created, Disabled: !it.enabled})
+		created := it.created
+		if !it.published.IsZero() {
+			created = it.published // it was created disabled, and was published when enabled
+		}
+		out = append(out, backends.Version{ID: it.kid, Algorithm: ring.Algorithm, PublicKey: pub, Created: created, Disabled: !it.enabled})
 	}
 	return out, nil
 }
@@ -674,6 +683,12 @@ func (b *Backend) CreateVersion(ctx context.Context, ring backends.KeyRing, late
 		tags[k] = to(v)
 	}
 	tags[tagState] = to(statePublished)
+	// The version is published from this update on, seconds after Key
+	// Vault stamped created: that is its creation time for Signet, so that
+	// publish_ahead counts from when verifiers can first see it. Key
+	// Vault's clock now, rounded up.
+	published := date.Add(time.Since(answered)).Truncate(time.Second).Add(time.Second)
+	tags[tagPublished] = to(strconv.FormatInt(published.Unix(), 10))
 	if _, err := b.client.UpdateKey(ctx, name, ver, azkeys.UpdateKeyParameters{KeyAttributes: &azkeys.KeyAttributes{Enabled: to(true)}, Tags: tags}, nil); err != nil {
 		return backends.Version{}, b.classify(err, "enabling "+kid+", which won its rotation", opUpdate)
 	}
@@ -681,7 +696,7 @@ func (b *Backend) CreateVersion(ctx context.Context, ring backends.KeyRing, late
 	b.mu.Lock()
 	b.pubs[kid] = pub
 	b.mu.Unlock()
-	return backends.Version{ID: kid, Algorithm: ring.Algorithm, PublicKey: pub, Created: at}, nil
+	return backends.Version{ID: kid, Algorithm: ring.Algorithm, PublicKey: pub, Created: published}, nil
 }
 
 // giveUp tags a version this replica created lost and returns why. If the

@@ -145,8 +145,8 @@ func raceRound(t *testing.T, round int) {
 	live := openWith(t, s, "", backends.OpenOptions{Now: clock.Now, RecoveryGrace: time.Minute})
 	for _, r := range append(replicas, live) {
 		listed, err := r.Versions(context.Background(), ring)
-		if err != nil || len(listed) != 1 || listed[0].ID != won[0].ID || listed[0].Disabled {
-			t.Errorf("round %d: Versions after the race: %+v, %v; want only %s, enabled", round, listed, err, won[0].ID)
+		if err != nil || len(listed) != 1 || listed[0].ID != won[0].ID || listed[0].Disabled || !listed[0].Created.Equal(won[0].Created) {
+			t.Errorf("round %d: Versions after the race: %+v, %v; want only %s, enabled, created %v", round, listed, err, won[0].ID, won[0].Created)
 		}
 	}
 	clock.Advance(2 * time.Minute)
@@ -162,6 +162,11 @@ func raceRound(t *testing.T, round int) {
 	for _, v := range s.Versions(key) {
 		if v.Enabled {
 			enabled++
+			// Published (its creation time for Signet) once the race
+			// was decided, past created + 1 s + CreateWindow.
+			if !won[0].Created.After(v.Created.Add(time.Second)) {
+				t.Errorf("round %d: the winner's creation time %v is not after the race window of its Key Vault created time %v", round, won[0].Created, v.Created)
+			}
 		}
 	}
 	if enabled != 1 || len(s.Versions(key)) != len(replicas) {

@@ -20,8 +20,11 @@
 // such as Azure Stack Hub, whose authority Microsoft's instance discovery
 // does not know; the tests use it for the same reason).
 //
-// Key rings. A ring is one key; its versions are the key's versions, with
-// their "created" attribute. A version's backend id is its key id
+// Key rings. A ring is one key; its versions are the key's versions. A
+// version's creation time for Signet is when it was enabled and so
+// published (the signet-published tag, Key Vault's clock), a few seconds
+// after its "created" attribute, so that publish_ahead counts from when
+// verifiers can first see it; versions without the tag use "created". A version's backend id is its key id
 // (https://VAULT/keys/NAME/VERSION). Keys: ES256/384/512 on P-256/384/521,
 // RS* and PS* on RSA 2048/3072/4096 (by the hash, as elsewhere in Signet;
 // larger existing keys are accepted), key_ops sign and verify only,

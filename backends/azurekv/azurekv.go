@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/big"
+	"net"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -89,9 +90,32 @@ const apiVersion = "2025-07-01"
 const (
 	tagRing      = "signet-ring"
 	tagSeq       = "signet-seq"
-	tagPubPrefix = "signet-pub-" // the public key (PKIX, base64), in chunks: Key Vault refuses get on a disabled version
+	tagState     = "signet-state"     // stateCreating, statePublished or stateLost
+	tagPublished = "signet-published" // when the version was enabled (Unix seconds, Key Vault's clock): its creation time for Signet
+	tagPubPrefix = "signet-pub-"      // the public key (PKIX, base64), in chunks: Key Vault refuses get on a disabled version
 	tagValueMax  = 256
 )
+
+// The signet-state tag of a version Signet creates. It is created disabled
+// as stateCreating; the replica that wins the rotation race enables it as
+// statePublished in one update; a loser, or a live replica once the
+// creating replica is gone, tags it stateLost. Versions made before the tag
+// existed carry none and count as published.
+const (
+	stateCreating  = "creating"
+	statePublished = "published"
+	stateLost      = "lost"
+)
+
+// CreateWindow bounds how long Key Vault may take from stamping a new
+// version's "created" time to answering its create request: a replica
+// whose create answer came later than this (by Key Vault's own Date
+// header) gives up its version rather than risk a decision another replica
+// could not see. Every replica waits, after its create, until Key Vault's
+// clock is past created + 1 s (created is whole seconds) + CreateWindow
+// before it re-lists and decides: by then every racing version that could
+// win is listed.
+const CreateWindow = time.Second
 
 // Backend is the Azure Key Vault backend.
 type Backend struct {
@@ -99,9 +123,12 @@ type Backend struct {
 	vault  string // https://host/
 	prefix string
 	hsm    bool
-	opts   backends.OpenOptions
-	now    func() time.Time
-	seen   backends.Sightings // losers of rotation races, by when this process first saw them enabled
+	// managedHSM: the host is a Managed HSM, whose local RBAC has data
+	// actions of its own.
+	managedHSM bool
+	opts       backends.OpenOptions
+	now        func() time.Time
+	seen       backends.Sightings // losers of rotation races, by when this process first saw them enabled
 
 	mu   sync.Mutex
 	pubs map[string]crypto.PublicKey // by key id (URL); a version's key never changes
@@ -109,8 +136,8 @@ type Backend struct {
 
 // uriOptions is what an azurekv: URI says, read without opening anything.
 type uriOptions struct {
-	vault, prefix            string
-	hsm, noInstanceDiscovery bool
+	vault, prefix                        string
+	hsm, managedHSM, noInstanceDiscovery bool
 }
 
 var (
@@ -125,8 +152,11 @@ func parseURI(u *url.URL) (uriOptions, error) {
 	if u.Opaque != "" || u.User != nil || (u.Path != "" && u.Path != "/") || u.Fragment != "" || !hostPattern.MatchString(u.Host) {
 		return uriOptions{}, errorf(backends.KindInvalidArgument, "want azurekv://VAULT-NAME.vault.azure.net/[?options] (or a Managed HSM host), not %q", u.Redacted())
 	}
-	o := uriOptions{vault: "https://" + u.Host + "/", prefix: "signet-",
-		hsm: strings.HasSuffix(strings.ToLower(u.Hostname()), ".managedhsm.azure.net")}
+	// Key Vault's key ids name the host in lower case and without the
+	// default port: so does Signet, to recognise them.
+	host := strings.ToLower(strings.TrimSuffix(u.Host, ":443"))
+	managed := strings.Contains(host, ".managedhsm.")
+	o := uriOptions{vault: "https://" + host + "/", prefix: "signet-", hsm: managed, managedHSM: managed}
 	for k, v := range u.Query() {
 		if len(v) != 1 {
 			return uriOptions{}, errorf(backends.KindInvalidArgument, "URI option %q given %d times", k, len(v))
@@ -169,14 +199,19 @@ func Open(_ context.Context, u *url.URL, opts backends.OpenOptions) (backends.Si
 	if err != nil {
 		return nil, errorf(backends.KindInvalidArgument, "Azure credentials (DefaultAzureCredential): %v", err)
 	}
-	client, err := azkeys.NewClient(o.vault, cred, &azkeys.ClientOptions{ClientOptions: co})
+	return newBackend(o, cred, co, opts)
+}
+
+// newBackend opens the backend with a given token credential.
+func newBackend(o uriOptions, cred azcore.TokenCredential, co azcore.ClientOptions, opts backends.OpenOptions) (*Backend, error) {
+	client, err := azkeys.NewClient(o.vault, credential{cred}, &azkeys.ClientOptions{ClientOptions: co})
 	if err != nil {
 		return nil, errorf(backends.KindInvalidArgument, "Key Vault client for %s: %v", o.vault, err)
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Backend{client: client, vault: o.vault, prefix: o.prefix, hsm: o.hsm, opts: opts, now: opts.Clock(),
+	return &Backend{client: client, vault: o.vault, prefix: o.prefix, hsm: o.hsm, managedHSM: o.managedHSM, opts: opts, now: opts.Clock(),
 		pubs: map[string]crypto.PublicKey{}}, nil
 }
 
@@ -197,7 +232,9 @@ type item struct {
 	kid, version string
 	created      time.Time
 	enabled      bool
-	seq          int // the signet-seq tag; 0 on versions made outside Signet
+	seq          int       // the signet-seq tag; 0 on versions made outside Signet
+	state        string    // the signet-state tag
+	published    time.Time // the signet-published tag; zero if none
 	tags         map[string]*string
 }
 
@@ -211,11 +248,21 @@ func (it item) before(o item) bool {
 	return it.version < o.version
 }
 
-// listing is a ring's versions: the winners, oldest first, and the losers
-// of rotation races.
+// lost is a version that never signs and is never listed again: a loser
+// of a rotation race, or one its creating replica gave up or left.
+func (it item) lost() bool { return it.seq > 0 && !it.enabled && it.state == stateLost }
+
+// creating is a version created disabled whose race is not decided (or
+// whose replica stopped before deciding it).
+func (it item) creating() bool { return it.seq > 0 && !it.enabled && it.state == stateCreating }
+
+// listing is a ring's key's versions: the published ones, oldest first,
+// the ones still being created, and the published losers of rotation races
+// left by Signet releases that created versions enabled.
 type listing struct {
-	versions, losers []item
-	exists           bool
+	all                        []item // every version, in the order of before
+	versions, creating, losers []item
+	exists                     bool
 }
 
 func (l listing) newest() (item, bool) {
@@ -225,9 +272,23 @@ func (l listing) newest() (item, bool) {
 	return l.versions[len(l.versions)-1], true
 }
 
-// list reads the key's versions and settles rotation races: of the versions
-// that carry the same signet-seq (made by replicas that all saw the same
-// newest version), the one created first wins, ties broken by version id.
+// winner is the version a rotation race over signet-seq seq settles on:
+// of the versions with that seq not lost, the one created first, ties
+// broken by version id.
+func (l listing) winner(seq int) (item, bool) {
+	for _, it := range l.all {
+		if it.seq == seq && !it.lost() {
+			return it, true
+		}
+	}
+	return item{}, false
+}
+
+// list reads the key's versions and sorts them out. Of the published
+// versions that carry the same signet-seq only the first created counts;
+// since versions are created disabled and enabled only by the replica that
+// won the race, there is at most one, except for versions made by releases
+// that created them enabled.
 func (b *Backend) list(ctx context.Context, name string) (listing, error) {
 	var all []item
 	p := b.client.NewListKeyPropertiesVersionsPager(name, nil)
@@ -237,13 +298,13 @@ func (b *Backend) list(ctx context.Context, name string) (listing, error) {
 			return listing{}, nil
 		}
 		if err != nil {
-			return listing{}, classify(err, "listing the versions of "+name, "keys/read")
+			return listing{}, b.classify(err, "listing the versions of "+name, opRead)
 		}
 		for _, kp := range page.Value {
 			if kp == nil || kp.KID == nil || kp.Attributes == nil {
 				continue
 			}
-			it := item{kid: string(*kp.KID), version: kp.KID.Version(), tags: kp.Tags,
+			it := item{kid: string(*kp.KID), version: kp.KID.Version(), tags: kp.Tags, state: tag(kp.Tags, tagState),
 				enabled: kp.Attributes.Enabled != nil && *kp.Attributes.Enabled}
 			if kp.Attributes.Created != nil {
 				it.created = *kp.Attributes.Created
@@ -253,23 +314,28 @@ func (b *Backend) list(ctx context.Context, name string) (listing, error) {
 					it.seq = n
 				}
 			}
+			if n, err := strconv.ParseInt(tag(kp.Tags, tagPublished), 10, 64); err == nil && n > 0 {
+				it.published = time.Unix(n, 0)
+			}
 			all = append(all, it)
 		}
 	}
 	sort.Slice(all, func(i, j int) bool { return all[i].before(all[j]) })
-	l := listing{exists: true}
+	l := listing{all: all, exists: true}
 	winners := map[int]string{}
 	for _, it := range all {
-		if it.seq == 0 {
+		switch {
+		case it.lost():
+		case it.creating():
+			l.creating = append(l.creating, it)
+		case it.seq == 0:
 			l.versions = append(l.versions, it)
-			continue
-		}
-		if _, taken := winners[it.seq]; taken {
+		case winners[it.seq] != "":
 			l.losers = append(l.losers, it)
-			continue
+		default:
+			winners[it.seq] = it.version
+			l.versions = append(l.versions, it)
 		}
-		winners[it.seq] = it.version
-		l.versions = append(l.versions, it)
 	}
 	return l, nil
 }
@@ -281,10 +347,10 @@ func tag(tags map[string]*string, k string) string {
 	return ""
 }
 
-// Versions lists the ring's versions, oldest first: every version of its
-// key but the losers of rotation races, which it disables (once seen for
-// longer than the recovery grace) if the replica that made one died before
-// disabling it.
+// Versions lists the ring's published versions, oldest first. It cleans up
+// after replicas that stopped (see doc.go): a version still tagged
+// creating, or an enabled loser of a race, seen by this process for longer
+// than the recovery grace is tagged lost or disabled.
 func (b *Backend) Versions(ctx context.Context, ring backends.KeyRing) ([]backends.Version, error) {
 	if _, ok := specs[ring.Algorithm]; !ok {
 		return nil, unsupported(ring.Algorithm)
@@ -297,7 +363,7 @@ func (b *Backend) Versions(ctx context.Context, ring backends.KeyRing) ([]backen
 	if err != nil {
 		return nil, err
 	}
-	b.recoverLosers(ctx, ring, name, l)
+	b.recover(ctx, ring, name, l)
 	out := make([]backends.Version, 0, len(l.versions))
 	for _, it := range l.versions {
 		pub, err := b.publicKey(ctx, ring, name, it)
@@ -309,15 +375,34 @@ func (b *Backend) Versions(ctx context.Context, ring backends.KeyRing) ([]backen
 				"key_ring", ring.Name, "version", it.kid)
 			continue
 		}
-		out = append(out, backends.Version{ID: it.kid, Algorithm: ring.Algorithm, PublicKey: pub, Created: it.created, Disabled: !it.enabled})
+		created := it.created
+		if !it.published.IsZero() {
+			created = it.published // it was created disabled, and was published when enabled
+		}
+		out = append(out, backends.Version{ID: it.kid, Algorithm: ring.Algorithm, PublicKey: pub, Created: created, Disabled: !it.enabled})
 	}
 	return out, nil
 }
 
-// recoverLosers disables the enabled losers of rotation races once this
-// process has seen them for longer than the grace: their replica died
-// before it could.
-func (b *Backend) recoverLosers(ctx context.Context, ring backends.KeyRing, name string, l listing) {
+// recover tags lost the versions left creating, and disables the enabled
+// losers of races, that this process has seen for longer than the grace:
+// the replica that made them has stopped (its CreateVersion is bounded by
+// backend_timeout, half the grace).
+func (b *Backend) recover(ctx context.Context, ring backends.KeyRing, name string, l listing) {
+	for _, it := range l.creating {
+		if !b.seen.Stale(it.kid, b.now(), b.opts.Grace()) {
+			continue
+		}
+		if err := b.markLost(ctx, name, it.version, it.tags); err != nil {
+			if ctx.Err() == nil {
+				b.opts.Logger.Warn("azurekv: tagging a version left by an interrupted rotation lost failed; the next refresh tries again", "version", it.kid, "err", err)
+			}
+			continue
+		}
+		b.seen.Forget(it.kid)
+		b.opts.Recovered(Scheme, backends.RecoveredDisabled, it.kid,
+			fmt.Sprintf("version of ring %s created disabled by a rotation (signet-seq %d) whose replica stopped before deciding it; it stays disabled, tagged lost", ring.Name, it.seq))
+	}
 	for _, it := range l.losers {
 		if !it.enabled {
 			b.seen.Forget(it.kid)
@@ -334,8 +419,21 @@ func (b *Backend) recoverLosers(ctx context.Context, ring backends.KeyRing, name
 		}
 		b.seen.Forget(it.kid)
 		b.opts.Recovered(Scheme, backends.RecoveredDisabled, it.kid,
-			fmt.Sprintf("version of ring %s made by a rotation that lost a race (signet-seq %d) and was left enabled", ring.Name, it.seq))
+			fmt.Sprintf("version of ring %s made enabled by a rotation that lost a race (signet-seq %d)", ring.Name, it.seq))
 	}
+}
+
+// markLost tags a disabled version lost, keeping its other tags. It sets
+// no attribute: should the version have been enabled meanwhile, it stays a
+// published version.
+func (b *Backend) markLost(ctx context.Context, name, ver string, old map[string]*string) error {
+	tags := map[string]*string{}
+	for k, v := range old {
+		tags[k] = v
+	}
+	tags[tagState] = to(stateLost)
+	_, err := b.client.UpdateKey(ctx, name, ver, azkeys.UpdateKeyParameters{Tags: tags}, nil)
+	return b.classify(err, "tagging "+name+"/"+ver+" lost", opUpdate)
 }
 
 // publicKey returns a version's public key: from the cache, from GetKey
@@ -352,7 +450,7 @@ func (b *Backend) publicKey(ctx context.Context, ring backends.KeyRing, name str
 	if it.enabled {
 		kb, err := b.client.GetKey(ctx, name, it.version, nil)
 		if err != nil {
-			return nil, classify(err, "reading "+it.kid, "keys/read")
+			return nil, b.classify(err, "reading "+it.kid, opRead)
 		}
 		if pub, err = checkBundle(ring, it.kid, kb.KeyBundle); err != nil {
 			return nil, err
@@ -484,8 +582,11 @@ func pubFromTags(tags map[string]*string) ([]byte, bool) {
 }
 
 // CreateVersion creates a new version of the ring's key (the key itself
-// for the first), tagged with the ring and the next sequence number, and
-// then checks that it won any race with other replicas (see doc.go).
+// for the first), disabled and tagged with the ring, the next sequence
+// number and signet-state=creating; waits until Key Vault's clock says any
+// racing version that could win is listed; re-lists; and enables its
+// version only if it won (see doc.go). A decision is final: nothing that
+// appears later can win over a version once enabled.
 func (b *Backend) CreateVersion(ctx context.Context, ring backends.KeyRing, latest string) (backends.Version, error) {
 	spec, ok := specs[ring.Algorithm]
 	if !ok {
@@ -508,58 +609,117 @@ func (b *Backend) CreateVersion(ctx context.Context, ring backends.KeyRing, late
 	for _, it := range l.versions {
 		seq = max(seq, it.seq+1)
 	}
+	for _, it := range l.creating {
+		if it.seq == seq {
+			return backends.Version{}, errorf(backends.KindConflict,
+				"key ring %q: version %s is being created by another replica (or was left by one that stopped, and is tagged lost once seen for longer than the recovery grace)", ring.Name, it.kid)
+		}
+	}
 	params := b.createParams(ring, spec, seq)
 	// Never retried: after a lost answer a retry would make a second
-	// version (which the race rule would then settle).
-	created, err := b.client.CreateKey(policy.WithRetryOptions(ctx, policy.RetryOptions{MaxRetries: -1}), name, params, nil)
+	// version (which would lose the race to the first, or both be left).
+	var resp *http.Response
+	cctx := policy.WithCaptureResponse(policy.WithRetryOptions(ctx, policy.RetryOptions{MaxRetries: -1}), &resp)
+	created, err := b.client.CreateKey(cctx, name, params, nil)
+	answered := time.Now()
 	if err != nil {
-		return backends.Version{}, classify(err, "creating a version of "+name, "keys/create/action")
+		return backends.Version{}, b.classify(err, "creating a version of "+name, opCreate)
 	}
 	backends.Step(ctx, "CreateKey")
 	if created.Key == nil || created.Key.KID == nil || created.Attributes == nil || created.Attributes.Created == nil {
 		return backends.Version{}, errorf(backends.KindUnknown, "Key Vault's answer to creating a version of %s lacks its id or creation time", name)
 	}
-	kid := string(*created.Key.KID)
+	kid, ver, at := string(*created.Key.KID), created.Key.KID.Version(), *created.Attributes.Created
 	pub, err := checkBundle(ring, kid, created.KeyBundle)
 	if err != nil {
-		return backends.Version{}, err
+		return backends.Version{}, b.giveUp(ctx, name, ver, params.Tags, err)
 	}
-	b.mu.Lock()
-	b.pubs[kid] = pub
-	b.mu.Unlock()
-
+	// Key Vault's clock when it answered: its Date header (whole seconds,
+	// so the clock was at least that).
+	var date time.Time
+	if resp != nil {
+		date, err = http.ParseTime(resp.Header.Get("Date"))
+	}
+	if resp == nil || err != nil {
+		return backends.Version{}, b.giveUp(ctx, name, ver, params.Tags,
+			errorf(backends.KindUnknown, "Key Vault's answer to creating %s has no valid Date header, which deciding a rotation race needs", kid))
+	}
+	if late := date.Sub(at); late > CreateWindow {
+		return backends.Version{}, b.giveUp(ctx, name, ver, params.Tags, errorf(backends.KindUnavailable,
+			"Key Vault answered the creation of %s %v after stamping it, more than the %v a rotation race can be decided in", kid, late, CreateWindow))
+	}
+	// Wait until Key Vault's clock is past at + 1 s + CreateWindow: a
+	// racing version created no later than this one was then listed if its
+	// replica can ever enable it. The margin covers clock rates.
+	wait := at.Add(time.Second+CreateWindow).Sub(date) - time.Since(answered) + 50*time.Millisecond
+	if wait > 0 {
+		timer := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return backends.Version{}, b.giveUp(ctx, name, ver, params.Tags, errorf(backends.KindUnavailable,
+				"creating a version of %s: the deadline passed while waiting %v for racing rotations to show (raise backend_timeout)", name, wait.Round(time.Millisecond)))
+		case <-timer.C:
+		}
+	}
 	after, err := b.list(ctx, name)
 	if err != nil {
 		return backends.Version{}, err
 	}
 	backends.Step(ctx, "ListVersions after")
-	for _, lost := range after.losers {
-		if lost.kid != kid {
-			continue
-		}
-		winner := ""
-		for _, it := range after.versions {
-			if it.seq == seq {
-				winner = it.kid
-			}
-		}
-		if err := b.disable(ctx, ring, name, created.Key.KID.Version(), pub); err != nil {
-			return backends.Version{}, errorf(backends.KindUnavailable,
-				"key ring %q was rotated concurrently (%s won) and %s, made here, could not be disabled: %v; a live replica disables it", ring.Name, winner, kid, err)
-		}
-		backends.Step(ctx, "UpdateKey loser")
-		return backends.Version{}, errorf(backends.KindConflict, "key ring %q was rotated concurrently: %s won, %s (made here) is disabled", ring.Name, winner, kid)
+	if w, _ := after.winner(seq); w.kid != kid {
+		err := errorf(backends.KindConflict, "key ring %q was rotated concurrently: %s won, %s (made here) stays disabled", ring.Name, w.kid, kid)
+		return backends.Version{}, b.giveUp(ctx, name, ver, params.Tags, err)
 	}
-	return backends.Version{ID: kid, Algorithm: ring.Algorithm, PublicKey: pub, Created: *created.Attributes.Created}, nil
+	add, err := pubTags(pub)
+	if err != nil {
+		return backends.Version{}, errorf(backends.KindUnknown, "encoding the public key of %s: %v", kid, err)
+	}
+	tags := map[string]*string{}
+	for k, v := range params.Tags {
+		tags[k] = v
+	}
+	for k, v := range add {
+		tags[k] = to(v)
+	}
+	tags[tagState] = to(statePublished)
+	// The version is published from this update on, seconds after Key
+	// Vault stamped created: that is its creation time for Signet, so that
+	// publish_ahead counts from when verifiers can first see it. Key
+	// Vault's clock now, rounded up.
+	published := date.Add(time.Since(answered)).Truncate(time.Second).Add(time.Second)
+	tags[tagPublished] = to(strconv.FormatInt(published.Unix(), 10))
+	if _, err := b.client.UpdateKey(ctx, name, ver, azkeys.UpdateKeyParameters{KeyAttributes: &azkeys.KeyAttributes{Enabled: to(true)}, Tags: tags}, nil); err != nil {
+		return backends.Version{}, b.classify(err, "enabling "+kid+", which won its rotation", opUpdate)
+	}
+	backends.Step(ctx, "UpdateKey")
+	b.mu.Lock()
+	b.pubs[kid] = pub
+	b.mu.Unlock()
+	return backends.Version{ID: kid, Algorithm: ring.Algorithm, PublicKey: pub, Created: published}, nil
+}
+
+// giveUp tags a version this replica created lost and returns why. If the
+// tagging fails the version stays tagged creating, and a live replica tags
+// it lost once the grace has passed.
+func (b *Backend) giveUp(ctx context.Context, name, ver string, tags map[string]*string, why error) error {
+	if err := b.markLost(ctx, name, ver, tags); err != nil {
+		b.opts.Logger.Warn("azurekv: tagging a version this replica gave up lost failed; a live replica does it once the grace has passed",
+			"key", name, "version", ver, "err", err)
+		return why
+	}
+	backends.Step(ctx, "UpdateKey lost")
+	return why
 }
 
 // createParams describes a new version of the ring's key: sign and verify
-// only, not exportable, tagged with the ring and its sequence number.
+// only, not exportable, disabled until it wins its race, tagged with the
+// ring, its sequence number and signet-state=creating.
 func (b *Backend) createParams(ring backends.KeyRing, spec keySpec, seq int) azkeys.CreateKeyParameters {
 	params := azkeys.CreateKeyParameters{
 		KeyOps:        []*azkeys.KeyOperation{to(azkeys.KeyOperationSign), to(azkeys.KeyOperationVerify)},
-		KeyAttributes: &azkeys.KeyAttributes{Enabled: to(true), Exportable: to(false)},
-		Tags:          map[string]*string{tagRing: to(ring.Name), tagSeq: to(strconv.Itoa(seq))},
+		KeyAttributes: &azkeys.KeyAttributes{Enabled: to(false), Exportable: to(false)},
+		Tags:          map[string]*string{tagRing: to(ring.Name), tagSeq: to(strconv.Itoa(seq)), tagState: to(stateCreating)},
 	}
 	if spec.ec {
 		params.Kty, params.Curve = to(azkeys.KeyTypeEC), to(spec.curve)
@@ -584,8 +744,14 @@ func (b *Backend) versionOf(ring backends.KeyRing, id string) (string, string, e
 	if err != nil {
 		return "", "", err
 	}
-	rest, ok := strings.CutPrefix(id, strings.TrimSuffix(b.vault, "/")+"/keys/"+name+"/")
-	if !ok || len(rest) != 32 || strings.Trim(rest, "0123456789abcdef") != "" {
+	// Key Vault's ids name the host in lower case, without the default
+	// port (parseURI does the same), and key names are case-insensitive.
+	prefix := strings.TrimSuffix(b.vault, "/") + "/keys/" + name + "/"
+	rest := ""
+	if len(id) > len(prefix) && strings.EqualFold(id[:len(prefix)], prefix) {
+		rest = id[len(prefix):]
+	}
+	if len(rest) != 32 || strings.Trim(rest, "0123456789abcdef") != "" {
 		return "", "", errorf(backends.KindNotFound, "key ring %q has no version %q", ring.Name, id)
 	}
 	return name, rest, nil
@@ -609,7 +775,7 @@ func (b *Backend) disable(ctx context.Context, ring backends.KeyRing, name, ver 
 		return nil // already disabled: an interrupted revocation, finished
 	}
 	if err != nil {
-		return classify(err, "reading "+name+"/"+ver, "keys/read")
+		return b.classify(err, "reading "+name+"/"+ver, opRead)
 	}
 	backends.Step(ctx, "GetKey")
 	if pub == nil {
@@ -630,7 +796,7 @@ func (b *Backend) disable(ctx context.Context, ring backends.KeyRing, name, ver 
 	}
 	_, err = b.client.UpdateKey(ctx, name, ver, azkeys.UpdateKeyParameters{KeyAttributes: &azkeys.KeyAttributes{Enabled: to(false)}, Tags: tags}, nil)
 	if err != nil {
-		return classify(err, "disabling "+name+"/"+ver, "keys/update/action")
+		return b.classify(err, "disabling "+name+"/"+ver, opUpdate)
 	}
 	backends.Step(ctx, "UpdateKey")
 	return nil
@@ -662,9 +828,9 @@ func (b *Backend) Sign(ctx context.Context, ring backends.KeyRing, versionID str
 	}
 	resp, err := b.client.Sign(ctx, name, ver, azkeys.SignParameters{Algorithm: to(spec.sign), Value: digest}, nil)
 	if err != nil {
-		return nil, classify(err, "signing with "+versionID, "keys/sign/action")
+		return nil, b.classify(err, "signing with "+versionID, opSign)
 	}
-	if resp.KID == nil || string(*resp.KID) != versionID {
+	if resp.KID == nil || !strings.EqualFold(string(*resp.KID), versionID) {
 		return nil, errorf(backends.KindUnknown, "Key Vault signed with %v, not the requested %s", resp.KID, versionID)
 	}
 	if n := alg.SignatureSize(); n != 0 && len(resp.Result) != n {
@@ -692,7 +858,7 @@ func (b *Backend) CheckKeyUsage(ctx context.Context, ring backends.KeyRing) erro
 		}
 		kb, err := b.client.GetKey(ctx, name, it.version, nil)
 		if err != nil {
-			return classify(err, "reading "+it.kid, "keys/read")
+			return b.classify(err, "reading "+it.kid, opRead)
 		}
 		var extra []string
 		for _, op := range ops(kb.Key.KeyOps) {
@@ -713,8 +879,10 @@ func (b *Backend) CheckKeyUsage(ctx context.Context, ring backends.KeyRing) erro
 	return nil
 }
 
-// Leftovers lists the losers of rotation races (disabled, or awaiting a
-// live replica that disables them).
+// Leftovers lists the versions awaiting clean-up: those still tagged
+// creating (a rotation in flight, or left by a replica that stopped) and
+// enabled losers of races. Versions tagged lost are disabled for good (Key
+// Vault cannot delete a single version) and not listed.
 func (b *Backend) Leftovers(ctx context.Context, ring backends.KeyRing) ([]backends.Leftover, error) {
 	name, err := b.keyName(ring)
 	if err != nil {
@@ -725,13 +893,15 @@ func (b *Backend) Leftovers(ctx context.Context, ring backends.KeyRing) ([]backe
 		return nil, err
 	}
 	var out []backends.Leftover
+	for _, it := range l.creating {
+		out = append(out, backends.Leftover{ID: it.kid, Kind: fmt.Sprintf("disabled version of a rotation not decided yet (signet-seq %d): in flight, or left by a replica that stopped", it.seq),
+			State: "awaiting clean-up", Created: it.created})
+	}
 	for _, it := range l.losers {
-		st := "disabled"
 		if it.enabled {
-			st = "awaiting clean-up"
+			out = append(out, backends.Leftover{ID: it.kid, Kind: fmt.Sprintf("enabled version made by a rotation that lost a race (signet-seq %d)", it.seq),
+				State: "awaiting clean-up", Created: it.created})
 		}
-		out = append(out, backends.Leftover{ID: it.kid, Kind: fmt.Sprintf("version made by a rotation that lost a race (signet-seq %d)", it.seq),
-			State: st, Created: it.created})
 	}
 	return out, nil
 }
@@ -781,21 +951,78 @@ func isDisabled(err error) bool {
 	return inner == "KeyDisabled"
 }
 
+// The data-plane operations Signet performs, for naming the RBAC data
+// action a refusal lacks.
+type op int
+
+const (
+	opRead op = iota
+	opCreate
+	opUpdate
+	opSign
+)
+
+// dataActions are the data actions of each operation: on a vault (Azure
+// RBAC) and on a Managed HSM (its local RBAC).
+var dataActions = map[op][2]string{
+	opRead:   {"Microsoft.KeyVault/vaults/keys/read", "Microsoft.KeyVault/managedHsm/keys/read/action"},
+	opCreate: {"Microsoft.KeyVault/vaults/keys/create/action", "Microsoft.KeyVault/managedHsm/keys/create"},
+	opUpdate: {"Microsoft.KeyVault/vaults/keys/update/action", "Microsoft.KeyVault/managedHsm/keys/write/action"},
+	opSign:   {"Microsoft.KeyVault/vaults/keys/sign/action", "Microsoft.KeyVault/managedHsm/keys/sign/action"},
+}
+
+// dataAction is the data action an operation needs on this backend's host.
+func (b *Backend) dataAction(o op) string {
+	if b.managedHSM {
+		return dataActions[o][1]
+	}
+	return dataActions[o][0]
+}
+
+// tokenError is a failure to get a token from Signet's credential: no
+// credential in the chain applies, or Microsoft Entra ID refused or could
+// not be reached.
+type tokenError struct{ err error }
+
+func (e *tokenError) Error() string { return e.err.Error() }
+func (e *tokenError) Unwrap() error { return e.err }
+
+// credential marks the errors of the token credential so that classify
+// tells them from Key Vault's.
+type credential struct{ azcore.TokenCredential }
+
+func (c credential) GetToken(ctx context.Context, o policy.TokenRequestOptions) (azcore.AccessToken, error) {
+	tok, err := c.TokenCredential.GetToken(ctx, o)
+	if err != nil {
+		return tok, &tokenError{err}
+	}
+	return tok, nil
+}
+
 // classify maps Key Vault's answers and transport failures to the shared
 // kinds; a refusal names the data action Signet's identity needs.
-func classify(err error, what, action string) error {
+func (b *Backend) classify(err error, what string, o op) error {
 	if err == nil {
 		return nil
 	}
 	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
 		return &backends.Error{Kind: backends.KindUnavailable, Backend: Scheme, Msg: what + ": Key Vault did not answer in time", Err: err}
 	}
+	var te *tokenError
+	if errors.As(err, &te) {
+		var ae *azidentity.AuthenticationFailedError
+		var ne net.Error
+		switch {
+		case errors.As(err, &ae) && ae.RawResponse != nil:
+			return &backends.Error{Kind: backends.KindPermissionDenied, Backend: Scheme, Msg: what + ": Microsoft Entra ID refused Signet's credential: " + oneLine(ae.Error()), Err: err}
+		case errors.As(err, &ne):
+			return &backends.Error{Kind: backends.KindUnavailable, Backend: Scheme, Msg: what + ": cannot reach Microsoft Entra ID for a token: " + oneLine(te.Error()), Err: err}
+		}
+		return &backends.Error{Kind: backends.KindPermissionDenied, Backend: Scheme, Msg: what +
+			": no credential: DefaultAzureCredential (environment, workload identity, managed identity, Azure CLI, Azure Developer CLI) got no token; configure one (docs/configuration.md): " + oneLine(te.Error()), Err: err}
+	}
 	var re *azcore.ResponseError
 	if !errors.As(err, &re) {
-		var ae *azidentity.AuthenticationFailedError
-		if errors.As(err, &ae) {
-			return &backends.Error{Kind: backends.KindPermissionDenied, Backend: Scheme, Msg: what + ": Microsoft Entra ID refused Signet's credential: " + ae.Error(), Err: err}
-		}
 		return &backends.Error{Kind: backends.KindUnavailable, Backend: Scheme, Msg: fmt.Sprintf("%s: cannot reach Key Vault: %v", what, err), Err: err}
 	}
 	code, inner, msg := details(re)
@@ -804,7 +1031,7 @@ func classify(err error, what, action string) error {
 		text += "/" + inner
 	}
 	if msg != "" {
-		text += ": " + strings.Join(strings.Fields(msg), " ")
+		text += ": " + oneLine(msg)
 	}
 	kind := backends.KindUnknown
 	switch {
@@ -814,7 +1041,10 @@ func classify(err error, what, action string) error {
 		kind = backends.KindFailedPrecondition
 	case re.StatusCode == http.StatusUnauthorized || re.StatusCode == http.StatusForbidden:
 		kind = backends.KindPermissionDenied
-		text += " (Signet's identity needs the data action Microsoft.KeyVault/vaults/" + action + "; docs/configuration.md lists them all)"
+		text += " (Signet's identity needs the data action " + b.dataAction(o) + "; docs/configuration.md lists them all)"
+	case re.StatusCode == http.StatusConflict && inner == "ObjectIsDeletedButRecoverable":
+		kind = backends.KindFailedPrecondition
+		text += " (the key is soft-deleted: recover it, e.g. az keyvault key recover, or purge it, e.g. az keyvault key purge, before Signet can use the name)"
 	case re.StatusCode == http.StatusConflict:
 		kind = backends.KindConflict
 	case re.StatusCode == http.StatusBadRequest:
@@ -824,3 +1054,5 @@ func classify(err error, what, action string) error {
 	}
 	return &backends.Error{Kind: kind, Backend: Scheme, Msg: text, Err: err}
 }
+
+func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }

@@ -3,13 +3,19 @@ package azurekv
 import (
 	"context"
 	"encoding/base64"
+	"fmt"
+	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/cloud"
+	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 	"go.uber.org/goleak"
 
 	"github.com/signet-dev/signet/backends"
@@ -87,79 +93,115 @@ func TestConformance(t *testing.T) {
 	})
 }
 
-// Three replicas that all saw v1 as the newest rotate at once; the test
-// server holds their creations until all three have arrived, so each makes
-// a version with the same signet-seq. Every replica lists one new version;
-// the losers are disabled (by their replica, or, for one whose replica
-// re-listed before a later racer's version with an earlier id appeared and
-// so reported success, by a live replica once the grace has passed); the
-// ring rotates on.
+// Three replicas find a ring empty and create its first version at once,
+// round after round; the test server holds their creations until all three
+// have arrived, so each makes a version with the same signet-seq, and RSA
+// keys (whose generation time varies) make them land in any order, often
+// within one second. Every round exactly one replica succeeds, the others
+// report a conflict, and the version the winner returned is the one every
+// replica lists, enabled, before and after the recovery grace: a replica
+// never reports success for a version that later loses.
 func TestRacingReplicasCreateOneVersion(t *testing.T) {
 	t.Parallel()
-	ring := backends.KeyRing{Name: "race", Algorithm: backends.ES256}
-	s, b, v1 := withVersion(t, ring)
+	const rounds = 8
+	for round := range rounds {
+		t.Run(fmt.Sprint(round), func(t *testing.T) {
+			t.Parallel()
+			raceRound(t, round)
+		})
+	}
+}
+
+func raceRound(t *testing.T, round int) {
+	ring := backends.KeyRing{Name: fmt.Sprintf("race-%d", round), Algorithm: backends.RS256}
+	s := start(t)
 	replicas := []*Backend{open(t, s, ""), open(t, s, ""), open(t, s, "")}
 	s.HoldCreates(len(replicas))
 	var wg sync.WaitGroup
 	errs := make([]error, len(replicas))
+	vs := make([]backends.Version, len(replicas))
 	for i, r := range replicas {
 		wg.Go(func() {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
-			_, errs[i] = r.CreateVersion(ctx, ring, v1.ID)
+			vs[i], errs[i] = r.CreateVersion(ctx, ring, "")
 		})
 	}
 	wg.Wait()
-	won := 0
-	for _, err := range errs {
+	var won []backends.Version
+	for i, err := range errs {
 		switch {
 		case err == nil:
-			won++
+			won = append(won, vs[i])
 		case backends.KindOf(err) != backends.KindConflict:
-			t.Errorf("a racing replica: %v, want success or a conflict", err)
+			t.Errorf("round %d: a losing replica: %v, want a conflict", round, err)
 		}
 	}
-	if won == 0 {
-		t.Error("no racing replica succeeded: the first created always sees itself win")
+	if len(won) != 1 {
+		t.Errorf("round %d: %d replicas reported success, want exactly one: %+v", round, len(won), won)
+		return
 	}
 	clock := clocktest.New()
 	live := openWith(t, s, "", backends.OpenOptions{Now: clock.Now, RecoveryGrace: time.Minute})
-	var listed []backends.Version
+	for _, r := range append(replicas, live) {
+		listed, err := r.Versions(context.Background(), ring)
+		if err != nil || len(listed) != 1 || listed[0].ID != won[0].ID || listed[0].Disabled || !listed[0].Created.Equal(won[0].Created) {
+			t.Errorf("round %d: Versions after the race: %+v, %v; want only %s, enabled, created %v", round, listed, err, won[0].ID, won[0].Created)
+		}
+	}
+	clock.Advance(2 * time.Minute)
 	for range 2 {
-		var err error
-		listed, err = live.Versions(context.Background(), ring)
-		if err != nil || len(listed) != 2 || listed[0].ID != v1.ID {
-			t.Fatalf("Versions after the race: %+v, %v; want v1 and one new version", listed, err)
+		listed, err := live.Versions(context.Background(), ring)
+		if err != nil || len(listed) != 1 || listed[0].ID != won[0].ID || listed[0].Disabled {
+			t.Errorf("round %d: Versions after the grace: %+v, %v; want only %s, enabled", round, listed, err, won[0].ID)
 		}
 		clock.Advance(2 * time.Minute)
 	}
+	key, _ := live.keyName(ring)
 	enabled := 0
-	for _, v := range s.Versions("signet-race") {
+	for _, v := range s.Versions(key) {
 		if v.Enabled {
 			enabled++
+			// Published (its creation time for Signet) once the race
+			// was decided, past created + 1 s + CreateWindow.
+			if !won[0].Created.After(v.Created.Add(time.Second)) {
+				t.Errorf("round %d: the winner's creation time %v is not after the race window of its Key Vault created time %v", round, won[0].Created, v.Created)
+			}
 		}
 	}
-	if enabled != 2 || len(s.Versions("signet-race")) != 4 {
-		t.Errorf("after the race and the grace: %d of %d versions enabled, want 2 of 4", enabled, len(s.Versions("signet-race")))
+	if enabled != 1 || len(s.Versions(key)) != len(replicas) {
+		t.Errorf("round %d: %d of %d versions enabled, want 1 of %d", round, enabled, len(s.Versions(key)), len(replicas))
 	}
-	left, err := b.Leftovers(context.Background(), ring)
-	if err != nil || len(left) != 2 || left[0].State != "disabled" || left[1].State != "disabled" {
-		t.Errorf("Leftovers: %+v, %v; want the two disabled losers", left, err)
+	for _, v := range s.Versions(key) {
+		if want := map[bool]string{true: "published", false: "lost"}[v.ID == won[0].ID[len(won[0].ID)-32:]]; v.Tags["signet-state"] != want {
+			t.Errorf("round %d: version %s is tagged %q, want %q", round, v.ID, v.Tags["signet-state"], want)
+		}
 	}
-	signertest.CreateVersion(t, b, ring, listed[1].ID)
+	if left, err := live.Leftovers(context.Background(), ring); err != nil || len(left) != 0 {
+		t.Errorf("round %d: Leftovers %+v, %v; want none (the losers are disabled for good)", round, left, err)
+	}
+	if err := signertest.SignAndVerify(context.Background(), live, ring, won[0], jws(ring.Algorithm)); err != nil {
+		t.Errorf("round %d: the winner does not sign: %v", round, err)
+	}
+	signertest.CreateVersion(t, live, ring, won[0].ID) // the ring rotates on
 }
 
-// A loser whose replica died before disabling it is disabled by a live
-// replica once the grace has passed, and never listed meanwhile.
+// Releases before signet-state created versions enabled and disabled the
+// losers afterwards. A loser whose replica died before disabling it is
+// disabled by a live replica once the grace has passed, and never listed
+// meanwhile.
 func TestLeftEnabledLoserIsDisabledAfterTheGrace(t *testing.T) {
 	t.Parallel()
 	ring := backends.KeyRing{Name: "orphan", Algorithm: backends.RS256}
 	s, b, v1 := withVersion(t, ring)
-	// Two replicas' creations with the same signet-seq, as a race leaves
-	// them when the loser dies before its re-list: made directly with the
-	// SDK, as the dead replica did.
+	// Two replicas' creations with the same signet-seq, enabled at once
+	// and without signet-state, as such a release left them when the
+	// loser died before its re-list: made directly with the SDK.
 	for range 2 {
-		if _, err := b.client.CreateKey(context.Background(), "signet-orphan", b.createParams(ring, specs[ring.Algorithm], 2), nil); err != nil {
+		params := b.createParams(ring, specs[ring.Algorithm], 2)
+		params.KeyAttributes.Enabled = to(true)
+		delete(params.Tags, tagState)
+		if _, err := b.client.CreateKey(context.Background(), "signet-orphan", params, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -279,6 +321,137 @@ func TestNoCredentialsInTheURI(t *testing.T) {
 		u, _ := url.Parse(raw)
 		if _, err := Open(context.Background(), u, backends.OpenOptions{}); backends.KindOf(err) != backends.KindInvalidArgument {
 			t.Errorf("%s: %v", u.Redacted(), err)
+		}
+	}
+}
+
+// Key Vault's key ids name the vault's host in lower case and without
+// the default port, however the URI wrote it: such a URI still finds its
+// versions.
+func TestHostIsMatchedAsKeyVaultWritesIt(t *testing.T) {
+	t.Parallel()
+	u, _ := url.Parse("azurekv://MyVault.Vault.Azure.NET:443/")
+	o, err := parseURI(u)
+	if err != nil || o.vault != "https://myvault.vault.azure.net/" || o.managedHSM {
+		t.Fatalf("parseURI: %+v, %v", o, err)
+	}
+	b := &Backend{vault: o.vault, prefix: o.prefix}
+	ring := backends.KeyRing{Name: "r", Algorithm: backends.ES256}
+	const ver = "0123456789abcdef0123456789abcdef"
+	for _, id := range []string{"https://myvault.vault.azure.net/keys/signet-r/" + ver, "https://MYVAULT.vault.azure.net/keys/signet-r/" + ver} {
+		if name, v, err := b.versionOf(ring, id); err != nil || name != "signet-r" || v != ver {
+			t.Errorf("versionOf(%s): %s %s %v", id, name, v, err)
+		}
+	}
+	for _, id := range []string{"https://other.vault.azure.net/keys/signet-r/" + ver, "https://myvault.vault.azure.net/keys/signet-rr/" + ver,
+		"https://myvault.vault.azure.net/keys/signet-r/" + ver[1:]} {
+		if _, _, err := b.versionOf(ring, id); backends.KindOf(err) != backends.KindNotFound {
+			t.Errorf("versionOf(%s): %v, want not found", id, err)
+		}
+	}
+}
+
+// A credential chain that yields no token is a configuration error named
+// as such, not Key Vault being unreachable; Entra ID refusing the
+// credential is PermissionDenied too.
+func TestNoCredentialIsPermissionDenied(t *testing.T) {
+	t.Parallel()
+	s := start(t)
+	o, err := parseURI(&url.URL{Scheme: Scheme, Host: strings.TrimPrefix(s.URL, "https://"), Path: "/"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ring := backends.KeyRing{Name: "nocred", Algorithm: backends.ES256}
+	// Workload identity whose token file is not there, as on a pod where
+	// the projection is missing: azidentity fails without any request.
+	none, err := azidentity.NewWorkloadIdentityCredential(&azidentity.WorkloadIdentityCredentialOptions{TenantID: azurekvtest.TenantID,
+		ClientID: azurekvtest.ClientID, TokenFilePath: filepath.Join(t.TempDir(), "missing-token"), DisableInstanceDiscovery: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrong, err := azidentity.NewClientSecretCredential(azurekvtest.TenantID, azurekvtest.ClientID, "not-the-secret",
+		&azidentity.ClientSecretCredentialOptions{DisableInstanceDiscovery: true,
+			ClientOptions: azcore.ClientOptions{Cloud: cloud.Configuration{ActiveDirectoryAuthorityHost: identity.URL + "/"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, c := range map[string]struct {
+		cred azcore.TokenCredential
+		want string
+	}{"no credential": {none, "no credential"}, "refused": {wrong, "Microsoft Entra ID refused"}} {
+		b, err := newBackend(o, c.cred, azcore.ClientOptions{}, backends.OpenOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		_, err = b.Versions(ctx, ring)
+		cancel()
+		if backends.KindOf(err) != backends.KindPermissionDenied || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want permission denied saying %q", name, err, c.want)
+		}
+	}
+}
+
+// A key name that is soft-deleted cannot be created again until it is
+// recovered or purged: that is a failed precondition saying so, not a
+// rotation race.
+func TestSoftDeletedKeyIsFailedPrecondition(t *testing.T) {
+	t.Parallel()
+	ring := backends.KeyRing{Name: "softdeleted", Algorithm: backends.ES256}
+	s, b, v := withVersion(t, ring)
+	ctx := context.Background()
+	if _, err := b.client.DeleteKey(ctx, "signet-softdeleted", nil); err != nil {
+		t.Fatal(err)
+	}
+	if vs, err := b.Versions(ctx, ring); err != nil || len(vs) != 0 {
+		t.Fatalf("Versions of a deleted key: %+v, %v; want none", vs, err)
+	}
+	_, err := b.CreateVersion(ctx, ring, "")
+	if backends.KindOf(err) != backends.KindFailedPrecondition || !strings.Contains(err.Error(), "ObjectIsDeletedButRecoverable") || !strings.Contains(err.Error(), "recover it") {
+		t.Fatalf("CreateVersion on a soft-deleted name: %v, want a failed precondition saying recover or purge", err)
+	}
+	if _, err := b.client.RecoverDeletedKey(ctx, "signet-softdeleted", nil); err != nil {
+		t.Fatal(err)
+	}
+	if vs, err := b.Versions(ctx, ring); err != nil || len(vs) != 1 || vs[0].ID != v.ID {
+		t.Fatalf("Versions after recovering the key: %+v, %v; want %s", vs, err, v.ID)
+	}
+	if _, err := b.client.DeleteKey(ctx, "signet-softdeleted", nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.client.PurgeDeletedKey(ctx, "signet-softdeleted", nil); err != nil {
+		t.Fatal(err)
+	}
+	nv := signertest.CreateVersion(t, b, ring, "")
+	if len(s.Versions("signet-softdeleted")) != 1 || nv.ID == v.ID {
+		t.Errorf("after the purge: %+v, want one new version", s.Versions("signet-softdeleted"))
+	}
+}
+
+// On a Managed HSM a refusal names the Managed HSM data action, which
+// differs from a vault's.
+func TestManagedHSMRefusalNamesItsDataAction(t *testing.T) {
+	t.Parallel()
+	u, _ := url.Parse("azurekv://Pool.ManagedHSM.Azure.net/")
+	o, err := parseURI(u)
+	if err != nil || !o.managedHSM || !o.hsm {
+		t.Fatalf("parseURI: %+v, %v", o, err)
+	}
+	for _, c := range []struct {
+		managed bool
+		op      op
+		want    string
+	}{
+		{true, opSign, "Microsoft.KeyVault/managedHsm/keys/sign/action"},
+		{true, opUpdate, "Microsoft.KeyVault/managedHsm/keys/write/action"},
+		{true, opRead, "Microsoft.KeyVault/managedHsm/keys/read/action"},
+		{true, opCreate, "Microsoft.KeyVault/managedHsm/keys/create"},
+		{false, opUpdate, "Microsoft.KeyVault/vaults/keys/update/action"},
+	} {
+		b := &Backend{managedHSM: c.managed}
+		err := b.classify(&azcore.ResponseError{StatusCode: http.StatusForbidden, ErrorCode: "Forbidden"}, "doing it", c.op)
+		if backends.KindOf(err) != backends.KindPermissionDenied || !strings.Contains(err.Error(), "needs the data action "+c.want+";") {
+			t.Errorf("managed=%v op=%d: %v, want %s named", c.managed, c.op, err, c.want)
 		}
 	}
 }

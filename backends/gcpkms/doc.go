@@ -49,16 +49,24 @@
 // numbers versions in creation order. A loser schedules the destruction of
 // its own version (DestroyCryptoKeyVersion, the key's destroy-scheduled
 // duration, during which an operator may restore it) and reports a
-// conflict, so racing replicas end with one new enabled version. A loser
-// that dies between its creation and its destruction leaves its version
-// enabled: an ordinary newer version, published and then signing after
-// publish_ahead, as after one more rotation. The first version is atomic:
-// CreateCryptoKey fails with ALREADY_EXISTS for all but one replica.
+// conflict, so racing replicas end with one new enabled version. The first
+// version is atomic: CreateCryptoKey fails with ALREADY_EXISTS for all but
+// one replica.
+//
+// Known deviation from "racing replicas create one version": a loser that
+// dies, or cannot reach Cloud KMS, between its creation and its
+// destruction leaves its version ENABLED, so the ring gains two new
+// versions. Cloud KMS cannot create a version disabled and a version has no
+// labels, so nothing tells that version from a later rotation's and no
+// replica removes it: it is an ordinary newer version, published and then
+// signing after publish_ahead, as after one more rotation (nothing signs
+// unpublished). An operator who does not want it disables it in Cloud
+// KMS, and Signet lists it as revoked.
 //
 // Crash safety: the one object a rotation creates is a version of the
 // ring, listed as soon as Cloud KMS has generated it, so a crash at any step
 // leaves one version more or none and nothing to clean up (Versions does no
-// recovery).
+// recovery); the exception is the losing racer above.
 //
 // Revoke = UpdateCryptoKeyVersion state=DISABLED. The key material stays
 // until an operator destroys the version, unless destroy_on_revoke=true: then

@@ -27,7 +27,16 @@
 //     innererror KeyDisabled for get and sign on a disabled version
 //     ("Operation get is not allowed on a disabled key."); 403 Forbidden with
 //     innererror ForbiddenByRbac naming the data action a denied caller
-//     lacks; 400 BadParameter; 429 Throttled with Retry-After.
+//     lacks; 400 BadParameter; 429 Throttled with Retry-After;
+//   - soft-delete, on by default in every vault: DELETE /keys/{name} moves
+//     the key and all its versions to the deleted keys (answering the
+//     DeletedKeyBundle with recoveryId, deletedDate, scheduledPurgeDate);
+//     the name then answers 404 KeyNotFound to reads and 409 Conflict with
+//     innererror ObjectIsDeletedButRecoverable to a create, until POST
+//     /deletedkeys/{name}/recover brings it back or DELETE
+//     /deletedkeys/{name} purges it;
+//   - a Date header on every answer (net/http writes it), Key Vault's
+//     clock.
 //
 // Faults a test can inject: Deny a data action, Throttle the next requests,
 // HoldCreates (let several creations meet before any runs, to force a race).
@@ -73,11 +82,12 @@ type Server struct {
 	resource string
 	srv      *httptest.Server
 
-	mu     sync.Mutex
-	keys   map[string][]*version // by name, in creation order
-	calls  map[string]int
-	denied map[string]bool
-	hold   *holdGroup
+	mu      sync.Mutex
+	keys    map[string][]*version // by name, in creation order
+	deleted map[string]deletedKey // soft-deleted keys, by name
+	calls   map[string]int
+	denied  map[string]bool
+	hold    *holdGroup
 }
 
 type version struct {
@@ -94,6 +104,11 @@ type version struct {
 	sequence int // creation order, for tests
 }
 
+type deletedKey struct {
+	versions []*version
+	at       int64
+}
+
 type holdGroup struct {
 	n, arrived int
 	all        chan struct{}
@@ -102,7 +117,7 @@ type holdGroup struct {
 // Start starts a fake Key Vault on a loopback port whose challenge points
 // callers at id; call Close when done.
 func Start(id *Identity) *Server {
-	s := &Server{id: id, keys: map[string][]*version{}, calls: map[string]int{}, denied: map[string]bool{}}
+	s := &Server{id: id, keys: map[string][]*version{}, deleted: map[string]deletedKey{}, calls: map[string]int{}, denied: map[string]bool{}}
 	s.srv = httptest.NewUnstartedServer(http.HandlerFunc(s.serve))
 	s.srv.TLS = testtls.ServerConfig()
 	s.srv.StartTLS()
@@ -221,11 +236,23 @@ type route struct {
 
 func parseRoute(method, path string) (route, bool) {
 	parts := strings.Split(strings.Trim(path, "/"), "/")
+	const a = "Microsoft.KeyVault/vaults/keys/"
+	if len(parts) >= 2 && parts[0] == "deletedkeys" {
+		r := route{name: parts[1]}
+		switch {
+		case len(parts) == 3 && parts[2] == "recover" && method == http.MethodPost:
+			r.op, r.action = "recover", a+"recover/action"
+		case len(parts) == 2 && method == http.MethodDelete:
+			r.op, r.action = "purge", "Microsoft.KeyVault/vaults/deletedKeys/delete"
+		default:
+			return route{}, false
+		}
+		return r, true
+	}
 	if len(parts) < 2 || parts[0] != "keys" {
 		return route{}, false
 	}
 	r := route{name: parts[1]}
-	const a = "Microsoft.KeyVault/vaults/keys/"
 	switch {
 	case len(parts) == 3 && parts[2] == "create" && method == http.MethodPost:
 		r.op, r.action = "create", a+"create/action"
@@ -235,6 +262,8 @@ func parseRoute(method, path string) (route, bool) {
 		r.op, r.action, r.version = "get", a+"read", parts[2]
 	case len(parts) == 2 && method == http.MethodGet:
 		r.op, r.action = "get", a+"read"
+	case len(parts) == 2 && method == http.MethodDelete:
+		r.op, r.action = "delete", a+"delete"
 	case len(parts) == 3 && method == http.MethodPatch:
 		r.op, r.action, r.version = "update", a+"update/action", parts[2]
 	case len(parts) == 4 && parts[3] == "sign" && method == http.MethodPost:
@@ -243,6 +272,48 @@ func parseRoute(method, path string) (route, bool) {
 		return route{}, false
 	}
 	return r, true
+}
+
+// deleteKey soft-deletes a key with all its versions.
+func (s *Server) deleteKey(name string) (any, *kvError) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	vs := s.keys[name]
+	if len(vs) == 0 {
+		return nil, keyNotFound(name)
+	}
+	now := time.Now().Unix()
+	delete(s.keys, name)
+	s.deleted[name] = deletedKey{versions: vs, at: now}
+	out := s.bundle(name, vs[len(vs)-1])
+	out["recoveryId"] = s.URL + "/deletedkeys/" + name
+	out["deletedDate"] = now
+	out["scheduledPurgeDate"] = now + 90*24*3600
+	return out, nil
+}
+
+// recoverKey brings a soft-deleted key back.
+func (s *Server) recoverKey(name string) (any, *kvError) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	d, ok := s.deleted[name]
+	if !ok {
+		return nil, &kvError{status: http.StatusNotFound, code: "KeyNotFound", message: fmt.Sprintf("Deleted Key not found: %s", name)}
+	}
+	delete(s.deleted, name)
+	s.keys[name] = d.versions
+	return s.bundle(name, d.versions[len(d.versions)-1]), nil
+}
+
+// purgeKey removes a soft-deleted key for good.
+func (s *Server) purgeKey(name string) (any, *kvError) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.deleted[name]; !ok {
+		return nil, &kvError{status: http.StatusNotFound, code: "KeyNotFound", message: fmt.Sprintf("Deleted Key not found: %s", name)}
+	}
+	delete(s.deleted, name)
+	return nil, nil
 }
 
 func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
@@ -301,9 +372,19 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		out, kerr = s.update(rt.name, rt.version, body)
 	case "sign":
 		out, kerr = s.sign(rt.name, rt.version, body)
+	case "delete":
+		out, kerr = s.deleteKey(rt.name)
+	case "recover":
+		out, kerr = s.recoverKey(rt.name)
+	case "purge":
+		out, kerr = s.purgeKey(rt.name)
 	}
 	if kerr != nil {
 		kerr.write(w)
+		return
+	}
+	if out == nil {
+		w.WriteHeader(http.StatusNoContent)
 		return
 	}
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
@@ -443,6 +524,10 @@ func (s *Server) create(name string, body []byte) (any, *kvError) {
 	v.updated = v.created
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if _, gone := s.deleted[name]; gone {
+		return nil, &kvError{status: http.StatusConflict, code: "Conflict", inner: "ObjectIsDeletedButRecoverable",
+			message: fmt.Sprintf("Key %s is currently in a deleted but recoverable state, and its name cannot be reused; in this state, the key can be recovered or purged.", name)}
+	}
 	v.sequence = len(s.keys[name]) + 1
 	s.keys[name] = append(s.keys[name], v)
 	return s.bundle(name, v), nil

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azkeys"
 
@@ -169,18 +170,78 @@ func TestKeysThroughTheOfficialClient(t *testing.T) {
 	}
 }
 
+// A version can be created disabled, and every answer carries Key
+// Vault's clock in a Date header.
+func TestCreateDisabledAndDate(t *testing.T) {
+	_, c := start(t)
+	var resp *http.Response
+	created, err := c.CreateKey(policy.WithCaptureResponse(context.Background(), &resp), "d",
+		azkeys.CreateKeyParameters{Kty: to(azkeys.KeyTypeEC), Curve: to(azkeys.CurveNameP256), KeyAttributes: &azkeys.KeyAttributes{Enabled: to(false)}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if *created.Attributes.Enabled || created.Key == nil || len(created.Key.X) != 32 {
+		t.Errorf("created disabled: %+v", created.KeyBundle)
+	}
+	date, err := http.ParseTime(resp.Header.Get("Date"))
+	if err != nil || date.Before(created.Attributes.Created.Add(-time.Second)) || time.Since(date) > time.Minute {
+		t.Errorf("Date %q (%v) for a version created %v", resp.Header.Get("Date"), err, created.Attributes.Created)
+	}
+}
+
+// Soft-delete: a deleted key's name reads as not found and cannot be
+// created again until the key is recovered or purged.
+func TestSoftDelete(t *testing.T) {
+	_, c := start(t)
+	ctx := context.Background()
+	params := azkeys.CreateKeyParameters{Kty: to(azkeys.KeyTypeEC), Curve: to(azkeys.CurveNameP256)}
+	created, err := c.CreateKey(ctx, "sd", params, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	del, err := c.DeleteKey(ctx, "sd", nil)
+	if err != nil || del.RecoveryID == nil || del.DeletedDate == nil || del.ScheduledPurgeDate == nil || *del.Key.KID != *created.Key.KID {
+		t.Fatalf("DeleteKey: %+v, %v", del, err)
+	}
+	if _, err := c.GetKey(ctx, "sd", "", nil); func() bool { st, code := errorCode(err); return st != 404 || code != "KeyNotFound" }() {
+		t.Errorf("get of a deleted key: %v", err)
+	}
+	_, err = c.CreateKey(ctx, "sd", params, nil)
+	if st, code := errorCode(err); st != http.StatusConflict || code != "Conflict" || !strings.Contains(err.Error(), "ObjectIsDeletedButRecoverable") {
+		t.Errorf("create on a deleted name: %v", err)
+	}
+	if _, err := c.RecoverDeletedKey(ctx, "sd", nil); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := c.GetKey(ctx, "sd", created.Key.KID.Version(), nil); err != nil || *got.Key.KID != *created.Key.KID {
+		t.Errorf("get after recovery: %v", err)
+	}
+	if _, err := c.DeleteKey(ctx, "sd", nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.PurgeDeletedKey(ctx, "sd", nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.CreateKey(ctx, "sd", params, nil); err != nil {
+		t.Errorf("create after the purge: %v", err)
+	}
+}
+
 // FuzzServe feeds arbitrary authenticated requests to the keys API: each
 // gets a JSON answer with a status Key Vault uses, never a panic.
 func FuzzServe(f *testing.F) {
 	ident := &Identity{tokens: map[string]token{}}
 	s := &Server{id: ident, URL: "https://127.0.0.1:1", resource: "https://0.0.1:1", keys: map[string][]*version{},
-		calls: map[string]int{}, denied: map[string]bool{}}
+		deleted: map[string]deletedKey{}, calls: map[string]int{}, denied: map[string]bool{}}
 	ident.tokens["t"] = token{scope: s.resource + "/.default", expires: time.Now().Add(time.Hour)}
 	for _, c := range []struct{ method, path, body string }{
 		{"POST", "/keys/k/create", `{"kty":"EC","crv":"P-256","key_ops":["sign"],"tags":{"signet-seq":"1"}}`},
 		{"GET", "/keys/k/versions", ""},
 		{"PATCH", "/keys/k/0123456789abcdef0123456789abcdef", `{"attributes":{"enabled":false},"tags":{}}`},
 		{"POST", "/keys/k/0123456789abcdef0123456789abcdef/sign", `{"alg":"ES256","value":"AAAA"}`},
+		{"DELETE", "/keys/k", ""},
+		{"POST", "/deletedkeys/k/recover", ""},
+		{"DELETE", "/deletedkeys/k", ""},
 	} {
 		f.Add(c.method, c.path, c.body)
 	}
@@ -203,7 +264,9 @@ func FuzzServe(f *testing.F) {
 		w := httptest.NewRecorder()
 		s.serve(w, req)
 		switch w.Code {
-		case 200, 400, 403, 404:
+		case 204:
+			return // a purge: no body
+		case 200, 400, 403, 404, 409:
 		default:
 			t.Fatalf("%s %s %q: status %d", method, path, body, w.Code)
 		}

@@ -163,7 +163,10 @@ func Derive(versions []backends.Version, p Schedule, now time.Time) (states []Li
 			return versions[i].Created
 		}
 	}
-	if active == -1 && !activation(oldestEnabled).After(now) {
+	// The first version signs at once, even if the backend stamped its
+	// creation a little ahead of this replica's clock (clock skew; Key Vault
+	// rounds the time it records up to the second).
+	if active == -1 && (oldestEnabled == 0 || !activation(oldestEnabled).After(now)) {
 		active = oldestEnabled
 	}
 	later := func(t time.Time) {

@@ -117,6 +117,16 @@ func TestDeriveTimes(t *testing.T) {
 }
 
 // The emergency version's activation is a boundary the Run loop wakes at.
+// A ring's first version signs at once, even when the backend's clock put
+// its creation a little after this replica's now.
+func TestDeriveFirstVersionAheadOfTheClock(t *testing.T) {
+	vs := versionsAt(0)
+	states, active, _ := Derive(vs, testSchedule, t0.Add(-time.Second))
+	if active != 0 || states[0].State != StateActive {
+		t.Errorf("first version stamped a second ahead: active %d, state %v; want 0, active", active, states[0].State)
+	}
+}
+
 func TestDeriveEmergencyActivation(t *testing.T) {
 	vs := versionsAt(0, time.Hour)
 	vs[0].Disabled = true

@@ -40,6 +40,17 @@ type VerifierConfig struct {
 	MinRefresh, MaxRefresh time.Duration
 	// Leeway is the clock skew allowed on exp and nbf; 0 means none.
 	Leeway time.Duration
+	// Typ is the header typ a token must carry (RFC 8725 section 3.11:
+	// a token minted for one use is refused where another is expected),
+	// compared as RFC 7515 says: case-insensitively, with or without
+	// "application/". Empty means "JWT", what Signet puts when its caller
+	// asks for no other. AnyTyp skips the check: only for inspection tools.
+	Typ    string
+	AnyTyp bool
+	// OnError, if set, is told why the middleware or an interceptor
+	// refused a request (callers only learn that it was refused), for the
+	// service's logs or metrics.
+	OnError func(ctx context.Context, err error)
 }
 
 // Verifier verifies tokens Signet issued, against its JWKS. The JWKS is
@@ -85,6 +96,9 @@ func NewVerifier(ctx context.Context, cfg VerifierConfig) (*Verifier, error) {
 	case cfg.Audience == "" && !cfg.AnyAudience:
 		return nil, errors.New("signetclient: VerifierConfig.Audience is empty (set AnyAudience only for inspection tools)")
 	}
+	if cfg.Typ == "" {
+		cfg.Typ = "JWT"
+	}
 	if cfg.MinRefresh <= 0 {
 		cfg.MinRefresh = 30 * time.Second
 	}
@@ -117,8 +131,9 @@ func (v *Verifier) Close() {
 	v.cancel()
 }
 
-// Verify checks token's signature against the JWKS, and its exp, nbf, iss
-// and aud, and returns its claims.
+// Verify checks token's signature against the JWKS, and its typ, exp, nbf,
+// iss and aud, and returns its claims. An error that is not the token's
+// fault (the JWKS could not be fetched) wraps ErrJWKSUnavailable.
 func (v *Verifier) Verify(ctx context.Context, token string) (*VerifiedToken, error) {
 	parts := strings.Split(token, ".")
 	if len(parts) != 3 {
@@ -126,13 +141,14 @@ func (v *Verifier) Verify(ctx context.Context, token string) (*VerifiedToken, er
 	}
 	var header struct {
 		Kid string `json:"kid"`
+		Typ string `json:"typ"`
 	}
 	if err := decodeSegment(parts[0], &header); err != nil || header.Kid == "" {
 		return nil, errors.New("signetclient: the token header names no kid")
 	}
 	set, err := v.cache.Lookup(ctx, v.cfg.JWKSURL)
 	if err != nil {
-		return nil, fmt.Errorf("signetclient: JWKS: %w", err)
+		return nil, fmt.Errorf("%w: %w", ErrJWKSUnavailable, err)
 	}
 	if _, ok := set.LookupKeyID(header.Kid); !ok {
 		if set, err = v.refreshFor(ctx); err != nil {
@@ -148,6 +164,11 @@ func (v *Verifier) Verify(ctx context.Context, token string) (*VerifiedToken, er
 	payload, err := jws.Verify([]byte(token), jws.WithKeySet(set))
 	if err != nil {
 		return nil, fmt.Errorf("signetclient: %w", err)
+	}
+	// The header decoded above is the protected header the signature
+	// covers: its typ is Signet's.
+	if !v.cfg.AnyTyp && !typEqual(header.Typ, v.cfg.Typ) {
+		return nil, fmt.Errorf("signetclient: token typ %q, want %q", header.Typ, v.cfg.Typ)
 	}
 	opts := []jwt.ParseOption{jwt.WithVerify(false), jwt.WithValidate(true), jwt.WithAcceptableSkew(v.cfg.Leeway)}
 	if !v.cfg.AnyIssuer {
@@ -187,14 +208,29 @@ func (v *Verifier) refreshFor(ctx context.Context) (jwk.Set, error) {
 	})
 	select {
 	case <-ctx.Done():
-		return nil, fmt.Errorf("signetclient: refreshing the JWKS for an unknown kid: %w", ctx.Err())
+		return nil, fmt.Errorf("%w: refreshing it for an unknown kid: %w", ErrJWKSUnavailable, ctx.Err())
 	case res := <-ch:
 		if res.Err != nil {
-			return nil, fmt.Errorf("signetclient: refreshing the JWKS for an unknown kid: %w", res.Err)
+			return nil, fmt.Errorf("%w: refreshing it for an unknown kid: %w", ErrJWKSUnavailable, res.Err)
 		}
 		set, _ := res.Val.(jwk.Set) // the function returns nothing else
 		return set, nil
 	}
+}
+
+// ErrJWKSUnavailable is wrapped by Verify's errors that are not the
+// token's fault: the JWKS could not be fetched. The middleware answers those
+// 503 and Unavailable rather than 401 and Unauthenticated.
+var ErrJWKSUnavailable = errors.New("signetclient: the JWKS is unavailable")
+
+// typEqual compares two typ values as RFC 7515 section 4.1.9 says: media
+// types, case-insensitive, "application/" implied when there is no "/".
+func typEqual(a, b string) bool {
+	norm := func(t string) string {
+		t = strings.ToLower(t)
+		return strings.TrimPrefix(t, "application/")
+	}
+	return a != "" && norm(a) == norm(b)
 }
 
 func decodeSegment(seg string, into any) error {

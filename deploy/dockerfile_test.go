@@ -372,7 +372,7 @@ func TestDockerignore(t *testing.T) {
 		}
 		return ex
 	}
-	need := []string{"go.mod", "go.sum"}
+	need := []string{"go.mod", "go.sum", "gen/go.mod", "gen/go.sum", "client/go.mod", "client/go.sum"}
 	for _, cgo := range []string{"0", "1"} {
 		need = append(need, signetSources(t, cgo)...)
 	}
@@ -390,13 +390,14 @@ func TestDockerignore(t *testing.T) {
 	}
 }
 
-// signetSources lists the files of Signet's own packages that go build
+// signetSources lists the files of Signet's own packages (its API and client
+// modules' too) that go build
 // compiles into cmd/signet with the Makefile's tags, relative to the
 // repository. It asks the go command, offline.
 func signetSources(t *testing.T, cgo string) []string {
 	t.Helper()
 	cmd := exec.Command("go", "list", "-deps", "-tags", "pkcs11",
-		"-f", `{{if .Module}}{{if eq .Module.Path "github.com/signet-dev/signet"}}{{$d := .Dir}}{{range .GoFiles}}{{$d}}/{{.}}
+		"-f", `{{if .Module}}{{if or (eq .Module.Path "github.com/signet-dev/signet") (eq .Module.Path "github.com/signet-dev/signet/gen") (eq .Module.Path "github.com/signet-dev/signet/client")}}{{$d := .Dir}}{{range .GoFiles}}{{$d}}/{{.}}
 {{end}}{{range .CgoFiles}}{{$d}}/{{.}}
 {{end}}{{range .EmbedFiles}}{{$d}}/{{.}}
 {{end}}{{end}}{{end}}`, "./cmd/signet")

@@ -8,8 +8,6 @@ module github.com/signet-dev/signet/deploy
 
 go 1.26.8
 
-replace github.com/signet-dev/signet => ../
-
 require (
 	github.com/cert-manager/cert-manager v1.21.2
 	github.com/moby/buildkit v0.34.2
@@ -157,4 +155,12 @@ require (
 	sigs.k8s.io/gateway-api v1.6.0 // indirect
 	sigs.k8s.io/randfill v1.0.0 // indirect
 	sigs.k8s.io/structured-merge-diff/v6 v6.4.2 // indirect
+)
+
+// Signet, its API module and its client module as they are in this
+// repository (a replace in Signet's own go.mod does not reach here).
+replace (
+	github.com/signet-dev/signet => ..
+	github.com/signet-dev/signet/client => ../client
+	github.com/signet-dev/signet/gen => ../gen
 )

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	signetv1 "github.com/signet-dev/signet/gen/signet/v1"
+	gatewayv1 "github.com/signet-dev/signet/server/gateway/signet/v1"
 	"github.com/signet-dev/signet/server/telemetry"
 )
 
@@ -33,7 +34,7 @@ func newHTTPHandler(ctx context.Context, svc *service, jwks *publisher, m *telem
 		runtime.WithForwardResponseOption(documentHeaders(jwks)),
 		runtime.WithWriteContentLength(),
 	)
-	if err := signetv1.RegisterKeySetServiceHandlerServer(ctx, mux, svc); err != nil {
+	if err := gatewayv1.RegisterKeySetServiceHandlerServer(ctx, mux, svc); err != nil {
 		return nil, err
 	}
 	if err := mux.HandlePath(http.MethodGet, "/healthz", func(w http.ResponseWriter, _ *http.Request, _ map[string]string) {

@@ -328,12 +328,13 @@ func printJSON(w io.Writer, m proto.Message) error {
 }
 
 func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("verify", "[--jwks URL] [--audience AUD] [--issuer ISS] TOKEN|-",
+	fs := newFlagSet("verify", "[--jwks URL] [--audience AUD] [--issuer ISS] [--typ TYP] TOKEN|-",
 		"Fetches the JWKS, verifies the token's signature with the key its kid names, checks exp,\n"+
-			"nbf (and aud and iss when given), and prints the header and claims. '-' reads the token from stdin.", stderr)
+			"nbf (and aud, iss and typ when given), and prints the header and claims. '-' reads the token from stdin.", stderr)
 	jwksURL := fs.String("jwks", envOr("SIGNET_JWKS", defaultJWKS), "JWKS URL (env SIGNET_JWKS)")
 	audience := fs.String("audience", "", "require this audience")
 	issuer := fs.String("issuer", "", "require this issuer")
+	typ := fs.String("typ", "", "require this header typ (for example JWT or at+jwt)")
 	timeout := fs.Duration("timeout", 10*time.Second, "deadline for fetching the JWKS")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -363,7 +364,7 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
 	v, err := signetclient.NewVerifier(ctx, signetclient.VerifierConfig{JWKSURL: *jwksURL, Issuer: *issuer, Audience: *audience,
-		AnyIssuer: *issuer == "", AnyAudience: *audience == ""})
+		Typ: *typ, AnyIssuer: *issuer == "", AnyAudience: *audience == "", AnyTyp: *typ == ""})
 	if err != nil {
 		return err
 	}

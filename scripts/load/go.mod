@@ -5,6 +5,7 @@ go 1.26.8
 require (
 	github.com/bojand/ghz v0.120.0
 	github.com/signet-dev/signet v0.0.0-00010101000000-000000000000
+	github.com/signet-dev/signet/gen v0.0.0-00010101000000-000000000000
 	github.com/tsenart/vegeta/v12 v12.13.0
 	google.golang.org/grpc v1.85.0
 	google.golang.org/protobuf v1.36.13-0.20261016172727-e9ee2a76ab8e
@@ -27,7 +28,6 @@ require (
 	github.com/gogo/protobuf v1.3.2 // indirect
 	github.com/golang/protobuf v1.5.4 // indirect
 	github.com/google/uuid v1.6.0 // indirect
-	github.com/grpc-ecosystem/grpc-gateway/v2 v2.33.0 // indirect
 	github.com/huandu/xstrings v1.3.3 // indirect
 	github.com/imdario/mergo v0.3.11 // indirect
 	github.com/influxdata/tdigest v0.0.1 // indirect
@@ -50,6 +50,7 @@ require (
 	go.uber.org/atomic v1.7.0 // indirect
 	go.uber.org/multierr v1.9.0 // indirect
 	golang.org/x/crypto v0.58.0 // indirect
+	golang.org/x/exp v0.0.0-20261014143641-f0251eb4aa3e // indirect
 	golang.org/x/net v0.62.0 // indirect
 	golang.org/x/oauth2 v0.37.0 // indirect
 	golang.org/x/sync v0.24.0 // indirect
@@ -61,4 +62,10 @@ require (
 	gopkg.in/yaml.v2 v2.4.0 // indirect
 )
 
-replace github.com/signet-dev/signet => ../..
+// Signet, its API module and its client module as they are in this
+// repository (a replace in Signet's own go.mod does not reach here).
+replace (
+	github.com/signet-dev/signet => ../..
+	github.com/signet-dev/signet/client => ../../client
+	github.com/signet-dev/signet/gen => ../../gen
+)

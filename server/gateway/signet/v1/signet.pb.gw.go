@@ -16,6 +16,7 @@ import (
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"github.com/grpc-ecosystem/grpc-gateway/v2/utilities"
+	extSignetv1 "github.com/signet-dev/signet/gen/signet/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/grpclog"
@@ -35,9 +36,9 @@ var (
 	_ = metadata.Join
 )
 
-func request_KeySetService_GetJWKS_0(ctx context.Context, marshaler runtime.Marshaler, client KeySetServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+func request_KeySetService_GetJWKS_0(ctx context.Context, marshaler runtime.Marshaler, client extSignetv1.KeySetServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
 	var (
-		protoReq GetJWKSRequest
+		protoReq extSignetv1.GetJWKSRequest
 		metadata runtime.ServerMetadata
 	)
 	if req.Body != nil {
@@ -47,18 +48,18 @@ func request_KeySetService_GetJWKS_0(ctx context.Context, marshaler runtime.Mars
 	return msg, metadata, err
 }
 
-func local_request_KeySetService_GetJWKS_0(ctx context.Context, marshaler runtime.Marshaler, server KeySetServiceServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+func local_request_KeySetService_GetJWKS_0(ctx context.Context, marshaler runtime.Marshaler, server extSignetv1.KeySetServiceServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
 	var (
-		protoReq GetJWKSRequest
+		protoReq extSignetv1.GetJWKSRequest
 		metadata runtime.ServerMetadata
 	)
 	msg, err := server.GetJWKS(ctx, &protoReq)
 	return msg, metadata, err
 }
 
-func request_KeySetService_GetOpenIDConfiguration_0(ctx context.Context, marshaler runtime.Marshaler, client KeySetServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+func request_KeySetService_GetOpenIDConfiguration_0(ctx context.Context, marshaler runtime.Marshaler, client extSignetv1.KeySetServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
 	var (
-		protoReq GetOpenIDConfigurationRequest
+		protoReq extSignetv1.GetOpenIDConfigurationRequest
 		metadata runtime.ServerMetadata
 	)
 	if req.Body != nil {
@@ -68,9 +69,9 @@ func request_KeySetService_GetOpenIDConfiguration_0(ctx context.Context, marshal
 	return msg, metadata, err
 }
 
-func local_request_KeySetService_GetOpenIDConfiguration_0(ctx context.Context, marshaler runtime.Marshaler, server KeySetServiceServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+func local_request_KeySetService_GetOpenIDConfiguration_0(ctx context.Context, marshaler runtime.Marshaler, server extSignetv1.KeySetServiceServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
 	var (
-		protoReq GetOpenIDConfigurationRequest
+		protoReq extSignetv1.GetOpenIDConfigurationRequest
 		metadata runtime.ServerMetadata
 	)
 	msg, err := server.GetOpenIDConfiguration(ctx, &protoReq)
@@ -82,7 +83,7 @@ func local_request_KeySetService_GetOpenIDConfiguration_0(ctx context.Context, m
 // StreamingRPC :currently unsupported pending https://github.com/grpc/grpc-go/issues/906.
 // Note that using this registration option will cause many gRPC library features to stop working. Consider using RegisterKeySetServiceHandlerFromEndpoint instead.
 // GRPC interceptors will not work for this type of registration. To use interceptors, you must use the "runtime.WithMiddlewares" option in the "runtime.NewServeMux" call.
-func RegisterKeySetServiceHandlerServer(ctx context.Context, mux *runtime.ServeMux, server KeySetServiceServer) error {
+func RegisterKeySetServiceHandlerServer(ctx context.Context, mux *runtime.ServeMux, server extSignetv1.KeySetServiceServer) error {
 	mux.Handle(http.MethodGet, pattern_KeySetService_GetJWKS_0, func(w http.ResponseWriter, req *http.Request, pathParams map[string]string) {
 		ctx, cancel := context.WithCancel(req.Context())
 		defer cancel()
@@ -154,15 +155,15 @@ func RegisterKeySetServiceHandlerFromEndpoint(ctx context.Context, mux *runtime.
 // RegisterKeySetServiceHandler registers the http handlers for service KeySetService to "mux".
 // The handlers forward requests to the grpc endpoint over "conn".
 func RegisterKeySetServiceHandler(ctx context.Context, mux *runtime.ServeMux, conn *grpc.ClientConn) error {
-	return RegisterKeySetServiceHandlerClient(ctx, mux, NewKeySetServiceClient(conn))
+	return RegisterKeySetServiceHandlerClient(ctx, mux, extSignetv1.NewKeySetServiceClient(conn))
 }
 
 // RegisterKeySetServiceHandlerClient registers the http handlers for service KeySetService
-// to "mux". The handlers forward requests to the grpc endpoint over the given implementation of "KeySetServiceClient".
-// Note: the gRPC framework executes interceptors within the gRPC handler. If the passed in "KeySetServiceClient"
+// to "mux". The handlers forward requests to the grpc endpoint over the given implementation of "extSignetv1.KeySetServiceClient".
+// Note: the gRPC framework executes interceptors within the gRPC handler. If the passed in "extSignetv1.KeySetServiceClient"
 // doesn't go through the normal gRPC flow (creating a gRPC client etc.) then it will be up to the passed in
-// "KeySetServiceClient" to call the correct interceptors. This client ignores the HTTP middlewares.
-func RegisterKeySetServiceHandlerClient(ctx context.Context, mux *runtime.ServeMux, client KeySetServiceClient) error {
+// "extSignetv1.KeySetServiceClient" to call the correct interceptors. This client ignores the HTTP middlewares.
+func RegisterKeySetServiceHandlerClient(ctx context.Context, mux *runtime.ServeMux, client extSignetv1.KeySetServiceClient) error {
 	mux.Handle(http.MethodGet, pattern_KeySetService_GetJWKS_0, func(w http.ResponseWriter, req *http.Request, pathParams map[string]string) {
 		ctx, cancel := context.WithCancel(req.Context())
 		defer cancel()

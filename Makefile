@@ -24,6 +24,12 @@ build:
 # The Vault tests find the server binary only through SIGNET_VAULT_BIN.
 GOTEST := SIGNET_VAULT_BIN=$(CURDIR)/bin/vault $(GO) test $(TAGS) -race -count=1
 
+# The API (gen/) and the Go client (client/) are modules of their own, which
+# Signet's go.mod replaces with these directories (docs/api.md). `go ... ./...`
+# at the root stops at their go.mod, so lint and test go into each.
+MODULES := gen client
+CLIENTTEST := $(GO) -C client test -race -count=1
+
 # With CI=true (.ci/run) the tests' -json output goes through
 # scripts/tools/testreport, which prints what a plain go test prints and then
 # fails if any test was skipped, listing them: in CI a skip is a dependency
@@ -52,11 +58,13 @@ SOAKTEST := SIGNET_BIN=$(CURDIR)/$(BIN) SIGNET_VAULT_BIN=$(CURDIR)/bin/vault $(G
 test: test-deps lint rules build bin/vault bin/testreport ## Install what the tests need, then run every test (with the race detector).
 ifeq ($(CI),true)
 	set -o pipefail; $(GOTEST) -json ./... | bin/testreport
+	set -o pipefail; $(CLIENTTEST) -json ./... | bin/testreport
 	set -o pipefail; $(DEPLOYTEST) -json ./... | bin/testreport
 	set -o pipefail; $(LOADTEST) -json ./... | bin/testreport
 	set -o pipefail; $(SOAKTEST) -json ./... | bin/testreport
 else
 	$(GOTEST) ./...
+	$(CLIENTTEST) ./...
 	$(DEPLOYTEST) ./...
 	$(LOADTEST) ./...
 	$(SOAKTEST) ./...
@@ -86,6 +94,11 @@ bin/npm/node_modules/jose/package.json:
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq nodejs npm; }
 	npm install --prefix bin/npm --no-audit --no-fund --silent jose@$(JOSE_VERSION)
 
+# internal/consumer's test tidies a module that requires only the client with
+# the module proxy off: the client's module graph must be in the module cache.
+test-deps:
+	for m in $(MODULES); do $(GO) -C $$m mod download && $(GO) -C $$m list -m all >/dev/null || exit 1; done
+
 test-deps:
 	@missing=""; \
 	$(PYTHON) -c 'import jwt, cryptography' 2>/dev/null || missing="$$missing python3-jwt python3-cryptography"; \
@@ -112,6 +125,11 @@ lint:
 	$(GO) vet $(TAGS) ./...
 	$(GO) vet ./...
 	$(GO) -C scripts/tools vet ./testreport
+	for m in $(MODULES); do \
+		$(GO) -C $$m mod verify && $(GO) -C $$m vet ./... && \
+		$(GO) -C $$m tool -modfile=../scripts/tools/go.mod staticcheck ./... && \
+		$(GO) -C $$m tool -modfile=../scripts/tools/go.mod gosec -quiet -exclude-generated ./... || exit 1; \
+	done
 	$(GO) -C deploy mod verify
 	$(GO) -C deploy vet ./...
 	$(GO) -C scripts/load vet ./...
@@ -185,7 +203,7 @@ fuzz: ## Fuzz the parsers of untrusted and operator input, FUZZTIME each (defaul
 # plugin with the same -modfile.
 TOOLS := -modfile=scripts/tools/go.mod
 
-generate: ## Regenerate gen/ from proto/ with the buf and plugins pinned in scripts/tools/go.mod.
+generate: ## Regenerate gen/ and server/gateway/ from proto/ with the buf and plugins pinned in scripts/tools/go.mod.
 	$(GO) tool $(TOOLS) buf lint
 	$(GO) tool $(TOOLS) buf generate
 
@@ -214,8 +232,8 @@ release-api: ## Record proto/ as the released API, on a release (commit the imag
 	$(GO) tool $(TOOLS) buf build -o $(API_RELEASED)
 
 check-generate: generate check-breaking
-	@git diff --exit-code -- gen/ && test -z "$$(git status --porcelain -- gen/)" || \
-		{ echo "gen/ is not what 'make generate' produces: run it and commit"; exit 1; }
+	@git diff --exit-code -- gen/ server/gateway/ && test -z "$$(git status --porcelain -- gen/ server/gateway/)" || \
+		{ echo "gen/ or server/gateway/ is not what 'make generate' produces: run it and commit"; exit 1; }
 
 clean:
 	rm -rf bin

@@ -15,10 +15,22 @@
 // carrying the stable reason of the server's google.rpc.ErrorInfo, for
 // example RATE_LIMITED or AUDIENCE_NOT_ALLOWED (signet.v1.ErrorReason).
 //
+// [Client.TokenSource] caches the token of one fixed request and signs again
+// ahead of its expiry, once however many goroutines ask, keeping the cached
+// token while Signet fails until it expires. It is an oauth2.TokenSource;
+// [PerRPCCredentials] and [Transport] carry its tokens on gRPC calls and HTTP
+// requests.
+//
 // [NewVerifier] verifies Signet's tokens against its JWKS, kept by a cache
 // that refreshes it as the JWKS's Cache-Control max-age says, and returns the
-// claims with numbers exact (json.Number).
+// claims with numbers exact (json.Number); its typ must be the one expected
+// (RFC 8725). [Verifier.Middleware], [Verifier.UnaryServerInterceptor] and
+// [Verifier.StreamServerInterceptor] guard net/http handlers and gRPC
+// services with it, putting the claims in the request's context
+// ([ClaimsFromContext]).
 //
-// The package imports no server code: only gRPC, the generated API and the
-// JWT library its Verifier is built on.
+// The package is a module of its own (github.com/signet-dev/signet/client)
+// and imports no server code: only gRPC, protobuf, the generated API
+// (github.com/signet-dev/signet/gen), x/oauth2 and the JWT library its
+// Verifier is built on.
 package signetclient

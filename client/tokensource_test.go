@@ -43,6 +43,7 @@ type fakeSigner struct {
 	mu       sync.Mutex
 	fail     error
 	gate     chan struct{}
+	delay    time.Duration // how long each Sign takes
 }
 
 func (f *fakeSigner) sign(ctx context.Context, _ string, _ ...SignOption) (*Token, error) {
@@ -50,6 +51,7 @@ func (f *fakeSigner) sign(ctx context.Context, _ string, _ ...SignOption) (*Toke
 	f.mu.Lock()
 	fail, gate := f.fail, f.gate
 	f.mu.Unlock()
+	time.Sleep(f.delay)
 	if gate != nil {
 		select {
 		case <-gate:
@@ -113,6 +115,7 @@ func askAll(t *testing.T, ts *TokenSource, n int) (tokens map[string]int, errs [
 func TestTokenSourceOneSignPerLifetimeFraction(t *testing.T) {
 	const lifetime, span = time.Minute, 10 * time.Minute
 	clock, f, ts := newFake(lifetime)
+	f.delay = 20 * time.Millisecond // the callers of a round arrive while the refresh is in flight
 	start := clock.Now()
 	for clock.Now().Sub(start) < span {
 		tokens, errs := askAll(t, ts, 100)

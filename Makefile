@@ -13,7 +13,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -X github.com/signet-dev/signet/server/telemetry.Version=$(VERSION) -X github.com/signet-dev/signet/server/telemetry.Commit=$(COMMIT)
 
-.PHONY: run build test test-deps lint rules bench load load-deps soak fuzz generate check-generate check-breaking release-api chart-docs clean
+.PHONY: run build test test-deps module-cache lint rules bench load load-deps soak fuzz generate check-generate check-breaking release-api chart-docs clean
 
 run: build ## Start Signet on the embedded local backend (./signet-data).
 	./$(BIN) serve $(if $(CONFIG),--config $(CONFIG))
@@ -96,7 +96,8 @@ bin/npm/node_modules/jose/package.json:
 
 # internal/consumer's test tidies a module that requires only the client with
 # the module proxy off: the client's module graph must be in the module cache.
-test-deps:
+test-deps: module-cache
+module-cache:
 	for m in $(MODULES); do $(GO) -C $$m mod download && $(GO) -C $$m list -m all >/dev/null || exit 1; done
 
 test-deps:

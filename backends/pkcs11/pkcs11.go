@@ -371,6 +371,13 @@ func (b *Backend) list(ctx context.Context, ring backends.KeyRing) ([]*object, [
 				}
 				pk, err = readPublicKey(b.mod.ctx, sh, pub.h, ring.Algorithm)
 			}
+			if err != nil && !hasPriv && len(id) == idSize {
+				// A revoked pair (its private half destroyed) whose public
+				// key cannot be read is still a version, listed without its
+				// key: it is never published.
+				out = append(out, &object{id: []byte(id), ring: r, n: n, created: created})
+				continue
+			}
 			if err != nil {
 				unreadable = append(unreadable, unreadableKey{stray{id: []byte(id), label: pub.label,
 					why: "its public key cannot be read (" + err.Error() + "): its generation or relabelling was interrupted"}, n})

@@ -81,6 +81,7 @@ func twoRings(b backends.Signer, c *clocktest.Clock) (*KeySet, error) {
 // versions and their rings.
 func wantDuplicate(t *testing.T, err error, kid string, names ...string) {
 	t.Helper()
+	t.Logf("refused: %v", err)
 	if !errors.Is(err, ErrDuplicateKid) {
 		t.Fatalf("got %v, want a duplicate kid refused", err)
 	}

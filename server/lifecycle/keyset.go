@@ -401,9 +401,6 @@ func (ks *KeySet) accept(ctx context.Context, r *Ring, read uint64, vs []backend
 	if err := ks.checkKeysUnchanged(ctx, r, converted); err != nil {
 		return err
 	}
-	if r.keyChanged.Swap(nil) != nil && ks.onHealth != nil {
-		ks.onHealth()
-	}
 	ks.kidsMu.Lock()
 	if err := ks.checkKidsUnique(r, converted); err != nil {
 		ks.kidsMu.Unlock()
@@ -414,6 +411,9 @@ func (ks *KeySet) accept(ctx context.Context, r *Ring, read uint64, vs []backend
 	ks.kidsMu.Unlock()
 	if stored {
 		ks.notify(r)
+	}
+	if r.keyChanged.Swap(nil) != nil && ks.onHealth != nil {
+		ks.onHealth() // a read in which no published key changed: the mismatch has passed
 	}
 	r.lastErr.Store(nil)
 	r.failures.Store(0)
@@ -430,8 +430,10 @@ func (ks *KeySet) accept(ctx context.Context, r *Ring, read uint64, vs []backend
 // fail to verify; and revoking one would not revoke the key the other
 // still signs with. A real KMS never generates one key twice, but an
 // operator can import one (PKCS#11 objects, Transit imports) or point two
-// rings at the same key. Versions whose kid is unknown (revoked, key
-// unreadable) are not compared. Called with ks.kidsMu held.
+// rings at the same key. A revoked version is compared too when its kid is
+// known: its key signing on in another ring would make the revocation
+// void. Versions whose kid is unknown (revoked, key unreadable) are not
+// compared. Called with ks.kidsMu held.
 func (ks *KeySet) checkKidsUnique(r *Ring, vs []*Version) error {
 	seen := map[string]*Version{}
 	for _, v := range vs {
@@ -462,8 +464,8 @@ var ErrDuplicateKid = errors.New("two versions hold the same public key")
 
 func duplicateKid(kid, ring1, id1, ring2, id2 string) error {
 	return backends.Errorf(backends.KindFailedPrecondition, "",
-		"%w (kid %s): version %s of key ring %q and version %s of key ring %q; remove or revoke one in the backend "+
-			"(the last good key set stays in force)", ErrDuplicateKid, kid, id1, ring1, id2, ring2)
+		"%w (kid %s): version %s of key ring %q and version %s of key ring %q; one key must be one version: remove the copy from the backend, "+
+			"or point the ring at another key (the last good key set stays in force)", ErrDuplicateKid, kid, id1, ring1, id2, ring2)
 }
 
 // checkKeysUnchanged refuses a read in which a version this ring knows

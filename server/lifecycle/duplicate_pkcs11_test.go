@@ -60,7 +60,10 @@ func importPair(t *testing.T, tok *softhsmtest.Token, key *ecdsa.PrivateKey, rin
 	rand.Read(id[4:])
 	label := fmt.Sprintf("signet/%s/%d/%s", ring, n, time.Now().UTC().Format(time.RFC3339Nano))
 	params, _ := asn1.Marshal(asn1.ObjectIdentifier{1, 2, 840, 10045, 3, 1, 7})
-	point, _ := key.PublicKey.Bytes() // #nosec G104 -- a P-256 key always encodes
+	point, err := key.PublicKey.Bytes()
+	if err != nil {
+		t.Fatal(err)
+	}
 	ecPoint, _ := asn1.Marshal(point)
 	common := func(class uint) []*p11.Attribute {
 		return []*p11.Attribute{p11.NewAttribute(p11.CKA_CLASS, class), p11.NewAttribute(p11.CKA_KEY_TYPE, p11.CKK_EC),
@@ -69,7 +72,11 @@ func importPair(t *testing.T, tok *softhsmtest.Token, key *ecdsa.PrivateKey, rin
 	}
 	pub := append(common(p11.CKO_PUBLIC_KEY), p11.NewAttribute(p11.CKA_EC_POINT, ecPoint), p11.NewAttribute(p11.CKA_VERIFY, true),
 		p11.NewAttribute(p11.CKA_ENCRYPT, false), p11.NewAttribute(p11.CKA_WRAP, false), p11.NewAttribute(p11.CKA_DERIVE, false))
-	priv := append(common(p11.CKO_PRIVATE_KEY), p11.NewAttribute(p11.CKA_VALUE, key.D.FillBytes(make([]byte, 32))),
+	scalar, err := key.Bytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	priv := append(common(p11.CKO_PRIVATE_KEY), p11.NewAttribute(p11.CKA_VALUE, scalar),
 		p11.NewAttribute(p11.CKA_PRIVATE, true), p11.NewAttribute(p11.CKA_SENSITIVE, true), p11.NewAttribute(p11.CKA_SIGN, true),
 		p11.NewAttribute(p11.CKA_DECRYPT, false), p11.NewAttribute(p11.CKA_UNWRAP, false), p11.NewAttribute(p11.CKA_DERIVE, false),
 		p11.NewAttribute(p11.CKA_SIGN_RECOVER, false))

@@ -46,10 +46,11 @@
 //   - UpdateCryptoKeyVersion: ENABLED <-> DISABLED both ways; no update
 //     mask, or a state other than ENABLED/DISABLED: INVALID_ARGUMENT
 //     (update_crypto_key_version_test.go);
-//   - ListCryptoKeyVersions lists every version whatever its state, in
-//     creation order (list_crypto_key_versions_test.go); the contract tests
-//     use no filter, and this server refuses filter and order_by rather
-//     than ignore them;
+//   - ListCryptoKeyVersions lists a key's versions in creation order
+//     (list_crypto_key_versions_test.go, TestListCryptoKeyVersions); the
+//     contract tests use no filter, and this server refuses filter and
+//     order_by rather than ignore them (without a filter the API reference
+//     lists versions in every state, destroyed ones included);
 //   - NOT_FOUND for an unknown version, INVALID_ARGUMENT for a malformed
 //     name (the *NotFound and *MalformedName cases of each file).
 //

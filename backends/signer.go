@@ -20,6 +20,11 @@ type Version struct {
 	ID        string
 	Algorithm Algorithm
 	// PublicKey is *ecdsa.PublicKey, *rsa.PublicKey or ed25519.PublicKey.
+	// It is nil only for a Disabled version whose key the backend can no
+	// longer read (Cloud KMS refuses GetPublicKey on a disabled version)
+	// and keeps no record of: a revoked version is never published, so
+	// listing it must not depend on its key. An enabled version always has
+	// its key.
 	PublicKey crypto.PublicKey
 	// Created is the creation time the backend recorded, not the time Signet
 	// first saw the version.
@@ -61,7 +66,11 @@ type Signer interface {
 	Algorithms() []Algorithm
 
 	// Versions lists every version of the ring, enabled or not, oldest
-	// first. A ring that has no versions yet returns an empty list. It also
+	// first. A ring that has no versions yet returns an empty list. A
+	// disabled version is listed whatever the backend answers about its
+	// key (PublicKey nil when it cannot be read): reading a revoked
+	// version never fails Versions. A version may leave the list only once
+	// it can never sign again (see RemovalChecker). It also
 	// cleans up after interrupted operations of the ring (see Crash safety
 	// above); a failing clean-up is logged, not returned.
 	Versions(ctx context.Context, ring KeyRing) ([]Version, error)
@@ -88,6 +97,20 @@ type Signer interface {
 
 	// Close releases the backend's resources. Calling it twice is safe.
 	Close() error
+}
+
+// RemovalChecker is implemented by backends that take a version out of
+// Versions' list once it is removed (Cloud KMS with destroy_on_revoke:
+// versions scheduled for destruction or destroyed). The key set asks it
+// about a version that signed, or may still have signed tokens, and is no
+// longer listed: removal by a revocation is then no key mismatch.
+type RemovalChecker interface {
+	// Removed reports whether a version of the ring that Versions no
+	// longer lists can never sign again (scheduled for destruction,
+	// destroyed). False when it may still sign elsewhere, or when the
+	// backend does not know it: the caller then treats the disappearance
+	// as a key mismatch.
+	Removed(ctx context.Context, ring KeyRing, versionID string) (bool, error)
 }
 
 // UsageChecker is implemented by backends that can tell whether a ring's

@@ -307,20 +307,35 @@ func (b *Backend) version(ctx context.Context, ring backends.KeyRing, a alias) (
 		// KMS refuses GetPublicKey on a disabled key, so the public key is
 		// also kept in the key's description, which DescribeKey always shows.
 		der, fromDescription := publicKeyFromDescription(aws.ToString(md.Description))
-		if !fromDescription {
-			out, err := b.client.GetPublicKey(ctx, &kms.GetPublicKeyInput{KeyId: aws.String(arn)})
-			if err != nil {
-				return backends.Version{}, classify(err, "reading the public key of "+a.name)
+		var err error
+		if !fromDescription && !disabled {
+			out, gerr := b.client.GetPublicKey(ctx, &kms.GetPublicKeyInput{KeyId: aws.String(arn)})
+			if gerr != nil {
+				return backends.Version{}, classify(gerr, "reading the public key of "+a.name)
 			}
 			der = out.PublicKey
 		}
-		var err error
-		if pub, err = parsePublicKey(ring.Algorithm, der, a.name); err != nil {
-			return backends.Version{}, err
+		switch {
+		case disabled && der == nil:
+			// A revoked key without a record of its public key (disabled
+			// outside Signet): KMS would refuse GetPublicKey, and a revoked
+			// version is listed without its key, never published.
+		case disabled:
+			if pub, err = parsePublicKey(ring.Algorithm, der, a.name); err != nil {
+				b.opts.Logger.Warn("awskms: the public key recorded for a disabled key is unusable; it is listed as revoked without a kid",
+					"key_ring", ring.Name, "alias", a.name, "err", err)
+				pub = nil
+			}
+		default:
+			if pub, err = parsePublicKey(ring.Algorithm, der, a.name); err != nil {
+				return backends.Version{}, err
+			}
 		}
-		b.mu.Lock()
-		b.pubs[arn] = pub
-		b.mu.Unlock()
+		if pub != nil {
+			b.mu.Lock()
+			b.pubs[arn] = pub
+			b.mu.Unlock()
+		}
 	}
 	return backends.Version{ID: arn, Algorithm: ring.Algorithm, PublicKey: pub, Created: aws.ToTime(md.CreationDate), Disabled: disabled,
 		Certificates: chainFromDescription(aws.ToString(md.Description)),

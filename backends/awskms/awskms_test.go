@@ -375,3 +375,28 @@ func (b *syncBuffer) String() string {
 	defer b.mu.Unlock()
 	return b.buf.String()
 }
+
+// A key disabled outside Signet whose description holds no record of its
+// public key (written over by hand): KMS refuses GetPublicKey on a disabled
+// key, and the version is listed as revoked without a key by an instance
+// that never saw it enabled, instead of failing the read of the ring.
+func TestDisabledKeyWithoutARecordIsListedRevoked(t *testing.T) {
+	t.Parallel()
+	ring := backends.KeyRing{Name: "disabled-by-hand", Algorithm: backends.ES256}
+	s, b, v1 := withVersion(t, "", ring)
+	v2 := signertest.CreateVersion(t, b, ring, v1.ID)
+	ctx := context.Background()
+	if _, err := b.client.UpdateKeyDescription(ctx, &kms.UpdateKeyDescriptionInput{KeyId: aws.String(v1.ID), Description: aws.String("disabled by hand")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.client.DisableKey(ctx, &kms.DisableKeyInput{KeyId: aws.String(v1.ID)}); err != nil {
+		t.Fatal(err)
+	}
+	vs, err := open(t, s, "").Versions(ctx, ring)
+	if err != nil {
+		t.Fatalf("Versions with a disabled key and no record of its public key: %v", err)
+	}
+	if len(vs) != 2 || vs[0].ID != v1.ID || !vs[0].Disabled || vs[0].PublicKey != nil || vs[1].ID != v2.ID || vs[1].Disabled {
+		t.Errorf("listed %+v; want %s revoked without a key, then %s", vs, v1.ID, v2.ID)
+	}
+}

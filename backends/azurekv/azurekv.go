@@ -370,11 +370,10 @@ func (b *Backend) Versions(ctx context.Context, ring backends.KeyRing) ([]backen
 		if err != nil {
 			return nil, err
 		}
-		if pub == nil {
-			b.opts.Logger.Warn("azurekv: a disabled version's public key cannot be read (disabled outside Signet); it is not listed",
-				"key_ring", ring.Name, "version", it.kid)
-			continue
-		}
+		// pub is nil for a disabled version without a readable
+		// signet-pub tag (disabled outside Signet): Key Vault refuses to
+		// get a disabled version's key, and a revoked version is listed
+		// without it (never published).
 		created := it.created
 		if !it.published.IsZero() {
 			created = it.published // it was created disabled, and was published when enabled
@@ -456,16 +455,20 @@ func (b *Backend) publicKey(ctx context.Context, ring backends.KeyRing, name str
 			return nil, err
 		}
 	} else {
+		// A disabled (revoked) version is listed whatever its tags say:
+		// without a key when they hold none, or one unfit for the ring.
 		der, ok := pubFromTags(it.tags)
 		if !ok {
 			return nil, nil
 		}
 		p, err := x509.ParsePKIXPublicKey(der)
-		if err != nil {
-			return nil, errorf(backends.KindFailedPrecondition, "the public key in the tags of %s: %v", it.kid, err)
+		if err == nil {
+			err = ring.Algorithm.CheckPublicKey(p)
 		}
-		if err := ring.Algorithm.CheckPublicKey(p); err != nil {
-			return nil, errorf(backends.KindFailedPrecondition, "the public key in the tags of %s: %v", it.kid, err)
+		if err != nil {
+			b.opts.Logger.Warn("azurekv: the public key in the tags of a disabled version is unusable; it is listed as revoked without a kid",
+				"key_ring", ring.Name, "version", it.kid, "err", err)
+			return nil, nil
 		}
 		pub = p
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/cloud"
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
+	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azkeys"
 	"go.uber.org/goleak"
 
 	"github.com/signet-dev/signet/backends"
@@ -453,5 +454,33 @@ func TestManagedHSMRefusalNamesItsDataAction(t *testing.T) {
 		if backends.KindOf(err) != backends.KindPermissionDenied || !strings.Contains(err.Error(), "needs the data action "+c.want+";") {
 			t.Errorf("managed=%v op=%d: %v, want %s named", c.managed, c.op, err, c.want)
 		}
+	}
+}
+
+// A version without Signet's record of its key (its tags cleared, or made
+// by hand) and disabled outside Signet: Key Vault refuses to get a disabled
+// version's key, and it is listed as revoked, without a key, by an instance
+// that never saw it enabled. (It used to be left out of the list, so that a
+// replica which had it signing took its disappearance for a key mismatch.)
+func TestVersionDisabledOutsideSignetIsListedRevoked(t *testing.T) {
+	t.Parallel()
+	ring := backends.KeyRing{Name: "disabled-by-hand", Algorithm: backends.ES256}
+	s, b, v1 := withVersion(t, ring)
+	v2 := signertest.CreateVersion(t, b, ring, v1.ID)
+	name, err := b.keyName(ring)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ver := v1.ID[strings.LastIndex(v1.ID, "/")+1:]
+	if _, err := b.client.UpdateKey(context.Background(), name, ver,
+		azkeys.UpdateKeyParameters{KeyAttributes: &azkeys.KeyAttributes{Enabled: to(false)}, Tags: map[string]*string{}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	vs, err := open(t, s, "").Versions(context.Background(), ring)
+	if err != nil {
+		t.Fatalf("Versions with a version disabled outside Signet: %v", err)
+	}
+	if len(vs) != 2 || vs[0].ID != v1.ID || !vs[0].Disabled || vs[0].PublicKey != nil || vs[1].ID != v2.ID || vs[1].Disabled {
+		t.Errorf("listed %+v; want %s revoked without a key, then %s", vs, v1.ID, v2.ID)
 	}
 }

@@ -65,8 +65,10 @@
 // Revoke = UpdateKey enabled=false. Key Vault refuses get on a disabled
 // version, and ListKeys must still show a revoked version's kid, so the same
 // update stores the public key (PKIX, base64, in tags signet-pub-0,
-// signet-pub-1, ...). A version disabled outside Signet has no such tags and
-// is left out of the list, with a warning.
+// signet-pub-1, ...). A version disabled outside Signet has no such tags: it
+// is listed as revoked without a kid (its backend id, the key identifier
+// URL, names it), and never published; so is one whose tags hold a key
+// unfit for the ring (with a warning).
 //
 // Crash safety: a version is published only by the one update that
 // enables it, so a crash at any step of a rotation leaves one version more

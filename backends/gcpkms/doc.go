@@ -36,7 +36,19 @@
 // version still PENDING_GENERATION (HSM keys take seconds) is neither
 // listed nor used until Cloud KMS enables it; one DESTROY_SCHEDULED or
 // DESTROYED can never sign again and is not listed (Leftovers shows those
-// scheduled).
+// scheduled). Removed says so of a version that left the list, so that the
+// key set takes a signing version's destruction (destroy_on_revoke, or an
+// operator's) for a revocation, not for a key swapped behind its back.
+//
+// Revoked versions without a key. Cloud KMS refuses GetPublicKey on any
+// version that is not ENABLED (FAILED_PRECONDITION "... is not enabled";
+// Google's contract test TestGetPublicKeyDisabled expects exactly that from
+// the real service), and a version has no labels to record its key in. So
+// Versions reads public keys of ENABLED versions only; a DISABLED version is
+// listed with the key this process cached while it was enabled, or with
+// none (backends.Version.PublicKey nil). Such a version is named by its
+// resource name (the backend id), listed revoked, with no kid in ListKeys
+// (signet keys shows "-"), and never published: nothing needs its key.
 //
 // Rotate = CreateCryptoKeyVersion from the key's template (the ring's first
 // version: CreateCryptoKey, which makes version 1), then polling
@@ -81,7 +93,7 @@
 // again up to 3 times and then fails as unavailable, never as a token.
 // ECDSA's DER signature becomes fixed-length R||S. Public keys are read with
 // GetPublicKey (pem_crc32c checked the same way) once per version and
-// cached.
+// cached (a DISABLED version's only from that cache, see above).
 //
 // Errors: NOT_FOUND -> not found; FAILED_PRECONDITION (a version not
 // enabled) -> failed precondition; UNAVAILABLE, RESOURCE_EXHAUSTED and

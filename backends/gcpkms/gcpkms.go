@@ -262,7 +262,12 @@ func (b *Backend) list(ctx context.Context, key string) ([]*kmspb.CryptoKeyVersi
 // Versions lists the ring's ENABLED and DISABLED versions, oldest first. A
 // version still PENDING_GENERATION is not listed until Cloud KMS enables
 // it; one scheduled for destruction or destroyed can never sign again and
-// has left the ring.
+// has left the ring (Removed says so). Cloud KMS refuses GetPublicKey on a
+// version that is not ENABLED (FAILED_PRECONDITION "is not enabled") and a
+// version has no labels to keep its key in, so a DISABLED version is
+// listed with the key this process cached while it was enabled, or with
+// none: it is revoked, never published, and shown by its resource name
+// without a kid.
 func (b *Backend) Versions(ctx context.Context, ring backends.KeyRing) ([]backends.Version, error) {
 	accepted, ok := algorithms[ring.Algorithm]
 	if !ok {
@@ -285,9 +290,15 @@ func (b *Backend) Versions(ctx context.Context, ring backends.KeyRing) ([]backen
 		if !slices.Contains(accepted, v.GetAlgorithm()) {
 			return nil, errorf(backends.KindFailedPrecondition, "%s is %s, which cannot sign %s for key ring %q", v.GetName(), v.GetAlgorithm(), ring.Algorithm, ring.Name)
 		}
-		pub, err := b.publicKey(ctx, ring.Algorithm, v.GetName())
-		if err != nil {
-			return nil, err
+		var pub crypto.PublicKey
+		if st == kmspb.CryptoKeyVersion_ENABLED {
+			if pub, err = b.publicKey(ctx, ring.Algorithm, v.GetName()); err != nil {
+				return nil, err
+			}
+		} else {
+			b.mu.Lock()
+			pub = b.pubs[v.GetName()] // nil unless this process read it while it was enabled
+			b.mu.Unlock()
 		}
 		out = append(out, backends.Version{ID: v.GetName(), Algorithm: ring.Algorithm, PublicKey: pub,
 			Created: v.GetCreateTime().AsTime(), Disabled: st == kmspb.CryptoKeyVersion_DISABLED})
@@ -498,6 +509,25 @@ func (b *Backend) destroyLoser(ctx context.Context, name string) error {
 func (b *Backend) gone(ctx context.Context, name string) bool {
 	v, err := b.client.GetCryptoKeyVersion(ctx, &kmspb.GetCryptoKeyVersionRequest{Name: name})
 	return err == nil && (v.GetState() == kmspb.CryptoKeyVersion_DESTROY_SCHEDULED || v.GetState() == kmspb.CryptoKeyVersion_DESTROYED)
+}
+
+// Removed reports whether a version of the ring is scheduled for
+// destruction or destroyed: Versions no longer lists it, and it can never
+// sign again (restoring one makes it DISABLED). Cloud KMS never deletes a
+// version, so any other answer means it may still sign.
+func (b *Backend) Removed(ctx context.Context, ring backends.KeyRing, versionID string) (bool, error) {
+	if err := b.checkID(ring, versionID); err != nil {
+		return false, nil
+	}
+	v, err := b.client.GetCryptoKeyVersion(ctx, &kmspb.GetCryptoKeyVersionRequest{Name: versionID})
+	if status.Code(err) == codes.NotFound && ctx.Err() == nil {
+		return false, nil
+	}
+	if err != nil {
+		return false, classify(err, "reading "+versionID, "cloudkms.cryptoKeyVersions.get")
+	}
+	st := v.GetState()
+	return st == kmspb.CryptoKeyVersion_DESTROY_SCHEDULED || st == kmspb.CryptoKeyVersion_DESTROYED, nil
 }
 
 // checkID reports a version id that is not a version of the ring's key as

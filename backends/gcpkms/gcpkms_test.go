@@ -92,6 +92,9 @@ func TestConformance(t *testing.T) {
 			return openWith(t, s, "&protection_level=software", opts)
 		},
 		MaxSigningInput: map[backends.Algorithm]int{backends.EdDSA: MaxData},
+		OpenRemoving: func(t *testing.T) backends.Signer {
+			return openWith(t, s, "&protection_level=software&destroy_on_revoke=true", backends.OpenOptions{})
+		},
 	})
 }
 

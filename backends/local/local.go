@@ -442,11 +442,14 @@ func (s *Store) load(ring backends.KeyRing, id string) (*entry, error) {
 			"key ring %q holds %s keys but is configured for %s", ring.Name, alg, ring.Algorithm)
 	}
 	pub, err := x509.ParsePKIXPublicKey(f.PublicKey)
-	if err != nil {
-		return nil, bad("public key: %v", err)
+	if err == nil {
+		err = alg.CheckPublicKey(pub)
 	}
-	if err := alg.CheckPublicKey(pub); err != nil {
-		return nil, bad("%v", err)
+	switch {
+	case err != nil && f.Disabled:
+		pub = nil // a revoked version is listed without a usable key: it is never published
+	case err != nil:
+		return nil, bad("public key: %v", err)
 	}
 	e := &entry{
 		version: backends.Version{ID: id, Algorithm: alg, PublicKey: pub, Created: f.Created, Disabled: f.Disabled, RequestID: f.RequestID},

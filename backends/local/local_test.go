@@ -340,3 +340,63 @@ func TestStaleTemporaryFilesAreRemoved(t *testing.T) {
 		t.Errorf("a stale temporary file is still there (%v), %d removals reported", err, removed)
 	}
 }
+
+// A revoked version's file whose public key cannot be used (damaged, or
+// of another algorithm) does not fail the read of the ring: the version is
+// listed revoked without a key, since it is never published. The same
+// damage to an enabled version's file stops the read.
+func TestRevokedVersionWithUnusablePublicKey(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	kek := hex.EncodeToString(bytes.Repeat([]byte{9}, 32))
+	s, err := openStore(t, dir, kek)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	v1 := signertest.CreateVersion(t, s, ring, "")
+	v2 := signertest.CreateVersion(t, s, ring, v1.ID)
+	if err := s.DisableVersion(ctx, ring, v1.ID); err != nil {
+		t.Fatal(err)
+	}
+	damage := func(id string) {
+		t.Helper()
+		path := filepath.Join(dir, "rings", ring.Name, id+".json")
+		raw, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var f map[string]any
+		if err := json.Unmarshal(raw, &f); err != nil {
+			t.Fatal(err)
+		}
+		f["public_key"] = base64.StdEncoding.EncodeToString([]byte("not a key"))
+		raw, _ = json.Marshal(f)
+		if err := os.WriteFile(path, raw, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	damage(v1.ID)
+	fresh, err := openStore(t, dir, kek)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fresh.Close()
+	vs, err := fresh.Versions(ctx, ring)
+	if err != nil {
+		t.Fatalf("Versions with a revoked version's public key damaged: %v", err)
+	}
+	if len(vs) != 2 || !vs[0].Disabled || vs[0].PublicKey != nil || vs[1].ID != v2.ID || vs[1].Disabled {
+		t.Errorf("listed %+v; want %s revoked without a key, then %s", vs, v1.ID, v2.ID)
+	}
+	damage(v2.ID)
+	again, err := openStore(t, dir, kek)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer again.Close()
+	if _, err := again.Versions(ctx, ring); backends.KindOf(err) != backends.KindFailedPrecondition {
+		t.Errorf("Versions with the enabled version's public key damaged: %v, want failed precondition", err)
+	}
+}

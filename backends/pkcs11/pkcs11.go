@@ -298,7 +298,10 @@ func (b *Backend) list(ctx context.Context, ring backends.KeyRing) ([]*object, [
 	// published version gone bad; only the first may be set aside.
 	type unreadableKey struct {
 		stray
-		n uint32
+		n       uint32
+		ring    string
+		created time.Time
+		private bool
 	}
 	var unreadable []unreadableKey
 	err := b.pool.with(ctx, func(sh p11.SessionHandle) error {
@@ -373,7 +376,7 @@ func (b *Backend) list(ctx context.Context, ring backends.KeyRing) ([]*object, [
 			}
 			if err != nil {
 				unreadable = append(unreadable, unreadableKey{stray{id: []byte(id), label: pub.label,
-					why: "its public key cannot be read (" + err.Error() + "): its generation or relabelling was interrupted"}, n})
+					why: "its public key cannot be read (" + err.Error() + "): its generation or relabelling was interrupted"}, n, r, created, hasPriv})
 				continue
 			}
 			out = append(out, &object{id: []byte(id), ring: r, n: n, created: created, pub: pk, private: hasPriv})
@@ -401,7 +404,14 @@ func (b *Backend) list(ctx context.Context, ring backends.KeyRing) ([]*object, [
 	for _, u := range unreadable {
 		// Set aside: newer than every readable version, or a duplicate of
 		// a version number a readable pair holds (a lost race's loser).
-		if u.n <= newest && !readable[u.n] {
+		switch {
+		case u.n <= newest && !readable[u.n] && !u.private:
+			// A revoked version (its private half destroyed) whose public
+			// key cannot be read: still a version, listed without its key,
+			// never published.
+			out = append(out, &object{id: u.id, ring: u.ring, n: u.n, created: u.created})
+			continue
+		case u.n <= newest && !readable[u.n]:
 			return nil, nil, errorf(backends.KindFailedPrecondition, "key %q on the token: %s", u.label, u.why)
 		}
 		strays = append(strays, u.stray)

@@ -395,19 +395,20 @@ func TestUnreadablePublicKey(t *testing.T) {
 	ring := backends.KeyRing{Name: "unreadable", Algorithm: backends.ES256}
 	b := open(t, tok.URI())
 	v1 := signertest.CreateVersion(t, b, ring, "")
-	broken := func(n uint32, id []byte) {
+	brokenLabelled := func(lbl string, id []byte) {
 		t.Helper()
 		params, _ := asn1.Marshal(curveOIDs[backends.ES256])
 		if err := b.pool.with(context.Background(), func(sh p11.SessionHandle) error {
 			_, err := b.mod.ctx.CreateObject(sh, []*p11.Attribute{p11.NewAttribute(p11.CKA_CLASS, p11.CKO_PUBLIC_KEY),
 				p11.NewAttribute(p11.CKA_KEY_TYPE, p11.CKK_EC), p11.NewAttribute(p11.CKA_TOKEN, true),
-				p11.NewAttribute(p11.CKA_LABEL, label(ring.Name, n, time.Now())), p11.NewAttribute(p11.CKA_ID, id),
+				p11.NewAttribute(p11.CKA_LABEL, lbl), p11.NewAttribute(p11.CKA_ID, id),
 				p11.NewAttribute(p11.CKA_EC_PARAMS, params), p11.NewAttribute(p11.CKA_EC_POINT, []byte{4, 1, 2, 3})})
 			return err
 		}); err != nil {
 			t.Fatal(err)
 		}
 	}
+	broken := func(n uint32, id []byte) { t.Helper(); brokenLabelled(label(ring.Name, n, time.Now()), id) }
 	broken(2, []byte{0, 0, 0, 2, 9, 9, 9, 9})
 	vs, err := b.Versions(context.Background(), ring)
 	if err != nil || len(vs) != 1 || vs[0].ID != v1.ID {
@@ -426,16 +427,24 @@ func TestUnreadablePublicKey(t *testing.T) {
 	v2 := signertest.CreateVersion(t, b, ring, v1.ID)
 	v3 := signertest.CreateVersion(t, b, ring, v2.ID)
 	id, _ := hex.DecodeString(v2.ID)
+	var v2Label string
 	if err := b.pool.with(context.Background(), func(sh p11.SessionHandle) error {
 		hs, err := findObjects(b.mod.ctx, sh, []*p11.Attribute{p11.NewAttribute(p11.CKA_CLASS, p11.CKO_PUBLIC_KEY), p11.NewAttribute(p11.CKA_ID, id)})
 		if err != nil || len(hs) != 1 {
 			return fmt.Errorf("%d public objects, %v", len(hs), err)
 		}
+		attrs, err := attributes(b.mod.ctx, sh, hs[0], p11.CKA_LABEL)
+		if err != nil {
+			return err
+		}
+		v2Label = string(attrs[0].Value)
 		return b.mod.ctx.DestroyObject(sh, hs[0])
 	}); err != nil {
 		t.Fatal(err)
 	}
-	broken(2, id) // in its place, with the same CKA_ID, a public key that cannot be read
+	// In its place, with the same CKA_ID and label (its private half is
+	// still there: it can sign), a public key that cannot be read.
+	brokenLabelled(v2Label, id)
 	if _, err := b.Versions(context.Background(), ring); backends.KindOf(err) != backends.KindFailedPrecondition {
 		t.Errorf("version %s's only key unreadable (newest %s): %v, want FailedPrecondition", v2.ID, v3.ID, err)
 	}
@@ -555,5 +564,49 @@ func TestObjectWithoutSignetsIDIsALeftover(t *testing.T) {
 	left, err := b.Leftovers(context.Background(), ring)
 	if err != nil || len(left) != 0 {
 		t.Errorf("after destroying it: leftovers %v, %v", left, err)
+	}
+}
+
+// A revoked version (its private half destroyed) whose public key can no
+// longer be read is still listed, as revoked and without a key: listing
+// never needs a revoked version's key. An enabled one in that state stops
+// the read (TestUnreadablePublicKey).
+func TestRevokedVersionWithUnreadablePublicKey(t *testing.T) {
+	tok := softhsmtest.New(t)
+	ring := backends.KeyRing{Name: "revoked-unreadable", Algorithm: backends.ES256}
+	b := open(t, tok.URI())
+	v1 := signertest.CreateVersion(t, b, ring, "")
+	v2 := signertest.CreateVersion(t, b, ring, v1.ID)
+	if err := b.DisableVersion(context.Background(), ring, v1.ID); err != nil {
+		t.Fatal(err)
+	}
+	id, _ := hex.DecodeString(v1.ID)
+	params, _ := asn1.Marshal(curveOIDs[backends.ES256])
+	if err := b.pool.with(context.Background(), func(sh p11.SessionHandle) error {
+		hs, err := findObjects(b.mod.ctx, sh, []*p11.Attribute{p11.NewAttribute(p11.CKA_CLASS, p11.CKO_PUBLIC_KEY), p11.NewAttribute(p11.CKA_ID, id)})
+		if err != nil || len(hs) != 1 {
+			return fmt.Errorf("%d public objects, %v", len(hs), err)
+		}
+		attrs, err := attributes(b.mod.ctx, sh, hs[0], p11.CKA_LABEL)
+		if err != nil {
+			return err
+		}
+		if err := b.mod.ctx.DestroyObject(sh, hs[0]); err != nil {
+			return err
+		}
+		_, err = b.mod.ctx.CreateObject(sh, []*p11.Attribute{p11.NewAttribute(p11.CKA_CLASS, p11.CKO_PUBLIC_KEY),
+			p11.NewAttribute(p11.CKA_KEY_TYPE, p11.CKK_EC), p11.NewAttribute(p11.CKA_TOKEN, true),
+			p11.NewAttribute(p11.CKA_LABEL, attrs[0].Value), p11.NewAttribute(p11.CKA_ID, id),
+			p11.NewAttribute(p11.CKA_EC_PARAMS, params), p11.NewAttribute(p11.CKA_EC_POINT, []byte{4, 1, 2, 3})})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	vs, err := open(t, tok.URI()).Versions(context.Background(), ring)
+	if err != nil {
+		t.Fatalf("Versions with a revoked version's public key unreadable: %v", err)
+	}
+	if len(vs) != 2 || vs[0].ID != v1.ID || !vs[0].Disabled || vs[0].PublicKey != nil || vs[1].ID != v2.ID || vs[1].Disabled {
+		t.Errorf("listed %+v; want %s revoked without a key, then %s enabled", vs, v1.ID, v2.ID)
 	}
 }

@@ -48,6 +48,11 @@ type Harness struct {
 	// backend has a documented size limit (AWS KMS signs at most 4096 raw
 	// bytes for EdDSA); absent means the suite's 8 KiB payload.
 	MaxSigningInput map[backends.Algorithm]int
+	// OpenRemoving, if set, opens the backend configured so that revoking
+	// a version also removes it from Versions' list (Cloud KMS
+	// destroy_on_revoke); the backend must then be a
+	// backends.RemovalChecker.
+	OpenRemoving func(t *testing.T) backends.Signer
 	// Serial runs the cases one after another instead of in parallel, for
 	// a backend that cannot take several instances creating keys at once
 	// (SoftHSM2 fails C_GenerateKeyPair now and then with
@@ -94,6 +99,10 @@ func Run(t *testing.T, h Harness) {
 	parallel("ListAndDisable", func(t *testing.T) { h.testListAndDisable(t, first) })
 	parallel("CreateConflict", func(t *testing.T) { h.testCreateConflict(t, first) })
 	parallel("Reopen", func(t *testing.T) { h.testReopen(t, first) })
+	parallel("RevokedFreshInstance", func(t *testing.T) { h.testRevokedFresh(t, first) })
+	if h.OpenRemoving != nil {
+		parallel("RevocationRemoves", func(t *testing.T) { h.testRevocationRemoves(t, first) })
+	}
 	parallel("UnknownRingAndVersion", func(t *testing.T) { h.testUnknown(t, first) })
 	parallel("CancelledContext", func(t *testing.T) { h.testCancelled(t, first) })
 	parallel("CloseTwice", func(t *testing.T) {
@@ -425,7 +434,8 @@ func (h Harness) testReopen(t *testing.T, alg backends.Algorithm) {
 	}
 	for i := range want {
 		g, w := got[i], want[i]
-		if g.ID != w.ID || !g.Created.Equal(w.Created) || g.Disabled != w.Disabled || !publicEqual(g.PublicKey, w.PublicKey) {
+		sameKey := publicEqual(g.PublicKey, w.PublicKey) || g.Disabled && g.PublicKey == nil // a revoked version's key is not required
+		if g.ID != w.ID || !g.Created.Equal(w.Created) || g.Disabled != w.Disabled || !sameKey {
 			t.Errorf("after reopening, version %d is {%s %v disabled=%v}, was {%s %v disabled=%v}",
 				i, g.ID, g.Created, g.Disabled, w.ID, w.Created, w.Disabled)
 		}
@@ -437,6 +447,100 @@ func (h Harness) testReopen(t *testing.T, alg backends.Algorithm) {
 	// Revocation is kept by the backend, not by the instance that revoked.
 	if _, err := s2.Sign(ctxFor(t), ring, v1.ID, input); backends.KindOf(err) != backends.KindFailedPrecondition {
 		t.Errorf("Sign after reopening with the version disabled before: got %v, want failed precondition", err)
+	}
+}
+
+// testRevokedFresh: a version revoked after it signed is listed, as
+// revoked, by an instance that never saw it enabled, whatever the backend
+// answers about its key (Cloud KMS refuses the public key of a disabled
+// version): listing never needs a revoked version's key, and a key that is
+// listed is the version's own.
+func (h Harness) testRevokedFresh(t *testing.T, alg backends.Algorithm) {
+	s := h.open(t)
+	ring := newRing(alg)
+	v1 := CreateVersion(t, s, ring, "")
+	v2 := CreateVersion(t, s, ring, v1.ID)
+	input := signingInput(alg, `{"before":"revocation"}`)
+	if err := Verify(alg, v1, input, sign(t, s, ring, v1.ID, input)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DisableVersion(ctxFor(t), ring, v1.ID); err != nil {
+		t.Fatalf("DisableVersion: %v", err)
+	}
+	fresh := h.open(t)
+	vs, err := fresh.Versions(ctxFor(t), ring)
+	if err != nil {
+		t.Fatalf("Versions on a fresh instance after a revocation: %v", err)
+	}
+	if len(vs) != 2 || vs[0].ID != v1.ID || vs[1].ID != v2.ID {
+		t.Fatalf("a fresh instance lists %+v; want %s (revoked) and %s", vs, v1.ID, v2.ID)
+	}
+	if !vs[0].Disabled || vs[1].Disabled {
+		t.Errorf("a fresh instance lists disabled=%v, %v; want true, false", vs[0].Disabled, vs[1].Disabled)
+	}
+	if vs[0].PublicKey != nil && !publicEqual(vs[0].PublicKey, v1.PublicKey) {
+		t.Errorf("the revoked version %s is listed with another public key", v1.ID)
+	}
+	if !publicEqual(vs[1].PublicKey, v2.PublicKey) {
+		t.Errorf("the enabled version %s is listed without its own public key", v2.ID)
+	}
+	if _, err := fresh.Sign(ctxFor(t), ring, v1.ID, input); backends.KindOf(err) != backends.KindFailedPrecondition {
+		t.Errorf("Sign with the revoked version on a fresh instance: got %v, want failed precondition", err)
+	}
+	if err := Verify(alg, v2, input, sign(t, fresh, ring, v2.ID, input)); err != nil {
+		t.Errorf("the remaining version on a fresh instance: %v", err)
+	}
+}
+
+// testRevocationRemoves: on a backend whose revocation removes the
+// version from the list, the removed version is reported as never able to
+// sign again (backends.RemovalChecker), the others as not, and the ring
+// goes on signing with the newer version, on this instance and a fresh one.
+func (h Harness) testRevocationRemoves(t *testing.T, alg backends.Algorithm) {
+	s := h.OpenRemoving(t)
+	t.Cleanup(func() { _ = s.Close() })
+	rc, ok := s.(backends.RemovalChecker)
+	if !ok {
+		t.Fatalf("%T removes revoked versions from its list but is not a backends.RemovalChecker", s)
+	}
+	ring := newRing(alg)
+	v1 := CreateVersion(t, s, ring, "")
+	v2 := CreateVersion(t, s, ring, v1.ID)
+	if err := s.DisableVersion(ctxFor(t), ring, v1.ID); err != nil {
+		t.Fatalf("DisableVersion: %v", err)
+	}
+	if err := s.DisableVersion(ctxFor(t), ring, v1.ID); err != nil {
+		t.Fatalf("DisableVersion again (an interrupted revocation retried): %v", err)
+	}
+	for _, inst := range []backends.Signer{s, h.OpenRemoving(t)} {
+		vs, err := inst.Versions(ctxFor(t), ring)
+		if err != nil {
+			t.Fatalf("Versions after a removing revocation: %v", err)
+		}
+		for _, v := range vs {
+			if v.ID == v1.ID && !v.Disabled {
+				t.Errorf("the revoked version %s is listed enabled", v1.ID)
+			}
+		}
+		if len(vs) == 0 || vs[len(vs)-1].ID != v2.ID || vs[len(vs)-1].Disabled {
+			t.Errorf("after revoking %s: listed %+v, want %s enabled last", v1.ID, vs, v2.ID)
+		}
+		if inst != s {
+			_ = inst.Close()
+		}
+	}
+	if gone, err := rc.Removed(ctxFor(t), ring, v1.ID); err != nil || !gone {
+		t.Errorf("Removed(%s) after its revocation = %v, %v; want true", v1.ID, gone, err)
+	}
+	if gone, err := rc.Removed(ctxFor(t), ring, v2.ID); err != nil || gone {
+		t.Errorf("Removed(%s), an enabled version, = %v, %v; want false", v2.ID, gone, err)
+	}
+	input := signingInput(alg, `{"after":"removal"}`)
+	if _, err := s.Sign(ctxFor(t), ring, v1.ID, input); backends.KindOf(err) != backends.KindFailedPrecondition {
+		t.Errorf("Sign with the removed version: got %v, want failed precondition", err)
+	}
+	if err := Verify(alg, v2, input, sign(t, s, ring, v2.ID, input)); err != nil {
+		t.Errorf("the newer version after the removal: %v", err)
 	}
 }
 

@@ -274,12 +274,14 @@ func (b *Backend) Versions(ctx context.Context, ring backends.KeyRing) ([]backen
 		if err != nil {
 			return nil, errorf(backends.KindUnknown, "Transit key %q has a version named %q", b.keyName(ring), id)
 		}
+		disabled := k.MinEncryptionVersion > 0 && n < k.MinEncryptionVersion
 		pub, err := parsePublicKey(ring.Algorithm, e.PublicKey)
-		if err != nil {
+		if err != nil && !disabled {
 			return nil, errorf(backends.KindUnknown, "Transit key %q version %d: %v", b.keyName(ring), n, err)
 		}
-		v := backends.Version{ID: id, Algorithm: ring.Algorithm, PublicKey: pub, Created: e.CreationTime,
-			Disabled: k.MinEncryptionVersion > 0 && n < k.MinEncryptionVersion}
+		// A revoked version is listed whatever Transit shows of its key
+		// (without one when it is unusable): it is never published.
+		v := backends.Version{ID: id, Algorithm: ring.Algorithm, PublicKey: pub, Created: e.CreationTime, Disabled: disabled}
 		if v.Certificates, err = decodeChain(b.keyName(ring), id, e.CertificateChain); err != nil {
 			v.CertificatesProblem = err.Error() // this version's problem, not the ring's
 		}

@@ -220,7 +220,7 @@ func runKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "RING\tKID\tBACKEND ID\tALG\tSTATE\tCREATED\tSIGNS FROM\tLEAVES JWKS")
 	for _, v := range resp.GetVersions() {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", v.GetKeyRing(), v.GetKid(), v.GetBackendId(), v.GetAlgorithm(),
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", v.GetKeyRing(), orDash(v.GetKid()), v.GetBackendId(), v.GetAlgorithm(),
 			stateName(v.GetState()), formatTime(v.GetCreatedAt()), formatTime(v.GetActivatesAt()), formatTime(v.GetRetiresAt()))
 	}
 	if err := tw.Flush(); err != nil {

@@ -9,6 +9,7 @@ import (
 
 	"cloud.google.com/go/kms/apiv1/kmspb"
 
+	signetv1 "github.com/signet-dev/signet/gen/signet/v1"
 	"github.com/signet-dev/signet/internal/azurekvtest"
 	"github.com/signet-dev/signet/internal/gcpkmstest"
 )
@@ -55,6 +56,9 @@ func TestEndToEndGCPKMS(t *testing.T) {
 	if disabled != 2 {
 		t.Errorf("%d CryptoKeyVersions disabled, want 2", disabled)
 	}
+	// Cloud KMS refuses GetPublicKey on those DISABLED versions: a new
+	// replica starts all the same.
+	newReplicaAfterRevocation(t, p, latest, old, fresh)
 	p.noSecrets(t, latest.GetToken())
 
 	kms.Close()
@@ -95,11 +99,46 @@ func TestEndToEndAzureKeyVault(t *testing.T) {
 	if disabled != 2 {
 		t.Errorf("%d key versions disabled, want 2", disabled)
 	}
+	// Key Vault refuses to get a disabled version's key: a new replica
+	// starts all the same.
+	newReplicaAfterRevocation(t, p, latest, old, fresh)
 	// The client secret never leaves the credential.
 	p.noSecrets(t, azurekvtest.ClientSecret, latest.GetToken())
 
 	kv.Close()
 	p.backendGone(t, "Key Vault gone", latest)
+}
+
+// newReplicaAfterRevocation starts another replica beside p after an
+// emergency rotation, as a restart, a scale-up or a new pod would: it must
+// start although the backend refuses the revoked versions' keys, and serve
+// a JWKS without the revoked kids in which the latest token verifies; its
+// ListKeys shows the revoked versions as revoked.
+func newReplicaAfterRevocation(t *testing.T, p *process, latest *signetv1.SignResponse, revoked ...*signetv1.SignResponse) {
+	t.Helper()
+	p2 := startSignetWith(t, p.config, p.env...)
+	jwks := p2.jwks(t)
+	t.Logf("the JWKS of a replica started after the revocation: %s", jwks)
+	for _, tok := range revoked {
+		if strings.Contains(string(jwks), tok.GetKid()) {
+			t.Errorf("the new replica publishes revoked kid %s", tok.GetKid())
+		}
+	}
+	if err := goJOSEVerify(jwks, latest.GetToken()); err != nil {
+		t.Errorf("the latest token against the new replica's JWKS: %v", err)
+	}
+	keys, err := p2.client.ListKeys(ctxT(t), &signetv1.ListKeysRequest{KeyRing: "default"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	states := map[signetv1.KeyState]int{}
+	for _, v := range keys.GetVersions() {
+		states[v.GetState()]++
+	}
+	if states[signetv1.KeyState_KEY_STATE_REVOKED] != len(revoked) || states[signetv1.KeyState_KEY_STATE_ACTIVE] != 1 {
+		t.Errorf("the new replica lists %v; want %d revoked and 1 active", states, len(revoked))
+	}
+	p2.stop(t)
 }
 
 // Key Vault has no Ed25519 keys: a ring asking for EdDSA on it stops

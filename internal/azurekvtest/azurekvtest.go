@@ -38,6 +38,40 @@
 //   - a Date header on every answer (net/http writes it), Key Vault's
 //     clock.
 //
+// Checked against the real service's answers recorded by Azure's own SDK
+// tests (repository Azure/azure-sdk-for-js, recordings under
+// sdk/keyvault/keyvault-keys/recordings/node/; read, not copied):
+//
+//   - a key created with attributes.enabled=false is answered 200 with its
+//     full KeyBundle, public key included, enabled false
+//     (keys_client__create_read_update_and_delete_operations/
+//     recording_can_create_a_disabled_key.js);
+//   - PATCH of a disabled version is allowed and answers the full
+//     KeyBundle, public key included, still disabled
+//     (recording_can_update_a_disabled_key.js);
+//   - DELETE of a key answers the DeletedKeyBundle (recoveryId,
+//     deletedDate, scheduledPurgeDate, the key and its attributes with
+//     recoveryLevel "Recoverable+Purgeable"); a deleted key read after it
+//     is purged is 404 KeyNotFound "Deleted Key not found: NAME" (the same
+//     recordings);
+//   - an RSA key created without key_ops gets encrypt, decrypt, sign,
+//     verify, wrapKey and unwrapKey (this server used to add "import"); an
+//     answer for a key without tags has no "tags" member (this server used
+//     to send null);
+//   - a request without a token: 401 Unauthorized "Request is missing a
+//     Bearer or PoP token." with WWW-Authenticate naming
+//     login.windows.net/<tenant> and https://vault.azure.net (every
+//     recording's first exchange; this server prefixes the AKV10000 code
+//     newer service versions send).
+//
+// Not found in a recording, from the REST reference and Microsoft's
+// Key Vault documentation ("About keys": a disabled key cannot be used for
+// cryptographic operations): sign on a disabled version is 403 Forbidden
+// with innererror KeyDisabled. Get of a disabled version is answered the
+// same way here ("Operation get is not allowed on a disabled key."), the
+// behaviour Signet's azurekv backend is built for (it keeps a revoked
+// version's public key in its tags), unconfirmed by a recorded exchange.
+//
 // Faults a test can inject: Deny a data action, Throttle the next requests,
 // HoldCreates (let several creations meet before any runs, to force a race).
 package azurekvtest
@@ -440,12 +474,18 @@ func (s *Server) bundle(name string, v *version) map[string]any {
 	case *rsa.PublicKey:
 		jwk["n"], jwk["e"] = b64.EncodeToString(k.N.Bytes()), b64.EncodeToString(big.NewInt(int64(k.E)).Bytes())
 	}
-	return map[string]any{"key": jwk, "attributes": s.attributes(v), "tags": v.tags}
+	out := map[string]any{"key": jwk, "attributes": s.attributes(v)}
+	if len(v.tags) > 0 {
+		out["tags"] = v.tags // absent from Key Vault's answers for a key without tags
+	}
+	return out
 }
 
 var curves = map[string]elliptic.Curve{"P-256": elliptic.P256(), "P-384": elliptic.P384(), "P-521": elliptic.P521()}
 
-var allOps = []string{"encrypt", "decrypt", "sign", "verify", "wrapKey", "unwrapKey", "import"}
+// rsaOps are the key_ops Key Vault gives an RSA key created without any,
+// as its answers in the SDK's recorded exchanges show.
+var rsaOps = []string{"encrypt", "decrypt", "sign", "verify", "wrapKey", "unwrapKey"}
 
 func checkTags(tags map[string]string) *kvError {
 	if len(tags) > 15 {
@@ -498,7 +538,7 @@ func (s *Server) create(name string, body []byte) (any, *kvError) {
 	}
 	v.ops = in.KeyOps
 	if len(v.ops) == 0 {
-		v.ops = allOps // Key Vault's default: every operation the key type allows
+		v.ops = rsaOps // Key Vault's default: every operation the key type allows
 		if strings.HasPrefix(in.Kty, "EC") {
 			v.ops = []string{"sign", "verify"}
 		}
@@ -582,7 +622,11 @@ func (s *Server) list(name string, q url.Values) (any, *kvError) {
 	end := min(start+limit, len(sorted))
 	items := []map[string]any{}
 	for _, v := range sorted[start:end] {
-		items = append(items, map[string]any{"kid": s.kid(name, v.id), "attributes": s.attributes(v), "tags": v.tags})
+		item := map[string]any{"kid": s.kid(name, v.id), "attributes": s.attributes(v)}
+		if len(v.tags) > 0 {
+			item["tags"] = v.tags
+		}
+		items = append(items, item)
 	}
 	out := map[string]any{"value": items}
 	if end < len(sorted) {

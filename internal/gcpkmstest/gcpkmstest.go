@@ -21,15 +21,43 @@
 //     signature_crc32c, verified_digest_crc32c/verified_data_crc32c and name
 //     in the answer; only an ENABLED version signs (FAILED_PRECONDITION
 //     "... is not enabled, current state is: DISABLED.");
-//   - GetPublicKey as PEM with pem_crc32c, for versions whose key material
-//     exists (ENABLED, DISABLED, DESTROY_SCHEDULED: Google's "Key states"
-//     page says only a DESTROYED version's public key is no longer
-//     available), FAILED_PRECONDITION while PENDING_GENERATION;
+//   - GetPublicKey as PEM with pem_crc32c, for ENABLED versions only;
+//     FAILED_PRECONDITION ("key version ... is not enabled") for a version
+//     in any other state, DISABLED and DESTROY_SCHEDULED included;
 //   - ListCryptoKeyVersions with page_size/page_token;
 //   - error codes: NOT_FOUND, ALREADY_EXISTS, INVALID_ARGUMENT,
 //     FAILED_PRECONDITION, PERMISSION_DENIED naming the permission ("Permission
 //     'cloudkms.cryptoKeyVersions.useToSign' denied on resource '...' (or it
 //     may not exist)."), UNAUTHENTICATED without a valid bearer token.
+//
+// Checked against Google's kms-integrations repository, whose fakekms is
+// held to the real service by contract tests that also run against Cloud
+// KMS (fakekms/contract/*_test.go; read, not copied):
+//
+//   - GetPublicKey on a DISABLED version: FAILED_PRECONDITION
+//     (get_public_key_test.go, TestGetPublicKeyDisabled). This server used
+//     to return the key, which hid a replica failing to start after a
+//     revocation;
+//   - AsymmetricSign on a DISABLED version: FAILED_PRECONDITION
+//     (asymmetric_sign_test.go, TestAsymmetricSignDisabled);
+//   - DestroyCryptoKeyVersion of an ENABLED or a DISABLED version answers
+//     it DESTROY_SCHEDULED with a destroy_time; of a version already
+//     scheduled: FAILED_PRECONDITION (destroy_crypto_key_version_test.go);
+//   - UpdateCryptoKeyVersion: ENABLED <-> DISABLED both ways; no update
+//     mask, or a state other than ENABLED/DISABLED: INVALID_ARGUMENT
+//     (update_crypto_key_version_test.go);
+//   - ListCryptoKeyVersions lists a key's versions in creation order
+//     (list_crypto_key_versions_test.go, TestListCryptoKeyVersions); the
+//     contract tests use no filter, and this server refuses filter and
+//     order_by rather than ignore them (without a filter the API reference
+//     lists versions in every state, destroyed ones included);
+//   - NOT_FOUND for an unknown version, INVALID_ARGUMENT for a malformed
+//     name (the *NotFound and *MalformedName cases of each file).
+//
+// Not covered by a contract test, from Google's documentation ("Key
+// version states"): UpdateCryptoKeyVersion of a DESTROY_SCHEDULED or
+// DESTROYED version is FAILED_PRECONDITION here (only RestoreCryptoKeyVersion
+// brings one back, as DISABLED).
 //
 // Faults a test can inject: Deny a permission, FailNext a method with a
 // code (UNAVAILABLE, RESOURCE_EXHAUSTED, ...), CorruptSignCRC (a
@@ -530,10 +558,11 @@ func (s *Server) GetPublicKey(_ context.Context, req *kmspb.GetPublicKeyRequest)
 	if err != nil {
 		return nil, err
 	}
-	switch st := v.pb.GetState(); st {
-	case kmspb.CryptoKeyVersion_ENABLED, kmspb.CryptoKeyVersion_DISABLED, kmspb.CryptoKeyVersion_DESTROY_SCHEDULED:
-	default:
-		return nil, status.Errorf(codes.FailedPrecondition, "%s is not enabled, current state is: %s.", v.pb.GetName(), st)
+	// Only an ENABLED version's public key is returned: the contract test
+	// TestGetPublicKeyDisabled expects FAILED_PRECONDITION for a DISABLED
+	// one from the real service.
+	if st := v.pb.GetState(); st != kmspb.CryptoKeyVersion_ENABLED {
+		return nil, status.Errorf(codes.FailedPrecondition, "key version %s is not enabled, current state is: %s.", v.pb.GetName(), st)
 	}
 	der, err := x509.MarshalPKIXPublicKey(v.priv.Public())
 	if err != nil {

@@ -195,10 +195,21 @@ func TestVersionStates(t *testing.T) {
 	if err := sign(v1); code(err) != codes.FailedPrecondition {
 		t.Errorf("signing with a DISABLED version: %v", err)
 	}
-	publicKey(t, c, v1) // still available
+	// As the real service (kms-integrations fakekms/contract
+	// get_public_key_test.go, TestGetPublicKeyDisabled): no public key for
+	// a version that is not enabled.
+	if _, err := c.GetPublicKey(ctx, &kmspb.GetPublicKeyRequest{Name: v1}); code(err) != codes.FailedPrecondition {
+		t.Errorf("GetPublicKey of a DISABLED version: %v, want FAILED_PRECONDITION", err)
+	}
 	dv, err := c.DestroyCryptoKeyVersion(ctx, &kmspb.DestroyCryptoKeyVersionRequest{Name: v1})
 	if err != nil || dv.GetState() != kmspb.CryptoKeyVersion_DESTROY_SCHEDULED || dv.GetDestroyTime().AsTime().Before(time.Now().Add(29*24*time.Hour)) {
 		t.Errorf("DestroyCryptoKeyVersion: %v, %v", dv, err)
+	}
+	if _, err := c.GetPublicKey(ctx, &kmspb.GetPublicKeyRequest{Name: v1}); code(err) != codes.FailedPrecondition {
+		t.Errorf("GetPublicKey of a DESTROY_SCHEDULED version: %v, want FAILED_PRECONDITION", err)
+	}
+	if _, err := c.DestroyCryptoKeyVersion(ctx, &kmspb.DestroyCryptoKeyVersionRequest{Name: v1}); code(err) != codes.FailedPrecondition {
+		t.Errorf("destroying a DESTROY_SCHEDULED version again: %v, want FAILED_PRECONDITION", err)
 	}
 	if err := update(v1, kmspb.CryptoKeyVersion_ENABLED); code(err) != codes.FailedPrecondition {
 		t.Errorf("enabling a DESTROY_SCHEDULED version: %v", err)

@@ -32,6 +32,7 @@ type KeySet struct {
 	onCert         func(ring, reason string)
 	rings          []*Ring // config order
 	byName         map[string]*Ring
+	kidsMu         sync.Mutex // serialises checkKidsUnique and install across rings
 }
 
 // Ring is one key ring: its backend, its schedule and its current snapshot.
@@ -377,39 +378,110 @@ func (ks *KeySet) Refresh(ctx context.Context, r *Ring) error {
 	vs, err := r.backend.Versions(bctx, r.key)
 	ks.observe(r, err)
 	if err == nil {
-		var converted []*Version
-		if converted, err = ks.newVersions(r, vs); err == nil {
-			if err = ks.checkKeysUnchanged(r, converted); err == nil && r.keyChanged.Swap(nil) != nil && ks.onHealth != nil {
-				ks.onHealth()
-			}
-		}
-		if err == nil {
-			hadActive := r.snap.Load() != nil && r.snap.Load().active != nil
-			ks.install(r, read, func(*snapshot) []*Version { return converted })
-			r.lastErr.Store(nil)
-			r.failures.Store(0)
-			r.lastRefresh.Store(ks.now().UnixNano())
-			if hasActive := r.snap.Load().active != nil; hasActive != hadActive && ks.onHealth != nil {
-				ks.onHealth()
-			}
-			return nil
-		}
+		err = ks.accept(bctx, r, read, vs)
+	}
+	if err == nil {
+		return nil
 	}
 	r.lastErr.Store(&backendError{at: ks.now(), err: err})
 	r.failures.Add(1)
 	return err
 }
 
+// accept checks a read of the ring's versions and installs it: every
+// version's key is fit for the ring, no kid is held twice (in the ring or
+// across rings), and nothing the ring published changed behind Signet's
+// back. The check and the install happen under ks.kidsMu, so that two rings
+// refreshed at once cannot each install a kid the other just took.
+func (ks *KeySet) accept(ctx context.Context, r *Ring, read uint64, vs []backends.Version) error {
+	converted, err := ks.newVersions(r, vs)
+	if err != nil {
+		return err
+	}
+	if err := ks.checkKeysUnchanged(ctx, r, converted); err != nil {
+		return err
+	}
+	ks.kidsMu.Lock()
+	if err := ks.checkKidsUnique(r, converted); err != nil {
+		ks.kidsMu.Unlock()
+		return err
+	}
+	hadActive := r.snap.Load() != nil && r.snap.Load().active != nil
+	stored := ks.store(r, read, func(*snapshot) []*Version { return converted })
+	ks.kidsMu.Unlock()
+	if stored {
+		ks.notify(r)
+	}
+	if r.keyChanged.Swap(nil) != nil && ks.onHealth != nil {
+		ks.onHealth() // a read in which no published key changed: the mismatch has passed
+	}
+	r.lastErr.Store(nil)
+	r.failures.Store(0)
+	r.lastRefresh.Store(ks.now().UnixNano())
+	if hasActive := r.snap.Load().active != nil; hasActive != hadActive && ks.onHealth != nil {
+		ks.onHealth()
+	}
+	return nil
+}
+
+// checkKidsUnique refuses versions of which two share a kid, within the
+// ring or with a version of another ring: a JWKS holds a kid once, so one
+// of them (and its alg) would be silently dropped and the other's tokens
+// fail to verify; and revoking one would not revoke the key the other
+// still signs with. A real KMS never generates one key twice, but an
+// operator can import one (PKCS#11 objects, Transit imports) or point two
+// rings at the same key. A revoked version is compared too when its kid is
+// known: its key signing on in another ring would make the revocation
+// void. Versions whose kid is unknown (revoked, key unreadable) are not
+// compared. Called with ks.kidsMu held.
+func (ks *KeySet) checkKidsUnique(r *Ring, vs []*Version) error {
+	seen := map[string]*Version{}
+	for _, v := range vs {
+		if v.Kid == "" {
+			continue
+		}
+		if o := seen[v.Kid]; o != nil {
+			return duplicateKid(v.Kid, r.Name, o.ID, r.Name, v.ID)
+		}
+		seen[v.Kid] = v
+	}
+	for _, other := range ks.rings {
+		if other == r || other.snap.Load() == nil {
+			continue
+		}
+		for _, o := range other.snap.Load().versions {
+			if v := seen[o.Kid]; v != nil && o.Kid != "" {
+				return duplicateKid(o.Kid, other.Name, o.ID, r.Name, v.ID)
+			}
+		}
+	}
+	return nil
+}
+
+// ErrDuplicateKid is in the error of Refresh and New (errors.Is) when two
+// versions hold the same public key.
+var ErrDuplicateKid = errors.New("two versions hold the same public key")
+
+func duplicateKid(kid, ring1, id1, ring2, id2 string) error {
+	return backends.Errorf(backends.KindFailedPrecondition, "",
+		"%w (kid %s): version %s of key ring %q and version %s of key ring %q; one key must be one version: remove the copy from the backend, "+
+			"or point the ring at another key (the last good key set stays in force)", ErrDuplicateKid, kid, id1, ring1, id2, ring2)
+}
+
 // checkKeysUnchanged refuses a read in which a version this ring knows
 // has another public key than before, or in which a version that signs, or
-// signed tokens that may still be valid (active or retiring), is missing:
-// its kid, and the JWKS that verifiers hold, would silently change under
-// tokens already issued. (A backend never drops a version itself: revoked
-// ones stay listed, disabled. A missing one was deleted, or, on AWS KMS,
-// its version alias re-pointed at another key, which lists version n under
-// another ARN.) The last good key set stays in force and the ring reports
-// the mismatch.
-func (ks *KeySet) checkKeysUnchanged(r *Ring, vs []*Version) error {
+// signed tokens that may still be valid (active or retiring), is missing
+// while it may still sign: its kid, and the JWKS that verifiers hold, would
+// silently change under tokens already issued. A missing version was
+// deleted, or, on AWS KMS, its version alias re-pointed at another key,
+// which lists version n under another ARN, unless the backend confirms that
+// it can never sign again (backends.RemovalChecker: Cloud KMS hides
+// versions scheduled for destruction, which destroy_on_revoke does on
+// revocation): that is a revocation, and its kid leaves the JWKS at once.
+// A revoked version whose key the backend no longer shows keeps the kid
+// this ring knew it by (newVersions), so it is not a changed key. The last
+// good key set stays in force and the ring reports the mismatch.
+func (ks *KeySet) checkKeysUnchanged(ctx context.Context, r *Ring, vs []*Version) error {
 	if r.snap.Load() == nil {
 		return nil
 	}
@@ -417,11 +489,20 @@ func (ks *KeySet) checkKeysUnchanged(r *Ring, vs []*Version) error {
 		v := find(vs, old.ID)
 		var err error
 		switch {
-		case v != nil && old.Kid != v.Kid:
+		case v != nil && old.Kid != "" && v.Kid != "" && old.Kid != v.Kid:
 			err = backends.Errorf(backends.KindFailedPrecondition, "",
 				"version %s of key ring %q has another public key in the backend than the one published (kid %s, now %s): "+
 					"the key was replaced behind Signet's back; the published key set stays as it was", v.ID, r.Name, old.Kid, v.Kid)
 		case v == nil && (old.State == StateActive || old.State == StateRetiring):
+			removed, rerr := ks.removed(ctx, r, old)
+			if rerr != nil {
+				return rerr
+			}
+			if removed {
+				ks.log.Info("a version the backend no longer lists can never sign again (removed after its revocation); its kid leaves the JWKS",
+					"key_ring", r.Name, "backend_id", old.ID, "kid", old.Kid)
+				continue
+			}
 			err = backends.Errorf(backends.KindFailedPrecondition, "",
 				"version %s of key ring %q (kid %s, %s) is no longer listed by the backend: it was removed, or its alias "+
 					"re-pointed at another key, behind Signet's back; the published key set stays as it was", old.ID, r.Name, old.Kid, old.State)
@@ -432,6 +513,19 @@ func (ks *KeySet) checkKeysUnchanged(r *Ring, vs []*Version) error {
 		}
 	}
 	return nil
+}
+
+// removed asks the ring's backend, if it can tell (backends.RemovalChecker),
+// whether a version it no longer lists can never sign again. A failed
+// question fails the read (the last good key set stays), not a mismatch.
+func (ks *KeySet) removed(ctx context.Context, r *Ring, v *Version) (bool, error) {
+	rc, ok := r.backend.(backends.RemovalChecker)
+	if !ok {
+		return false, nil
+	}
+	removed, err := rc.Removed(ctx, r.key, v.ID)
+	ks.observe(r, err)
+	return removed, err
 }
 
 // keyMismatch records in flag that the ring's backend key does not match
@@ -463,13 +557,29 @@ func (ks *KeySet) observe(r *Ring, err error) {
 	}
 }
 
+// newVersions converts a read of the backend. A disabled version whose key
+// the backend no longer shows (backends.Version.PublicKey nil) keeps the kid
+// the ring knew it by, or none: a revoked version is never published, so
+// its key is not needed; an enabled one without a key is refused.
 func (ks *KeySet) newVersions(r *Ring, vs []backends.Version) ([]*Version, error) {
 	out := make([]*Version, 0, len(vs))
 	now := ks.now()
+	var known []*Version
+	if s := r.snap.Load(); s != nil {
+		known = s.versions
+	}
 	for _, v := range vs {
 		if v.Algorithm != r.key.Algorithm {
 			return nil, backends.Errorf(backends.KindFailedPrecondition, "",
 				"version %s of key ring %q is %s but the ring is configured for %s", v.ID, r.Name, v.Algorithm, r.key.Algorithm)
+		}
+		if v.PublicKey == nil && v.Disabled {
+			nv := &Version{Version: v}
+			if old := find(known, v.ID); old != nil {
+				nv.Kid = old.Kid
+			}
+			out = append(out, nv)
+			continue
 		}
 		if err := v.Algorithm.CheckPublicKey(v.PublicKey); err != nil {
 			return nil, backends.Errorf(backends.KindFailedPrecondition, "", "version %s of key ring %q: %v", v.ID, r.Name, err)
@@ -489,14 +599,26 @@ func (ks *KeySet) newVersions(r *Ring, vs []backends.Version) ([]*Version, error
 // (given the stored snapshot, nil at first), unless a newer backend read has
 // been stored already; then it tells the Run loop and the OnChange hook.
 func (ks *KeySet) install(r *Ring, read uint64, pick func(cur *snapshot) []*Version) {
+	if ks.store(r, read, pick) {
+		ks.notify(r)
+	}
+}
+
+// store is install without telling anyone; it reports whether it stored.
+func (ks *KeySet) store(r *Ring, read uint64, pick func(cur *snapshot) []*Version) bool {
 	r.mu.Lock()
+	defer r.mu.Unlock()
 	cur := r.snap.Load()
 	if cur != nil && cur.read > read {
-		r.mu.Unlock()
-		return
+		return false
 	}
 	r.snap.Store(derive(r, pick(cur), read, ks.now()))
-	r.mu.Unlock()
+	return true
+}
+
+// notify tells the Run loop and the OnChange hook that the ring's snapshot
+// changed. No lock of the key set is held.
+func (ks *KeySet) notify(r *Ring) {
 	select {
 	case r.wake <- struct{}{}:
 	default:
@@ -711,6 +833,10 @@ func (ks *KeySet) Rotate(ctx context.Context, r *Ring, revokePrevious bool, requ
 	for i, v := range revoked {
 		if nv := find(vs, v.ID); nv != nil {
 			revoked[i] = nv
+		} else { // removed by its revocation (destroy_on_revoke)
+			gone := *v
+			gone.Disabled, gone.Lifecycle = true, Lifecycle{State: StateRevoked}
+			revoked[i] = &gone
 		}
 	}
 	if nv := find(vs, created.ID); nv != nil {
@@ -866,7 +992,9 @@ func (ks *KeySet) revokedMeanwhile(ctx context.Context, r *Ring, v *Version) boo
 		return false
 	}
 	nv := find(ks.current(r).versions, v.ID)
-	return nv != nil && nv.Disabled
+	// Gone from a read that succeeded: the backend confirmed that it can
+	// never sign again (checkKeysUnchanged), a revocation too.
+	return nv == nil || nv.Disabled
 }
 
 // Versions returns the ring's versions with their current states, oldest

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"sync"
@@ -51,9 +52,13 @@ type Authorizer struct {
 	limiters   map[limiterKey]*rate.Limiter
 }
 
+// limiterKey is a token bucket's owner: a caller and its sign grant, or a
+// caller and an action (with the key ring, for rotate).
 type limiterKey struct {
 	caller string
 	grant  *signGrant
+	action string
+	ring   string
 }
 
 // New loads the certificates, the policy and the audit sink.
@@ -158,12 +163,24 @@ func (a *Authorizer) takeToken(caller string, g *signGrant) error {
 	if g.Rate == nil {
 		return nil
 	}
+	wait := a.reserve(limiterKey{caller: caller, grant: g}, rate.Limit(g.Rate.PerSecond), g.Rate.Burst)
+	if wait > 0 {
+		e := errorf(RateLimited, "rate limit for %q: %v signatures per second (burst %d)", caller, g.Rate.PerSecond, g.Rate.Burst)
+		e.RetryAfter, e.Grant = wait, grantOf(a.policy.Load(), g)
+		return e
+	}
+	return nil
+}
+
+// reserve takes a token from k's bucket (created with limit and burst) and
+// returns 0, or how long until the bucket has one (taking nothing).
+func (a *Authorizer) reserve(k limiterKey, limit rate.Limit, burst int) time.Duration {
 	now := a.now()
 	a.limitersMu.Lock()
-	k := limiterKey{caller, g}
+	defer a.limitersMu.Unlock()
 	l := a.limiters[k]
 	if l == nil {
-		l = rate.NewLimiter(rate.Limit(g.Rate.PerSecond), g.Rate.Burst)
+		l = rate.NewLimiter(limit, burst)
 		a.limiters[k] = l
 	}
 	res := l.ReserveN(now, 1)
@@ -171,13 +188,52 @@ func (a *Authorizer) takeToken(caller string, g *signGrant) error {
 	if wait > 0 {
 		res.CancelAt(now)
 	}
-	a.limitersMu.Unlock()
-	if wait > 0 {
-		e := errorf(RateLimited, "rate limit for %q: %v signatures per second (burst %d)", caller, g.Rate.PerSecond, g.Rate.Burst)
-		e.RetryAfter, e.Grant = wait, grantOf(a.policy.Load(), g)
-		return e
+	return wait
+}
+
+// AllowRotate takes one of caller's rotations of ring (limits.rotate, per
+// caller identity and key ring), after AuthorizeRing allowed it on a
+// configured ring: a rotate grant in a loop would otherwise grow the JWKS
+// every verifier fetches, for retire_after.
+func (a *Authorizer) AllowRotate(caller, ring string) error {
+	p := a.policy.Load()
+	if p == nil {
+		return nil
 	}
-	return nil
+	grant, err := p.authorizeRing(caller, "rotate", ring)
+	if err != nil {
+		return err
+	}
+	return a.allow(limiterKey{caller: caller, action: "rotate", ring: ring}, p.Limits.Rotate, grant,
+		fmt.Sprintf("rotations of key ring %q by %q", ring, caller))
+}
+
+// AllowLeftovers takes one of caller's leftovers listings (limits.leftovers,
+// per caller identity): each one scans the backends.
+func (a *Authorizer) AllowLeftovers(caller string) error {
+	p := a.policy.Load()
+	if p == nil {
+		return nil
+	}
+	grant := ""
+	for _, g := range p.Grants {
+		if len(g.List) > 0 && g.id.match(caller) {
+			grant = g.Identity
+			break
+		}
+	}
+	return a.allow(limiterKey{caller: caller, action: "leftovers"}, p.Limits.Leftovers, grant,
+		fmt.Sprintf("leftovers listings by %q", caller))
+}
+
+func (a *Authorizer) allow(k limiterKey, spec *everySpec, grant, what string) error {
+	wait := a.reserve(k, rate.Every(spec.Every.D()), spec.Burst)
+	if wait <= 0 {
+		return nil
+	}
+	e := errorf(RateLimited, "rate limit for %s: %d at once, then one every %v", what, spec.Burst, spec.Every.D())
+	e.RetryAfter, e.Grant = wait, grant
+	return e
 }
 
 // CertificateExpiry returns the notAfter of the serving certificate and of
@@ -200,7 +256,27 @@ func (a *Authorizer) AuthorizeRing(caller, action, ring string) error {
 	if p == nil {
 		return nil
 	}
-	return p.authorizeRing(caller, action, ring)
+	_, err := p.authorizeRing(caller, action, ring)
+	return err
+}
+
+// AuthorizeList returns the rings, of those named, that caller may list,
+// or a denial if it may list none.
+func (a *Authorizer) AuthorizeList(caller string, rings []string) ([]string, error) {
+	p := a.policy.Load()
+	if p == nil {
+		return rings, nil
+	}
+	var allowed []string
+	for _, r := range rings {
+		if _, err := p.authorizeRing(caller, "list", r); err == nil {
+			allowed = append(allowed, r)
+		}
+	}
+	if len(allowed) == 0 {
+		return nil, deny(NoGrant, "no grant lets %q list any key ring", caller)
+	}
+	return allowed, nil
 }
 
 // Auditing reports whether there is an audit log: without one, Audit

@@ -271,6 +271,12 @@ func (s *service) Rotate(ctx context.Context, req *signetv1.RotateRequest) (*sig
 		return nil, s.refuseRing(ctx, rpc, req.GetKeyRing(), err)
 	}
 	rec := authz.Record{KeyRing: r.Name}
+	// Each rotation adds a key every verifier fetches until retire_after:
+	// limited per caller and ring, once the ring is known to be configured
+	// (so that names nobody configured make no buckets).
+	if err := s.authz.AllowRotate(callerOf(ctx), r.Name); err != nil {
+		return nil, s.refuse(ctx, rpc, rec, err)
+	}
 	// Rotation cannot be undone, so its authorization is on record before
 	// anything changes: an unwritable audit log stops it here.
 	authorized := rec

@@ -22,10 +22,15 @@ func TestRotateAndLeftoversLimits(t *testing.T) {
 	e.ts.authz.Reload()
 	sec := e.client(t, e.ca, securityID)
 	ctx := ctxT(t)
-	for i := range 2 {
-		if _, err := sec.Rotate(ctx, &signetv1.RotateRequest{KeyRing: "default"}); err != nil {
-			t.Fatalf("rotation %d: %v", i+1, err)
+	// A client's retries of one rotation (same request_id) cost one.
+	const id = "3f1e9c6e-8b1a-4c1e-9a53-2c4d5e6f7a8b"
+	for i := range 4 {
+		if _, err := sec.Rotate(ctx, &signetv1.RotateRequest{KeyRing: "default", RequestId: id}); err != nil {
+			t.Fatalf("rotation with request_id, attempt %d: %v", i+1, err)
 		}
+	}
+	if _, err := sec.Rotate(ctx, &signetv1.RotateRequest{KeyRing: "default"}); err != nil {
+		t.Fatalf("second rotation: %v", err)
 	}
 	versions := len(e.ts.KeySet().Versions(e.ts.KeySet().Ring("default")))
 	_, err := sec.Rotate(ctx, &signetv1.RotateRequest{KeyRing: "default"})

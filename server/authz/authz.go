@@ -163,7 +163,7 @@ func (a *Authorizer) takeToken(caller string, g *signGrant) error {
 	if g.Rate == nil {
 		return nil
 	}
-	wait := a.reserve(limiterKey{caller: caller, grant: g}, rate.Limit(g.Rate.PerSecond), g.Rate.Burst)
+	wait, _ := a.reserve(limiterKey{caller: caller, grant: g}, rate.Limit(g.Rate.PerSecond), g.Rate.Burst)
 	if wait > 0 {
 		e := errorf(RateLimited, "rate limit for %q: %v signatures per second (burst %d)", caller, g.Rate.PerSecond, g.Rate.Burst)
 		e.RetryAfter, e.Grant = wait, grantOf(a.policy.Load(), g)
@@ -173,8 +173,9 @@ func (a *Authorizer) takeToken(caller string, g *signGrant) error {
 }
 
 // reserve takes a token from k's bucket (created with limit and burst) and
-// returns 0, or how long until the bucket has one (taking nothing).
-func (a *Authorizer) reserve(k limiterKey, limit rate.Limit, burst int) time.Duration {
+// returns 0 and a function that gives it back, or how long until the
+// bucket has one (taking nothing).
+func (a *Authorizer) reserve(k limiterKey, limit rate.Limit, burst int) (time.Duration, func()) {
 	now := a.now()
 	a.limitersMu.Lock()
 	defer a.limitersMu.Unlock()
@@ -184,25 +185,31 @@ func (a *Authorizer) reserve(k limiterKey, limit rate.Limit, burst int) time.Dur
 		a.limiters[k] = l
 	}
 	res := l.ReserveN(now, 1)
-	wait := res.DelayFrom(now)
-	if wait > 0 {
+	if wait := res.DelayFrom(now); wait > 0 {
 		res.CancelAt(now)
+		return wait, nil
 	}
-	return wait
+	return 0, func() {
+		a.limitersMu.Lock()
+		defer a.limitersMu.Unlock()
+		res.CancelAt(a.now())
+	}
 }
 
 // AllowRotate takes one of caller's rotations of ring (limits.rotate, per
 // caller identity and key ring), after AuthorizeRing allowed it on a
 // configured ring: a rotate grant in a loop would otherwise grow the JWKS
-// every verifier fetches, for retire_after.
-func (a *Authorizer) AllowRotate(caller, ring string) error {
+// every verifier fetches, for retire_after. refund gives the rotation back,
+// for a Rotate that turned out to create nothing (a replayed request_id, a
+// lost race): a client's retries of one rotation cost one.
+func (a *Authorizer) AllowRotate(caller, ring string) (refund func(), err error) {
 	p := a.policy.Load()
 	if p == nil {
-		return nil
+		return func() {}, nil
 	}
 	grant, err := p.authorizeRing(caller, "rotate", ring)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	return a.allow(limiterKey{caller: caller, action: "rotate", ring: ring}, p.Limits.Rotate, grant,
 		fmt.Sprintf("rotations of key ring %q by %q", ring, caller))
@@ -222,18 +229,19 @@ func (a *Authorizer) AllowLeftovers(caller string) error {
 			break
 		}
 	}
-	return a.allow(limiterKey{caller: caller, action: "leftovers"}, p.Limits.Leftovers, grant,
+	_, err := a.allow(limiterKey{caller: caller, action: "leftovers"}, p.Limits.Leftovers, grant,
 		fmt.Sprintf("leftovers listings by %q", caller))
+	return err
 }
 
-func (a *Authorizer) allow(k limiterKey, spec *everySpec, grant, what string) error {
-	wait := a.reserve(k, rate.Every(spec.Every.D()), spec.Burst)
+func (a *Authorizer) allow(k limiterKey, spec *everySpec, grant, what string) (func(), error) {
+	wait, refund := a.reserve(k, rate.Every(spec.Every.D()), spec.Burst)
 	if wait <= 0 {
-		return nil
+		return refund, nil
 	}
 	e := errorf(RateLimited, "rate limit for %s: %d at once, then one every %v", what, spec.Burst, spec.Every.D())
 	e.RetryAfter, e.Grant = wait, grant
-	return e
+	return nil, e
 }
 
 // CertificateExpiry returns the notAfter of the serving certificate and of

@@ -74,7 +74,7 @@ config:
   shutdown_timeout: 20s
 policy:
   grants:
-    - identity: "spiffe://corp.example/ns/payments/*"
+    - identity: "spiffe://corp.example/ns/payments/**"
       sign:
         - key_rings: [payments]
           audiences: [ledger, "payments-*"]

@@ -98,7 +98,7 @@ func writeAtomic(t *testing.T, path string, data []byte) {
 
 const testGrants = `
 grants:
-  - identity: "spiffe://corp.test/ns/payments/*"
+  - identity: "spiffe://corp.test/ns/payments/**"
     sign:
       - key_rings: [default]
         audiences: ["ledger", "payments-*"]
@@ -329,7 +329,7 @@ func TestRateLimitPerCaller(t *testing.T) {
 		t.Fatalf("over the rate: %v", limited)
 	}
 	m := scrape(t, e.ts)
-	if got := m.Value(t, "signet_rate_limited_total", "grant", "spiffe://corp.test/ns/payments/*"); got != 1 {
+	if got := m.Value(t, "signet_rate_limited_total", "grant", "spiffe://corp.test/ns/payments/**"); got != 1 {
 		t.Errorf("rate-limited requests counted for the grant: %v, want 1", got)
 	}
 	if got := m.Value(t, "signet_denials_total", "reason", "rate_limited"); got != 1 {

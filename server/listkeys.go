@@ -34,6 +34,14 @@ const (
 // request it continues. Positions, not offsets: versions are only ever added
 // at the end of a ring, so a rotation between pages moves nothing that a
 // token points at.
+//
+// A token is not signed: it carries nothing a caller could not ask for
+// outright (each page checks the rings it covers against the policy again,
+// and Query holds the request to the same key_ring and states), so a forged
+// one only chooses where a listing starts. What a forged token could cost
+// is bounded instead (maxPageToken, maxSame), to what a real one costs: one
+// pass over the ring's versions. Every replica reads every other's tokens,
+// so paging through a load balancer works.
 type pageToken struct {
 	Query   string   `json:"q"`
 	Ring    string   `json:"r"`
@@ -41,6 +49,16 @@ type pageToken struct {
 	Created int64    `json:"c"` // unix nanoseconds
 	Same    []string `json:"s,omitempty"`
 }
+
+// maxSame bounds the ids a token carries of versions that share its
+// version's creation time (the nearest ones: a ring with more versions
+// created within the same second than this, whose token's version vanishes
+// between two pages, may list a few of them twice); maxPageToken bounds a
+// token's length before it is decoded.
+const (
+	maxSame      = 32
+	maxPageToken = 8 << 10
+)
 
 // queryOf is what a page token must have been issued for: the same ring and
 // state filter (leftovers come with the first page only).
@@ -61,13 +79,16 @@ func (t pageToken) encode() string {
 
 func badPageToken(msg string) error {
 	return &requestError{code: codes.InvalidArgument, reason: signetv1.ErrorReason_FIELD_INVALID, field: "page_token",
-		msg: "page_token " + msg + ": pass the next_page_token of the previous page, with the same key_ring and states"}
+		msg: "page_token " + msg + ": pass the next_page_token of the previous page, with the same key_ring and states, or start again without one"}
 }
 
 func decodePageToken(s, query string) (pageToken, error) {
 	var t pageToken
+	if len(s) > maxPageToken {
+		return t, badPageToken("is not one this server issued")
+	}
 	b, err := base64.RawURLEncoding.DecodeString(s)
-	if err != nil || json.Unmarshal(b, &t) != nil || t.Ring == "" {
+	if err != nil || json.Unmarshal(b, &t) != nil || t.Ring == "" || len(t.Same) > maxSame {
 		return t, badPageToken("is not one this server issued")
 	}
 	if t.Query != query {
@@ -79,6 +100,7 @@ func decodePageToken(s, query string) (pageToken, error) {
 // ListKeys lists versions with their derived states, a page at a time:
 // rings in configuration order, oldest version first within each.
 func (s *service) ListKeys(ctx context.Context, req *signetv1.ListKeysRequest) (*signetv1.ListKeysResponse, error) {
+	const rpc = "ListKeys"
 	size := int(req.GetPageSize())
 	switch {
 	case size < 0:
@@ -95,7 +117,7 @@ func (s *service) ListKeys(ctx context.Context, req *signetv1.ListKeysRequest) (
 	}
 	rings, err := s.listable(ctx, req.GetKeyRing())
 	if err != nil {
-		return nil, s.status(ctx, err)
+		return nil, s.refuseRing(ctx, rpc, req.GetKeyRing(), err)
 	}
 	query := queryOf(req)
 	start := 0 // the ring to start in
@@ -113,10 +135,22 @@ func (s *service) ListKeys(ctx context.Context, req *signetv1.ListKeysRequest) (
 	}
 	resp := &signetv1.ListKeysResponse{}
 	if req.GetLeftovers() && req.GetPageToken() == "" {
+		// Each listing scans the backends: limited per caller.
+		if err := s.authz.AllowLeftovers(callerOf(ctx)); err != nil {
+			return nil, s.refuse(ctx, rpc, authz.Record{KeyRing: req.GetKeyRing()}, err)
+		}
 		if err := s.addLeftovers(ctx, rings, resp); err != nil {
 			return nil, s.status(ctx, err)
 		}
 	}
+	// The version examined last (listed or filtered out), vs[lastI] of
+	// ring lastR: a full page's token resumes after it, in whichever ring
+	// it was (the first version of a ring is not where to resume).
+	var (
+		lastR  *lifecycle.Ring
+		lastVs []*lifecycle.Version
+		lastI  int
+	)
 	for _, r := range rings[start:] {
 		vs := s.ks.Versions(r)
 		from := 0
@@ -126,12 +160,13 @@ func (s *service) ListKeys(ctx context.Context, req *signetv1.ListKeysRequest) (
 		}
 		for i := from; i < len(vs); i++ {
 			if len(resp.Versions) == size {
-				resp.NextPageToken = tokenAfter(query, r, vs, i-1).encode()
+				resp.NextPageToken = tokenAfter(query, lastR, lastVs, lastI).encode()
 				return resp, nil
 			}
-			last := s.versionProto(r, vs[i])
-			if len(req.GetStates()) == 0 || slices.Contains(req.GetStates(), last.State) {
-				resp.Versions = append(resp.Versions, last)
+			lastR, lastVs, lastI = r, vs, i
+			kv := s.versionProto(r, vs[i])
+			if len(req.GetStates()) == 0 || slices.Contains(req.GetStates(), kv.State) {
+				resp.Versions = append(resp.Versions, kv)
 			}
 		}
 	}
@@ -145,10 +180,14 @@ func resumeAt(vs []*lifecycle.Version, t pageToken) int {
 	if i := slices.IndexFunc(vs, func(v *lifecycle.Version) bool { return v.ID == t.ID }); i >= 0 {
 		return i + 1
 	}
-	seen := append(slices.Clone(t.Same), t.ID)
+	seen := make(map[string]bool, len(t.Same)+1) // at most maxSame+1: decodePageToken bounds Same
+	seen[t.ID] = true
+	for _, id := range t.Same {
+		seen[id] = true
+	}
 	i := slices.IndexFunc(vs, func(v *lifecycle.Version) bool {
 		c := v.Created.UnixNano()
-		return c > t.Created || c == t.Created && !slices.Contains(seen, v.ID)
+		return c > t.Created || c == t.Created && !seen[v.ID]
 	})
 	if i < 0 {
 		return len(vs)
@@ -159,28 +198,29 @@ func resumeAt(vs []*lifecycle.Version, t pageToken) int {
 // listable returns the rings a ListKeys of ring (empty: all) covers for
 // the caller: the ring if the caller may list it, or every ring it may.
 func (s *service) listable(ctx context.Context, ring string) ([]*lifecycle.Ring, error) {
-	caller := callerOf(ctx)
 	if ring != "" {
 		r, err := s.ring(ctx, "list", ring)
-		if authz.IsDenial(err) {
-			countDenial(s.metrics, err)
-		}
 		if err != nil {
 			return nil, err
 		}
 		return []*lifecycle.Ring{r}, nil
 	}
-	var allowed []*lifecycle.Ring
-	for _, r := range s.ks.Rings() {
-		if s.authz.AuthorizeRing(caller, "list", r.Name) == nil {
-			allowed = append(allowed, r)
+	all := s.ks.Rings()
+	names := make([]string, len(all))
+	for i, r := range all {
+		names[i] = r.Name
+	}
+	allowed, err := s.authz.AuthorizeList(callerOf(ctx), names)
+	if err != nil {
+		return nil, err
+	}
+	rings := make([]*lifecycle.Ring, 0, len(allowed))
+	for _, r := range all { // configuration order
+		if slices.Contains(allowed, r.Name) {
+			rings = append(rings, r)
 		}
 	}
-	if len(allowed) == 0 {
-		return nil, &requestError{code: codes.PermissionDenied, reason: signetv1.ErrorReason_NO_GRANT,
-			msg: fmt.Sprintf("no grant lets %q list any key ring", caller)}
-	}
-	return allowed, nil
+	return rings, nil
 }
 
 // addLeftovers asks each ring's backend what it holds that is not a version.
@@ -204,9 +244,9 @@ func (s *service) addLeftovers(ctx context.Context, rings []*lifecycle.Ring, res
 // tokenAfter is the page token that resumes after vs[i] of r.
 func tokenAfter(query string, r *lifecycle.Ring, vs []*lifecycle.Version, i int) pageToken {
 	t := pageToken{Query: query, Ring: r.Name, ID: vs[i].ID, Created: vs[i].Created.UnixNano()}
-	for _, v := range vs[:i] {
-		if v.Created.Equal(vs[i].Created) {
-			t.Same = append(t.Same, v.ID)
+	for j := i - 1; j >= 0 && len(t.Same) < maxSame; j-- {
+		if vs[j].Created.Equal(vs[i].Created) {
+			t.Same = append(t.Same, vs[j].ID)
 		}
 	}
 	return t

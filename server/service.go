@@ -271,6 +271,13 @@ func (s *service) Rotate(ctx context.Context, req *signetv1.RotateRequest) (*sig
 		return nil, s.refuseRing(ctx, rpc, req.GetKeyRing(), err)
 	}
 	rec := authz.Record{KeyRing: r.Name}
+	// Each rotation adds a key every verifier fetches until retire_after:
+	// limited per caller and ring, once the ring is known to be configured
+	// (so that names nobody configured make no buckets).
+	refund, err := s.authz.AllowRotate(callerOf(ctx), r.Name)
+	if err != nil {
+		return nil, s.refuse(ctx, rpc, rec, err)
+	}
 	// Rotation cannot be undone, so its authorization is on record before
 	// anything changes: an unwritable audit log stops it here.
 	authorized := rec
@@ -282,6 +289,9 @@ func (s *service) Rotate(ctx context.Context, req *signetv1.RotateRequest) (*sig
 		return nil, s.status(ctx, err)
 	}
 	created, revoked, replayed, err := s.ks.Rotate(ctx, r, req.GetRevokePrevious(), requestID)
+	if replayed || errors.Is(err, lifecycle.ErrRequestMismatch) || backends.KindOf(err) == backends.KindConflict {
+		refund() // nothing created: a retry, a mismatched id, a race another replica won
+	}
 	if errors.Is(err, lifecycle.ErrRequestMismatch) {
 		err = jose.Invalid("request_id", "%v", err)
 	}

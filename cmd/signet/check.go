@@ -63,7 +63,7 @@ func checkConfig(path, policyOverride string, stdout io.Writer) error {
 	if policyOverride != "" {
 		readFile = func(string) ([]byte, error) { return os.ReadFile(policyOverride) } // #nosec G304 -- the operator's --policy
 	}
-	cfg, err := authz.CheckConfig(data, readFile)
+	cfg, warnings, err := authz.CheckConfigWarnings(data, readFile)
 	if err != nil {
 		return err
 	}
@@ -95,6 +95,12 @@ func checkConfig(path, policyOverride string, stdout io.Writer) error {
 	}
 	fmt.Fprintf(&b, "  HTTP %s, admin %s\n", cfg.HTTP.Listen, admin)
 	b.WriteString("Not opened: backends, TLS certificates, the audit log. Startup still checks those.\n")
+	for _, w := range warnings {
+		fmt.Fprintf(&b, "warning: %s\n", w)
+	}
+	if len(warnings) > 0 {
+		b.WriteString("(read differently than before Signet parsed identities: see the upgrade notes in docs/runbook.md)\n")
+	}
 	_, err = io.WriteString(stdout, b.String())
 	return err
 }

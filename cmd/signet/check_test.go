@@ -27,7 +27,7 @@ audit: {path: "-"}
 `
 
 const goodPolicy = `grants:
-  - identity: "spiffe://corp.example/ns/payments/*"
+  - identity: "spiffe://corp.example/ns/payments/**"
     sign:
       - key_rings: [default]
         audiences: [ledger, "payments-*"]
@@ -134,16 +134,20 @@ var checkCases = []checkCase{
 	{field: "allow_broad_key_usage", config: "key_rings: [{name: a, backend: 'local://x', allow_broad_key_usage: sometimes}]\n", want: "line 1: cannot unmarshal !!str `sometimes` into bool"},
 
 	// The policy file, against the configured key rings.
-	{field: "policy", config: mtlsHead + oneRing, policy: "grants: [{identity: x, sign: [{key_rings: [default], audiences: [a]}], rotat: [default]}]\n", want: "field rotat not found"},
+	{field: "policy", config: mtlsHead + oneRing, policy: "grants: [{identity: 'dns:x', sign: [{key_rings: [default], audiences: [a]}], rotat: [default]}]\n", want: "field rotat not found"},
 	{field: "policy", config: mtlsHead + oneRing, policy: "grants: [{identity: '', list: ['*']}]\n", want: "policy_file {{dir}}/policy.yaml: grants[0].identity is empty"},
-	{field: "policy", config: mtlsHead + oneRing, policy: "grants: [{identity: x, sign: [{key_rings: [default]}]}]\n", want: "grants[0].sign[0]: name key_rings and audiences"},
-	{field: "policy", config: mtlsHead + oneRing, policy: "grants: [{identity: x, sign: [{audiences: [a]}]}]\n", want: "grants[0].sign[0]: name key_rings and audiences"},
-	{field: "policy", config: mtlsHead + oneRing, policy: "grants: [{identity: x, sign: [{key_rings: [payments], audiences: [a]}]}]\n", want: `grants[0].sign[0].key_rings: "payments" is not a configured key ring`},
-	{field: "policy", config: mtlsHead + oneRing, policy: "grants: [{identity: x, sign: [{key_rings: [default], audiences: [a], max_ttl: 2h}]}]\n", want: `grants[0].sign[0].max_ttl 2h0m0s exceeds key ring "default" token_max_ttl 1h0m0s`},
-	{field: "policy", config: mtlsHead + oneRing, policy: "grants: [{identity: x, sign: [{key_rings: ['*'], audiences: [a], max_ttl: -1m}]}]\n", want: "grants[0].sign[0].max_ttl may not be negative"},
-	{field: "policy", config: mtlsHead + oneRing, policy: "grants: [{identity: x, sign: [{key_rings: [default], audiences: [a], rate: {per_second: 0, burst: 1}}]}]\n", want: "grants[0].sign[0].rate: per_second must be positive"},
-	{field: "policy", config: mtlsHead + oneRing, policy: "grants: [{identity: x, sign: [{key_rings: [default], audiences: [a], rate: {per_second: 1, burst: 0}}]}]\n", want: "burst at least 1"},
-	{field: "policy", config: mtlsHead + oneRing, policy: "grants: [{identity: x, sign: [{key_rings: [default], audiences: [a], max_ttl: soon}]}]\n", want: `"soon" is not a duration`},
+	{field: "policy", config: mtlsHead + oneRing, policy: "grants: [{identity: api.corp.example, list: ['*']}]\n", want: `grants[0].identity "api.corp.example" is neither a SPIFFE ID pattern (spiffe://TRUST-DOMAIN/PATH) nor a DNS name pattern (dns:NAME): a certificate's DNS SAN is the identity "dns:api.corp.example"`},
+	{field: "policy", config: mtlsHead + oneRing, policy: "grants: [{identity: 'spiffe://corp.example/team/', list: ['*']}]\n", want: `grants[0].identity "spiffe://corp.example/team/" can never match a SPIFFE ID: an empty segment`},
+	{field: "policy", config: mtlsHead + oneRing, policy: "grants: [{identity: 'spiffe://Corp.example/team', list: ['*']}]\n", want: `can never match a SPIFFE ID: trust domain "Corp.example"`},
+	{field: "policy", config: mtlsHead + oneRing, policy: "grants: [{identity: 'dns:x', list: ['*']}]\nlimits: {rotate: {every: 0s, burst: 1}}\n", want: "limits.rotate: every must be positive"},
+	{field: "policy", config: mtlsHead + oneRing, policy: "grants: [{identity: 'dns:x', sign: [{key_rings: [default]}]}]\n", want: "grants[0].sign[0]: name key_rings and audiences"},
+	{field: "policy", config: mtlsHead + oneRing, policy: "grants: [{identity: 'dns:x', sign: [{audiences: [a]}]}]\n", want: "grants[0].sign[0]: name key_rings and audiences"},
+	{field: "policy", config: mtlsHead + oneRing, policy: "grants: [{identity: 'dns:x', sign: [{key_rings: [payments], audiences: [a]}]}]\n", want: `grants[0].sign[0].key_rings: "payments" is not a configured key ring`},
+	{field: "policy", config: mtlsHead + oneRing, policy: "grants: [{identity: 'dns:x', sign: [{key_rings: [default], audiences: [a], max_ttl: 2h}]}]\n", want: `grants[0].sign[0].max_ttl 2h0m0s exceeds key ring "default" token_max_ttl 1h0m0s`},
+	{field: "policy", config: mtlsHead + oneRing, policy: "grants: [{identity: 'dns:x', sign: [{key_rings: ['*'], audiences: [a], max_ttl: -1m}]}]\n", want: "grants[0].sign[0].max_ttl may not be negative"},
+	{field: "policy", config: mtlsHead + oneRing, policy: "grants: [{identity: 'dns:x', sign: [{key_rings: [default], audiences: [a], rate: {per_second: 0, burst: 1}}]}]\n", want: "grants[0].sign[0].rate: per_second must be positive"},
+	{field: "policy", config: mtlsHead + oneRing, policy: "grants: [{identity: 'dns:x', sign: [{key_rings: [default], audiences: [a], rate: {per_second: 1, burst: 0}}]}]\n", want: "burst at least 1"},
+	{field: "policy", config: mtlsHead + oneRing, policy: "grants: [{identity: 'dns:x', sign: [{key_rings: [default], audiences: [a], max_ttl: soon}]}]\n", want: `"soon" is not a duration`},
 }
 
 // TestCheckConfig runs `signet check-config` on good and bad configs: a good
@@ -251,7 +255,7 @@ func TestCheckConfigFlags(t *testing.T) {
 	if !strings.Contains(out.String(), "policy "+local+" (for /etc/signet/policy/policy.yaml)") {
 		t.Errorf("check-config --policy printed:\n%s", out.String())
 	}
-	os.WriteFile(local, []byte("grants: [{identity: x, sign: [{key_rings: [other], audiences: [a]}]}]\n"), 0o600)
+	os.WriteFile(local, []byte("grants: [{identity: 'dns:x', sign: [{key_rings: [other], audiences: [a]}]}]\n"), 0o600)
 	if err := run(context.Background(), []string{"check-config", "--config", cfg, "--policy", local}, &out, &out); err == nil ||
 		!strings.Contains(err.Error(), `"other" is not a configured key ring`) {
 		t.Errorf("--policy with a bad policy: %v", err)
@@ -274,5 +278,29 @@ func TestCheckConfigFlags(t *testing.T) {
 	}
 	if err := run(context.Background(), []string{"check-config", "--help"}, &out, &out); !errors.Is(err, flag.ErrHelp) {
 		t.Errorf("--help: %v", err)
+	}
+}
+
+// TestCheckConfigWarnsOfGrantsReadDifferently: a SPIFFE glob that the
+// rules before parsed identities read with '*' across '/' passes, with a
+// warning naming the grant and the fix.
+func TestCheckConfigWarnsOfGrantsReadDifferently(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	policy := "grants:\n  - {identity: 'spiffe://corp.example/ns/payments/*', list: ['*']}\n  - {identity: 'spiffe://corp.example/team/security', rotate: ['*']}\n"
+	if err := os.WriteFile(filepath.Join(dir, "policy.yaml"), []byte(policy), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "signet.yaml")
+	if err := os.WriteFile(path, []byte(strings.ReplaceAll(mtlsHead+oneRing, "{{dir}}", dir)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr bytes.Buffer
+	if err := run(context.Background(), []string{"check-config", "--config", path}, &stdout, &stderr); err != nil {
+		t.Fatal(err)
+	}
+	want := "warning: policy_file " + dir + `/policy.yaml: grants[0].identity "spiffe://corp.example/ns/payments/*": '*' and '?' now match within one path segment`
+	if !strings.Contains(stdout.String(), want) || strings.Count(stdout.String(), "warning:") != 1 {
+		t.Errorf("check-config printed:\n%s\nwant one warning: %s", stdout.String(), want)
 	}
 }

@@ -301,7 +301,7 @@ func (h *harness) startLocal(mode string) (*signetProc, error) {
 		// A realistic grant: patterns to match, claims to check and a
 		// rate limit that is never reached.
 		policy := fmt.Sprintf(`grants:
-  - identity: "spiffe://signet.dev/service/*"
+  - identity: "spiffe://signet.dev/service/**"
     sign:
       - key_rings: [%s]
         audiences: ["svc-*"]

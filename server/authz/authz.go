@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"sync"
@@ -51,9 +52,13 @@ type Authorizer struct {
 	limiters   map[limiterKey]*rate.Limiter
 }
 
+// limiterKey is a token bucket's owner: a caller and its sign grant, or a
+// caller and an action (with the key ring, for rotate).
 type limiterKey struct {
 	caller string
 	grant  *signGrant
+	action string
+	ring   string
 }
 
 // New loads the certificates, the policy and the audit sink.
@@ -158,26 +163,85 @@ func (a *Authorizer) takeToken(caller string, g *signGrant) error {
 	if g.Rate == nil {
 		return nil
 	}
-	now := a.now()
-	a.limitersMu.Lock()
-	k := limiterKey{caller, g}
-	l := a.limiters[k]
-	if l == nil {
-		l = rate.NewLimiter(rate.Limit(g.Rate.PerSecond), g.Rate.Burst)
-		a.limiters[k] = l
-	}
-	res := l.ReserveN(now, 1)
-	wait := res.DelayFrom(now)
-	if wait > 0 {
-		res.CancelAt(now)
-	}
-	a.limitersMu.Unlock()
+	wait, _ := a.reserve(limiterKey{caller: caller, grant: g}, rate.Limit(g.Rate.PerSecond), g.Rate.Burst)
 	if wait > 0 {
 		e := errorf(RateLimited, "rate limit for %q: %v signatures per second (burst %d)", caller, g.Rate.PerSecond, g.Rate.Burst)
 		e.RetryAfter, e.Grant = wait, grantOf(a.policy.Load(), g)
 		return e
 	}
 	return nil
+}
+
+// reserve takes a token from k's bucket (created with limit and burst) and
+// returns 0 and a function that gives it back, or how long until the
+// bucket has one (taking nothing).
+func (a *Authorizer) reserve(k limiterKey, limit rate.Limit, burst int) (time.Duration, func()) {
+	now := a.now()
+	a.limitersMu.Lock()
+	defer a.limitersMu.Unlock()
+	l := a.limiters[k]
+	if l == nil {
+		l = rate.NewLimiter(limit, burst)
+		a.limiters[k] = l
+	}
+	res := l.ReserveN(now, 1)
+	if wait := res.DelayFrom(now); wait > 0 {
+		res.CancelAt(now)
+		return wait, nil
+	}
+	return 0, func() {
+		a.limitersMu.Lock()
+		defer a.limitersMu.Unlock()
+		res.CancelAt(a.now())
+	}
+}
+
+// AllowRotate takes one of caller's rotations of ring (limits.rotate, per
+// caller identity and key ring), after AuthorizeRing allowed it on a
+// configured ring: a rotate grant in a loop would otherwise grow the JWKS
+// every verifier fetches, for retire_after. refund gives the rotation back,
+// for a Rotate that turned out to create nothing (a replayed request_id, a
+// lost race): a client's retries of one rotation cost one.
+func (a *Authorizer) AllowRotate(caller, ring string) (refund func(), err error) {
+	p := a.policy.Load()
+	if p == nil {
+		return func() {}, nil
+	}
+	grant, err := p.authorizeRing(caller, "rotate", ring)
+	if err != nil {
+		return nil, err
+	}
+	return a.allow(limiterKey{caller: caller, action: "rotate", ring: ring}, p.Limits.Rotate, grant,
+		fmt.Sprintf("rotations of key ring %q by %q", ring, caller))
+}
+
+// AllowLeftovers takes one of caller's leftovers listings (limits.leftovers,
+// per caller identity): each one scans the backends.
+func (a *Authorizer) AllowLeftovers(caller string) error {
+	p := a.policy.Load()
+	if p == nil {
+		return nil
+	}
+	grant := ""
+	for _, g := range p.Grants {
+		if len(g.List) > 0 && g.id.match(caller) {
+			grant = g.Identity
+			break
+		}
+	}
+	_, err := a.allow(limiterKey{caller: caller, action: "leftovers"}, p.Limits.Leftovers, grant,
+		fmt.Sprintf("leftovers listings by %q", caller))
+	return err
+}
+
+func (a *Authorizer) allow(k limiterKey, spec *everySpec, grant, what string) (func(), error) {
+	wait, refund := a.reserve(k, rate.Every(spec.Every.D()), spec.Burst)
+	if wait <= 0 {
+		return refund, nil
+	}
+	e := errorf(RateLimited, "rate limit for %s: %d at once, then one every %v", what, spec.Burst, spec.Every.D())
+	e.RetryAfter, e.Grant = wait, grant
+	return nil, e
 }
 
 // CertificateExpiry returns the notAfter of the serving certificate and of
@@ -200,7 +264,27 @@ func (a *Authorizer) AuthorizeRing(caller, action, ring string) error {
 	if p == nil {
 		return nil
 	}
-	return p.authorizeRing(caller, action, ring)
+	_, err := p.authorizeRing(caller, action, ring)
+	return err
+}
+
+// AuthorizeList returns the rings, of those named, that caller may list,
+// or a denial if it may list none.
+func (a *Authorizer) AuthorizeList(caller string, rings []string) ([]string, error) {
+	p := a.policy.Load()
+	if p == nil {
+		return rings, nil
+	}
+	var allowed []string
+	for _, r := range rings {
+		if _, err := p.authorizeRing(caller, "list", r); err == nil {
+			allowed = append(allowed, r)
+		}
+	}
+	if len(allowed) == 0 {
+		return nil, deny(NoGrant, "no grant lets %q list any key ring", caller)
+	}
+	return allowed, nil
 }
 
 // Auditing reports whether there is an audit log: without one, Audit

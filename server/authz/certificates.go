@@ -6,7 +6,6 @@ import (
 	encpem "encoding/pem"
 	"errors"
 	"fmt"
-	"net/url"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -98,8 +97,8 @@ func (c *certificates) serverTLS() *tls.Config {
 }
 
 // authenticate verifies the caller's certificate chain (leaf first) against
-// the client CA and returns its identity: the SPIFFE URI SAN when present,
-// else the first DNS SAN.
+// the client CA and returns its identity (certIdentity): the SPIFFE ID of
+// its one URI SAN, or dns: and its first DNS SAN if it has no URI SAN.
 func (c *certificates) authenticate(chain []*x509.Certificate, now time.Time) (string, error) {
 	if len(chain) == 0 {
 		return "", errorf(Unauthenticated, "a client certificate is required")
@@ -124,9 +123,9 @@ func (c *certificates) authenticate(chain []*x509.Certificate, now time.Time) (s
 		}
 		return "", errorf(Unauthenticated, "the client certificate is not valid: %v", err)
 	}
-	id := certIdentity(leaf.URIs, leaf.DNSNames)
-	if id == "" {
-		return "", errorf(Unauthenticated, "the client certificate has neither a spiffe:// URI SAN nor a DNS SAN")
+	id, err := certIdentity(leaf.URIs, leaf.DNSNames)
+	if err != nil {
+		return "", err
 	}
 	c.verifiedMu.Lock()
 	if c.verified == nil || len(c.verified) >= 4096 { // forget closed connections wholesale
@@ -135,16 +134,4 @@ func (c *certificates) authenticate(chain []*x509.Certificate, now time.Time) (s
 	c.verified[leaf] = verifiedCaller{pool, id}
 	c.verifiedMu.Unlock()
 	return id, nil
-}
-
-func certIdentity(uris []*url.URL, dns []string) string {
-	for _, u := range uris {
-		if u.Scheme == "spiffe" {
-			return u.String()
-		}
-	}
-	if len(dns) > 0 {
-		return dns[0]
-	}
-	return ""
 }

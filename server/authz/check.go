@@ -17,6 +17,17 @@ func CheckPolicy(data []byte, rings map[string]time.Duration) error {
 	return err
 }
 
+// PolicyWarnings checks a policy file's content as CheckPolicy does and
+// returns what it accepts but Signet before parsed identities read
+// differently (one line per grant, naming it).
+func PolicyWarnings(data []byte, rings map[string]time.Duration) ([]string, error) {
+	p, err := parsePolicy(data, rings)
+	if err != nil {
+		return nil, err
+	}
+	return p.warnings, nil
+}
+
 // readPolicy reads and parses the policy file; its errors are the ones
 // startup prints, naming policy_file.
 func readPolicy(path string, readFile func(string) ([]byte, error), rings map[string]time.Duration) (*policyFile, error) {
@@ -40,14 +51,26 @@ func readPolicy(path string, readFile func(string) ([]byte, error), rings map[st
 // Kubernetes pod would have mounted). It is what `signet check-config`
 // and `signet serve --check` run.
 func CheckConfig(configYAML []byte, readFile func(path string) ([]byte, error)) (config.Config, error) {
+	cfg, _, err := CheckConfigWarnings(configYAML, readFile)
+	return cfg, err
+}
+
+// CheckConfigWarnings is CheckConfig, and also returns the policy's
+// warnings (PolicyWarnings), each prefixed with policy_file.
+func CheckConfigWarnings(configYAML []byte, readFile func(path string) ([]byte, error)) (config.Config, []string, error) {
 	cfg, err := config.Parse(configYAML)
 	if err != nil {
-		return config.Config{}, err
+		return config.Config{}, nil, err
 	}
+	var warnings []string
 	if cfg.PolicyFile != "" {
-		if _, err := readPolicy(cfg.PolicyFile, readFile, cfg.TokenMaxTTLs()); err != nil {
-			return config.Config{}, err
+		p, err := readPolicy(cfg.PolicyFile, readFile, cfg.TokenMaxTTLs())
+		if err != nil {
+			return config.Config{}, nil, err
+		}
+		for _, w := range p.warnings {
+			warnings = append(warnings, "policy_file "+cfg.PolicyFile+": "+w)
 		}
 	}
-	return cfg, nil
+	return cfg, warnings, nil
 }

@@ -24,7 +24,7 @@ func TestCheckConfigSaysWhatStartupSays(t *testing.T) {
 	dir := t.TempDir()
 	cert, key, ca := selfSigned(t, dir)
 	policy := filepath.Join(dir, "policy.yaml")
-	os.WriteFile(policy, []byte("grants: [{identity: x, sign: [{key_rings: [default], audiences: [a], max_ttl: 2h}]}]\n"), 0o600)
+	os.WriteFile(policy, []byte("grants: [{identity: 'dns:x', sign: [{key_rings: [default], audiences: [a], max_ttl: 2h}]}]\n"), 0o600)
 	cfg := []byte(`grpc:
   listen: 0.0.0.0:9090
   tls: {cert_file: ` + cert + `, key_file: ` + key + `, client_ca_file: ` + ca + `}
@@ -47,7 +47,7 @@ key_rings: [{name: default, backend: 'local://` + dir + `'}]
 	if len(asked) != 1 || asked[0] != policy || err == nil || err.Error() != "policy_file: not here" {
 		t.Errorf("CheckConfig read %v and said %v", asked, err)
 	}
-	if err := CheckPolicy([]byte("grants: [{identity: x, list: ['*']}]"), nil); err != nil {
+	if err := CheckPolicy([]byte("grants: [{identity: 'dns:x', list: ['*']}]"), nil); err != nil {
 		t.Errorf("a list grant: %v", err)
 	}
 }

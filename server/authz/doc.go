@@ -1,8 +1,9 @@
 // Package authz decides who may call what. Callers are identified by their
-// client certificate (SPIFFE URI SAN, else DNS SAN) checked against the
-// client CA; a deny-by-default policy file grants identities what they may
-// sign (rings, audiences, subjects, claims, typ, lifetime, rate), rotate and
-// list; every Sign, Rotate and denial is written to an audit log, and an
+// client certificate checked against the client CA: the SPIFFE ID of its
+// one URI SAN, or dns:NAME from its first DNS SAN if it has no URI SAN
+// (identity.go); a deny-by-default policy file grants identities what they
+// may sign (rings, audiences, subjects, claims, typ, lifetime, rate), rotate
+// and list, with per-caller limits on rotations and leftovers listings; every Sign, Rotate and denial is written to an audit log, and an
 // audit log that cannot be written stops the action. The certificates and
 // the policy are reloaded when their files change.
 //

@@ -17,7 +17,7 @@ import (
 // Policy file: who may do what. Deny by default.
 //
 //	grants:
-//	  - identity: "spiffe://corp.example/ns/payments/*"   # exact, or a glob: * matches any run of characters, ? one
+//	  - identity: "spiffe://corp.example/ns/payments/**"  # spiffe://TRUST-DOMAIN/PATH or dns:NAME pattern (identity.go)
 //	    sign:
 //	      - key_rings: [default]
 //	        audiences: ["ledger", "payments-*"]
@@ -28,8 +28,16 @@ import (
 //	        rate: {per_second: 50, burst: 100}            # per caller identity
 //	    rotate: [default]
 //	    list: ["*"]
+//	limits:                                # defaults below
+//	  rotate: {every: 10m, burst: 3}       # per caller identity and key ring
+//	  leftovers: {every: 1m, burst: 3}     # ListKeys with leftovers, per caller identity
 type policyFile struct {
 	Grants []grant `yaml:"grants"`
+	Limits limits  `yaml:"limits"`
+
+	// warnings name the grants that Signet before parsed identities read
+	// differently (check-config prints them).
+	warnings []string
 }
 
 type grant struct {
@@ -37,7 +45,31 @@ type grant struct {
 	Sign     []signGrant `yaml:"sign"`
 	Rotate   []string    `yaml:"rotate"`
 	List     []string    `yaml:"list"`
+
+	id idPattern // Identity, parsed
 }
+
+// limits bound what one grant can cost everyone else: every rotation adds a
+// key that every verifier fetches for retire_after, every leftovers listing
+// scans the backend.
+type limits struct {
+	Rotate    *everySpec `yaml:"rotate"`
+	Leftovers *everySpec `yaml:"leftovers"`
+}
+
+// everySpec is a token bucket: burst at once, then one more every Every.
+type everySpec struct {
+	Every config.Duration `yaml:"every"`
+	Burst int             `yaml:"burst"`
+}
+
+// Default limits (docs/configuration.md): a rotation and its emergency
+// follow-up, with one to spare, then one per publish_ahead's default; an
+// operator's few leftovers listings in a row, then one a minute.
+var (
+	defaultRotateLimit    = everySpec{Every: config.Duration(10 * time.Minute), Burst: 3}
+	defaultLeftoversLimit = everySpec{Every: config.Duration(time.Minute), Burst: 3}
+)
 
 type signGrant struct {
 	KeyRings  []string        `yaml:"key_rings"`
@@ -66,10 +98,20 @@ func parsePolicy(data []byte, rings map[string]time.Duration) (*policyFile, erro
 	if err := dec.Decode(&p); err != nil && !errors.Is(err, io.EOF) {
 		return nil, err
 	}
-	for i, g := range p.Grants {
+	for i := range p.Grants {
+		g := &p.Grants[i]
 		where := fmt.Sprintf("grants[%d]", i)
 		if g.Identity == "" {
 			return nil, fmt.Errorf("%s.identity is empty", where)
+		}
+		id, err := parseIDPattern(g.Identity)
+		if err != nil {
+			return nil, fmt.Errorf("%s.identity %q %v", where, g.Identity, err)
+		}
+		g.id = id
+		if id.wildcards() {
+			p.warnings = append(p.warnings, fmt.Sprintf("%s.identity %q: '*' and '?' now match within one path segment "+
+				"(before, '*' also matched across '/'); a whole segment ** matches one or more", where, g.Identity))
 		}
 		for j, s := range g.Sign {
 			sw := fmt.Sprintf("%s.sign[%d]", where, j)
@@ -94,6 +136,18 @@ func parsePolicy(data []byte, rings map[string]time.Duration) (*policyFile, erro
 			if s.Rate != nil && (s.Rate.PerSecond <= 0 || s.Rate.Burst < 1) {
 				return nil, fmt.Errorf("%s.rate: per_second must be positive and burst at least 1", sw)
 			}
+		}
+	}
+	for _, l := range []struct {
+		name string
+		spec **everySpec
+		def  everySpec
+	}{{"rotate", &p.Limits.Rotate, defaultRotateLimit}, {"leftovers", &p.Limits.Leftovers, defaultLeftoversLimit}} {
+		if *l.spec == nil {
+			def := l.def
+			*l.spec = &def
+		} else if s := *l.spec; s.Every <= 0 || s.Burst < 1 {
+			return nil, fmt.Errorf("limits.%s: every must be positive and burst at least 1", l.name)
 		}
 	}
 	return &p, nil
@@ -158,7 +212,7 @@ func (p *policyFile) authorizeSign(caller string, r SignRequest) (*signGrant, er
 	var reason error // the last grant's refusal; rendered only when there is one
 	for i := range p.Grants {
 		g := &p.Grants[i]
-		if !globMatch(g.Identity, caller) {
+		if !g.id.match(caller) {
 			continue
 		}
 		for j := range g.Sign {
@@ -209,9 +263,11 @@ func (s *signGrant) allows(caller string, r SignRequest) *Error {
 	return nil
 }
 
-func (p *policyFile) authorizeRing(caller, action, ring string) error {
+// authorizeRing finds a grant that lets caller do action ("sign",
+// "rotate", "list") on ring, and returns its identity pattern.
+func (p *policyFile) authorizeRing(caller, action, ring string) (string, error) {
 	for _, g := range p.Grants {
-		if !globMatch(g.Identity, caller) {
+		if !g.id.match(caller) {
 			continue
 		}
 		rings := g.Rotate
@@ -225,14 +281,14 @@ func (p *policyFile) authorizeRing(caller, action, ring string) error {
 			}
 		}
 		if anyMatch(rings, ring) {
-			return nil
+			return g.Identity, nil
 		}
 	}
 	verb := action
 	if action == "sign" {
 		verb = "sign with"
 	}
-	return deny(NoGrant, "no grant lets %q %s key ring %q", caller, verb, ring)
+	return "", deny(NoGrant, "no grant lets %q %s key ring %q", caller, verb, ring)
 }
 
 // grantOf returns the identity pattern of the grant that holds s.

@@ -12,7 +12,7 @@ import (
 func FuzzParsePolicy(f *testing.F) {
 	for _, s := range []string{"", "grants: []", `
 grants:
-  - identity: "spiffe://corp.test/ns/payments/*"
+  - identity: "spiffe://corp.test/ns/payments/**"
     sign:
       - key_rings: [default]
         audiences: ["ledger", "payments-*"]
@@ -25,7 +25,7 @@ grants:
   - identity: "spiffe://corp.test/team/security"
     rotate: ["*"]
     list: ["*"]
-`, "grants: [{identity: ''}]", "grants: [{identity: x, sign: [{key_rings: [nope], audiences: [a]}]}]"} {
+`, "grants: [{identity: ''}]", "grants: [{identity: 'dns:x', sign: [{key_rings: [nope], audiences: [a]}]}]"} {
 		f.Add([]byte(s))
 	}
 	rings := map[string]time.Duration{"default": time.Hour}

@@ -58,7 +58,7 @@ func TestAuditFollowsRotation(t *testing.T) {
 	write("3") // the renamed file still has a name: on record there
 	a.reopenIfMoved()
 	write("4")
-	if l := auditLines(t, path + ".1"); len(l) != 2 || !strings.Contains(l[1], `"jti":"3"`) {
+	if l := auditLines(t, path+".1"); len(l) != 2 || !strings.Contains(l[1], `"jti":"3"`) {
 		t.Errorf("renamed file: %q", l)
 	}
 	if l := auditLines(t, path); len(l) != 1 || !strings.Contains(l[0], `"jti":"4"`) {

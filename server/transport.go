@@ -28,9 +28,11 @@ import (
 // bounded: a request's size on the wire and decompressed (grpc-go checks
 // MaxRecvMsgSize against both, and stops its gzip decompressor one byte past
 // it), streams per connection, connections, header bytes, and the time to
-// finish a handshake. gzip is accepted: the OTLP exporter's import of
-// google.golang.org/grpc/encoding/gzip registers it process-wide, and the
-// decompressed bound makes it cost no more than an uncompressed request.
+// finish a handshake. gzip is accepted: google.golang.org/grpc/encoding/gzip
+// is registered process-wide by the OTLP gRPC exporter's import of it
+// (otlptracegrpc/internal/otlpconfig), grpc-go offers no way to refuse a
+// registered compressor per server, and the decompressed bound makes a
+// gzip request cost no more than an uncompressed one.
 
 // maxHeaderListSize bounds a gRPC request's headers (metadata): a traceparent
 // and a few custom keys need a few hundred bytes; grpc-go's default is 16 MiB.

@@ -9,7 +9,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/encoding/gzip"
-	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 
@@ -102,8 +101,8 @@ func TestRequestSizeLimit(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, opts := range [][]grpc.CallOption{nil, {grpc.UseCompressor(gzip.Name)}} {
-		var resp rawMessage
-		err := ts.conn.Invoke(ctxT(t), "/signet.v1.SignerService/Sign", (*rawMessage)(&over), &resp, append(opts, grpc.ForceCodecV2(rawCodec{}))...)
+		err := ts.conn.Invoke(ctxT(t), "/signet.v1.SignerService/Sign", rawRequest(over), &signetv1.SignResponse{},
+			append(opts, grpc.ForceCodecV2(rawCodec{}))...)
 		if codeOf(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), "larger than max") {
 			t.Errorf("an oversized Sign request (%d call options): %v, want ResourceExhausted saying it is larger than the maximum", len(opts), err)
 		}
@@ -112,22 +111,6 @@ func TestRequestSizeLimit(t *testing.T) {
 		t.Errorf("Sign after the oversized requests: %v", err)
 	}
 }
-
-// rawMessage is a message already encoded; rawCodec sends it as it is.
-type rawMessage []byte
-
-type rawCodec struct{}
-
-func (rawCodec) Marshal(v any) (mem.BufferSlice, error) {
-	return mem.BufferSlice{mem.SliceBuffer(*v.(*rawMessage))}, nil
-}
-
-func (rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
-	*v.(*rawMessage) = data.Materialize()
-	return nil
-}
-
-func (rawCodec) Name() string { return "proto" }
 
 // pprof's seconds= is capped on every handler that sleeps for it.
 func TestPprofSecondsCapped(t *testing.T) {

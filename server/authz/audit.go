@@ -151,7 +151,7 @@ func (a *auditLog) reopenLocked(why string) error {
 
 // reopen opens the path afresh (SIGHUP); standard output stays.
 func (a *auditLog) reopen() error {
-	if a == nil || a.f == nil {
+	if a == nil || a.path == "" {
 		return nil
 	}
 	a.mu.Lock()
@@ -162,7 +162,7 @@ func (a *auditLog) reopen() error {
 // reopenIfMoved reopens the path when it no longer names the open file:
 // log rotation renamed or removed it.
 func (a *auditLog) reopenIfMoved() {
-	if a == nil || a.f == nil {
+	if a == nil || a.path == "" {
 		return
 	}
 	a.mu.Lock()
@@ -177,7 +177,7 @@ func (a *auditLog) reopenIfMoved() {
 }
 
 func (a *auditLog) close() error {
-	if a == nil || a.f == nil {
+	if a == nil || a.path == "" {
 		return nil
 	}
 	a.mu.Lock()

@@ -34,6 +34,10 @@ type refusalLimiter struct {
 	summarized int64
 	since      time.Time
 	from       map[netip.Prefix]struct{}
+	// swept is when idle buckets were last dropped: at most once a second
+	// when the map is full, so that a flood from many addresses does not
+	// make every refusal walk the whole map.
+	swept time.Time
 }
 
 func newRefusalLimiter() *refusalLimiter {
@@ -64,7 +68,7 @@ func (q *refusalLimiter) allow(addr netip.Addr, now time.Time) bool {
 	defer q.mu.Unlock()
 	l := q.peers[key]
 	if l == nil {
-		if len(q.peers) >= maxRefusalPeers {
+		if len(q.peers) >= maxRefusalPeers && now.Sub(q.swept) >= time.Second {
 			q.forgetIdle(now)
 		}
 		if len(q.peers) < maxRefusalPeers {
@@ -90,6 +94,7 @@ func (q *refusalLimiter) allow(addr netip.Addr, now time.Time) bool {
 // forgetIdle drops the buckets that have refilled: a peer that comes back
 // starts from a full bucket either way.
 func (q *refusalLimiter) forgetIdle(now time.Time) {
+	q.swept = now
 	for k, l := range q.peers {
 		if l.TokensAt(now) >= refusalPeerBurst {
 			delete(q.peers, k)

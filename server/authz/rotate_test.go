@@ -138,4 +138,10 @@ func TestRefusalLimiter(t *testing.T) {
 	if len(q.peers) > maxRefusalPeers || allowed > refusalAllBurst {
 		t.Errorf("%d buckets (max %d), %d lines (overall burst %d)", len(q.peers), maxRefusalPeers, allowed, refusalAllBurst)
 	}
+	// Once the buckets have refilled, they are dropped and a new peer
+	// gets one of its own again.
+	later := now.Add(time.Minute)
+	if !q.allow(netip.MustParseAddr("192.0.2.200"), later) || len(q.peers) != 1 {
+		t.Errorf("after a quiet minute: %d buckets, want the new peer's alone", len(q.peers))
+	}
 }

@@ -26,11 +26,13 @@ func (s *Server) adminHandler() http.Handler {
 		_ = enc.Encode(s.status()) // fails only if the client has gone
 	})
 	if s.cfg.Admin.Pprof {
-		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		// seconds= is capped on every one: Index serves delta profiles
+		// (heap?seconds=N) too.
+		mux.HandleFunc("GET /debug/pprof/", capSeconds(pprof.Index))
 		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
-		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/profile", capSeconds(pprof.Profile))
 		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
-		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+		mux.HandleFunc("GET /debug/pprof/trace", capSeconds(pprof.Trace))
 	}
 	return mux
 }

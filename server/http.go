@@ -47,16 +47,16 @@ func newHTTPHandler(ctx context.Context, svc *service, jwks *publisher, m *telem
 	// moment it started (the key set was read before it listened) whatever
 	// its backends do: a backend outage must not take every replica out of
 	// the load balancer at once and the JWKS with them. Whether it can sign
-	// is the gRPC health of SignerService; the body says it too.
+	// is the gRPC health of SignerService; the body says it too, and no
+	// more: why not (ring names, backend errors) is for the admin
+	// listener's /statusz and the log, never the public port.
 	if err := mux.HandlePath(http.MethodGet, "/readyz", func(w http.ResponseWriter, _ *http.Request, _ map[string]string) {
-		problems := svc.ks.SigningProblems()
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("Cache-Control", "no-store")
 		_ = json.NewEncoder(w).Encode(struct { // fails only if the client has gone
-			Ready           bool     `json:"ready"`
-			Signing         bool     `json:"signing"`
-			SigningProblems []string `json:"signing_problems,omitempty"`
-		}{jwks.current() != nil, len(problems) == 0, problems})
+			Ready   bool `json:"ready"`
+			Signing bool `json:"signing"`
+		}{jwks.current() != nil, len(svc.ks.SigningProblems()) == 0})
 	}); err != nil {
 		return nil, err
 	}

@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -12,7 +11,6 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
@@ -80,33 +78,20 @@ func peerOf(ctx context.Context) string {
 	return ""
 }
 
-// authenticate establishes the caller's identity for SignerService calls
-// from the client certificate of the TLS connection. Health, reflection and
-// the public key set need no identity. A refused caller is audited.
-func authenticate(a *authz.Authorizer, m *telemetry.Metrics) grpc.UnaryServerInterceptor {
+// requireCaller refuses a SignerService call that reaches the handlers
+// without the identity authenticateTap establishes for every one with mTLS
+// on. It cannot happen while the tap is installed; should the wiring ever
+// change, the call fails closed instead of running as nobody.
+func requireCaller(a *authz.Authorizer) grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-		if !a.MTLS() || !strings.HasPrefix(info.FullMethod, "/"+signerServiceName+"/") {
-			// Development mode: every caller is authz.DevelopmentCaller,
-			// which callerOf answers without a context value.
-			return handler(ctx, req)
-		}
-		var chain []*x509.Certificate
-		if p, ok := peer.FromContext(ctx); ok {
-			if tlsInfo, ok := p.AuthInfo.(credentials.TLSInfo); ok {
-				chain = tlsInfo.State.PeerCertificates
+		if a.MTLS() && strings.HasPrefix(info.FullMethod, "/"+signerServiceName+"/") {
+			if _, ok := ctx.Value(callerKey{}).(string); !ok {
+				return nil, status.Error(codes.Unauthenticated, "no caller identity was established for this call")
 			}
 		}
-		id, err := a.Authenticate(chain)
-		if err != nil {
-			countDenial(m, err)
-			st := toStatus(ctx, nil, err)
-			if aerr := a.Audit(authz.Record{Caller: "unauthenticated", Peer: peerOf(ctx), RPC: info.FullMethod,
-				Outcome: "denied", Reason: st.Message(), TraceID: telemetry.TraceID(ctx)}); aerr != nil {
-				m.AuditFailed()
-			}
-			return nil, st.Err()
-		}
-		return handler(context.WithValue(ctx, callerKey{}, id), req)
+		// Development mode: every caller is authz.DevelopmentCaller,
+		// which callerOf answers without a context value.
+		return handler(ctx, req)
 	}
 }
 

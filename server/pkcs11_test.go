@@ -40,7 +40,8 @@ func TestPKCS11KeyReplacedBehindSignetsBack(t *testing.T) {
 	}
 	signRefused(t, ts)
 	s.refusedAfterRefresh(t, ts, 2)
-	if _, body := ts.get(t, "/readyz"); !strings.Contains(string(body), "another public key") {
-		t.Errorf("/readyz does not say the public key changed: %s", body)
+	ts.readyz(t, false)
+	if body := ts.statusz(t); !strings.Contains(body, "another public key") {
+		t.Errorf("/statusz does not say the public key changed: %s", body)
 	}
 }

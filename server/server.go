@@ -140,6 +140,14 @@ func (s *Server) updateHealth() {
 	s.health.SetServingStatus(signerServiceName, st)
 }
 
+// Reopen opens the audit file afresh and re-reads the policy and
+// certificate files if they changed: what SIGHUP asks for after log
+// rotation.
+func (s *Server) Reopen() error {
+	s.authz.Reload()
+	return s.authz.ReopenAudit()
+}
+
 // KeySet returns the server's key set.
 func (s *Server) KeySet() *lifecycle.KeySet { return s.ks }
 
@@ -186,10 +194,11 @@ func (s *Server) Serve(ctx context.Context, ready func(Addrs)) error {
 			}
 		}
 	}
-	grpcLis, err := net.Listen("tcp", s.cfg.GRPC.Listen)
+	rawGRPCLis, err := net.Listen("tcp", s.cfg.GRPC.Listen)
 	if err != nil {
 		return fmt.Errorf("grpc.listen: %w", err)
 	}
+	grpcLis := &limitListener{Listener: rawGRPCLis, max: int64(s.cfg.GRPC.Limits.MaxConnections), refused: s.metrics.ConnectionRefused}
 	httpLis, err := net.Listen("tcp", s.cfg.HTTP.Listen)
 	if err != nil {
 		closeAll(grpcLis)
@@ -204,14 +213,14 @@ func (s *Server) Serve(ctx context.Context, ready func(Addrs)) error {
 		}
 	}
 
-	opts := []grpc.ServerOption{
+	opts := append(grpcLimits(s.cfg.GRPC.Limits),
 		grpc.NumStreamWorkers(streamWorkers),
 		grpc.ForceServerCodecV2(newRequestCodec()),
 		grpc.ChainUnaryInterceptor(recoverUnary(s.log), s.metrics.GRPC.UnaryServerInterceptor(), rejectMalformed,
-			logUnary(s.log), authenticate(s.authz, s.metrics)),
-	}
+			logUnary(s.log), requireCaller(s.authz)),
+	)
 	if tc := s.authz.ServerTLS(); tc != nil {
-		opts = append(opts, grpc.Creds(credentials.NewTLS(tc)))
+		opts = append(opts, grpc.Creds(credentials.NewTLS(tc)), grpc.InTapHandle(authenticateTap(s.authz, s.metrics)))
 	}
 	if s.tp != nil {
 		opts = append(opts, grpc.StatsHandler(otelgrpc.NewServerHandler(otelgrpc.WithTracerProvider(s.tp))))
@@ -228,14 +237,10 @@ func (s *Server) Serve(ctx context.Context, ready func(Addrs)) error {
 		closeAll(grpcLis, httpLis, adminLis)
 		return err
 	}
-	newHTTPServer := func(h http.Handler) *http.Server {
-		return &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
-			ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
-	}
-	hsrv := newHTTPServer(handler)
+	hsrv := newHTTPServer(handler, httpWriteTimeout, s.log)
 	var asrv *http.Server
 	if adminLis != nil {
-		asrv = newHTTPServer(s.adminHandler())
+		asrv = newHTTPServer(s.adminHandler(), adminWriteTimeout, s.log)
 	}
 
 	if s.authz.MTLS() {

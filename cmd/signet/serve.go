@@ -8,9 +8,11 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"runtime/debug"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/signet-dev/signet/server"
@@ -85,6 +87,26 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	defer srv.Close()
+	// SIGHUP: log rotation moved the audit file (logrotate's postrotate);
+	// open it afresh, and re-read the policy and certificates if changed.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	hupDone := make(chan struct{})
+	defer close(hupDone)
+	go func() {
+		for {
+			select {
+			case <-hupDone:
+				return
+			case <-hup:
+				log.Info("SIGHUP: reopening the audit log")
+				if err := srv.Reopen(); err != nil {
+					log.Error("SIGHUP: the audit log cannot be reopened; the open one stays", "err", err)
+				}
+			}
+		}
+	}()
 	// A ready file that cannot be written stops the server: whoever waits
 	// for it would otherwise wait forever.
 	ctx, stop := context.WithCancel(ctx)

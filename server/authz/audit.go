@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"strconv"
 	"sync"
@@ -16,23 +17,42 @@ import (
 // auditLog writes one JSON line per Sign, Rotate and denied request. It
 // never records a token or a claim value: custom claims appear as the
 // SHA-256 of their JSON.
+//
+// A file sink follows log rotation. A record counts as written only if the
+// file it went to still has a name afterwards (one fstat per record): a
+// record written to a file that log rotation removed is written again to a
+// new file at the path, and if that fails too the action is refused like
+// any other audit failure. A file renamed away (rotation without
+// copytruncate) keeps its name and its records; the path is compared with
+// the open file every second (reopenIfMoved, from Authorizer.Run) and on
+// SIGHUP (reopen), and a new file is opened there.
 type auditLog struct {
-	mu sync.Mutex
-	w  io.Writer
-	c  io.Closer
+	mu   sync.Mutex
+	path string    // "" for standard output, which is never reopened
+	w    io.Writer // f, or standard output
+	f    *os.File
+	log  *slog.Logger
 }
 
 // openAudit opens the audit sink: "-" is standard output, anything else a
 // file opened for appending (created 0600).
-func openAudit(path string) (*auditLog, error) {
+func openAudit(path string, log *slog.Logger) (*auditLog, error) {
 	if path == "-" {
-		return &auditLog{w: os.Stdout}, nil
+		return &auditLog{w: os.Stdout, log: log}, nil
 	}
+	f, err := openAuditFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return &auditLog{path: path, w: f, f: f, log: log}, nil
+}
+
+func openAuditFile(path string) (*os.File, error) {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600) // #nosec G304 -- audit.path: the operator's configuration
 	if err != nil {
 		return nil, fmt.Errorf("audit.path: %w", err)
 	}
-	return &auditLog{w: f, c: f}, nil
+	return f, nil
 }
 
 // Record is one audit line. Time, Caller and Peer are filled in by
@@ -52,7 +72,13 @@ type Record struct {
 	Reason       string    `json:"reason,omitempty"`
 	ClaimsSHA256 string    `json:"claims_sha256,omitempty"`
 	// TraceID ties the record to the request's trace, when tracing is on.
+	// Only an authenticated caller's trace id is recorded: an
+	// unauthenticated caller's traceparent is its own say-so.
 	TraceID string `json:"trace_id,omitempty"`
+	// Summarized, on a summary line, counts the refusals of
+	// unauthenticated callers since the last summary that the per-peer
+	// rate kept from a line of their own.
+	Summarized int64 `json:"summarized,omitempty"`
 }
 
 // ClaimsDigest is what the audit log keeps of a token's custom claims.
@@ -76,17 +102,87 @@ func (a *auditLog) write(r Record) error {
 	line = append(line, '\n')
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if _, err := a.w.Write(line); err != nil {
+	return a.writeLocked(line)
+}
+
+func (a *auditLog) writeLocked(line []byte) error {
+	_, err := a.w.Write(line)
+	if a.f == nil {
+		if err != nil {
+			return errorf(AuditFailed, "audit log cannot be written: %v: refusing to act unaudited", err)
+		}
+		return nil
+	}
+	if err == nil && hasName(a.f) {
+		return nil
+	}
+	// The record went nowhere anyone can read: the write failed, or the
+	// file was removed (log rotation without copytruncate or a postrotate
+	// SIGHUP, or by hand). Write it again to a new file at the path.
+	why := "the audit file was removed"
+	if err != nil {
+		why = err.Error()
+	}
+	if err := a.reopenLocked(why); err != nil {
 		return errorf(AuditFailed, "audit log cannot be written: %v: refusing to act unaudited", err)
+	}
+	if _, err := a.f.Write(line); err != nil {
+		return errorf(AuditFailed, "audit log cannot be written: %v: refusing to act unaudited", err)
+	}
+	if !hasName(a.f) {
+		return errorf(AuditFailed, "audit log cannot be written: %s is removed as soon as it is created: refusing to act unaudited", a.path)
 	}
 	return nil
 }
 
-func (a *auditLog) close() error {
-	if a == nil || a.c == nil {
+// reopenLocked opens the path afresh and closes the file in use; on error
+// the file in use stays.
+func (a *auditLog) reopenLocked(why string) error {
+	f, err := openAuditFile(a.path)
+	if err != nil {
+		a.log.Error("audit log cannot be reopened", "path", a.path, "why", why, "err", err)
+		return err
+	}
+	_ = a.f.Close() // every record in it was written with write(2): nothing is buffered
+	a.f, a.w = f, f
+	a.log.Info("audit log reopened", "path", a.path, "why", why)
+	return nil
+}
+
+// reopen opens the path afresh (SIGHUP); standard output stays.
+func (a *auditLog) reopen() error {
+	if a == nil || a.path == "" {
 		return nil
 	}
-	return a.c.Close()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.reopenLocked("reopen requested (SIGHUP)")
+}
+
+// reopenIfMoved reopens the path when it no longer names the open file:
+// log rotation renamed or removed it.
+func (a *auditLog) reopenIfMoved() {
+	if a == nil || a.path == "" {
+		return
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	atPath, err := os.Stat(a.path)
+	if err == nil {
+		if open, ferr := a.f.Stat(); ferr == nil && os.SameFile(atPath, open) {
+			return
+		}
+	}
+	_ = a.reopenLocked("the audit file was renamed or removed") // logged; the next record tries again
+}
+
+func (a *auditLog) close() error {
+	if a == nil || a.path == "" {
+		return nil
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.f.Close()
 }
 
 // appendJSON appends the record as encoding/json's Marshal writes it (the
@@ -133,5 +229,9 @@ func (r *Record) appendJSON(b []byte) ([]byte, error) {
 	str("reason", r.Reason, true)
 	str("claims_sha256", r.ClaimsSHA256, true)
 	str("trace_id", r.TraceID, true)
+	if r.Summarized != 0 {
+		b = append(b, `,"summarized":`...)
+		b = strconv.AppendInt(b, r.Summarized, 10)
+	}
 	return append(b, '}'), nil
 }

@@ -47,6 +47,8 @@ type Authorizer struct {
 	policy  atomic.Pointer[policyFile]
 	audit   *auditLog
 	watcher watcher
+	// refusals limits the audit lines of refused unauthenticated callers.
+	refusals *refusalLimiter
 
 	limitersMu sync.Mutex
 	limiters   map[limiterKey]*rate.Limiter
@@ -63,7 +65,7 @@ type limiterKey struct {
 
 // New loads the certificates, the policy and the audit sink.
 func New(cfg Config) (*Authorizer, error) {
-	a := &Authorizer{now: cfg.Now, limiters: map[limiterKey]*rate.Limiter{}}
+	a := &Authorizer{now: cfg.Now, limiters: map[limiterKey]*rate.Limiter{}, refusals: newRefusalLimiter()}
 	if a.now == nil {
 		a.now = time.Now
 	}
@@ -73,7 +75,7 @@ func New(cfg Config) (*Authorizer, error) {
 	}
 	if cfg.AuditPath != "" {
 		var err error
-		if a.audit, err = openAudit(cfg.AuditPath); err != nil {
+		if a.audit, err = openAudit(cfg.AuditPath, a.watcher.log); err != nil {
 			return nil, err
 		}
 	}
@@ -119,9 +121,29 @@ func (a *Authorizer) ServerTLS() *tls.Config {
 	return a.certs.serverTLS()
 }
 
-// Run reloads the policy and the certificates when their files change,
-// checking every interval, until ctx ends.
-func (a *Authorizer) Run(ctx context.Context, every time.Duration) { a.watcher.run(ctx, every) }
+// Run, every interval until ctx ends: reloads the policy and the
+// certificates when their files change, reopens the audit file when log
+// rotation moved it, and writes the summary of unaudited refusals every
+// RefusalSummaryInterval. It writes that summary once more when ctx ends.
+func (a *Authorizer) Run(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	last := a.now()
+	for {
+		select {
+		case <-ctx.Done():
+			a.auditSummary()
+			return
+		case <-t.C:
+			a.watcher.poll()
+			a.audit.reopenIfMoved()
+			if now := a.now(); now.Sub(last) >= RefusalSummaryInterval {
+				last = now
+				a.auditSummary()
+			}
+		}
+	}
+}
 
 // Reload checks the watched files once and reloads what changed, as Run
 // does every interval.

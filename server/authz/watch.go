@@ -2,12 +2,10 @@ package authz
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"log/slog"
 	"os"
 	"sync"
-	"time"
 )
 
 // watcher re-reads files when they change: the policy file and the TLS
@@ -66,22 +64,5 @@ func (w *watcher) poll() {
 			continue
 		}
 		w.log.Info(it.what+" reloaded", "files", it.files)
-	}
-}
-
-// run polls every interval until ctx ends.
-func (w *watcher) run(ctx context.Context, every time.Duration) {
-	if len(w.items) == 0 {
-		return
-	}
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			w.poll()
-		}
 	}
 }

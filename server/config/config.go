@@ -36,6 +36,9 @@ type Config struct {
 			KeyFile      string `yaml:"key_file"`
 			ClientCAFile string `yaml:"client_ca_file"`
 		} `yaml:"tls"`
+		// Limits bound what any peer can make the server hold before its
+		// identity is known; docs/configuration.md gives the defaults.
+		Limits GRPCLimits `yaml:"limits"`
 	} `yaml:"grpc"`
 	// PolicyFile grants identities their permissions (mTLS only); it is
 	// reloaded when it changes.
@@ -65,6 +68,44 @@ type Config struct {
 		Format string `yaml:"format"` // text or json
 	} `yaml:"log"`
 	KeyRings []RingConfig `yaml:"key_rings"`
+}
+
+// GRPCLimits are the gRPC listener's bounds on every peer, authenticated or
+// not: what it may send, how many streams and connections it may hold, and
+// how long it has to finish the handshake.
+type GRPCLimits struct {
+	// MaxRequestBytes bounds a request message on the wire and again after
+	// decompression (grpc-go checks both against it); more is
+	// ResourceExhausted before the message is decoded.
+	MaxRequestBytes int `yaml:"max_request_bytes"`
+	// MaxConcurrentStreams is HTTP/2's per-connection stream limit.
+	MaxConcurrentStreams uint32 `yaml:"max_concurrent_streams"`
+	// MaxConnections bounds open gRPC connections; more are closed at once.
+	MaxConnections int `yaml:"max_connections"`
+	// HandshakeTimeout bounds the TLS handshake and HTTP/2 preface.
+	HandshakeTimeout Duration `yaml:"handshake_timeout"`
+	// KeepaliveMinTime: a client that pings more often is disconnected.
+	KeepaliveMinTime Duration `yaml:"keepalive_min_time"`
+	// MaxConnectionIdle closes a connection without streams for this long.
+	MaxConnectionIdle Duration `yaml:"max_connection_idle"`
+}
+
+// MinRequestBytes is the smallest max_request_bytes accepted: the largest
+// valid request. Sign's is the biggest: a 1 KiB subject, 32 audiences of
+// 1 KiB and 8 KiB of claims JSON, which as a protobuf Struct can take up to
+// 5.5 times its JSON size (a list of small numbers: "0," is 2 bytes of JSON,
+// 11 of protobuf), plus field overhead: under 84 KiB. Rotate and ListKeys
+// requests are far smaller.
+const MinRequestBytes = 84 << 10
+
+// DefaultGRPCLimits are the limits a config does not set.
+var DefaultGRPCLimits = GRPCLimits{
+	MaxRequestBytes:      128 << 10, // the largest valid request with headroom
+	MaxConcurrentStreams: 128,
+	MaxConnections:       1024,
+	HandshakeTimeout:     Duration(10 * time.Second),
+	KeepaliveMinTime:     Duration(30 * time.Second),
+	MaxConnectionIdle:    Duration(5 * time.Minute),
 }
 
 // RingConfig configures one key ring.
@@ -333,6 +374,7 @@ func Default() Config {
 	var c Config
 	c.Issuer = "http://127.0.0.1:8080"
 	c.GRPC.Listen = "127.0.0.1:9090"
+	c.GRPC.Limits = DefaultGRPCLimits
 	c.HTTP.Listen = "127.0.0.1:8080"
 	c.HTTP.JWKSStaleIfError = Duration(24 * time.Hour)
 	c.Admin.Listen = "127.0.0.1:9091"
@@ -444,6 +486,9 @@ func (c *Config) Validate() error {
 	} else if c.Admin.Pprof {
 		return fmt.Errorf("admin.pprof needs admin.listen: pprof is served only on the admin listener")
 	}
+	if err := c.GRPC.Limits.validate(); err != nil {
+		return err
+	}
 	if c.HTTP.JWKSStaleIfError < 0 {
 		return fmt.Errorf("http.jwks_stale_if_error may not be negative")
 	}
@@ -485,6 +530,24 @@ func (c *Config) Validate() error {
 		if err := c.validateX5C(field, r); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+func (l GRPCLimits) validate() error {
+	switch {
+	case l.MaxRequestBytes < MinRequestBytes || l.MaxRequestBytes > 16<<20:
+		return fmt.Errorf("grpc.limits.max_request_bytes %d: want %d (the largest valid request) to %d", l.MaxRequestBytes, MinRequestBytes, 16<<20)
+	case l.MaxConcurrentStreams < 1:
+		return fmt.Errorf("grpc.limits.max_concurrent_streams must be at least 1")
+	case l.MaxConnections < 1:
+		return fmt.Errorf("grpc.limits.max_connections must be at least 1")
+	case l.HandshakeTimeout <= 0:
+		return fmt.Errorf("grpc.limits.handshake_timeout must be positive")
+	case l.KeepaliveMinTime <= 0:
+		return fmt.Errorf("grpc.limits.keepalive_min_time must be positive")
+	case l.MaxConnectionIdle <= 0:
+		return fmt.Errorf("grpc.limits.max_connection_idle must be positive")
 	}
 	return nil
 }

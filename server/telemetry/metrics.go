@@ -36,6 +36,8 @@ type Metrics struct {
 	jwksKeys      prometheus.Gauge
 	reloads       *prometheus.CounterVec
 	auditFailures prometheus.Counter
+	auditSkipped  prometheus.Counter
+	connsRefused  prometheus.Counter
 	rateLimited   *prometheus.CounterVec
 	denials       *prometheus.CounterVec
 	mismatches    *prometheus.CounterVec
@@ -86,6 +88,10 @@ func NewMetrics() *Metrics {
 		Help: "Reloads of the policy file and the TLS certificates after their files changed, by outcome."}, []string{"file", "outcome"})
 	m.auditFailures = prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace, Name: "audit_write_failures_total",
 		Help: "Audit records that could not be written (the request was refused)."})
+	m.auditSkipped = prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace, Name: "audit_refusals_summarized_total",
+		Help: "Refusals of unauthenticated callers beyond the audit log's per-peer rate, counted in a periodic summary line instead of a line each."})
+	m.connsRefused = prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace, Name: "grpc_connections_refused_total",
+		Help: "gRPC connections closed on accept because grpc.limits.max_connections were open."})
 	m.rateLimited = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "rate_limited_total",
 		Help: "Sign requests refused by a grant's rate limit, by the grant's identity pattern."}, []string{"grant"})
 	m.denials = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "denials_total",
@@ -98,7 +104,7 @@ func NewMetrics() *Metrics {
 
 	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		buildInfo(), m.GRPC, m.tokens, m.backendCalls, m.batchSize, m.recovered, m.jwksResponses, m.jwksInfo, m.jwksKeys,
-		m.reloads, m.auditFailures, m.rateLimited, m.denials, m.mismatches, m.certProblems)
+		m.reloads, m.auditFailures, m.auditSkipped, m.connsRefused, m.rateLimited, m.denials, m.mismatches, m.certProblems)
 	m.jwksOK, m.jwksNotModified = m.jwksResponses.WithLabelValues("200"), m.jwksResponses.WithLabelValues("304")
 	for _, reason := range []string{"unauthenticated", "not_granted", "rate_limited"} {
 		m.denials.WithLabelValues(reason)
@@ -191,6 +197,13 @@ func (m *Metrics) CertificateProblem(ring, reason string) {
 
 // AuditFailed counts an audit record that could not be written.
 func (m *Metrics) AuditFailed() { m.auditFailures.Inc() }
+
+// AuditSummarized counts a refusal of an unauthenticated caller that the
+// audit log records only in its periodic summary.
+func (m *Metrics) AuditSummarized() { m.auditSkipped.Inc() }
+
+// ConnectionRefused counts a gRPC connection closed at the connection limit.
+func (m *Metrics) ConnectionRefused() { m.connsRefused.Inc() }
 
 // Denied counts a refused request: reason is unauthenticated, not_granted
 // or rate_limited; grant, for rate_limited, the grant's identity pattern.

@@ -40,12 +40,14 @@ MODULES := . deploy scripts/load scripts/soak scripts/tools
 # starting, the soak's timed run) with another group's work.
 TEST_JOBS ?= 4
 
+# TESTFLAGS.DIR, TESTENV.DIR and TESTNEEDS.DIR (what must be built or
+# installed before the group starts) are a module's own settings.
 # The root module: the race detector on (its packages are concurrent
 # servers); the Vault tests find the server only through SIGNET_VAULT_BIN,
 # the alert rules' test promtool through SIGNET_PROMTOOL.
 TESTFLAGS.. := $(TAGS) -race -count=1
 TESTENV..   := SIGNET_VAULT_BIN=$(CURDIR)/bin/vault SIGNET_PROMTOOL=$(CURDIR)/bin/promtool
-TESTNEEDS.. := build bin/vault bin/promtool
+TESTNEEDS.. := test-deps build bin/vault bin/promtool
 # The tests in deploy/ (Dockerfile, Helm chart) are a module of their own so
 # that Helm, the Kubernetes API types and BuildKit's Dockerfile parser stay
 # out of Signet's module graph; they render and parse, so they run without
@@ -60,7 +62,7 @@ TESTFLAGS.deploy := -count=1
 # runs it for SOAK_DURATION.
 TESTFLAGS.scripts/soak := -race -count=1 -timeout 20m
 TESTENV.scripts/soak   := SIGNET_BIN=$(CURDIR)/$(BIN) SIGNET_VAULT_BIN=$(CURDIR)/bin/vault
-TESTNEEDS.scripts/soak := build bin/vault
+TESTNEEDS.scripts/soak := test-deps build bin/vault
 # What a group prints before it starts, for the ones whose first run is long.
 TESTSAY.deploy := the first build of Helm and the Kubernetes API types takes ~4 minutes on 2 cores (cached after)
 TESTSAY.scripts/soak := TestSoak runs three replicas through rotations and faults for ~2 minutes
@@ -76,7 +78,7 @@ test: ## Install what the tests need, then run every test (race detector on), th
 	@echo "make test: every group passed"
 
 .SECONDEXPANSION:
-test-module/%: test-deps bin/testreport $$(TESTNEEDS.$$*)
+test-module/%: bin/testreport $$(TESTNEEDS.$$*)
 	@echo "[$(or $(filter-out .,$*),root)] go test $(or $(TESTFLAGS.$*),-race -count=1) ./...$(if $(TESTSAY.$*),: $(TESTSAY.$*))"
 	@set -o pipefail; $(TESTENV.$*) $(GO) -C $* test $(or $(TESTFLAGS.$*),-race -count=1) \
 		$(if $(filter true,$(CI)),-json ./... | bin/testreport,./... 2>&1) | sed -u 's|^|[$(or $(filter-out .,$*),root)] |'
@@ -100,7 +102,7 @@ check: test-deps bin/promtool ## The inner loop: unit tests of Signet's packages
 # it). make skips it while bin/vault is newer than its sources.
 bin/vault: scripts/vault/main.go scripts/vault/certs.go scripts/vault/go.mod scripts/vault/go.sum
 	@echo "bin/vault: building Vault's server packages (scripts/vault) for the Vault tests: ~6 minutes on 2 cores the first time, then cached"
-	cd scripts/vault && $(GO) build -trimpath -ldflags '-s -w' -o ../../bin/vault .
+	cd scripts/vault && $(GO) build -ldflags '-s -w' -o ../../bin/vault .
 
 # promtool for the alert rules (make rules, server/telemetry's test): Debian's
 # prometheus package's when apt has one at PROMTOOL_MIN or newer (it is only

@@ -13,7 +13,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -X github.com/signet-dev/signet/server/telemetry.Version=$(VERSION) -X github.com/signet-dev/signet/server/telemetry.Commit=$(COMMIT)
 
-.PHONY: run build test test-deps module-cache lint rules bench load load-deps soak fuzz generate check-generate check-breaking release-api chart-docs clean
+.PHONY: run build test check test-deps module-cache lint lint-module rules bench load load-deps soak fuzz generate check-generate check-breaking release-api chart-docs clean
 
 run: build ## Start Signet on the embedded local backend (./signet-data).
 	./$(BIN) serve $(if $(CONFIG),--config $(CONFIG))
@@ -21,64 +21,111 @@ run: build ## Start Signet on the embedded local backend (./signet-data).
 build:
 	$(GO) build $(TAGS) -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/signet
 
-# The Vault tests find the server binary only through SIGNET_VAULT_BIN.
-GOTEST := SIGNET_VAULT_BIN=$(CURDIR)/bin/vault $(GO) test $(TAGS) -race -count=1
-
+# Signet's Go modules, each a directory with its own go.mod. `make lint`
+# checks every one and `make test` runs the tests of every one; adding a
+# module is one more word here (and, if its tests need more than
+# `go test -race -count=1 ./...`, its TESTFLAGS/TESTENV/TESTNEEDS lines below).
+# scripts/vault is not one of them: it is Vault's code, only built.
 # The API (gen/) and the Go client (client/) are modules of their own, which
-# Signet's go.mod replaces with these directories (docs/api.md). `go ... ./...`
+# Signet's go.mod replaces with these directories (docs/api.md); `go ... ./...`
 # at the root stops at their go.mod, so lint and test go into each.
-MODULES := gen client
-CLIENTTEST := $(GO) -C client test -race -count=1
+MODULES := . gen client deploy scripts/load scripts/soak scripts/tools
 
-# With CI=true (.ci/run) the tests' -json output goes through
-# scripts/tools/testreport, which prints what a plain go test prints and then
-# fails if any test was skipped, listing them: in CI a skip is a dependency
-# that is missing or a check that is switched off, not a pass. pipefail keeps
-# go test's own exit status.
-# rules comes before the tests so that promtool is built (minutes, once) before
-# server/telemetry's TestAlertRules needs it alongside every other package.
-# The tests in deploy/ (Dockerfile, Helm chart) are a module of their own (deploy/go.mod),
-# so that Helm, the Kubernetes API types and BuildKit's Dockerfile parser stay
-# out of Signet's module graph; they render and parse, so they run without the
-# race detector (its build of Helm and Kubernetes would cost minutes, for
-# nothing that runs concurrently). The first build of that module takes a few
-# minutes on 2 cores.
-DEPLOYTEST := $(GO) -C deploy test -count=1
+# ---- make test: every test, and only what the tests need (no lint) ----
+#
+# Each module's tests are a group of their own (test-module/DIR); make runs
+# the groups concurrently (TEST_JOBS at once), each as soon as what it needs
+# is built, so that the deploy module's first build of Helm and Kubernetes,
+# the load harness and the soak's two minutes overlap with Vault's build and
+# the root module's tests. Every output line says which group it is from.
+# With -race each group's go test already keeps both cores busy while it
+# compiles; running the groups together fills the time they wait (servers
+# starting, the soak's timed run) with another group's work.
+TEST_JOBS ?= 4
 
-# The load harness's own logic (ratios, /proc CPU and memory readings, the
-# batch-size histogram); `make load` runs the harness itself.
-LOADTEST := $(GO) -C scripts/load test -race -count=1
-
+# TESTFLAGS.DIR, TESTENV.DIR and TESTNEEDS.DIR (what must be built or
+# installed before the group starts) are a module's own settings.
+# The root module: the race detector on (its packages are concurrent
+# servers); the Vault tests find the server only through SIGNET_VAULT_BIN,
+# the alert rules' test promtool through SIGNET_PROMTOOL.
+TESTFLAGS.. := $(TAGS) -race -count=1
+TESTENV..   := SIGNET_VAULT_BIN=$(CURDIR)/bin/vault SIGNET_PROMTOOL=$(CURDIR)/bin/promtool
+TESTNEEDS.. := test-deps build bin/vault bin/promtool
+# The tests in deploy/ (Dockerfile, Helm chart) are a module of their own so
+# that Helm, the Kubernetes API types and BuildKit's Dockerfile parser stay
+# out of Signet's module graph; they render and parse, so they run without
+# the race detector (its build of Helm and Kubernetes would cost minutes, for
+# nothing that runs concurrently).
+TESTFLAGS.deploy := -count=1
+# The load harness's own logic (ratios, /proc readings, the batch-size
+# histogram); `make load` runs the harness itself.
 # The soak (scripts/soak, its own module for its verifier libraries) drives
 # the real bin/signet and bin/vault: its TestSoak is the ~2-minute soak of
-# three replicas with rotation, faults and caching verifiers, on every
-# `make test`; `make soak` runs it for SOAK_DURATION.
-SOAKTEST := SIGNET_BIN=$(CURDIR)/$(BIN) SIGNET_VAULT_BIN=$(CURDIR)/bin/vault $(GO) -C scripts/soak test -race -count=1 -timeout 20m
+# three replicas with rotation, faults and caching verifiers; `make soak`
+# runs it for SOAK_DURATION.
+TESTFLAGS.scripts/soak := -race -count=1 -timeout 20m
+TESTENV.scripts/soak   := SIGNET_BIN=$(CURDIR)/$(BIN) SIGNET_VAULT_BIN=$(CURDIR)/bin/vault
+TESTNEEDS.scripts/soak := test-deps build bin/vault
+# What a group prints before it starts, for the ones whose first run is long.
+TESTSAY.deploy := the first build of Helm and the Kubernetes API types takes ~4 minutes on 2 cores (cached after)
+TESTSAY.scripts/soak := TestSoak runs three replicas through rotations and faults for ~2 minutes
 
-test: test-deps lint rules build bin/vault bin/testreport ## Install what the tests need, then run every test (with the race detector).
-ifeq ($(CI),true)
-	set -o pipefail; $(GOTEST) -json ./... | bin/testreport
-	set -o pipefail; $(CLIENTTEST) -json ./... | bin/testreport
-	set -o pipefail; $(DEPLOYTEST) -json ./... | bin/testreport
-	set -o pipefail; $(LOADTEST) -json ./... | bin/testreport
-	set -o pipefail; $(SOAKTEST) -json ./... | bin/testreport
-else
-	$(GOTEST) ./...
-	$(CLIENTTEST) ./...
-	$(DEPLOYTEST) ./...
-	$(LOADTEST) ./...
-	$(SOAKTEST) ./...
-endif
+# With CI=true (.ci/run) the tests' -json output goes through
+# scripts/tools/testreport, which prints what a plain go test prints, counts
+# the tests, and fails if any test was skipped, listing them: in CI a skip is
+# a dependency that is missing or a check that is switched off, not a pass.
+# pipefail keeps go test's own exit status.
+test: ## Install what the tests need, then run every test (race detector on), the modules' groups concurrently.
+	@echo "make test: the tests of $(words $(MODULES)) modules ($(MODULES)), $(TEST_JOBS) groups at a time; lint is 'make lint'"
+	@$(MAKE) --no-print-directory -j$(TEST_JOBS) $(addprefix test-module/,$(MODULES))
+	@echo "make test: every group passed"
 
-# The load harness's own logic (ratios, /proc CPU and memory readings, the
-# batch-size histogram); `make load` runs the harness itself.
-LOADTEST := $(GO) -C scripts/load test -race -count=1
+.SECONDEXPANSION:
+test-module/%: bin/testreport $$(TESTNEEDS.$$*)
+	@echo "[$(or $(filter-out .,$*),root)] go test $(or $(TESTFLAGS.$*),-race -count=1) ./...$(if $(TESTSAY.$*),: $(TESTSAY.$*))"
+	@set -o pipefail; $(TESTENV.$*) $(GO) -C $* test $(or $(TESTFLAGS.$*),-race -count=1) \
+		$(if $(filter true,$(CI)),-json ./... | bin/testreport,./... 2>&1) | sed -u 's|^|[$(or $(filter-out .,$*),root)] |'
 
-# A real Vault server for the Vault backend's tests, built from Vault's Go
-# module in its own module (scripts/vault). The first build takes ~10 minutes;
-# make skips it while bin/vault is newer than its sources.
-bin/vault: scripts/vault/main.go scripts/vault/go.mod scripts/vault/go.sum
-	cd scripts/vault && $(GO) build -o ../../bin/vault .
+# ---- make check: the inner loop ----
+#
+# The unit tests of Signet's own packages (the root module) after an edit:
+# no race detector and go test -short, which leaves out the tests that start
+# a Vault server (internal/vaulttest skips them under -short, the one place
+# that does); go test's cache reruns only what the edit affects. About a
+# minute warm. `make test` runs everything, without -short.
+check: test-deps bin/promtool ## The inner loop: unit tests of Signet's packages, no Vault server, no race detector (~1 min warm).
+	@echo "make check: go test -short (no Vault server, no race detector); 'make test' runs every test"
+	SIGNET_PROMTOOL=$(CURDIR)/bin/promtool $(GO) test $(TAGS) -short ./...
+
+# ---- Servers and tools the tests run, built or fetched once ----
+
+# A real Vault server for the Vault tests: Vault's own core, HTTP API,
+# storage, Transit, PKI and the auth methods the tests use, built from
+# Vault's Go module in its own module (scripts/vault/main.go says what is in
+# it). make skips it while bin/vault is newer than its sources.
+bin/vault: scripts/vault/main.go scripts/vault/certs.go scripts/vault/go.mod scripts/vault/go.sum
+	@echo "bin/vault: building Vault's core, HTTP API, Transit, PKI and auth packages (scripts/vault) for the Vault tests: several minutes on 2 cores the first time (1,660 packages; all of Vault was 2,575 and ~10 minutes), then cached"
+	cd scripts/vault && $(GO) build -ldflags '-s -w' -o ../../bin/vault .
+
+# promtool for the alert rules (make rules, server/telemetry's test): Debian's
+# prometheus package's when apt has one at PROMTOOL_MIN or newer (it is only
+# unpacked into bin/, nothing is installed or started), else built from the
+# version pinned in scripts/tools/go.mod. 2.42 (Debian 12) checks and runs
+# every rule and test in deploy/prometheus/.
+PROMTOOL_MIN := 2.42
+bin/promtool: scripts/tools/go.mod
+	@mkdir -p bin; tmp=$$(mktemp -d); \
+	ver=$$(apt-cache policy prometheus 2>/dev/null | sed -n 's/^ *Candidate: *//p'); \
+	if [ -n "$$ver" ] && [ "$$ver" != "(none)" ] && dpkg --compare-versions "$$ver" ge $(PROMTOOL_MIN) && \
+		(cd $$tmp && apt-get download -qq prometheus >/dev/null 2>&1) && dpkg-deb -x $$tmp/prometheus_*.deb $$tmp/x; then \
+		echo "bin/promtool: from Debian's prometheus $$ver (unpacked, not installed)"; \
+		cp $$tmp/x/usr/bin/promtool $@; rm -rf $$tmp; \
+	else \
+		rm -rf $$tmp; \
+		echo "bin/promtool: no Debian prometheus >= $(PROMTOOL_MIN); building the pinned one from source: ~5 minutes on 2 cores the first time"; \
+		$(GO) build -modfile=scripts/tools/go.mod -o $@ github.com/prometheus/prometheus/cmd/promtool; \
+	fi
+	@touch $@
 
 bin/testreport: scripts/tools/testreport/main.go
 	$(GO) -C scripts/tools build -o $(CURDIR)/bin/testreport ./testreport
@@ -111,31 +158,41 @@ test-deps:
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
 	fi
 
-lint:
+# ---- make lint: what .ci/run checks besides the tests ----
+#
+# gofmt over the repository, then for each module in MODULES: go mod verify,
+# go vet, staticcheck and gosec over that module's own packages (./... in
+# its directory: never scripts/vault, which is Vault's code, nor the module
+# cache), and promtool's checks of the alert rules; two at a time.
+LINTFLAGS.. := -tags pkcs11
+# gosec, with no rule excluded: each finding is fixed or has a
+# "#nosec Gxxx -- reason" beside it. Test files are not scanned (gosec's
+# default); the test helpers under internal/ are. scripts/load is left out:
+# a load generator a developer runs against loopback, never shipped; its
+# unchecked errors and files are measurement tooling, not the service's
+# attack surface.
+GOSEC_SKIP := scripts/load
+
+lint: ## gofmt, go mod verify, vet, staticcheck, gosec of every module, and the alert rules (what CI checks besides the tests).
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go') | grep -v '^gen/' || true); \
 	if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
-	$(GO) mod verify
-	$(GO) tool $(TOOLS) staticcheck -tags pkcs11 ./...
-	@# gosec, with no rule excluded: each finding is fixed or has a
-	@# "#nosec Gxxx -- reason" beside it. Test files are not scanned (gosec's
-	@# default); the test helpers under internal/ are. About 20s once built.
-	@# scripts/load is left out: a load generator a developer runs against
-	@# loopback, never shipped; its unchecked errors and files are measurement
-	@# tooling, not the service's attack surface.
-	$(GO) tool $(TOOLS) gosec -quiet -tags pkcs11 -exclude-generated -exclude-dir=scripts/load ./...
-	$(GO) vet $(TAGS) ./...
-	$(GO) vet ./...
-	$(GO) -C scripts/tools vet ./testreport
-	for m in $(MODULES); do \
-		$(GO) -C $$m mod verify && $(GO) -C $$m vet ./... && \
-		$(GO) -C $$m tool -modfile=../scripts/tools/go.mod staticcheck ./... && \
-		$(GO) -C $$m tool -modfile=../scripts/tools/go.mod gosec -quiet -exclude-generated ./... || exit 1; \
-	done
-	$(GO) -C deploy mod verify
-	$(GO) -C deploy vet ./...
-	$(GO) -C scripts/load vet ./...
-	$(GO) -C scripts/soak vet ./...
-	$(GO) -C scripts/soak tool -modfile=../tools/go.mod staticcheck ./...
+	@echo "make lint: the first run builds staticcheck and gosec and type-checks every module's dependencies: ~5 minutes on 2 cores, then cached"
+	@$(MAKE) --no-print-directory -j2 rules lint-modules
+
+.PHONY: lint-modules
+lint-modules: $(addprefix lint-module/,$(MODULES))
+
+# go vet and staticcheck load ./... as the go command does, which stops at
+# a nested go.mod; gosec walks the directories itself, so every module
+# below this one (scripts/vault among them) is named to it as excluded.
+lint-module/%:
+	@echo "[lint $(or $(filter-out .,$*),root)] go mod verify, vet, staticcheck$(if $(filter $*,$(GOSEC_SKIP)),,, gosec)"
+	$(GO) -C $* mod verify
+	$(GO) -C $* vet $(LINTFLAGS.$*) ./...
+	$(if $(LINTFLAGS.$*),$(GO) -C $* vet ./...)
+	$(GO) -C $* tool -modfile=$(CURDIR)/scripts/tools/go.mod staticcheck $(LINTFLAGS.$*) ./...
+	$(if $(filter $*,$(GOSEC_SKIP)),,$(GO) -C $* tool -modfile=$(CURDIR)/scripts/tools/go.mod gosec -quiet $(LINTFLAGS.$*) -exclude-generated \
+		$$(cd $* && find . -mindepth 2 -name go.mod -not -path './bin/*' -printf '-exclude-dir=%h\n' | sed 's|=\./|=|') ./...)
 
 bench: ## Print what Sign adds over the bare signature, and JWKS serving cost.
 	$(GO) test -run '^$$' -bench . -benchmem ./server/
@@ -208,11 +265,11 @@ generate: ## Regenerate gen/ and server/gateway/ from proto/ with the buf and pl
 	$(GO) tool $(TOOLS) buf lint
 	$(GO) tool $(TOOLS) buf generate
 
-# promtool, pinned in scripts/tools/go.mod like buf, checks the alert rules and
-# runs their unit tests. The first build takes about 5 minutes on 2 cores.
-rules: ## Check deploy/prometheus/alerts.yaml and run its unit tests with promtool.
-	$(GO) tool $(TOOLS) promtool check rules deploy/prometheus/alerts.yaml
-	$(GO) tool $(TOOLS) promtool test rules deploy/prometheus/alerts_test.yaml
+# promtool (bin/promtool, above) checks the alert rules and runs their unit
+# tests; server/telemetry's test in `make test` runs the same.
+rules: bin/promtool ## Check deploy/prometheus/alerts.yaml and run its unit tests with promtool.
+	bin/promtool check rules deploy/prometheus/alerts.yaml
+	bin/promtool test rules deploy/prometheus/alerts_test.yaml
 
 # The values table in the chart's README is generated from values.schema.json
 # (descriptions) and values.yaml (defaults); deploy's tests fail if it is stale.

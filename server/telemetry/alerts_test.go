@@ -43,7 +43,7 @@ type ruleTestFile struct {
 }
 
 // TestAlertRules checks deploy/prometheus/alerts.yaml with Prometheus's own
-// promtool (pinned in scripts/tools/go.mod; `make rules` runs the same), and
+// promtool (bin/promtool, see PromtoolEnv; `make rules` runs the same), and
 // that what the rules name exists: Signet's metrics and the runbook's
 // sections.
 func TestAlertRules(t *testing.T) {
@@ -191,13 +191,21 @@ func runbookAnchors(doc string) map[string]bool {
 	return anchors
 }
 
-// promtool runs Prometheus's promtool, built from the version pinned in
-// scripts/tools/go.mod, in the repository root. The build goes to the Go
-// build cache (the first one takes minutes; `make rules` does it ahead of
-// the tests); -mod=readonly keeps go.mod and go.sum as they are.
+// PromtoolEnv names the environment variable that holds the path of a
+// promtool binary: the Makefile sets it to bin/promtool (Debian's prometheus
+// package's, or one built from the version pinned in scripts/tools/go.mod).
+const PromtoolEnv = "SIGNET_PROMTOOL"
+
+// promtool runs Prometheus's promtool in the repository root: the binary
+// PromtoolEnv names, or else the one pinned in scripts/tools/go.mod, built
+// into the Go build cache (minutes, the first time); -mod=readonly keeps
+// go.mod and go.sum as they are.
 func promtool(t *testing.T, root string, args ...string) {
 	t.Helper()
 	cmd := exec.Command("go", append([]string{"tool", "-modfile=" + filepath.Join(root, toolsModFile), "promtool"}, args...)...)
+	if bin := os.Getenv(PromtoolEnv); bin != "" {
+		cmd = exec.Command(bin, args...) // #nosec G204 G702 -- the promtool the test run names
+	}
 	cmd.Dir = root
 	cmd.Env = append(os.Environ(), "GOFLAGS=-mod=readonly", "GOWORK=off")
 	out, err := cmd.CombinedOutput()

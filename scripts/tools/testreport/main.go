@@ -34,11 +34,13 @@ type skip struct {
 }
 
 func main() {
-	skips, err := report(os.Stdin, os.Stdout)
+	skips, n, err := report(os.Stdin, os.Stdout)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "testreport:", err)
 		os.Exit(2)
 	}
+	// The counts say, run after run, that no test went missing.
+	fmt.Printf("tests (with subtests): %d passed, %d failed, %d skipped\n", n.pass, n.fail, len(skips))
 	if len(skips) > 0 {
 		fmt.Printf("\n%d test(s) skipped; CI fails on any skipped test:\n", len(skips))
 		for _, s := range skips {
@@ -50,10 +52,14 @@ func main() {
 	}
 }
 
+// counts are the tests (subtests included) that passed and failed.
+type counts struct{ pass, fail int }
+
 // report copies r to w as a plain `go test` would print it and returns the
-// skipped tests in the order they ended.
-func report(r io.Reader, w io.Writer) ([]skip, error) {
+// skipped tests in the order they ended, and how many passed and failed.
+func report(r io.Reader, w io.Writer) ([]skip, counts, error) {
 	var skips []skip
+	var n counts
 	// Output of each test still running, by package then test name; printed
 	// only if the test (or, for output of a test that never ended, its
 	// package) fails.
@@ -103,17 +109,19 @@ func report(r io.Reader, w io.Writer) ([]skip, error) {
 			case "output":
 				b.WriteString(e.Output)
 			case "pass":
+				n.pass++
 				delete(tests, e.Test)
 			case "skip":
 				skips = append(skips, skip{e.Package, e.Test, b.String()})
 				delete(tests, e.Test)
 			case "fail":
+				n.fail++
 				printOutput(w, b.String(), "")
 				delete(tests, e.Test)
 			}
 		}
 	}
-	return skips, sc.Err()
+	return skips, n, sc.Err()
 }
 
 // printOutput prints a test's output as a plain go test would: without the

@@ -63,7 +63,8 @@
 // code (UNAVAILABLE, RESOURCE_EXHAUSTED, ...), CorruptSignCRC (a
 // signature_crc32c that does not match, as a corrupted answer would carry),
 // HoldCreates (let several CreateCryptoKeyVersion calls meet before any
-// runs, to force a race).
+// runs, to force a race), BeforeNext (another client's change between two
+// calls, e.g. a version disabled between its listing and GetPublicKey).
 package gcpkmstest
 
 import (
@@ -122,6 +123,7 @@ type Server struct {
 	calls      map[string]int
 	denied     map[string]bool
 	fail       map[string][]codes.Code
+	before     map[string]func()
 	hold       *holdGroup
 }
 
@@ -153,7 +155,7 @@ func Start() *Server {
 	}
 	s := &Server{Addr: lis.Addr().String(), lis: lis, pendingFor: 20 * time.Millisecond,
 		keyRings: map[string]time.Time{KeyRing: time.Now()}, keys: map[string]*cryptoKey{},
-		calls: map[string]int{}, denied: map[string]bool{}, fail: map[string][]codes.Code{}}
+		calls: map[string]int{}, denied: map[string]bool{}, fail: map[string][]codes.Code{}, before: map[string]func(){}}
 	s.srv = grpc.NewServer(grpc.Creds(credentials.NewTLS(testtls.ServerConfig())),
 		grpc.ChainUnaryInterceptor(s.count, s.authenticate, s.faults))
 	kmspb.RegisterKeyManagementServiceServer(s.srv, s)
@@ -195,6 +197,15 @@ func (s *Server) FailNext(method string, code codes.Code, n int) {
 	for range n {
 		s.fail[method] = append(s.fail[method], code)
 	}
+}
+
+// BeforeNext runs f once, just before the next call of method is
+// served: another client's change landing between two calls of one
+// reader (a version disabled between its listing and GetPublicKey).
+func (s *Server) BeforeNext(method string, f func()) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.before[method] = f
 }
 
 // HoldCreates makes the next n CreateCryptoKeyVersion calls wait until all
@@ -282,7 +293,12 @@ func (s *Server) faults(ctx context.Context, req any, info *grpc.UnaryServerInfo
 	if q := s.fail[m]; len(q) > 0 {
 		code, s.fail[m] = q[0], q[1:]
 	}
+	before := s.before[m]
+	delete(s.before, m)
 	s.mu.Unlock()
+	if before != nil {
+		before()
+	}
 	switch {
 	case denied:
 		return nil, status.Errorf(codes.PermissionDenied, "Permission '%s' denied on resource '%s' (or it may not exist).", perm, resourceOf(req))

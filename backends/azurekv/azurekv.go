@@ -367,6 +367,16 @@ func (b *Backend) Versions(ctx context.Context, ring backends.KeyRing) ([]backen
 	out := make([]backends.Version, 0, len(l.versions))
 	for _, it := range l.versions {
 		pub, err := b.publicKey(ctx, ring, name, it)
+		if err != nil && it.enabled && backends.KindOf(err) == backends.KindFailedPrecondition {
+			// Revoked since the list (another replica's rotate
+			// --revoke-previous disables it and records its key in its
+			// tags): Key Vault then refuses get (403 KeyDisabled), and a
+			// revoked version must not fail the read.
+			if now, ok := b.disabledSince(ctx, name, it.kid); ok {
+				it = now
+				pub, err = b.publicKey(ctx, ring, name, it)
+			}
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -381,6 +391,22 @@ func (b *Backend) Versions(ctx context.Context, ring backends.KeyRing) ([]backen
 		out = append(out, backends.Version{ID: it.kid, Algorithm: ring.Algorithm, PublicKey: pub, Created: created, Disabled: !it.enabled})
 	}
 	return out, nil
+}
+
+// disabledSince lists the key's versions again and returns version kid if
+// it is now disabled: it was enabled when Versions listed it, and its key
+// was refused since.
+func (b *Backend) disabledSince(ctx context.Context, name, kid string) (item, bool) {
+	l, err := b.list(ctx, name)
+	if err != nil {
+		return item{}, false
+	}
+	for _, it := range l.versions {
+		if it.kid == kid && !it.enabled {
+			return it, true
+		}
+	}
+	return item{}, false
 }
 
 // recover tags lost the versions left creating, and disables the enabled

@@ -2,6 +2,7 @@ package azurekv
 
 import (
 	"context"
+	"crypto"
 	"encoding/base64"
 	"fmt"
 	"net/http"
@@ -482,5 +483,33 @@ func TestVersionDisabledOutsideSignetIsListedRevoked(t *testing.T) {
 	}
 	if len(vs) != 2 || vs[0].ID != v1.ID || !vs[0].Disabled || vs[0].PublicKey != nil || vs[1].ID != v2.ID || vs[1].Disabled {
 		t.Errorf("listed %+v; want %s revoked without a key, then %s", vs, v1.ID, v2.ID)
+	}
+}
+
+// A version revoked by another replica between this one's listing and its
+// get (a replica starting, or meeting the version first, while a rotate
+// --revoke-previous runs) is listed as revoked, with the key the revocation
+// recorded in its tags: Key Vault refuses get on it by then, and a revoked
+// version never fails the read.
+func TestVersionRevokedBetweenListAndGet(t *testing.T) {
+	t.Parallel()
+	ring := backends.KeyRing{Name: "race", Algorithm: backends.ES256}
+	s, b, v1 := withVersion(t, ring)
+	v2 := signertest.CreateVersion(t, b, ring, v1.ID)
+	fresh := open(t, s, "") // nothing cached: it must get each version's key
+	s.BeforeNext("get", func() {
+		if err := b.DisableVersion(context.Background(), ring, v1.ID); err != nil {
+			t.Errorf("DisableVersion: %v", err)
+		}
+	})
+	vs, err := fresh.Versions(context.Background(), ring)
+	if err != nil {
+		t.Fatalf("Versions: %v", err)
+	}
+	if len(vs) != 2 || vs[0].ID != v1.ID || !vs[0].Disabled || vs[1].ID != v2.ID || vs[1].Disabled {
+		t.Fatalf("listed %+v; want %s revoked, then %s", vs, v1.ID, v2.ID)
+	}
+	if k, ok := vs[0].PublicKey.(interface{ Equal(crypto.PublicKey) bool }); !ok || !k.Equal(v1.PublicKey) {
+		t.Errorf("the revoked version is listed with key %v, want its own (from its tags)", vs[0].PublicKey)
 	}
 }

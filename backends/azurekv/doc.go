@@ -68,7 +68,9 @@
 // signet-pub-1, ...). A version disabled outside Signet has no such tags: it
 // is listed as revoked without a kid (its backend id, the key identifier
 // URL, names it), and never published; so is one whose tags hold a key
-// unfit for the ring (with a warning).
+// unfit for the ring (with a warning). A version listed enabled whose get
+// is then refused (403 KeyDisabled: another replica revoked it meanwhile)
+// is looked up in a second listing and, disabled there, listed revoked.
 //
 // Crash safety: a version is published only by the one update that
 // enables it, so a crash at any step of a rotation leaves one version more

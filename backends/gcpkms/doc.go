@@ -46,7 +46,10 @@
 // the real service), and a version has no labels to record its key in. So
 // Versions reads public keys of ENABLED versions only; a DISABLED version is
 // listed with the key this process cached while it was enabled, or with
-// none (backends.Version.PublicKey nil). Such a version is named by its
+// none (backends.Version.PublicKey nil). A version listed ENABLED whose key
+// is then refused (FAILED_PRECONDITION) is read again with
+// GetCryptoKeyVersion: revoked in between (another replica's rotation) it is
+// listed DISABLED, or left out if scheduled for destruction. Such a version is named by its
 // resource name (the backend id), listed revoked, with no kid in ListKeys
 // (signet keys shows "-"), and never published: nothing needs its key.
 //

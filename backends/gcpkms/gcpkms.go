@@ -293,18 +293,48 @@ func (b *Backend) Versions(ctx context.Context, ring backends.KeyRing) ([]backen
 		var pub crypto.PublicKey
 		if st == kmspb.CryptoKeyVersion_ENABLED {
 			if pub, err = b.publicKey(ctx, ring.Algorithm, v.GetName()); err != nil {
-				return nil, err
+				// Revoked since the list (another replica's rotate
+				// --revoke-previous): GetPublicKey then refuses it, and a
+				// revoked version must not fail the read.
+				if st = b.stateAfterRefusal(ctx, v.GetName(), err); st == kmspb.CryptoKeyVersion_ENABLED {
+					return nil, err
+				}
 			}
-		} else {
+		}
+		switch st {
+		case kmspb.CryptoKeyVersion_ENABLED:
+		case kmspb.CryptoKeyVersion_DISABLED:
 			b.mu.Lock()
 			pub = b.pubs[v.GetName()] // nil unless this process read it while it was enabled
 			b.mu.Unlock()
+		default:
+			continue // scheduled for destruction since the list: it has left the ring
 		}
 		out = append(out, backends.Version{ID: v.GetName(), Algorithm: ring.Algorithm, PublicKey: pub,
 			Created: v.GetCreateTime().AsTime(), Disabled: st == kmspb.CryptoKeyVersion_DISABLED})
 	}
 	sort.SliceStable(out, func(i, j int) bool { return out[i].Created.Before(out[j].Created) })
 	return out, nil
+}
+
+// stateAfterRefusal is the state of a version listed ENABLED whose public
+// key could not be read (err): DISABLED, DESTROY_SCHEDULED or DESTROYED when
+// Cloud KMS refused the key because the version left ENABLED since the list,
+// else ENABLED, and the caller returns err. Only an answer from Cloud KMS
+// that the version is no longer enabled counts.
+func (b *Backend) stateAfterRefusal(ctx context.Context, name string, err error) kmspb.CryptoKeyVersion_CryptoKeyVersionState {
+	if backends.KindOf(err) != backends.KindFailedPrecondition {
+		return kmspb.CryptoKeyVersion_ENABLED
+	}
+	v, gerr := b.client.GetCryptoKeyVersion(ctx, &kmspb.GetCryptoKeyVersionRequest{Name: name})
+	if gerr != nil || v.GetName() != name {
+		return kmspb.CryptoKeyVersion_ENABLED
+	}
+	switch st := v.GetState(); st {
+	case kmspb.CryptoKeyVersion_DISABLED, kmspb.CryptoKeyVersion_DESTROY_SCHEDULED, kmspb.CryptoKeyVersion_DESTROYED:
+		return st
+	}
+	return kmspb.CryptoKeyVersion_ENABLED
 }
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)

@@ -345,3 +345,38 @@ func TestDestroyOnRevoke(t *testing.T) {
 		t.Errorf("Sign with the destroyed version: %v", err)
 	}
 }
+
+// A version revoked by another replica between this one's listing and its
+// GetPublicKey (a replica starting, or meeting the version first, while a
+// rotate --revoke-previous runs) is listed as revoked: Cloud KMS refuses
+// its key then, and a revoked version never needs it. One destroyed in that
+// window (destroy_on_revoke) has left the ring.
+func TestVersionRevokedBetweenListAndPublicKey(t *testing.T) {
+	t.Parallel()
+	for _, state := range []kmspb.CryptoKeyVersion_CryptoKeyVersionState{kmspb.CryptoKeyVersion_DISABLED, kmspb.CryptoKeyVersion_DESTROY_SCHEDULED} {
+		t.Run(state.String(), func(t *testing.T) {
+			s := start(t)
+			ring := backends.KeyRing{Name: "race", Algorithm: backends.ES256}
+			v1 := signertest.CreateVersion(t, open(t, s, ""), ring, "")
+			fresh := open(t, s, "") // nothing cached: it must ask GetPublicKey
+			s.BeforeNext("GetPublicKey", func() { s.SetState(v1.ID, state) })
+			vs, err := fresh.Versions(context.Background(), ring)
+			if err != nil {
+				t.Fatalf("Versions: %v", err)
+			}
+			switch {
+			case state == kmspb.CryptoKeyVersion_DISABLED && (len(vs) != 1 || !vs[0].Disabled || vs[0].PublicKey != nil):
+				t.Errorf("Versions: %+v; want v1 listed revoked without a key", vs)
+			case state != kmspb.CryptoKeyVersion_DISABLED && len(vs) != 0:
+				t.Errorf("Versions: %+v; want none (v1 is scheduled for destruction)", vs)
+			}
+		})
+	}
+	// A version that is still ENABLED and whose key is refused is not
+	// taken for a revoked one.
+	s, _, v := withVersion(t, backends.KeyRing{Name: "refused", Algorithm: backends.ES256})
+	s.FailNext("GetPublicKey", codes.FailedPrecondition, 1)
+	if _, err := open(t, s, "").Versions(context.Background(), backends.KeyRing{Name: "refused", Algorithm: backends.ES256}); backends.KindOf(err) != backends.KindFailedPrecondition {
+		t.Errorf("Versions with %s's key refused while it is enabled: %v; want failed precondition", v.ID, err)
+	}
+}

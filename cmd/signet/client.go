@@ -156,7 +156,7 @@ func runRotate(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fmt.Fprintf(stdout, "created %s version %s (kid %s), %s, signs from %s (request id %s)\n", v.GetKeyRing(), v.GetBackendId(), v.GetKid(),
 		stateName(v.GetState()), formatTime(v.GetActivatesAt()), resp.RequestID)
 	for _, r := range resp.Revoked {
-		fmt.Fprintf(stdout, "revoked %s version %s (kid %s)\n", r.GetKeyRing(), r.GetBackendId(), r.GetKid())
+		fmt.Fprintf(stdout, "revoked %s version %s (kid %s)\n", r.GetKeyRing(), r.GetBackendId(), orDash(r.GetKid()))
 	}
 	return nil
 }

@@ -80,7 +80,7 @@ func printStatus(w io.Writer, st server.Status) error {
 		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "  KID\tBACKEND ID\tSTATE\tCREATED\tACTIVATES\tRETIRES")
 		for _, v := range r.Versions {
-			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\n", v.Kid, v.BackendID, v.State, formatStatusTime(&v.Created),
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\n", orDash(v.Kid), v.BackendID, v.State, formatStatusTime(&v.Created),
 				formatStatusTime(v.ActivatesAt), formatStatusTime(v.RetiresAt))
 		}
 		if err := tw.Flush(); err != nil {

@@ -73,7 +73,8 @@
 // version's public key in its tags), unconfirmed by a recorded exchange.
 //
 // Faults a test can inject: Deny a data action, Throttle the next requests,
-// HoldCreates (let several creations meet before any runs, to force a race).
+// HoldCreates (let several creations meet before any runs, to force a race),
+// BeforeNext (another client's change between two requests).
 package azurekvtest
 
 import (
@@ -121,6 +122,7 @@ type Server struct {
 	deleted map[string]deletedKey // soft-deleted keys, by name
 	calls   map[string]int
 	denied  map[string]bool
+	before  map[string]func()
 	hold    *holdGroup
 }
 
@@ -151,7 +153,7 @@ type holdGroup struct {
 // Start starts a fake Key Vault on a loopback port whose challenge points
 // callers at id; call Close when done.
 func Start(id *Identity) *Server {
-	s := &Server{id: id, keys: map[string][]*version{}, deleted: map[string]deletedKey{}, calls: map[string]int{}, denied: map[string]bool{}}
+	s := &Server{id: id, keys: map[string][]*version{}, deleted: map[string]deletedKey{}, calls: map[string]int{}, denied: map[string]bool{}, before: map[string]func(){}}
 	s.srv = httptest.NewUnstartedServer(http.HandlerFunc(s.serve))
 	s.srv.TLS = testtls.ServerConfig()
 	s.srv.StartTLS()
@@ -181,6 +183,16 @@ func (s *Server) Deny(action string, deny bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.denied[action] = deny
+}
+
+// BeforeNext runs f once, just before the next request of an operation
+// ("get", "list", ...) is served: another client's change landing between
+// two requests of one reader (a version disabled between its listing and
+// its get).
+func (s *Server) BeforeNext(op string, f func()) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.before[op] = f
 }
 
 // HoldCreates makes the next n creations wait until all n have arrived.
@@ -376,7 +388,12 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	s.calls[rt.op]++
 	denied := s.denied[rt.action]
+	before := s.before[rt.op]
+	delete(s.before, rt.op)
 	s.mu.Unlock()
+	if before != nil {
+		before()
+	}
 	if denied {
 		(&kvError{status: http.StatusForbidden, code: "Forbidden", inner: "ForbiddenByRbac", message: fmt.Sprintf(
 			"Caller is not authorized to perform action on resource.\r\nIf role assignments, deny assignments or role definitions were changed recently, please observe propagation time.\r\nCaller: appid=%s\r\nAction: '%s'\r\nResource: '%s/keys/%s'",

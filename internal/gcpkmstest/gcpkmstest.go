@@ -63,7 +63,9 @@
 // code (UNAVAILABLE, RESOURCE_EXHAUSTED, ...), CorruptSignCRC (a
 // signature_crc32c that does not match, as a corrupted answer would carry),
 // HoldCreates (let several CreateCryptoKeyVersion calls meet before any
-// runs, to force a race).
+// runs, to force a race), BeforeNext (another client's change between two
+// calls, e.g. a version disabled between its listing and GetPublicKey),
+// HideFromNextList (a listing that lags behind).
 package gcpkmstest
 
 import (
@@ -122,6 +124,8 @@ type Server struct {
 	calls      map[string]int
 	denied     map[string]bool
 	fail       map[string][]codes.Code
+	before     map[string]func()
+	hidden     map[string]bool // versions the next ListCryptoKeyVersions leaves out
 	hold       *holdGroup
 }
 
@@ -153,7 +157,8 @@ func Start() *Server {
 	}
 	s := &Server{Addr: lis.Addr().String(), lis: lis, pendingFor: 20 * time.Millisecond,
 		keyRings: map[string]time.Time{KeyRing: time.Now()}, keys: map[string]*cryptoKey{},
-		calls: map[string]int{}, denied: map[string]bool{}, fail: map[string][]codes.Code{}}
+		calls: map[string]int{}, denied: map[string]bool{}, fail: map[string][]codes.Code{}, before: map[string]func(){},
+		hidden: map[string]bool{}}
 	s.srv = grpc.NewServer(grpc.Creds(credentials.NewTLS(testtls.ServerConfig())),
 		grpc.ChainUnaryInterceptor(s.count, s.authenticate, s.faults))
 	kmspb.RegisterKeyManagementServiceServer(s.srv, s)
@@ -195,6 +200,24 @@ func (s *Server) FailNext(method string, code codes.Code, n int) {
 	for range n {
 		s.fail[method] = append(s.fail[method], code)
 	}
+}
+
+// BeforeNext runs f once, just before the next call of method is
+// served: another client's change landing between two calls of one
+// reader (a version disabled between its listing and GetPublicKey).
+func (s *Server) BeforeNext(method string, f func()) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.before[method] = f
+}
+
+// HideFromNextList makes the next ListCryptoKeyVersions leave out the
+// named version, whatever its state: a listing that lags (or a page lost),
+// which a reader must not take for a removal.
+func (s *Server) HideFromNextList(name string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.hidden[name] = true
 }
 
 // HoldCreates makes the next n CreateCryptoKeyVersion calls wait until all
@@ -282,7 +305,12 @@ func (s *Server) faults(ctx context.Context, req any, info *grpc.UnaryServerInfo
 	if q := s.fail[m]; len(q) > 0 {
 		code, s.fail[m] = q[0], q[1:]
 	}
+	before := s.before[m]
+	delete(s.before, m)
 	s.mu.Unlock()
+	if before != nil {
+		before()
+	}
 	switch {
 	case denied:
 		return nil, status.Errorf(codes.PermissionDenied, "Permission '%s' denied on resource '%s' (or it may not exist).", perm, resourceOf(req))
@@ -496,8 +524,12 @@ func (s *Server) ListCryptoKeyVersions(_ context.Context, req *kmspb.ListCryptoK
 	end := min(start+size, len(k.versions))
 	out := &kmspb.ListCryptoKeyVersionsResponse{TotalSize: int32(len(k.versions))} // #nosec G115 -- a test server's few versions
 	for _, v := range k.versions[start:end] {
+		if s.hidden[v.pb.GetName()] {
+			continue
+		}
 		out.CryptoKeyVersions = append(out.CryptoKeyVersions, clone(s.refresh(v)))
 	}
+	clear(s.hidden)
 	if end < len(k.versions) {
 		out.NextPageToken = strconv.Itoa(end)
 	}

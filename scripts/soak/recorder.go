@@ -136,6 +136,9 @@ func (r *recorder) poll(p pollRec) {
 }
 
 func (r *recorder) version(v versionRec) {
+	if v.kid == "" {
+		return // a revoked version whose key the replica never read: nothing to check by its kid
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	old, ok := r.versions[v.kid]

@@ -191,3 +191,62 @@ func TestVanishedWithoutRemovalIsStillAMismatch(t *testing.T) {
 		t.Errorf("the last good key set was replaced: %v", pub)
 	}
 }
+
+// Cloud KMS is asked, not trusted blindly: a signing version missing from
+// one listing (a list that lags, a lost page) while Cloud KMS still has it
+// ENABLED is a key mismatch that keeps the last good key set, and the next
+// complete listing clears it.
+func TestMissingFromAListOnCloudKMSIsStillAMismatch(t *testing.T) {
+	s := gcpkmstest.Start()
+	t.Cleanup(s.Close)
+	c := clocktest.New()
+	rep := newReplica(t, openCloudKMS(t, s, "&destroy_on_revoke=true"), c)
+	active, _ := rep.ks.Active(rep.r)
+	s.HideFromNextList(active.ID)
+	err := rep.ks.Refresh(context.Background(), rep.r)
+	if backends.KindOf(err) != backends.KindFailedPrecondition || !strings.Contains(err.Error(), "no longer listed") || rep.mismatches.Load() != 1 {
+		t.Fatalf("the signing version missing from a listing while enabled: %v, %d mismatches; want a mismatch", err, rep.mismatches.Load())
+	}
+	if pub := rep.published(); !pub[active.Kid] {
+		t.Errorf("the last good key set was replaced: %v", pub)
+	}
+	if err := rep.ks.Refresh(context.Background(), rep.r); err != nil || len(rep.ks.SigningProblems()) != 0 {
+		t.Errorf("a complete listing again: %v, problems %v; want the mismatch cleared", err, rep.ks.SigningProblems())
+	}
+	rep.sign(t, active.Kid)
+}
+
+// A replica that cannot ask whether a vanished signing version was
+// destroyed (cloudkms.cryptoKeyVersions.get denied) neither takes the
+// vanishing for a revocation nor reports a key mismatch: the read fails,
+// saying why, and the last good key set stays until it can ask.
+func TestRemovalUnknownKeepsTheLastGoodKeySet(t *testing.T) {
+	s := gcpkmstest.Start()
+	t.Cleanup(s.Close)
+	c := clocktest.New()
+	a := newReplica(t, openCloudKMS(t, s, "&destroy_on_revoke=true"), c)
+	other := newReplica(t, openCloudKMS(t, s, "&destroy_on_revoke=true"), c)
+	old, _ := other.ks.Active(other.r)
+	created, _, _, err := a.ks.Rotate(context.Background(), a.r, true, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Deny("cloudkms.cryptoKeyVersions.get", true)
+	err = other.ks.Refresh(context.Background(), other.r)
+	if backends.KindOf(err) != backends.KindPermissionDenied || !strings.Contains(err.Error(), "cloudkms.cryptoKeyVersions.get") || other.mismatches.Load() != 0 {
+		t.Fatalf("refresh without the get permission: %v, %d mismatches; want permission denied naming it, no mismatch", err, other.mismatches.Load())
+	}
+	if st := other.ks.Status()[0]; st.LastError == nil || st.RefreshFailures != 1 {
+		t.Errorf("the status does not say why the refresh failed: %+v", st)
+	}
+	if pub := other.published(); !pub[old.Kid] || pub[created.Kid] {
+		t.Errorf("publishes %v; want the last good key set (%s only)", pub, old.Kid)
+	}
+	s.Deny("cloudkms.cryptoKeyVersions.get", false)
+	if err := other.ks.Refresh(context.Background(), other.r); err != nil {
+		t.Fatal(err)
+	}
+	if pub := other.published(); pub[old.Kid] || !pub[created.Kid] {
+		t.Errorf("once it can ask, publishes %v; want %s only", pub, created.Kid)
+	}
+}

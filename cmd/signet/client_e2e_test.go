@@ -126,7 +126,8 @@ func TestTokenSourceE2E(t *testing.T) {
 		}
 	}
 	getAll("oauth2.NewClient", oauth2.NewClient(ctxT(t), c.TokenSource("default", signetclient.Audience("ledger"), signetclient.Subject("oauth2"))))
-	getAll("Transport", &http.Client{Transport: &signetclient.Transport{Source: c.TokenSource("default", signetclient.Audience("ledger"), signetclient.Subject("transport"))}})
+	getAll("Transport", &http.Client{Transport: &signetclient.Transport{AllowInsecure: true,
+		Source: c.TokenSource("default", signetclient.Audience("ledger"), signetclient.Subject("transport"))}})
 	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithPerRPCCredentials(signetclient.PerRPCCredentials{AllowInsecure: true,
 			Source: c.TokenSource("default", signetclient.Audience("ledger"), signetclient.Subject("grpc"))}))

@@ -224,11 +224,14 @@ func (v *Verifier) refreshFor(ctx context.Context) (jwk.Set, error) {
 var ErrJWKSUnavailable = errors.New("signetclient: the JWKS is unavailable")
 
 // typEqual compares two typ values as RFC 7515 section 4.1.9 says: media
-// types, case-insensitive, "application/" implied when there is no "/".
+// types, case-insensitive (RFC 2045), with "application/" prepended to a
+// value that has no "/". Only then: "application/x/y" is not "x/y".
 func typEqual(a, b string) bool {
 	norm := func(t string) string {
-		t = strings.ToLower(t)
-		return strings.TrimPrefix(t, "application/")
+		if !strings.Contains(t, "/") {
+			t = "application/" + t
+		}
+		return strings.ToLower(t)
 	}
 	return a != "" && norm(a) == norm(b)
 }

@@ -111,6 +111,9 @@ func TestMiddleware(t *testing.T) {
 	if code, _, body := get("bearer " + tok.Token); code != 200 || body != "payments" {
 		t.Fatalf("a good token, scheme in lower case: %d %q", code, body)
 	}
+	if code, _, body := get("BEARER   " + tok.Token); code != 200 || body != "payments" {
+		t.Fatalf("a good token after several spaces (RFC 6750: 1*SP): %d %q", code, body)
+	}
 	for name, auth := range map[string][]string{"no header": nil, "basic": {"Basic dXNlcjpwYXNz"}, "two tokens": {"Bearer " + tok.Token, "Bearer " + tok.Token}} {
 		if code, challenge, _ := get(auth...); code != 401 || challenge != "Bearer" {
 			t.Errorf("%s: %d %q, want 401 with a Bearer challenge", name, code, challenge)

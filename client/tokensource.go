@@ -41,8 +41,9 @@ type TokenSourceOptions struct {
 // 30s); once the token has expired, they get the refresh's error, an *Error
 // with its Reason, and a failed Sign is not repeated for the same interval.
 //
-// Lifetimes are Signet's (exp minus iat, both its clock) counted on this
-// host's monotonic clock from when the Sign was sent, so that a host whose
+// Lifetimes are Signet's (exp minus iat, both its clock, less a second for
+// their rounding) counted on this host's monotonic clock from when the Sign
+// was sent, so that a host whose
 // clock is off from Signet's neither re-signs on every call (ahead) nor
 // serves a token past its real expiry (behind). A token that Signet says is
 // already expired (exp not after iat) is an error, retried like a failed
@@ -191,11 +192,14 @@ func (ts *TokenSource) startLocked() {
 	}()
 }
 
-// lifetimeOf is how long tok lives: exp minus iat from its payload, both
-// Signet's clock, so this host's clock being off does not matter; for a
-// token without them (not a JWT Signet issued), ExpiresAt minus start on
-// this host's clock. The payload is read, not verified: it is the token
-// Signet just returned over an authenticated connection, used for timing.
+// lifetimeOf is how long tok lives from start: exp minus iat from its
+// payload, both Signet's clock, so that this host's clock being off does not
+// matter, less a second: both are whole seconds, iat the issue time rounded
+// down, so the token may have been issued up to a second after iat (and
+// after start). For a token without them (not a JWT Signet issued), or one
+// that lives a second or less, ExpiresAt minus start on this host's clock.
+// The payload is read, not verified: it is the token Signet just returned
+// over an authenticated connection, used for timing only.
 func lifetimeOf(tok *Token, start time.Time) time.Duration {
 	parts := strings.Split(tok.Token, ".")
 	if len(parts) == 3 {
@@ -203,7 +207,9 @@ func lifetimeOf(tok *Token, start time.Time) time.Duration {
 			Iat, Exp *int64
 		}
 		if b, err := base64.RawURLEncoding.DecodeString(parts[1]); err == nil && json.Unmarshal(b, &c) == nil && c.Iat != nil && c.Exp != nil {
-			return time.Duration(*c.Exp-*c.Iat) * time.Second
+			if d := time.Duration(*c.Exp-*c.Iat-1) * time.Second; d > 0 {
+				return d
+			}
 		}
 	}
 	return tok.ExpiresAt.Sub(start)

@@ -215,10 +215,12 @@ func TestTokenSourceFailingSignet(t *testing.T) {
 	f.mu.Lock()
 	f.fail = down
 	f.mu.Unlock()
-	for clock.Advance(time.Second); clock.Now().Before(first.ExpiresAt); clock.Advance(time.Second) {
+	// Until a second before exp: the TokenSource counts exp-iat less a
+	// second, their rounding to whole seconds.
+	for clock.Advance(time.Second); clock.Now().Before(first.ExpiresAt.Add(-time.Second)); clock.Advance(time.Second) {
 		tokens, errs := askAll(t, ts, 100)
 		if len(errs) > 0 || tokens[first.Token] != 100 {
-			t.Fatalf("at %v before expiry: tokens %v, errors %v; want the cached token for all", first.ExpiresAt.Sub(clock.Now()), tokens, errs)
+			t.Fatalf("at %v before expiry: tokens %v, %d errors (%v); want the cached token for all", first.ExpiresAt.Sub(clock.Now()), tokens, len(errs), errors.Join(errs[:min(len(errs), 1)]...))
 		}
 		ts.settle()
 	}
@@ -340,5 +342,28 @@ func TestTokenSourceExpiredToken(t *testing.T) {
 	ts.settle()
 	if got := f.calls.Load(); got != 2 {
 		t.Errorf("%d Signs after the retry interval, want 2", got)
+	}
+}
+
+// TestTokenSourceNeverPastExp: iat and exp are whole seconds, iat rounded
+// down, so a token signed 0.7s into a second has 0.3s less to live than
+// exp-iat says: with Signet down, it is not served once its exp has passed.
+func TestTokenSourceNeverPastExp(t *testing.T) {
+	clock, f, ts := newFake(time.Minute)
+	clock.Advance(700 * time.Millisecond)
+	tok, err := ts.TokenContext(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.mu.Lock()
+	f.fail = &Error{Code: codes.Unavailable, Message: "down"}
+	f.mu.Unlock()
+	for clock.Now().Before(tok.ExpiresAt.Add(time.Second)) {
+		got, err := ts.TokenContext(context.Background())
+		if err == nil && !clock.Now().Before(got.ExpiresAt) {
+			t.Fatalf("at %v, served a token whose exp is %v", clock.Now(), got.ExpiresAt)
+		}
+		ts.settle()
+		clock.Advance(100 * time.Millisecond)
 	}
 }

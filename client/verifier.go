@@ -155,7 +155,7 @@ func (v *Verifier) Verify(ctx context.Context, token string) (*VerifiedToken, er
 			return nil, err
 		}
 		if _, ok := set.LookupKeyID(header.Kid); !ok {
-			return nil, fmt.Errorf("signetclient: kid %s is not in %s (retired, revoked, or not Signet's)", header.Kid, v.cfg.JWKSURL)
+			return nil, fmt.Errorf("signetclient: kid %q is not in %s (retired, revoked, or not Signet's)", clip(header.Kid), v.cfg.JWKSURL)
 		}
 	}
 	// The claims are read from the payload the signature check returns,
@@ -168,7 +168,7 @@ func (v *Verifier) Verify(ctx context.Context, token string) (*VerifiedToken, er
 	// The header decoded above is the protected header the signature
 	// covers: its typ is Signet's.
 	if !v.cfg.AnyTyp && !typEqual(header.Typ, v.cfg.Typ) {
-		return nil, fmt.Errorf("signetclient: token typ %q, want %q", header.Typ, v.cfg.Typ)
+		return nil, fmt.Errorf("signetclient: token typ %q, want %q", clip(header.Typ), v.cfg.Typ)
 	}
 	opts := []jwt.ParseOption{jwt.WithVerify(false), jwt.WithValidate(true), jwt.WithAcceptableSkew(v.cfg.Leeway)}
 	if !v.cfg.AnyIssuer {
@@ -284,4 +284,13 @@ func unixTime(v any) time.Time {
 		return time.Time{}
 	}
 	return time.Unix(s, 0)
+}
+
+// clip bounds a value of the token's, which anyone can send, before it goes
+// into an error the service logs (OnError): 64 bytes, quoted by the caller.
+func clip(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "…"
+	}
+	return s
 }

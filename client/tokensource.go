@@ -43,9 +43,9 @@ type TokenSourceOptions struct {
 //
 // Lifetimes are Signet's (exp minus iat, both its clock, less a second for
 // their rounding) counted on this host's monotonic clock from when the Sign
-// was sent, so that a host whose
-// clock is off from Signet's neither re-signs on every call (ahead) nor
-// serves a token past its real expiry (behind). A token that Signet says is
+// was sent, so that a host whose clock is off from Signet's neither
+// re-signs on every call (ahead) nor serves a token past its real expiry
+// (behind). A token that Signet says is
 // already expired (exp not after iat) is an error, retried like a failed
 // Sign, not cached.
 //

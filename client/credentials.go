@@ -2,7 +2,9 @@ package signetclient
 
 import (
 	"context"
+	"errors"
 	"net/http"
+	"strings"
 
 	"google.golang.org/grpc/credentials"
 )
@@ -13,7 +15,11 @@ import (
 //	grpc.WithPerRPCCredentials(signetclient.PerRPCCredentials{Source: ts})
 //
 // It requires transport security, as a bearer token must not travel in
-// clear; AllowInsecure lifts that for a connection to loopback in tests.
+// clear: with RequireTransportSecurity true, gRPC refuses to dial with
+// insecure credentials and to use a connection whose handshake reports less
+// than PrivacyAndIntegrity (local credentials over TCP, say), before a token
+// is asked for. AllowInsecure lifts that, for a connection to loopback in
+// tests.
 type PerRPCCredentials struct {
 	Source        *TokenSource
 	AllowInsecure bool
@@ -41,11 +47,22 @@ func (c PerRPCCredentials) RequireTransportSecurity() bool { return !c.AllowInse
 //
 //	client := &http.Client{Transport: &signetclient.Transport{Source: ts}}
 //
-// A request that already has an Authorization header is sent as it is.
+// A request that already has an Authorization header is sent as it is (the
+// caller chose its credential). The token goes only over https, unless
+// AllowInsecure (loopback tests, a sidecar on localhost): a plain http
+// request fails without being sent. It does not follow a redirect to
+// another host: http.Client asks the Transport again for each hop, and a
+// hop whose host differs from the previous one's is sent without a token
+// (as http.Client itself drops a caller's Authorization there), so that a
+// service cannot redirect a token meant for it to a host of its choosing.
 type Transport struct {
-	Source *TokenSource
-	Base   http.RoundTripper
+	Source        *TokenSource
+	Base          http.RoundTripper
+	AllowInsecure bool
 }
+
+// errInsecureURL is a request the Transport will not put a token on.
+var errInsecureURL = errors.New("signetclient: not sending a bearer token over plain http (Transport.AllowInsecure is for tests)")
 
 // RoundTrip implements http.RoundTripper. It does not modify req (it sends a
 // clone); the token's wait is bounded by req's context, and its error (an
@@ -55,17 +72,37 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if base == nil {
 		base = http.DefaultTransport
 	}
-	if req.Header.Get("Authorization") != "" {
+	if req.Header.Get("Authorization") != "" || crossHostRedirect(req) {
 		return base.RoundTrip(req)
+	}
+	if !t.AllowInsecure && !strings.EqualFold(req.URL.Scheme, "https") {
+		closeBody(req)
+		return nil, errInsecureURL
 	}
 	tok, err := t.Source.TokenContext(req.Context())
 	if err != nil {
-		if req.Body != nil {
-			_ = req.Body.Close() // a RoundTripper closes the body, even on error
-		}
+		closeBody(req)
 		return nil, err
 	}
 	r := req.Clone(req.Context())
 	r.Header.Set("Authorization", "Bearer "+tok.Token)
 	return base.RoundTrip(r)
+}
+
+// crossHostRedirect says whether req is a redirect (http.Client sets
+// Response on the requests it makes to follow one) to a host other than the
+// previous request's: the token is for the host the caller named, not for
+// wherever that host sends it.
+func crossHostRedirect(req *http.Request) bool {
+	if req.Response == nil || req.Response.Request == nil || req.Response.Request.URL == nil {
+		return false
+	}
+	return !strings.EqualFold(req.Response.Request.URL.Host, req.URL.Host)
+}
+
+// closeBody closes req's body: a RoundTripper closes it, even on error.
+func closeBody(req *http.Request) {
+	if req.Body != nil {
+		_ = req.Body.Close()
+	}
 }

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"time"
 
 	"golang.org/x/oauth2"
@@ -79,7 +80,7 @@ func ExampleClient_TokenSource() {
 	}
 	defer c.Close()
 	ts := c.TokenSource("default", signetclient.Audience("ledger"), signetclient.Subject("payments"), signetclient.TTL(10*time.Minute))
-	httpClient := oauth2.NewClient(ctx, ts) // or &http.Client{Transport: &signetclient.Transport{Source: ts}}
+	httpClient := oauth2.NewClient(ctx, ts) // or signetclient.Transport, over https (ExampleTransport)
 
 	// The ledger service.
 	v, err := signetclient.NewVerifier(ctx, signetclient.VerifierConfig{JWKSURL: exampleJWKS, Issuer: exampleIssuer, Audience: "ledger"})
@@ -162,4 +163,43 @@ func ExampleVerifier_UnaryServerInterceptor() {
 	// Output:
 	// /grpc.health.v1.Health/Check called by payments
 	// SERVING
+}
+
+// The Transport puts a token on each request without x/oauth2, over https
+// only, and not on a redirect to another host.
+func ExampleTransport() {
+	ctx := context.Background()
+	c, err := signetclient.New(signetclient.Config{Target: exampleSignet, Plaintext: true})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+	v, err := signetclient.NewVerifier(ctx, signetclient.VerifierConfig{JWKSURL: exampleJWKS, Issuer: exampleIssuer, Audience: "ledger"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer v.Close()
+	ledger := httptest.NewTLSServer(v.Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		claims, _ := signetclient.ClaimsFromContext(r.Context())
+		fmt.Fprintf(w, "hello %s", claims.Subject)
+	})))
+	defer ledger.Close()
+
+	httpClient := &http.Client{Transport: &signetclient.Transport{
+		Source: c.TokenSource("default", signetclient.Audience("ledger"), signetclient.Subject("payments")),
+		Base:   ledger.Client().Transport, // trusts the test server's certificate
+	}}
+	resp, err := httpClient.Get(ledger.URL)
+	if err != nil {
+		log.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	fmt.Println(resp.StatusCode, string(body))
+
+	_, err = httpClient.Get(strings.Replace(ledger.URL, "https:", "http:", 1))
+	fmt.Println(err != nil)
+	// Output:
+	// 200 hello payments
+	// true
 }

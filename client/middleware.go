@@ -30,13 +30,15 @@ func ClaimsFromContext(ctx context.Context) (*VerifiedToken, bool) {
 var errNoToken = errors.New("signetclient: no bearer token")
 
 // bearer returns the token of the one Authorization value "Bearer <token>"
-// (the scheme is case-insensitive, RFC 7235). More than one value is
-// refused: which of them was checked would be a guess.
+// (RFC 6750 section 2.1: the scheme case-insensitive, then one or more
+// spaces). More than one value is refused: which of them was checked would
+// be a guess.
 func bearer(values []string) (string, error) {
 	if len(values) != 1 {
 		return "", errNoToken
 	}
 	scheme, token, ok := strings.Cut(values[0], " ")
+	token = strings.TrimLeft(token, " ")
 	if !ok || !strings.EqualFold(scheme, "Bearer") || token == "" || strings.ContainsAny(token, " \t") {
 		return "", errNoToken
 	}

@@ -2,11 +2,13 @@ package signetclient_test
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -110,6 +112,9 @@ func TestMiddleware(t *testing.T) {
 	}
 	if code, _, body := get("bearer " + tok.Token); code != 200 || body != "payments" {
 		t.Fatalf("a good token, scheme in lower case: %d %q", code, body)
+	}
+	if code, _, body := get("BEARER   " + tok.Token); code != 200 || body != "payments" {
+		t.Fatalf("a good token after several spaces (RFC 6750: 1*SP): %d %q", code, body)
 	}
 	for name, auth := range map[string][]string{"no header": nil, "basic": {"Basic dXNlcjpwYXNz"}, "two tokens": {"Bearer " + tok.Token, "Bearer " + tok.Token}} {
 		if code, challenge, _ := get(auth...); code != 401 || challenge != "Bearer" {
@@ -262,5 +267,22 @@ func TestInterceptors(t *testing.T) {
 	defer mu.Unlock()
 	if strings.Join(seen, ",") != "payments,payments,payments,payments" {
 		t.Errorf("the handlers saw subjects %v, want payments for each of the 4 good calls only", seen)
+	}
+}
+
+// TestVerifyErrorBoundsTokenValues: the kid of a refused token,
+// anyone's to choose, reach the service's logs (OnError) quoted and cut
+// short: no forged log lines, no megabyte entries.
+func TestVerifyErrorBoundsTokenValues(t *testing.T) {
+	s := newTestSignet(t)
+	v := newVerifier(t, s.jwksURL)
+	evil := "x\nlevel=INFO msg=\"all good\"\n" + strings.Repeat("A", 1<<16)
+	token := base64.RawURLEncoding.EncodeToString([]byte(`{"kid":`+strconv.Quote(evil)+`}`)) + ".e30.AAAA"
+	_, err := v.Verify(ctxT(t), token)
+	if err == nil {
+		t.Fatal("a forged token verified")
+	}
+	if msg := err.Error(); strings.Contains(msg, "\n") || len(msg) > 512 {
+		t.Errorf("the error carries the token's value raw (%d bytes): %.200q", len(msg), msg)
 	}
 }

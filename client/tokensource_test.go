@@ -2,6 +2,7 @@ package signetclient
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"sync"
@@ -34,8 +35,9 @@ func (c *fakeClock) Advance(d time.Duration) {
 	c.now = c.now.Add(d)
 }
 
-// fakeSigner is a SignFunc issuing tokens of lifetime on clock, failing
-// with fail when set, blocking on gate when set.
+// fakeSigner is a SignFunc issuing JWT-shaped tokens of lifetime on
+// clock (plus skew, Signet's clock minus the host's), failing with fail
+// when set, blocking on gate when set.
 type fakeSigner struct {
 	clock    *fakeClock
 	lifetime time.Duration
@@ -44,6 +46,7 @@ type fakeSigner struct {
 	fail     error
 	gate     chan struct{}
 	delay    time.Duration // how long each Sign takes
+	skew     time.Duration
 }
 
 func (f *fakeSigner) sign(ctx context.Context, _ string, _ ...SignOption) (*Token, error) {
@@ -62,7 +65,10 @@ func (f *fakeSigner) sign(ctx context.Context, _ string, _ ...SignOption) (*Toke
 	if fail != nil {
 		return nil, fail
 	}
-	return &Token{Token: fmt.Sprintf("token-%d", n), ExpiresAt: f.clock.Now().Add(f.lifetime)}, nil
+	iat := f.clock.Now().Add(f.skew).Truncate(time.Second)
+	exp := iat.Add(f.lifetime)
+	payload := base64.RawURLEncoding.EncodeToString(fmt.Appendf(nil, `{"iat":%d,"exp":%d}`, iat.Unix(), exp.Unix()))
+	return &Token{Token: fmt.Sprintf("e30.%s.token-%d", payload, n), ExpiresAt: exp}, nil
 }
 
 func newFake(lifetime time.Duration) (*fakeClock, *fakeSigner, *TokenSource) {
@@ -209,10 +215,12 @@ func TestTokenSourceFailingSignet(t *testing.T) {
 	f.mu.Lock()
 	f.fail = down
 	f.mu.Unlock()
-	for clock.Advance(time.Second); clock.Now().Before(first.ExpiresAt); clock.Advance(time.Second) {
+	// Until a second before exp: the TokenSource counts exp-iat less a
+	// second, their rounding to whole seconds.
+	for clock.Advance(time.Second); clock.Now().Before(first.ExpiresAt.Add(-time.Second)); clock.Advance(time.Second) {
 		tokens, errs := askAll(t, ts, 100)
 		if len(errs) > 0 || tokens[first.Token] != 100 {
-			t.Fatalf("at %v before expiry: tokens %v, errors %v; want the cached token for all", first.ExpiresAt.Sub(clock.Now()), tokens, errs)
+			t.Fatalf("at %v before expiry: tokens %v, %d errors (%v); want the cached token for all", first.ExpiresAt.Sub(clock.Now()), tokens, len(errs), errors.Join(errs[:min(len(errs), 1)]...))
 		}
 		ts.settle()
 	}
@@ -267,5 +275,95 @@ func TestTokenSourceWaitBoundedByContext(t *testing.T) {
 	}
 	if got := f.calls.Load(); got != 1 {
 		t.Errorf("%d Signs, want 1 (the one the first caller started)", got)
+	}
+}
+
+// TestTokenSourceClockSkew: a host whose clock is ahead of Signet's by more
+// than a token's lifetime still caches it (one Sign, no errors), and one
+// whose clock is behind does not serve a token past its real expiry while
+// Signet is down: lifetimes are exp minus iat, counted on the host's clock.
+func TestTokenSourceClockSkew(t *testing.T) {
+	t.Run("host ahead", func(t *testing.T) {
+		clock, f, ts := newFake(time.Minute)
+		f.skew = -2 * time.Minute
+		for range 3 {
+			if tokens, errs := askAll(t, ts, 100); len(errs) > 0 || len(tokens) != 1 {
+				t.Fatalf("tokens %v, %d errors (%v); want one token for all", tokens, len(errs), errors.Join(errs[:min(len(errs), 1)]...))
+			}
+			ts.settle()
+			clock.Advance(10 * time.Second)
+		}
+		if got := f.calls.Load(); got != 1 {
+			t.Errorf("%d Signs in 30s of a 1m token, want 1", got)
+		}
+	})
+	t.Run("host behind", func(t *testing.T) {
+		clock, f, ts := newFake(time.Minute)
+		f.skew = 2 * time.Minute
+		if _, err := ts.TokenContext(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		f.mu.Lock()
+		f.fail = &Error{Code: codes.Unavailable, Message: "down"}
+		f.mu.Unlock()
+		clock.Advance(30 * time.Second)
+		if _, err := ts.TokenContext(context.Background()); err != nil {
+			t.Fatalf("at 30s of 60s: %v, want the cached token", err)
+		}
+		ts.settle()
+		clock.Advance(31 * time.Second)
+		if tok, err := ts.TokenContext(context.Background()); err == nil {
+			t.Fatalf("at 61s of a 60s token with Signet down: %v, want an error, not the expired token", tok)
+		}
+	})
+}
+
+// TestTokenSourceExpiredToken: a token Signet says is expired (exp not
+// after iat) is an error for the callers waiting, and is not asked for
+// again on every call: the next Sign waits for the retry interval.
+func TestTokenSourceExpiredToken(t *testing.T) {
+	clock, f, ts := newFake(-time.Second)
+	_, errs := askAll(t, ts, 100)
+	if len(errs) != 100 {
+		t.Fatalf("%d errors of 100, want all: an expired token is no token", len(errs))
+	}
+	ts.settle()
+	for range 10 {
+		if _, err := ts.TokenContext(context.Background()); err == nil {
+			t.Fatal("a token that expired")
+		}
+		ts.settle()
+	}
+	if got := f.calls.Load(); got != 1 {
+		t.Errorf("%d Signs, want 1: an expired token must not make every call sign", got)
+	}
+	clock.Advance(2 * time.Second) // past the retry interval
+	_, _ = ts.TokenContext(context.Background())
+	ts.settle()
+	if got := f.calls.Load(); got != 2 {
+		t.Errorf("%d Signs after the retry interval, want 2", got)
+	}
+}
+
+// TestTokenSourceNeverPastExp: iat and exp are whole seconds, iat rounded
+// down, so a token signed 0.7s into a second has 0.3s less to live than
+// exp-iat says: with Signet down, it is not served once its exp has passed.
+func TestTokenSourceNeverPastExp(t *testing.T) {
+	clock, f, ts := newFake(time.Minute)
+	clock.Advance(700 * time.Millisecond)
+	tok, err := ts.TokenContext(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.mu.Lock()
+	f.fail = &Error{Code: codes.Unavailable, Message: "down"}
+	f.mu.Unlock()
+	for clock.Now().Before(tok.ExpiresAt.Add(time.Second)) {
+		got, err := ts.TokenContext(context.Background())
+		if err == nil && !clock.Now().Before(got.ExpiresAt) {
+			t.Fatalf("at %v, served a token whose exp is %v", clock.Now(), got.ExpiresAt)
+		}
+		ts.settle()
+		clock.Advance(100 * time.Millisecond)
 	}
 }

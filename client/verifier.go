@@ -155,7 +155,7 @@ func (v *Verifier) Verify(ctx context.Context, token string) (*VerifiedToken, er
 			return nil, err
 		}
 		if _, ok := set.LookupKeyID(header.Kid); !ok {
-			return nil, fmt.Errorf("signetclient: kid %s is not in %s (retired, revoked, or not Signet's)", header.Kid, v.cfg.JWKSURL)
+			return nil, fmt.Errorf("signetclient: kid %q is not in %s (retired, revoked, or not Signet's)", clip(header.Kid), v.cfg.JWKSURL)
 		}
 	}
 	// The claims are read from the payload the signature check returns,
@@ -168,7 +168,7 @@ func (v *Verifier) Verify(ctx context.Context, token string) (*VerifiedToken, er
 	// The header decoded above is the protected header the signature
 	// covers: its typ is Signet's.
 	if !v.cfg.AnyTyp && !typEqual(header.Typ, v.cfg.Typ) {
-		return nil, fmt.Errorf("signetclient: token typ %q, want %q", header.Typ, v.cfg.Typ)
+		return nil, fmt.Errorf("signetclient: token typ %q, want %q", clip(header.Typ), v.cfg.Typ)
 	}
 	opts := []jwt.ParseOption{jwt.WithVerify(false), jwt.WithValidate(true), jwt.WithAcceptableSkew(v.cfg.Leeway)}
 	if !v.cfg.AnyIssuer {
@@ -224,11 +224,14 @@ func (v *Verifier) refreshFor(ctx context.Context) (jwk.Set, error) {
 var ErrJWKSUnavailable = errors.New("signetclient: the JWKS is unavailable")
 
 // typEqual compares two typ values as RFC 7515 section 4.1.9 says: media
-// types, case-insensitive, "application/" implied when there is no "/".
+// types, case-insensitive (RFC 2045), with "application/" prepended to a
+// value that has no "/". Only then: "application/x/y" is not "x/y".
 func typEqual(a, b string) bool {
 	norm := func(t string) string {
-		t = strings.ToLower(t)
-		return strings.TrimPrefix(t, "application/")
+		if !strings.Contains(t, "/") {
+			t = "application/" + t
+		}
+		return strings.ToLower(t)
 	}
 	return a != "" && norm(a) == norm(b)
 }
@@ -281,4 +284,13 @@ func unixTime(v any) time.Time {
 		return time.Time{}
 	}
 	return time.Unix(s, 0)
+}
+
+// clip bounds a value of the token's, which anyone can send, before it goes
+// into an error the service logs (OnError): 64 bytes, quoted by the caller.
+func clip(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "…"
+	}
+	return s
 }

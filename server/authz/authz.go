@@ -94,6 +94,11 @@ func New(cfg Config) (*Authorizer, error) {
 			return err
 		}
 		a.policy.Store(p)
+		// An operator who upgraded without check-config still learns which
+		// grants the parsed identity rules read differently.
+		for _, w := range p.warnings {
+			a.watcher.log.Warn("policy_file "+cfg.PolicyFile+": "+w, "see", "docs/runbook.md#upgrading-identities-and-limits")
+		}
 		a.limitersMu.Lock()
 		a.limiters = map[limiterKey]*rate.Limiter{} // grants changed: limits start afresh
 		a.buckets = nil

@@ -420,4 +420,14 @@ func TestAuditUnwritableFailsClosed(t *testing.T) {
 	if after := len(e.ts.KeySet().Versions(e.ts.KeySet().Ring("default"))); after != before {
 		t.Errorf("Rotate changed the key ring (%d -> %d versions) without an audit record", before, after)
 	}
+	// Rotations the audit outage stopped created nothing, so they cost no
+	// token of limits.rotate (burst 3): retrying through the outage is
+	// never rate-limited.
+	for range 3 {
+		_, _ = sec.Rotate(ctxT(t), &signetv1.RotateRequest{KeyRing: "default"})
+	}
+	if m := scrape(t, e.ts); m["signet_rate_limited_total"] != nil { // no series until one is limited
+		t.Errorf("rotations stopped by the audit outage were rate-limited (%v): they spent tokens",
+			m.Value(t, "signet_rate_limited_total", "grant", securityID))
+	}
 }

@@ -286,6 +286,7 @@ func (s *service) Rotate(ctx context.Context, req *signetv1.RotateRequest) (*sig
 		authorized.Reason += " request_id=" + requestID
 	}
 	if err := s.audit(ctx, rpc, authorized, nil); err != nil {
+		refund() // stopped before anything changed: an audit outage costs no rotation
 		return nil, s.status(ctx, err)
 	}
 	created, revoked, replayed, err := s.ks.Rotate(ctx, r, req.GetRevokePrevious(), requestID)

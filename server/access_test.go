@@ -31,6 +31,7 @@ import (
 	signetclient "github.com/signet-dev/signet/client"
 	signetv1 "github.com/signet-dev/signet/gen/signet/v1"
 	"github.com/signet-dev/signet/internal/clocktest"
+	"github.com/signet-dev/signet/server/config"
 )
 
 const (
@@ -122,7 +123,7 @@ type mtlsEnv struct {
 	clock                 *clocktest.Clock
 }
 
-func startMTLS(t *testing.T, audit string) *mtlsEnv {
+func startMTLS(t *testing.T, audit string, tweak ...func(*config.Config)) *mtlsEnv {
 	t.Helper()
 	e := &mtlsEnv{dir: t.TempDir(), ca: newTestCA(t), clock: clocktest.New()}
 	e.caFile = filepath.Join(e.dir, "ca.pem")
@@ -138,6 +139,9 @@ func startMTLS(t *testing.T, audit string) *mtlsEnv {
 		e.auditPath = filepath.Join(e.dir, "audit.log")
 	}
 	cfg.Audit.Path = e.auditPath
+	for _, f := range tweak {
+		f(&cfg)
+	}
 	e.ts = startServerNoDial(t, cfg, Options{Now: e.clock.Now})
 	return e
 }

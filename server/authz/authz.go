@@ -175,6 +175,13 @@ func (a *Authorizer) takeToken(caller string, g *signGrant) error {
 	k := limiterKey{caller: caller, grant: g}
 	l := a.limiters[k]
 	if l == nil {
+		if len(a.limiters) >= maxBuckets { // as for buckets: a full one is no different from a new one
+			for k, l := range a.limiters {
+				if l.TokensAt(now) >= float64(l.Burst()) {
+					delete(a.limiters, k)
+				}
+			}
+		}
 		l = rate.NewLimiter(rate.Limit(g.Rate.PerSecond), g.Rate.Burst)
 		a.limiters[k] = l
 	}

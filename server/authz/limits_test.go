@@ -5,6 +5,10 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/signet-dev/signet/server/jose"
 )
 
 // A rotation that created nothing gives its token back even though the
@@ -73,5 +77,28 @@ func TestRotateBucketsBounded(t *testing.T) {
 	}
 	if n := len(a.buckets); n > maxBuckets {
 		t.Errorf("%d buckets after %d callers, want at most %d", n, maxBuckets+100, maxBuckets)
+	}
+}
+
+// Sign rate limiters are dropped the same way once there are many.
+func TestSignLimitersBounded(t *testing.T) {
+	p, err := parsePolicy([]byte(`grants: [{identity: "spiffe://corp.test/w/**", sign: [{key_rings: [default], audiences: [a], subjects: ["*"], rate: {per_second: 1, burst: 2}}]}]`),
+		map[string]time.Duration{"default": time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Unix(1_800_000_000, 0)
+	a := &Authorizer{now: func() time.Time { return now }, limiters: map[limiterKey]*rate.Limiter{}}
+	a.policy.Store(p)
+	for i := range maxBuckets + 100 {
+		if _, err := a.AuthorizeSign(fmt.Sprintf("spiffe://corp.test/w/%d", i), SignRequest{Ring: "default", Audience: []string{"a"}, Subject: "s", Typ: jose.DefaultTyp}); err != nil {
+			t.Fatal(err)
+		}
+		if i == maxBuckets/2 {
+			now = now.Add(time.Minute)
+		}
+	}
+	if n := len(a.limiters); n > maxBuckets {
+		t.Errorf("%d sign limiters after %d callers, want at most %d", n, maxBuckets+100, maxBuckets)
 	}
 }

@@ -31,6 +31,7 @@ import (
 	signetclient "github.com/signet-dev/signet/client"
 	signetv1 "github.com/signet-dev/signet/gen/signet/v1"
 	"github.com/signet-dev/signet/internal/clocktest"
+	"github.com/signet-dev/signet/server/config"
 )
 
 const (
@@ -122,7 +123,7 @@ type mtlsEnv struct {
 	clock                 *clocktest.Clock
 }
 
-func startMTLS(t *testing.T, audit string) *mtlsEnv {
+func startMTLS(t *testing.T, audit string, tweak ...func(*config.Config)) *mtlsEnv {
 	t.Helper()
 	e := &mtlsEnv{dir: t.TempDir(), ca: newTestCA(t), clock: clocktest.New()}
 	e.caFile = filepath.Join(e.dir, "ca.pem")
@@ -138,6 +139,9 @@ func startMTLS(t *testing.T, audit string) *mtlsEnv {
 		e.auditPath = filepath.Join(e.dir, "audit.log")
 	}
 	cfg.Audit.Path = e.auditPath
+	for _, f := range tweak {
+		f(&cfg)
+	}
 	e.ts = startServerNoDial(t, cfg, Options{Now: e.clock.Now})
 	return e
 }
@@ -419,5 +423,15 @@ func TestAuditUnwritableFailsClosed(t *testing.T) {
 	}
 	if after := len(e.ts.KeySet().Versions(e.ts.KeySet().Ring("default"))); after != before {
 		t.Errorf("Rotate changed the key ring (%d -> %d versions) without an audit record", before, after)
+	}
+	// Rotations the audit outage stopped created nothing, so they cost no
+	// token of limits.rotate (burst 3): retrying through the outage is
+	// never rate-limited.
+	for range 3 {
+		_, _ = sec.Rotate(ctxT(t), &signetv1.RotateRequest{KeyRing: "default"})
+	}
+	if m := scrape(t, e.ts); m["signet_rate_limited_total"] != nil { // no series until one is limited
+		t.Errorf("rotations stopped by the audit outage were rate-limited (%v): they spent tokens",
+			m.Value(t, "signet_rate_limited_total", "grant", securityID))
 	}
 }

@@ -9,6 +9,7 @@ import (
 
 	signetclient "github.com/signet-dev/signet/client"
 	signetv1 "github.com/signet-dev/signet/gen/signet/v1"
+	"github.com/signet-dev/signet/server/config"
 )
 
 // TestRotateAndLeftoversLimits: a rotate grant in a loop is refused with
@@ -99,5 +100,34 @@ func TestListKeysDenialAudited(t *testing.T) {
 	if len(denied) != 2 || !strings.HasPrefix(denied[0], "spiffe://corp.test/ns/other/sa/x no grant lets") ||
 		!strings.HasPrefix(denied[1], serviceID+` no grant lets "`+serviceID+`" list key ring "ring-eddsa"`) {
 		t.Errorf("audited ListKeys denials: %q", denied)
+	}
+}
+
+// TestRotateThatCreatedIsNotRefunded: a Rotate with revoke_previous whose
+// new version was created but whose revocation then met a conflict
+// created a key: its token is not given back, or a loop of such calls
+// would grow the JWKS past limits.rotate.
+func TestRotateThatCreatedIsNotRefunded(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	e := startMTLS(t, "", func(cfg *config.Config) { cfg.KeyRings[0].Backend = "flaky-test:" + dir })
+	writeAtomic(t, e.policy, []byte(testGrants+"limits:\n  rotate: {every: 10m, burst: 1}\n"))
+	e.ts.authz.Reload()
+	flakyAt(dir).disableConflict.Store(true)
+	sec := e.client(t, e.ca, securityID)
+	ring := e.ts.KeySet().Ring("default")
+	before := len(e.ts.KeySet().Versions(ring))
+	if _, err := sec.Rotate(ctxT(t), &signetv1.RotateRequest{KeyRing: "default", RevokePrevious: true}); err == nil {
+		t.Fatal("Rotate with revoke_previous whose revocation met a conflict: no error")
+	}
+	if got := len(e.ts.KeySet().Versions(ring)); got != before+1 {
+		t.Fatalf("versions %d -> %d, want one created", before, got)
+	}
+	_, err := sec.Rotate(ctxT(t), &signetv1.RotateRequest{KeyRing: "default", RevokePrevious: true})
+	if codeOf(err) != codes.ResourceExhausted {
+		t.Errorf("second rotation within the burst of 1: %v; want ResourceExhausted (the first created a version)", err)
+	}
+	if got := len(e.ts.KeySet().Versions(ring)); got != before+1 {
+		t.Errorf("versions %d -> %d: the limit let a second rotation create one", before, got)
 	}
 }

@@ -51,10 +51,10 @@ type pageToken struct {
 }
 
 // maxSame bounds the ids a token carries of versions that share its
-// version's creation time (the nearest ones: a ring with more versions
-// created within the same second than this, whose token's version vanishes
-// between two pages, may list a few of them twice); maxPageToken bounds a
-// token's length before it is decoded.
+// version's creation time (the nearest ones, as many as fit maxPageToken: a
+// ring with more versions created within the same second than that, whose
+// token's version vanishes between two pages, may list a few of them
+// twice); maxPageToken bounds a token's length before it is decoded.
 const (
 	maxSame      = 32
 	maxPageToken = 8 << 10
@@ -248,6 +248,12 @@ func tokenAfter(query string, r *lifecycle.Ring, vs []*lifecycle.Version, i int)
 		if vs[j].Created.Equal(vs[i].Created) {
 			t.Same = append(t.Same, vs[j].ID)
 		}
+	}
+	// A token this server issues must be one it accepts: backend ids can be
+	// long (a Cloud KMS version's resource name, a Key Vault URL), so the
+	// farthest ids go until it fits maxPageToken.
+	for len(t.Same) > 0 && len(t.encode()) > maxPageToken {
+		t.Same = t.Same[:len(t.Same)-1]
 	}
 	return t
 }

@@ -158,3 +158,25 @@ func TestForgedPageTokenBounded(t *testing.T) {
 		t.Errorf("an issued token is refused: %v", err)
 	}
 }
+
+// TestLongIDsPageToken: versions with long backend ids (Cloud KMS resource
+// names run to a few hundred bytes) sharing a creation time still get a
+// page token the server accepts back, keeping as many of the nearest ids as
+// fit.
+func TestLongIDsPageToken(t *testing.T) {
+	t0 := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	var vs []*lifecycle.Version
+	for i := range maxSame + 8 {
+		id := "projects/" + strings.Repeat("p", 30) + "/locations/europe-west1/keyRings/" + strings.Repeat("r", 63) +
+			"/cryptoKeys/" + strings.Repeat("k", 63) + "/cryptoKeyVersions/" + strconv.Itoa(i)
+		vs = append(vs, &lifecycle.Version{Version: backends.Version{ID: id, Created: t0}})
+	}
+	tok := tokenAfter("q", &lifecycle.Ring{Name: "r"}, vs, len(vs)-1)
+	got, err := decodePageToken(tok.encode(), "q")
+	if err != nil {
+		t.Fatalf("the server refuses its own token (%d bytes, %d ids): %v", len(tok.encode()), len(tok.Same), err)
+	}
+	if len(got.Same) == 0 || got.Same[0] != vs[len(vs)-2].ID {
+		t.Errorf("the token kept %d ids, not starting with the nearest", len(got.Same))
+	}
+}

@@ -28,6 +28,16 @@ type flakyBackend struct {
 	down     atomic.Bool
 	delay    atomic.Int64 // nanoseconds every Sign waits first
 	inFlight atomic.Int32
+	// disableConflict: DisableVersion fails with KindConflict (another
+	// replica changing the key at the same time).
+	disableConflict atomic.Bool
+}
+
+func (f *flakyBackend) DisableVersion(ctx context.Context, r backends.KeyRing, id string) error {
+	if f.disableConflict.Load() {
+		return backends.Errorf(backends.KindConflict, "flaky-test", "the key is being changed")
+	}
+	return f.Signer.DisableVersion(ctx, r, id)
 }
 
 // flaky holds each opened flakyBackend by its directory (tests run in

@@ -286,11 +286,14 @@ func (s *service) Rotate(ctx context.Context, req *signetv1.RotateRequest) (*sig
 		authorized.Reason += " request_id=" + requestID
 	}
 	if err := s.audit(ctx, rpc, authorized, nil); err != nil {
+		refund() // stopped before anything changed: an audit outage costs no rotation
 		return nil, s.status(ctx, err)
 	}
 	created, revoked, replayed, err := s.ks.Rotate(ctx, r, req.GetRevokePrevious(), requestID)
-	if replayed || errors.Is(err, lifecycle.ErrRequestMismatch) || backends.KindOf(err) == backends.KindConflict {
-		refund() // nothing created: a retry, a mismatched id, a race another replica won
+	// Nothing created: a retry, a mismatched id, a race another replica
+	// won. A conflict after created is a revocation's: a key was created.
+	if replayed || created == nil && (errors.Is(err, lifecycle.ErrRequestMismatch) || backends.KindOf(err) == backends.KindConflict) {
+		refund()
 	}
 	if errors.Is(err, lifecycle.ErrRequestMismatch) {
 		err = jose.Invalid("request_id", "%v", err)

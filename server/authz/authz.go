@@ -51,7 +51,8 @@ type Authorizer struct {
 	refusals *refusalLimiter
 
 	limitersMu sync.Mutex
-	limiters   map[limiterKey]*rate.Limiter
+	limiters   map[limiterKey]*rate.Limiter // sign grants' rates
+	buckets    map[limiterKey]*bucket       // limits: rotations, leftovers listings
 }
 
 // limiterKey is a token bucket's owner: a caller and its sign grant, or a
@@ -95,8 +96,14 @@ func New(cfg Config) (*Authorizer, error) {
 			return err
 		}
 		a.policy.Store(p)
+		// An operator who upgraded without check-config still learns which
+		// grants the parsed identity rules read differently.
+		for _, w := range p.warnings {
+			a.watcher.log.Warn("policy_file "+cfg.PolicyFile+": "+w, "see", "docs/runbook.md#upgrading-identities-and-limits")
+		}
 		a.limitersMu.Lock()
 		a.limiters = map[limiterKey]*rate.Limiter{} // grants changed: limits start afresh
+		a.buckets = nil
 		a.limitersMu.Unlock()
 		return nil
 	}
@@ -185,7 +192,27 @@ func (a *Authorizer) takeToken(caller string, g *signGrant) error {
 	if g.Rate == nil {
 		return nil
 	}
-	wait, _ := a.reserve(limiterKey{caller: caller, grant: g}, rate.Limit(g.Rate.PerSecond), g.Rate.Burst)
+	now := a.now()
+	a.limitersMu.Lock()
+	k := limiterKey{caller: caller, grant: g}
+	l := a.limiters[k]
+	if l == nil {
+		if len(a.limiters) >= maxBuckets { // as for buckets: a full one is no different from a new one
+			for k, l := range a.limiters {
+				if l.TokensAt(now) >= float64(l.Burst()) {
+					delete(a.limiters, k)
+				}
+			}
+		}
+		l = rate.NewLimiter(rate.Limit(g.Rate.PerSecond), g.Rate.Burst)
+		a.limiters[k] = l
+	}
+	res := l.ReserveN(now, 1)
+	wait := res.DelayFrom(now)
+	if wait > 0 {
+		res.CancelAt(now)
+	}
+	a.limitersMu.Unlock()
 	if wait > 0 {
 		e := errorf(RateLimited, "rate limit for %q: %v signatures per second (burst %d)", caller, g.Rate.PerSecond, g.Rate.Burst)
 		e.RetryAfter, e.Grant = wait, grantOf(a.policy.Load(), g)
@@ -194,27 +221,64 @@ func (a *Authorizer) takeToken(caller string, g *signGrant) error {
 	return nil
 }
 
-// reserve takes a token from k's bucket (created with limit and burst) and
-// returns 0 and a function that gives it back, or how long until the
-// bucket has one (taking nothing).
-func (a *Authorizer) reserve(k limiterKey, limit rate.Limit, burst int) (time.Duration, func()) {
+// bucket is a limits.rotate or limits.leftovers token bucket. It is not a
+// rate.Limiter because a token must be given back after the action ran:
+// a Reservation's CancelAt restores nothing once the clock has passed the
+// reservation, which it always has after a backend round trip.
+type bucket struct {
+	spec   *everySpec
+	tokens float64
+	at     time.Time // when tokens was last brought up to date
+}
+
+// fill adds what the time since at earned, up to the burst.
+func (b *bucket) fill(now time.Time) {
+	if now.After(b.at) {
+		b.tokens = min(float64(b.spec.Burst), b.tokens+float64(now.Sub(b.at))/float64(b.spec.Every.D()))
+		b.at = now
+	}
+}
+
+// maxBuckets is how many buckets there may be before the full ones (which
+// are no different from new ones) are dropped: keys are callers the client
+// CA vouched for and configured rings, but nothing else bounds them.
+const maxBuckets = 4096
+
+// take takes a token from k's bucket (created full) and returns a function
+// that gives it back, once, or how long until the bucket has one.
+func (a *Authorizer) take(k limiterKey, spec *everySpec) (time.Duration, func()) {
 	now := a.now()
 	a.limitersMu.Lock()
 	defer a.limitersMu.Unlock()
-	l := a.limiters[k]
-	if l == nil {
-		l = rate.NewLimiter(limit, burst)
-		a.limiters[k] = l
+	b := a.buckets[k]
+	if b == nil {
+		if len(a.buckets) >= maxBuckets {
+			for k, b := range a.buckets {
+				if b.fill(now); b.tokens >= float64(b.spec.Burst) {
+					delete(a.buckets, k)
+				}
+			}
+		}
+		if a.buckets == nil {
+			a.buckets = map[limiterKey]*bucket{}
+		}
+		b = &bucket{spec: spec, tokens: float64(spec.Burst), at: now}
+		a.buckets[k] = b
 	}
-	res := l.ReserveN(now, 1)
-	if wait := res.DelayFrom(now); wait > 0 {
-		res.CancelAt(now)
-		return wait, nil
+	b.fill(now)
+	if b.tokens < 1 {
+		return time.Duration((1 - b.tokens) * float64(spec.Every.D())), nil
 	}
+	b.tokens--
+	var once sync.Once
 	return 0, func() {
-		a.limitersMu.Lock()
-		defer a.limitersMu.Unlock()
-		res.CancelAt(a.now())
+		once.Do(func() {
+			now := a.now()
+			a.limitersMu.Lock()
+			defer a.limitersMu.Unlock()
+			b.fill(now)
+			b.tokens = min(float64(spec.Burst), b.tokens+1)
+		})
 	}
 }
 
@@ -257,7 +321,7 @@ func (a *Authorizer) AllowLeftovers(caller string) error {
 }
 
 func (a *Authorizer) allow(k limiterKey, spec *everySpec, grant, what string) (func(), error) {
-	wait, refund := a.reserve(k, rate.Every(spec.Every.D()), spec.Burst)
+	wait, refund := a.take(k, spec)
 	if wait <= 0 {
 		return refund, nil
 	}

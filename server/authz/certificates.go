@@ -123,7 +123,11 @@ func (c *certificates) authenticate(chain []*x509.Certificate, now time.Time) (s
 		}
 		return "", errorf(Unauthenticated, "the client certificate is not valid: %v", err)
 	}
-	id, err := certIdentity(leaf.URIs, leaf.DNSNames)
+	uris, err := uriSANs(leaf)
+	if err != nil {
+		return "", err
+	}
+	id, err := certIdentity(uris, leaf.DNSNames)
 	if err != nil {
 		return "", err
 	}

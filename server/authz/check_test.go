@@ -1,6 +1,7 @@
 package authz
 
 import (
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -8,6 +9,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
+	"log/slog"
 	"math/big"
 	"os"
 	"path/filepath"
@@ -75,4 +77,26 @@ func selfSigned(t *testing.T, dir string) (cert, key, ca string) {
 		}
 	}
 	return cert, key, ca
+}
+
+// Startup logs the warnings check-config prints, so an upgrade that skipped
+// check-config still says which grants now match less.
+func TestStartupLogsPolicyWarnings(t *testing.T) {
+	dir := t.TempDir()
+	cert, key, ca := selfSigned(t, dir)
+	policy := filepath.Join(dir, "policy.yaml")
+	if err := os.WriteFile(policy, []byte("grants: [{identity: 'spiffe://corp.example/ns/*', list: ['*']}]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var logged bytes.Buffer
+	a, err := New(Config{CertFile: cert, KeyFile: key, ClientCAFile: ca, PolicyFile: policy,
+		Logger: slog.New(slog.NewTextHandler(&logged, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	if want := `grants[0].identity \"spiffe://corp.example/ns/*\": '*' and '?' now match within one path segment`; !strings.Contains(logged.String(), want) ||
+		!strings.Contains(logged.String(), "level=WARN") {
+		t.Errorf("startup logged:\n%s\nwant a warning with %s", logged.String(), want)
+	}
 }

@@ -1,8 +1,9 @@
 package authz
 
 import (
+	"crypto/x509"
+	"encoding/asn1"
 	"fmt"
-	"net/url"
 	"strings"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -29,17 +30,21 @@ const (
 )
 
 // certIdentity is the identity a verified client certificate names, or an
-// Unauthenticated error saying why it names none.
-func certIdentity(uris []*url.URL, dns []string) (string, error) {
+// Unauthenticated error saying why it names none. uris are its URI SANs as
+// the CA wrote them (uriSANs), parsed by go-spiffe as they are: never
+// through url.URL, whose String lower-cases the scheme and drops an empty
+// query or fragment, which would let "SPIFFE://td/a" or "spiffe://td/a#"
+// (not SPIFFE IDs) pass as spiffe://td/a.
+func certIdentity(uris []string, dns []string) (string, error) {
 	switch {
 	case len(uris) > 1:
 		return "", errorf(Unauthenticated, "the client certificate has %d URI SANs: an X.509-SVID has exactly one, "+
 			"so Signet cannot tell which SPIFFE ID it names", len(uris))
 	case len(uris) == 1:
-		id, err := spiffeid.FromURI(uris[0])
+		id, err := spiffeid.FromString(uris[0])
 		if err != nil {
 			return "", errorf(Unauthenticated, "the client certificate's URI SAN %q is not a SPIFFE ID: %v",
-				jose.Truncate(uris[0].String(), 128), err)
+				jose.Truncate(uris[0], 128), err)
 		}
 		if id.Path() == "" {
 			return "", errorf(Unauthenticated, "the client certificate's SPIFFE ID %q names a trust domain, not a workload",
@@ -50,6 +55,38 @@ func certIdentity(uris []*url.URL, dns []string) (string, error) {
 		return dnsPrefix + strings.ToLower(dns[0]), nil
 	}
 	return "", errorf(Unauthenticated, "the client certificate names no identity: it needs one spiffe:// URI SAN or a DNS SAN")
+}
+
+// oidSubjectAltName is the subjectAltName extension (RFC 5280 4.2.1.6).
+var oidSubjectAltName = asn1.ObjectIdentifier{2, 5, 29, 17}
+
+// uriSANs returns cert's URI SANs (GeneralName [6]) byte for byte as the CA
+// signed them; crypto/x509 only keeps them parsed into url.URL.
+func uriSANs(cert *x509.Certificate) ([]string, error) {
+	var uris []string
+	for _, ext := range cert.Extensions {
+		if !ext.Id.Equal(oidSubjectAltName) {
+			continue
+		}
+		var seq asn1.RawValue
+		rest, err := asn1.Unmarshal(ext.Value, &seq)
+		if err != nil || len(rest) > 0 || seq.Class != asn1.ClassUniversal || seq.Tag != asn1.TagSequence || !seq.IsCompound {
+			return nil, errorf(Unauthenticated, "the client certificate's subjectAltName extension is malformed")
+		}
+		for b := seq.Bytes; len(b) > 0; {
+			var name asn1.RawValue
+			if b, err = asn1.Unmarshal(b, &name); err != nil {
+				return nil, errorf(Unauthenticated, "the client certificate's subjectAltName extension is malformed")
+			}
+			if name.Class == asn1.ClassContextSpecific && name.Tag == 6 {
+				uris = append(uris, string(name.Bytes))
+			}
+		}
+	}
+	if len(uris) != len(cert.URIs) { // crypto/x509 parsed the same extension
+		return nil, errorf(Unauthenticated, "the client certificate's URI SANs cannot be read")
+	}
+	return uris, nil
 }
 
 // idPattern is a grant's identity, parsed: a SPIFFE ID pattern (an exact

@@ -6,8 +6,8 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/asn1"
 	"math/big"
-	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -127,19 +127,9 @@ func TestIdentityPatternErrors(t *testing.T) {
 
 // The identity a certificate's SANs give, or why they give none.
 func TestCertIdentity(t *testing.T) {
-	u := func(ss ...string) []*url.URL {
-		var out []*url.URL
-		for _, s := range ss {
-			p, err := url.Parse(s)
-			if err != nil {
-				t.Fatal(err)
-			}
-			out = append(out, p)
-		}
-		return out
-	}
+	u := func(ss ...string) []string { return ss }
 	for _, c := range []struct {
-		uris []*url.URL
+		uris []string
 		dns  []string
 		want string // identity, or "!" and part of the error
 	}{
@@ -156,6 +146,9 @@ func TestCertIdentity(t *testing.T) {
 		{u("spiffe://signet.dev/a/"), nil, "!trailing slash"},
 		{u("spiffe://Signet.dev/a"), nil, "!trust domain characters"},
 		{u("spiffe://signet.dev"), nil, "!names a trust domain, not a workload"},
+		{u("SPIFFE://signet.dev/a"), nil, "!is not a SPIFFE ID"},
+		{u("spiffe://signet.dev/a#"), nil, "!is not a SPIFFE ID"},
+		{u("spiffe://signet.dev/a?"), nil, "!is not a SPIFFE ID"},
 		{nil, nil, "!names no identity"},
 		{nil, []string{""}, "!names no identity"},
 	} {
@@ -181,6 +174,8 @@ func FuzzCertIdentity(f *testing.F) {
 	f.Add("spiffe://signet.dev/a\nspiffe://signet.dev/b", "host.example")
 	f.Add("spiffe://signet.dev/team/security?x#y", "a.example\nb.example")
 	f.Add("SPIFFE://signet.dev/team/../security/", "")
+	f.Add("SPIFFE://signet.dev/team/security", "")
+	f.Add("spiffe://signet.dev/team/security#", "")
 	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	now := time.Now()
 	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "fuzz CA"}, IsCA: true,
@@ -198,24 +193,20 @@ func FuzzCertIdentity(f *testing.F) {
 	spiffeGrant, _ := parseIDPattern("spiffe://signet.dev/**")
 	dnsGrant, _ := parseIDPattern("dns:**")
 	f.Fuzz(func(t *testing.T, uriList, dnsList string) {
-		tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour),
-			KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+		var uris, dns []string
 		for _, s := range strings.Split(uriList, "\n") {
-			if s == "" {
-				continue
+			if s != "" {
+				uris = append(uris, s)
 			}
-			u, err := url.Parse(s)
-			if err != nil {
-				return
-			}
-			tmpl.URIs = append(tmpl.URIs, u)
 		}
 		for _, s := range strings.Split(dnsList, "\n") {
 			if s != "" {
-				tmpl.DNSNames = append(tmpl.DNSNames, s)
+				dns = append(dns, s)
 			}
 		}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &leafKey.PublicKey, caKey)
+		// The SANs go in as written (not through url.URL, which
+		// normalises): a CA may sign any bytes.
+		der, err := rawSANCert(ca, caKey, leafKey, uris, dns)
 		if err != nil {
 			return // not a certificate a CA could issue (a SAN that is not IA5, ...)
 		}
@@ -233,15 +224,15 @@ func FuzzCertIdentity(f *testing.F) {
 		switch {
 		case strings.HasPrefix(id, spiffePrefix):
 			parsed, perr := spiffeid.FromString(id)
-			if len(leaf.URIs) != 1 || leaf.URIs[0].String() != id || perr != nil || parsed.Path() == "" {
-				t.Fatalf("SPIFFE identity %q from URIs %v: %v", id, leaf.URIs, perr)
+			if len(uris) != 1 || uris[0] != id || perr != nil || parsed.Path() == "" {
+				t.Fatalf("SPIFFE identity %q from URIs %q: %v", id, uris, perr)
 			}
 			if dnsGrant.match(id) {
 				t.Fatalf("dns:** matches SPIFFE identity %q", id)
 			}
 		case strings.HasPrefix(id, dnsPrefix):
-			if len(leaf.URIs) != 0 || len(leaf.DNSNames) == 0 || id != dnsPrefix+strings.ToLower(leaf.DNSNames[0]) {
-				t.Fatalf("DNS identity %q from URIs %v, DNS names %q", id, leaf.URIs, leaf.DNSNames)
+			if len(uris) != 0 || len(dns) == 0 || id != dnsPrefix+strings.ToLower(dns[0]) {
+				t.Fatalf("DNS identity %q from URIs %q, DNS names %q", id, uris, dns)
 			}
 			if spiffeGrant.match(id) {
 				t.Fatalf("a SPIFFE grant matches DNS identity %q", id)
@@ -250,4 +241,73 @@ func FuzzCertIdentity(f *testing.F) {
 			t.Fatalf("identity %q is in no namespace", id)
 		}
 	})
+}
+
+// rawSANCert is a client certificate signed by ca whose subjectAltName holds
+// uris and dns byte for byte as given.
+func rawSANCert(ca *x509.Certificate, caKey, leafKey *ecdsa.PrivateKey, uris, dns []string) ([]byte, error) {
+	var names []byte
+	for _, n := range []struct {
+		tag int
+		ss  []string
+	}{{2, dns}, {6, uris}} {
+		for _, s := range n.ss {
+			b, err := asn1.Marshal(asn1.RawValue{Class: asn1.ClassContextSpecific, Tag: n.tag, Bytes: []byte(s)})
+			if err != nil {
+				return nil, err
+			}
+			names = append(names, b...)
+		}
+	}
+	now := time.Now()
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+	if len(names) > 0 {
+		v, err := asn1.Marshal(asn1.RawValue{Class: asn1.ClassUniversal, Tag: asn1.TagSequence, IsCompound: true, Bytes: names})
+		if err != nil {
+			return nil, err
+		}
+		tmpl.ExtraExtensions = []pkix.Extension{{Id: oidSubjectAltName, Value: v}}
+	}
+	return x509.CreateCertificate(rand.Reader, tmpl, ca, &leafKey.PublicKey, caKey)
+}
+
+// A URI SAN is judged as the CA signed it: crypto/x509's url.URL would
+// read "SPIFFE://..." and a trailing empty "#" as the plain SPIFFE ID.
+func TestCertIdentityRawURISAN(t *testing.T) {
+	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	now := time.Now()
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"}, IsCA: true,
+		BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign, NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour)}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, _ := x509.ParseCertificate(caDER)
+	pool := x509.NewCertPool()
+	pool.AddCert(ca)
+	c := &certificates{}
+	c.cur.Store(&certState{pool: pool})
+	leafKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	for raw, want := range map[string]string{
+		"spiffe://signet.dev/team/security":  "spiffe://signet.dev/team/security",
+		"SPIFFE://signet.dev/team/security":  "",
+		"Spiffe://signet.dev/team/security":  "",
+		"spiffe://signet.dev/team/security#": "",
+	} {
+		der, err := rawSANCert(ca, caKey, leafKey, []string{raw}, []string{"host.example"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		leaf, err := x509.ParseCertificate(der)
+		if err != nil {
+			t.Fatalf("%q: %v", raw, err)
+		}
+		id, err := c.authenticate([]*x509.Certificate{leaf}, now)
+		if want == "" && err == nil {
+			t.Errorf("URI SAN %q: authenticated as %q", raw, id)
+		} else if want != "" && (err != nil || id != want) {
+			t.Errorf("URI SAN %q: %q, %v; want %q", raw, id, err, want)
+		}
+	}
 }

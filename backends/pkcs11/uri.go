@@ -32,13 +32,22 @@ func parseURI(u *url.URL) (uriOptions, error) {
 		if part == "" {
 			continue
 		}
-		k, v, _ := strings.Cut(part, "=")
+		// RFC 7512: an attribute is name=value. A bare name is refused
+		// rather than read as an empty value: "pkcs11:token" would
+		// otherwise name no token and no slot.
+		k, v, ok := strings.Cut(part, "=")
+		if !ok {
+			return bad("URI attribute %q has no value (want token=LABEL or slot-id=N)", k)
+		}
 		v, err := url.PathUnescape(v)
 		if err != nil {
 			return bad("URI attribute %s: %v", k, err)
 		}
 		switch k {
 		case "token":
+			if v == "" {
+				return bad("token= needs the token's label")
+			}
 			o.token, hasToken = v, true
 		case "slot-id":
 			if o.slotID, err = strconv.ParseUint(v, 10, 64); err != nil {

@@ -1,12 +1,10 @@
 package main
 
 import (
-	"bufio"
 	"crypto/ecdsa"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/json"
 	"fmt"
 	"net"
 	"net/url"
@@ -165,7 +163,7 @@ key_rings:
 	pageAcrossRings(t, security)
 
 	// What the audit log says.
-	lines := auditLines(t, audit)
+	lines := auditRecords(t, audit)
 	has := func(rpc, caller, outcome, reason string) bool {
 		return slices.ContainsFunc(lines, func(l map[string]any) bool {
 			return l["rpc"] == rpc && l["caller"] == caller && l["outcome"] == outcome &&
@@ -243,24 +241,4 @@ func dialMTLS(t *testing.T, addr string, ca, cert *x509.Certificate, key *ecdsa.
 	}
 	t.Cleanup(func() { conn.Close() })
 	return signetv1.NewSignerServiceClient(conn)
-}
-
-// auditLines reads a JSON-lines audit log.
-func auditLines(t *testing.T, path string) []map[string]any {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	var out []map[string]any
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		var m map[string]any
-		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
-			t.Fatalf("audit line is not JSON: %s", sc.Text())
-		}
-		out = append(out, m)
-	}
-	return out
 }

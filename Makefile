@@ -13,7 +13,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -X github.com/signet-dev/signet/server/telemetry.Version=$(VERSION) -X github.com/signet-dev/signet/server/telemetry.Commit=$(COMMIT)
 
-.PHONY: run build test check test-deps module-cache lint lint-module rules bench load load-deps soak fuzz generate check-generate check-breaking release-api chart-docs clean
+.PHONY: run build test check test-deps lint lint-module rules bench load load-deps soak fuzz generate check-generate check-breaking release-api chart-docs clean
 
 run: build ## Start Signet on the embedded local backend (./signet-data).
 	./$(BIN) serve $(if $(CONFIG),--config $(CONFIG))
@@ -57,6 +57,9 @@ TESTNEEDS.. := test-deps build bin/vault bin/promtool
 # the race detector (its build of Helm and Kubernetes would cost minutes, for
 # nothing that runs concurrently).
 TESTFLAGS.deploy := -count=1
+# Its Dockerfile and probe tests list and build cmd/signet with the module
+# proxy off: the root module's build fills the module cache first.
+TESTNEEDS.deploy := build
 # The load harness's own logic (ratios, /proc readings, the batch-size
 # histogram); `make load` runs the harness itself.
 # The soak (scripts/soak, its own module for its verifier libraries) drives
@@ -140,12 +143,6 @@ bin/npm/node_modules/jose/package.json:
 	@command -v npm >/dev/null || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq nodejs npm; }
 	npm install --prefix bin/npm --no-audit --no-fund --silent jose@$(JOSE_VERSION)
-
-# internal/consumer's test tidies a module that requires only the client with
-# the module proxy off: the client's module graph must be in the module cache.
-test-deps: module-cache
-module-cache:
-	for m in gen client; do $(GO) -C $$m mod download && $(GO) -C $$m list -m all >/dev/null || exit 1; done
 
 test-deps:
 	@missing=""; \

@@ -65,9 +65,8 @@ func deadAddress(t *testing.T) string {
 	return "http://" + addr
 }
 
-// A ring listed before the CA ring that issues its certificates starts
-// (regression: certifying during the first version's creation looked up a
-// CA ring not read yet and panicked), and gets its chain from the CA.
+// A ring listed before the CA ring that issues its certificates starts,
+// and gets its chain from the CA once every ring is read.
 func TestCARingListedAfterTheRingsItServes(t *testing.T) {
 	c := clocktest.New()
 	store := openLocalDir(t, t.TempDir(), c)
@@ -92,7 +91,7 @@ func TestCARingListedAfterTheRingsItServes(t *testing.T) {
 
 // With x5c.required and an issuer that does not answer, restarts and
 // replicas starting together create no version beyond the first: a
-// withheld version is still a version (regression: each start made one).
+// withheld version is still a version.
 func TestStartsWithTheIssuerDownCreateNoExtraVersion(t *testing.T) {
 	c := clocktest.New()
 	dir := t.TempDir()
@@ -162,8 +161,8 @@ func publishedKids(ks *KeySet) []string {
 }
 
 // A version withheld for want of a valid chain never brings a retired
-// version back to signing or into the JWKS (regression: the states of the
-// others were derived as if it did not exist).
+// version back to signing or into the JWKS: the others' states are
+// derived with it in place.
 func TestWithheldVersionNeverRevivesARetiredOne(t *testing.T) {
 	ks, r, store, c := selfSignedRing(t)
 	ctx := context.Background()
@@ -198,8 +197,8 @@ func TestWithheldVersionNeverRevivesARetiredOne(t *testing.T) {
 	}
 }
 
-// A retired version gets no new certificate when its chain expires
-// (regression: it was withheld, shown pending, and re-certified forever).
+// A retired version gets no new certificate when its chain expires: it
+// stays retired, neither withheld nor re-certified.
 func TestRetiredVersionIsNotRecertified(t *testing.T) {
 	ks, r, store, c := selfSignedRing(t)
 	ctx := context.Background()
@@ -263,7 +262,7 @@ func TestLapsingChainLeavesTheJWKSWhileReadsFail(t *testing.T) {
 	v1, _ := ks.Active(r)
 	store.down.Store(true)
 	lapse := v1.Chain.Expires().Add(-testSchedule.JWKSMaxAge)
-	if next := r.snap.Load().next; next.IsZero() || next.After(lapse) {
+	if next := r.snap.load().next; next.IsZero() || next.After(lapse) {
 		t.Fatalf("the snapshot's next boundary is %v; want at most %v, when the chain lapses", next, lapse)
 	}
 	c.Advance(lapse.Sub(c.Now()) - time.Second)

@@ -54,7 +54,7 @@ func TestReadsFollowTheClockWithoutWriting(t *testing.T) {
 	if created.State != StatePending || changes.Load() == 0 {
 		t.Fatalf("rotated version is %v and OnChange ran %d times; want pending and at least once", created.State, changes.Load())
 	}
-	stored, before := r.snap.Load(), changes.Load()
+	stored, before := r.snap.load(), changes.Load()
 
 	c.Advance(testSchedule.PublishAhead)
 	if v, _ := ks.Active(r); v.Kid != created.Kid {
@@ -66,7 +66,7 @@ func TestReadsFollowTheClockWithoutWriting(t *testing.T) {
 	if got := len(ks.Published()); got != 2 {
 		t.Errorf("%d published versions, want 2", got)
 	}
-	if r.snap.Load() != stored || changes.Load() != before {
+	if r.snap.load() != stored || changes.Load() != before {
 		t.Fatal("reading the key set stored a snapshot or reported a change")
 	}
 
@@ -75,10 +75,10 @@ func TestReadsFollowTheClockWithoutWriting(t *testing.T) {
 		t.Errorf("after retire_after %d versions are published, want only %s", len(got), created.Kid)
 	}
 	ks.Tick(context.Background(), r)
-	if r.snap.Load() == stored || changes.Load() == before {
+	if r.snap.load() == stored || changes.Load() == before {
 		t.Error("a tick did not install the re-derived snapshot")
 	}
-	if s := r.snap.Load(); s.versions[0].State != StateRetired || s.active.Kid != created.Kid {
+	if s := r.snap.load(); s.versions[0].State != StateRetired || s.active.Kid != created.Kid {
 		t.Errorf("installed snapshot: first version %v, active %s", s.versions[0].State, s.active.Kid)
 	}
 }
@@ -112,7 +112,7 @@ func TestRunWakesAtABoundary(t *testing.T) {
 	case <-time.After(30 * time.Second): // refresh_interval is a minute: only the boundary wakes it sooner
 		t.Fatal("the Run loop did not re-derive the key set at the boundary")
 	}
-	if s := r.snap.Load(); s.active == nil || s.active.ID != s.versions[1].ID {
+	if s := r.snap.load(); s.active == nil || s.active.ID != s.versions[1].ID {
 		t.Error("the installed snapshot does not have the matured version active")
 	}
 }
@@ -280,7 +280,7 @@ func TestInterruptedRevocationIsFinishedByTheRetry(t *testing.T) {
 // since another revoked its active version gets a refusal from the backend
 // (Vault refuses to sign below min_encryption_version); it re-reads the
 // versions at once and answers Unavailable (retry), instead of
-// FailedPrecondition on every Sign until its next refresh, as the soak saw.
+// FailedPrecondition on every Sign until its next refresh.
 func TestSignWithAVersionRevokedElsewhere(t *testing.T) {
 	srv := vaulttest.Start(t)
 	u, err := url.Parse("vault://" + strings.TrimPrefix(srv.Addr, "http://") + "/transit?scheme=http")

@@ -117,6 +117,50 @@ func TestRunWakesAtABoundary(t *testing.T) {
 	}
 }
 
+// Whether a ring can sign changes at a boundary of the clock too: an
+// emergency rotation's version starts signing once every replica publishes
+// it. The Run loop's re-derivation at that boundary tells OnHealth, so the
+// gRPC health of SignerService does not stay NOT_SERVING until some other
+// change.
+func TestHealthFollowsABoundary(t *testing.T) {
+	c := clocktest.New()
+	health := make(chan struct{}, 16)
+	ks, err := New(context.Background(), []RingSpec{{Name: "r", Algorithm: backends.ES256, Schedule: testSchedule, Backend: openLocal(t, c)}},
+		Options{Now: c.Now, OnHealth: func() {
+			select {
+			case health <- struct{}{}:
+			default:
+			}
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := ks.Ring("r")
+	if _, _, _, err := ks.Rotate(context.Background(), r, true, ""); err != nil {
+		t.Fatal(err)
+	}
+	if len(health) == 0 || len(ks.SigningProblems()) == 0 {
+		t.Fatalf("after an emergency rotation: %d health changes, problems %v; want the ring unable to sign, and told", len(health), ks.SigningProblems())
+	}
+	c.Advance(testSchedule.EmergencyDelay() - time.Millisecond)
+	for len(health) > 0 {
+		<-health
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { ks.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	c.Advance(time.Millisecond)
+	select {
+	case <-health:
+	case <-time.After(30 * time.Second): // refresh_interval is a minute: only the boundary tells it sooner
+		t.Fatal("OnHealth was not called when the emergency version started signing")
+	}
+	if p := ks.SigningProblems(); len(p) != 0 {
+		t.Errorf("signing problems %v once the emergency version signs", p)
+	}
+}
+
 // swapper is a backend whose key can be replaced behind Signet's back: it
 // signs with another store's key of the same version id, or lists another
 // public key for it.

@@ -75,14 +75,10 @@ func (st *store) put(r *Ring, ticket uint64, vs []*Version) (bool, error) {
 func (st *store) rederive(r *Ring) {
 	st.mu.Lock()
 	cur := r.snap.load()
-	_, stored := st.swap(r, cur.read, cur.versions)
+	old, stored := st.swap(r, cur.read, cur.versions)
 	st.mu.Unlock()
 	if stored {
-		select {
-		case r.snap.wake <- struct{}{}:
-		default:
-		}
-		st.hooks.changed()
+		st.changed(r, old)
 	}
 }
 

@@ -24,8 +24,8 @@ func (s *slot) load() *snapshot { return s.cur.Load() }
 func (s *slot) ticket() uint64 { return s.tickets.Add(1) }
 
 // store is the only writer of the rings' snapshots. Under mu it keeps:
-//   - a stored snapshot is immutable, and is replaced only by one whose
-//     read started later (or by the same versions re-derived);
+//   - a stored snapshot is immutable, and is replaced only by one from a
+//     read that started later, or by its own versions re-derived;
 //   - its states are derived (derive) from its versions, the ring's
 //     schedule and the clock at the instant it is stored;
 //   - no kid is held by two versions across every ring's stored versions

@@ -35,9 +35,7 @@ func (ks *KeySet) run(ctx context.Context, r *Ring) {
 			ks.Tick(ctx, r)
 		case <-r.snap.wake:
 		case <-boundary.C:
-			if r.snap.load().due(ks.now()) {
-				ks.store.rederive(r)
-			}
+			ks.store.rederive(r)
 		}
 		if next := r.snap.load().next; !next.IsZero() {
 			boundary.Reset(max(next.Sub(ks.now()), 0))

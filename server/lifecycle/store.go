@@ -32,12 +32,7 @@ func (s *slot) ticket() uint64 { return s.tickets.Add(1) }
 //     (checkKidsUnique runs against them before anything is stored).
 //
 // After mu is released, each store wakes the ring's Run loop and calls
-// OnChange, and OnHealth too when whether the ring can sign changed.
-//
-// Versions have one source today, the backend (Refresh). Another source
-// (a key set saved on disk, a peer) would hand its versions to put with a
-// ticket from the ring's slot, so that whichever read started last wins,
-// and pass the same checks.
+// OnChange, and OnHealth too when it changed whether the ring can sign.
 type store struct {
 	now   func() time.Time
 	hooks *hooks
@@ -62,45 +57,50 @@ func (st *store) put(r *Ring, ticket uint64, vs []*Version) (bool, error) {
 		st.mu.Unlock()
 		return false, err
 	}
-	old, stored := st.swap(r, ticket, vs)
+	old, cur := st.swap(r, ticket, vs)
 	st.mu.Unlock()
-	if stored {
-		st.changed(r, old)
-	}
-	return stored, nil
+	st.changed(r, old, cur)
+	return cur != nil, nil
 }
 
-// rederive stores r's stored versions again with their states as of now:
-// the Run loop's call once the clock has passed the snapshot's boundary.
+// rederive stores r's stored versions again with their states as of now,
+// if the clock has passed the stored snapshot's boundary: the Run loop's
+// call when its timer fires.
 func (st *store) rederive(r *Ring) {
+	var old, cur *snapshot
 	st.mu.Lock()
-	cur := r.snap.load()
-	old, stored := st.swap(r, cur.read, cur.versions)
-	st.mu.Unlock()
-	if stored {
-		st.changed(r, old)
+	if s := r.snap.load(); s.due(st.now()) {
+		old, cur = st.swap(r, s.read, s.versions)
 	}
+	st.mu.Unlock()
+	st.changed(r, old, cur)
 }
 
-// swap is the one write of a snapshot. Called with mu held.
-func (st *store) swap(r *Ring, ticket uint64, vs []*Version) (old *snapshot, stored bool) {
+// swap is the one write of a snapshot: it returns the snapshot it
+// replaced and the one it stored (nil: a later read's is stored). Called
+// with mu held.
+func (st *store) swap(r *Ring, ticket uint64, vs []*Version) (old, cur *snapshot) {
 	old = r.snap.load()
 	if old != nil && old.read > ticket {
-		return old, false
+		return old, nil
 	}
-	r.snap.cur.Store(derive(vs, r.Schedule, r.cert, ticket, st.now()))
-	return old, true
+	cur = derive(vs, r.Schedule, r.cert, ticket, st.now())
+	r.snap.cur.Store(cur)
+	return old, cur
 }
 
 // changed tells the Run loop and the hooks that r's snapshot changed from
-// old. No lock of the key set is held.
-func (st *store) changed(r *Ring, old *snapshot) {
+// old to cur (nil: it did not). No lock of the key set is held.
+func (st *store) changed(r *Ring, old, cur *snapshot) {
+	if cur == nil {
+		return
+	}
 	select {
 	case r.snap.wake <- struct{}{}:
 	default:
 	}
 	st.hooks.changed()
-	if couldSign := old != nil && old.active != nil; couldSign != (r.snap.load().active != nil) {
+	if couldSign := old != nil && old.active != nil; couldSign != (cur.active != nil) {
 		st.hooks.health()
 	}
 }

@@ -13,8 +13,9 @@
 //     states, which versions are withheld for want of a certificate chain,
 //     which version signs, the next boundary of the clock).
 //   - store.go: the snapshot store, the only writer of a ring's snapshot
-//     (one immutable snapshot per ring, read without locks), and the
-//     check that no kid is held twice across rings.
+//     (one immutable snapshot per ring, read without locks), the check
+//     that no kid is held twice across rings, and the hooks of an install
+//     (OnChange; OnHealth when the ring starts or stops signing).
 //   - refresh.go: reading the backend (Refresh) and checking what it lists
 //     before the store installs it.
 //   - health.go: whether each ring can sign (backend down, key mismatch)

@@ -83,33 +83,50 @@ func TestReadsFollowTheClockWithoutWriting(t *testing.T) {
 	}
 }
 
+// signal is a channel and a hook that sends on it without blocking.
+func signal() (chan struct{}, func()) {
+	ch := make(chan struct{}, 16)
+	return ch, func() {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// runAcross empties ch, runs ks's Run loop until the test ends, moves the
+// clock by d and reports whether ch gets a signal within 30 s: with
+// refresh_interval a minute, only a boundary of the clock passed makes it.
+func runAcross(t *testing.T, ks *KeySet, c *clocktest.Clock, d time.Duration, ch chan struct{}) bool {
+	t.Helper()
+	for len(ch) > 0 {
+		<-ch
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { ks.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	c.Advance(d)
+	select {
+	case <-ch:
+		return true
+	case <-time.After(30 * time.Second):
+		return false
+	}
+}
+
 // The Run loop re-derives the stored snapshot when the clock passes a
 // boundary, without waiting for the next refresh.
 func TestRunWakesAtABoundary(t *testing.T) {
-	changed := make(chan struct{}, 16)
-	ks, r, c := newKeySet(t, func() {
-		select {
-		case changed <- struct{}{}:
-		default:
-		}
-	})
+	changed, onChange := signal()
+	ks, r, c := newKeySet(t, onChange)
 	if _, _, _, err := ks.Rotate(context.Background(), r, false, ""); err != nil {
 		t.Fatal(err)
 	}
 	// Move the clock to just before the new version matures, so the loop's
 	// timer for that boundary fires (nearly) at once in real time.
 	c.Advance(testSchedule.PublishAhead - time.Millisecond)
-	for len(changed) > 0 {
-		<-changed
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { ks.Run(ctx); close(done) }()
-	defer func() { cancel(); <-done }()
-	c.Advance(time.Millisecond)
-	select {
-	case <-changed:
-	case <-time.After(30 * time.Second): // refresh_interval is a minute: only the boundary wakes it sooner
+	if !runAcross(t, ks, c, time.Millisecond, changed) {
 		t.Fatal("the Run loop did not re-derive the key set at the boundary")
 	}
 	if s := r.snap.load(); s.active == nil || s.active.ID != s.versions[1].ID {
@@ -124,14 +141,9 @@ func TestRunWakesAtABoundary(t *testing.T) {
 // change.
 func TestHealthFollowsABoundary(t *testing.T) {
 	c := clocktest.New()
-	health := make(chan struct{}, 16)
+	health, onHealth := signal()
 	ks, err := New(context.Background(), []RingSpec{{Name: "r", Algorithm: backends.ES256, Schedule: testSchedule, Backend: openLocal(t, c)}},
-		Options{Now: c.Now, OnHealth: func() {
-			select {
-			case health <- struct{}{}:
-			default:
-			}
-		}})
+		Options{Now: c.Now, OnHealth: onHealth})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,17 +155,7 @@ func TestHealthFollowsABoundary(t *testing.T) {
 		t.Fatalf("after an emergency rotation: %d health changes, problems %v; want the ring unable to sign, and told", len(health), ks.SigningProblems())
 	}
 	c.Advance(testSchedule.EmergencyDelay() - time.Millisecond)
-	for len(health) > 0 {
-		<-health
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { ks.Run(ctx); close(done) }()
-	defer func() { cancel(); <-done }()
-	c.Advance(time.Millisecond)
-	select {
-	case <-health:
-	case <-time.After(30 * time.Second): // refresh_interval is a minute: only the boundary tells it sooner
+	if !runAcross(t, ks, c, time.Millisecond, health) {
 		t.Fatal("OnHealth was not called when the emergency version started signing")
 	}
 	if p := ks.SigningProblems(); len(p) != 0 {

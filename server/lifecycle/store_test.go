@@ -4,6 +4,7 @@ import (
 	"context"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/signet-dev/signet/backends"
 	"github.com/signet-dev/signet/internal/clocktest"
@@ -53,5 +54,46 @@ func TestOlderReadNeverReplacesANewerOne(t *testing.T) {
 	}
 	if vs := ks.Versions(r); len(vs) != 2 || find(vs, created.ID) == nil {
 		t.Fatalf("%d versions after the slow read ended; want 2, with the rotation's %s", len(vs), created.ID)
+	}
+}
+
+// A hook may read the key set, as the server's do, even when the install
+// that calls it happens inside certify, which holds the ring's certificate
+// lock for its whole run: nothing a read takes is held around a hook.
+func TestHooksMayReadTheKeySet(t *testing.T) {
+	c := clocktest.New()
+	b := &failing{Store: openLocalDir(t, t.TempDir(), c)}
+	b.refusePut.Store(true) // the first version starts withheld, without a chain
+	var ks *KeySet
+	read := func() { // hooks run only once New has returned, and ks is set
+		ks.Published()
+		ks.SigningProblems()
+		ks.Status()
+		for _, r := range ks.Rings() {
+			for _, v := range ks.Versions(r) {
+				ks.CertificateProblem(r, v)
+			}
+		}
+	}
+	ks, err := New(context.Background(), []RingSpec{{Name: "r", Algorithm: backends.ES256, Schedule: testSchedule, Backend: b,
+		Certificates: &CertSpec{Source: SourceSelfSigned, Profile: certProfile, Required: true}}},
+		Options{Now: c.Now, OnChange: read, OnHealth: read})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := ks.Ring("r")
+	if v, err := ks.Active(r); err == nil {
+		t.Fatalf("version %s signs without its required chain", v.ID)
+	}
+	b.refusePut.Store(false)
+	done := make(chan struct{})
+	go func() { ks.Tick(context.Background(), r); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("a tick did not end: a hook reading the key set waits on a lock held around it")
+	}
+	if _, err := ks.Active(r); err != nil {
+		t.Fatalf("no version signs once its chain is stored: %v", err)
 	}
 }

@@ -2,6 +2,7 @@ package lifecycle
 
 import (
 	"context"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -95,5 +96,75 @@ func TestHooksMayReadTheKeySet(t *testing.T) {
 	}
 	if _, err := ks.Active(r); err != nil {
 		t.Fatalf("no version signs once its chain is stored: %v", err)
+	}
+}
+
+// Two rings read, rotated, signed with and inspected from several
+// goroutines at once, with the Run loop going: every rotation is kept (the
+// read that started last is the one stored, whatever order the reads end
+// in), and the race detector sees the store, the read log, health and
+// certificates from every side.
+func TestConcurrentUseOfTwoRings(t *testing.T) {
+	const workers, rounds = 4, 15
+	c := clocktest.New()
+	b := openLocal(t, c)
+	var ks *KeySet
+	read := func() { ks.Published(); ks.SigningProblems(); ks.Status() }
+	ks, err := New(context.Background(), []RingSpec{{Name: "a", Algorithm: backends.ES256, Schedule: testSchedule, Backend: b},
+		{Name: "b", Algorithm: backends.ES256, Schedule: testSchedule, Backend: b}},
+		Options{Now: c.Now, OnChange: read, OnHealth: read})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { ks.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+
+	var rotations [2]atomic.Int32
+	errs := make(chan error, workers*rounds*4)
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for i := range rounds {
+				k := (w + i) % 2
+				r := ks.Rings()[k]
+				switch i % 3 {
+				case 0:
+					if _, _, _, err := ks.Rotate(ctx, r, false, ""); err != nil {
+						errs <- err
+						continue
+					}
+					rotations[k].Add(1)
+				case 1:
+					if err := ks.Refresh(ctx, r); err != nil {
+						errs <- err
+					}
+				case 2:
+					v, err := ks.Active(r)
+					if err == nil {
+						_, err = ks.SignWith(ctx, r, v, []byte("input"))
+					}
+					if err != nil {
+						errs <- err
+					}
+				}
+				read()
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	for k, r := range ks.Rings() {
+		listed, err := b.Versions(ctx, r.key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, want := len(ks.Versions(r)), len(listed); got != want || int32(got) != 1+rotations[k].Load() {
+			t.Errorf("ring %s: %d versions stored, %d listed, %d rotations; want every rotation's version stored", r.Name, got, want, rotations[k].Load())
+		}
 	}
 }

@@ -161,6 +161,19 @@ func TestHealthFollowsABoundary(t *testing.T) {
 	if p := ks.SigningProblems(); len(p) != 0 {
 		t.Errorf("signing problems %v once the emergency version signs", p)
 	}
+	// Installs that leave the ring signing tell OnHealth nothing.
+	for len(health) > 0 {
+		<-health
+	}
+	if err := ks.Refresh(context.Background(), r); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, _, err := ks.Rotate(context.Background(), r, false, ""); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(health); n != 0 {
+		t.Errorf("%d OnHealth calls for a read and a rotation that left the ring signing; want none", n)
+	}
 }
 
 // swapper is a backend whose key can be replaced behind Signet's back: it

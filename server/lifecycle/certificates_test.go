@@ -24,7 +24,7 @@ var certProfile = x5c.Profile{Subject: pkix.Name{CommonName: "test"}, Validity: 
 func openLocalDir(t *testing.T, dir string, c *clocktest.Clock) *local.Store {
 	t.Helper()
 	store, err := local.Open(dir, backends.OpenOptions{Now: c.Now,
-		Getenv: func(string) string { return "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=" }})
+		Getenv: func(string) string { return testKEK }})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -24,13 +24,7 @@ import (
 func newKeySet(t *testing.T, onChange func()) (*KeySet, *Ring, *clocktest.Clock) {
 	t.Helper()
 	c := clocktest.New()
-	store, err := local.Open(t.TempDir(), backends.OpenOptions{Now: c.Now,
-		Getenv: func(string) string { return "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=" }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { store.Close() })
-	ks, err := New(context.Background(), []RingSpec{{Name: "r", Algorithm: backends.ES256, Schedule: testSchedule, Backend: store}},
+	ks, err := New(context.Background(), []RingSpec{{Name: "r", Algorithm: backends.ES256, Schedule: testSchedule, Backend: openLocal(t, c)}},
 		Options{Now: c.Now, OnChange: onChange})
 	if err != nil {
 		t.Fatal(err)
@@ -199,15 +193,10 @@ func (s *swapper) Versions(ctx context.Context, r backends.KeyRing) ([]backends.
 	return s.Signer.Versions(ctx, r)
 }
 
+// openLocal opens a local store in a temporary directory on clock c.
 func openLocal(t *testing.T, c *clocktest.Clock) backends.Signer {
 	t.Helper()
-	store, err := local.Open(t.TempDir(), backends.OpenOptions{Now: c.Now,
-		Getenv: func(string) string { return "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=" }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { store.Close() })
-	return store
+	return openLocalDir(t, t.TempDir(), c)
 }
 
 // A backend that signs with another key than the one published fails the
@@ -425,12 +414,7 @@ func TestBroadKeyUsageStopsStartupUnlessAllowed(t *testing.T) {
 func TestActiveVersionVanishingIsAKeyMismatch(t *testing.T) {
 	dir := t.TempDir()
 	c := clocktest.New()
-	store, err := local.Open(dir, backends.OpenOptions{Now: c.Now,
-		Getenv: func(string) string { return "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=" }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { store.Close() })
+	store := openLocalDir(t, dir, c)
 	var mismatches atomic.Int32
 	ks, err := New(context.Background(), []RingSpec{{Name: "r", Algorithm: backends.ES256, Schedule: testSchedule, Backend: store}},
 		Options{Now: c.Now, OnKeyMismatch: func(string) { mismatches.Add(1) }})
@@ -472,14 +456,8 @@ func TestRotateRequestIDWindow(t *testing.T) {
 	c := clocktest.New()
 	dir := t.TempDir()
 	open := func() (*KeySet, *Ring) {
-		store, err := local.Open(dir, backends.OpenOptions{Now: c.Now,
-			Getenv: func(string) string { return "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=" }})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { store.Close() })
 		ks, err := New(context.Background(), []RingSpec{{Name: "r", Algorithm: backends.ES256, Schedule: testSchedule,
-			Backend: hideRequestIDs{store}}}, Options{Now: c.Now})
+			Backend: hideRequestIDs{openLocalDir(t, dir, c)}}}, Options{Now: c.Now})
 		if err != nil {
 			t.Fatal(err)
 		}

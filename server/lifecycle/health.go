@@ -17,8 +17,7 @@ type problem struct {
 
 // health is what a ring's backend calls and signatures have shown about
 // whether it can sign. Each condition is nil while absent; every change of
-// one from absent to present or back calls OnHealth once (setHealth), with
-// no lock held. Whether the ring has a version that signs is the
+// one from absent to present or back calls OnHealth once (setHealth). Whether the ring has a version that signs is the
 // snapshot's to say (the store reports its changes).
 type health struct {
 	down         atomic.Pointer[problem] // a backend call failed as unavailable; nil once a call gets an answer

@@ -116,12 +116,17 @@ type Options struct {
 	Now            func() time.Time // nil: time.Now
 	BackendTimeout time.Duration    // bounds every backend call; 0: 5s
 	// OnChange, if set, is called after any stored snapshot changed (a
-	// refresh, a rotation, a boundary passed), with no lock held.
+	// refresh, a rotation, a boundary passed).
 	OnChange func()
 	// OnHealth, if set, is called when whether a ring can sign changes:
 	// its backend stops answering (a call failed as unavailable) or answers
-	// again (a call succeeded), it has no version to sign with, or its
-	// backend's key no longer matches what it published.
+	// again (a call succeeded), it has no version to sign with or has one
+	// again (after a read, or at a boundary of the clock), or its backend's
+	// key no longer matches what it published.
+	//
+	// The hooks may read the key set (no lock a read takes is held when
+	// they run) but must not Rotate or Tick it: a rotation or
+	// certify of the ring may be under way on the same goroutine.
 	OnHealth func()
 	// OnKeyMismatch, if set, is told of every signature that did not
 	// verify with its version's public key, and every version whose public

@@ -90,7 +90,8 @@ func (st *store) swap(r *Ring, ticket uint64, vs []*Version) (old, cur *snapshot
 }
 
 // changed tells the Run loop and the hooks that r's snapshot changed from
-// old to cur (nil: it did not). No lock of the key set is held.
+// old to cur (nil: it did not). Called without mu, so that a hook may read
+// the key set.
 func (st *store) changed(r *Ring, old, cur *snapshot) {
 	if cur == nil {
 		return

@@ -236,7 +236,8 @@ func (ks *KeySet) certify(ctx context.Context, r *Ring) {
 		if v.certWrongKey {
 			ks.log.Error("replacing a certificate stored for another key", "key_ring", r.Name, "backend_id", v.ID)
 		}
-		chain, reason, err := ks.issue(ctx, r, v, now)
+		at := ks.now() // a certificate is issued as of its own instant, not the decision's
+		chain, reason, err := ks.issue(ctx, r, v, at)
 		if err == nil {
 			bctx, cancel := ks.backendContext(ctx)
 			_, err = store.PutCertificates(bctx, r.key, v.ID, v.Certificates, chain)
@@ -247,7 +248,7 @@ func (ks *KeySet) certify(ctx context.Context, r *Ring) {
 		if err != nil {
 			ks.log.Warn("cannot obtain a certificate chain for a version", "key_ring", r.Name, "backend_id", v.ID, "kid", v.Kid,
 				"source", r.certSource(), "why_needed", why, "err", err)
-			r.certs.set(v.ID, &CertProblem{Reason: reason, Err: err, At: now})
+			r.certs.set(v.ID, &CertProblem{Reason: reason, Err: err, At: at})
 			ks.hooks.certProblem(r.Name, reason)
 			continue
 		}

@@ -37,13 +37,18 @@ func openLocalDir(t *testing.T, dir string, c *clocktest.Clock) *local.Store {
 type failing struct {
 	*local.Store
 	down, refusePut atomic.Bool
+	afterPut        func() // if set, runs after each chain stored
 }
 
 func (f *failing) PutCertificates(ctx context.Context, ring backends.KeyRing, id string, old, chain [][]byte) ([][]byte, error) {
 	if f.refusePut.Load() {
 		return nil, backends.Errorf(backends.KindUnavailable, "test", "the backend is down")
 	}
-	return f.Store.PutCertificates(ctx, ring, id, old, chain)
+	stored, err := f.Store.PutCertificates(ctx, ring, id, old, chain)
+	if f.afterPut != nil {
+		f.afterPut()
+	}
+	return stored, err
 }
 
 func (f *failing) Versions(ctx context.Context, ring backends.KeyRing) ([]backends.Version, error) {
@@ -349,5 +354,29 @@ func TestLeafOfARevokedCAVersionIsReissued(t *testing.T) {
 	caCert := ks.Versions(ca)[1].Chain[0]
 	if lv.Chain == nil || lv.Chain[1].Equal(old[1]) || !lv.Chain[1].Equal(caCert) {
 		t.Fatal("the leaf was not re-issued under the CA ring's new version")
+	}
+}
+
+// Certificates are issued as of their own instant, though certify decides
+// which versions need one at a single instant: a slow issuance of one
+// version's chain does not shorten the next one's.
+func TestEachChainIsIssuedAsOfItsOwnInstant(t *testing.T) {
+	ks, r, store, c := selfSignedRing(t)
+	ctx := context.Background()
+	c.Advance(certProfile.Validity - certProfile.RenewBefore + time.Minute) // v1's chain is due for renewal
+	store.refusePut.Store(true)
+	if _, _, _, err := ks.Rotate(ctx, r, false, ""); err != nil { // v2 pending, without a chain
+		t.Fatal(err)
+	}
+	store.refusePut.Store(false)
+	store.afterPut = func() { c.Advance(time.Hour) } // each store of a chain takes an hour
+	start := c.Now()
+	ks.Tick(ctx, r)
+	vs := ks.Versions(r)
+	if len(vs) != 2 || vs[0].Chain == nil || vs[1].Chain == nil {
+		t.Fatalf("%d versions, chains %v; want two versions, both with a chain", len(vs), vs)
+	}
+	if got, want := vs[1].Chain[0].NotAfter, start.Add(time.Hour+certProfile.Validity).Truncate(time.Second); got.Before(want) {
+		t.Errorf("the second chain of the tick expires at %v; want at least %v, a validity after it was issued", got, want)
 	}
 }

@@ -125,8 +125,8 @@ type Options struct {
 	// key no longer matches what it published.
 	//
 	// The hooks may read the key set (no lock a read takes is held when
-	// they run) but must not Rotate or Tick it: a rotation or
-	// certify of the ring may be under way on the same goroutine.
+	// they run) but must not Rotate or Tick it: a rotation or certify of
+	// the ring may be under way on the same goroutine.
 	OnHealth func()
 	// OnKeyMismatch, if set, is told of every signature that did not
 	// verify with its version's public key, and every version whose public

@@ -215,7 +215,7 @@ func (ks *KeySet) certify(ctx context.Context, r *Ring) {
 	if r.cert == nil {
 		return
 	}
-	store, ok := r.backend.(backends.CertificateStore)
+	cs, ok := r.backend.(backends.CertificateStore)
 	if !ok {
 		return // refused at startup
 	}
@@ -240,7 +240,7 @@ func (ks *KeySet) certify(ctx context.Context, r *Ring) {
 		chain, reason, err := ks.issue(ctx, r, v, at)
 		if err == nil {
 			bctx, cancel := ks.backendContext(ctx)
-			_, err = store.PutCertificates(bctx, r.key, v.ID, v.Certificates, chain)
+			_, err = cs.PutCertificates(bctx, r.key, v.ID, v.Certificates, chain)
 			cancel()
 			ks.observe(r, err)
 			reason = "store_failed"

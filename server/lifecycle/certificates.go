@@ -5,7 +5,9 @@ import (
 	"crypto"
 	"errors"
 	"fmt"
+	"maps"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/signet-dev/signet/backends"
@@ -43,11 +45,14 @@ type CertSpec struct {
 	Required bool
 }
 
-// certState is what a ring knows of its certificates between reads: why the
-// last attempt to obtain a version's chain failed.
+// certState is a ring's certificate work in this process. mu is held for
+// the whole of each certify, so that one obtains chains for the ring at a
+// time in this process (the backend's compare-and-set settles it between
+// replicas). problems, the last failure to obtain each version's chain, is
+// replaced whole and only with mu held; readers load it without a lock.
 type certState struct {
 	mu       sync.Mutex
-	problems map[string]CertProblem // version ID -> the last failure
+	problems atomic.Pointer[map[string]CertProblem] // version ID -> the last failure
 }
 
 // CertProblem is why a version has no valid chain now.
@@ -59,17 +64,31 @@ type CertProblem struct {
 	At     time.Time
 }
 
+// load returns the last failures by version ID; nil with none.
+func (c *certState) load() map[string]CertProblem {
+	if m := c.problems.Load(); m != nil {
+		return *m
+	}
+	return nil
+}
+
+// set records p as the last failure for version id, or forgets it (p
+// nil). Called with c.mu held.
 func (c *certState) set(id string, p *CertProblem) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	cur := c.load()
+	if _, had := cur[id]; p == nil && !had {
+		return // nothing to forget: the usual case writes nothing
+	}
+	next := maps.Clone(cur)
+	if next == nil {
+		next = map[string]CertProblem{}
+	}
 	if p == nil {
-		delete(c.problems, id)
-		return
+		delete(next, id)
+	} else {
+		next[id] = *p
 	}
-	if c.problems == nil {
-		c.problems = map[string]CertProblem{}
-	}
-	c.problems[id] = *p
+	c.problems.Store(&next)
 }
 
 // permanent returns a failure that no retry can mend, which New refuses
@@ -77,9 +96,7 @@ func (c *certState) set(id string, p *CertProblem) {
 // refused the request for good (permission denied, a wrong mount or role,
 // a request its role forbids) rather than being unreachable.
 func (c *certState) permanent() error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for _, p := range c.problems {
+	for _, p := range c.load() {
 		switch k := backends.KindOf(p.Err); {
 		case k == backends.KindUnimplemented:
 			return p.Err
@@ -92,9 +109,7 @@ func (c *certState) permanent() error {
 }
 
 func (c *certState) get(id string) (CertProblem, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	p, ok := c.problems[id]
+	p, ok := c.load()[id]
 	return p, ok
 }
 
@@ -126,37 +141,60 @@ func (ks *KeySet) checkChain(r *Ring, v *Version, now time.Time) {
 	}
 }
 
-// needsChain says why v needs a new chain now ("" if it does not): it has
-// none, its certificate expires within renew_before, or (ca_ring) it was
-// issued by another CA certificate than the CA ring's active one, or by a
-// revoked CA version. A leaf whose life was capped at its CA certificate's
-// notAfter is not renewed for that: a new one could not outlive the CA
-// certificate either; the CA ring's renewal re-issues it.
-func (ks *KeySet) needsChain(r *Ring, v *Version, now time.Time) string {
+// chainNeed is the decision for one version of a ring with x5c: why it
+// needs a new chain now; "" if it needs none (its chain is fine, or it is
+// disabled or retired), and then its last failure is forgotten.
+type chainNeed struct {
+	v   *Version
+	why string
+}
+
+// chainsNeeded decides which versions of a ring with x5c configuration
+// cert need a new chain at now: vs are the ring's versions (states as of
+// now) and caVersions, for a ring whose certificates a CA ring issues, that
+// CA ring's (nil: not read). It is pure.
+//
+// The enabled versions that are or may become published need one, and for
+// a CA ring every enabled version that may issue: each needs a chain when
+// it has none, when its certificate expires within renew_before, or
+// (ca_ring) when it was issued by another CA certificate than the CA ring's
+// active one, or by a revoked CA version. A leaf whose life was capped at
+// its CA certificate's notAfter is not renewed for that: a new one could not
+// outlive the CA certificate either; the CA ring's renewal re-issues it.
+func chainsNeeded(cert *CertSpec, ca bool, vs []*Version, caVersions *snapshot, now time.Time) []chainNeed {
+	out := make([]chainNeed, 0, len(vs))
+	for _, v := range vs {
+		need := chainNeed{v: v}
+		if !v.Disabled && v.State != StateRetired {
+			need.why = needsChain(cert, ca, v, caVersions, now)
+		}
+		out = append(out, need)
+	}
+	return out
+}
+
+// needsChain says why enabled version v needs a new chain (see
+// chainsNeeded), or "".
+func needsChain(cert *CertSpec, ca bool, v *Version, caVersions *snapshot, now time.Time) string {
 	if v.Chain == nil {
 		return "it has none"
 	}
 	leaf := v.Chain[0]
-	capped := r.cert.Source == SourceCARing && !r.ca && len(v.Chain) > 1 && !leaf.NotAfter.Before(v.Chain[1].NotAfter)
-	if leaf.NotAfter.Sub(now) < r.cert.Profile.RenewBefore && !capped {
+	capped := cert.Source == SourceCARing && !ca && len(v.Chain) > 1 && !leaf.NotAfter.Before(v.Chain[1].NotAfter)
+	if leaf.NotAfter.Sub(now) < cert.Profile.RenewBefore && !capped {
 		return "its certificate expires at " + leaf.NotAfter.UTC().Format(time.RFC3339) + ", within renew_before"
 	}
-	if r.cert.Source != SourceCARing || r.ca {
+	if cert.Source != SourceCARing || ca || caVersions == nil {
 		return ""
 	}
-	ca := ks.byName[r.cert.CARing]
-	if ca == nil {
-		return ""
-	}
-	cas := ks.current(ca)
 	if len(v.Chain) > 1 {
-		for _, cv := range cas.versions {
+		for _, cv := range caVersions.versions {
 			if cv.Disabled && publicKeyEqual(cv.PublicKey, v.Chain[1].PublicKey) {
 				return "its CA certificate is that of revoked version " + cv.ID + " of the CA ring"
 			}
 		}
 	}
-	if a := cas.active; a != nil && a.Chain != nil && (len(v.Chain) < 2 || !v.Chain[1].Equal(a.Chain[0])) {
+	if a := caVersions.active; a != nil && a.Chain != nil && (len(v.Chain) < 2 || !v.Chain[1].Equal(a.Chain[0])) {
 		return "the CA ring's active certificate changed"
 	}
 	return ""
@@ -168,28 +206,29 @@ func publicKeyEqual(a, b crypto.PublicKey) bool {
 }
 
 // certify obtains and stores a chain for each version of r that needs one
-// (see needsChain): the enabled versions that are or may become published,
-// and for a CA ring every enabled version that may issue. It re-reads the
-// ring if it stored anything. Failures are recorded per version (Status,
-// ListKeys, metrics) and logged, never returned: the key set stays in force.
+// (chainsNeeded, decided once from the snapshot and the clock), then
+// re-reads the ring if it stored anything. Failures are recorded per
+// version (Status, ListKeys, metrics) and logged, never returned: the key
+// set stays in force. A CA ring's certify goes on to the rings it serves,
+// whose leaves follow its active certificate.
 func (ks *KeySet) certify(ctx context.Context, r *Ring) {
 	if r.cert == nil {
 		return
 	}
-	store, ok := r.backend.(backends.CertificateStore)
+	cs, ok := r.backend.(backends.CertificateStore)
 	if !ok {
 		return // refused at startup
 	}
-	r.certMu.Lock() // one issuer per ring in this process; the backend's compare-and-set settles it between replicas
-	defer r.certMu.Unlock()
+	r.certs.mu.Lock()
+	defer r.certs.mu.Unlock()
+	now := ks.now()
+	var caVersions *snapshot
+	if caRing := ks.byName[r.cert.CARing]; r.cert.Source == SourceCARing && !r.ca && caRing != nil {
+		caVersions = ks.current(caRing)
+	}
 	stored := false
-	for _, v := range ks.current(r).versions {
-		if v.Disabled || v.State == StateRetired {
-			r.certs.set(v.ID, nil)
-			continue
-		}
-		now := ks.now()
-		why := ks.needsChain(r, v, now)
+	for _, need := range chainsNeeded(r.cert, r.ca, ks.current(r).versions, caVersions, now) {
+		v, why := need.v, need.why
 		if why == "" {
 			r.certs.set(v.ID, nil)
 			continue
@@ -197,10 +236,11 @@ func (ks *KeySet) certify(ctx context.Context, r *Ring) {
 		if v.certWrongKey {
 			ks.log.Error("replacing a certificate stored for another key", "key_ring", r.Name, "backend_id", v.ID)
 		}
-		chain, reason, err := ks.issue(ctx, r, v, now)
+		at := ks.now() // a certificate is issued as of its own instant, not the decision's
+		chain, reason, err := ks.issue(ctx, r, v, at)
 		if err == nil {
 			bctx, cancel := ks.backendContext(ctx)
-			_, err = store.PutCertificates(bctx, r.key, v.ID, v.Certificates, chain)
+			_, err = cs.PutCertificates(bctx, r.key, v.ID, v.Certificates, chain)
 			cancel()
 			ks.observe(r, err)
 			reason = "store_failed"
@@ -208,10 +248,8 @@ func (ks *KeySet) certify(ctx context.Context, r *Ring) {
 		if err != nil {
 			ks.log.Warn("cannot obtain a certificate chain for a version", "key_ring", r.Name, "backend_id", v.ID, "kid", v.Kid,
 				"source", r.certSource(), "why_needed", why, "err", err)
-			r.certs.set(v.ID, &CertProblem{Reason: reason, Err: err, At: now})
-			if ks.onCert != nil {
-				ks.onCert(r.Name, reason)
-			}
+			r.certs.set(v.ID, &CertProblem{Reason: reason, Err: err, At: at})
+			ks.hooks.certProblem(r.Name, reason)
 			continue
 		}
 		r.certs.set(v.ID, nil)

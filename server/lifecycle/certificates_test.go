@@ -24,7 +24,7 @@ var certProfile = x5c.Profile{Subject: pkix.Name{CommonName: "test"}, Validity: 
 func openLocalDir(t *testing.T, dir string, c *clocktest.Clock) *local.Store {
 	t.Helper()
 	store, err := local.Open(dir, backends.OpenOptions{Now: c.Now,
-		Getenv: func(string) string { return "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=" }})
+		Getenv: func(string) string { return testKEK }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -37,13 +37,18 @@ func openLocalDir(t *testing.T, dir string, c *clocktest.Clock) *local.Store {
 type failing struct {
 	*local.Store
 	down, refusePut atomic.Bool
+	afterPut        func() // if set, runs after each chain stored
 }
 
 func (f *failing) PutCertificates(ctx context.Context, ring backends.KeyRing, id string, old, chain [][]byte) ([][]byte, error) {
 	if f.refusePut.Load() {
 		return nil, backends.Errorf(backends.KindUnavailable, "test", "the backend is down")
 	}
-	return f.Store.PutCertificates(ctx, ring, id, old, chain)
+	stored, err := f.Store.PutCertificates(ctx, ring, id, old, chain)
+	if f.afterPut != nil {
+		f.afterPut()
+	}
+	return stored, err
 }
 
 func (f *failing) Versions(ctx context.Context, ring backends.KeyRing) ([]backends.Version, error) {
@@ -65,9 +70,8 @@ func deadAddress(t *testing.T) string {
 	return "http://" + addr
 }
 
-// A ring listed before the CA ring that issues its certificates starts
-// (regression: certifying during the first version's creation looked up a
-// CA ring not read yet and panicked), and gets its chain from the CA.
+// A ring listed before the CA ring that issues its certificates starts,
+// and gets its chain from the CA once every ring is read.
 func TestCARingListedAfterTheRingsItServes(t *testing.T) {
 	c := clocktest.New()
 	store := openLocalDir(t, t.TempDir(), c)
@@ -92,7 +96,7 @@ func TestCARingListedAfterTheRingsItServes(t *testing.T) {
 
 // With x5c.required and an issuer that does not answer, restarts and
 // replicas starting together create no version beyond the first: a
-// withheld version is still a version (regression: each start made one).
+// withheld version is still a version.
 func TestStartsWithTheIssuerDownCreateNoExtraVersion(t *testing.T) {
 	c := clocktest.New()
 	dir := t.TempDir()
@@ -162,8 +166,8 @@ func publishedKids(ks *KeySet) []string {
 }
 
 // A version withheld for want of a valid chain never brings a retired
-// version back to signing or into the JWKS (regression: the states of the
-// others were derived as if it did not exist).
+// version back to signing or into the JWKS: the others' states are
+// derived with it in place.
 func TestWithheldVersionNeverRevivesARetiredOne(t *testing.T) {
 	ks, r, store, c := selfSignedRing(t)
 	ctx := context.Background()
@@ -198,8 +202,8 @@ func TestWithheldVersionNeverRevivesARetiredOne(t *testing.T) {
 	}
 }
 
-// A retired version gets no new certificate when its chain expires
-// (regression: it was withheld, shown pending, and re-certified forever).
+// A retired version gets no new certificate when its chain expires: it
+// stays retired, neither withheld nor re-certified.
 func TestRetiredVersionIsNotRecertified(t *testing.T) {
 	ks, r, store, c := selfSignedRing(t)
 	ctx := context.Background()
@@ -263,7 +267,7 @@ func TestLapsingChainLeavesTheJWKSWhileReadsFail(t *testing.T) {
 	v1, _ := ks.Active(r)
 	store.down.Store(true)
 	lapse := v1.Chain.Expires().Add(-testSchedule.JWKSMaxAge)
-	if next := r.snap.Load().next; next.IsZero() || next.After(lapse) {
+	if next := r.snap.load().next; next.IsZero() || next.After(lapse) {
 		t.Fatalf("the snapshot's next boundary is %v; want at most %v, when the chain lapses", next, lapse)
 	}
 	c.Advance(lapse.Sub(c.Now()) - time.Second)
@@ -350,5 +354,29 @@ func TestLeafOfARevokedCAVersionIsReissued(t *testing.T) {
 	caCert := ks.Versions(ca)[1].Chain[0]
 	if lv.Chain == nil || lv.Chain[1].Equal(old[1]) || !lv.Chain[1].Equal(caCert) {
 		t.Fatal("the leaf was not re-issued under the CA ring's new version")
+	}
+}
+
+// Certificates are issued as of their own instant, though certify decides
+// which versions need one at a single instant: a slow issuance of one
+// version's chain does not shorten the next one's.
+func TestEachChainIsIssuedAsOfItsOwnInstant(t *testing.T) {
+	ks, r, store, c := selfSignedRing(t)
+	ctx := context.Background()
+	c.Advance(certProfile.Validity - certProfile.RenewBefore + time.Minute) // v1's chain is due for renewal
+	store.refusePut.Store(true)
+	if _, _, _, err := ks.Rotate(ctx, r, false, ""); err != nil { // v2 pending, without a chain
+		t.Fatal(err)
+	}
+	store.refusePut.Store(false)
+	store.afterPut = func() { c.Advance(time.Hour) } // each store of a chain takes an hour
+	start := c.Now()
+	ks.Tick(ctx, r)
+	vs := ks.Versions(r)
+	if len(vs) != 2 || vs[0].Chain == nil || vs[1].Chain == nil {
+		t.Fatalf("%d versions, chains %v; want two versions, both with a chain", len(vs), vs)
+	}
+	if got, want := vs[1].Chain[0].NotAfter, start.Add(time.Hour+certProfile.Validity).Truncate(time.Second); got.Before(want) {
+		t.Errorf("the second chain of the tick expires at %v; want at least %v, a validity after it was issued", got, want)
 	}
 }

@@ -122,8 +122,8 @@ type Lifecycle struct {
 //     an emergency revocation (older versions exist, all disabled) the
 //     fallback signs only from created + EmergencyDelay, when every replica
 //     has re-read the versions and publishes it: until then no version
-//     signs (the soak found tokens of the new kid failing at verifiers that
-//     fetched the JWKS from a replica that had not refreshed yet);
+//     signs, so that no verifier meets its kid in a token before the JWKS
+//     of every replica holds it;
 //   - pending: newer than the active one;
 //   - retiring: older than the active one while now < activation of its
 //     successor + retire_after;
@@ -202,4 +202,101 @@ func Derive(versions []backends.Version, p Schedule, now time.Time) (states []Li
 		successor = i
 	}
 	return states, active, next
+}
+
+// snapshot is a ring's versions from one read, with their states derived
+// at one instant. It is immutable once stored.
+type snapshot struct {
+	versions []*Version // oldest first
+	active   *Version   // nil: nothing can sign
+	next     time.Time  // when a state changes by the clock alone; zero: never
+	read     uint64     // the ticket of the read the versions came from (slot.ticket)
+}
+
+// due reports whether the clock has passed the snapshot's next boundary, so
+// that its states are no longer those of now.
+func (s *snapshot) due(now time.Time) bool { return !s.next.IsZero() && !now.Before(s.next) }
+
+// derive computes the snapshot of vs at now for a ring with schedule sched
+// and x5c configuration cert (nil: none): the one place where a version's
+// state, whether it is withheld, and which version signs are decided. It
+// is pure: the same arguments give the same snapshot.
+//
+// States come from the schedule over every version (Derive). Then a
+// version that is or may become published (pending, active, retiring) is
+// withheld, neither published nor signing, if its stored chain is for
+// another key, or if the ring requires a chain and it has none valid
+// jwks_max_age from now (a chain that lapses sooner leaves the JWKS, or with
+// x5c.required false loses its x5c, before a cached JWKS could carry it
+// past its notAfter). Withholding never changes a state: when the version
+// the schedule makes active is withheld, the one before it keeps signing
+// only while it is retiring and not withheld itself; a retired or revoked
+// version never signs or is published again.
+func derive(vs []*Version, sched Schedule, cert *CertSpec, read uint64, now time.Time) *snapshot {
+	plain := make([]backends.Version, len(vs))
+	for i, v := range vs {
+		plain[i] = v.Version
+	}
+	states, active, next := Derive(plain, sched, now)
+	later := func(t time.Time) {
+		if t.After(now) && (next.IsZero() || t.Before(next)) {
+			next = t
+		}
+	}
+	s := &snapshot{versions: make([]*Version, len(vs)), read: read}
+	for i, v := range vs {
+		c := *v
+		c.Lifecycle = states[i]
+		if cert != nil && c.State.Published() {
+			if c.Chain != nil {
+				lapse := c.Chain.Expires().Add(-sched.JWKSMaxAge)
+				if now.Before(lapse) {
+					later(lapse)
+				} else {
+					c.Chain, c.CertProblem = nil, "its certificate chain expires at "+
+						c.Chain.Expires().UTC().Format(time.RFC3339)+", within jwks_max_age, and has not been renewed"
+				}
+			}
+			c.Withheld = c.certWrongKey || cert.Required && c.Chain == nil
+		}
+		s.versions[i] = &c
+	}
+	if active >= 0 && s.versions[active].Withheld {
+		prev := active - 1
+		for prev >= 0 && s.versions[prev].Disabled {
+			prev--
+		}
+		active = -1
+		if prev >= 0 && s.versions[prev].State == StateRetiring && !s.versions[prev].Withheld {
+			active = prev
+		}
+	}
+	if active >= 0 {
+		s.active = s.versions[active]
+	}
+	s.next = next
+	return s
+}
+
+// newestEnabled is the newest version of vs that is not disabled, or nil.
+// Whether a ring needs a first version is decided on this alone: a version
+// withheld for want of a certificate chain is still a version, and creating
+// another would not obtain a chain any sooner.
+func newestEnabled(vs []*Version) *Version {
+	for i := len(vs) - 1; i >= 0; i-- {
+		if !vs[i].Disabled {
+			return vs[i]
+		}
+	}
+	return nil
+}
+
+// find is the version of vs with backend id id, or nil.
+func find(vs []*Version, id string) *Version {
+	for _, v := range vs {
+		if v.ID == id {
+			return v
+		}
+	}
+	return nil
 }

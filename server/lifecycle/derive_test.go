@@ -59,8 +59,8 @@ func TestDeriveBoundaries(t *testing.T) {
 		{name: "three versions, middle retiring", versions: versionsAt(0, time.Hour, 3*time.Hour), at: 3*time.Hour + pa, want: "retired retiring active", active: 2},
 		{name: "two pending", versions: versionsAt(0, time.Hour, time.Hour+time.Minute), at: time.Hour + 2*time.Minute, want: "active pending pending", active: 0},
 		{name: "revoked version", versions: versionsAt(0, time.Hour), disabled: []int{0}, at: time.Hour + 2*time.Minute, want: "revoked active", active: 1},
-		// The soak's finding: the emergency version must not sign before every
-		// replica publishes it, 2 × refresh_interval after its creation.
+		// The emergency version does not sign before every replica
+		// publishes it, 2 × refresh_interval after its creation.
 		{name: "emergency: the new version waits for every replica to publish it", versions: versionsAt(0, time.Hour, 2*time.Hour), disabled: []int{0, 1}, at: 2 * time.Hour, want: "revoked revoked pending", active: -1},
 		{name: "emergency: just before every replica publishes it", versions: versionsAt(0, time.Hour, 2*time.Hour), disabled: []int{0, 1}, at: 2*time.Hour + 2*time.Minute - 1, want: "revoked revoked pending", active: -1},
 		{name: "emergency: the new version signs once every replica publishes it", versions: versionsAt(0, time.Hour, 2*time.Hour), disabled: []int{0, 1}, at: 2*time.Hour + 2*time.Minute, want: "revoked revoked active", active: 2},

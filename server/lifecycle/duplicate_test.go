@@ -14,7 +14,6 @@ import (
 	"testing"
 
 	"github.com/signet-dev/signet/backends"
-	"github.com/signet-dev/signet/backends/local"
 	"github.com/signet-dev/signet/internal/clocktest"
 )
 
@@ -61,16 +60,6 @@ func importLocal(t *testing.T, dir, fromRing, fromID, toRing, toID string) {
 	}
 }
 
-func openKeyDir(t *testing.T, dir string, c *clocktest.Clock) *local.Store {
-	t.Helper()
-	store, err := local.Open(dir, backends.OpenOptions{Now: c.Now, Getenv: func(string) string { return testKEK }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { store.Close() })
-	return store
-}
-
 // twoRings starts a key set with rings a and b on one backend.
 func twoRings(b backends.Signer, c *clocktest.Clock) (*KeySet, error) {
 	return New(context.Background(), []RingSpec{{Name: "a", Algorithm: backends.ES256, Schedule: testSchedule, Backend: b},
@@ -100,7 +89,7 @@ func wantDuplicate(t *testing.T, err error, kid string, names ...string) {
 func TestDuplicateKidAcrossRings(t *testing.T) {
 	dir := t.TempDir()
 	c := clocktest.New()
-	ks, err := twoRings(openKeyDir(t, dir, c), c)
+	ks, err := twoRings(openLocalDir(t, dir, c), c)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -115,7 +104,7 @@ func TestDuplicateKidAcrossRings(t *testing.T) {
 	if st := ks.Status()[1]; st.LastError == nil || st.RefreshFailures != 1 {
 		t.Errorf("ring b's status does not report the refused refresh: %+v", st)
 	}
-	_, err = twoRings(openKeyDir(t, dir, c), c)
+	_, err = twoRings(openLocalDir(t, dir, c), c)
 	wantDuplicate(t, err, a.Kid, `version `+a.ID+` of key ring "a"`, `version 2 of key ring "b"`)
 }
 
@@ -123,7 +112,7 @@ func TestDuplicateKidAcrossRings(t *testing.T) {
 func TestDuplicateKidAcrossVersions(t *testing.T) {
 	dir := t.TempDir()
 	c := clocktest.New()
-	ks, err := twoRings(openKeyDir(t, dir, c), c)
+	ks, err := twoRings(openLocalDir(t, dir, c), c)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,6 +123,6 @@ func TestDuplicateKidAcrossVersions(t *testing.T) {
 	if pub := ks.Published(); len(pub) != 2 {
 		t.Errorf("after the refused refresh %d versions are published, want the 2 of before", len(pub))
 	}
-	_, err = twoRings(openKeyDir(t, dir, c), c)
+	_, err = twoRings(openLocalDir(t, dir, c), c)
 	wantDuplicate(t, err, a.Kid, `version `+a.ID+` of key ring "a"`, `version 2 of key ring "a"`)
 }

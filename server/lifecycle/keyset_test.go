@@ -24,13 +24,7 @@ import (
 func newKeySet(t *testing.T, onChange func()) (*KeySet, *Ring, *clocktest.Clock) {
 	t.Helper()
 	c := clocktest.New()
-	store, err := local.Open(t.TempDir(), backends.OpenOptions{Now: c.Now,
-		Getenv: func(string) string { return "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=" }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { store.Close() })
-	ks, err := New(context.Background(), []RingSpec{{Name: "r", Algorithm: backends.ES256, Schedule: testSchedule, Backend: store}},
+	ks, err := New(context.Background(), []RingSpec{{Name: "r", Algorithm: backends.ES256, Schedule: testSchedule, Backend: openLocal(t, c)}},
 		Options{Now: c.Now, OnChange: onChange})
 	if err != nil {
 		t.Fatal(err)
@@ -54,7 +48,7 @@ func TestReadsFollowTheClockWithoutWriting(t *testing.T) {
 	if created.State != StatePending || changes.Load() == 0 {
 		t.Fatalf("rotated version is %v and OnChange ran %d times; want pending and at least once", created.State, changes.Load())
 	}
-	stored, before := r.snap.Load(), changes.Load()
+	stored, before := r.snap.load(), changes.Load()
 
 	c.Advance(testSchedule.PublishAhead)
 	if v, _ := ks.Active(r); v.Kid != created.Kid {
@@ -66,7 +60,7 @@ func TestReadsFollowTheClockWithoutWriting(t *testing.T) {
 	if got := len(ks.Published()); got != 2 {
 		t.Errorf("%d published versions, want 2", got)
 	}
-	if r.snap.Load() != stored || changes.Load() != before {
+	if r.snap.load() != stored || changes.Load() != before {
 		t.Fatal("reading the key set stored a snapshot or reported a change")
 	}
 
@@ -75,45 +69,104 @@ func TestReadsFollowTheClockWithoutWriting(t *testing.T) {
 		t.Errorf("after retire_after %d versions are published, want only %s", len(got), created.Kid)
 	}
 	ks.Tick(context.Background(), r)
-	if r.snap.Load() == stored || changes.Load() == before {
+	if r.snap.load() == stored || changes.Load() == before {
 		t.Error("a tick did not install the re-derived snapshot")
 	}
-	if s := r.snap.Load(); s.versions[0].State != StateRetired || s.active.Kid != created.Kid {
+	if s := r.snap.load(); s.versions[0].State != StateRetired || s.active.Kid != created.Kid {
 		t.Errorf("installed snapshot: first version %v, active %s", s.versions[0].State, s.active.Kid)
+	}
+}
+
+// signal is a channel and a hook that sends on it without blocking.
+func signal() (chan struct{}, func()) {
+	ch := make(chan struct{}, 16)
+	return ch, func() {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// runAcross empties ch, runs ks's Run loop until the test ends, moves the
+// clock by d and reports whether ch gets a signal within 30 s: with
+// refresh_interval a minute, only a boundary of the clock passed makes it.
+func runAcross(t *testing.T, ks *KeySet, c *clocktest.Clock, d time.Duration, ch chan struct{}) bool {
+	t.Helper()
+	for len(ch) > 0 {
+		<-ch
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { ks.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	c.Advance(d)
+	select {
+	case <-ch:
+		return true
+	case <-time.After(30 * time.Second):
+		return false
 	}
 }
 
 // The Run loop re-derives the stored snapshot when the clock passes a
 // boundary, without waiting for the next refresh.
 func TestRunWakesAtABoundary(t *testing.T) {
-	changed := make(chan struct{}, 16)
-	ks, r, c := newKeySet(t, func() {
-		select {
-		case changed <- struct{}{}:
-		default:
-		}
-	})
+	changed, onChange := signal()
+	ks, r, c := newKeySet(t, onChange)
 	if _, _, _, err := ks.Rotate(context.Background(), r, false, ""); err != nil {
 		t.Fatal(err)
 	}
 	// Move the clock to just before the new version matures, so the loop's
 	// timer for that boundary fires (nearly) at once in real time.
 	c.Advance(testSchedule.PublishAhead - time.Millisecond)
-	for len(changed) > 0 {
-		<-changed
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { ks.Run(ctx); close(done) }()
-	defer func() { cancel(); <-done }()
-	c.Advance(time.Millisecond)
-	select {
-	case <-changed:
-	case <-time.After(30 * time.Second): // refresh_interval is a minute: only the boundary wakes it sooner
+	if !runAcross(t, ks, c, time.Millisecond, changed) {
 		t.Fatal("the Run loop did not re-derive the key set at the boundary")
 	}
-	if s := r.snap.Load(); s.active == nil || s.active.ID != s.versions[1].ID {
+	if s := r.snap.load(); s.active == nil || s.active.ID != s.versions[1].ID {
 		t.Error("the installed snapshot does not have the matured version active")
+	}
+}
+
+// Whether a ring can sign changes at a boundary of the clock too: an
+// emergency rotation's version starts signing once every replica publishes
+// it. The Run loop's re-derivation at that boundary tells OnHealth, so the
+// gRPC health of SignerService does not stay NOT_SERVING until some other
+// change.
+func TestHealthFollowsABoundary(t *testing.T) {
+	c := clocktest.New()
+	health, onHealth := signal()
+	ks, err := New(context.Background(), []RingSpec{{Name: "r", Algorithm: backends.ES256, Schedule: testSchedule, Backend: openLocal(t, c)}},
+		Options{Now: c.Now, OnHealth: onHealth})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := ks.Ring("r")
+	if _, _, _, err := ks.Rotate(context.Background(), r, true, ""); err != nil {
+		t.Fatal(err)
+	}
+	if len(health) == 0 || len(ks.SigningProblems()) == 0 {
+		t.Fatalf("after an emergency rotation: %d health changes, problems %v; want the ring unable to sign, and told", len(health), ks.SigningProblems())
+	}
+	c.Advance(testSchedule.EmergencyDelay() - time.Millisecond)
+	if !runAcross(t, ks, c, time.Millisecond, health) {
+		t.Fatal("OnHealth was not called when the emergency version started signing")
+	}
+	if p := ks.SigningProblems(); len(p) != 0 {
+		t.Errorf("signing problems %v once the emergency version signs", p)
+	}
+	// Installs that leave the ring signing tell OnHealth nothing.
+	for len(health) > 0 {
+		<-health
+	}
+	if err := ks.Refresh(context.Background(), r); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, _, err := ks.Rotate(context.Background(), r, false, ""); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(health); n != 0 {
+		t.Errorf("%d OnHealth calls for a read and a rotation that left the ring signing; want none", n)
 	}
 }
 
@@ -140,15 +193,10 @@ func (s *swapper) Versions(ctx context.Context, r backends.KeyRing) ([]backends.
 	return s.Signer.Versions(ctx, r)
 }
 
+// openLocal opens a local store in a temporary directory on clock c.
 func openLocal(t *testing.T, c *clocktest.Clock) backends.Signer {
 	t.Helper()
-	store, err := local.Open(t.TempDir(), backends.OpenOptions{Now: c.Now,
-		Getenv: func(string) string { return "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=" }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { store.Close() })
-	return store
+	return openLocalDir(t, t.TempDir(), c)
 }
 
 // A backend that signs with another key than the one published fails the
@@ -280,7 +328,7 @@ func TestInterruptedRevocationIsFinishedByTheRetry(t *testing.T) {
 // since another revoked its active version gets a refusal from the backend
 // (Vault refuses to sign below min_encryption_version); it re-reads the
 // versions at once and answers Unavailable (retry), instead of
-// FailedPrecondition on every Sign until its next refresh, as the soak saw.
+// FailedPrecondition on every Sign until its next refresh.
 func TestSignWithAVersionRevokedElsewhere(t *testing.T) {
 	srv := vaulttest.Start(t)
 	u, err := url.Parse("vault://" + strings.TrimPrefix(srv.Addr, "http://") + "/transit?scheme=http")
@@ -366,12 +414,7 @@ func TestBroadKeyUsageStopsStartupUnlessAllowed(t *testing.T) {
 func TestActiveVersionVanishingIsAKeyMismatch(t *testing.T) {
 	dir := t.TempDir()
 	c := clocktest.New()
-	store, err := local.Open(dir, backends.OpenOptions{Now: c.Now,
-		Getenv: func(string) string { return "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=" }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { store.Close() })
+	store := openLocalDir(t, dir, c)
 	var mismatches atomic.Int32
 	ks, err := New(context.Background(), []RingSpec{{Name: "r", Algorithm: backends.ES256, Schedule: testSchedule, Backend: store}},
 		Options{Now: c.Now, OnKeyMismatch: func(string) { mismatches.Add(1) }})
@@ -413,14 +456,8 @@ func TestRotateRequestIDWindow(t *testing.T) {
 	c := clocktest.New()
 	dir := t.TempDir()
 	open := func() (*KeySet, *Ring) {
-		store, err := local.Open(dir, backends.OpenOptions{Now: c.Now,
-			Getenv: func(string) string { return "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=" }})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { store.Close() })
 		ks, err := New(context.Background(), []RingSpec{{Name: "r", Algorithm: backends.ES256, Schedule: testSchedule,
-			Backend: hideRequestIDs{store}}}, Options{Now: c.Now})
+			Backend: hideRequestIDs{openLocalDir(t, dir, c)}}}, Options{Now: c.Now})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -12,7 +12,6 @@ import (
 
 	"github.com/signet-dev/signet/backends"
 	"github.com/signet-dev/signet/backends/gcpkms"
-	"github.com/signet-dev/signet/backends/local"
 	"github.com/signet-dev/signet/internal/clocktest"
 	"github.com/signet-dev/signet/internal/gcpkmstest"
 )
@@ -172,18 +171,13 @@ func (notRemoved) Removed(context.Context, backends.KeyRing, string) (bool, erro
 func TestVanishedWithoutRemovalIsStillAMismatch(t *testing.T) {
 	dir := t.TempDir()
 	c := clocktest.New()
-	store, err := local.Open(dir, backends.OpenOptions{Now: c.Now,
-		Getenv: func(string) string { return "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=" }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { store.Close() })
+	store := openLocalDir(t, dir, c)
 	rep := newReplica(t, notRemoved{store}, c)
 	active, _ := rep.ks.Active(rep.r)
 	if err := os.Remove(filepath.Join(dir, "rings", "r", active.ID+".json")); err != nil {
 		t.Fatal(err)
 	}
-	err = rep.ks.Refresh(context.Background(), rep.r)
+	err := rep.ks.Refresh(context.Background(), rep.r)
 	if backends.KindOf(err) != backends.KindFailedPrecondition || !strings.Contains(err.Error(), "no longer listed") || rep.mismatches.Load() != 1 {
 		t.Fatalf("the active version vanished, not removed: %v, %d mismatches", err, rep.mismatches.Load())
 	}

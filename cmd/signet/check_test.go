@@ -161,6 +161,8 @@ var checkCases = []checkCase{
 	{field: "policy", config: mtlsHead + oneRing, policy: "grants: [{identity: 'dns:x', sign: [{key_rings: [default], audiences: [a], rate: {per_second: 0, burst: 1}}]}]\n", want: "grants[0].sign[0].rate: per_second must be positive"},
 	{field: "policy", config: mtlsHead + oneRing, policy: "grants: [{identity: 'dns:x', sign: [{key_rings: [default], audiences: [a], rate: {per_second: 1, burst: 0}}]}]\n", want: "burst at least 1"},
 	{field: "policy", config: mtlsHead + oneRing, policy: "grants: [{identity: 'dns:x', sign: [{key_rings: [default], audiences: [a], max_ttl: soon}]}]\n", want: `"soon" is not a duration`},
+	{field: "policy", config: mtlsHead + oneRing, policy: "grants: [{identity: 'dns:x', sign: [{key_rings: [default], audiences: [a], bind: required}]}]\n"},
+	{field: "policy", config: mtlsHead + oneRing, policy: "grants: [{identity: 'dns:x', sign: [{key_rings: [default], audiences: [a], bind: always}]}]\n", want: `grants[0].sign[0].bind "always": want required, allowed or never`},
 }
 
 // TestCheckConfig runs `signet check-config` on good and bad configs: a good

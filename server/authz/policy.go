@@ -26,6 +26,7 @@ import (
 //	        max_ttl: 10m
 //	        typ: [JWT, at+jwt]                            # header typ values allowed (absent: only JWT)
 //	        rate: {per_second: 50, burst: 100}            # per caller identity
+//	        bind: allowed                                 # certificate-bound tokens: required, allowed (default), never
 //	    rotate: [default]
 //	    list: ["*"]
 //	limits:                                # defaults below
@@ -79,7 +80,19 @@ type signGrant struct {
 	MaxTTL    config.Duration `yaml:"max_ttl"`
 	Typ       []string        `yaml:"typ"` // header typ values allowed; absent: only "JWT"
 	Rate      *rateSpec       `yaml:"rate"`
+	// Bind is whether tokens are bound to the caller's client certificate
+	// (RFC 8705): BindRequired binds every token, BindAllowed (the
+	// default: a binding only narrows a token) those whose request asks,
+	// BindNever refuses a request that asks.
+	Bind string `yaml:"bind"`
 }
+
+// The values of a sign grant's bind.
+const (
+	BindRequired = "required"
+	BindAllowed  = "allowed"
+	BindNever    = "never"
+)
 
 type rateSpec struct {
 	PerSecond float64 `yaml:"per_second"`
@@ -135,6 +148,13 @@ func parsePolicy(data []byte, rings map[string]time.Duration) (*policyFile, erro
 			}
 			if s.Rate != nil && (s.Rate.PerSecond <= 0 || s.Rate.Burst < 1) {
 				return nil, fmt.Errorf("%s.rate: per_second must be positive and burst at least 1", sw)
+			}
+			switch s.Bind {
+			case "":
+				g.Sign[j].Bind = BindAllowed
+			case BindRequired, BindAllowed, BindNever:
+			default:
+				return nil, fmt.Errorf("%s.bind %q: want required, allowed or never", sw, s.Bind)
 			}
 		}
 	}
@@ -204,6 +224,9 @@ type SignRequest struct {
 	// ring's default instead of refusing it.
 	TTLDefaulted bool
 	Typ          string
+	// Bind: the request asks for a certificate-bound token. Bindable: the
+	// call has a verified client certificate to bind it to.
+	Bind, Bindable bool
 }
 
 // authorizeSign finds a sign grant that allows everything asked. If none
@@ -260,7 +283,26 @@ func (s *signGrant) allows(caller string, r SignRequest) *Error {
 	if s.MaxTTL > 0 && r.TTL > s.MaxTTL.D() && !r.TTLDefaulted {
 		return deny(TTLRule, "ttl %v exceeds the grant's max_ttl %v", r.TTL, s.MaxTTL.D())
 	}
+	if r.Bind && s.Bind == BindNever {
+		return deny(BindRule, "certificate-bound tokens are not allowed (bind: never)")
+	}
 	return nil
+}
+
+// binds reports whether a token the grant s allows is bound to the
+// caller's certificate, or why it cannot be issued: it must be bound and
+// the call has no certificate. Without a policy (development mode) s is
+// nil and only the request decides.
+func binds(s *signGrant, r SignRequest) (bool, error) {
+	bind := r.Bind || s != nil && s.Bind == BindRequired
+	if bind && !r.Bindable {
+		why := "the request asks for a certificate-bound token"
+		if !r.Bind {
+			why = "the grant requires certificate-bound tokens (bind: required)"
+		}
+		return false, errorf(Unbindable, "%s and this call has no client certificate to bind it to (plaintext development mode)", why)
+	}
+	return bind, nil
 }
 
 // authorizeRing finds a grant that lets caller do action ("sign",

@@ -60,7 +60,7 @@ func newHTTPHandler(ctx context.Context, svc *service, jwks *publisher, m *telem
 	}); err != nil {
 		return nil, err
 	}
-	return publicDocuments(notModified(jwks, m, mux)), nil
+	return bundleHandler(jwks, publicDocuments(notModified(jwks, m, mux))), nil
 }
 
 // Header values every response of a kind shares. An http.Header holds

@@ -197,6 +197,11 @@ func (s *service) Sign(ctx context.Context, req *signetv1.SignRequest) (*signetv
 		return nil, s.status(ctx, err)
 	}
 	subject := req.GetSubject()
+	if sp := s.jwks.spiffe; sp.issuesSVIDs(r.Name) {
+		if subject, err = sp.svidSubject(r.Name, callerOf(ctx), subject, req.GetAudience(), typ); err != nil {
+			return nil, s.status(ctx, err)
+		}
+	}
 	rec := authz.Record{KeyRing: r.Name, Sub: subject, Aud: req.GetAudience()}
 	if s.authz.Auditing() {
 		rec.ClaimsSHA256 = authz.ClaimsDigest(custom)

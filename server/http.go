@@ -17,7 +17,8 @@ import (
 )
 
 // newHTTPHandler serves the public, read-only HTTP side: the JWKS and the
-// discovery document through grpc-gateway, plus /healthz and /readyz.
+// discovery document through grpc-gateway, plus /healthz and /readyz, and
+// the SPIFFE bundle when a trust domain is configured (bundleHandler).
 // Nothing that signs or rotates is reachable here.
 func newHTTPHandler(ctx context.Context, svc *service, jwks *publisher, m *telemetry.Metrics) (http.Handler, error) {
 	mux := runtime.NewServeMux(

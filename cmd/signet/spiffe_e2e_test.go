@@ -107,6 +107,11 @@ key_rings:
 	ctx := ctxT(t)
 	a, sec := pki.client(t, p, "a"), pki.client(t, p, "sec")
 
+	if want := p.httpURL + spiffeBundlePath + " (bundle of trust domain signet.test)"; !waitFor(10*time.Second, func() bool {
+		return strings.Contains(p.stdout.String(), want)
+	}) {
+		t.Errorf("the banner does not show %q:\n%s", want, p.stdout.String())
+	}
 	body := sameBundle(t, "at start", replicas...)
 	bundle, seq0 := p.fetchBundle(t, td)
 	if hint, ok := bundle.RefreshHint(); !ok || hint != time.Second {

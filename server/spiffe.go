@@ -84,9 +84,10 @@ func (s *spiffeSetup) svidSubject(ring, caller, subject string, audience []strin
 // verifier honouring max-age does.
 func buildBundle(ks *lifecycle.KeySet, s *spiffeSetup, staleIfError time.Duration) (*jose.JWKS, error) {
 	var (
-		maxAge   time.Duration
-		keys     []jose.PublicKey
-		versions []*lifecycle.Version
+		maxAge time.Duration
+		keys   []jose.PublicKey
+		rings  [][]*lifecycle.Version
+		seen   = map[string]bool{}
 	)
 	for _, r := range ks.Rings() {
 		if !s.rings[r.Name] {
@@ -96,52 +97,80 @@ func buildBundle(ks *lifecycle.KeySet, s *spiffeSetup, staleIfError time.Duratio
 			maxAge = r.Schedule.JWKSMaxAge
 		}
 		vs := ks.Versions(r)
-		versions = append(versions, vs...)
+		rings = append(rings, vs)
 		for _, v := range vs {
-			if v.State.Published() && !v.Withheld {
+			// Each kid once, as in the JWKS: two rings on one backend key
+			// publish one JWT authority.
+			if v.State.Published() && !v.Withheld && !seen[v.Kid] {
+				seen[v.Kid] = true
 				keys = append(keys, jose.PublicKey{Kid: v.Kid, Algorithm: string(v.Algorithm), Key: v.PublicKey})
 			}
 		}
 	}
-	return jose.NewSPIFFEBundle(keys, bundleSequence(versions, len(keys)), maxAge, maxAge, staleIfError)
+	return jose.NewSPIFFEBundle(keys, bundleSequence(rings), maxAge, maxAge, staleIfError)
 }
 
-// bundleSequence is the bundle's spiffe_sequence. Replicas never talk to
-// each other, so it is derived from what every replica reads alike, the
-// versions the backend lists and the schedule, never counted locally; it
-// grows with every change of the published set:
+// bundleSequence is the bundle's spiffe_sequence, computed from the
+// versions of each JWT-SVID ring as the backend lists them (oldest first)
+// with their derived states. Replicas never talk to each other, so it is a
+// function of what every replica reads alike, never a local counter: a
+// replica that restarts, or another that has read the same versions and
+// passed the same schedule boundaries, computes the same number.
 //
-//   - a version is published when it is created, and its creation time is
-//     after every earlier event;
-//   - a version leaves by retiring, at its RetiresAt, or by revocation,
-//     which Rotate --revoke-previous does right after creating the version
-//     that replaces it, and for which the backend records no time.
+// Invariant: every change that Signet makes to the published set (a
+// version created, retired or revoked, in any ring, however close in time
+// to another) raises it by at least one, and a revoked version that the
+// backend stops listing (Cloud KMS destroy_on_revoke) leaves it as it is.
+// It is the sum over the rings of
 //
-// So the sequence is the latest such time (creation of any version the
-// backend lists, revoked ones too, or retirement already passed), in
-// milliseconds, times 1000, plus 999 less the number of published keys: a
-// later event raises it by at least 1000 - 999, and a revocation that
-// leaves the latest time as it is lowers the count, raising it by one.
-// (It can only fall if the backend forgets the newest version or moves
-// its clock back, which no rotation of Signet's does.) Stays below 2^53
-// until the year 2255, so JSON readers that hold numbers as doubles read
-// it exactly. It discloses when the keys last changed, which anyone
-// polling the JWKS learns anyway.
-func bundleSequence(versions []*lifecycle.Version, published int) uint64 {
-	var latest time.Time
-	for _, v := range versions {
-		if v.Created.After(latest) {
-			latest = v.Created
+//	stamp × 1000 + 999 − published
+//
+// where published is the number of the ring's published versions and stamp
+// is the creation time in milliseconds of its newest version, made strictly
+// later than its predecessor's stamp (max(created, previous stamp + 1)):
+//
+//   - a creation appends a version, whose stamp exceeds the previous newest
+//     one's by at least 1 even when the backend records the same time (Key
+//     Vault keeps whole seconds) or an earlier one (PKCS#11 and local
+//     versions are stamped by the creating replica's clock): +1000 − 1;
+//   - a retirement or a revocation lowers published by one: +1 each; no
+//     time is read, so replicas' clocks and the schedule cannot reorder it;
+//   - a revoked version that leaves the listing changes neither term, the
+//     newest version (never revoked by a rotation) keeping its stamp;
+//   - nothing caps published: a ring with 1000 published versions or more
+//     still counts each creation (+1000 − 1) and each removal (+1);
+//   - a ring given profile jwt-svid (or added) adds a positive term, and
+//     each ring's term moves only with its own versions, so events in two
+//     rings at the same millisecond still count one each.
+//
+// What no stateless number can order: removing a JWT-SVID ring from the
+// configuration, or changing jwks_max_age (the refresh hint), is a new
+// bundle with a sequence that may be lower or unchanged; and a hand edit of
+// the backend (re-enabling a revoked version, deleting the newest one), or
+// the destruction of the predecessor of a version stamped in the same
+// millisecond or earlier (its stamp falls back to its own time), may lower
+// it. docs/spiffe.md says so.
+//
+// With one JWT-SVID ring it stays below 2^53 until the year 2255 (two:
+// 2112), so readers that hold JSON numbers as doubles read it exactly;
+// beyond that it is a 64-bit integer, which the SPIFFE bundle specification
+// asks its readers to hold.
+func bundleSequence(rings [][]*lifecycle.Version) uint64 {
+	var seq int64
+	for _, vs := range rings {
+		var stamp int64 = -1
+		published := 0
+		for _, v := range vs {
+			stamp = max(v.Created.UnixMilli(), stamp+1)
+			if v.State.Published() && !v.Withheld {
+				published++
+			}
 		}
-		if v.State == lifecycle.StateRetired && v.RetiresAt.After(latest) {
-			latest = v.RetiresAt
+		if stamp >= 0 {
+			seq += stamp*1000 + 999 - int64(published)
 		}
 	}
-	ms := latest.UnixMilli()
-	if ms < 0 {
-		ms = 0
-	}
-	return uint64(ms)*1000 + uint64(999-min(published, 999))
+	return uint64(max(seq, 0))
 }
 
 // bundleHandler serves the SPIFFE bundle at SPIFFEBundlePath, GET and HEAD,

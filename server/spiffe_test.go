@@ -15,18 +15,20 @@ import (
 	"github.com/signet-dev/signet/server/lifecycle"
 )
 
-// The bundle's sequence grows with every change of the published set, the
-// ones Signet's rotations make, whichever replica sees which step, and
-// stays put while the set does.
+// The bundle's sequence grows with every change of the published set that
+// Signet makes, in any ring, however close in time; it stays put when a
+// revoked version leaves the listing; it is a function of the listing
+// alone (a restarted replica computes the same). The history below has the
+// cases a "latest time" formula gets wrong: two versions stamped the same
+// millisecond (Key Vault keeps whole seconds), a version stamped before its
+// predecessor (PKCS#11 and local versions carry the creating replica's
+// clock), a ring whose versions are older than the other's, and two rings
+// rotating in the same millisecond.
 func TestBundleSequence(t *testing.T) {
 	t0 := time.Unix(1_800_000_000, 123_000_000)
-	v := func(created time.Duration, state lifecycle.State, retires time.Duration) *lifecycle.Version {
-		ver := &lifecycle.Version{Version: backends.Version{Created: t0.Add(created), Disabled: state == lifecycle.StateRevoked}}
-		ver.State = state
-		if retires != 0 {
-			ver.RetiresAt = t0.Add(retires)
-		}
-		return ver
+	type ver struct {
+		created time.Duration
+		state   lifecycle.State
 	}
 	const (
 		active   = lifecycle.StateActive
@@ -35,33 +37,72 @@ func TestBundleSequence(t *testing.T) {
 		retired  = lifecycle.StateRetired
 		revoked  = lifecycle.StateRevoked
 	)
+	ring := func(vs ...ver) []*lifecycle.Version {
+		out := make([]*lifecycle.Version, len(vs))
+		for i, v := range vs {
+			out[i] = &lifecycle.Version{Version: backends.Version{Created: t0.Add(v.created), Disabled: v.state == revoked}}
+			out[i].State = v.state
+		}
+		return out
+	}
+	many := func(n int, last lifecycle.State) []ver { // a ring with n published versions, then one more
+		vs := make([]ver, n)
+		for i := range vs {
+			vs[i] = ver{time.Duration(i) * time.Millisecond, retiring}
+		}
+		return append(vs, ver{time.Hour, last})
+	}
 	steps := []struct {
-		name      string
-		versions  []*lifecycle.Version
-		published int
+		name  string
+		rings [][]*lifecycle.Version
+		same  bool // the published set did not change: the sequence must not either
 	}{
-		{"first version", []*lifecycle.Version{v(0, active, 0)}, 1},
-		{"rotated", []*lifecycle.Version{v(0, active, 0), v(time.Hour, pending, 0)}, 2},
-		{"rotated again within the millisecond's neighbour", []*lifecycle.Version{v(0, active, 0), v(time.Hour, pending, 0), v(time.Hour+time.Millisecond, pending, 0)}, 3},
-		{"the first retires", []*lifecycle.Version{v(0, retired, 3*time.Hour), v(time.Hour, retiring, 0), v(time.Hour+time.Millisecond, active, 0)}, 2},
-		{"emergency: created, older not yet revoked", []*lifecycle.Version{v(0, retired, 3*time.Hour), v(time.Hour, retiring, 0), v(time.Hour+time.Millisecond, active, 0), v(4*time.Hour, pending, 0)}, 3},
-		{"emergency: older revoked", []*lifecycle.Version{v(0, revoked, 0), v(time.Hour, revoked, 0), v(time.Hour+time.Millisecond, revoked, 0), v(4*time.Hour, active, 0)}, 1},
+		{name: "first version", rings: [][]*lifecycle.Version{ring(ver{0, active})}},
+		{name: "rotated, stamped the same millisecond", rings: [][]*lifecycle.Version{ring(ver{0, active}, ver{0, pending})}},
+		{name: "rotated, stamped before its predecessor", rings: [][]*lifecycle.Version{
+			ring(ver{0, active}, ver{0, pending}, ver{-time.Second, pending})}},
+		{name: "a ring with older versions given profile jwt-svid", rings: [][]*lifecycle.Version{
+			ring(ver{0, active}, ver{0, pending}, ver{-time.Second, pending}), ring(ver{-48 * time.Hour, active})}},
+		{name: "the second ring rotates in the same millisecond", rings: [][]*lifecycle.Version{
+			ring(ver{0, active}, ver{0, pending}, ver{-time.Second, pending}), ring(ver{-48 * time.Hour, active}, ver{0, pending})}},
+		{name: "the first version retires", rings: [][]*lifecycle.Version{
+			ring(ver{0, retired}, ver{0, retiring}, ver{-time.Second, active}), ring(ver{-48 * time.Hour, active}, ver{0, pending})}},
+		{name: "pending becomes active", same: true, rings: [][]*lifecycle.Version{
+			ring(ver{0, retired}, ver{0, retiring}, ver{-time.Second, active}), ring(ver{-48 * time.Hour, retiring}, ver{0, active})}},
+		{name: "emergency: created, the older not yet revoked", rings: [][]*lifecycle.Version{
+			ring(ver{0, retired}, ver{0, retiring}, ver{-time.Second, active}, ver{time.Hour, pending}),
+			ring(ver{-48 * time.Hour, retiring}, ver{0, active})}},
+		{name: "emergency: the older revoked", rings: [][]*lifecycle.Version{
+			ring(ver{0, revoked}, ver{0, revoked}, ver{-time.Second, revoked}, ver{time.Hour, active}),
+			ring(ver{-48 * time.Hour, retiring}, ver{0, active})}},
+		{name: "the revoked versions destroyed (gone from the listing)", same: true, rings: [][]*lifecycle.Version{
+			ring(ver{time.Hour, active}), ring(ver{-48 * time.Hour, retiring}, ver{0, active})}},
 	}
 	var last uint64
 	for i, s := range steps {
-		seq := bundleSequence(s.versions, s.published)
-		if i > 0 && seq <= last {
+		seq := bundleSequence(s.rings)
+		switch {
+		case i > 0 && s.same && seq != last:
+			t.Errorf("%s: sequence %d, was %d: the published set is the same", s.name, seq, last)
+		case i > 0 && !s.same && seq <= last:
 			t.Errorf("%s: sequence %d, was %d", s.name, seq, last)
+		}
+		if again := bundleSequence(s.rings); again != seq {
+			t.Errorf("%s: %d, then %d from the same listing", s.name, seq, again)
 		}
 		last = seq
 	}
-	// The revoked versions destroyed (gone from the listing): the same
-	// set, the same sequence.
-	if seq := bundleSequence([]*lifecycle.Version{v(4*time.Hour, active, 0)}, 1); seq != last {
-		t.Errorf("revoked versions removed: sequence %d, want %d as before", seq, last)
-	}
 	if last >= 1<<53 {
-		t.Errorf("sequence %d is not exact as a double", last)
+		t.Errorf("sequence %d of two rings is not exact as a double", last)
+	}
+	// A ring publishing more than 999 versions: one more, one fewer, each
+	// still counts.
+	big := bundleSequence([][]*lifecycle.Version{ring(many(1500, active)...)})
+	bigger := bundleSequence([][]*lifecycle.Version{ring(append(many(1500, active), ver{2 * time.Hour, pending})...)})
+	fewer := ring(append(many(1500, active), ver{2 * time.Hour, pending})...)
+	fewer[0].State = retired
+	if fewest := bundleSequence([][]*lifecycle.Version{fewer}); !(big < bigger && bigger < fewest) {
+		t.Errorf("1501 published versions: %d; one created: %d; then one retired: %d", big, bigger, fewest)
 	}
 }
 

@@ -180,14 +180,14 @@ type SignDecision struct {
 func (a *Authorizer) AuthorizeSign(caller string, r SignRequest) (SignDecision, error) {
 	p := a.policy.Load()
 	if p == nil {
-		bind, err := binds(nil, r)
+		bind, err := binds(false, r) // development mode: only the request decides
 		return SignDecision{TTL: r.TTL, Bind: bind}, err
 	}
 	g, err := p.authorizeSign(caller, r)
 	if err != nil {
 		return SignDecision{}, err
 	}
-	bind, err := binds(g, r)
+	bind, err := binds(g.Bind == BindRequired || !r.Bind && p.requiresBinding(caller, r), r)
 	if err != nil {
 		return SignDecision{}, err
 	}

@@ -22,6 +22,10 @@ func TestBind(t *testing.T) {
     sign: [{key_rings: [default], audiences: [a], subjects: ["*"]}]
   - identity: "spiffe://corp.test/never"
     sign: [{key_rings: [default], audiences: [a], subjects: ["*"], bind: never}]
+  - identity: "spiffe://corp.test/layered"
+    sign: [{key_rings: [default], audiences: [a, b], subjects: ["*"]}]
+  - identity: "spiffe://corp.test/layered"
+    sign: [{key_rings: [default], audiences: [a], subjects: ["*"], bind: required}]
 `), map[string]time.Duration{"default": time.Hour})
 	if err != nil {
 		t.Fatal(err)
@@ -31,7 +35,7 @@ func TestBind(t *testing.T) {
 	dev := &Authorizer{now: time.Now} // no policy: development mode
 	for _, c := range []struct {
 		az            *Authorizer
-		caller        string
+		caller, aud   string
 		ask, bindable bool
 		bind          bool
 		reason        Reason // 0: allowed
@@ -48,6 +52,11 @@ func TestBind(t *testing.T) {
 		{az: a, caller: "allowed", ask: true, bindable: false, reason: Unbindable, msg: "asks for a certificate-bound token"},
 		{az: a, caller: "never", ask: false, bindable: true, bind: false},
 		{az: a, caller: "never", ask: true, bindable: true, reason: Denied, rule: BindRule, msg: "bind: never"},
+		// A grant listed first that allows the request unbound does not
+		// undo a later one that requires binding for it.
+		{az: a, caller: "layered", ask: false, bindable: true, bind: true},
+		{az: a, caller: "layered", aud: "b", ask: false, bindable: true, bind: false},
+		{az: a, caller: "layered", ask: false, bindable: false, reason: Unbindable, msg: "bind: required"},
 		{az: dev, caller: DevelopmentCaller, ask: false, bind: false},
 		{az: dev, caller: DevelopmentCaller, ask: true, reason: Unbindable, msg: "plaintext development mode"},
 	} {
@@ -55,9 +64,13 @@ func TestBind(t *testing.T) {
 		if c.az == a {
 			caller = "spiffe://corp.test/" + caller
 		}
-		d, err := c.az.AuthorizeSign(caller, SignRequest{Ring: "default", Audience: []string{"a"}, Subject: "s",
+		aud := "a"
+		if c.aud != "" {
+			aud = c.aud
+		}
+		d, err := c.az.AuthorizeSign(caller, SignRequest{Ring: "default", Audience: []string{aud}, Subject: "s",
 			Typ: jose.DefaultTyp, TTL: time.Minute, Bind: c.ask, Bindable: c.bindable})
-		name := c.caller + map[bool]string{true: " asking", false: " not asking"}[c.ask] +
+		name := c.caller + " (" + aud + ")" + map[bool]string{true: " asking", false: " not asking"}[c.ask] +
 			map[bool]string{true: " with", false: " without"}[c.bindable] + " a certificate"
 		var e *Error
 		switch {

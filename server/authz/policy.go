@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"iter"
 	"slices"
 	"time"
 
@@ -81,7 +82,8 @@ type signGrant struct {
 	Typ       []string        `yaml:"typ"` // header typ values allowed; absent: only "JWT"
 	Rate      *rateSpec       `yaml:"rate"`
 	// Bind is whether tokens are bound to the caller's client certificate
-	// (RFC 8705): BindRequired binds every token, BindAllowed (the
+	// (RFC 8705): BindRequired binds every token it allows, even one that
+	// another grant listed first allows too (requiresBinding), BindAllowed (the
 	// default: a binding only narrows a token) those whose request asks,
 	// BindNever refuses a request that asks.
 	Bind string `yaml:"bind"`
@@ -233,27 +235,35 @@ type SignRequest struct {
 // does, the reason names what the closest grant refused.
 func (p *policyFile) authorizeSign(caller string, r SignRequest) (*signGrant, error) {
 	var reason error // the last grant's refusal; rendered only when there is one
-	for i := range p.Grants {
-		g := &p.Grants[i]
-		if !g.id.match(caller) {
+	for g, s := range p.signGrants(caller, r.Ring) {
+		if err := s.allows(caller, r); err != nil {
+			reason = deny(err.Rule, "grant for %q: %v", g.Identity, err)
 			continue
 		}
-		for j := range g.Sign {
-			s := &g.Sign[j]
-			if !anyMatch(s.KeyRings, r.Ring) {
-				continue
-			}
-			if err := s.allows(caller, r); err != nil {
-				reason = deny(err.Rule, "grant for %q: %v", g.Identity, err)
-				continue
-			}
-			return s, nil
-		}
+		return s, nil
 	}
 	if reason == nil {
 		reason = deny(NoGrant, "no grant lets %q sign with key ring %q", caller, r.Ring)
 	}
 	return nil, reason
+}
+
+// signGrants yields, in policy order, the sign grants of caller's grants
+// that cover ring, each with the grant it belongs to.
+func (p *policyFile) signGrants(caller, ring string) iter.Seq2[*grant, *signGrant] {
+	return func(yield func(*grant, *signGrant) bool) {
+		for i := range p.Grants {
+			g := &p.Grants[i]
+			if !g.id.match(caller) {
+				continue
+			}
+			for j := range g.Sign {
+				if anyMatch(g.Sign[j].KeyRings, ring) && !yield(g, &g.Sign[j]) {
+					return
+				}
+			}
+		}
+	}
 }
 
 func (s *signGrant) allows(caller string, r SignRequest) *Error {
@@ -289,12 +299,24 @@ func (s *signGrant) allows(caller string, r SignRequest) *Error {
 	return nil
 }
 
-// binds reports whether a token the grant s allows is bound to the
-// caller's certificate, or why it cannot be issued: it must be bound and
-// the call has no certificate. Without a policy (development mode) s is
-// nil and only the request decides.
-func binds(s *signGrant, r SignRequest) (bool, error) {
-	bind := r.Bind || s != nil && s.Bind == BindRequired
+// requiresBinding reports whether any sign grant that allows r says bind:
+// required, not only the one authorizeSign picked (the first): grants add
+// up, and a binding only narrows a token, so a grant that requires it is
+// never undone by another listed before it that covers the same request.
+func (p *policyFile) requiresBinding(caller string, r SignRequest) bool {
+	for _, s := range p.signGrants(caller, r.Ring) {
+		if s.Bind == BindRequired && s.allows(caller, r) == nil {
+			return true
+		}
+	}
+	return false
+}
+
+// binds reports whether the token is bound to the caller's certificate
+// (asked for, or required by a grant), or why it cannot be issued: it must
+// be bound and the call has no certificate.
+func binds(required bool, r SignRequest) (bool, error) {
+	bind := r.Bind || required
 	if bind && !r.Bindable {
 		why := "the request asks for a certificate-bound token"
 		if !r.Bind {

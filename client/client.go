@@ -91,6 +91,10 @@ type Token struct {
 	Kid       string
 	JTI       string
 	ExpiresAt time.Time
+	// CertificateThumbprint is the x5t#S256 of the token's cnf claim: the
+	// client certificate it is bound to (BindToCertificate, or a grant
+	// that requires binding). Empty for a token not bound.
+	CertificateThumbprint string
 }
 
 // SignOption sets a part of a Sign request.
@@ -135,6 +139,18 @@ func ClaimsJSON(object string) SignOption {
 	return func(r *signetv1.SignRequest) error { r.ClaimsJson = object; return nil }
 }
 
+// BindToCertificate asks for a token bound to this client's certificate
+// (RFC 8705): Signet puts the certificate's SHA-256 thumbprint in the cnf
+// claim, and a Verifier accepts the token only from a caller that presents
+// the same certificate over mutual TLS (VerifyPresented, the middleware and
+// interceptors). A token stolen from a log or a proxy is then worthless
+// without the certificate's private key. The certificate is the one the
+// connection to Signet presents, so a service calling others with the
+// token must present that certificate to them too.
+func BindToCertificate() SignOption {
+	return func(r *signetv1.SignRequest) error { r.BindToCertificate = true; return nil }
+}
+
 // Sign asks Signet for a token signed by keyRing's active version.
 func (c *Client) Sign(ctx context.Context, keyRing string, opts ...SignOption) (*Token, error) {
 	req := &signetv1.SignRequest{KeyRing: keyRing}
@@ -147,7 +163,8 @@ func (c *Client) Sign(ctx context.Context, keyRing string, opts ...SignOption) (
 	if err != nil {
 		return nil, asError(err)
 	}
-	return &Token{Token: resp.GetToken(), Kid: resp.GetKid(), JTI: resp.GetJti(), ExpiresAt: resp.GetExpiresAt().AsTime()}, nil
+	return &Token{Token: resp.GetToken(), Kid: resp.GetKid(), JTI: resp.GetJti(), ExpiresAt: resp.GetExpiresAt().AsTime(),
+		CertificateThumbprint: resp.GetCertificateThumbprint()}, nil
 }
 
 // RotateOption sets a part of a Rotate request.

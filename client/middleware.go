@@ -2,13 +2,16 @@ package signetclient
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"net/http"
 	"strings"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 )
 
@@ -47,16 +50,23 @@ func bearer(values []string) (string, error) {
 
 // Middleware serves next only the requests whose "Authorization: Bearer"
 // token verifies, with its claims in the request's context
-// (ClaimsFromContext). Others get 401 with a WWW-Authenticate challenge
+// (ClaimsFromContext). A token bound to a client certificate verifies only
+// on a TLS connection where the caller presented that certificate
+// (VerifyPresented). Others get 401 with a WWW-Authenticate challenge
 // (RFC 6750), or 503 when the JWKS cannot be fetched; the reason is not
 // told to the caller (it is the Verify error, for the service to log
-// through OnError).
+// through OnError). Behind a proxy that terminates TLS the certificate is
+// not the caller's: bound tokens need the service to see its callers' TLS.
 func (v *Verifier) Middleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		token, err := bearer(r.Header.Values("Authorization"))
 		if err == nil {
+			var cert *x509.Certificate
+			if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
+				cert = r.TLS.PeerCertificates[0]
+			}
 			var claims *VerifiedToken
-			if claims, err = v.Verify(r.Context(), token); err == nil {
+			if claims, err = v.VerifyPresented(r.Context(), token, cert); err == nil {
 				next.ServeHTTP(w, r.WithContext(ContextWithClaims(r.Context(), claims)))
 				return
 			}
@@ -84,7 +94,7 @@ func (v *Verifier) verifyMetadata(ctx context.Context) (context.Context, error) 
 	token, err := bearer(md.Get("authorization"))
 	var claims *VerifiedToken
 	if err == nil {
-		if claims, err = v.Verify(ctx, token); err == nil {
+		if claims, err = v.VerifyPresented(ctx, token, peerCertificate(ctx)); err == nil {
 			return ContextWithClaims(ctx, claims), nil
 		}
 	}
@@ -99,6 +109,19 @@ func (v *Verifier) verifyMetadata(ctx context.Context) (context.Context, error) 
 	default:
 		return nil, status.Error(codes.Unauthenticated, "invalid token")
 	}
+}
+
+// peerCertificate is the leaf certificate the gRPC caller presented on its
+// TLS connection, nil without one.
+func peerCertificate(ctx context.Context) *x509.Certificate {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return nil
+	}
+	if info, ok := p.AuthInfo.(credentials.TLSInfo); ok && len(info.State.PeerCertificates) > 0 {
+		return info.State.PeerCertificates[0]
+	}
+	return nil
 }
 
 // UnaryServerInterceptor fails every unary call whose "authorization"

@@ -3,6 +3,8 @@ package signetclient
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -47,6 +49,16 @@ type VerifierConfig struct {
 	// asks for no other. AnyTyp skips the check: only for inspection tools.
 	Typ    string
 	AnyTyp bool
+	// RequireBinding refuses tokens that are not bound to a client
+	// certificate (no cnf claim): for a service whose callers all ask for
+	// certificate-bound tokens, so that a bearer token copied elsewhere is
+	// never accepted. A bound token is always checked against the
+	// certificate presented (VerifyPresented), whatever this says.
+	RequireBinding bool
+	// AnyCertificate skips the check of a bound token's certificate (Verify
+	// then accepts it without one): only for inspection tools (signet
+	// verify), never for a service that trusts the tokens.
+	AnyCertificate bool
 	// OnError, if set, is told why the middleware or an interceptor
 	// refused a request (callers only learn that it was refused), for the
 	// service's logs or metrics.
@@ -80,6 +92,10 @@ type VerifiedToken struct {
 	NotBefore time.Time
 	Expiry    time.Time
 	Kid       string // the header's kid
+	// CertificateThumbprint is the cnf claim's x5t#S256 (RFC 8705): the
+	// base64url SHA-256 of the client certificate the token is bound to,
+	// which VerifyPresented checked. Empty for a token not bound.
+	CertificateThumbprint string
 	// All is every claim, the registered ones too, as JSON decodes them
 	// with numbers as json.Number: exactly the digits Signet signed.
 	All map[string]any
@@ -133,8 +149,68 @@ func (v *Verifier) Close() {
 
 // Verify checks token's signature against the JWKS, and its typ, exp, nbf,
 // iss and aud, and returns its claims. An error that is not the token's
-// fault (the JWKS could not be fetched) wraps ErrJWKSUnavailable.
+// fault (the JWKS could not be fetched) wraps ErrJWKSUnavailable. A token
+// bound to a client certificate (cnf) is refused, as no certificate was
+// presented with it (VerifyPresented checks one), unless AnyCertificate.
 func (v *Verifier) Verify(ctx context.Context, token string) (*VerifiedToken, error) {
+	return v.VerifyPresented(ctx, token, nil)
+}
+
+// VerifyPresented is Verify for a token that arrived with a client
+// certificate: the leaf certificate the caller presented on its mutual TLS
+// connection (http.Request.TLS.PeerCertificates[0], or gRPC's peer
+// credentials.TLSInfo), nil if it presented none. A token bound to a
+// certificate (RFC 8705 cnf x5t#S256) verifies only if cert is that very
+// certificate (ErrCertificateMismatch otherwise). The caller proved it
+// holds cert's private key in the TLS handshake; whether a CA vouches for
+// cert is for the TLS configuration to decide, not for the binding.
+func (v *Verifier) VerifyPresented(ctx context.Context, token string, cert *x509.Certificate) (*VerifiedToken, error) {
+	c, err := v.verify(ctx, token)
+	if err != nil {
+		return nil, err
+	}
+	if err := v.checkBinding(c, cert); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// ErrCertificateMismatch is wrapped by the errors of a token bound to a
+// client certificate that was presented without it, or with another one.
+var ErrCertificateMismatch = errors.New("signetclient: the token is bound to another client certificate")
+
+// checkBinding checks a verified token's cnf against the presented
+// certificate. A cnf Signet did not write (any member but x5t#S256, which
+// this verifier cannot confirm) is refused rather than ignored.
+func (v *Verifier) checkBinding(c *VerifiedToken, cert *x509.Certificate) error {
+	raw, bound := c.All["cnf"]
+	if !bound {
+		if v.cfg.RequireBinding {
+			return fmt.Errorf("%w: the token is not bound to a client certificate (no cnf) and RequireBinding is set", ErrCertificateMismatch)
+		}
+		return nil
+	}
+	cnf, ok := raw.(map[string]any)
+	x5t, _ := cnf["x5t#S256"].(string)
+	if !ok || len(cnf) != 1 || x5t == "" {
+		return fmt.Errorf("%w: its cnf claim is not {\"x5t#S256\": thumbprint}", ErrCertificateMismatch)
+	}
+	c.CertificateThumbprint = x5t
+	switch {
+	case v.cfg.AnyCertificate:
+		return nil
+	case cert == nil:
+		return fmt.Errorf("%w: no client certificate was presented", ErrCertificateMismatch)
+	}
+	sum := sha256.Sum256(cert.Raw)
+	if base64.RawURLEncoding.EncodeToString(sum[:]) != x5t { // both public: no timing to hide
+		return fmt.Errorf("%w: the presented certificate's x5t#S256 is not %q", ErrCertificateMismatch, clip(x5t))
+	}
+	return nil
+}
+
+// verify is Verify without the binding check.
+func (v *Verifier) verify(ctx context.Context, token string) (*VerifiedToken, error) {
 	parts := strings.Split(token, ".")
 	if len(parts) != 3 {
 		return nil, errors.New("signetclient: not a compact JWS (header.payload.signature)")

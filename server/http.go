@@ -17,7 +17,8 @@ import (
 )
 
 // newHTTPHandler serves the public, read-only HTTP side: the JWKS and the
-// discovery document through grpc-gateway, plus /healthz and /readyz.
+// discovery document through grpc-gateway, plus /healthz and /readyz, and
+// the SPIFFE bundle when a trust domain is configured (bundleHandler).
 // Nothing that signs or rotates is reachable here.
 func newHTTPHandler(ctx context.Context, svc *service, jwks *publisher, m *telemetry.Metrics) (http.Handler, error) {
 	mux := runtime.NewServeMux(
@@ -60,7 +61,7 @@ func newHTTPHandler(ctx context.Context, svc *service, jwks *publisher, m *telem
 	}); err != nil {
 		return nil, err
 	}
-	return publicDocuments(notModified(jwks, m, mux)), nil
+	return bundleHandler(jwks, publicDocuments(notModified(jwks, m, mux))), nil
 }
 
 // Header values every response of a kind shares. An http.Header holds

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -69,6 +70,16 @@ func callerOf(ctx context.Context) string {
 		return id
 	}
 	return authz.DevelopmentCaller
+}
+
+type clientCertKey struct{}
+
+// clientCertOf returns the verified client certificate of the call, nil in
+// plaintext development mode. Only authenticateTap sets it, from the TLS
+// peer: never anything the request says.
+func clientCertOf(ctx context.Context) *x509.Certificate {
+	c, _ := ctx.Value(clientCertKey{}).(*x509.Certificate)
+	return c
 }
 
 func peerOf(ctx context.Context) string {

@@ -33,6 +33,9 @@ type publisher struct {
 	mu     sync.Mutex // serialises renders
 	doc    atomic.Pointer[jwksDoc]
 	recent atomic.Pointer[[]*jwksDoc] // doc and the ones it replaced, newest first, at most keepDocs
+
+	spiffe *spiffeSetup              // nil: no SPIFFE bundle
+	bundle atomic.Pointer[jose.JWKS] // the SPIFFE bundle, rendered with the JWKS
 }
 
 // keepDocs is how many renderings the publisher remembers: a request that
@@ -68,6 +71,15 @@ func (p *publisher) update() {
 func (p *publisher) render() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.spiffe != nil {
+		b, err := buildBundle(p.ks, p.spiffe, p.staleIfError)
+		if err != nil {
+			return err
+		}
+		if old := p.bundle.Load(); old == nil || !bytes.Equal(old.Body, b.Body) {
+			p.bundle.Store(b)
+		}
+	}
 	d, err := p.build()
 	if err != nil {
 		return err

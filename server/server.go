@@ -99,7 +99,7 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err e
 		specs = append(specs, lifecycle.RingSpec{Name: rc.Name, Algorithm: alg, Schedule: rc.Schedule(), Backend: b,
 			VerifySignatures: rc.Verify(), AllowBroadKeyUsage: rc.AllowBroadKeyUsage, CA: rc.IsCA(), Certificates: certs})
 	}
-	s.jwks = &publisher{staleIfError: cfg.HTTP.JWKSStaleIfError.D(), log: log, metrics: s.metrics}
+	s.jwks = &publisher{staleIfError: cfg.HTTP.JWKSStaleIfError.D(), log: log, metrics: s.metrics, spiffe: newSPIFFESetup(cfg)}
 	s.ks, err = lifecycle.New(ctx, specs, lifecycle.Options{Logger: log, Now: opts.Now,
 		BackendTimeout: cfg.BackendTimeout.D(), OnChange: s.jwks.update, OnHealth: s.updateHealth,
 		OnKeyMismatch: s.metrics.KeyMismatch, OnCertificateProblem: s.metrics.CertificateProblem})

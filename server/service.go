@@ -196,21 +196,33 @@ func (s *service) Sign(ctx context.Context, req *signetv1.SignRequest) (*signetv
 	if err != nil {
 		return nil, s.status(ctx, err)
 	}
-	rec := authz.Record{KeyRing: r.Name, Sub: req.GetSubject(), Aud: req.GetAudience()}
+	subject := req.GetSubject()
+	if sp := s.jwks.spiffe; sp.issuesSVIDs(r.Name) {
+		if subject, err = sp.svidSubject(r.Name, callerOf(ctx), subject, req.GetAudience(), typ); err != nil {
+			return nil, s.status(ctx, err)
+		}
+	}
+	rec := authz.Record{KeyRing: r.Name, Sub: subject, Aud: req.GetAudience()}
 	if s.authz.Auditing() {
 		rec.ClaimsSHA256 = authz.ClaimsDigest(custom)
 	}
-	ttl, err = s.authz.AuthorizeSign(callerOf(ctx), authz.SignRequest{Ring: r.Name, Subject: req.GetSubject(),
-		Audience: req.GetAudience(), Claims: names, TTL: ttl, TTLDefaulted: req.GetTtl() == nil, Typ: typ})
+	cert := clientCertOf(ctx)
+	decision, err := s.authz.AuthorizeSign(callerOf(ctx), authz.SignRequest{Ring: r.Name, Subject: subject,
+		Audience: req.GetAudience(), Claims: names, TTL: ttl, TTLDefaulted: req.GetTtl() == nil, Typ: typ,
+		Bind: req.GetBindToCertificate(), Bindable: cert != nil})
 	if err != nil {
 		return nil, s.refuse(ctx, rpc, rec, err)
+	}
+	claims := jose.Claims{Issuer: s.issuer, Subject: subject, Audience: req.GetAudience(), TTL: decision.TTL}
+	if decision.Bind {
+		claims.CertThumbprint = jose.CertThumbprint(cert.Raw)
+		rec.CnfX5tS256 = claims.CertThumbprint
 	}
 	v, err := s.ks.Active(r)
 	if err != nil {
 		return nil, s.refuse(ctx, rpc, rec, err)
 	}
-	body, jti, exp := jose.Payload(jose.Claims{Issuer: s.issuer, Subject: req.GetSubject(), Audience: req.GetAudience(), TTL: ttl},
-		custom, s.ks.Now())
+	body, jti, exp := jose.Payload(claims, custom, s.ks.Now())
 	token, err := jose.Compact(ctx, s.header(v, typ), body, v.Algorithm.SignatureSize(),
 		func(ctx context.Context, input []byte) ([]byte, error) { return s.ks.SignWith(ctx, r, v, input) })
 	if err != nil {
@@ -221,7 +233,8 @@ func (s *service) Sign(ctx context.Context, req *signetv1.SignRequest) (*signetv
 		return nil, s.status(ctx, err) // fail closed: no token leaves unaudited
 	}
 	s.metrics.TokenIssued(r.Name, v.Algorithm)
-	return &signetv1.SignResponse{Token: token, Kid: v.Kid, Jti: jti, ExpiresAt: timestamppb.New(exp)}, nil
+	return &signetv1.SignResponse{Token: token, Kid: v.Kid, Jti: jti, ExpiresAt: timestamppb.New(exp),
+		CertificateThumbprint: claims.CertThumbprint}, nil
 }
 
 // customClaims validates and renders the request's custom claims, from

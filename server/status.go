@@ -130,12 +130,14 @@ var authzCodes = map[authz.Reason]codes.Code{
 	authz.Denied:          codes.PermissionDenied,
 	authz.RateLimited:     codes.ResourceExhausted,
 	authz.AuditFailed:     codes.Unavailable,
+	authz.Unbindable:      codes.FailedPrecondition,
 }
 
 var authzReasons = map[authz.Reason]signetv1.ErrorReason{
 	authz.Unauthenticated: signetv1.ErrorReason_UNAUTHENTICATED,
 	authz.RateLimited:     signetv1.ErrorReason_RATE_LIMITED,
 	authz.AuditFailed:     signetv1.ErrorReason_AUDIT_UNAVAILABLE,
+	authz.Unbindable:      signetv1.ErrorReason_CERTIFICATE_BINDING_UNAVAILABLE,
 }
 
 var ruleReasons = map[authz.Rule]signetv1.ErrorReason{
@@ -145,6 +147,7 @@ var ruleReasons = map[authz.Rule]signetv1.ErrorReason{
 	authz.ClaimRule:    signetv1.ErrorReason_CLAIM_NOT_ALLOWED,
 	authz.TypRule:      signetv1.ErrorReason_TYP_NOT_ALLOWED,
 	authz.TTLRule:      signetv1.ErrorReason_TTL_NOT_ALLOWED,
+	authz.BindRule:     signetv1.ErrorReason_BINDING_NOT_ALLOWED,
 }
 
 // kindCodes maps backend error kinds to gRPC codes (and, through

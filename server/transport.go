@@ -127,7 +127,13 @@ func authenticateTap(a *authz.Authorizer, m *telemetry.Metrics) tap.ServerInHand
 			}
 			return nil, st.Err()
 		}
-		return context.WithValue(ctx, callerKey{}, id), nil
+		ctx = context.WithValue(ctx, callerKey{}, id)
+		if len(chain) > 0 && a.MTLS() {
+			// The leaf Authenticate verified, whose key the caller proved
+			// it holds in the handshake: what a bound token is bound to.
+			ctx = context.WithValue(ctx, clientCertKey{}, chain[0])
+		}
+		return ctx, nil
 	}
 }
 

@@ -161,6 +161,13 @@ var checkCases = []checkCase{
 	{field: "policy", config: mtlsHead + oneRing, policy: "grants: [{identity: 'dns:x', sign: [{key_rings: [default], audiences: [a], rate: {per_second: 0, burst: 1}}]}]\n", want: "grants[0].sign[0].rate: per_second must be positive"},
 	{field: "policy", config: mtlsHead + oneRing, policy: "grants: [{identity: 'dns:x', sign: [{key_rings: [default], audiences: [a], rate: {per_second: 1, burst: 0}}]}]\n", want: "burst at least 1"},
 	{field: "policy", config: mtlsHead + oneRing, policy: "grants: [{identity: 'dns:x', sign: [{key_rings: [default], audiences: [a], max_ttl: soon}]}]\n", want: `"soon" is not a duration`},
+	{field: "policy", config: mtlsHead + oneRing, policy: "grants: [{identity: 'dns:x', sign: [{key_rings: [default], audiences: [a], bind: required}]}]\n"},
+	{field: "policy", config: mtlsHead + oneRing, policy: "grants: [{identity: 'dns:x', sign: [{key_rings: [default], audiences: [a], bind: always}]}]\n", want: `grants[0].sign[0].bind "always": want required, allowed or never`},
+	{field: "spiffe.trust_domain", config: "spiffe: {trust_domain: corp.example}\nkey_rings: [{name: svid, backend: 'local://x', profile: jwt-svid}]\n"},
+	{field: "spiffe.trust_domain", config: "spiffe: {trust_domain: corp.example}\n", want: "no key ring has profile: jwt-svid"},
+	{field: "profile", config: "spiffe: {trust_domain: corp.example}\nkey_rings: [{name: svid, backend: 'local://x', profile: jwt-svid, algorithm: PS256}]\n"},
+	{field: "profile", config: "key_rings: [{name: svid, backend: 'local://x', profile: jwt-svid}]\n", want: "profile jwt-svid needs spiffe.trust_domain"},
+	{field: "profile", config: "spiffe: {trust_domain: corp.example}\nkey_rings: [{name: svid, backend: 'local://x', profile: jwt-svid, algorithm: EdDSA}]\n", want: "JWT-SVIDs are signed with one of"},
 }
 
 // TestCheckConfig runs `signet check-config` on good and bad configs: a good

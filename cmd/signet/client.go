@@ -83,7 +83,7 @@ func (l *stringList) String() string     { return strings.Join(*l, ",") }
 func (l *stringList) Set(v string) error { *l = append(*l, v); return nil }
 
 func runSign(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("sign", "--audience AUD [--subject SUB] [--claims JSON] [--ttl 10m]",
+	fs := newFlagSet("sign", "--audience AUD [--subject SUB] [--claims JSON] [--ttl 10m] [--bind]",
 		"Asks Signet for a token and prints it. Signet sets iss, iat, nbf, exp and jti itself.", stderr)
 	cf := addClientFlags(fs)
 	ring := fs.String("key-ring", "default", "key ring to sign with")
@@ -94,10 +94,14 @@ func runSign(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	claims := fs.String("claims", "", `custom claims as a JSON object, e.g. '{"scope":"read"}' (numbers are kept exactly)`)
 	typ := fs.String("typ", "", `header typ (default "JWT"), e.g. at+jwt`)
 	asJSON := fs.Bool("json", false, "print the whole response as JSON instead of the bare token")
+	bind := fs.Bool("bind", false, "bind the token to the client certificate (--cert): RFC 8705 cnf x5t#S256")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	opts := []signetclient.SignOption{signetclient.Audience(audience...), signetclient.Subject(*subject), signetclient.Typ(*typ)}
+	if *bind {
+		opts = append(opts, signetclient.BindToCertificate())
+	}
 	if *ttl != 0 {
 		opts = append(opts, signetclient.TTL(*ttl))
 	}
@@ -110,7 +114,8 @@ func runSign(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
-	resp := &signetv1.SignResponse{Token: tok.Token, Kid: tok.Kid, Jti: tok.JTI, ExpiresAt: timestamppb.New(tok.ExpiresAt)}
+	resp := &signetv1.SignResponse{Token: tok.Token, Kid: tok.Kid, Jti: tok.JTI, ExpiresAt: timestamppb.New(tok.ExpiresAt),
+		CertificateThumbprint: tok.CertificateThumbprint}
 	if *asJSON {
 		return printJSON(stdout, resp)
 	}
@@ -364,7 +369,8 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
 	v, err := signetclient.NewVerifier(ctx, signetclient.VerifierConfig{JWKSURL: *jwksURL, Issuer: *issuer, Audience: *audience,
-		Typ: *typ, AnyIssuer: *issuer == "", AnyAudience: *audience == "", AnyTyp: *typ == ""})
+		Typ: *typ, AnyIssuer: *issuer == "", AnyAudience: *audience == "", AnyTyp: *typ == "",
+		AnyCertificate: true}) // no certificate was presented here: say whom a bound token is bound to instead
 	if err != nil {
 		return err
 	}
@@ -374,6 +380,11 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	out, _ := json.MarshalIndent(map[string]any{"header": header, "claims": claims.All}, "", "  ")
-	fmt.Fprintf(stdout, "valid: signed by kid %s (%s)\n%s\n", header.Kid, header.Alg, out)
+	fmt.Fprintf(stdout, "valid: signed by kid %s (%s)\n", header.Kid, header.Alg)
+	if claims.CertificateThumbprint != "" {
+		fmt.Fprintf(stdout, "bound to the client certificate with x5t#S256 %s (not checked: only its holder may present the token)\n",
+			claims.CertificateThumbprint)
+	}
+	fmt.Fprintf(stdout, "%s\n", out)
 	return nil
 }

@@ -191,6 +191,9 @@ func printBanner(w io.Writer, cfg config.Config, addrs readyAddrs) {
 	fmt.Fprintf(&b, "\nSignet is running (press Ctrl-C to stop).\n\n")
 	fmt.Fprintf(&b, "  JWKS:       http://%s%s\n", httpAddr, server.JWKSPath)
 	fmt.Fprintf(&b, "  Discovery:  http://%s%s\n", httpAddr, server.OpenIDConfigurationPath)
+	if td := cfg.SPIFFE.TrustDomain; td != "" {
+		fmt.Fprintf(&b, "  SPIFFE:     http://%s%s (bundle of trust domain %s)\n", httpAddr, server.SPIFFEBundlePath, td)
+	}
 	mode := "plaintext development mode, loopback only"
 	if cfg.MTLS() {
 		mode = "mTLS: client certificates required, policy " + cfg.PolicyFile

@@ -58,19 +58,22 @@ func openAuditFile(path string) (*os.File, error) {
 // Record is one audit line. Time, Caller and Peer are filled in by
 // Authorizer.Audit from its clock and the call's identity.
 type Record struct {
-	Time         time.Time `json:"time"`
-	Caller       string    `json:"caller"`
-	Peer         string    `json:"peer,omitempty"`
-	RPC          string    `json:"rpc"`
-	KeyRing      string    `json:"key_ring,omitempty"`
-	Kid          string    `json:"kid,omitempty"`
-	JTI          string    `json:"jti,omitempty"`
-	Sub          string    `json:"sub,omitempty"`
-	Aud          []string  `json:"aud,omitempty"`
-	Exp          int64     `json:"exp,omitempty"`
-	Outcome      string    `json:"outcome"` // ok, denied, error, authorized
-	Reason       string    `json:"reason,omitempty"`
-	ClaimsSHA256 string    `json:"claims_sha256,omitempty"`
+	Time    time.Time `json:"time"`
+	Caller  string    `json:"caller"`
+	Peer    string    `json:"peer,omitempty"`
+	RPC     string    `json:"rpc"`
+	KeyRing string    `json:"key_ring,omitempty"`
+	Kid     string    `json:"kid,omitempty"`
+	JTI     string    `json:"jti,omitempty"`
+	Sub     string    `json:"sub,omitempty"`
+	Aud     []string  `json:"aud,omitempty"`
+	Exp     int64     `json:"exp,omitempty"`
+	// CnfX5tS256 is the certificate thumbprint a token is bound to (its
+	// cnf x5t#S256); empty for a token not bound.
+	CnfX5tS256   string `json:"cnf_x5t_s256,omitempty"`
+	Outcome      string `json:"outcome"` // ok, denied, error, authorized
+	Reason       string `json:"reason,omitempty"`
+	ClaimsSHA256 string `json:"claims_sha256,omitempty"`
 	// TraceID ties the record to the request's trace, when tracing is on.
 	// Only an authenticated caller's trace id is recorded: an
 	// unauthenticated caller's traceparent is its own say-so.
@@ -225,6 +228,7 @@ func (r *Record) appendJSON(b []byte) ([]byte, error) {
 		b = append(b, `,"exp":`...)
 		b = strconv.AppendInt(b, r.Exp, 10)
 	}
+	str("cnf_x5t_s256", r.CnfX5tS256, true)
 	str("outcome", r.Outcome, false)
 	str("reason", r.Reason, true)
 	str("claims_sha256", r.ClaimsSHA256, true)

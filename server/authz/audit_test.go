@@ -29,7 +29,8 @@ func TestAuditLineIsMarshal(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
 	for range 500 {
 		rec := Record{Time: time.Unix(r.Int64N(4e9), r.Int64N(1e9)).UTC(), Caller: str(r), Peer: str(r), RPC: str(r), KeyRing: str(r),
-			Kid: str(r), JTI: str(r), Sub: str(r), Exp: r.Int64N(3) - 1, Outcome: str(r), Reason: str(r), ClaimsSHA256: str(r), TraceID: str(r)}
+			Kid: str(r), JTI: str(r), Sub: str(r), Exp: r.Int64N(3) - 1, CnfX5tS256: str(r), Outcome: str(r), Reason: str(r),
+			ClaimsSHA256: str(r), TraceID: str(r)}
 		for range r.IntN(3) {
 			rec.Aud = append(rec.Aud, str(r))
 		}

@@ -166,25 +166,39 @@ func (a *Authorizer) Authenticate(chain []*x509.Certificate) (string, error) {
 	return a.certs.authenticate(chain, a.now())
 }
 
+// SignDecision is how an authorized Sign's token is made.
+type SignDecision struct {
+	// TTL is the token lifetime: a defaulted ttl is capped at the grant's
+	// max_ttl.
+	TTL time.Duration
+	// Bind: the token is bound to the caller's client certificate.
+	Bind bool
+}
+
 // AuthorizeSign checks a Sign against the policy and the caller's rate,
-// and returns the token lifetime to use: a defaulted ttl is capped at the
-// grant's max_ttl.
-func (a *Authorizer) AuthorizeSign(caller string, r SignRequest) (time.Duration, error) {
+// and decides the token's lifetime and whether it is certificate-bound.
+func (a *Authorizer) AuthorizeSign(caller string, r SignRequest) (SignDecision, error) {
 	p := a.policy.Load()
 	if p == nil {
-		return r.TTL, nil
+		bind, err := binds(false, r) // development mode: only the request decides
+		return SignDecision{TTL: r.TTL, Bind: bind}, err
 	}
 	g, err := p.authorizeSign(caller, r)
 	if err != nil {
-		return 0, err
+		return SignDecision{}, err
+	}
+	bind, err := binds(g.Bind == BindRequired || !r.Bind && p.requiresBinding(caller, r), r)
+	if err != nil {
+		return SignDecision{}, err
 	}
 	if err := a.takeToken(caller, g); err != nil {
-		return 0, err
+		return SignDecision{}, err
 	}
+	d := SignDecision{TTL: r.TTL, Bind: bind}
 	if g.MaxTTL > 0 && r.TTL > g.MaxTTL.D() {
-		return g.MaxTTL.D(), nil
+		d.TTL = g.MaxTTL.D()
 	}
-	return r.TTL, nil
+	return d, nil
 }
 
 // takeToken takes a token from the caller's bucket for a grant with a rate.
@@ -389,7 +403,7 @@ func (a *Authorizer) Audit(r Record) error {
 // policy or its rate limits (as opposed to a failure).
 func IsDenial(err error) bool {
 	var e *Error
-	return errors.As(err, &e) && (e.Reason == Denied || e.Reason == RateLimited || e.Reason == Unauthenticated)
+	return errors.As(err, &e) && (e.Reason == Denied || e.Reason == RateLimited || e.Reason == Unauthenticated || e.Reason == Unbindable)
 }
 
 // Close closes the audit log.

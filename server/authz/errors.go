@@ -18,6 +18,9 @@ const (
 	RateLimited
 	// AuditFailed: the audit log cannot be written, so Signet refuses to act.
 	AuditFailed
+	// Unbindable: the token must be bound to the caller's client
+	// certificate and the call has none.
+	Unbindable
 )
 
 // Error is an authorization failure.
@@ -50,6 +53,8 @@ const (
 	TypRule
 	// TTLRule: the ttl asked for exceeds the grant's max_ttl.
 	TTLRule
+	// BindRule: a certificate-bound token asked of a grant with bind: never.
+	BindRule
 )
 
 func (e *Error) Error() string { return e.Msg }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"iter"
 	"slices"
 	"time"
 
@@ -26,6 +27,7 @@ import (
 //	        max_ttl: 10m
 //	        typ: [JWT, at+jwt]                            # header typ values allowed (absent: only JWT)
 //	        rate: {per_second: 50, burst: 100}            # per caller identity
+//	        bind: allowed                                 # certificate-bound tokens: required, allowed (default), never
 //	    rotate: [default]
 //	    list: ["*"]
 //	limits:                                # defaults below
@@ -79,7 +81,20 @@ type signGrant struct {
 	MaxTTL    config.Duration `yaml:"max_ttl"`
 	Typ       []string        `yaml:"typ"` // header typ values allowed; absent: only "JWT"
 	Rate      *rateSpec       `yaml:"rate"`
+	// Bind is whether tokens are bound to the caller's client certificate
+	// (RFC 8705): BindRequired binds every token it allows, even one that
+	// another grant listed first allows too (requiresBinding), BindAllowed (the
+	// default: a binding only narrows a token) those whose request asks,
+	// BindNever refuses a request that asks.
+	Bind string `yaml:"bind"`
 }
+
+// The values of a sign grant's bind.
+const (
+	BindRequired = "required"
+	BindAllowed  = "allowed"
+	BindNever    = "never"
+)
 
 type rateSpec struct {
 	PerSecond float64 `yaml:"per_second"`
@@ -135,6 +150,13 @@ func parsePolicy(data []byte, rings map[string]time.Duration) (*policyFile, erro
 			}
 			if s.Rate != nil && (s.Rate.PerSecond <= 0 || s.Rate.Burst < 1) {
 				return nil, fmt.Errorf("%s.rate: per_second must be positive and burst at least 1", sw)
+			}
+			switch s.Bind {
+			case "":
+				g.Sign[j].Bind = BindAllowed
+			case BindRequired, BindAllowed, BindNever:
+			default:
+				return nil, fmt.Errorf("%s.bind %q: want required, allowed or never", sw, s.Bind)
 			}
 		}
 	}
@@ -204,33 +226,44 @@ type SignRequest struct {
 	// ring's default instead of refusing it.
 	TTLDefaulted bool
 	Typ          string
+	// Bind: the request asks for a certificate-bound token. Bindable: the
+	// call has a verified client certificate to bind it to.
+	Bind, Bindable bool
 }
 
 // authorizeSign finds a sign grant that allows everything asked. If none
 // does, the reason names what the closest grant refused.
 func (p *policyFile) authorizeSign(caller string, r SignRequest) (*signGrant, error) {
 	var reason error // the last grant's refusal; rendered only when there is one
-	for i := range p.Grants {
-		g := &p.Grants[i]
-		if !g.id.match(caller) {
+	for g, s := range p.signGrants(caller, r.Ring) {
+		if err := s.allows(caller, r); err != nil {
+			reason = deny(err.Rule, "grant for %q: %v", g.Identity, err)
 			continue
 		}
-		for j := range g.Sign {
-			s := &g.Sign[j]
-			if !anyMatch(s.KeyRings, r.Ring) {
-				continue
-			}
-			if err := s.allows(caller, r); err != nil {
-				reason = deny(err.Rule, "grant for %q: %v", g.Identity, err)
-				continue
-			}
-			return s, nil
-		}
+		return s, nil
 	}
 	if reason == nil {
 		reason = deny(NoGrant, "no grant lets %q sign with key ring %q", caller, r.Ring)
 	}
 	return nil, reason
+}
+
+// signGrants yields, in policy order, the sign grants of caller's grants
+// that cover ring, each with the grant it belongs to.
+func (p *policyFile) signGrants(caller, ring string) iter.Seq2[*grant, *signGrant] {
+	return func(yield func(*grant, *signGrant) bool) {
+		for i := range p.Grants {
+			g := &p.Grants[i]
+			if !g.id.match(caller) {
+				continue
+			}
+			for j := range g.Sign {
+				if anyMatch(g.Sign[j].KeyRings, ring) && !yield(g, &g.Sign[j]) {
+					return
+				}
+			}
+		}
+	}
 }
 
 func (s *signGrant) allows(caller string, r SignRequest) *Error {
@@ -260,7 +293,38 @@ func (s *signGrant) allows(caller string, r SignRequest) *Error {
 	if s.MaxTTL > 0 && r.TTL > s.MaxTTL.D() && !r.TTLDefaulted {
 		return deny(TTLRule, "ttl %v exceeds the grant's max_ttl %v", r.TTL, s.MaxTTL.D())
 	}
+	if r.Bind && s.Bind == BindNever {
+		return deny(BindRule, "certificate-bound tokens are not allowed (bind: never)")
+	}
 	return nil
+}
+
+// requiresBinding reports whether any sign grant that allows r says bind:
+// required, not only the one authorizeSign picked (the first): grants add
+// up, and a binding only narrows a token, so a grant that requires it is
+// never undone by another listed before it that covers the same request.
+func (p *policyFile) requiresBinding(caller string, r SignRequest) bool {
+	for _, s := range p.signGrants(caller, r.Ring) {
+		if s.Bind == BindRequired && s.allows(caller, r) == nil {
+			return true
+		}
+	}
+	return false
+}
+
+// binds reports whether the token is bound to the caller's certificate
+// (asked for, or required by a grant), or why it cannot be issued: it must
+// be bound and the call has no certificate.
+func binds(required bool, r SignRequest) (bool, error) {
+	bind := r.Bind || required
+	if bind && !r.Bindable {
+		why := "the request asks for a certificate-bound token"
+		if !r.Bind {
+			why = "the grant requires certificate-bound tokens (bind: required)"
+		}
+		return false, errorf(Unbindable, "%s and this call has no client certificate to bind it to (plaintext development mode)", why)
+	}
+	return bind, nil
 }
 
 // authorizeRing finds a grant that lets caller do action ("sign",

@@ -11,9 +11,11 @@ import (
 	"os"
 	"reflect"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"go.yaml.in/yaml/v3"
 
 	"github.com/signet-dev/signet/backends"
@@ -68,7 +70,20 @@ type Config struct {
 		Format string `yaml:"format"` // text or json
 	} `yaml:"log"`
 	KeyRings []RingConfig `yaml:"key_rings"`
+	// SPIFFE makes Signet the JWT-SVID issuer of one trust domain: the
+	// rings with profile jwt-svid issue JWT-SVIDs, and their keys are the
+	// trust domain's SPIFFE bundle on the HTTP listener.
+	SPIFFE struct {
+		TrustDomain string `yaml:"trust_domain"` // e.g. corp.example; empty: no SPIFFE
+	} `yaml:"spiffe"`
 }
+
+// ProfileJWTSVID is the ring profile whose tokens are JWT-SVIDs.
+const ProfileJWTSVID = "jwt-svid"
+
+// JWTSVIDAlgorithms are the algorithms the JWT-SVID specification allows
+// (section 3: RS, ES and PS; no EdDSA, no HMAC, no none).
+var JWTSVIDAlgorithms = []string{"RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "PS256", "PS384", "PS512"}
 
 // GRPCLimits are the gRPC listener's bounds on every peer, authenticated or
 // not: what it may send, how many streams and connections it may hold, and
@@ -143,7 +158,15 @@ type RingConfig struct {
 	// JWKS entry's x5c and x5t#S256. On a CA ring it sets the CA
 	// certificates' subject and validity only.
 	X5C *X5CConfig `yaml:"x5c"`
+
+	// Profile is "" (plain JWTs) or "jwt-svid": the ring issues JWT-SVIDs
+	// of spiffe.trust_domain (sub a SPIFFE ID, exactly one audience, typ JWT
+	// or JOSE) and its keys are in that trust domain's SPIFFE bundle.
+	Profile string `yaml:"profile"`
 }
+
+// IsJWTSVID reports whether the ring issues JWT-SVIDs.
+func (r RingConfig) IsJWTSVID() bool { return r.Profile == ProfileJWTSVID }
 
 // X5CConfig is a ring's x5c block; docs/configuration.md documents it.
 type X5CConfig struct {
@@ -530,6 +553,42 @@ func (c *Config) Validate() error {
 		if err := c.validateX5C(field, r); err != nil {
 			return err
 		}
+		if err := c.validateProfile(field, r); err != nil {
+			return err
+		}
+	}
+	if td := c.SPIFFE.TrustDomain; td != "" {
+		if _, err := spiffeid.TrustDomainFromString(td); err != nil || strings.Contains(td, ":") {
+			return fmt.Errorf("spiffe.trust_domain %q: want a trust domain name such as corp.example (no scheme, no path)", td)
+		}
+		if !slices.ContainsFunc(c.KeyRings, RingConfig.IsJWTSVID) {
+			return fmt.Errorf("spiffe.trust_domain %q: no key ring has profile: jwt-svid, so its bundle would hold no key", td)
+		}
+	}
+	return nil
+}
+
+// validateProfile checks a ring's profile: a JWT-SVID ring needs a trust
+// domain, an algorithm the JWT-SVID specification allows, and no x5c (a
+// SPIFFE bundle's JWT authorities are bare keys, and the bundle's sequence
+// number follows only the versions' own times).
+func (c *Config) validateProfile(field string, r RingConfig) error {
+	switch r.Profile {
+	case "":
+		return nil
+	case ProfileJWTSVID:
+	default:
+		return fmt.Errorf("%s.profile %q: want jwt-svid, or none for plain JWTs", field, r.Profile)
+	}
+	switch {
+	case c.SPIFFE.TrustDomain == "":
+		return fmt.Errorf("%s.profile jwt-svid needs spiffe.trust_domain: the trust domain of the SPIFFE IDs it issues for", field)
+	case r.IsCA():
+		return fmt.Errorf("%s.profile jwt-svid: a CA ring signs no tokens", field)
+	case r.X5C != nil:
+		return fmt.Errorf("%s.profile jwt-svid and x5c: not both (a SPIFFE bundle's JWT authorities carry no certificates)", field)
+	case !slices.Contains(JWTSVIDAlgorithms, r.Algorithm):
+		return fmt.Errorf("%s.algorithm %s: JWT-SVIDs are signed with one of %s", field, r.Algorithm, strings.Join(JWTSVIDAlgorithms, ", "))
 	}
 	return nil
 }

@@ -51,13 +51,40 @@ func NewJWKS(keys []PublicKey, maxAge, staleIfError time.Duration) (*JWKS, error
 	if err != nil {
 		return nil, fmt.Errorf("rendering the JWKS: %w", err)
 	}
+	return newDocument(body, maxAge, staleIfError), nil
+}
+
+// NewSPIFFEBundle renders a SPIFFE bundle (SPIFFE Trust Domain and Bundle,
+// section 4): keys as JWT authorities (use "jwt-svid", kid set), the
+// sequence number and the refresh hint (whole seconds, at least one). Like
+// the JWKS it depends only on what it is given, so replicas that agree on
+// the keys and the sequence serve the same bytes and ETag.
+func NewSPIFFEBundle(keys []PublicKey, sequence uint64, refreshHint, maxAge, staleIfError time.Duration) (*JWKS, error) {
+	doc := struct {
+		Keys        []gojose.JSONWebKey `json:"keys"`
+		RefreshHint int64               `json:"spiffe_refresh_hint"`
+		Sequence    uint64              `json:"spiffe_sequence"`
+	}{Keys: make([]gojose.JSONWebKey, 0, len(keys)), RefreshHint: max(1, int64(refreshHint/time.Second)), Sequence: sequence}
+	for _, k := range keys {
+		doc.Keys = append(doc.Keys, gojose.JSONWebKey{Key: k.Key, KeyID: k.Kid, Algorithm: k.Algorithm, Use: "jwt-svid"})
+	}
+	body, err := json.Marshal(doc)
+	if err != nil {
+		return nil, fmt.Errorf("rendering the SPIFFE bundle: %w", err)
+	}
+	return newDocument(body, maxAge, staleIfError), nil
+}
+
+// newDocument is a rendered key document with its strong ETag and
+// Cache-Control.
+func newDocument(body []byte, maxAge, staleIfError time.Duration) *JWKS {
 	sum := sha256.Sum256(body)
 	return &JWKS{
 		Body: body,
 		ETag: `"` + base64.RawURLEncoding.EncodeToString(sum[:18]) + `"`,
 		CacheControl: fmt.Sprintf("public, max-age=%d, stale-if-error=%d",
 			int(maxAge.Seconds()), int(staleIfError.Seconds())),
-	}, nil
+	}
 }
 
 // Discovery renders an OpenID Connect Discovery 1.0 document for a

@@ -2,6 +2,7 @@ package jose
 
 import (
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
 	"fmt"
 	"math"
@@ -35,6 +36,9 @@ var reservedClaims = map[string]string{
 	"jti": "Signet sets a unique id",
 	"kid": "Signet sets the key id in the header",
 	"alg": "Signet sets the algorithm in the header",
+	// A binding the caller wrote could name another party's certificate:
+	// only Signet, from the verified mTLS peer, says whom a token is bound to.
+	"cnf": "ask for a certificate-bound token with bind_to_certificate; Signet computes cnf from the client certificate",
 }
 
 // Claims is what Signet puts in a token besides the caller's custom claims.
@@ -43,6 +47,17 @@ type Claims struct {
 	Subject  string
 	Audience []string
 	TTL      time.Duration // already checked against the ring's schedule
+	// CertThumbprint, if set, binds the token to a client certificate
+	// (RFC 8705 section 3.1): cnf {"x5t#S256": CertThumbprint}.
+	CertThumbprint string
+}
+
+// CertThumbprint is a certificate's x5t#S256 (RFC 8705 section 3.1): the
+// base64url SHA-256 of its DER, what a resource server recomputes from the
+// certificate its caller presents.
+func CertThumbprint(der []byte) string {
+	sum := sha256.Sum256(der)
+	return base64.RawURLEncoding.EncodeToString(sum[:])
 }
 
 // DefaultTyp is the header typ of a Sign request that names none.
@@ -268,6 +283,11 @@ func Payload(c Claims, custom []byte, now time.Time) (body []byte, jti string, e
 	buf = append(buf, `,"jti":"`...)
 	buf = append(buf, jti...)
 	buf = append(buf, '"')
+	if c.CertThumbprint != "" {
+		buf = append(buf, `,"cnf":{"x5t#S256":`...)
+		buf = appendQuoted(buf, c.CertThumbprint)
+		buf = append(buf, '}')
+	}
 	if len(custom) > 0 {
 		buf = append(buf, ',')
 		buf = append(buf, custom...)

@@ -39,8 +39,28 @@ func TestPayload(t *testing.T) {
 	}
 	// Several audiences are an array; no subject means no sub claim.
 	body, _, _ = Payload(Claims{Issuer: "i", Audience: []string{"a", "b"}, TTL: time.Minute}, nil, now)
-	if !strings.Contains(string(body), `"aud":["a","b"]`) || strings.Contains(string(body), `"sub"`) {
+	if !strings.Contains(string(body), `"aud":["a","b"]`) || strings.Contains(string(body), `"sub"`) || strings.Contains(string(body), `"cnf"`) {
 		t.Errorf("payload %s", body)
+	}
+	// A bound token: cnf is an object with exactly x5t#S256.
+	body, _, _ = Payload(Claims{Issuer: "i", Audience: []string{"a"}, TTL: time.Minute, CertThumbprint: CertThumbprint([]byte("der"))}, custom, now)
+	var bound struct {
+		Cnf map[string]string `json:"cnf"`
+	}
+	if err := json.Unmarshal(body, &bound); err != nil || len(bound.Cnf) != 1 ||
+		bound.Cnf["x5t#S256"] != "UFDYDSLs1HHqVd9wNAQsHgQTQf9AZuf2_zjiC3IN-Oo" {
+		t.Errorf("bound payload %s (%v)", body, err)
+	}
+}
+
+// cnf is Signet's to set: a caller that could write it could bind a token to
+// another party's certificate.
+func TestCnfIsReserved(t *testing.T) {
+	if _, err := EncodeClaims(claims(t, map[string]any{"cnf": map[string]any{"x5t#S256": "x"}})); err == nil || !strings.Contains(err.Error(), "bind_to_certificate") {
+		t.Errorf("claims.cnf: %v", err)
+	}
+	if _, _, err := EncodeClaimsJSON(`{"cnf":{"jkt":"x"}}`); err == nil {
+		t.Error("claims_json.cnf: accepted")
 	}
 }
 

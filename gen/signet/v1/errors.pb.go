@@ -39,7 +39,7 @@ const (
 	// claims Struct).
 	ErrorReason_MALFORMED_REQUEST ErrorReason = 2
 	// A custom claim uses a name Signet sets itself (iss, sub, aud, exp, nbf,
-	// iat, jti, kid, alg).
+	// iat, jti, kid, alg, cnf).
 	ErrorReason_RESERVED_CLAIM ErrorReason = 3
 	// The custom claims are not a valid JSON object: bad syntax, invalid
 	// UTF-8, a duplicate key, a number that is not finite, a value unset, or
@@ -99,6 +99,13 @@ const (
 	// FailedPrecondition: the key ring is a CA ring (usage: ca); it issues
 	// the certificates of other rings and never signs tokens.
 	ErrorReason_KEY_RING_IS_CA ErrorReason = 26
+	// FailedPrecondition: the token was to be bound to the caller's client
+	// certificate (asked for with bind_to_certificate, or required by the
+	// grant) and this call has none: plaintext development mode.
+	ErrorReason_CERTIFICATE_BINDING_UNAVAILABLE ErrorReason = 27
+	// PermissionDenied: the request asked for a certificate-bound token and
+	// the grant that covers it says bind: never.
+	ErrorReason_BINDING_NOT_ALLOWED ErrorReason = 28
 )
 
 // Enum value maps for ErrorReason.
@@ -131,35 +138,39 @@ var (
 		24: "BACKEND_UNIMPLEMENTED",
 		25: "INTERNAL",
 		26: "KEY_RING_IS_CA",
+		27: "CERTIFICATE_BINDING_UNAVAILABLE",
+		28: "BINDING_NOT_ALLOWED",
 	}
 	ErrorReason_value = map[string]int32{
-		"ERROR_REASON_UNSPECIFIED":    0,
-		"FIELD_INVALID":               1,
-		"MALFORMED_REQUEST":           2,
-		"RESERVED_CLAIM":              3,
-		"CLAIMS_INVALID":              4,
-		"CLAIMS_TOO_LARGE":            5,
-		"TTL_OUT_OF_RANGE":            6,
-		"KEY_RING_NOT_FOUND":          7,
-		"UNAUTHENTICATED":             8,
-		"NO_GRANT":                    9,
-		"AUDIENCE_NOT_ALLOWED":        10,
-		"SUBJECT_NOT_ALLOWED":         11,
-		"CLAIM_NOT_ALLOWED":           12,
-		"TYP_NOT_ALLOWED":             13,
-		"TTL_NOT_ALLOWED":             14,
-		"RATE_LIMITED":                15,
-		"AUDIT_UNAVAILABLE":           16,
-		"BACKEND_UNAVAILABLE":         17,
-		"NO_SIGNING_KEY":              18,
-		"BACKEND_NOT_FOUND":           19,
-		"BACKEND_INVALID_ARGUMENT":    20,
-		"BACKEND_PERMISSION_DENIED":   21,
-		"BACKEND_FAILED_PRECONDITION": 22,
-		"ROTATION_CONFLICT":           23,
-		"BACKEND_UNIMPLEMENTED":       24,
-		"INTERNAL":                    25,
-		"KEY_RING_IS_CA":              26,
+		"ERROR_REASON_UNSPECIFIED":        0,
+		"FIELD_INVALID":                   1,
+		"MALFORMED_REQUEST":               2,
+		"RESERVED_CLAIM":                  3,
+		"CLAIMS_INVALID":                  4,
+		"CLAIMS_TOO_LARGE":                5,
+		"TTL_OUT_OF_RANGE":                6,
+		"KEY_RING_NOT_FOUND":              7,
+		"UNAUTHENTICATED":                 8,
+		"NO_GRANT":                        9,
+		"AUDIENCE_NOT_ALLOWED":            10,
+		"SUBJECT_NOT_ALLOWED":             11,
+		"CLAIM_NOT_ALLOWED":               12,
+		"TYP_NOT_ALLOWED":                 13,
+		"TTL_NOT_ALLOWED":                 14,
+		"RATE_LIMITED":                    15,
+		"AUDIT_UNAVAILABLE":               16,
+		"BACKEND_UNAVAILABLE":             17,
+		"NO_SIGNING_KEY":                  18,
+		"BACKEND_NOT_FOUND":               19,
+		"BACKEND_INVALID_ARGUMENT":        20,
+		"BACKEND_PERMISSION_DENIED":       21,
+		"BACKEND_FAILED_PRECONDITION":     22,
+		"ROTATION_CONFLICT":               23,
+		"BACKEND_UNIMPLEMENTED":           24,
+		"INTERNAL":                        25,
+		"KEY_RING_IS_CA":                  26,
+		"CERTIFICATE_BINDING_UNAVAILABLE": 27,
+		"BINDING_NOT_ALLOWED":             28,
 	}
 )
 
@@ -194,7 +205,7 @@ var File_signet_v1_errors_proto protoreflect.FileDescriptor
 
 const file_signet_v1_errors_proto_rawDesc = "" +
 	"\n" +
-	"\x16signet/v1/errors.proto\x12\tsignet.v1*\xf7\x04\n" +
+	"\x16signet/v1/errors.proto\x12\tsignet.v1*\xb5\x05\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rFIELD_INVALID\x10\x01\x12\x15\n" +
@@ -223,7 +234,9 @@ const file_signet_v1_errors_proto_rawDesc = "" +
 	"\x11ROTATION_CONFLICT\x10\x17\x12\x19\n" +
 	"\x15BACKEND_UNIMPLEMENTED\x10\x18\x12\f\n" +
 	"\bINTERNAL\x10\x19\x12\x12\n" +
-	"\x0eKEY_RING_IS_CA\x10\x1aB5Z3github.com/signet-dev/signet/gen/signet/v1;signetv1b\beditionsp\xe8\a"
+	"\x0eKEY_RING_IS_CA\x10\x1a\x12#\n" +
+	"\x1fCERTIFICATE_BINDING_UNAVAILABLE\x10\x1b\x12\x17\n" +
+	"\x13BINDING_NOT_ALLOWED\x10\x1cB5Z3github.com/signet-dev/signet/gen/signet/v1;signetv1b\beditionsp\xe8\a"
 
 var (
 	file_signet_v1_errors_proto_rawDescOnce sync.Once

@@ -104,8 +104,9 @@ type SignRequest struct {
 	// Token lifetime; defaults to the ring's token_default_ttl and may not
 	// exceed its token_max_ttl.
 	Ttl *durationpb.Duration `protobuf:"bytes,4,opt,name=ttl" json:"ttl,omitempty"`
-	// Custom claims. The registered claims iss, sub, aud, exp, nbf, iat and jti
-	// and the header names kid and alg are set by Signet and rejected here.
+	// Custom claims. The registered claims iss, sub, aud, exp, nbf, iat, jti
+	// and cnf and the header names kid and alg are set by Signet and rejected
+	// here.
 	// A Struct's numbers are doubles: an integer above 2^53 loses precision.
 	// Use claims_json for exact numbers; set at most one of the two.
 	Claims *structpb.Struct `protobuf:"bytes,5,opt,name=claims" json:"claims,omitempty"`
@@ -118,9 +119,19 @@ type SignRequest struct {
 	// rules as claims apply (reserved names, at most 8 KiB of JSON, nesting at
 	// most 16 deep, valid UTF-8), and duplicate keys are refused. Set at most
 	// one of claims and claims_json.
-	ClaimsJson    string `protobuf:"bytes,7,opt,name=claims_json,json=claimsJson" json:"claims_json,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	ClaimsJson string `protobuf:"bytes,7,opt,name=claims_json,json=claimsJson" json:"claims_json,omitempty"`
+	// Bind the token to the client certificate of this call (RFC 8705
+	// section 3): the token carries cnf {"x5t#S256": base64url SHA-256 of the
+	// certificate's DER}, computed by Signet from the verified mTLS peer, and
+	// a resource server accepts it only from a caller presenting that
+	// certificate. A grant may require binding (then the token is bound
+	// whatever this says) or refuse it (bind: never: PermissionDenied,
+	// BINDING_NOT_ALLOWED). A call without a client certificate (plaintext
+	// development mode) cannot be bound: FailedPrecondition,
+	// CERTIFICATE_BINDING_UNAVAILABLE.
+	BindToCertificate bool `protobuf:"varint,8,opt,name=bind_to_certificate,json=bindToCertificate" json:"bind_to_certificate,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *SignRequest) Reset() {
@@ -202,6 +213,13 @@ func (x *SignRequest) GetClaimsJson() string {
 	return ""
 }
 
+func (x *SignRequest) GetBindToCertificate() bool {
+	if x != nil {
+		return x.BindToCertificate
+	}
+	return false
+}
+
 type SignResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The compact JWS.
@@ -211,9 +229,12 @@ type SignResponse struct {
 	// The token's unique "jti".
 	Jti string `protobuf:"bytes,3,opt,name=jti" json:"jti,omitempty"`
 	// The token's "exp".
-	ExpiresAt     *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=expires_at,json=expiresAt" json:"expires_at,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	ExpiresAt *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=expires_at,json=expiresAt" json:"expires_at,omitempty"`
+	// The x5t#S256 of the token's cnf claim (base64url SHA-256 of the DER
+	// client certificate it is bound to); empty for a token not bound.
+	CertificateThumbprint string `protobuf:"bytes,5,opt,name=certificate_thumbprint,json=certificateThumbprint" json:"certificate_thumbprint,omitempty"`
+	unknownFields         protoimpl.UnknownFields
+	sizeCache             protoimpl.SizeCache
 }
 
 func (x *SignResponse) Reset() {
@@ -272,6 +293,13 @@ func (x *SignResponse) GetExpiresAt() *timestamppb.Timestamp {
 		return x.ExpiresAt
 	}
 	return nil
+}
+
+func (x *SignResponse) GetCertificateThumbprint() string {
+	if x != nil {
+		return x.CertificateThumbprint
+	}
+	return ""
 }
 
 type RotateRequest struct {
@@ -1128,7 +1156,7 @@ var File_signet_v1_signet_proto protoreflect.FileDescriptor
 
 const file_signet_v1_signet_proto_rawDesc = "" +
 	"\n" +
-	"\x16signet/v1/signet.proto\x12\tsignet.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x88\x02\n" +
+	"\x16signet/v1/signet.proto\x12\tsignet.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbd\x02\n" +
 	"\vSignRequest\x12\x1e\n" +
 	"\bkey_ring\x18\x01 \x01(\tB\x03\xe0A\x02R\akeyRing\x12\x18\n" +
 	"\asubject\x18\x02 \x01(\tR\asubject\x12\x1f\n" +
@@ -1137,13 +1165,15 @@ const file_signet_v1_signet_proto_rawDesc = "" +
 	"\x06claims\x18\x05 \x01(\v2\x17.google.protobuf.StructB\x03\xe0A\x01R\x06claims\x12\x15\n" +
 	"\x03typ\x18\x06 \x01(\tB\x03\xe0A\x01R\x03typ\x12$\n" +
 	"\vclaims_json\x18\a \x01(\tB\x03\xe0A\x01R\n" +
-	"claimsJson\"\x83\x01\n" +
+	"claimsJson\x123\n" +
+	"\x13bind_to_certificate\x18\b \x01(\bB\x03\xe0A\x01R\x11bindToCertificate\"\xba\x01\n" +
 	"\fSignResponse\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12\x10\n" +
 	"\x03kid\x18\x02 \x01(\tR\x03kid\x12\x10\n" +
 	"\x03jti\x18\x03 \x01(\tR\x03jti\x129\n" +
 	"\n" +
-	"expires_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"\x81\x01\n" +
+	"expires_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x125\n" +
+	"\x16certificate_thumbprint\x18\x05 \x01(\tR\x15certificateThumbprint\"\x81\x01\n" +
 	"\rRotateRequest\x12\x1e\n" +
 	"\bkey_ring\x18\x01 \x01(\tB\x03\xe0A\x02R\akeyRing\x12,\n" +
 	"\x0frevoke_previous\x18\x02 \x01(\bB\x03\xe0A\x01R\x0erevokePrevious\x12\"\n" +

@@ -90,9 +90,21 @@ func (opts OpenOptions) Grace() time.Duration {
 	return DefaultRecoveryGrace
 }
 
+// Detached returns the context for the clean-up a creating operation does
+// after its create failed or its answer was lost (reading what the create
+// did, removing or releasing what it made): it keeps ctx's values but not
+// its cancellation, since the caller's deadline passing is one way an
+// answer gets lost, and it ends after half the grace, the backend_timeout
+// the grace allows for it. Every backend uses this one rule, so that a
+// replica's own clean-up is over before any other replica may act on the
+// evidence it leaves.
+func (opts OpenOptions) Detached(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), opts.Grace()/2)
+}
+
 // DefaultRecoveryGrace is the grace of a backend opened without one: twice
 // the server's default backend_timeout.
-const DefaultRecoveryGrace = 10 * time.Second
+const DefaultRecoveryGrace = 2 * DefaultTimeout
 
 // Clock is opts.Now, or time.Now.
 func (opts OpenOptions) Clock() func() time.Time {

@@ -42,7 +42,7 @@ type authenticator struct {
 	watching  chan struct{} // closed to stop the current renewal watcher
 }
 
-func newAuthenticator(client *api.Client, q url.Values, getenv func(string) string, log *slog.Logger,
+func newAuthenticator(client *api.Client, q backends.Options, getenv func(string) string, log *slog.Logger,
 	ctx context.Context, wg *sync.WaitGroup) (*authenticator, error) {
 	a := &authenticator{client: client, method: q.Get("auth"), log: log, ctx: ctx, wg: wg}
 	if a.method == "" {

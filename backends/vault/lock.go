@@ -54,11 +54,19 @@ func (b *Backend) acquireLock(ctx context.Context, ring backends.KeyRing) (int64
 	name := b.lockName(ring)
 	for {
 		ticket := int64(time.Hour/time.Second) + rand.Int64N(1<<31) // #nosec G404 -- tells lock holders apart, guards nothing
-		secret, err := b.call(ctx, func(ctx context.Context) (*api.Secret, error) {
+		secret, err := b.call(creating(ctx), func(ctx context.Context) (*api.Secret, error) {
 			return b.client.Logical().WriteWithContext(ctx, b.path("keys", name), map[string]any{"type": "aes128-gcm96",
 				"exportable": false, "allow_plaintext_backup": false, "auto_rotate_period": ticket})
 		})
 		if err != nil {
+			// The answer may be lost rather than the lock key not created:
+			// the ticket it holds says whose it is.
+			dctx, cancel := b.opts.Detached(ctx)
+			_, current, rerr := b.readLock(dctx, ring)
+			cancel()
+			if rerr == nil && current == ticket {
+				return ticket, nil
+			}
 			return 0, b.classify(err, "taking the rotation lock (creating Transit key %q)", name)
 		}
 		if lockTicket(secret) == ticket {

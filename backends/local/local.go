@@ -597,10 +597,16 @@ func (s *Store) createVersion(ctx context.Context, ring backends.KeyRing, latest
 		}
 		next = n + 1
 	}
-	if existing, err := s.Versions(ctx, ring); err != nil {
+	existing, err := s.Versions(ctx, ring)
+	if err != nil {
 		return backends.Version{}, err
-	} else if n := len(existing); n > 0 && existing[n-1].ID != latest || n == 0 && latest != "" {
-		return backends.Version{}, errorf(backends.KindConflict, "key ring %q changed: its newest version is no longer %q", ring.Name, latest)
+	}
+	newest := ""
+	if n := len(existing); n > 0 {
+		newest = existing[n-1].ID
+	}
+	if err := backends.CheckNewest(Scheme, ring, newest, latest); err != nil {
+		return backends.Version{}, err
 	}
 	backends.Step(ctx, "read versions")
 
@@ -634,7 +640,7 @@ func (s *Store) createVersion(ctx context.Context, ring backends.KeyRing, latest
 	}
 	if err := writeFileExclusive(ctx, s.path(ring, f.Version), data); err != nil {
 		if errors.Is(err, fs.ErrExist) {
-			return backends.Version{}, errorf(backends.KindConflict, "key ring %q changed: version %s was created concurrently", ring.Name, f.Version)
+			return backends.Version{}, backends.LostRace(Scheme, ring, f.Version, "nothing was made here")
 		}
 		return backends.Version{}, errorf(backends.KindUnavailable, "writing key file: %w", err)
 	}

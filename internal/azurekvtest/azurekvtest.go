@@ -198,8 +198,8 @@ func (s *Server) BeforeNext(op string, f func()) {
 }
 
 // LoseNext makes the next request of the operation ("create", ...) take
-// effect and then close its connection without an answer, as a network
-// failure after the fact does. It fires once.
+// effect and then end without an answer, as a network failure after the
+// fact does. It fires once.
 func (s *Server) LoseNext(op string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -459,13 +459,12 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	s.mu.Unlock()
 	if lose {
-		if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
-			_ = conn.Close() // dropping the connection is the point
-			s.mu.Lock()
-			s.lost++
-			s.mu.Unlock()
-			return
-		}
+		s.mu.Lock()
+		s.lost++
+		s.mu.Unlock()
+		// Ends the exchange without an answer: HTTP/1.1 closes the
+		// connection, HTTP/2 resets the stream.
+		panic(http.ErrAbortHandler)
 	}
 	if out == nil {
 		w.WriteHeader(http.StatusNoContent)

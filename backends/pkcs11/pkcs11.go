@@ -270,7 +270,9 @@ type stray struct {
 	label string
 	why   string
 	// slot is the version number a candidate for one holds (a pending
-	// pair, or a labelled duplicate); 0 for any other stray.
+	// pair, a labelled duplicate, or a labelled pair whose public key
+	// cannot be read, which may be a relabelling being written and so
+	// counts as committed); 0 for any other stray.
 	slot uint32
 	// pending: the candidate's public half still has its pending label,
 	// so it has not committed.

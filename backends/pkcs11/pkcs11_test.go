@@ -478,6 +478,17 @@ func TestUnreadablePublicKey(t *testing.T) {
 	if vs, err := b.Versions(context.Background(), ring); err != nil || len(vs) != 1 || vs[0].ID != v1.ID {
 		t.Errorf("with an unreadable duplicate of version 1: %v, %v", vs, err)
 	}
+	// A rotation does not take a version number that an unreadable labelled
+	// pair holds: it may be a candidate whose relabelling is being written.
+	// Once it is gone (a refresh destroys it after the grace), it does.
+	if _, err := b.CreateVersion(context.Background(), ring, v1.ID); backends.KindOf(err) != backends.KindConflict {
+		t.Errorf("a rotation onto the number of an unreadable labelled pair: %v, want a conflict", err)
+	}
+	for _, id := range [][]byte{{0, 0, 0, 2, 9, 9, 9, 9}, {0, 0, 0, 1, 9, 9, 9, 9}} {
+		if err := b.destroy(context.Background(), id, true); err != nil {
+			t.Fatal(err)
+		}
+	}
 	// A published version whose only key became unreadable is an error.
 	v2 := signertest.CreateVersion(t, b, ring, v1.ID)
 	v3 := signertest.CreateVersion(t, b, ring, v2.ID)

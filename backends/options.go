@@ -8,9 +8,18 @@ import (
 	"time"
 )
 
-// DefaultTimeout is the bound on one backend call where nothing else sets
-// one: the server's default backend_timeout.
-const DefaultTimeout = 5 * time.Second
+// The timeouts backends use where no caller sets one, in one place: the
+// recovery grace (DefaultRecoveryGrace) and the detached clean-up context
+// (OpenOptions.Detached) derive from DefaultTimeout.
+const (
+	// DefaultTimeout bounds one backend call: the server's default
+	// backend_timeout.
+	DefaultTimeout = 5 * time.Second
+	// BackgroundTimeout bounds a call a backend makes on no caller's
+	// behalf or for callers without a deadline (a re-login, a batch of
+	// such signatures): nothing waits for a frozen backend forever.
+	BackgroundTimeout = 30 * time.Second
+)
 
 // Options are a backend URI's query options, read once for every backend:
 // each option given at most once, every one known to the backend.

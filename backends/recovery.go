@@ -28,6 +28,9 @@ import (
 //     the clean-up of its own failure by as much again).
 //   - Each clean-up is logged at warn naming the object and reported to
 //     OpenOptions.OnRecover; LeftoverLister lists what is left meanwhile.
+//   - A replica cleans up after its own failed or lost create at once, on
+//     OpenOptions.Detached, whose bound (half the grace) ends before any
+//     other replica may act on the same evidence.
 //
 // The same holds for PutCertificates (CertificateStore) where storing a
 // chain takes several calls (a local temporary file and its link, one
@@ -40,8 +43,9 @@ import (
 // returns. In production the
 // context carries no hook and Step does nothing but look it up; the
 // conformance suite (backends/signertest) installs one with WithStepHook to
-// stop the operation there as a crash would, so each boundary a backend
-// declares is a crash case by itself.
+// stop the operation there as a crash would, and to stop one replica's
+// rotation there while another rotates (the race cases), so each boundary
+// a backend declares is a crash case and three race cases by itself.
 
 type stepHookKey struct{}
 

@@ -192,7 +192,7 @@ func (a *authenticator) watch(secret *api.Secret, stop chan struct{}) {
 
 func (a *authenticator) relogin(stop chan struct{}) {
 	for delay := 100 * time.Millisecond; ; delay = min(2*delay, 30*time.Second) {
-		ctx, cancel := context.WithTimeout(a.ctx, 30*time.Second)
+		ctx, cancel := context.WithTimeout(a.ctx, backends.BackgroundTimeout)
 		a.mu.Lock()
 		var err error
 		if a.watching == stop { // nobody logged in since this watcher started

@@ -149,6 +149,25 @@ func (s *Sightings) Forget(key string) {
 	delete(s.seen, key)
 }
 
+// Reap is the one rule for acting on a piece of evidence of an interrupted
+// operation (key names it in seen): nothing happens until this process
+// has seen it for longer than the grace; then act cleans up, and on success
+// the evidence is forgotten and the clean-up logged and reported
+// (Recovered). It reports whether act ran and succeeded; act's error is
+// returned for the caller to log or return, and the next refresh tries
+// again.
+func (opts OpenOptions) Reap(seen *Sightings, key string, act func() error, backend, action, object, why string) (bool, error) {
+	if !seen.Stale(key, opts.Clock()(), opts.Grace()) {
+		return false, nil
+	}
+	if err := act(); err != nil {
+		return false, err
+	}
+	seen.Forget(key)
+	opts.Recovered(backend, action, object, why)
+	return true, nil
+}
+
 // Leftover is an object a backend holds for a ring that is not a version:
 // what an interrupted operation left and a live replica has not cleaned up
 // yet, or what is waiting for the backend to delete it.

@@ -409,36 +409,22 @@ func (b *Backend) disabledSince(ctx context.Context, name, kid string) (item, bo
 // backend_timeout, half the grace).
 func (b *Backend) recover(ctx context.Context, ring backends.KeyRing, name string, l listing) {
 	for _, it := range l.creating {
-		if !b.seen.Stale(it.kid, b.now(), b.opts.Grace()) {
-			continue
-		}
-		if err := b.markLost(ctx, name, it.version, it.tags); err != nil {
-			if ctx.Err() == nil {
-				b.opts.Logger.Warn("azurekv: tagging a version left by an interrupted rotation lost failed; the next refresh tries again", "version", it.kid, "err", err)
-			}
-			continue
-		}
-		b.seen.Forget(it.kid)
-		b.opts.Recovered(Scheme, backends.RecoveredDisabled, it.kid,
+		_, err := b.opts.Reap(&b.seen, it.kid, func() error { return b.markLost(ctx, name, it.version, it.tags) }, Scheme, backends.RecoveredDisabled, it.kid,
 			fmt.Sprintf("version of ring %s created disabled by a rotation (signet-seq %d) whose replica stopped before deciding it; it stays disabled, tagged lost", ring.Name, it.seq))
+		if err != nil && ctx.Err() == nil {
+			b.opts.Logger.Warn("azurekv: tagging a version left by an interrupted rotation lost failed; the next refresh tries again", "version", it.kid, "err", err)
+		}
 	}
 	for _, it := range l.losers {
 		if !it.enabled {
 			b.seen.Forget(it.kid)
 			continue
 		}
-		if !b.seen.Stale(it.kid, b.now(), b.opts.Grace()) {
-			continue
-		}
-		if err := b.disable(ctx, ring, name, it.version, nil); err != nil {
-			if ctx.Err() == nil {
-				b.opts.Logger.Warn("azurekv: disabling the loser of a rotation race failed; the next refresh tries again", "version", it.kid, "err", err)
-			}
-			continue
-		}
-		b.seen.Forget(it.kid)
-		b.opts.Recovered(Scheme, backends.RecoveredDisabled, it.kid,
+		_, err := b.opts.Reap(&b.seen, it.kid, func() error { return b.disable(ctx, ring, name, it.version, nil) }, Scheme, backends.RecoveredDisabled, it.kid,
 			fmt.Sprintf("version of ring %s made enabled by a rotation that lost a race (signet-seq %d)", ring.Name, it.seq))
+		if err != nil && ctx.Err() == nil {
+			b.opts.Logger.Warn("azurekv: disabling the loser of a rotation race failed; the next refresh tries again", "version", it.kid, "err", err)
+		}
 	}
 }
 

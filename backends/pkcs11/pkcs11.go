@@ -452,17 +452,11 @@ func (b *Backend) list(ctx context.Context, ring backends.KeyRing) ([]*object, [
 func (b *Backend) recover(ctx context.Context, strays []stray) {
 	for _, s := range strays {
 		key := hex.EncodeToString(s.id)
-		if !b.seen.Stale(key, b.now(), b.opts.Grace()) {
-			continue
+		_, err := b.opts.Reap(&b.seen, key, func() error { return b.destroy(ctx, s.id, true) },
+			Scheme, backends.RecoveredRemoved, fmt.Sprintf("key pair CKA_ID=%s label=%q", key, s.label), s.why)
+		if err != nil && ctx.Err() == nil {
+			b.opts.Logger.Warn("pkcs11: cannot destroy a stray key pair; the next refresh tries again", "cka_id", key, "err", err)
 		}
-		if err := b.destroy(ctx, s.id, true); err != nil {
-			if ctx.Err() == nil {
-				b.opts.Logger.Warn("pkcs11: cannot destroy a stray key pair; the next refresh tries again", "cka_id", key, "err", err)
-			}
-			continue
-		}
-		b.seen.Forget(key)
-		b.opts.Recovered(Scheme, backends.RecoveredRemoved, fmt.Sprintf("key pair CKA_ID=%s label=%q", key, s.label), s.why)
 	}
 }
 

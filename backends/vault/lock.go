@@ -167,15 +167,8 @@ func (b *Backend) cleanLock(ctx context.Context, ring backends.KeyRing) (cleaned
 		return false, nil
 	}
 	b.lastLock(name, key)
-	if !b.seenLocks.Stale(key, b.opts.Clock()(), b.opts.Grace()) {
-		return false, nil
-	}
-	if err := b.releaseLock(ctx, ring, ticket); err != nil {
-		return false, err
-	}
-	b.seenLocks.Forget(key)
-	b.opts.Recovered(Scheme, backends.RecoveredRemoved, name, "rotation lock held for longer than the grace: its replica died mid-rotation")
-	return true, nil
+	return b.opts.Reap(&b.seenLocks, key, func() error { return b.releaseLock(ctx, ring, ticket) },
+		Scheme, backends.RecoveredRemoved, name, "rotation lock held for longer than the grace: its replica died mid-rotation")
 }
 
 // lastLock remembers the sighting key of a ring's lock key (set non-empty)

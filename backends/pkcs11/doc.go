@@ -43,7 +43,11 @@
 // reports a conflict. So a reported version is never displaced: any
 // candidate for n listed after it committed loses before committing. Of
 // two committed pairs for n, Versions lists the one with the smaller
-// CKA_ID, which is the one that reported success.
+// CKA_ID, which is the one that reported success. The price of deciding
+// without any replica's clock: a candidate whose replica died before
+// committing or destroying it may still be paused, not dead, so it holds
+// its version number, and rotations onto it answer a conflict, until a
+// refresh destroys it once seen for longer than the recovery grace.
 //
 // Crash recovery: a pair that is not a version (the loser of such a race
 // whose replica died before destroying it, a candidate still labelled pending, a

@@ -28,6 +28,9 @@ import (
 //     the clean-up of its own failure by as much again).
 //   - Each clean-up is logged at warn naming the object and reported to
 //     OpenOptions.OnRecover; LeftoverLister lists what is left meanwhile.
+//   - A replica cleans up after its own failed or lost create at once, on
+//     OpenOptions.Detached, whose bound (half the grace) ends before any
+//     other replica may act on the same evidence.
 //
 // The same holds for PutCertificates (CertificateStore) where storing a
 // chain takes several calls (a local temporary file and its link, one
@@ -40,8 +43,9 @@ import (
 // returns. In production the
 // context carries no hook and Step does nothing but look it up; the
 // conformance suite (backends/signertest) installs one with WithStepHook to
-// stop the operation there as a crash would, so each boundary a backend
-// declares is a crash case by itself.
+// stop the operation there as a crash would, and to stop one replica's
+// rotation there while another rotates (the race cases), so each boundary
+// a backend declares is a crash case and three race cases by itself.
 
 type stepHookKey struct{}
 
@@ -90,9 +94,21 @@ func (opts OpenOptions) Grace() time.Duration {
 	return DefaultRecoveryGrace
 }
 
+// Detached returns the context for the clean-up a creating operation does
+// after its create failed or its answer was lost (reading what the create
+// did, removing or releasing what it made): it keeps ctx's values but not
+// its cancellation, since the caller's deadline passing is one way an
+// answer gets lost, and it ends after half the grace, the backend_timeout
+// the grace allows for it. Every backend uses this one rule, so that a
+// replica's own clean-up is over before any other replica may act on the
+// evidence it leaves.
+func (opts OpenOptions) Detached(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), opts.Grace()/2)
+}
+
 // DefaultRecoveryGrace is the grace of a backend opened without one: twice
 // the server's default backend_timeout.
-const DefaultRecoveryGrace = 10 * time.Second
+const DefaultRecoveryGrace = 2 * DefaultTimeout
 
 // Clock is opts.Now, or time.Now.
 func (opts OpenOptions) Clock() func() time.Time {
@@ -131,6 +147,25 @@ func (s *Sightings) Forget(key string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.seen, key)
+}
+
+// Reap is the one rule for acting on a piece of evidence of an interrupted
+// operation (key names it in seen): nothing happens until this process
+// has seen it for longer than the grace; then act cleans up, and on success
+// the evidence is forgotten and the clean-up logged and reported
+// (Recovered). It reports whether act ran and succeeded; act's error is
+// returned for the caller to log or return, and the next refresh tries
+// again.
+func (opts OpenOptions) Reap(seen *Sightings, key string, act func() error, backend, action, object, why string) (bool, error) {
+	if !seen.Stale(key, opts.Clock()(), opts.Grace()) {
+		return false, nil
+	}
+	if err := act(); err != nil {
+		return false, err
+	}
+	seen.Forget(key)
+	opts.Recovered(backend, action, object, why)
+	return true, nil
 }
 
 // Leftover is an object a backend holds for a ring that is not a version:

@@ -85,9 +85,20 @@ type Signer interface {
 	// CreateVersion creates a new version, creating the ring first when it
 	// has no versions. latest is the ID of the newest version the caller
 	// knows of ("" when it knows of none); if the ring's newest version is no
-	// longer that one, CreateVersion fails with KindConflict, atomically where
-	// the backend allows, so that replicas racing to rotate create one
-	// version, not two.
+	// longer that one, CreateVersion fails with KindConflict, so that
+	// replicas racing to rotate create one version, not two. Races are
+	// decided by the protocol in the package documentation, whose rules
+	// every backend keeps (or declares a Deviation from):
+	//
+	//   - a reported success is final: the version returned is never
+	//     displaced by another replica's candidate for its slot;
+	//   - the call that creates is never sent again by a transport or an
+	//     SDK; after a lost answer the backend reads what it did, and the
+	//     caller gets the version or an error it may retry
+	//     (KindUnavailable, KindConflict);
+	//   - clean-up after a failed or lost create (removing or marking a
+	//     losing candidate, releasing a claim) runs on
+	//     OpenOptions.Detached.
 	CreateVersion(ctx context.Context, ring KeyRing, latest string) (Version, error)
 
 	// DisableVersion makes a version unable to sign, permanently. Disabling a

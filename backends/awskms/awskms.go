@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
 	"net/http"
 	"net/url"
 	"sort"
@@ -101,36 +100,24 @@ type uriOptions struct {
 
 // parseURI reads an awskms: URI's options and applies their defaults.
 func parseURI(u *url.URL) (uriOptions, error) {
-	q := u.Query()
-	for k := range q {
-		switch k {
-		case "region", "profile", "endpoint", "alias_prefix", "sign_rate", "sign_burst", "scan_rate":
-		default:
-			return uriOptions{}, errorf(backends.KindInvalidArgument, "unknown URI option %q", k)
-		}
+	q, err := backends.ParseOptions(Scheme, u, "region", "profile", "endpoint", "alias_prefix", "sign_rate", "sign_burst", "scan_rate")
+	if err != nil {
+		return uriOptions{}, err
 	}
-	o := uriOptions{region: q.Get("region"), profile: q.Get("profile"), endpoint: q.Get("endpoint"), prefix: q.Get("alias_prefix"),
-		signRate: 100, signBurst: 20, scanRate: 50}
+	o := uriOptions{region: q.Get("region"), profile: q.Get("profile"), endpoint: q.Get("endpoint"), prefix: q.Get("alias_prefix")}
 	if o.endpoint != "" {
 		if eu, err := url.Parse(o.endpoint); err != nil || (eu.Scheme != "https" && eu.Scheme != "http") || eu.Host == "" {
 			return uriOptions{}, errorf(backends.KindInvalidArgument, "endpoint=%q is not an http(s) URL", o.endpoint)
 		}
 	}
-	var err error
-	if s := q.Get("sign_rate"); s != "" {
-		if o.signRate, err = strconv.ParseFloat(s, 64); err != nil || !(o.signRate > 0) || math.IsInf(o.signRate, 0) {
-			return uriOptions{}, errorf(backends.KindInvalidArgument, "sign_rate=%q: want a positive number of calls per second", s)
-		}
+	if o.signRate, err = q.Rate("sign_rate", 100, 1e6); err != nil {
+		return uriOptions{}, err
 	}
-	if s := q.Get("sign_burst"); s != "" {
-		if o.signBurst, err = strconv.Atoi(s); err != nil || o.signBurst < 1 {
-			return uriOptions{}, errorf(backends.KindInvalidArgument, "sign_burst=%q: want a positive number", s)
-		}
+	if o.signBurst, err = q.Int("sign_burst", 20, 1, 1e6); err != nil {
+		return uriOptions{}, err
 	}
-	if s := q.Get("scan_rate"); s != "" {
-		if o.scanRate, err = strconv.ParseFloat(s, 64); err != nil || !(o.scanRate > 0) || o.scanRate > 1e6 {
-			return uriOptions{}, errorf(backends.KindInvalidArgument, "scan_rate=%q: want a positive number of calls per second, at most 1000000", s)
-		}
+	if o.scanRate, err = q.Rate("scan_rate", 50, 1e6); err != nil {
+		return uriOptions{}, err
 	}
 	if o.prefix == "" {
 		o.prefix = "signet"
@@ -413,11 +400,11 @@ func (b *Backend) createVersion(ctx context.Context, ring backends.KeyRing, late
 			return backends.Version{}, classify(err, "describing "+last.name)
 		}
 		backends.Step(ctx, "DescribeKey newest")
-		if arn := aws.ToString(d.KeyMetadata.Arn); arn != latest {
-			return backends.Version{}, errorf(backends.KindConflict, "key ring %q changed: its newest version is %s, not %q", ring.Name, arn, latest)
+		if err := backends.CheckNewest(Scheme, ring, aws.ToString(d.KeyMetadata.Arn), latest); err != nil {
+			return backends.Version{}, err
 		}
-	} else if latest != "" {
-		return backends.Version{}, errorf(backends.KindConflict, "key ring %q has no versions, not %q", ring.Name, latest)
+	} else if err := backends.CheckNewest(Scheme, ring, "", latest); err != nil {
+		return backends.Version{}, err
 	}
 	intent := b.intentName(ring)
 	if n == 1 {
@@ -509,7 +496,7 @@ func (b *Backend) createVersion(ctx context.Context, ring backends.KeyRing, late
 				"created %s but could not claim %s (%v) nor schedule the key's deletion (%v); a live replica schedules it once %s is stale",
 				arn, name, err, derr, intent)
 		case errors.As(err, &exists):
-			return backends.Version{}, errorf(backends.KindConflict, "key ring %q: %s was claimed concurrently; the key created here is scheduled for deletion", ring.Name, name)
+			return backends.Version{}, backends.LostRace(Scheme, ring, name, "the key created here is scheduled for deletion")
 		default:
 			return backends.Version{}, classify(err, "claiming "+name+" (the key created for it is scheduled for deletion)")
 		}
@@ -536,24 +523,16 @@ func (b *Backend) createVersion(ctx context.Context, ring backends.KeyRing, late
 
 // aliasTargets reports whether the alias exists and targets the key.
 func (b *Backend) aliasTargets(ctx context.Context, alias, arn string) bool {
-	cctx, cancel := b.cleanupContext(ctx)
+	cctx, cancel := b.opts.Detached(ctx)
 	defer cancel()
 	d, err := b.client.DescribeKey(cctx, &kms.DescribeKeyInput{KeyId: aws.String(alias)})
 	return err == nil && aws.ToString(d.KeyMetadata.Arn) == arn
 }
 
-// cleanupContext bounds the clean-up of a failed rotation by half the grace
-// (one backend_timeout), even past the caller's deadline: a key no alias
-// reaches must not be left because the caller gave up. Recovery by another
-// replica waits for the whole grace, so it never races this clean-up.
-func (b *Backend) cleanupContext(ctx context.Context) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.WithoutCancel(ctx), b.opts.Grace()/2)
-}
-
 // rollBack schedules the deletion of a failed rotation's key (if arn is
 // set) and then deletes its intent alias (if intent is set).
 func (b *Backend) rollBack(ctx context.Context, ring backends.KeyRing, arn, intent string) error {
-	cctx, cancel := b.cleanupContext(ctx)
+	cctx, cancel := b.opts.Detached(ctx)
 	defer cancel()
 	if arn != "" {
 		if err := b.scheduleDeletion(cctx, arn); err != nil {

@@ -68,6 +68,16 @@ func TestConformance(t *testing.T) {
 			return openWith(t, s, "&sign_rate=10000&sign_burst=1000&scan_rate=100000", opts)
 		},
 		MaxSigningInput: map[backends.Algorithm]int{backends.EdDSA: MaxRawMessage},
+		Lossy: func(t *testing.T) signertest.LossyTransport {
+			s := start(t)
+			return signertest.LossyTransport{
+				OpenWith: func(t *testing.T, opts backends.OpenOptions) backends.Signer {
+					return openWith(t, s, "&sign_rate=10000&sign_burst=1000&scan_rate=100000", opts)
+				},
+				LoseNextCreate: func() { s.LoseAnswer("CreateKey", 1) },
+				Lost:           s.Lost,
+			}
+		},
 	})
 }
 
@@ -158,48 +168,6 @@ func TestPartialRotationLeavesNoKey(t *testing.T) {
 	}
 	// The next rotation works and takes version 2.
 	signertest.CreateVersion(t, b, ring, v1.ID)
-}
-
-func TestConcurrentRotationsCreateOneVersion(t *testing.T) {
-	t.Parallel()
-	s := start(t)
-	ring := backends.KeyRing{Name: "race", Algorithm: backends.ES256}
-	v1 := signertest.CreateVersion(t, open(t, s, ""), ring, "")
-	var wg sync.WaitGroup
-	results := make(chan error, 4)
-	for range 4 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			_, err := open(t, s, "").CreateVersion(context.Background(), ring, v1.ID)
-			results <- err
-		}()
-	}
-	wg.Wait()
-	close(results)
-	won := 0
-	for err := range results {
-		switch backends.KindOf(err) {
-		case backends.KindConflict:
-		case backends.KindUnknown:
-			if err == nil {
-				won++
-				continue
-			}
-			t.Error(err)
-		default:
-			t.Error(err)
-		}
-	}
-	vs, _ := open(t, s, "").Versions(context.Background(), ring)
-	if won != 1 || len(vs) != 2 {
-		t.Errorf("%d replicas won, %d versions; want 1 and 2", won, len(vs))
-	}
-	for _, k := range s.Keys() {
-		if k.State == "Enabled" && k.ARN != vs[0].ID && k.ARN != vs[1].ID {
-			t.Errorf("key %s is enabled but no alias reaches it", k.ARN)
-		}
-	}
 }
 
 func TestEdDSAInputLimit(t *testing.T) {

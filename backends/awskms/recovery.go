@@ -191,17 +191,20 @@ func (b *Backend) recoverFirst(ctx context.Context, ring backends.KeyRing, stric
 		if k.state == types.KeyStatePendingDeletion {
 			continue
 		}
-		if !b.seen.Stale("key "+k.arn, b.now(), b.opts.Grace()) {
-			young = append(young, k.arn)
-			continue
-		}
-		if err := b.scheduleDeletion(ctx, k.arn); err != nil {
-			return classify(err, "scheduling the deletion of "+k.arn)
-		}
-		b.markPending(k.arn)
-		b.seen.Forget("key " + k.arn)
-		b.opts.Recovered(Scheme, backends.RecoveredScheduledDeletion, k.arn,
+		done, err := b.opts.Reap(&b.seen, "key "+k.arn, func() error {
+			if err := b.scheduleDeletion(ctx, k.arn); err != nil {
+				return classify(err, "scheduling the deletion of "+k.arn)
+			}
+			b.markPending(k.arn)
+			return nil
+		}, Scheme, backends.RecoveredScheduledDeletion, k.arn,
 			fmt.Sprintf("key of an interrupted creation of ring %s's first version (ring has no version)", ring.Name))
+		if err != nil {
+			return err
+		}
+		if !done {
+			young = append(young, k.arn)
+		}
 	}
 	switch {
 	case !strict:

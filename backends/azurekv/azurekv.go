@@ -157,27 +157,21 @@ func parseURI(u *url.URL) (uriOptions, error) {
 	host := strings.ToLower(strings.TrimSuffix(u.Host, ":443"))
 	managed := strings.Contains(host, ".managedhsm.")
 	o := uriOptions{vault: "https://" + host + "/", prefix: "signet-", hsm: managed, managedHSM: managed}
-	for k, v := range u.Query() {
-		if len(v) != 1 {
-			return uriOptions{}, errorf(backends.KindInvalidArgument, "URI option %q given %d times", k, len(v))
+	// Credentials come from the environment, never the URI: no option names one.
+	q, err := backends.ParseOptions(Scheme, u, "key_prefix", "hsm", "disable_instance_discovery")
+	if err != nil {
+		return uriOptions{}, err
+	}
+	if p := q.Get("key_prefix"); p != "" {
+		if o.prefix = p; !prefixPattern.MatchString(o.prefix) {
+			return uriOptions{}, errorf(backends.KindInvalidArgument, "key_prefix=%q: at most 64 of 0-9 a-z A-Z -", o.prefix)
 		}
-		var err error
-		switch k {
-		case "key_prefix":
-			o.prefix = v[0]
-			if !prefixPattern.MatchString(o.prefix) {
-				return uriOptions{}, errorf(backends.KindInvalidArgument, "key_prefix=%q: at most 64 of 0-9 a-z A-Z -", o.prefix)
-			}
-		case "hsm":
-			o.hsm, err = strconv.ParseBool(v[0])
-		case "disable_instance_discovery":
-			o.noInstanceDiscovery, err = strconv.ParseBool(v[0])
-		default:
-			return uriOptions{}, errorf(backends.KindInvalidArgument, "unknown URI option %q (credentials come from the environment, never the URI)", k)
-		}
-		if err != nil {
-			return uriOptions{}, errorf(backends.KindInvalidArgument, "%s=%q: want true or false", k, v[0])
-		}
+	}
+	if o.hsm, err = q.Bool("hsm", o.hsm); err != nil {
+		return uriOptions{}, err
+	}
+	if o.noInstanceDiscovery, err = q.Bool("disable_instance_discovery", false); err != nil {
+		return uriOptions{}, err
 	}
 	return o, nil
 }
@@ -415,36 +409,22 @@ func (b *Backend) disabledSince(ctx context.Context, name, kid string) (item, bo
 // backend_timeout, half the grace).
 func (b *Backend) recover(ctx context.Context, ring backends.KeyRing, name string, l listing) {
 	for _, it := range l.creating {
-		if !b.seen.Stale(it.kid, b.now(), b.opts.Grace()) {
-			continue
-		}
-		if err := b.markLost(ctx, name, it.version, it.tags); err != nil {
-			if ctx.Err() == nil {
-				b.opts.Logger.Warn("azurekv: tagging a version left by an interrupted rotation lost failed; the next refresh tries again", "version", it.kid, "err", err)
-			}
-			continue
-		}
-		b.seen.Forget(it.kid)
-		b.opts.Recovered(Scheme, backends.RecoveredDisabled, it.kid,
+		_, err := b.opts.Reap(&b.seen, it.kid, func() error { return b.markLost(ctx, name, it.version, it.tags) }, Scheme, backends.RecoveredDisabled, it.kid,
 			fmt.Sprintf("version of ring %s created disabled by a rotation (signet-seq %d) whose replica stopped before deciding it; it stays disabled, tagged lost", ring.Name, it.seq))
+		if err != nil && ctx.Err() == nil {
+			b.opts.Logger.Warn("azurekv: tagging a version left by an interrupted rotation lost failed; the next refresh tries again", "version", it.kid, "err", err)
+		}
 	}
 	for _, it := range l.losers {
 		if !it.enabled {
 			b.seen.Forget(it.kid)
 			continue
 		}
-		if !b.seen.Stale(it.kid, b.now(), b.opts.Grace()) {
-			continue
-		}
-		if err := b.disable(ctx, ring, name, it.version, nil); err != nil {
-			if ctx.Err() == nil {
-				b.opts.Logger.Warn("azurekv: disabling the loser of a rotation race failed; the next refresh tries again", "version", it.kid, "err", err)
-			}
-			continue
-		}
-		b.seen.Forget(it.kid)
-		b.opts.Recovered(Scheme, backends.RecoveredDisabled, it.kid,
+		_, err := b.opts.Reap(&b.seen, it.kid, func() error { return b.disable(ctx, ring, name, it.version, nil) }, Scheme, backends.RecoveredDisabled, it.kid,
 			fmt.Sprintf("version of ring %s made enabled by a rotation that lost a race (signet-seq %d)", ring.Name, it.seq))
+		if err != nil && ctx.Err() == nil {
+			b.opts.Logger.Warn("azurekv: disabling the loser of a rotation race failed; the next refresh tries again", "version", it.kid, "err", err)
+		}
 	}
 }
 
@@ -631,8 +611,8 @@ func (b *Backend) CreateVersion(ctx context.Context, ring backends.KeyRing, late
 	}
 	backends.Step(ctx, "ListVersions")
 	newest, _ := l.newest()
-	if newest.kid != latest {
-		return backends.Version{}, errorf(backends.KindConflict, "key ring %q changed: its newest version is %q, not %q", ring.Name, newest.kid, latest)
+	if err := backends.CheckNewest(Scheme, ring, newest.kid, latest); err != nil {
+		return backends.Version{}, err
 	}
 	seq := 1
 	for _, it := range l.versions {
@@ -697,7 +677,7 @@ func (b *Backend) CreateVersion(ctx context.Context, ring backends.KeyRing, late
 	}
 	backends.Step(ctx, "ListVersions after")
 	if w, _ := after.winner(seq); w.kid != kid {
-		err := errorf(backends.KindConflict, "key ring %q was rotated concurrently: %s won, %s (made here) stays disabled", ring.Name, w.kid, kid)
+		err := backends.LostRace(Scheme, ring, w.kid, kid+" (made here) stays disabled, tagged lost")
 		return backends.Version{}, b.giveUp(ctx, name, ver, params.Tags, err)
 	}
 	add, err := pubTags(pub)
@@ -728,11 +708,14 @@ func (b *Backend) CreateVersion(ctx context.Context, ring backends.KeyRing, late
 	return backends.Version{ID: kid, Algorithm: ring.Algorithm, PublicKey: pub, Created: published}, nil
 }
 
-// giveUp tags a version this replica created lost and returns why. If the
-// tagging fails the version stays tagged creating, and a live replica tags
-// it lost once the grace has passed.
+// giveUp tags a version this replica created lost and returns why, on the
+// detached clean-up context (why is often that ctx ended). If the tagging
+// fails the version stays tagged creating, and a live replica tags it lost
+// once the grace has passed.
 func (b *Backend) giveUp(ctx context.Context, name, ver string, tags map[string]*string, why error) error {
-	if err := b.markLost(ctx, name, ver, tags); err != nil {
+	dctx, cancel := b.opts.Detached(ctx)
+	defer cancel()
+	if err := b.markLost(dctx, name, ver, tags); err != nil {
 		b.opts.Logger.Warn("azurekv: tagging a version this replica gave up lost failed; a live replica does it once the grace has passed",
 			"key", name, "version", ver, "err", err)
 		return why

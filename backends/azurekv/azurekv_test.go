@@ -92,6 +92,14 @@ func TestConformance(t *testing.T) {
 	s := start(t)
 	signertest.Run(t, signertest.Harness{
 		OpenWith: func(t *testing.T, opts backends.OpenOptions) backends.Signer { return openWith(t, s, "", opts) },
+		Lossy: func(t *testing.T) signertest.LossyTransport {
+			s := start(t)
+			return signertest.LossyTransport{
+				OpenWith:       func(t *testing.T, opts backends.OpenOptions) backends.Signer { return openWith(t, s, "", opts) },
+				LoseNextCreate: func() { s.LoseNext("create") },
+				Lost:           s.Lost,
+			}
+		},
 	})
 }
 

@@ -121,38 +121,28 @@ func parseURI(u *url.URL) (uriOptions, error) {
 	if !keyRingPattern.MatchString(o.keyRing) {
 		return uriOptions{}, errorf(backends.KindInvalidArgument, "%q is not a key ring name projects/PROJECT/locations/LOCATION/keyRings/KEY_RING", o.keyRing)
 	}
-	q := u.Query()
-	for k, v := range q {
-		if len(v) != 1 {
-			return uriOptions{}, errorf(backends.KindInvalidArgument, "URI option %q given %d times", k, len(v))
+	q, err := backends.ParseOptions(Scheme, u, "key_prefix", "protection_level", "destroy_on_revoke", "endpoint")
+	if err != nil {
+		return uriOptions{}, err
+	}
+	if p, ok := q.Lookup("key_prefix"); ok {
+		if o.prefix = p; !prefixPattern.MatchString(o.prefix) {
+			return uriOptions{}, errorf(backends.KindInvalidArgument, "key_prefix=%q: at most 40 of a-z A-Z 0-9 _ -", o.prefix)
 		}
-		switch k {
-		case "key_prefix":
-			o.prefix = v[0]
-			if !prefixPattern.MatchString(o.prefix) {
-				return uriOptions{}, errorf(backends.KindInvalidArgument, "key_prefix=%q: at most 40 of a-z A-Z 0-9 _ -", o.prefix)
-			}
-		case "protection_level":
-			switch strings.ToLower(v[0]) {
-			case "hsm":
-				o.level = kmspb.ProtectionLevel_HSM
-			case "software":
-				o.level = kmspb.ProtectionLevel_SOFTWARE
-			default:
-				return uriOptions{}, errorf(backends.KindInvalidArgument, "protection_level=%q: want hsm or software", v[0])
-			}
-		case "destroy_on_revoke":
-			var err error
-			if o.destroyOnRevoke, err = strconv.ParseBool(v[0]); err != nil {
-				return uriOptions{}, errorf(backends.KindInvalidArgument, "destroy_on_revoke=%q: want true or false", v[0])
-			}
-		case "endpoint":
-			o.endpoint = v[0]
-			if !hostPort.MatchString(o.endpoint) {
-				return uriOptions{}, errorf(backends.KindInvalidArgument, "endpoint=%q: want host:port (a private or regional endpoint)", o.endpoint)
-			}
-		default:
-			return uriOptions{}, errorf(backends.KindInvalidArgument, "unknown URI option %q", k)
+	}
+	switch l := q.Get("protection_level"); strings.ToLower(l) {
+	case "", "hsm":
+	case "software":
+		o.level = kmspb.ProtectionLevel_SOFTWARE
+	default:
+		return uriOptions{}, errorf(backends.KindInvalidArgument, "protection_level=%q: want hsm or software", l)
+	}
+	if o.destroyOnRevoke, err = q.Bool("destroy_on_revoke", false); err != nil {
+		return uriOptions{}, err
+	}
+	if e, ok := q.Lookup("endpoint"); ok {
+		if o.endpoint = e; !hostPort.MatchString(o.endpoint) {
+			return uriOptions{}, errorf(backends.KindInvalidArgument, "endpoint=%q: want host:port (a private or regional endpoint)", o.endpoint)
 		}
 	}
 	return o, nil
@@ -391,6 +381,17 @@ func ParsePublicKey(alg backends.Algorithm, p string) (crypto.PublicKey, error) 
 	return pub, nil
 }
 
+// Deviations are the rules of the rotation protocol that Cloud KMS does
+// not let this backend keep: it cannot create a version that is not
+// listed (no disabled creation, no labels on versions), so a candidate is
+// a version from the moment it is enabled. TestLoserThatDiesLeavesItsVersion
+// checks that this is all that happens.
+var Deviations = []backends.Deviation{{
+	Rule: "each CreateVersion yields at most one version, and a candidate is never listed before it wins",
+	Instead: "a loser of a race is listed from its creation until it schedules its own destruction; " +
+		"one that dies in between leaves its version enabled: an ordinary newer version, published and later signing",
+}}
+
 // CreateVersion creates a CryptoKey (whose first version Cloud KMS makes)
 // or a CryptoKeyVersion, waits until Cloud KMS has generated it, and then
 // checks that it won any race with other replicas (see doc.go).
@@ -414,8 +415,8 @@ func (b *Backend) CreateVersion(ctx context.Context, ring backends.KeyRing, late
 			newest = v.GetName()
 		}
 	}
-	if newest != latest {
-		return backends.Version{}, errorf(backends.KindConflict, "key ring %q changed: its newest version is %q, not %q", ring.Name, newest, latest)
+	if err := backends.CheckNewest(Scheme, ring, newest, latest); err != nil {
+		return backends.Version{}, err
 	}
 	latestN := versionNumber(key, latest)
 	var name string
@@ -425,7 +426,7 @@ func (b *Backend) CreateVersion(ctx context.Context, ring backends.KeyRing, late
 				VersionTemplate: &kmspb.CryptoKeyVersionTemplate{Algorithm: accepted[0], ProtectionLevel: b.level},
 				Labels:          map[string]string{"managed-by": "signet"}}})
 		if status.Code(err) == codes.AlreadyExists {
-			return backends.Version{}, errorf(backends.KindConflict, "key ring %q: %s was created concurrently by another replica", ring.Name, key)
+			return backends.Version{}, backends.LostRace(Scheme, ring, key, "its first version is that key's")
 		}
 		if err != nil {
 			return backends.Version{}, classify(err, "creating "+key, "cloudkms.cryptoKeys.create")
@@ -478,7 +479,7 @@ func (b *Backend) CreateVersion(ctx context.Context, ring backends.KeyRing, late
 		backends.Step(ctx, "DestroyCryptoKeyVersion")
 		b.opts.Logger.Warn("gcpkms: another replica rotated the key ring at the same time; the version made here is scheduled for destruction",
 			"key_ring", ring.Name, "winner", winner, "destroyed", name)
-		return backends.Version{}, errorf(backends.KindConflict, "key ring %q was rotated concurrently: %s won, %s (made here) is scheduled for destruction", ring.Name, winner, name)
+		return backends.Version{}, backends.LostRace(Scheme, ring, winner, name+" (made here) is scheduled for destruction")
 	}
 	pub, err := b.publicKey(ctx, ring.Algorithm, name)
 	if err != nil {
@@ -520,9 +521,9 @@ func (b *Backend) waitEnabled(ctx context.Context, name string) error {
 }
 
 // destroyLoser schedules the destruction of a version that lost a race,
-// even past the caller's deadline (bounded by half the recovery grace).
+// on the detached clean-up context.
 func (b *Backend) destroyLoser(ctx context.Context, name string) error {
-	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), b.opts.Grace()/2)
+	cctx, cancel := b.opts.Detached(ctx)
 	defer cancel()
 	_, err := b.client.DestroyCryptoKeyVersion(cctx, &kmspb.DestroyCryptoKeyVersionRequest{Name: name})
 	if status.Code(err) == codes.FailedPrecondition && b.gone(cctx, name) {

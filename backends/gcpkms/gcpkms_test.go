@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"net/url"
 	"os"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -95,58 +96,63 @@ func TestConformance(t *testing.T) {
 		OpenRemoving: func(t *testing.T) backends.Signer {
 			return openWith(t, s, "&protection_level=software&destroy_on_revoke=true", backends.OpenOptions{})
 		},
+		Lossy: func(t *testing.T) signertest.LossyTransport {
+			s := start(t)
+			s.SetPendingFor(0)
+			return signertest.LossyTransport{
+				OpenWith: func(t *testing.T, opts backends.OpenOptions) backends.Signer {
+					return openWith(t, s, "&protection_level=software", opts)
+				},
+				LoseNextCreate: func() { s.LoseNext("CreateCryptoKey", "CreateCryptoKeyVersion") },
+				Lost:           s.Lost,
+			}
+		},
 	})
 }
 
-// Three replicas that all saw v1 as the newest rotate at once; the test
-// server holds their CreateCryptoKeyVersion calls until all three have
-// arrived, so each makes a version. Exactly one wins; the other two
-// schedule the destruction of their own and report a conflict.
-func TestRacingReplicasCreateOneVersion(t *testing.T) {
+// The declared deviation (Deviations), and no more: two replicas that saw
+// v1 as the newest rotate at once; the loser sees it lost and dies before
+// scheduling its version's destruction. Its version stays enabled and is
+// listed as the newest, an ordinary later version; the winner's version,
+// reported to its caller, stays listed too; nothing else is left, and the
+// ring rotates on from the loser's version.
+func TestLoserThatDiesLeavesItsVersion(t *testing.T) {
 	t.Parallel()
-	ring := backends.KeyRing{Name: "race", Algorithm: backends.ES256}
+	ring := backends.KeyRing{Name: "deviation", Algorithm: backends.ES256}
 	s, b, v1 := withVersion(t, ring)
-	replicas := []*Backend{open(t, s, ""), open(t, s, ""), open(t, s, "")}
-	s.HoldCreates(len(replicas))
-	var wg sync.WaitGroup
-	errs := make([]error, len(replicas))
-	vs := make([]backends.Version, len(replicas))
-	for i, r := range replicas {
-		wg.Go(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-			defer cancel()
-			vs[i], errs[i] = r.CreateVersion(ctx, ring, v1.ID)
-		})
-	}
-	wg.Wait()
-	won := ""
-	for i, err := range errs {
-		switch {
-		case err == nil && won == "":
-			won = vs[i].ID
-		case err == nil:
-			t.Errorf("two replicas won: %s and %s", won, vs[i].ID)
-		case backends.KindOf(err) != backends.KindConflict:
-			t.Errorf("a losing replica: %v, want a conflict", err)
+	winner, loser := open(t, s, ""), open(t, s, "")
+	checked, resume, dead, release, done := make(chan struct{}), make(chan struct{}), make(chan struct{}), make(chan struct{}), make(chan struct{})
+	ctx := backends.WithStepHook(context.Background(), func(step string) {
+		switch step {
+		case "GetCryptoKey": // it has checked that v1 is the newest
+			close(checked)
+			<-resume
+		case "ListCryptoKeyVersions after": // it has seen that it lost
+			close(dead)
+			<-release
+			runtime.Goexit()
 		}
-	}
-	states := map[kmspb.CryptoKeyVersion_CryptoKeyVersionState]int{}
-	key, _ := b.keyName(ring)
-	for _, v := range s.Versions(key) {
-		states[v.State]++
-	}
-	if len(s.Versions(key)) != 4 || states[kmspb.CryptoKeyVersion_ENABLED] != 2 || states[kmspb.CryptoKeyVersion_DESTROY_SCHEDULED] != 2 {
-		t.Errorf("after the race: %+v, want v1 and one new version enabled, two scheduled for destruction", s.Versions(key))
-	}
+	})
+	go func() {
+		defer close(done)
+		_, _ = loser.CreateVersion(ctx, ring, v1.ID)
+	}()
+	t.Cleanup(func() { close(release); <-done })
+	<-checked
+	won := signertest.CreateVersion(t, winner, ring, v1.ID)
+	close(resume)
+	<-dead
 	listed, err := b.Versions(context.Background(), ring)
-	if err != nil || len(listed) != 2 || listed[0].ID != v1.ID || listed[1].ID != won {
-		t.Fatalf("Versions after the race: %+v, %v; want v1 and %s", listed, err, won)
+	if err != nil || len(listed) != 3 || listed[0].ID != v1.ID || listed[1].ID != won.ID || listed[2].Disabled {
+		t.Fatalf("Versions after a loser died: %+v, %v; want v1, the winner %s, and the loser's version enabled", listed, err, won.ID)
 	}
-	left, err := b.Leftovers(context.Background(), ring)
-	if err != nil || len(left) != 2 {
-		t.Errorf("Leftovers: %+v, %v; want the two destroyed losers", left, err)
+	if left, err := b.Leftovers(context.Background(), ring); err != nil || len(left) != 0 {
+		t.Errorf("Leftovers: %+v, %v; the loser's version is a version, not a leftover", left, err)
 	}
-	signertest.CreateVersion(t, b, ring, won) // the ring rotates on
+	signertest.CreateVersion(t, b, ring, listed[2].ID)
+	if len(Deviations) != 1 {
+		t.Errorf("Deviations declares %d deviations; this test checks the one", len(Deviations))
+	}
 }
 
 // A signature whose signature_crc32c does not match is asked for again;

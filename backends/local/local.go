@@ -69,6 +69,7 @@ type Store struct {
 	kek  cipher.AEAD
 	now  func() time.Time
 	opts backends.OpenOptions
+	seen backends.Sightings // temporary files of interrupted writes, by when this process first saw them
 
 	mu     sync.RWMutex
 	closed bool
@@ -295,23 +296,25 @@ func (s *Store) Versions(ctx context.Context, ring backends.KeyRing) ([]backends
 }
 
 // removeStaleTemp removes a temporary file that an interrupted write left
-// in a ring's directory, once it is older than the grace: a live write
-// links or renames its temporary file within a backend call, so an older one
-// can only be a crashed writer's. It never becomes a version: versions are
-// only ever read from <n>.json.
+// in a ring's directory, once this process has seen it for longer than the
+// grace (backends.OpenOptions.Reap; not by its modification time, which
+// another host's clock may have set): a live write links or renames its
+// temporary file within a backend call, so an older one can only be a
+// crashed writer's. It never becomes a version: versions are only ever
+// read from <n>.json.
 func (s *Store) removeStaleTemp(dir string, de fs.DirEntry) {
-	info, err := de.Info()
-	if err != nil || s.now().Sub(info.ModTime()) <= s.opts.Grace() {
-		return
-	}
 	path := filepath.Join(dir, de.Name())
-	if err := os.Remove(path); err != nil {
-		if !errors.Is(err, fs.ErrNotExist) {
-			s.opts.Logger.Warn("local: cannot remove a temporary file left by an interrupted write", "file", path, "err", err)
-		}
-		return
+	why := "temporary file of an interrupted write"
+	if info, err := de.Info(); err == nil {
+		why += ", modified " + info.ModTime().UTC().Format(time.RFC3339)
 	}
-	s.opts.Recovered(Scheme, backends.RecoveredRemoved, path, "temporary file of an interrupted write, modified "+info.ModTime().UTC().Format(time.RFC3339))
+	_, err := s.opts.Reap(&s.seen, path, func() error { return os.Remove(path) }, Scheme, backends.RecoveredRemoved, path, why)
+	switch {
+	case errors.Is(err, fs.ErrNotExist): // another replica removed it
+		s.seen.Forget(path)
+	case err != nil:
+		s.opts.Logger.Warn("local: cannot remove a temporary file left by an interrupted write", "file", path, "err", err)
+	}
 }
 
 // Leftovers lists the temporary files of interrupted writes in the ring's
@@ -597,10 +600,16 @@ func (s *Store) createVersion(ctx context.Context, ring backends.KeyRing, latest
 		}
 		next = n + 1
 	}
-	if existing, err := s.Versions(ctx, ring); err != nil {
+	existing, err := s.Versions(ctx, ring)
+	if err != nil {
 		return backends.Version{}, err
-	} else if n := len(existing); n > 0 && existing[n-1].ID != latest || n == 0 && latest != "" {
-		return backends.Version{}, errorf(backends.KindConflict, "key ring %q changed: its newest version is no longer %q", ring.Name, latest)
+	}
+	newest := ""
+	if n := len(existing); n > 0 {
+		newest = existing[n-1].ID
+	}
+	if err := backends.CheckNewest(Scheme, ring, newest, latest); err != nil {
+		return backends.Version{}, err
 	}
 	backends.Step(ctx, "read versions")
 
@@ -634,7 +643,7 @@ func (s *Store) createVersion(ctx context.Context, ring backends.KeyRing, latest
 	}
 	if err := writeFileExclusive(ctx, s.path(ring, f.Version), data); err != nil {
 		if errors.Is(err, fs.ErrExist) {
-			return backends.Version{}, errorf(backends.KindConflict, "key ring %q changed: version %s was created concurrently", ring.Name, f.Version)
+			return backends.Version{}, backends.LostRace(Scheme, ring, f.Version, "nothing was made here")
 		}
 		return backends.Version{}, errorf(backends.KindUnavailable, "writing key file: %w", err)
 	}

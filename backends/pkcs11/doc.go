@@ -28,15 +28,29 @@
 //
 // The version's backend id is CKA_ID in hex; the label ties it to its ring
 // and records its creation time (tokens have no creation timestamp of their
-// own). The public half is generated labelled signet-pending/... and given
-// its final label once C_GenerateKeyPair has returned, so a generation
-// interrupted half-way never looks like a version. Two replicas that create
-// version n at once both see two pairs for n when they list again; the pair
-// whose label says it was created first (then the smaller CKA_ID) is the
-// version, and the other replica destroys its own and reports a conflict.
+// own; the time is the creating replica's and decides nothing).
+//
+// Rotation races (PKCS#11 has no conditional create): a new pair is
+// generated as a candidate for version n, its public half labelled
+// signet-pending/..., which no Versions lists. Candidates for n order by
+// CKA_ID, which every replica reads alike from the token. A candidate
+// commits (its public half gets the final label, which makes it a version)
+// only if no pair for n has committed and no pending one orders before
+// it; once committed, it reports success only when no committed pair
+// orders before it and no pending one that does is left undecided (it
+// waits, within the call's deadline, for that one's replica to commit or
+// remove it). Every other candidate loses: its replica destroys it and
+// reports a conflict. So a reported version is never displaced: any
+// candidate for n listed after it committed loses before committing. Of
+// two committed pairs for n, Versions lists the one with the smaller
+// CKA_ID, which is the one that reported success. The price of deciding
+// without any replica's clock: a candidate whose replica died before
+// committing or destroying it may still be paused, not dead, so it holds
+// its version number, and rotations onto it answer a conflict, until a
+// refresh destroys it once seen for longer than the recovery grace.
 //
 // Crash recovery: a pair that is not a version (the loser of such a race
-// whose replica died before destroying it, a pair still labelled pending, a
+// whose replica died before destroying it, a candidate still labelled pending, a
 // private half without its public half, halves labelled differently) is a
 // stray: never listed, never signed with, and destroyed by Versions once
 // this process has seen it for longer than the recovery grace

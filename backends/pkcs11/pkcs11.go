@@ -269,6 +269,14 @@ type stray struct {
 	id    []byte
 	label string
 	why   string
+	// slot is the version number a candidate for one holds (a pending
+	// pair, a labelled duplicate, or a labelled pair whose public key
+	// cannot be read, which may be a relabelling being written and so
+	// counts as committed); 0 for any other stray.
+	slot uint32
+	// pending: the candidate's public half still has its pending label,
+	// so it has not committed.
+	pending bool
 }
 
 // half is what listing found of one object.
@@ -285,11 +293,12 @@ const idSize = 8
 
 // list finds the ring's versions, oldest first, and its stray objects. A
 // version is a public key labelled for the ring whose private half, if it
-// still exists, carries the same label (none: revoked). Of two key pairs
-// with the same number, the one whose label says it was created first (then
-// the smaller CKA_ID) is the version: the other replica destroys its own,
-// or dies and leaves a stray. Any other object of the ring is a stray, never
-// a version.
+// still exists, carries the same label (none: revoked). Of two labelled key
+// pairs with the same number, the one with the smaller CKA_ID is the
+// version (an order every replica reads alike from the token, whatever its
+// clock): the other is a stray, which CreateVersion makes sure never
+// reported success (see settle). Any other object of the ring is a stray,
+// never a version.
 func (b *Backend) list(ctx context.Context, ring backends.KeyRing) ([]*object, []stray, error) {
 	var out []*object
 	var strays []stray
@@ -350,7 +359,9 @@ func (b *Backend) list(ctx context.Context, ring backends.KeyRing) ([]*object, [
 				strays = append(strays, stray{id: []byte(id), label: pub.label, why: "its CKA_ID is not one Signet gives (an object write that was not finished)"})
 				continue
 			case pub.pending:
-				strays = append(strays, stray{id: []byte(id), label: pub.label, why: "its generation was not completed (the public half's label is still pending)"})
+				_, n, _, _ := parseLabelAs(pub.label, pendingPrefix)
+				strays = append(strays, stray{id: []byte(id), label: pub.label, why: "its generation was not completed (the public half's label is still pending)",
+					slot: n, pending: true})
 				continue
 			case !pub.ok && !(hasPriv && priv.ok):
 				continue // not this ring's
@@ -376,7 +387,7 @@ func (b *Backend) list(ctx context.Context, ring backends.KeyRing) ([]*object, [
 			}
 			if err != nil {
 				unreadable = append(unreadable, unreadableKey{stray{id: []byte(id), label: pub.label,
-					why: "its public key cannot be read (" + err.Error() + "): its generation or relabelling was interrupted"}, n, r, created, hasPriv})
+					why: "its public key cannot be read (" + err.Error() + "): its generation or relabelling was interrupted", slot: n}, n, r, created, hasPriv})
 				continue
 			}
 			out = append(out, &object{id: []byte(id), ring: r, n: n, created: created, pub: pk, private: hasPriv})
@@ -420,16 +431,13 @@ func (b *Backend) list(ctx context.Context, ring backends.KeyRing) ([]*object, [
 		if out[i].n != out[j].n {
 			return out[i].n < out[j].n
 		}
-		if !out[i].created.Equal(out[j].created) {
-			return out[i].created.Before(out[j].created)
-		}
 		return bytes.Compare(out[i].id, out[j].id) < 0
 	})
 	versions := out[:0]
 	for i, o := range out {
 		if i > 0 && out[i-1].n == o.n {
 			strays = append(strays, stray{id: o.id, label: label(o.ring, o.n, o.created),
-				why: fmt.Sprintf("it duplicates version %d, which another replica created first", o.n)})
+				why: fmt.Sprintf("it duplicates version %d, which orders before it (smaller CKA_ID)", o.n), slot: o.n})
 			continue
 		}
 		versions = append(versions, o)
@@ -444,17 +452,11 @@ func (b *Backend) list(ctx context.Context, ring backends.KeyRing) ([]*object, [
 func (b *Backend) recover(ctx context.Context, strays []stray) {
 	for _, s := range strays {
 		key := hex.EncodeToString(s.id)
-		if !b.seen.Stale(key, b.now(), b.opts.Grace()) {
-			continue
+		_, err := b.opts.Reap(&b.seen, key, func() error { return b.destroy(ctx, s.id, true) },
+			Scheme, backends.RecoveredRemoved, fmt.Sprintf("key pair CKA_ID=%s label=%q", key, s.label), s.why)
+		if err != nil && ctx.Err() == nil {
+			b.opts.Logger.Warn("pkcs11: cannot destroy a stray key pair; the next refresh tries again", "cka_id", key, "err", err)
 		}
-		if err := b.destroy(ctx, s.id, true); err != nil {
-			if ctx.Err() == nil {
-				b.opts.Logger.Warn("pkcs11: cannot destroy a stray key pair; the next refresh tries again", "cka_id", key, "err", err)
-			}
-			continue
-		}
-		b.seen.Forget(key)
-		b.opts.Recovered(Scheme, backends.RecoveredRemoved, fmt.Sprintf("key pair CKA_ID=%s label=%q", key, s.label), s.why)
 	}
 }
 
@@ -689,8 +691,8 @@ func (b *Backend) CreateVersion(ctx context.Context, ring backends.KeyRing, late
 	if len(objs) > 0 {
 		current = hex.EncodeToString(objs[len(objs)-1].id)
 	}
-	if current != latest {
-		return backends.Version{}, errorf(backends.KindConflict, "key ring %q changed: its newest version is %q, not %q", ring.Name, current, latest)
+	if err := backends.CheckNewest(Scheme, ring, current, latest); err != nil {
+		return backends.Version{}, err
 	}
 	var n uint32 = 1
 	if len(objs) > 0 {
@@ -742,37 +744,108 @@ func (b *Backend) CreateVersion(ctx context.Context, ring backends.KeyRing, late
 		return backends.Version{}, classify(err, "generating a key pair for ring "+ring.Name)
 	}
 	backends.Step(ctx, "GenerateKeyPair")
-	// Both halves exist: give the public one its final label, which makes
-	// the pair a version.
+	// The pair is a candidate for version n that no Versions lists. Commit
+	// it (its final label makes it a version) only if no other pair holds
+	// n or will win it.
+	_, won, err := b.settle(ctx, ring, n, id, false)
+	backends.Step(ctx, "list candidates")
+	if err != nil || !won {
+		return backends.Version{}, b.lose(ctx, ring, n, id, err)
+	}
 	err = b.pool.with(ctx, func(sh p11.SessionHandle) error {
 		return b.mod.ctx.SetAttributeValue(sh, pubHandle, []*p11.Attribute{p11.NewAttribute(p11.CKA_LABEL, lbl)})
 	})
 	if err != nil {
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		_ = b.destroy(cctx, id, true) // if it fails, a live replica destroys the pair once the grace has passed
-		cancel()
-		return backends.Version{}, classify(err, "labelling the public key generated for ring "+ring.Name)
+		return backends.Version{}, b.lose(ctx, ring, n, id, classify(err, "labelling the public key generated for ring "+ring.Name))
 	}
 	backends.Step(ctx, "label public key")
-	objs, strays, err := b.list(ctx, ring)
-	if err != nil {
-		return backends.Version{}, err
-	}
+	v, won, err := b.settle(ctx, ring, n, id, true)
 	backends.Step(ctx, "list again")
-	for _, o := range objs {
-		if bytes.Equal(o.id, id) {
-			return o.version(ring.Algorithm), nil
-		}
+	if err != nil || !won {
+		return backends.Version{}, b.lose(ctx, ring, n, id, err)
 	}
-	for _, s := range strays {
-		if bytes.Equal(s.id, id) { // another replica created version n too and won the tie
-			if err := b.destroy(ctx, id, true); err == nil {
-				backends.Step(ctx, "destroy duplicate")
+	return v.version(ring.Algorithm), nil
+}
+
+// settleWait is how often a committed candidate looks again while a
+// pending one that orders before it is still undecided.
+const settleWait = 10 * time.Millisecond
+
+// settle decides whether the pair id wins version n of the ring. The
+// candidates for n are the pairs generated for it; they order by CKA_ID,
+// which the token holds and every replica reads alike. Before committing
+// (committed false), id goes on only if no pair for n has committed (a
+// committed one, or one that orders before it, wins) and no pending one
+// orders before it. After committing, id wins once no committed pair
+// orders before it and no pending one that does is left: such a pending
+// one is undecided (it commits if it listed before id committed, and
+// loses otherwise), so settle waits, within ctx, for its replica to
+// commit or remove it. A pair that wins here is the version for good:
+// every candidate for n that a replica lists from now on finds a
+// committed pair for n and loses before committing, and list orders the
+// committed ones as settle does.
+//
+// A committed winner is returned as listed.
+func (b *Backend) settle(ctx context.Context, ring backends.KeyRing, n uint32, id []byte, committed bool) (*object, bool, error) {
+	for {
+		objs, strays, err := b.list(ctx, ring)
+		if err != nil {
+			return nil, false, err
+		}
+		var mine *object
+		var otherCommitted, committedBefore, pendingBefore bool
+		for _, o := range objs {
+			if bytes.Equal(o.id, id) {
+				mine = o
 			}
-			return backends.Version{}, errorf(backends.KindConflict, "key ring %q: version %d was created concurrently", ring.Name, n)
+			if o.n == n && !bytes.Equal(o.id, id) {
+				otherCommitted = true
+				committedBefore = committedBefore || bytes.Compare(o.id, id) < 0
+			}
+		}
+		for _, s := range strays {
+			if s.slot != n || bytes.Equal(s.id, id) {
+				continue
+			}
+			before := bytes.Compare(s.id, id) < 0
+			if s.pending {
+				pendingBefore = pendingBefore || before
+			} else {
+				otherCommitted = true
+				committedBefore = committedBefore || before
+			}
+		}
+		switch {
+		case !committed:
+			return nil, !otherCommitted && !pendingBefore, nil
+		case committedBefore:
+			return nil, false, nil
+		case mine == nil:
+			return nil, false, errorf(backends.KindUnknown, "key ring %q: the key pair generated for version %d is not on the token", ring.Name, n)
+		case !pendingBefore:
+			return mine, true, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, false, errorf(backends.KindUnavailable, "key ring %q: another replica's candidate for version %d is still undecided", ring.Name, n)
+		case <-time.After(settleWait):
 		}
 	}
-	return backends.Version{}, errorf(backends.KindUnknown, "the generated key pair is not on the token")
+}
+
+// lose removes the candidate pair id for version n (on the detached
+// clean-up context: a lost race or a failed create must not leave it for
+// the grace) and returns why it is not a version: err, or a conflict.
+func (b *Backend) lose(ctx context.Context, ring backends.KeyRing, n uint32, id []byte, err error) error {
+	dctx, cancel := b.opts.Detached(ctx)
+	defer cancel()
+	if derr := b.destroy(dctx, id, true); derr == nil {
+		backends.Step(ctx, "destroy candidate")
+	}
+	if err != nil {
+		return err
+	}
+	return backends.LostRace(Scheme, ring, "", fmt.Sprintf("the candidate for version %d made here is destroyed", n))
 }
 
 // destroy removes the private (and, with both, the public) object of a version.

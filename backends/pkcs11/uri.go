@@ -58,11 +58,9 @@ func parseURI(u *url.URL) (uriOptions, error) {
 			return bad("unsupported URI attribute %q (use token or slot-id)", k)
 		}
 	}
-	q := u.Query()
-	for k := range q {
-		if k != "module-path" && k != "pin-source" && k != "sessions" {
-			return bad("unknown URI option %q", k)
-		}
+	q, err := backends.ParseOptions(Scheme, u, "module-path", "pin-source", "sessions")
+	if err != nil {
+		return uriOptions{}, err
 	}
 	if o.modulePath = q.Get("module-path"); o.modulePath == "" {
 		return bad("the URI needs module-path, e.g. pkcs11:token=signet?module-path=/usr/lib/softhsm/libsofthsm2.so")
@@ -76,12 +74,8 @@ func parseURI(u *url.URL) (uriOptions, error) {
 	if kind, rest, _ := strings.Cut(o.pinSource, ":"); (kind != "file" && kind != "env") || rest == "" {
 		return bad("pin-source must be file:PATH or env:VAR")
 	}
-	if s := q.Get("sessions"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 || n > 10000 {
-			return bad("sessions=%q: want a positive number, at most 10000", s)
-		}
-		o.sessions = n
+	if o.sessions, err = q.Int("sessions", 0, 1, 10000); err != nil {
+		return uriOptions{}, err
 	}
 	return o, nil
 }

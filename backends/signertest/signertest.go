@@ -59,6 +59,24 @@ type Harness struct {
 	// CKR_GENERAL_ERROR or CKR_FUNCTION_FAILED when other sessions of the
 	// process use the token at the same moment).
 	Serial bool
+	// Lossy, if set, starts a transport that can lose answers (the
+	// backend's test server, or a proxy in front of it) for a lost-answer
+	// case; each case calls it once. Every backend whose calls can lose
+	// their answers on the way back sets it.
+	Lossy func(t *testing.T) LossyTransport
+}
+
+// LossyTransport is a backend reached through a transport that can lose
+// the answer to a call that creates a version.
+type LossyTransport struct {
+	// OpenWith opens an instance on it, as Harness.OpenWith does.
+	OpenWith func(t *testing.T, opts backends.OpenOptions) backends.Signer
+	// LoseNextCreate makes the next call that creates a version take
+	// effect in the backend and its answer never arrive (a closed
+	// connection, or an error a proxy answers in its place).
+	LoseNextCreate func()
+	// Lost is how many answers it has lost.
+	Lost func() int
 }
 
 // Run runs the conformance suite. Its cases run in parallel with each other
@@ -122,6 +140,10 @@ func Run(t *testing.T, h Harness) {
 		parallel("RequestID", func(t *testing.T) { h.testRequestID(t, first) })
 	}
 	t.Run("Crash", func(t *testing.T) { h.testCrash(t, first, run) })
+	t.Run("Race", func(t *testing.T) { h.testRace(t, first, run) })
+	if h.Lossy != nil {
+		t.Run("LostAnswer", func(t *testing.T) { h.testLostAnswer(t, first, run) })
+	}
 }
 
 func (h Harness) open(t *testing.T) backends.Signer {

@@ -42,7 +42,7 @@ type authenticator struct {
 	watching  chan struct{} // closed to stop the current renewal watcher
 }
 
-func newAuthenticator(client *api.Client, q url.Values, getenv func(string) string, log *slog.Logger,
+func newAuthenticator(client *api.Client, q backends.Options, getenv func(string) string, log *slog.Logger,
 	ctx context.Context, wg *sync.WaitGroup) (*authenticator, error) {
 	a := &authenticator{client: client, method: q.Get("auth"), log: log, ctx: ctx, wg: wg}
 	if a.method == "" {
@@ -192,7 +192,7 @@ func (a *authenticator) watch(secret *api.Secret, stop chan struct{}) {
 
 func (a *authenticator) relogin(stop chan struct{}) {
 	for delay := 100 * time.Millisecond; ; delay = min(2*delay, 30*time.Second) {
-		ctx, cancel := context.WithTimeout(a.ctx, 30*time.Second)
+		ctx, cancel := context.WithTimeout(a.ctx, backends.BackgroundTimeout)
 		a.mu.Lock()
 		var err error
 		if a.watching == stop { // nobody logged in since this watcher started

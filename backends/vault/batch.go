@@ -264,7 +264,7 @@ func batchContext(backend context.Context, batch []*call) (context.Context, cont
 	for _, c := range batch {
 		dl, ok := c.ctx.Deadline()
 		if !ok {
-			return context.WithTimeout(backend, time.Minute)
+			return context.WithTimeout(backend, backends.BackgroundTimeout)
 		}
 		if dl.After(latest) {
 			latest = dl

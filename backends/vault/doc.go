@@ -59,13 +59,25 @@
 // versions disappear from Vault and from ListKeys, and cannot be restored.
 // Signet never trims by itself.
 //
+// Rotation races: Transit's rotate has no condition, so a rotation holds
+// the ring's rotation lock, the Transit key signet-lock.NAME, created
+// if absent with a random ticket that the holder reads back (lock.go); it
+// checks the newest version again under the lock, rotates, and deletes the
+// lock key. A lock left by a dead replica is deleted by a refresh once
+// seen for longer than the recovery grace; Leftovers lists it meanwhile.
+//
+// Lost answers: the calls that create something (the key, its rotation,
+// the lock key) are never sent again by the Vault client, whose retries
+// (of reads and signatures: connection failures, 429, 502, 503, 504) skip
+// them. A 502 from a balancer or a dropped connection says nothing about
+// whether Vault carried the call out: the backend reads the key (under the
+// lock, a newest version past the one it rotated from is its own) or the
+// lock's ticket, and the caller gets the version or an unavailable error.
+//
 // Crash safety: creating a version is one call (create, or rotate) that
 // Vault carries out whole or not at all, adding a version every replica
-// lists at once; revocation is one write of min_encryption_version. So no
-// moment of a crash leaves an object that is not a version, and Leftovers is
-// always empty. The conformance suite crashes after each call all the same.
-// (The check that latest is still the newest version and the rotate are two
-// calls: two replicas racing in between can still create two versions.)
+// lists at once; revocation is one write of min_encryption_version. So a
+// crash leaves at most the rotation lock key besides versions.
 //
 // The token needs, on MOUNT/keys/NAME: read and create/update (and
 // MOUNT/keys/NAME/rotate, MOUNT/keys/NAME/config: update); on

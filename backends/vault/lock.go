@@ -54,11 +54,19 @@ func (b *Backend) acquireLock(ctx context.Context, ring backends.KeyRing) (int64
 	name := b.lockName(ring)
 	for {
 		ticket := int64(time.Hour/time.Second) + rand.Int64N(1<<31) // #nosec G404 -- tells lock holders apart, guards nothing
-		secret, err := b.call(ctx, func(ctx context.Context) (*api.Secret, error) {
+		secret, err := b.call(creating(ctx), func(ctx context.Context) (*api.Secret, error) {
 			return b.client.Logical().WriteWithContext(ctx, b.path("keys", name), map[string]any{"type": "aes128-gcm96",
 				"exportable": false, "allow_plaintext_backup": false, "auto_rotate_period": ticket})
 		})
 		if err != nil {
+			// The answer may be lost rather than the lock key not created:
+			// the ticket it holds says whose it is.
+			dctx, cancel := b.opts.Detached(ctx)
+			_, current, rerr := b.readLock(dctx, ring)
+			cancel()
+			if rerr == nil && current == ticket {
+				return ticket, nil
+			}
 			return 0, b.classify(err, "taking the rotation lock (creating Transit key %q)", name)
 		}
 		if lockTicket(secret) == ticket {
@@ -159,15 +167,8 @@ func (b *Backend) cleanLock(ctx context.Context, ring backends.KeyRing) (cleaned
 		return false, nil
 	}
 	b.lastLock(name, key)
-	if !b.seenLocks.Stale(key, b.opts.Clock()(), b.opts.Grace()) {
-		return false, nil
-	}
-	if err := b.releaseLock(ctx, ring, ticket); err != nil {
-		return false, err
-	}
-	b.seenLocks.Forget(key)
-	b.opts.Recovered(Scheme, backends.RecoveredRemoved, name, "rotation lock held for longer than the grace: its replica died mid-rotation")
-	return true, nil
+	return b.opts.Reap(&b.seenLocks, key, func() error { return b.releaseLock(ctx, ring, ticket) },
+		Scheme, backends.RecoveredRemoved, name, "rotation lock held for longer than the grace: its replica died mid-rotation")
 }
 
 // lastLock remembers the sighting key of a ring's lock key (set non-empty)

@@ -2,7 +2,6 @@ package vault
 
 import (
 	"net/url"
-	"strconv"
 	"strings"
 	"time"
 
@@ -25,25 +24,24 @@ type uriOptions struct {
 	keyNames  map[string]string // ring -> Transit key name
 	batchSize int
 	batchWait time.Duration // how long a queue may wait to fill while a batch is in flight
+	query     backends.Options
 }
 
-var knownOptions = map[string]bool{"scheme": true, "namespace": true, "ca_file": true, "client_cert": true, "client_key": true,
-	"tls_server_name": true, "auth": true, "token_file": true, "role_id": true, "secret_id_file": true, "role": true,
-	"jwt_file": true, "auth_mount": true, "key_prefix": true, "batch_size": true, "batch_wait": true}
+var knownOptions = []string{"scheme", "namespace", "ca_file", "client_cert", "client_key", "tls_server_name", "auth",
+	"token_file", "role_id", "secret_id_file", "role", "jwt_file", "auth_mount", "key_prefix", "key.", "batch_size", "batch_wait"}
 
 // parseURI reads a vault: URI's mount, address and options. The auth
 // options are read by newAuthenticator, which needs the environment.
 func parseURI(u *url.URL) (uriOptions, error) {
-	q := u.Query()
+	q, err := backends.ParseOptions(Scheme, u, knownOptions...)
+	if err != nil {
+		return uriOptions{}, err
+	}
 	o := uriOptions{mount: strings.Trim(u.Path, "/"), namespace: q.Get("namespace"), keyPrefix: q.Get("key_prefix"),
-		keyNames: map[string]string{}, batchSize: 32, batchWait: defaultBatchWait}
-	for k, v := range q {
-		if ring, ok := strings.CutPrefix(k, "key."); ok && len(v) == 1 && v[0] != "" {
-			o.keyNames[ring] = v[0]
-			continue
-		}
-		if !knownOptions[k] {
-			return uriOptions{}, errorf(backends.KindInvalidArgument, "unknown URI option %q", k)
+		keyNames: q.Prefixed("key."), query: q}
+	for ring, name := range o.keyNames {
+		if name == "" {
+			return uriOptions{}, errorf(backends.KindInvalidArgument, "key.%s= needs a Transit key name", ring)
 		}
 	}
 	if o.mount == "" {
@@ -63,17 +61,11 @@ func parseURI(u *url.URL) (uriOptions, error) {
 		o.tls = &api.TLSConfig{CACert: q.Get("ca_file"), ClientCert: q.Get("client_cert"),
 			ClientKey: q.Get("client_key"), TLSServerName: q.Get("tls_server_name")}
 	}
-	if s := q.Get("batch_size"); s != "" {
-		var err error
-		if o.batchSize, err = strconv.Atoi(s); err != nil || o.batchSize < 1 || o.batchSize > 1000 {
-			return uriOptions{}, errorf(backends.KindInvalidArgument, "batch_size=%q: want 1 to 1000", s)
-		}
+	if o.batchSize, err = q.Int("batch_size", 32, 1, 1000); err != nil {
+		return uriOptions{}, err
 	}
-	if s := q.Get("batch_wait"); s != "" {
-		var err error
-		if o.batchWait, err = time.ParseDuration(s); err != nil || o.batchWait < 0 || o.batchWait > time.Second {
-			return uriOptions{}, errorf(backends.KindInvalidArgument, "batch_wait=%q: want a duration from 0s to 1s, such as 500us", s)
-		}
+	if o.batchWait, err = q.Duration("batch_wait", defaultBatchWait, 0, time.Second); err != nil {
+		return uriOptions{}, err
 	}
 	return o, nil
 }

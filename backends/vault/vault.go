@@ -127,7 +127,7 @@ func Open(ctx context.Context, u *url.URL, opts backends.OpenOptions) (backends.
 	}
 	b.batches = newBatcher(b, o.batchSize, o.batchWait)
 	b.batches.observe = opts.OnBatch
-	if b.auth, err = newAuthenticator(client, u.Query(), getenv, b.log, b.ctx, &b.wg); err == nil {
+	if b.auth, err = newAuthenticator(client, o.query, getenv, b.log, b.ctx, &b.wg); err == nil {
 		err = b.auth.login(ctx)
 	}
 	if err != nil {
@@ -142,10 +142,14 @@ const idleConnections = 64
 
 // checkRetry retries connection failures and the statuses a healthy Vault
 // answers again soon (sealed or standby 503, 502, 504, 429), never a 4xx or
-// an ordinary 500 (Transit reports a refused signature as 500).
+// an ordinary 500 (Transit reports a refused signature as 500), and never a
+// creating call (see creating).
 func checkRetry(ctx context.Context, resp *http.Response, err error) (bool, error) {
 	if ctx.Err() != nil {
 		return false, ctx.Err()
+	}
+	if ctx.Value(creatingKey{}) != nil {
+		return false, nil
 	}
 	if err != nil {
 		return true, nil
@@ -155,6 +159,18 @@ func checkRetry(ctx context.Context, resp *http.Response, err error) (bool, erro
 		return true, nil
 	}
 	return false, nil
+}
+
+type creatingKey struct{}
+
+// creating marks a request that creates something in Vault (a Transit key,
+// a version, the rotation lock): the client sends it once and never again
+// by itself. A 502 or a dropped connection says nothing about whether
+// Vault carried it out; sent again, a rotate makes a second version. What
+// such a call did is found out by reading (resolveRotate, findVersion,
+// acquireLock), never by sending it again.
+func creating(ctx context.Context) context.Context {
+	return context.WithValue(ctx, creatingKey{}, true)
 }
 
 // Algorithms reports that Transit can sign every JWS algorithm Signet knows.
@@ -340,22 +356,26 @@ func (b *Backend) CreateVersion(ctx context.Context, ring backends.KeyRing, late
 	}
 	backends.Step(ctx, "read key")
 	name := b.keyName(ring)
-	current := ""
-	if k != nil {
-		current = strconv.Itoa(k.LatestVersion)
-	}
-	if current != latest {
-		return backends.Version{}, errorf(backends.KindConflict, "Transit key %q changed: its newest version is %q, not %q", name, current, latest)
+	if err := backends.CheckNewest(Scheme, ring, newestVersion(k), latest); err != nil {
+		return backends.Version{}, err
 	}
 	if k == nil {
 		// Creating the key is create-if-absent: replicas racing to make
 		// the first version all find that one version.
-		_, err = b.call(ctx, func(ctx context.Context) (*api.Secret, error) {
+		_, err = b.call(creating(ctx), func(ctx context.Context) (*api.Secret, error) {
 			return b.client.Logical().WriteWithContext(ctx, b.path("keys", name), map[string]any{"type": typ, "exportable": false,
 				"allow_plaintext_backup": false})
 		})
 		if err != nil {
-			return backends.Version{}, b.classify(err, "creating a version of Transit key %q", name)
+			// The answer may be lost rather than the key not created:
+			// whether version 1 exists is read, not created again.
+			err = b.classify(err, "creating a version of Transit key %q", name)
+			dctx, cancel := b.opts.Detached(ctx)
+			defer cancel()
+			if v, rerr := b.findVersion(dctx, ring, 1); rerr == nil {
+				return v, nil
+			}
+			return backends.Version{}, err
 		}
 		backends.Step(ctx, "create key")
 		return b.findVersion(ctx, ring, 1)
@@ -368,7 +388,7 @@ func (b *Backend) CreateVersion(ctx context.Context, ring backends.KeyRing, late
 	}
 	backends.Step(ctx, "take lock")
 	v, err := b.rotateLocked(ctx, ring, latest)
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), lockReleaseTimeout)
+	rctx, cancel := b.opts.Detached(ctx)
 	defer cancel()
 	if rerr := b.releaseLock(rctx, ring, ticket); rerr != nil && err == nil {
 		// The version exists; a live replica deletes the lock key after the grace.
@@ -376,10 +396,6 @@ func (b *Backend) CreateVersion(ctx context.Context, ring backends.KeyRing, late
 	}
 	return v, err
 }
-
-// lockReleaseTimeout bounds the release of the rotation lock, which runs
-// even when the rotation failed or its deadline passed.
-const lockReleaseTimeout = 5 * time.Second
 
 // rotateLocked rotates the ring's Transit key if its newest version is
 // still latest; the caller holds the rotation lock.
@@ -390,20 +406,38 @@ func (b *Backend) rotateLocked(ctx context.Context, ring backends.KeyRing, lates
 		return backends.Version{}, err
 	}
 	backends.Step(ctx, "read key under lock")
-	if k == nil || strconv.Itoa(k.LatestVersion) != latest {
-		current := ""
-		if k != nil {
-			current = strconv.Itoa(k.LatestVersion)
-		}
-		return backends.Version{}, errorf(backends.KindConflict, "Transit key %q changed: its newest version is %q, not %q", name, current, latest)
+	if err := backends.CheckNewest(Scheme, ring, newestVersion(k), latest); err != nil {
+		return backends.Version{}, err
 	}
-	if _, err := b.call(ctx, func(ctx context.Context) (*api.Secret, error) {
+	if _, err := b.call(creating(ctx), func(ctx context.Context) (*api.Secret, error) {
 		return b.client.Logical().WriteWithContext(ctx, b.path("keys", name, "rotate"), nil)
 	}); err != nil {
-		return backends.Version{}, b.classify(err, "creating a version of Transit key %q", name)
+		return b.resolveRotate(ctx, ring, k.LatestVersion, b.classify(err, "creating a version of Transit key %q", name))
 	}
 	backends.Step(ctx, "rotate")
 	return b.findVersion(ctx, ring, k.LatestVersion+1)
+}
+
+// resolveRotate finds out, by reading the key, what a rotate whose answer
+// did not arrive did: the rotation lock is still held, so a newest version
+// past before is the one it made, and the caller gets it. Otherwise (not
+// made, or the read fails too) the caller gets the rotate's error, which is
+// never a success and is safe to retry: a retry that finds the version made
+// meanwhile answers Conflict, never a second version for one call.
+func (b *Backend) resolveRotate(ctx context.Context, ring backends.KeyRing, before int, rotateErr error) (backends.Version, error) {
+	dctx, cancel := b.opts.Detached(ctx)
+	defer cancel()
+	k, err := b.readKey(dctx, ring)
+	if err != nil || k == nil || k.LatestVersion != before+1 {
+		return backends.Version{}, rotateErr
+	}
+	v, err := b.findVersion(dctx, ring, before+1)
+	if err != nil {
+		return backends.Version{}, rotateErr
+	}
+	b.log.Warn("vault: the answer to a rotate was lost; reading the key found the version it made", "key", b.keyName(ring),
+		"version", v.ID, "err", rotateErr)
+	return v, nil
 }
 
 // findVersion reads the versions and returns version want.
@@ -418,7 +452,15 @@ func (b *Backend) findVersion(ctx context.Context, ring backends.KeyRing, want i
 			return v, nil
 		}
 	}
-	return backends.Version{}, errorf(backends.KindConflict, "Transit key %q: version %d was not the one created (concurrent rotation)", b.keyName(ring), want)
+	return backends.Version{}, backends.LostRace(Scheme, ring, "", fmt.Sprintf("Transit key %q has no version %d", b.keyName(ring), want))
+}
+
+// newestVersion is the ID of the key's newest version; "" for no key.
+func newestVersion(k *transitKey) string {
+	if k == nil {
+		return ""
+	}
+	return strconv.Itoa(k.LatestVersion)
 }
 
 // DisableVersion raises min_encryption_version past the version, so Vault

@@ -257,9 +257,12 @@ func TestCrashDuringRotationLocal(t *testing.T) {
 	if err := os.WriteFile(stale, []byte(`{"ring":"default","version":"9"}`), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	// Its age comes from when the replica first saw it, not from its
+	// modification time (another host's clock): removed once seen for
+	// longer than 2 x backend_timeout.
 	old := time.Now().Add(-time.Hour)
 	os.Chtimes(stale, old, old)
-	if !waitFor(time.Minute, func() bool { _, err := os.Stat(stale); return errors.Is(err, fs.ErrNotExist) }) {
+	if !waitFor(3*time.Minute, func() bool { _, err := os.Stat(stale); return errors.Is(err, fs.ErrNotExist) }) {
 		t.Fatal("the stale temporary file was not removed")
 	}
 	if !waitFor(10*time.Second, func() bool {

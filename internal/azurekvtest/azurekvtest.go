@@ -124,6 +124,8 @@ type Server struct {
 	denied  map[string]bool
 	before  map[string]func()
 	hold    *holdGroup
+	lose    map[string]bool // operations whose next request loses its answer
+	lost    int
 }
 
 type version struct {
@@ -193,6 +195,22 @@ func (s *Server) BeforeNext(op string, f func()) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.before[op] = f
+}
+
+// LoseNext makes the next request of the operation ("create", ...) take
+// effect and then end without an answer, as a network failure after the
+// fact does. It fires once.
+func (s *Server) LoseNext(op string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.lose = map[string]bool{op: true}
+}
+
+// Lost is how many answers LoseNext has lost.
+func (s *Server) Lost() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lost
 }
 
 // HoldCreates makes the next n creations wait until all n have arrived.
@@ -433,6 +451,20 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	if kerr != nil {
 		kerr.write(w)
 		return
+	}
+	s.mu.Lock()
+	lose := s.lose[rt.op]
+	if lose {
+		s.lose = nil
+	}
+	s.mu.Unlock()
+	if lose {
+		s.mu.Lock()
+		s.lost++
+		s.mu.Unlock()
+		// Ends the exchange without an answer: HTTP/1.1 closes the
+		// connection, HTTP/2 resets the stream.
+		panic(http.ErrAbortHandler)
 	}
 	if out == nil {
 		w.WriteHeader(http.StatusNoContent)

@@ -127,6 +127,8 @@ type Server struct {
 	before     map[string]func()
 	hidden     map[string]bool // versions the next ListCryptoKeyVersions leaves out
 	hold       *holdGroup
+	lose       map[string]bool // methods whose next call loses its answer (one between them)
+	lost       int
 }
 
 type cryptoKey struct {
@@ -209,6 +211,25 @@ func (s *Server) BeforeNext(method string, f func()) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.before[method] = f
+}
+
+// LoseNext makes the next call of any of the methods take effect and then
+// fail with UNAVAILABLE, as a connection lost after the server acted
+// does: the client never learns what the call did. It fires once.
+func (s *Server) LoseNext(methods ...string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.lose = map[string]bool{}
+	for _, m := range methods {
+		s.lose[m] = true
+	}
+}
+
+// Lost is how many answers LoseNext has lost.
+func (s *Server) Lost() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lost
 }
 
 // HideFromNextList makes the next ListCryptoKeyVersions leave out the
@@ -307,6 +328,10 @@ func (s *Server) faults(ctx context.Context, req any, info *grpc.UnaryServerInfo
 	}
 	before := s.before[m]
 	delete(s.before, m)
+	lose := s.lose[m] && !denied && code == codes.OK
+	if lose {
+		s.lose = nil
+	}
 	s.mu.Unlock()
 	if before != nil {
 		before()
@@ -317,7 +342,14 @@ func (s *Server) faults(ctx context.Context, req any, info *grpc.UnaryServerInfo
 	case code != codes.OK:
 		return nil, status.Errorf(code, "injected %s", code)
 	}
-	return handler(ctx, req)
+	resp, err := handler(ctx, req)
+	if lose && err == nil {
+		s.mu.Lock()
+		s.lost++
+		s.mu.Unlock()
+		return nil, status.Error(codes.Unavailable, "connection lost after the call took effect")
+	}
+	return resp, err
 }
 
 var (

@@ -53,6 +53,7 @@ type Server struct {
 	after        []afterHook
 	failIf       map[string]func(in map[string]any) bool
 	lose         map[string]int
+	lost         int
 	denied       map[string]bool
 	throttled    map[string]int
 }
@@ -217,6 +218,13 @@ func (s *Server) LoseAnswer(action string, n int) {
 	s.lose[action] = n
 }
 
+// Lost is how many answers LoseAnswer has lost.
+func (s *Server) Lost() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lost
+}
+
 // KillAfter arms a crash: once action has been carried out for a request
 // signed with accessKeyID ("" for any), the process pid is sent SIGKILL
 // before the answer leaves, so it never learns the outcome. It fires once.
@@ -319,6 +327,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 			if hj, ok := w.(http.Hijacker); ok {
 				if conn, _, err := hj.Hijack(); err == nil {
 					_ = conn.Close() // dropping the connection is the point
+					s.lost++
 					return
 				}
 			}

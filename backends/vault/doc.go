@@ -66,13 +66,16 @@
 // lock key. A lock left by a dead replica is deleted by a refresh once
 // seen for longer than the recovery grace; Leftovers lists it meanwhile.
 //
-// Lost answers: the calls that create something (the key, its rotation,
-// the lock key) are never sent again by the Vault client, whose retries
-// (of reads and signatures: connection failures, 429, 502, 503, 504) skip
-// them. A 502 from a balancer or a dropped connection says nothing about
-// whether Vault carried the call out: the backend reads the key (under the
-// lock, a newest version past the one it rotated from is its own) or the
-// lock's ticket, and the caller gets the version or an unavailable error.
+// Lost answers: the calls that change Vault's state (creating the key,
+// rotating it, taking and deleting the lock key, config and certificate
+// writes) are never sent again by the Vault client, whose retries (of
+// reads and signatures: connection failures, 429, 502, 503, 504) skip
+// them: a copy sent later lands on a state other replicas may have moved
+// on. A 502 from a balancer or a dropped connection says nothing about
+// whether Vault carried the call out: the backend reads the key (a newest
+// version past the one it rotated from is its own if the lock still holds
+// its ticket afterwards) or the lock's ticket, and the caller gets the
+// version or an unavailable error.
 //
 // Crash safety: creating a version is one call (create, or rotate) that
 // Vault carries out whole or not at all, adding a version every replica

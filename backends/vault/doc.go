@@ -62,7 +62,10 @@
 // Rotation races: Transit's rotate has no condition, so a rotation holds
 // the ring's rotation lock, the Transit key signet-lock.NAME, created
 // if absent with a random ticket that the holder reads back (lock.go); it
-// checks the newest version again under the lock, rotates, and deletes the
+// checks the newest version again under the lock, rotates, reads the lock
+// again (if it was removed as stale meanwhile, another replica may have
+// rotated from the same version, and the rotation answers unavailable
+// rather than claim a version that may be the other's), and deletes the
 // lock key. A lock left by a dead replica is deleted by a refresh once
 // seen for longer than the recovery grace; Leftovers lists it meanwhile.
 //

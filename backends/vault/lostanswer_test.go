@@ -291,3 +291,44 @@ func TestLostRotateAnswerAfterLockLostIsNotClaimed(t *testing.T) {
 		t.Errorf("the key has versions up to %d, want 2", n)
 	}
 }
+
+// TestRotateAfterLockLostIsNotClaimed: a replica that checked the newest
+// version under its lock and stalled until the lock was removed as stale
+// must not claim the version after the one it checked: another replica took
+// the lock meanwhile, checked the same version and rotated first, so that
+// version is the other's (and the stalled replica's rotate made the next).
+func TestRotateAfterLockLostIsNotClaimed(t *testing.T) {
+	t.Parallel()
+	srv := vaulttest.Start(t)
+	ring := backends.KeyRing{Name: "stalled", Algorithm: backends.ES256}
+	b := mustOpen(t, uriFor(srv, ""), rootEnv)
+	other := mustOpen(t, uriFor(srv, ""), rootEnv)
+	v1 := signertest.CreateVersion(t, b, ring, "")
+	var won backends.Version
+	ctx := backends.WithStepHook(context.Background(), func(step string) {
+		if step != "read key under lock" {
+			return
+		}
+		root := srv.Root(t).Logical()
+		lock := "transit/keys/" + lockPrefix + ring.Name
+		if _, err := root.Write(lock+"/config", map[string]any{"deletion_allowed": true}); err != nil {
+			t.Errorf("removing the stalled replica's lock: %v", err)
+		}
+		if _, err := root.Delete(lock); err != nil {
+			t.Errorf("removing the stalled replica's lock: %v", err)
+		}
+		var err error
+		if won, err = other.CreateVersion(context.Background(), ring, v1.ID); err != nil {
+			t.Errorf("the other replica rotating: %v", err)
+		}
+	})
+	v, err := b.CreateVersion(ctx, ring, v1.ID)
+	if won.ID == "" {
+		t.Fatal("the other replica made no version: the test proves nothing")
+	}
+	if err == nil {
+		t.Errorf("the stalled replica reported version %s, the other %s: one of them was told it made a version it did not", v.ID, won.ID)
+	} else if backends.KindOf(err) != backends.KindUnavailable {
+		t.Errorf("CreateVersion: %v (%v), want unavailable", err, backends.KindOf(err))
+	}
+}

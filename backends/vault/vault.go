@@ -421,7 +421,24 @@ func (b *Backend) rotateLocked(ctx context.Context, ring backends.KeyRing, lates
 		return b.resolveRotate(ctx, ring, k.LatestVersion, ticket, b.classify(err, "creating a version of Transit key %q", name))
 	}
 	backends.Step(ctx, "rotate")
+	// The version after the one checked is this rotation's only if no other
+	// replica rotated in between: if the lock was removed as stale while
+	// this replica stalled, another may have checked the same version and
+	// rotated first, and both would report its version.
+	if !b.holdsLock(ctx, ring, ticket) {
+		return backends.Version{}, errorf(backends.KindUnavailable,
+			"Transit key %q was rotated, but the rotation lock was removed as stale meanwhile: which version this rotation made is unknown", name)
+	}
 	return b.findVersion(ctx, ring, k.LatestVersion+1)
+}
+
+// holdsLock reports whether the ring's rotation lock still holds ticket.
+// Once it does not, it never will again (a ticket is never reused), so a
+// true answer means no other replica held the lock, and so rotated, since
+// this one took it.
+func (b *Backend) holdsLock(ctx context.Context, ring backends.KeyRing, ticket int64) bool {
+	_, held, err := b.readLock(ctx, ring)
+	return err == nil && held == ticket
 }
 
 // resolveRotate finds out, by reading the key, what a rotate whose answer
@@ -442,7 +459,7 @@ func (b *Backend) resolveRotate(ctx context.Context, ring backends.KeyRing, befo
 	if err != nil || k == nil || k.LatestVersion != before+1 {
 		return backends.Version{}, rotateErr
 	}
-	if _, held, err := b.readLock(dctx, ring); err != nil || held != ticket {
+	if !b.holdsLock(dctx, ring, ticket) {
 		return backends.Version{}, rotateErr
 	}
 	v, err := b.findVersion(dctx, ring, before+1)

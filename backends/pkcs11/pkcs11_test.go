@@ -608,18 +608,7 @@ func TestObjectWithoutSignetsIDIsALeftover(t *testing.T) {
 	ring := backends.KeyRing{Name: "torn-id", Algorithm: backends.ES256}
 	b := open(t, tok.URI())
 	v1 := signertest.CreateVersion(t, b, ring, "")
-	params, _ := asn1.Marshal(curveOIDs[backends.ES256])
-	if err := b.pool.with(context.Background(), func(sh p11.SessionHandle) error {
-		_, _, err := b.mod.ctx.GenerateKeyPair(sh, []*p11.Mechanism{p11.NewMechanism(p11.CKM_EC_KEY_PAIR_GEN, nil)},
-			[]*p11.Attribute{p11.NewAttribute(p11.CKA_TOKEN, true), p11.NewAttribute(p11.CKA_VERIFY, true),
-				p11.NewAttribute(p11.CKA_LABEL, label(ring.Name, 2, time.Now())), p11.NewAttribute(p11.CKA_ID, []byte{}),
-				p11.NewAttribute(p11.CKA_EC_PARAMS, params)},
-			[]*p11.Attribute{p11.NewAttribute(p11.CKA_TOKEN, true), p11.NewAttribute(p11.CKA_PRIVATE, true), p11.NewAttribute(p11.CKA_SIGN, true),
-				p11.NewAttribute(p11.CKA_LABEL, label(ring.Name, 2, time.Now())), p11.NewAttribute(p11.CKA_ID, []byte{})})
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
+	generateTornPair(t, b, ring, 2)
 	vs, err := b.Versions(context.Background(), ring)
 	if err != nil || len(vs) != 1 || vs[0].ID != v1.ID {
 		t.Fatalf("versions %v, %v; want only %s", vs, err, v1.ID)
@@ -689,18 +678,7 @@ func TestTornCandidateHoldsItsVersionNumber(t *testing.T) {
 	ring := backends.KeyRing{Name: "torn-slot", Algorithm: backends.ES256}
 	b := open(t, tok.URI())
 	v1 := signertest.CreateVersion(t, b, ring, "")
-	params, _ := asn1.Marshal(curveOIDs[backends.ES256])
-	if err := b.pool.with(context.Background(), func(sh p11.SessionHandle) error {
-		_, _, err := b.mod.ctx.GenerateKeyPair(sh, []*p11.Mechanism{p11.NewMechanism(p11.CKM_EC_KEY_PAIR_GEN, nil)},
-			[]*p11.Attribute{p11.NewAttribute(p11.CKA_TOKEN, true), p11.NewAttribute(p11.CKA_VERIFY, true),
-				p11.NewAttribute(p11.CKA_LABEL, label(ring.Name, 2, time.Now())), p11.NewAttribute(p11.CKA_ID, []byte{}),
-				p11.NewAttribute(p11.CKA_EC_PARAMS, params)},
-			[]*p11.Attribute{p11.NewAttribute(p11.CKA_TOKEN, true), p11.NewAttribute(p11.CKA_PRIVATE, true), p11.NewAttribute(p11.CKA_SIGN, true),
-				p11.NewAttribute(p11.CKA_ID, []byte{})})
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
+	generateTornPair(t, b, ring, 2)
 	v, err := b.CreateVersion(context.Background(), ring, v1.ID)
 	if err == nil {
 		t.Fatalf("CreateVersion reported version %s won past a candidate for its number whose CKA_ID could not be read", v.ID)
@@ -716,4 +694,23 @@ func TestTornCandidateHoldsItsVersionNumber(t *testing.T) {
 		t.Fatal(err)
 	}
 	signertest.CreateVersion(t, b, ring, v1.ID)
+}
+
+// generateTornPair makes an ES256 pair labelled as version n of ring whose
+// CKA_ID is empty: what SoftHSM2 shows of a pair whose file a killed
+// process left half written, or that another process is rewriting.
+func generateTornPair(t *testing.T, b *Backend, ring backends.KeyRing, n uint32) {
+	t.Helper()
+	params, _ := asn1.Marshal(curveOIDs[backends.ES256])
+	if err := b.pool.with(context.Background(), func(sh p11.SessionHandle) error {
+		_, _, err := b.mod.ctx.GenerateKeyPair(sh, []*p11.Mechanism{p11.NewMechanism(p11.CKM_EC_KEY_PAIR_GEN, nil)},
+			[]*p11.Attribute{p11.NewAttribute(p11.CKA_TOKEN, true), p11.NewAttribute(p11.CKA_VERIFY, true),
+				p11.NewAttribute(p11.CKA_LABEL, label(ring.Name, n, time.Now())), p11.NewAttribute(p11.CKA_ID, []byte{}),
+				p11.NewAttribute(p11.CKA_EC_PARAMS, params)},
+			[]*p11.Attribute{p11.NewAttribute(p11.CKA_TOKEN, true), p11.NewAttribute(p11.CKA_PRIVATE, true), p11.NewAttribute(p11.CKA_SIGN, true),
+				p11.NewAttribute(p11.CKA_LABEL, label(ring.Name, n, time.Now())), p11.NewAttribute(p11.CKA_ID, []byte{})})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
 }

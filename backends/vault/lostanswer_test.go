@@ -260,20 +260,7 @@ func TestLostRotateAnswerAfterLockLostIsNotClaimed(t *testing.T) {
 	other := mustOpen(t, uriFor(srv, ""), rootEnv)
 	v1 := signertest.CreateVersion(t, b, ring, "")
 	var won backends.Version
-	p.onLoss = func() {
-		root := srv.Root(t).Logical()
-		lock := "transit/keys/" + lockPrefix + ring.Name
-		if _, err := root.Write(lock+"/config", map[string]any{"deletion_allowed": true}); err != nil {
-			t.Errorf("removing the stalled replica's lock: %v", err)
-		}
-		if _, err := root.Delete(lock); err != nil {
-			t.Errorf("removing the stalled replica's lock: %v", err)
-		}
-		var err error
-		if won, err = other.CreateVersion(context.Background(), ring, v1.ID); err != nil {
-			t.Errorf("the other replica rotating: %v", err)
-		}
-	}
+	p.onLoss = func() { won = reapLockAndRotate(t, srv, other, ring, v1.ID) }
 	p.armed.Store(true)
 	v, err := b.CreateVersion(context.Background(), ring, v1.ID)
 	if p.armed.Load() {
@@ -306,20 +293,8 @@ func TestRotateAfterLockLostIsNotClaimed(t *testing.T) {
 	v1 := signertest.CreateVersion(t, b, ring, "")
 	var won backends.Version
 	ctx := backends.WithStepHook(context.Background(), func(step string) {
-		if step != "read key under lock" {
-			return
-		}
-		root := srv.Root(t).Logical()
-		lock := "transit/keys/" + lockPrefix + ring.Name
-		if _, err := root.Write(lock+"/config", map[string]any{"deletion_allowed": true}); err != nil {
-			t.Errorf("removing the stalled replica's lock: %v", err)
-		}
-		if _, err := root.Delete(lock); err != nil {
-			t.Errorf("removing the stalled replica's lock: %v", err)
-		}
-		var err error
-		if won, err = other.CreateVersion(context.Background(), ring, v1.ID); err != nil {
-			t.Errorf("the other replica rotating: %v", err)
+		if step == "read key under lock" {
+			won = reapLockAndRotate(t, srv, other, ring, v1.ID)
 		}
 	})
 	v, err := b.CreateVersion(ctx, ring, v1.ID)
@@ -331,4 +306,24 @@ func TestRotateAfterLockLostIsNotClaimed(t *testing.T) {
 	} else if backends.KindOf(err) != backends.KindUnavailable {
 		t.Errorf("CreateVersion: %v (%v), want unavailable", err, backends.KindOf(err))
 	}
+}
+
+// reapLockAndRotate is what happens while a replica holding the ring's
+// rotation lock stalls past the grace: its lock is removed as stale, and
+// other takes the lock and rotates from latest. It returns other's version
+// ("" if it failed, reported through t).
+func reapLockAndRotate(t *testing.T, srv *vaulttest.Server, other *Backend, ring backends.KeyRing, latest string) backends.Version {
+	root := srv.Root(t).Logical()
+	lock := "transit/keys/" + lockPrefix + ring.Name
+	if _, err := root.Write(lock+"/config", map[string]any{"deletion_allowed": true}); err != nil {
+		t.Errorf("removing the stalled replica's lock: %v", err)
+	}
+	if _, err := root.Delete(lock); err != nil {
+		t.Errorf("removing the stalled replica's lock: %v", err)
+	}
+	v, err := other.CreateVersion(context.Background(), ring, latest)
+	if err != nil {
+		t.Errorf("the other replica rotating: %v", err)
+	}
+	return v
 }

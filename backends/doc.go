@@ -39,9 +39,11 @@
 //
 //   - A reported success is final: no version CreateVersion returned is
 //     ever displaced by another candidate for its slot.
-//   - A creating call is never sent again by a transport or an SDK: after
-//     a lost answer what the call did is found out by reading, or the
-//     caller gets an error it may retry (KindUnavailable or KindConflict).
+//   - A creating call is never sent again by a transport or an SDK, nor
+//     is a write whose copy, landing later, could undo another replica's
+//     (a lock's release, a claim, a revocation): after a lost answer what
+//     the call did is found out by reading, or the caller gets an error it
+//     may retry (KindUnavailable or KindConflict).
 //   - Clean-up after a failed or lost create runs on one detached context
 //     ([OpenOptions.Detached]), so that it is over before another replica
 //     may act on what it leaves.

@@ -92,7 +92,8 @@ type Signer interface {
 	//
 	//   - a reported success is final: the version returned is never
 	//     displaced by another replica's candidate for its slot;
-	//   - the call that creates is never sent again by a transport or an
+	//   - the call that creates (and a write whose late copy could undo
+	//     another replica's) is never sent again by a transport or an
 	//     SDK; after a lost answer the backend reads what it did, and the
 	//     caller gets the version or an error it may retry
 	//     (KindUnavailable, KindConflict);

@@ -418,7 +418,8 @@ func (b *Backend) createVersion(ctx context.Context, ring backends.KeyRing, late
 		// The intent alias, on the newest version's key until the new key
 		// exists: the lock between rotating replicas, and the evidence
 		// that leads a live replica to this rotation's key if it dies.
-		_, err := b.client.CreateAlias(ctx, &kms.CreateAliasInput{AliasName: aws.String(intent), TargetKeyId: aws.String(ra.versions[len(ra.versions)-1].keyID)})
+		_, err := b.client.CreateAlias(ctx, &kms.CreateAliasInput{AliasName: aws.String(intent), TargetKeyId: aws.String(ra.versions[len(ra.versions)-1].keyID)},
+			sendOnce)
 		var exists *types.AlreadyExistsException
 		if errors.As(err, &exists) {
 			return backends.Version{}, errorf(backends.KindConflict,
@@ -441,11 +442,8 @@ func (b *Backend) createVersion(ctx context.Context, ring backends.KeyRing, late
 		KeyUsage:    types.KeyUsageTypeSignVerify,
 		Description: aws.String(fmt.Sprintf("%s%d (%s)", b.descriptionPrefix(ring), n, ring.Algorithm)),
 		Tags:        tags,
-	}, func(o *kms.Options) {
-		// Never retried: after a lost answer a retry makes a second key
-		// and nothing would lead to the first. The intent alias does.
-		o.Retryer = aws.NopRetryer{}
-	})
+	}, sendOnce) // after a lost answer the intent alias leads to the key, not a second key
+
 	if err != nil {
 		// The intent alias stays: KMS may have created the key and the
 		// answer been lost. A live replica scans for it once it is stale.
@@ -473,9 +471,8 @@ func (b *Backend) createVersion(ctx context.Context, ring backends.KeyRing, late
 		}
 	}
 	if err == nil {
-		_, err = b.client.CreateAlias(ctx, &kms.CreateAliasInput{AliasName: aws.String(name), TargetKeyId: aws.String(arn)})
-		var exists *types.AlreadyExistsException
-		if err != nil && !errors.As(err, &exists) && b.aliasTargets(ctx, name, arn) {
+		_, err = b.client.CreateAlias(ctx, &kms.CreateAliasInput{AliasName: aws.String(name), TargetKeyId: aws.String(arn)}, sendOnce)
+		if err != nil && b.aliasTargets(ctx, name, arn) {
 			err = nil // the answer was lost, but the alias was created
 		}
 		if err == nil {
@@ -528,6 +525,13 @@ func (b *Backend) aliasTargets(ctx context.Context, alias, arn string) bool {
 	d, err := b.client.DescribeKey(cctx, &kms.DescribeKeyInput{KeyId: aws.String(alias)})
 	return err == nil && aws.ToString(d.KeyMetadata.Arn) == arn
 }
+
+// sendOnce keeps the SDK from sending a creating call again (CreateKey,
+// CreateAlias): after a lost answer a copy makes a second key that nothing
+// leads to, or answers AlreadyExists for the alias the first copy made,
+// which reads as another replica's win. What the call did is read instead
+// (the intent alias, aliasTargets).
+func sendOnce(o *kms.Options) { o.Retryer = aws.NopRetryer{} }
 
 // rollBack schedules the deletion of a failed rotation's key (if arn is
 // set) and then deletes its intent alias (if intent is set).

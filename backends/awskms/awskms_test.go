@@ -368,3 +368,34 @@ func TestDisabledKeyWithoutARecordIsListedRevoked(t *testing.T) {
 		t.Errorf("listed %+v; want %s revoked without a key, then %s", vs, v1.ID, v2.ID)
 	}
 }
+
+// A version's CreateAlias that KMS carries out but whose answer is lost
+// leaves the alias on this rotation's key. A copy sent again (by the SDK's
+// retryer) answers AlreadyExists, which is not another replica's win: the
+// alias is read, and the key it reaches is this rotation's version, not
+// rolled back. Taken for a lost race, the key the alias reaches would be
+// scheduled for deletion: a version listed that cannot sign.
+func TestLostVersionAliasAnswerKeepsTheVersion(t *testing.T) {
+	t.Parallel()
+	s := start(t)
+	b := open(t, s, "")
+	ring := backends.KeyRing{Name: "lost-alias", Algorithm: backends.ES256}
+	s.LoseAnswer("CreateAlias", 1)
+	v, err := b.CreateVersion(context.Background(), ring, "")
+	if s.Lost() != 1 {
+		t.Fatalf("%d answers were lost, want 1: the test proves nothing", s.Lost())
+	}
+	if err != nil && backends.KindOf(err) != backends.KindUnavailable {
+		t.Fatalf("CreateVersion with the alias's answer lost: %v (%v), want the version or unavailable", err, backends.KindOf(err))
+	}
+	vs, err := b.Versions(context.Background(), ring)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(vs) != 1 || (v.ID != "" && vs[0].ID != v.ID) {
+		t.Fatalf("Versions %+v after CreateVersion returned %q", vs, v.ID)
+	}
+	if err := signertest.SignAndVerify(context.Background(), b, ring, vs[0], []byte("eyJhbGciOiJFUzI1NiJ9.e30")); err != nil {
+		t.Errorf("the version the alias reaches does not sign (its key was rolled back): %v", err)
+	}
+}

@@ -35,7 +35,10 @@
 // UpdateAlias of the intent to the new key, GetPublicKey and
 // UpdateKeyDescription (the description keeps the public key, because KMS
 // refuses GetPublicKey once a key is disabled and ListKeys must still show
-// revoked versions), CreateAlias for n+1, DeleteAlias of the intent. The
+// revoked versions), CreateAlias for n+1, DeleteAlias of the intent. Both
+// CreateAlias calls are sent once too (a copy would answer AlreadyExists
+// for the alias the first made); a version alias found reaching the new
+// key after any error is the rotation's own. The
 // intent alias is the lock between rotating replicas (the second gets
 // AlreadyExistsException and reports a conflict) and the version alias is
 // the commit: a rotation that loses the version alias, or fails after

@@ -47,7 +47,12 @@
 // without any replica's clock: a candidate whose replica died before
 // committing or destroying it may still be paused, not dead, so it holds
 // its version number, and rotations onto it answer a conflict, until a
-// refresh destroys it once seen for longer than the recovery grace.
+// refresh destroys it once seen for longer than the recovery grace. A
+// labelled pair whose CKA_ID reads empty or short (SoftHSM2 rewrites an
+// object's file when its label changes, and a list in that moment, or a
+// process killed in it, sees the label without the CKA_ID) is a candidate
+// whose place in the order cannot be read: it holds the number its label
+// names, as a pending one does.
 //
 // Crash recovery: a pair that is not a version (the loser of such a race
 // whose replica died before destroying it, a candidate still labelled pending, a

@@ -246,6 +246,16 @@ func parseLabel(l string) (ring string, n uint32, created time.Time, ok bool) {
 	return parseLabelAs(l, "signet")
 }
 
+// labelSlot is the version number a final or pending label names; 0 for
+// none.
+func labelSlot(l string) uint32 {
+	if _, n, _, ok := parseLabel(l); ok {
+		return n
+	}
+	_, n, _, _ := parseLabelAs(l, pendingPrefix)
+	return n
+}
+
 func parseLabelAs(l, prefix string) (ring string, n uint32, created time.Time, ok bool) {
 	parts := strings.Split(l, "/")
 	if len(parts) != 4 || parts[0] != prefix {
@@ -354,9 +364,17 @@ func (b *Backend) list(ctx context.Context, ring backends.KeyRing) ([]*object, [
 			switch {
 			case len(id) != idSize && (pub.ok || pub.pending):
 				// Signet gives every pair an 8-byte CKA_ID; a labelled object
-				// without one is a write SoftHSM2 did not finish when its
-				// process was killed.
-				strays = append(strays, stray{id: []byte(id), label: pub.label, why: "its CKA_ID is not one Signet gives (an object write that was not finished)"})
+				// without one is a write SoftHSM2 has not finished: left so
+				// when its process was killed, or read while another process
+				// rewrites it (the relabelling that commits a candidate). In
+				// the second case it is a candidate whose place in the order
+				// cannot be read, so it holds the number its label names as
+				// an undecided one (its empty CKA_ID orders first): settle
+				// never reports a win past it, and a left one holds the
+				// number until it is reaped, as a dead replica's pending pair
+				// does.
+				strays = append(strays, stray{id: []byte(id), label: pub.label, why: "its CKA_ID is not one Signet gives (an object write that was not finished)",
+					slot: labelSlot(pub.label), pending: true})
 				continue
 			case pub.pending:
 				_, n, _, _ := parseLabelAs(pub.label, pendingPrefix)

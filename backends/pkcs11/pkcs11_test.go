@@ -608,18 +608,7 @@ func TestObjectWithoutSignetsIDIsALeftover(t *testing.T) {
 	ring := backends.KeyRing{Name: "torn-id", Algorithm: backends.ES256}
 	b := open(t, tok.URI())
 	v1 := signertest.CreateVersion(t, b, ring, "")
-	params, _ := asn1.Marshal(curveOIDs[backends.ES256])
-	if err := b.pool.with(context.Background(), func(sh p11.SessionHandle) error {
-		_, _, err := b.mod.ctx.GenerateKeyPair(sh, []*p11.Mechanism{p11.NewMechanism(p11.CKM_EC_KEY_PAIR_GEN, nil)},
-			[]*p11.Attribute{p11.NewAttribute(p11.CKA_TOKEN, true), p11.NewAttribute(p11.CKA_VERIFY, true),
-				p11.NewAttribute(p11.CKA_LABEL, label(ring.Name, 2, time.Now())), p11.NewAttribute(p11.CKA_ID, []byte{}),
-				p11.NewAttribute(p11.CKA_EC_PARAMS, params)},
-			[]*p11.Attribute{p11.NewAttribute(p11.CKA_TOKEN, true), p11.NewAttribute(p11.CKA_PRIVATE, true), p11.NewAttribute(p11.CKA_SIGN, true),
-				p11.NewAttribute(p11.CKA_LABEL, label(ring.Name, 2, time.Now())), p11.NewAttribute(p11.CKA_ID, []byte{})})
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
+	generateTornPair(t, b, ring, 2)
 	vs, err := b.Versions(context.Background(), ring)
 	if err != nil || len(vs) != 1 || vs[0].ID != v1.ID {
 		t.Fatalf("versions %v, %v; want only %s", vs, err, v1.ID)
@@ -674,5 +663,54 @@ func TestRevokedVersionWithUnreadablePublicKey(t *testing.T) {
 	}
 	if len(vs) != 2 || vs[0].ID != v1.ID || !vs[0].Disabled || vs[0].PublicKey != nil || vs[1].ID != v2.ID || vs[1].Disabled {
 		t.Errorf("listed %+v; want %s revoked without a key, then %s enabled", vs, v1.ID, v2.ID)
+	}
+}
+
+// A labelled public key without Signet's CKA_ID is what a list reads while
+// SoftHSM2 rewrites another replica's candidate as it commits (and what a
+// replica killed in that write leaves). Its place in the order cannot be
+// read, so it holds the number its label names: a candidate for that number
+// never reports a win past it. Ignored, a replica whose settle read the
+// other's commit torn could report a win that the other's smaller CKA_ID
+// then displaced.
+func TestTornCandidateHoldsItsVersionNumber(t *testing.T) {
+	tok := softhsmtest.New(t)
+	ring := backends.KeyRing{Name: "torn-slot", Algorithm: backends.ES256}
+	b := open(t, tok.URI())
+	v1 := signertest.CreateVersion(t, b, ring, "")
+	generateTornPair(t, b, ring, 2)
+	v, err := b.CreateVersion(context.Background(), ring, v1.ID)
+	if err == nil {
+		t.Fatalf("CreateVersion reported version %s won past a candidate for its number whose CKA_ID could not be read", v.ID)
+	}
+	if backends.KindOf(err) != backends.KindConflict {
+		t.Fatalf("CreateVersion: %v (%v), want a conflict", err, backends.KindOf(err))
+	}
+	if vs, err := b.Versions(context.Background(), ring); err != nil || len(vs) != 1 {
+		t.Fatalf("versions %v, %v; want only %s", vs, err, v1.ID)
+	}
+	// Once the torn object is gone (reaped after the grace), the number is free.
+	if err := b.destroy(context.Background(), []byte{}, true); err != nil {
+		t.Fatal(err)
+	}
+	signertest.CreateVersion(t, b, ring, v1.ID)
+}
+
+// generateTornPair makes an ES256 pair labelled as version n of ring whose
+// CKA_ID is empty: what SoftHSM2 shows of a pair whose file a killed
+// process left half written, or that another process is rewriting.
+func generateTornPair(t *testing.T, b *Backend, ring backends.KeyRing, n uint32) {
+	t.Helper()
+	params, _ := asn1.Marshal(curveOIDs[backends.ES256])
+	if err := b.pool.with(context.Background(), func(sh p11.SessionHandle) error {
+		_, _, err := b.mod.ctx.GenerateKeyPair(sh, []*p11.Mechanism{p11.NewMechanism(p11.CKM_EC_KEY_PAIR_GEN, nil)},
+			[]*p11.Attribute{p11.NewAttribute(p11.CKA_TOKEN, true), p11.NewAttribute(p11.CKA_VERIFY, true),
+				p11.NewAttribute(p11.CKA_LABEL, label(ring.Name, n, time.Now())), p11.NewAttribute(p11.CKA_ID, []byte{}),
+				p11.NewAttribute(p11.CKA_EC_PARAMS, params)},
+			[]*p11.Attribute{p11.NewAttribute(p11.CKA_TOKEN, true), p11.NewAttribute(p11.CKA_PRIVATE, true), p11.NewAttribute(p11.CKA_SIGN, true),
+				p11.NewAttribute(p11.CKA_LABEL, label(ring.Name, n, time.Now())), p11.NewAttribute(p11.CKA_ID, []byte{})})
+		return err
+	}); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -57,7 +57,7 @@ func (b *Backend) PutCertificates(ctx context.Context, ring backends.KeyRing, ve
 		return cur, err
 	}
 	name := b.keyName(ring)
-	_, err = b.call(ctx, func(ctx context.Context) (*api.Secret, error) {
+	_, err = b.call(once(ctx), func(ctx context.Context) (*api.Secret, error) {
 		return b.client.Logical().WriteWithContext(ctx, b.path("keys", name, "set-certificate"),
 			map[string]any{"version": n, "certificate_chain": string(backends.EncodePEMChain(chain))})
 	})

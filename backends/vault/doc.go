@@ -62,17 +62,23 @@
 // Rotation races: Transit's rotate has no condition, so a rotation holds
 // the ring's rotation lock, the Transit key signet-lock.NAME, created
 // if absent with a random ticket that the holder reads back (lock.go); it
-// checks the newest version again under the lock, rotates, and deletes the
+// checks the newest version again under the lock, rotates, reads the lock
+// again (if it was removed as stale meanwhile, another replica may have
+// rotated from the same version, and the rotation answers unavailable
+// rather than claim a version that may be the other's), and deletes the
 // lock key. A lock left by a dead replica is deleted by a refresh once
 // seen for longer than the recovery grace; Leftovers lists it meanwhile.
 //
-// Lost answers: the calls that create something (the key, its rotation,
-// the lock key) are never sent again by the Vault client, whose retries
-// (of reads and signatures: connection failures, 429, 502, 503, 504) skip
-// them. A 502 from a balancer or a dropped connection says nothing about
-// whether Vault carried the call out: the backend reads the key (under the
-// lock, a newest version past the one it rotated from is its own) or the
-// lock's ticket, and the caller gets the version or an unavailable error.
+// Lost answers: the calls that change Vault's state (creating the key,
+// rotating it, taking and deleting the lock key, config and certificate
+// writes) are never sent again by the Vault client, whose retries (of
+// reads and signatures: connection failures, 429, 502, 503, 504) skip
+// them: a copy sent later lands on a state other replicas may have moved
+// on. A 502 from a balancer or a dropped connection says nothing about
+// whether Vault carried the call out: the backend reads the key (a newest
+// version past the one it rotated from is its own if the lock still holds
+// its ticket afterwards) or the lock's ticket, and the caller gets the
+// version or an unavailable error.
 //
 // Crash safety: creating a version is one call (create, or rotate) that
 // Vault carries out whole or not at all, adding a version every replica

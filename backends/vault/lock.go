@@ -54,7 +54,7 @@ func (b *Backend) acquireLock(ctx context.Context, ring backends.KeyRing) (int64
 	name := b.lockName(ring)
 	for {
 		ticket := int64(time.Hour/time.Second) + rand.Int64N(1<<31) // #nosec G404 -- tells lock holders apart, guards nothing
-		secret, err := b.call(creating(ctx), func(ctx context.Context) (*api.Secret, error) {
+		secret, err := b.call(once(ctx), func(ctx context.Context) (*api.Secret, error) {
 			return b.client.Logical().WriteWithContext(ctx, b.path("keys", name), map[string]any{"type": "aes128-gcm96",
 				"exportable": false, "allow_plaintext_backup": false, "auto_rotate_period": ticket})
 		})
@@ -106,13 +106,13 @@ func (b *Backend) releaseLock(ctx context.Context, ring backends.KeyRing, ticket
 	if current != ticket {
 		return nil // gone, or another replica's
 	}
-	if _, err := b.call(ctx, func(ctx context.Context) (*api.Secret, error) {
+	if _, err := b.call(once(ctx), func(ctx context.Context) (*api.Secret, error) {
 		return b.client.Logical().WriteWithContext(ctx, b.path("keys", name, "config"), map[string]any{"deletion_allowed": true})
 	}); err != nil {
 		return b.classify(err, "releasing the rotation lock (allowing deletion of Transit key %q)", name)
 	}
 	backends.Step(ctx, "allow lock deletion")
-	if _, err := b.call(ctx, func(ctx context.Context) (*api.Secret, error) {
+	if _, err := b.call(once(ctx), func(ctx context.Context) (*api.Secret, error) {
 		return b.client.Logical().DeleteWithContext(ctx, b.path("keys", name))
 	}); err != nil {
 		return b.classify(err, "releasing the rotation lock (deleting Transit key %q)", name)

@@ -26,6 +26,10 @@ type lossyProxy struct {
 	sent  atomic.Int32
 	lost  atomic.Int32
 	armed atomic.Bool
+	// onLoss, when set, runs after the lost request reached Vault (or, in
+	// loseUnsent mode, instead of it) and before the caller hears anything:
+	// what other replicas do in that moment.
+	onLoss func()
 }
 
 // pathEnds selects the requests whose path ends in suffix.
@@ -38,6 +42,9 @@ func pathEnds(suffix string) func(*http.Request) bool {
 const (
 	lose502   = "502"
 	loseClose = "closed connection"
+	// loseUnsent answers 502 without forwarding: the request never reached
+	// Vault, which the caller cannot tell from a lost answer.
+	loseUnsent = "502 unsent"
 )
 
 func startLossyProxy(t *testing.T, srv *vaulttest.Server, match func(*http.Request) bool, mode string) *lossyProxy {
@@ -58,13 +65,18 @@ func startLossyProxy(t *testing.T, srv *vaulttest.Server, match func(*http.Reque
 			forward.ServeHTTP(w, r)
 			return
 		}
-		answer := httptest.NewRecorder()
-		forward.ServeHTTP(answer, r)
-		if answer.Code != http.StatusOK && answer.Code != http.StatusNoContent {
-			t.Errorf("Vault answered the request the proxy loses with %d: %s", answer.Code, answer.Body)
+		if mode != loseUnsent {
+			answer := httptest.NewRecorder()
+			forward.ServeHTTP(answer, r)
+			if answer.Code != http.StatusOK && answer.Code != http.StatusNoContent {
+				t.Errorf("Vault answered the request the proxy loses with %d: %s", answer.Code, answer.Body)
+			}
+		}
+		if p.onLoss != nil {
+			p.onLoss()
 		}
 		p.lost.Add(1)
-		if mode == lose502 {
+		if mode != loseClose {
 			w.WriteHeader(http.StatusBadGateway)
 			return
 		}
@@ -191,4 +203,127 @@ func lossyHarness(srv *vaulttest.Server, token string) func(t *testing.T) signer
 			Lost:           func() int { return int(p.lost.Load()) },
 		}
 	}
+}
+
+// TestLostConfigWriteIsNotSentAgain: a min_encryption_version write whose
+// answer is lost is not sent again by the client, because a copy sent later
+// lands on whatever another replica wrote meanwhile. Here a second replica
+// disables version 2 in that moment; a retried "min 2" would lower the
+// minimum back and make the disabled version sign again.
+func TestLostConfigWriteIsNotSentAgain(t *testing.T) {
+	t.Parallel()
+	srv := vaulttest.Start(t)
+	ring := backends.KeyRing{Name: "lostconfig", Algorithm: backends.ES256}
+	p := startLossyProxy(t, srv, pathEnds("/keys/"+ring.Name+"/config"), lose502)
+	u, _ := url.Parse(p.URL)
+	b := mustOpen(t, "vault://"+u.Host+"/transit?scheme=http", rootEnv)
+	other := mustOpen(t, uriFor(srv, ""), rootEnv)
+	v := signertest.CreateVersion(t, b, ring, "")
+	v = signertest.CreateVersion(t, b, ring, v.ID)
+	signertest.CreateVersion(t, b, ring, v.ID)
+	p.onLoss = func() {
+		if err := other.DisableVersion(context.Background(), ring, "2"); err != nil {
+			t.Errorf("the other replica disabling version 2: %v", err)
+		}
+	}
+	p.armed.Store(true)
+	err := b.DisableVersion(context.Background(), ring, "1")
+	if p.armed.Load() {
+		t.Fatal("the proxy lost no answer: the test proves nothing")
+	}
+	if err != nil && backends.KindOf(err) != backends.KindUnavailable {
+		t.Errorf("DisableVersion with its answer lost: %v (%v), want nil or unavailable", err, backends.KindOf(err))
+	}
+	sec, err := srv.Root(t).Logical().Read("transit/keys/" + ring.Name)
+	if err != nil || sec == nil {
+		t.Fatalf("reading the key: %v", err)
+	}
+	if n, _ := sec.Data["min_encryption_version"].(json.Number).Int64(); n != 3 {
+		t.Errorf("min_encryption_version is %d after the other replica raised it to 3 (config written %d times): "+
+			"a lost write sent again re-enabled a disabled version", n, p.sent.Load())
+	}
+}
+
+// TestLostRotateAnswerAfterLockLostIsNotClaimed: a replica whose rotate got
+// no answer reads the key to learn what it did, but a newest version past
+// the one it rotated from is its own only while it still holds the lock.
+// Here its rotate never reached Vault, and meanwhile its lock was removed
+// as stale and another replica rotated from the same version: that version
+// is the other's, and claiming it too would report one slot won twice.
+func TestLostRotateAnswerAfterLockLostIsNotClaimed(t *testing.T) {
+	t.Parallel()
+	srv := vaulttest.Start(t)
+	ring := backends.KeyRing{Name: "lostlock-rotate", Algorithm: backends.ES256}
+	p := startLossyProxy(t, srv, pathEnds("/keys/"+ring.Name+"/rotate"), loseUnsent)
+	u, _ := url.Parse(p.URL)
+	b := mustOpen(t, "vault://"+u.Host+"/transit?scheme=http", rootEnv)
+	other := mustOpen(t, uriFor(srv, ""), rootEnv)
+	v1 := signertest.CreateVersion(t, b, ring, "")
+	var won backends.Version
+	p.onLoss = func() { won = reapLockAndRotate(t, srv, other, ring, v1.ID) }
+	p.armed.Store(true)
+	v, err := b.CreateVersion(context.Background(), ring, v1.ID)
+	if p.armed.Load() {
+		t.Fatal("the proxy lost no answer: the test proves nothing")
+	}
+	if won.ID == "" {
+		t.Fatal("the other replica made no version: the test proves nothing")
+	}
+	if err == nil {
+		t.Errorf("both replicas were told they made version %s (other: %s): a reported success is not final", v.ID, won.ID)
+	} else if backends.KindOf(err) != backends.KindUnavailable {
+		t.Errorf("CreateVersion: %v (%v), want unavailable", err, backends.KindOf(err))
+	}
+	if n := latestVersion(t, srv, ring.Name); n != 2 {
+		t.Errorf("the key has versions up to %d, want 2", n)
+	}
+}
+
+// TestRotateAfterLockLostIsNotClaimed: a replica that checked the newest
+// version under its lock and stalled until the lock was removed as stale
+// must not claim the version after the one it checked: another replica took
+// the lock meanwhile, checked the same version and rotated first, so that
+// version is the other's (and the stalled replica's rotate made the next).
+func TestRotateAfterLockLostIsNotClaimed(t *testing.T) {
+	t.Parallel()
+	srv := vaulttest.Start(t)
+	ring := backends.KeyRing{Name: "stalled", Algorithm: backends.ES256}
+	b := mustOpen(t, uriFor(srv, ""), rootEnv)
+	other := mustOpen(t, uriFor(srv, ""), rootEnv)
+	v1 := signertest.CreateVersion(t, b, ring, "")
+	var won backends.Version
+	ctx := backends.WithStepHook(context.Background(), func(step string) {
+		if step == "read key under lock" {
+			won = reapLockAndRotate(t, srv, other, ring, v1.ID)
+		}
+	})
+	v, err := b.CreateVersion(ctx, ring, v1.ID)
+	if won.ID == "" {
+		t.Fatal("the other replica made no version: the test proves nothing")
+	}
+	if err == nil {
+		t.Errorf("the stalled replica reported version %s, the other %s: one of them was told it made a version it did not", v.ID, won.ID)
+	} else if backends.KindOf(err) != backends.KindUnavailable {
+		t.Errorf("CreateVersion: %v (%v), want unavailable", err, backends.KindOf(err))
+	}
+}
+
+// reapLockAndRotate is what happens while a replica holding the ring's
+// rotation lock stalls past the grace: its lock is removed as stale, and
+// other takes the lock and rotates from latest. It returns other's version
+// ("" if it failed, reported through t).
+func reapLockAndRotate(t *testing.T, srv *vaulttest.Server, other *Backend, ring backends.KeyRing, latest string) backends.Version {
+	root := srv.Root(t).Logical()
+	lock := "transit/keys/" + lockPrefix + ring.Name
+	if _, err := root.Write(lock+"/config", map[string]any{"deletion_allowed": true}); err != nil {
+		t.Errorf("removing the stalled replica's lock: %v", err)
+	}
+	if _, err := root.Delete(lock); err != nil {
+		t.Errorf("removing the stalled replica's lock: %v", err)
+	}
+	v, err := other.CreateVersion(context.Background(), ring, latest)
+	if err != nil {
+		t.Errorf("the other replica rotating: %v", err)
+	}
+	return v
 }

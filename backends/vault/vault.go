@@ -143,12 +143,12 @@ const idleConnections = 64
 // checkRetry retries connection failures and the statuses a healthy Vault
 // answers again soon (sealed or standby 503, 502, 504, 429), never a 4xx or
 // an ordinary 500 (Transit reports a refused signature as 500), and never a
-// creating call (see creating).
+// call that changes Vault's state (see once).
 func checkRetry(ctx context.Context, resp *http.Response, err error) (bool, error) {
 	if ctx.Err() != nil {
 		return false, ctx.Err()
 	}
-	if ctx.Value(creatingKey{}) != nil {
+	if ctx.Value(onceKey{}) != nil {
 		return false, nil
 	}
 	if err != nil {
@@ -161,16 +161,22 @@ func checkRetry(ctx context.Context, resp *http.Response, err error) (bool, erro
 	return false, nil
 }
 
-type creatingKey struct{}
+type onceKey struct{}
 
-// creating marks a request that creates something in Vault (a Transit key,
-// a version, the rotation lock): the client sends it once and never again
+// once marks a request that changes Vault's state (creating a Transit key,
+// rotating it, taking or deleting the rotation lock, writing a key's
+// config or a certificate chain): the client sends it once and never again
 // by itself. A 502 or a dropped connection says nothing about whether
-// Vault carried it out; sent again, a rotate makes a second version. What
-// such a call did is found out by reading (resolveRotate, findVersion,
-// acquireLock), never by sending it again.
-func creating(ctx context.Context) context.Context {
-	return context.WithValue(ctx, creatingKey{}, true)
+// Vault carried it out, and a copy sent a second later lands on a state
+// that may have moved on: a rotate makes a second version, a lock delete
+// removes the lock another replica took meanwhile, a min_encryption_version
+// write lowers the one another replica raised (re-enabling a disabled
+// version), a set-certificate overwrites a newer chain. What such a call
+// did is found out by reading (resolveRotate, findVersion, acquireLock), or
+// the caller gets an unavailable error and starts over from a read. Reads
+// and signatures are retried.
+func once(ctx context.Context) context.Context {
+	return context.WithValue(ctx, onceKey{}, true)
 }
 
 // Algorithms reports that Transit can sign every JWS algorithm Signet knows.
@@ -362,7 +368,7 @@ func (b *Backend) CreateVersion(ctx context.Context, ring backends.KeyRing, late
 	if k == nil {
 		// Creating the key is create-if-absent: replicas racing to make
 		// the first version all find that one version.
-		_, err = b.call(creating(ctx), func(ctx context.Context) (*api.Secret, error) {
+		_, err = b.call(once(ctx), func(ctx context.Context) (*api.Secret, error) {
 			return b.client.Logical().WriteWithContext(ctx, b.path("keys", name), map[string]any{"type": typ, "exportable": false,
 				"allow_plaintext_backup": false})
 		})
@@ -387,7 +393,7 @@ func (b *Backend) CreateVersion(ctx context.Context, ring backends.KeyRing, late
 		return backends.Version{}, err
 	}
 	backends.Step(ctx, "take lock")
-	v, err := b.rotateLocked(ctx, ring, latest)
+	v, err := b.rotateLocked(ctx, ring, latest, ticket)
 	rctx, cancel := b.opts.Detached(ctx)
 	defer cancel()
 	if rerr := b.releaseLock(rctx, ring, ticket); rerr != nil && err == nil {
@@ -398,8 +404,8 @@ func (b *Backend) CreateVersion(ctx context.Context, ring backends.KeyRing, late
 }
 
 // rotateLocked rotates the ring's Transit key if its newest version is
-// still latest; the caller holds the rotation lock.
-func (b *Backend) rotateLocked(ctx context.Context, ring backends.KeyRing, latest string) (backends.Version, error) {
+// still latest; the caller holds the rotation lock, whose ticket is ticket.
+func (b *Backend) rotateLocked(ctx context.Context, ring backends.KeyRing, latest string, ticket int64) (backends.Version, error) {
 	name := b.keyName(ring)
 	k, err := b.readKey(ctx, ring)
 	if err != nil {
@@ -409,26 +415,51 @@ func (b *Backend) rotateLocked(ctx context.Context, ring backends.KeyRing, lates
 	if err := backends.CheckNewest(Scheme, ring, newestVersion(k), latest); err != nil {
 		return backends.Version{}, err
 	}
-	if _, err := b.call(creating(ctx), func(ctx context.Context) (*api.Secret, error) {
+	if _, err := b.call(once(ctx), func(ctx context.Context) (*api.Secret, error) {
 		return b.client.Logical().WriteWithContext(ctx, b.path("keys", name, "rotate"), nil)
 	}); err != nil {
-		return b.resolveRotate(ctx, ring, k.LatestVersion, b.classify(err, "creating a version of Transit key %q", name))
+		return b.resolveRotate(ctx, ring, k.LatestVersion, ticket, b.classify(err, "creating a version of Transit key %q", name))
 	}
 	backends.Step(ctx, "rotate")
+	// The version after the one checked is this rotation's only if no other
+	// replica rotated in between: if the lock was removed as stale while
+	// this replica stalled, another may have checked the same version and
+	// rotated first, and both would report its version.
+	if !b.holdsLock(ctx, ring, ticket) {
+		return backends.Version{}, errorf(backends.KindUnavailable,
+			"Transit key %q was rotated, but the rotation lock was removed as stale meanwhile: which version this rotation made is unknown", name)
+	}
 	return b.findVersion(ctx, ring, k.LatestVersion+1)
 }
 
+// holdsLock reports whether the ring's rotation lock still holds ticket.
+// Once it does not, it never will again (a ticket is never reused), so a
+// true answer means no other replica held the lock, and so rotated, since
+// this one took it.
+func (b *Backend) holdsLock(ctx context.Context, ring backends.KeyRing, ticket int64) bool {
+	_, held, err := b.readLock(ctx, ring)
+	return err == nil && held == ticket
+}
+
 // resolveRotate finds out, by reading the key, what a rotate whose answer
-// did not arrive did: the rotation lock is still held, so a newest version
-// past before is the one it made, and the caller gets it. Otherwise (not
-// made, or the read fails too) the caller gets the rotate's error, which is
-// never a success and is safe to retry: a retry that finds the version made
-// meanwhile answers Conflict, never a second version for one call.
-func (b *Backend) resolveRotate(ctx context.Context, ring backends.KeyRing, before int, rotateErr error) (backends.Version, error) {
+// did not arrive did: a newest version past before is the one it made if
+// the rotation lock still holds ticket after the key was read, since then
+// no other replica held the lock (and so rotated) from the moment this one
+// took it; a lock removed as stale while this replica stalled, then taken
+// by another that rotated, would otherwise hand both replicas the same
+// version. When it holds, the caller gets the version. Otherwise (not
+// made, lock lost, or a read fails too) the caller gets the rotate's error,
+// which is never a success and is safe to retry: a retry that finds the
+// version made meanwhile answers Conflict, never a second version for one
+// call.
+func (b *Backend) resolveRotate(ctx context.Context, ring backends.KeyRing, before int, ticket int64, rotateErr error) (backends.Version, error) {
 	dctx, cancel := b.opts.Detached(ctx)
 	defer cancel()
 	k, err := b.readKey(dctx, ring)
 	if err != nil || k == nil || k.LatestVersion != before+1 {
+		return backends.Version{}, rotateErr
+	}
+	if !b.holdsLock(dctx, ring, ticket) {
 		return backends.Version{}, rotateErr
 	}
 	v, err := b.findVersion(dctx, ring, before+1)
@@ -487,7 +518,7 @@ func (b *Backend) DisableVersion(ctx context.Context, ring backends.KeyRing, ver
 	case n == k.LatestVersion:
 		return errorf(backends.KindFailedPrecondition, "cannot disable version %d of Transit key %q: it is the newest, and Transit only disables older versions (rotate first)", n, name)
 	}
-	_, err = b.call(ctx, func(ctx context.Context) (*api.Secret, error) {
+	_, err = b.call(once(ctx), func(ctx context.Context) (*api.Secret, error) {
 		return b.client.Logical().WriteWithContext(ctx, b.path("keys", name, "config"), map[string]any{"min_encryption_version": n + 1})
 	})
 	if err != nil {

@@ -68,6 +68,9 @@ type Config struct {
 		Format string `yaml:"format"` // text or json
 	} `yaml:"log"`
 	KeyRings []RingConfig `yaml:"key_rings"`
+	// KubernetesSigner, when set, serves the Kubernetes ExternalJWTSigner
+	// API on a Unix socket for one key ring (kubernetes.go).
+	KubernetesSigner *KubernetesSigner `yaml:"kubernetes_signer"`
 }
 
 // GRPCLimits are the gRPC listener's bounds on every peer, authenticated or
@@ -531,7 +534,7 @@ func (c *Config) Validate() error {
 			return err
 		}
 	}
-	return nil
+	return c.validateKubernetesSigner()
 }
 
 func (l GRPCLimits) validate() error {

@@ -337,7 +337,7 @@ func (p *peerCreds) Info() credentials.ProtocolInfo {
 }
 func (p *peerCreds) Clone() credentials.TransportCredentials { c := *p; return &c }
 
-//nolint:staticcheck // part of the interface
+// OverrideServerName is part of the interface; a Unix socket has no server name.
 func (p *peerCreds) OverrideServerName(string) error { return nil }
 
 // unixPeer is the refusal rate's key for every local peer.

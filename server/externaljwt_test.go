@@ -11,8 +11,10 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
+	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -463,5 +465,41 @@ func TestKubeSignerPreviousKeyFiles(t *testing.T) {
 	}
 	if got := e.fetchKeys(t).GetKeys(); len(got) != 3 || got[2].GetKeyId() != keys.GetKeys()[1].GetKeyId() {
 		t.Fatalf("after Rotate: %v", got)
+	}
+}
+
+// BenchmarkKubeSignerSign is the ExternalJWTSigner Sign over the Unix
+// socket, as kube-apiserver calls it, at 1, 16 and 64 concurrent callers
+// (GOMAXPROCS × parallelism goroutines).
+func BenchmarkKubeSignerSign(b *testing.B) {
+	cfg := testConfig(b)
+	dir, err := os.MkdirTemp("", "sk")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	cfg.KubernetesSigner = &config.KubernetesSigner{Socket: filepath.Join(dir, "k.sock"), KeyRing: "default", Issuer: kubeIssuer,
+		AllowedUIDs: []uint32{uint32(os.Getuid())}} // #nosec G115 -- a uid
+	startServer(b, cfg, Options{})
+	conn, err := grpc.NewClient("unix://"+cfg.KubernetesSigner.Socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Close()
+	client := externaljwtv1.NewExternalJWTSignerClient(conn)
+	c, _ := json.Marshal(kubeClaims(time.Now(), time.Hour))
+	req := &externaljwtv1.SignJWTRequest{Claims: base64.RawURLEncoding.EncodeToString(c)}
+	for _, conc := range []int{1, 16, 64} {
+		b.Run(fmt.Sprintf("c=%d", conc), func(b *testing.B) {
+			b.SetParallelism(max(1, conc/runtime.GOMAXPROCS(0)))
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if _, err := client.Sign(context.Background(), req); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
 	}
 }

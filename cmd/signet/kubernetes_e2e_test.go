@@ -168,8 +168,11 @@ func kubeRun(t *testing.T, p *process, socket string) *kubeE2E {
 	start = time.Now()
 	k.waitKids(t, "only the emergency kid", func(kids []string) bool { return slices.Equal(kids, []string{emKid}) })
 	t.Logf("revoked: kube-apiserver's JWKS after %v: %s", time.Since(start).Round(time.Millisecond), k.api.Get(t, "/openid/v1/jwks"))
-	k.mustReview(t, first, false, "a token of a revoked kid")
-	k.mustReview(t, beforeRevoke, false, "a token of a revoked kid")
+	// kube-apiserver caches a successful authentication for 10s (its
+	// TokenSuccessCacheTTL, whatever the authenticator): a revoked kid's
+	// tokens fail from then on.
+	k.waitReview(t, first, "a token of a revoked kid", start)
+	k.waitReview(t, beforeRevoke, "a token of a revoked kid", start)
 	if !waitFor(30*time.Second, func() bool {
 		_, err := k.api.TokenRequest(ctxT(t), "default", "app", []string{"vault"}, 3600)
 		return err == nil
@@ -234,6 +237,21 @@ func (k *kubeE2E) mustReview(t *testing.T, token string, want bool, what string)
 		t.Fatalf("TokenReview of %s: %+v, want authenticated %v", what, r, want)
 	}
 	t.Logf("TokenReview of %s: authenticated=%v user=%q error=%q", what, r.Authenticated, r.User.Username, r.Error)
+}
+
+// waitReview waits (bounded) until TokenReview refuses token, and logs how
+// long after since that took.
+func (k *kubeE2E) waitReview(t *testing.T, token, what string, since time.Time) {
+	t.Helper()
+	var r kubetest.Review
+	if !waitFor(40*time.Second, func() bool {
+		var err error
+		r, err = k.api.TokenReview(ctxT(t), token, []string{"vault"})
+		return err == nil && !r.Authenticated
+	}) {
+		t.Fatalf("TokenReview of %s still says %+v", what, r)
+	}
+	t.Logf("TokenReview of %s, %v after the revocation: authenticated=%v error=%q", what, time.Since(since).Round(time.Millisecond), r.Authenticated, r.Error)
 }
 
 // apiKids are the kids of kube-apiserver's /openid/v1/jwks.

@@ -185,6 +185,9 @@ func StartAPIServer(t testing.TB, etcd, issuer, socket string, args ...string) *
 		"--service-account-issuer=" + issuer,
 		"--service-account-signing-endpoint=" + socket,
 		"--enable-priority-and-fairness=false",
+		// The "kubernetes" Service's endpoint would be the advertise address,
+		// which may not be loopback: no endpoint reconciler.
+		"--endpoint-reconciler-type=none",
 		"--v=1",
 	}, args...)...)
 	// The serving certificate is self-signed at startup, in --cert-dir:

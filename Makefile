@@ -25,7 +25,8 @@ build:
 # checks every one and `make test` runs the tests of every one; adding a
 # module is one more word here (and, if its tests need more than
 # `go test -race -count=1 ./...`, its TESTFLAGS/TESTENV/TESTNEEDS lines below).
-# scripts/vault is not one of them: it is Vault's code, only built.
+# scripts/vault, scripts/etcd and scripts/kube-apiserver are not among them:
+# they are Vault's, etcd's and Kubernetes' code, only built.
 # The API (gen/) and the Go client (client/) are modules of their own, which
 # Signet's go.mod replaces with these directories (docs/api.md); `go ... ./...`
 # at the root stops at their go.mod, so lint and test go into each.

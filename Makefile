@@ -13,7 +13,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -X github.com/signet-dev/signet/server/telemetry.Version=$(VERSION) -X github.com/signet-dev/signet/server/telemetry.Commit=$(COMMIT)
 
-.PHONY: run build test check test-deps lint lint-module rules bench load load-deps soak fuzz generate check-generate check-breaking release-api chart-docs clean
+.PHONY: run build test test-kube check test-deps lint lint-module rules bench load load-deps soak fuzz generate check-generate check-breaking release-api chart-docs clean
 
 run: build ## Start Signet on the embedded local backend (./signet-data).
 	./$(BIN) serve $(if $(CONFIG),--config $(CONFIG))
@@ -25,7 +25,8 @@ build:
 # checks every one and `make test` runs the tests of every one; adding a
 # module is one more word here (and, if its tests need more than
 # `go test -race -count=1 ./...`, its TESTFLAGS/TESTENV/TESTNEEDS lines below).
-# scripts/vault is not one of them: it is Vault's code, only built.
+# scripts/vault, scripts/etcd and scripts/kube-apiserver are not among them:
+# they are Vault's, etcd's and Kubernetes' code, only built.
 # The API (gen/) and the Go client (client/) are modules of their own, which
 # Signet's go.mod replaces with these directories (docs/api.md); `go ... ./...`
 # at the root stops at their go.mod, so lint and test go into each.
@@ -48,7 +49,10 @@ TEST_JOBS ?= 4
 # The root module: the race detector on (its packages are concurrent
 # servers); the Vault tests find the server only through SIGNET_VAULT_BIN,
 # the alert rules' test promtool through SIGNET_PROMTOOL.
-TESTFLAGS.. := $(TAGS) -race -count=1
+# The tests that start a real kube-apiserver are the group test-kube (below),
+# so that the root group need not wait for its first build.
+KUBE_TESTS  := ^TestKubeAPIServer
+TESTFLAGS.. := $(TAGS) -race -count=1 -skip '$(KUBE_TESTS)'
 TESTENV..   := SIGNET_VAULT_BIN=$(CURDIR)/bin/vault SIGNET_PROMTOOL=$(CURDIR)/bin/promtool
 TESTNEEDS.. := test-deps build bin/vault bin/promtool
 # The tests in deploy/ (Dockerfile, Helm chart) are a module of their own so
@@ -79,8 +83,8 @@ TESTSAY.scripts/soak := TestSoak runs three replicas through rotations and fault
 # a dependency that is missing or a check that is switched off, not a pass.
 # pipefail keeps go test's own exit status.
 test: ## Install what the tests need, then run every test (race detector on), the modules' groups concurrently.
-	@echo "make test: the tests of $(words $(MODULES)) modules ($(MODULES)), $(TEST_JOBS) groups at a time; lint is 'make lint'"
-	@$(MAKE) --no-print-directory -j$(TEST_JOBS) $(addprefix test-module/,$(MODULES))
+	@echo "make test: the tests of $(words $(MODULES)) modules ($(MODULES)) and the kube-apiserver end-to-end tests, $(TEST_JOBS) groups at a time; lint is 'make lint'"
+	@$(MAKE) --no-print-directory -j$(TEST_JOBS) $(addprefix test-module/,$(MODULES)) test-kube
 	@echo "make test: every group passed"
 
 .SECONDEXPANSION:
@@ -88,6 +92,17 @@ test-module/%: bin/testreport $$(TESTNEEDS.$$*)
 	@echo "[$(or $(filter-out .,$*),root)] go test $(or $(TESTFLAGS.$*),-race -count=1) ./...$(if $(TESTSAY.$*),: $(TESTSAY.$*))"
 	@set -o pipefail; $(TESTENV.$*) $(GO) -C $* test $(or $(TESTFLAGS.$*),-race -count=1) \
 		$(if $(filter true,$(CI)),-json ./... | bin/testreport,./... 2>&1) | sed -u 's|^|[$(or $(filter-out .,$*),root)] |'
+
+# The end-to-end tests of Signet as kube-apiserver's service-account token
+# signer (cmd/signet/kubernetes_e2e_test.go): a real etcd and kube-apiserver,
+# on the local backend and on a real Vault. A group of their own, so that
+# their first build (kube-apiserver: the long pole of a cold `make test`)
+# overlaps the other groups instead of holding up the root module's tests.
+test-kube: bin/testreport test-deps build bin/vault bin/etcd bin/kube-apiserver
+	@echo "[kube] go test -run '$(KUBE_TESTS)' ./cmd/signet/: etcd and kube-apiserver with Signet as the ExternalJWTSigner"
+	@set -o pipefail; SIGNET_VAULT_BIN=$(CURDIR)/bin/vault SIGNET_ETCD_BIN=$(CURDIR)/bin/etcd SIGNET_KUBE_APISERVER_BIN=$(CURDIR)/bin/kube-apiserver \
+		$(GO) test $(TAGS) -race -count=1 -run '$(KUBE_TESTS)' -v ./cmd/signet/ \
+		$(if $(filter true,$(CI)),-json | bin/testreport,2>&1) | sed -u 's|^|[kube] |'
 
 # ---- make check: the inner loop ----
 #
@@ -109,6 +124,21 @@ check: test-deps bin/promtool ## The inner loop: unit tests of Signet's packages
 bin/vault: scripts/vault/main.go scripts/vault/certs.go scripts/vault/go.mod scripts/vault/go.sum
 	@echo "bin/vault: building Vault's core, HTTP API, Transit, PKI and auth packages (scripts/vault) for the Vault tests: several minutes on 2 cores the first time (1,660 packages; all of Vault was 2,575 and ~10 minutes), then cached"
 	cd scripts/vault && $(GO) build -ldflags '-s -w' -o ../../bin/vault .
+
+# etcd and kube-apiserver for the Kubernetes end-to-end tests, each built
+# from its Go module in a module of its own (scripts/etcd: etcd's server;
+# scripts/kube-apiserver: k8s.io/kubernetes with the replace directives that
+# point its staging modules at their published versions). make skips each
+# while it is newer than its sources.
+bin/etcd: scripts/etcd/main.go scripts/etcd/go.mod scripts/etcd/go.sum
+	@echo "bin/etcd: building etcd's server (scripts/etcd) for the Kubernetes end-to-end tests: ~2 minutes on 2 cores the first time, then cached"
+	@start=$$(date +%s); cd scripts/etcd && $(GO) build -ldflags '-s -w' -o ../../bin/etcd . && \
+		echo "bin/etcd: built in $$(( $$(date +%s) - start ))s"
+
+bin/kube-apiserver: scripts/kube-apiserver/main.go scripts/kube-apiserver/go.mod scripts/kube-apiserver/go.sum
+	@echo "bin/kube-apiserver: building kube-apiserver (scripts/kube-apiserver, k8s.io/kubernetes from the module proxy) for the Kubernetes end-to-end tests: ~12 minutes on 2 cores the first time, then cached"
+	@start=$$(date +%s); cd scripts/kube-apiserver && $(GO) build -ldflags '-s -w' -o ../../bin/kube-apiserver . && \
+		echo "bin/kube-apiserver: built in $$(( $$(date +%s) - start ))s"
 
 # promtool for the alert rules (make rules, server/telemetry's test): Debian's
 # prometheus package's when apt has one at PROMTOOL_MIN or newer (it is only

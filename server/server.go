@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
@@ -38,6 +39,10 @@ type Server struct {
 	svc      *service
 	metrics  *telemetry.Metrics
 	health   *health.Server
+	// kube serves the ExternalJWTSigner API (kubernetes_signer); nil
+	// without one. Atomic: the key set's OnChange may read it while New
+	// is still setting it.
+	kube atomic.Pointer[kubeSigner]
 }
 
 // Options are what tests and embedders change beyond the config.
@@ -101,7 +106,7 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err e
 	}
 	s.jwks = &publisher{staleIfError: cfg.HTTP.JWKSStaleIfError.D(), log: log, metrics: s.metrics, spiffe: newSPIFFESetup(cfg)}
 	s.ks, err = lifecycle.New(ctx, specs, lifecycle.Options{Logger: log, Now: opts.Now,
-		BackendTimeout: cfg.BackendTimeout.D(), OnChange: s.jwks.update, OnHealth: s.updateHealth,
+		BackendTimeout: cfg.BackendTimeout.D(), OnChange: s.keysChanged, OnHealth: s.updateHealth,
 		OnKeyMismatch: s.metrics.KeyMismatch, OnCertificateProblem: s.metrics.CertificateProblem})
 	if err != nil {
 		return nil, err
@@ -119,9 +124,27 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err e
 	s.metrics.Register(telemetry.NewKeySetCollector(s.ks))
 	s.metrics.Register(telemetry.NewCertificateCollector(s.authz.CertificateExpiry))
 	s.svc = newService(s.ks, s.authz, s.jwks, s.metrics, cfg.Issuer, log)
+	if kc := cfg.KubernetesSigner; kc != nil {
+		k, err := newKubeSigner(*kc, s.ks, s.svc, log)
+		if err != nil {
+			return nil, err
+		}
+		s.kube.Store(k)
+	}
 	s.health.SetServingStatus(signetv1.KeySetService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	s.updateHealth()
 	return s, nil
+}
+
+// keysChanged re-renders what is published after the key set installed a
+// snapshot: the JWKS and the ExternalJWTSigner's FetchKeys answer.
+func (s *Server) keysChanged() {
+	s.jwks.update()
+	if k := s.kube.Load(); k != nil {
+		if err := k.update(); err != nil {
+			s.log.Error("cannot render the kubernetes_signer keys; serving the previous ones", "err", err)
+		}
+	}
 }
 
 // updateHealth sets the gRPC health of SignerService: SERVING while every
@@ -178,6 +201,8 @@ const streamWorkers = 128
 // admin listener.
 type Addrs struct {
 	GRPC, HTTP, Admin net.Addr
+	// KubernetesSigner is the ExternalJWTSigner socket; nil without one.
+	KubernetesSigner net.Addr
 }
 
 // Serve listens on the configured addresses and serves until ctx ends, then
@@ -232,9 +257,19 @@ func (s *Server) Serve(ctx context.Context, ready func(Addrs)) error {
 	reflection.Register(gs)
 	s.metrics.GRPC.InitializeMetrics(gs)
 
+	var kubeLis net.Listener
+	var kgs *grpc.Server
+	if k := s.kube.Load(); k != nil {
+		ul, err := listenUnix(k.cfg.Socket)
+		if err != nil {
+			closeAll(grpcLis, httpLis, adminLis)
+			return err
+		}
+		kubeLis, kgs = ul, k.grpcServer(s)
+	}
 	handler, err := newHTTPHandler(ctx, s.svc, s.jwks, s.metrics)
 	if err != nil {
-		closeAll(grpcLis, httpLis, adminLis)
+		closeAll(grpcLis, httpLis, adminLis, kubeLis)
 		return err
 	}
 	hsrv := newHTTPServer(handler, httpWriteTimeout, s.log)
@@ -255,16 +290,24 @@ func (s *Server) Serve(ctx context.Context, ready func(Addrs)) error {
 		addrs.Admin = adminLis.Addr()
 		logAddrs = append(logAddrs, "admin", addrs.Admin.String())
 	}
+	if kubeLis != nil {
+		addrs.KubernetesSigner = kubeLis.Addr()
+		logAddrs = append(logAddrs, "kubernetes_signer", addrs.KubernetesSigner.String(),
+			"kubernetes_key_ring", s.cfg.KubernetesSigner.KeyRing)
+	}
 	s.log.Info("serving", append(logAddrs, "issuer", s.cfg.Issuer, "jwks", "http://"+httpLis.Addr().String()+JWKSPath)...)
 
 	// The background loops outlive ctx until the listeners have drained.
 	loopCtx, stopLoops := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopLoops()
-	errc := make(chan error, 3)
+	errc := make(chan error, 4)
 	go func() { errc <- gs.Serve(grpcLis) }()
 	go func() { errc <- hsrv.Serve(httpLis) }()
 	if asrv != nil {
 		go func() { errc <- asrv.Serve(adminLis) }()
+	}
+	if kgs != nil {
+		go func() { errc <- kgs.Serve(kubeLis) }()
 	}
 	loopsDone := make(chan struct{})
 	go func() {
@@ -288,7 +331,13 @@ func (s *Server) Serve(ctx context.Context, ready func(Addrs)) error {
 	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ShutdownTimeout.D())
 	defer cancel()
 	stopped := make(chan struct{})
-	go func() { gs.GracefulStop(); close(stopped) }()
+	go func() {
+		if kgs != nil {
+			kgs.GracefulStop() // removes the socket (SetUnlinkOnClose)
+		}
+		gs.GracefulStop()
+		close(stopped)
+	}()
 	httpErr := hsrv.Shutdown(shutdownCtx)
 	if asrv != nil {
 		httpErr = errors.Join(httpErr, asrv.Shutdown(shutdownCtx))
@@ -296,6 +345,9 @@ func (s *Server) Serve(ctx context.Context, ready func(Addrs)) error {
 	select {
 	case <-stopped:
 	case <-shutdownCtx.Done():
+		if kgs != nil {
+			kgs.Stop()
+		}
 		gs.Stop()
 		<-stopped
 	}

@@ -117,6 +117,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if a.Admin != nil {
 			addrs.Admin = a.Admin.String()
 		}
+		if a.KubernetesSigner != nil {
+			addrs.KubernetesSigner = a.KubernetesSigner.String()
+		}
 		printBanner(stdout, cfg, addrs)
 		if *readyFile == "" {
 			return
@@ -137,6 +140,9 @@ type readyAddrs struct {
 	GRPC  string `json:"grpc"`
 	HTTP  string `json:"http"`
 	Admin string `json:"admin,omitempty"` // absent without an admin listener
+	// KubernetesSigner is the ExternalJWTSigner socket's path; absent
+	// without kubernetes_signer.
+	KubernetesSigner string `json:"kubernetes_signer,omitempty"`
 }
 
 // writeReadyFile writes the addresses to a temporary file beside path and
@@ -200,6 +206,9 @@ func printBanner(w io.Writer, cfg config.Config, addrs readyAddrs) {
 	}
 	fmt.Fprintf(&b, "  gRPC:       %s (%s)\n", grpcAddr, mode)
 	fmt.Fprintf(&b, "  Issuer:     %s\n", cfg.Issuer)
+	if k := cfg.KubernetesSigner; k != nil && addrs.KubernetesSigner != "" {
+		fmt.Fprintf(&b, "  Kubernetes: ExternalJWTSigner on %s (key ring %s, issuer %s)\n", addrs.KubernetesSigner, k.KeyRing, k.Issuer)
+	}
 	if addrs.Admin != "" {
 		fmt.Fprintf(&b, "  Metrics:    http://%s/metrics    Status: http://%s%s\n", addrs.Admin, addrs.Admin, server.StatusPath)
 	}

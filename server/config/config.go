@@ -76,6 +76,9 @@ type Config struct {
 	SPIFFE struct {
 		TrustDomain string `yaml:"trust_domain"` // e.g. corp.example; empty: no SPIFFE
 	} `yaml:"spiffe"`
+	// KubernetesSigner, when set, serves the Kubernetes ExternalJWTSigner
+	// API on a Unix socket for one key ring (kubernetes.go).
+	KubernetesSigner *KubernetesSigner `yaml:"kubernetes_signer"`
 }
 
 // ProfileJWTSVID is the ring profile whose tokens are JWT-SVIDs.
@@ -590,7 +593,7 @@ func (c *Config) validateProfile(field string, r RingConfig) error {
 	case !slices.Contains(JWTSVIDAlgorithms, r.Algorithm):
 		return fmt.Errorf("%s.algorithm %s: JWT-SVIDs are signed with one of %s", field, r.Algorithm, strings.Join(JWTSVIDAlgorithms, ", "))
 	}
-	return nil
+	return c.validateKubernetesSigner()
 }
 
 func (l GRPCLimits) validate() error {

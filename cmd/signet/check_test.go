@@ -168,7 +168,11 @@ var checkCases = []checkCase{
 	{field: "profile", config: "spiffe: {trust_domain: corp.example}\nkey_rings: [{name: svid, backend: 'local://x', profile: jwt-svid, algorithm: PS256}]\n"},
 	{field: "profile", config: "key_rings: [{name: svid, backend: 'local://x', profile: jwt-svid}]\n", want: "profile jwt-svid needs spiffe.trust_domain"},
 	{field: "profile", config: "spiffe: {trust_domain: corp.example}\nkey_rings: [{name: svid, backend: 'local://x', profile: jwt-svid, algorithm: EdDSA}]\n", want: "JWT-SVIDs are signed with one of"},
+	{field: "kubernetes_signer", config: "key_rings: [{name: kube, backend: 'local://x', token_max_ttl: 1h}]\n" + kubeSigner},
+	{field: "kubernetes_signer", config: "key_rings: [{name: kube, backend: 'local://x', algorithm: EdDSA, token_max_ttl: 1h}]\n" + kubeSigner, want: "kube-apiserver accepts only"},
 }
+
+const kubeSigner = "kubernetes_signer: {socket: /run/signet/k.sock, key_ring: kube, issuer: 'https://kubernetes.default.svc', allowed_uids: [0]}\n"
 
 // TestCheckConfig runs `signet check-config` on good and bad configs: a good
 // one says OK and what it checked, a bad one fails (exit status 1) with the

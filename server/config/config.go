@@ -568,7 +568,7 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("spiffe.trust_domain %q: no key ring has profile: jwt-svid, so its bundle would hold no key", td)
 		}
 	}
-	return nil
+	return c.validateKubernetesSigner()
 }
 
 // validateProfile checks a ring's profile: a JWT-SVID ring needs a trust
@@ -593,7 +593,7 @@ func (c *Config) validateProfile(field string, r RingConfig) error {
 	case !slices.Contains(JWTSVIDAlgorithms, r.Algorithm):
 		return fmt.Errorf("%s.algorithm %s: JWT-SVIDs are signed with one of %s", field, r.Algorithm, strings.Join(JWTSVIDAlgorithms, ", "))
 	}
-	return c.validateKubernetesSigner()
+	return nil
 }
 
 func (l GRPCLimits) validate() error {

@@ -183,6 +183,9 @@ func (e *kubeEnv) auditLines(t *testing.T) []map[string]any {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if len(bytes.TrimSpace(b)) == 0 {
+		return nil
+	}
 	var out []map[string]any
 	for _, l := range bytes.Split(bytes.TrimSpace(b), []byte("\n")) {
 		var m map[string]any

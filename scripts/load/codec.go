@@ -9,6 +9,7 @@ import (
 	"google.golang.org/protobuf/types/descriptorpb"
 
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	externaljwtv1 "k8s.io/externaljwt/apis/v1"
 
 	signetv1 "github.com/signet-dev/signet/gen/signet/v1"
 )
@@ -43,7 +44,8 @@ func callOption(request proto.Message, response func() proto.Message) grpc.CallO
 	return grpc.ForceCodecV2(fixedCodec{request: b, response: response})
 }
 
-// protoset is the FileDescriptorSet of Signet's API and gRPC health, with
+// protoset is the FileDescriptorSet of Signet's API, gRPC health and
+// Kubernetes' ExternalJWTSigner, with
 // every import, from the descriptors compiled into this program: ghz
 // needs the method descriptors, and server reflection would need a
 // connection on which the codec above is not forced.
@@ -64,6 +66,7 @@ func protoset() []byte {
 	}
 	add(signetv1.File_signet_v1_signet_proto)
 	add(healthpb.File_grpc_health_v1_health_proto)
+	add(externaljwtv1.File_staging_src_k8s_io_externaljwt_apis_v1_api_proto)
 	b, err := proto.Marshal(set)
 	if err != nil {
 		panic(err)

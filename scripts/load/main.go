@@ -25,6 +25,7 @@ import (
 	"regexp"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -34,6 +35,8 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
+
+	externaljwtv1 "k8s.io/externaljwt/apis/v1"
 
 	"github.com/signet-dev/signet/backends"
 	signetv1 "github.com/signet-dev/signet/gen/signet/v1"
@@ -46,6 +49,15 @@ const kek = "bG9hZC1oYXJuZXNzLWtlay0wMTIzNDU2Nzg5YWJjZGU="
 const (
 	healthCall = "grpc.health.v1.Health.Check"
 	signCall   = "signet.v1.SignerService.Sign"
+	kubeCall   = "v1.ExternalJWTSigner.Sign"
+)
+
+// kubeRing is the ring the plaintext Signet also serves as kube-apiserver's
+// ExternalJWTSigner (kube-apiserver takes no EdDSA), and kubeIssuer the
+// issuer its claims name.
+const (
+	kubeRing   = "es256"
+	kubeIssuer = "https://kubernetes.default.svc.cluster.local"
 )
 
 type options struct {
@@ -316,6 +328,12 @@ func (h *harness) startLocal(mode string) (*signetProc, error) {
 		cfg += fmt.Sprintf("  tls:\n    cert_file: %[1]s/server.pem\n    key_file: %[1]s/server-key.pem\n    client_ca_file: %[1]s/ca.pem\n"+
 			"policy_file: %[2]s/policy.yaml\naudit:\n  path: %[2]s/audit.log\n", certs, d)
 	}
+	if mode == "plaintext" && h.kubeSigner() {
+		// The socket's directory is the harness's own (0700); the
+		// harness's uid is the one admitted.
+		cfg += fmt.Sprintf("kubernetes_signer:\n  socket: %s\n  key_ring: %s\n  issuer: %s\n  allowed_uids: [%d]\n",
+			filepath.Join(d, "kube.sock"), kubeRing, kubeIssuer, os.Getuid())
+	}
 	cfg += "http:\n  listen: 127.0.0.1:0\nadmin:\n  listen: 127.0.0.1:0\n  pprof: true\nlog:\n  level: warn\nkey_rings:\n" +
 		h.localRings(filepath.Join(d, "keys"))
 	path := filepath.Join(d, "signet.yaml")
@@ -333,6 +351,30 @@ func (h *harness) grpcTarget(mode string, s *signetProc) grpcTarget {
 	}
 	return t
 }
+
+// kubeSigner reports whether the plaintext Signet serves the
+// ExternalJWTSigner too: when one of the local rings is ES256.
+func (h *harness) kubeSigner() bool {
+	return slices.Contains(h.o.algs, backends.ES256)
+}
+
+// kubeSignRequest is a SignJWTRequest as kube-apiserver sends it for a
+// pod's projected token: its claims issued now and valid for 10 minutes
+// (under the ring's token_max_ttl), so a phase must start within them.
+func kubeSignRequest() *externaljwtv1.SignJWTRequest {
+	now := time.Now()
+	claims, _ := json.Marshal(map[string]any{
+		"aud": []string{"https://kubernetes.default.svc.cluster.local"},
+		"exp": now.Add(10 * time.Minute).Unix(), "iat": now.Unix(), "nbf": now.Unix(),
+		"iss": kubeIssuer, "jti": "5f1c7e1a-1111-4d2e-9c3b-6a7b8c9d0e1f",
+		"kubernetes.io": map[string]any{"namespace": "default", "serviceaccount": map[string]any{"name": "app", "uid": "9b1e"},
+			"pod": map[string]any{"name": "app-1", "uid": "7c2d"}},
+		"sub": "system:serviceaccount:default:app",
+	})
+	return &externaljwtv1.SignJWTRequest{Claims: base64.RawURLEncoding.EncodeToString(claims)}
+}
+
+func kubeSignResponse() proto.Message { return &externaljwtv1.SignJWTResponse{} }
 
 func signRequest(ring string) *signetv1.SignRequest {
 	claims, _ := structpb.NewStruct(map[string]any{"scope": "read write", "tenant": "t-42"})
@@ -433,12 +475,49 @@ func (h *harness) signSection(mode string) (*signetProc, error) {
 				h.sum.set(fmt.Sprintf("%srss_mib_%s_c%d", prefix, a, c), rss, "%.1f")
 			}
 		}
+		if mode == "plaintext" && h.kubeSigner() {
+			if err := h.kubePhase(s, hp, c); err != nil {
+				return s, err
+			}
+		}
+	}
+	if mode == "plaintext" && h.kubeSigner() {
+		fmt.Println("   kube Sign: the ExternalJWTSigner Sign on the Unix socket (ES256 ring), as kube-apiserver calls it;")
+		fmt.Println("   its eff/effsrv/effwall against the same floor as Sign: TCP health + bare ES256")
 	}
 	fmt.Println("   CPU/op: server (/proc/PID/stat) + client (getrusage); server µs: the server's part")
 	fmt.Println("   eff = (health + bare CPU per op) / Sign CPU per op, server and client; effsrv: the server's CPU only;")
 	fmt.Println("   effwall = Sign rate × (1/health rate + 1/bare rate), right only when no other job shares the machine")
 	fmt.Println()
 	return s, nil
+}
+
+// kubePhase measures the ExternalJWTSigner Sign on the Unix socket at
+// concurrency c, against the same floor as the gRPC Sign of its ring: the
+// health check on TCP (hp) plus the bare signature.
+func (h *harness) kubePhase(s *signetProc, hp phase, c int) error {
+	t := grpcTarget{addr: "unix://" + filepath.Join(h.dir, "plaintext", "kube.sock"), serverPID: s.pid()}
+	name := fmt.Sprintf("plaintext kube Sign ES256 c=%d", c)
+	sp, err := h.profiled(s, name, func() (phase, error) {
+		return runGRPC(t, "kube Sign ES256", kubeCall, kubeSignRequest(), kubeSignResponse, c, h.o.duration)
+	})
+	if err != nil {
+		return err
+	}
+	b := h.bare[backends.ES256]
+	eff := efficiency(hp.CPUPerOp(), b.CPUPerSign, sp.CPUPerOp())
+	effSrv := efficiency(hp.ServerCPUPerOp(), b.CPUPerSign, sp.ServerCPUPerOp())
+	effWall := wallEfficiency(sp.Rate(), hp.Rate(), b.Rate)
+	fmt.Printf("%-14s %5d %10.0f %9.3f %9.3f %9.1f %9.1f %6.2f %6.2f %7.2f\n", "kube Sign", c, sp.Rate(), ms(sp.P50), ms(sp.P99),
+		us(sp.CPUPerOp()), us(sp.ServerCPUPerOp()), eff, effSrv, effWall)
+	key := fmt.Sprintf("es256_c%d", c)
+	h.sum.set("kube_sign_rps_"+key, sp.Rate(), "%.0f")
+	h.sum.set("kube_sign_p99_ms_"+key, ms(sp.P99), "%.3f")
+	h.sum.set("kube_sign_efficiency_"+key, eff, "%.2f")
+	h.sum.set("kube_sign_efficiency_server_"+key, effSrv, "%.2f")
+	h.sum.set("kube_sign_efficiency_wall_"+key, effWall, "%.2f")
+	h.noteRSS(s, name)
+	return nil
 }
 
 // jwksSection compares the JWKS through Signet's gateway with a static

@@ -257,7 +257,7 @@ load-deps:
 	fi
 
 fuzz: ## Fuzz the parsers of untrusted and operator input, FUZZTIME each (default 30s).
-	@set -e; for target in FuzzEncodeClaims:./server/jose/ FuzzEncodeClaimsJSON:./server/jose/ FuzzAppendQuoted:./server/jose/ FuzzTyp:./server/jose/ FuzzGlobMatch:./server/authz/ FuzzCertIdentity:./server/authz/ FuzzPageToken:./server/ \
+	@set -e; for target in FuzzEncodeClaims:./server/jose/ FuzzEncodeClaimsJSON:./server/jose/ FuzzAppendQuoted:./server/jose/ FuzzTyp:./server/jose/ FuzzCheckKubernetesClaims:./server/jose/ FuzzGlobMatch:./server/authz/ FuzzCertIdentity:./server/authz/ FuzzPageToken:./server/ \
 		FuzzParsePolicy:./server/authz/ FuzzParse:./server/config/ FuzzECDSASignatureFromDER:./backends/ \
 		FuzzParsePublicKey:./backends/vault/ FuzzDecodeSignBatch:./backends/vault/ \
 		FuzzPublicKeyDER:./backends/awskms/ FuzzDescription:./backends/awskms/ \

@@ -309,17 +309,24 @@ func (ks *KeySet) Now() time.Time { return ks.now() }
 // backendContext bounds a backend call by backend_timeout and by the
 // caller's deadline less a margin, so that a hung backend is answered with
 // Unavailable while the caller is still waiting rather than with the caller's
-// own DeadlineExceeded.
+// own DeadlineExceeded. The margin (a quarter of the time left, at most
+// answerMargin) is what answering takes after the backend call gives up:
+// mapping the error, the audit record, the response on the wire, on a
+// replica that may be busy.
 func (ks *KeySet) backendContext(ctx context.Context) (context.Context, context.CancelFunc) {
 	timeout := ks.backendTimeout
 	if dl, ok := ctx.Deadline(); ok {
 		remaining := time.Until(dl)
-		if r := remaining - min(remaining/10, 250*time.Millisecond); r < timeout {
+		if r := remaining - min(remaining/4, answerMargin); r < timeout {
 			timeout = r
 		}
 	}
 	return context.WithTimeout(ctx, timeout)
 }
+
+// answerMargin is the most of a caller's deadline kept back from a backend
+// call for answering.
+const answerMargin = time.Second
 
 // current returns the ring's versions with states as of now: the stored
 // snapshot, or, once the clock has passed one of its boundaries, a snapshot

@@ -229,12 +229,7 @@ func (k *kubeSigner) allow(ctx context.Context) error {
 		l = rate.NewLimiter(rate.Limit(rc.PerSecond), rc.Burst)
 		k.limiters[uid] = l
 	}
-	now := k.ks.Now()
-	res := l.ReserveN(now, 1)
-	wait := res.DelayFrom(now)
-	if wait > 0 {
-		res.CancelAt(now)
-	}
+	wait := authz.Take(l, k.ks.Now())
 	k.limitMu.Unlock()
 	if wait > 0 {
 		return &authz.Error{Reason: authz.RateLimited, RetryAfter: wait,

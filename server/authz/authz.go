@@ -221,11 +221,7 @@ func (a *Authorizer) takeToken(caller string, g *signGrant) error {
 		l = rate.NewLimiter(rate.Limit(g.Rate.PerSecond), g.Rate.Burst)
 		a.limiters[k] = l
 	}
-	res := l.ReserveN(now, 1)
-	wait := res.DelayFrom(now)
-	if wait > 0 {
-		res.CancelAt(now)
-	}
+	wait := Take(l, now)
 	a.limitersMu.Unlock()
 	if wait > 0 {
 		e := errorf(RateLimited, "rate limit for %q: %v signatures per second (burst %d)", caller, g.Rate.PerSecond, g.Rate.Burst)
@@ -233,6 +229,18 @@ func (a *Authorizer) takeToken(caller string, g *signGrant) error {
 		return e
 	}
 	return nil
+}
+
+// Take takes a token from l as of now and returns 0, or, when none is
+// there, takes nothing and returns how long until one is (what a
+// RetryAfter says).
+func Take(l *rate.Limiter, now time.Time) time.Duration {
+	res := l.ReserveN(now, 1)
+	wait := res.DelayFrom(now)
+	if wait > 0 {
+		res.CancelAt(now)
+	}
+	return wait
 }
 
 // bucket is a limits.rotate or limits.leftovers token bucket. It is not a

@@ -217,8 +217,13 @@ func TestCrashLoopScheduledRotationAWSKMS(t *testing.T) {
 		t.Errorf("no convergence: %s, leaked %v", formatCounts(counts), leaked)
 	}
 	t.Logf("KMS keys by state after convergence: %s", formatCounts(counts))
-	if counts["pending_deletion"] != crashes {
-		t.Errorf("%d keys scheduled for deletion, want one per killed rotation (%d)", counts["pending_deletion"], crashes)
+	// Every key is a version or scheduled for deletion (leaked is empty
+	// above), and each killed rotation left one key behind. More than one
+	// per kill is not a leak: a rotation that loses its race or runs out of
+	// its backend_timeout schedules its own key too (under load, 2 s can
+	// pass between CreateKey and the version alias).
+	if counts["pending_deletion"] < crashes {
+		t.Errorf("%d keys scheduled for deletion, want at least one per killed rotation (%d)", counts["pending_deletion"], crashes)
 	}
 	for _, p := range replicas {
 		resp := p.sign(t, "default")

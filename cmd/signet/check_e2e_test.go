@@ -24,7 +24,7 @@ func TestCheckConfigBinary(t *testing.T) {
 	os.WriteFile(good, []byte("grpc: {listen: '127.0.0.1:1'}\nkey_rings: [{name: a, backend: 'local://"+data+"'}]\n"), 0o600)
 
 	for _, args := range [][]string{{"check-config", "--config", bad}, {"serve", "--check", "--config", bad}} {
-		cmd := exec.Command(signetBin, args...)
+		cmd := exec.Command(binary(t), args...)
 		out, err := cmd.CombinedOutput()
 		if cmd.ProcessState == nil || cmd.ProcessState.ExitCode() != 1 {
 			t.Errorf("signet %v: %v, want exit status 1\n%s", args, err, out)

@@ -10,6 +10,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -40,10 +41,16 @@ import (
 var signetBin string
 
 // buildFlags are the flags the binary under test is built with; the PKCS#11
-// tests add their build tag.
-var buildFlags []string
+// tests add their build tag. -trimpath as `make build` has it, so that this
+// build reuses every package bin/signet's build compiled (the flag is part
+// of each package's build cache key): only the link runs again.
+var buildFlags = []string{"-trimpath"}
 
 func TestMain(m *testing.M) {
+	flag.Parse()
+	if testing.Short() { // no binary: every test that runs it skips (binary)
+		os.Exit(m.Run())
+	}
 	dir, err := os.MkdirTemp("", "signet-e2e-")
 	if err != nil {
 		panic(err)
@@ -62,6 +69,19 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
+}
+
+// binary is the signet binary under test, for the end-to-end tests that run
+// it. With go test -short (`make check`, the inner loop) none is built and
+// those tests skip: they start the real server, its backends' test servers
+// and the independent verifiers, which is `make test`'s job (it never passes
+// -short, and in CI a skipped test fails the run).
+func binary(t testing.TB) string {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("runs the signet binary: `make test` runs the end-to-end tests (go test -short leaves them out)")
+	}
+	return signetBin
 }
 
 // testIssuer is the issuer of every test config. The servers listen on
@@ -119,7 +139,7 @@ func startSignetWith(t *testing.T, config string, env ...string) *process {
 	}
 	p := &process{config: config, env: env, readyFile: filepath.Join(dir, "ready.json"),
 		stdout: &output.Buffer{}, stderr: &output.Buffer{}, exited: make(chan struct{})}
-	p.cmd = exec.Command(signetBin, "serve", "--config", cfgPath, "--ready-file", p.readyFile)
+	p.cmd = exec.Command(binary(t), "serve", "--config", cfgPath, "--ready-file", p.readyFile)
 	p.cmd.Env = append(append(os.Environ(), "SIGNET_LOCAL_KEK=MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="), env...)
 	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr
 	if err := p.cmd.Start(); err != nil {
@@ -392,7 +412,7 @@ func listKids(t *testing.T, p *process) []string {
 // runCLI runs the signet binary, which must succeed, and returns its standard output.
 func runCLI(t *testing.T, args ...string) string {
 	t.Helper()
-	stdout, stderr, err := execCLI(args...)
+	stdout, stderr, err := execCLI(binary(t), args...)
 	if err != nil {
 		t.Fatalf("signet %s: %v\n%s", strings.Join(args, " "), err, stderr)
 	}
@@ -402,18 +422,18 @@ func runCLI(t *testing.T, args ...string) string {
 // runCLIFail runs the signet binary, which must fail, and returns its standard error.
 func runCLIFail(t *testing.T, args ...string) string {
 	t.Helper()
-	stdout, stderr, err := execCLI(args...)
+	stdout, stderr, err := execCLI(binary(t), args...)
 	if err == nil {
 		t.Errorf("signet %s succeeded:\n%s", strings.Join(args, " "), stdout)
 	}
 	return stderr
 }
 
-// execCLI runs the signet binary for at most a minute.
-func execCLI(args ...string) (stdout, stderr string, err error) {
+// execCLI runs the signet binary bin for at most a minute.
+func execCLI(bin string, args ...string) (stdout, stderr string, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, signetBin, args...)
+	cmd := exec.CommandContext(ctx, bin, args...)
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
 	err = cmd.Run()
@@ -431,7 +451,7 @@ func TestCLIHelpAndErrors(t *testing.T) {
 			t.Errorf("signet serve --help does not document --ready-file:\n%s", out)
 		}
 	}
-	out, err := exec.Command(signetBin).CombinedOutput()
+	out, err := exec.Command(binary(t)).CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "Commands:") {
 		t.Errorf("signet with no command: %v\n%s", err, out)
 	}

@@ -41,8 +41,11 @@ MODULES := . gen client deploy scripts/load scripts/soak scripts/tools
 # the root module's tests. Every output line says which group it is from.
 # With -race each group's go test already keeps both cores busy while it
 # compiles; running the groups together fills the time they wait (servers
-# starting, the soak's timed run) with another group's work.
-TEST_JOBS ?= 4
+# starting, the soak's timed run) with another group's work. make's job
+# slots are shared with what the groups need built: on a cold machine Vault,
+# etcd and kube-apiserver each hold one for as long as they build, so the
+# default leaves four for the groups beside them.
+TEST_JOBS ?= 7
 
 # TESTFLAGS.DIR, TESTENV.DIR and TESTNEEDS.DIR (what must be built or
 # installed before the group starts) are a module's own settings.
@@ -83,7 +86,7 @@ TESTSAY.scripts/soak := TestSoak runs three replicas through rotations and fault
 # a dependency that is missing or a check that is switched off, not a pass.
 # pipefail keeps go test's own exit status.
 test: ## Install what the tests need, then run every test (race detector on), the modules' groups concurrently.
-	@echo "make test: the tests of $(words $(MODULES)) modules ($(MODULES)) and the kube-apiserver end-to-end tests, $(TEST_JOBS) groups at a time; lint is 'make lint'"
+	@echo "make test: the tests of $(words $(MODULES)) modules ($(MODULES)) and the kube-apiserver end-to-end tests, $(TEST_JOBS) jobs at a time; lint is 'make lint'"
 	@$(MAKE) --no-print-directory -j$(TEST_JOBS) $(addprefix test-module/,$(MODULES)) test-kube
 	@echo "make test: every group passed"
 
@@ -108,11 +111,13 @@ test-kube: bin/testreport test-deps build bin/vault bin/etcd bin/kube-apiserver
 #
 # The unit tests of Signet's own packages (the root module) after an edit:
 # no race detector and go test -short, which leaves out the tests that start
-# a Vault server (internal/vaulttest skips them under -short, the one place
-# that does); go test's cache reruns only what the edit affects. About a
-# minute warm. `make test` runs everything, without -short.
-check: test-deps bin/promtool ## The inner loop: unit tests of Signet's packages, no Vault server, no race detector (~1 min warm).
-	@echo "make check: go test -short (no Vault server, no race detector); 'make test' runs every test"
+# servers: a Vault server or kube-apiserver (internal/vaulttest and
+# internal/kubetest skip them) and the signet binary (cmd/signet's
+# end-to-end tests skip in `binary`), the three places that check -short;
+# go test's cache reruns only what the edit affects. About a minute warm.
+# `make test` runs everything, without -short.
+check: test-deps bin/promtool ## The inner loop: unit tests of Signet's packages, no servers started, no race detector (~1 min warm).
+	@echo "make check: go test -short (no Vault, kube-apiserver or signet binary started, no race detector); 'make test' runs every test"
 	SIGNET_PROMTOOL=$(CURDIR)/bin/promtool $(GO) test $(TAGS) -short ./...
 
 # ---- Servers and tools the tests run, built or fetched once ----
@@ -123,21 +128,27 @@ check: test-deps bin/promtool ## The inner loop: unit tests of Signet's packages
 # it). make skips it while bin/vault is newer than its sources.
 bin/vault: scripts/vault/main.go scripts/vault/certs.go scripts/vault/go.mod scripts/vault/go.sum
 	@echo "bin/vault: building Vault's core, HTTP API, Transit, PKI and auth packages (scripts/vault) for the Vault tests: several minutes on 2 cores the first time (1,660 packages; all of Vault was 2,575 and ~10 minutes), then cached"
-	cd scripts/vault && $(GO) build -ldflags '-s -w' -o ../../bin/vault .
+	@start=$$(date +%s); cd scripts/vault && $(GO) build -ldflags '-s -w' -o ../../bin/vault . && \
+		echo "bin/vault: built in $$(( $$(date +%s) - start ))s"
 
 # etcd and kube-apiserver for the Kubernetes end-to-end tests, each built
 # from its Go module in a module of its own (scripts/etcd: etcd's server;
 # scripts/kube-apiserver: k8s.io/kubernetes with the replace directives that
 # point its staging modules at their published versions). make skips each
-# while it is newer than its sources.
+# while it is newer than its sources. Both build at the lowest CPU priority
+# (BUILD_NICE): only the kube group waits for them, while the root group,
+# the longest, waits for bin/vault, so on a cold machine they take the CPU
+# time the other groups leave (a test waiting on a server, the soak's timed
+# run) instead of slowing those groups down.
+BUILD_NICE := nice -n 19
 bin/etcd: scripts/etcd/main.go scripts/etcd/go.mod scripts/etcd/go.sum
-	@echo "bin/etcd: building etcd's server (scripts/etcd) for the Kubernetes end-to-end tests: ~2 minutes on 2 cores the first time, then cached"
-	@start=$$(date +%s); cd scripts/etcd && $(GO) build -ldflags '-s -w' -o ../../bin/etcd . && \
+	@echo "bin/etcd: building etcd's server (scripts/etcd) for the Kubernetes end-to-end tests at low CPU priority: ~2 minutes on an idle 2-core machine the first time, then cached"
+	@start=$$(date +%s); cd scripts/etcd && $(BUILD_NICE) $(GO) build -ldflags '-s -w' -o ../../bin/etcd . && \
 		echo "bin/etcd: built in $$(( $$(date +%s) - start ))s"
 
 bin/kube-apiserver: scripts/kube-apiserver/main.go scripts/kube-apiserver/go.mod scripts/kube-apiserver/go.sum
-	@echo "bin/kube-apiserver: building kube-apiserver (scripts/kube-apiserver, k8s.io/kubernetes from the module proxy) for the Kubernetes end-to-end tests: ~12 minutes on 2 cores the first time, then cached"
-	@start=$$(date +%s); cd scripts/kube-apiserver && $(GO) build -ldflags '-s -w' -o ../../bin/kube-apiserver . && \
+	@echo "bin/kube-apiserver: building kube-apiserver (scripts/kube-apiserver, k8s.io/kubernetes from the module proxy) for the Kubernetes end-to-end tests at low CPU priority: ~12 minutes on an idle 2-core machine the first time (it finishes last in a cold make test), then cached"
+	@start=$$(date +%s); cd scripts/kube-apiserver && $(BUILD_NICE) $(GO) build -ldflags '-s -w' -o ../../bin/kube-apiserver . && \
 		echo "bin/kube-apiserver: built in $$(( $$(date +%s) - start ))s"
 
 # promtool for the alert rules (make rules, server/telemetry's test): Debian's

@@ -128,7 +128,22 @@ func Open(ctx context.Context, u *url.URL, opts backends.OpenOptions) (backends.
 	b.batches = newBatcher(b, o.batchSize, o.batchWait)
 	b.batches.observe = opts.OnBatch
 	if b.auth, err = newAuthenticator(client, o.query, getenv, b.log, b.ctx, &b.wg); err == nil {
-		err = b.auth.login(ctx)
+		timeout := opts.Timeout
+		if timeout <= 0 {
+			timeout = backends.BackgroundTimeout
+		}
+		lctx, cancel := context.WithTimeout(ctx, timeout)
+		err = b.auth.login(lctx)
+		cancel()
+	}
+	if backends.KindOf(err) == backends.KindUnavailable && ctx.Err() == nil {
+		// Vault does not answer: open all the same and log in in the
+		// background, so that the replica starts and serves the key set it
+		// has; every call fails as unavailable (or is refused and logs in
+		// again: auth.call) until Vault answers.
+		b.log.Warn("Vault does not answer; logging in in the background", "auth", b.auth.method, "err", err)
+		b.wg.Go(func() { b.auth.relogin(nil) })
+		return b, nil
 	}
 	if err != nil {
 		_ = b.Close() // always nil; the login's error is the one to return

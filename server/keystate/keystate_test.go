@@ -119,7 +119,7 @@ func TestDecodeRefuses(t *testing.T) {
 		"private key": edit(t, func(d map[string]any) {
 			jwk, _ := json.Marshal(map[string]any{"kty": "EC", "crv": "P-256",
 				"x": b64(other.X.FillBytes(make([]byte, 32))), "y": b64(other.Y.FillBytes(make([]byte, 32))),
-				"d": b64(other.D.FillBytes(make([]byte, 32)))})
+				"d": b64(privateScalar(t, other))})
 			version(d, 0, 1)["jwk"], version(d, 0, 1)["kid"] = json.RawMessage(jwk), otherKid
 		}),
 		"key of another algorithm": edit(t, func(d map[string]any) {
@@ -154,6 +154,15 @@ func TestDecodeRefuses(t *testing.T) {
 			t.Logf("%s: %v", name, err)
 		}
 	}
+}
+
+func privateScalar(t *testing.T, k *ecdsa.PrivateKey) []byte {
+	t.Helper()
+	d, err := k.Bytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
 }
 
 func b64(b []byte) string {

@@ -406,7 +406,9 @@ func (ks *KeySet) Status() []RingStatus {
 			st.Down, st.DownError = d.at, d.err
 		}
 		st.ReadAt = s.origin.at
-		_, st.WaitingReason, st.Source, st.Waiting = ks.Waiting(r)
+		var w StartWait
+		w, st.Waiting = ks.Waiting(r)
+		st.WaitingReason, st.Source = w.Reason, w.Source
 		out = append(out, st)
 	}
 	return out

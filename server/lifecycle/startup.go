@@ -144,15 +144,23 @@ func (ks *KeySet) finishStart(ctx context.Context, r *Ring) error {
 	return nil
 }
 
-// Waiting reports why the ring has not started (its backend did not answer
-// at start-up and has not since) and where its published keys come from
-// ("" for none); ok is false once it has started.
-func (ks *KeySet) Waiting(r *Ring) (since time.Time, reason error, source string, ok bool) {
-	w := r.start.waiting.Load()
-	if w == nil {
-		return time.Time{}, nil, "", false
+// StartWait is a ring that has not started: since when, why (its backend
+// did not answer at start-up, nor since), and where its published keys
+// come from ("" for none).
+type StartWait struct {
+	Since  time.Time
+	Reason error
+	Source string
+}
+
+// Waiting reports whether the ring has not started, and why; ok is false
+// once it has.
+func (ks *KeySet) Waiting(r *Ring) (w StartWait, ok bool) {
+	s := r.start.waiting.Load()
+	if s == nil {
+		return StartWait{}, false
 	}
-	return w.since, w.reason, w.source, true
+	return StartWait{Since: s.since, Reason: s.reason, Source: s.source}, true
 }
 
 // notStarted is the error of Active and Rotate on a ring that has not

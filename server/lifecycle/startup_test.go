@@ -98,8 +98,8 @@ func TestStartWithoutTheBackend(t *testing.T) {
 	if len(ks.SigningProblems()) == 0 {
 		t.Error("no signing problem while the ring waits")
 	}
-	if _, _, src, ok := ks.Waiting(r); !ok || src != "test snapshot" {
-		t.Errorf("Waiting: %v %q", ok, src)
+	if w, ok := ks.Waiting(r); !ok || w.Source != "test snapshot" || w.Reason == nil {
+		t.Errorf("Waiting: %v %+v", ok, w)
 	}
 	if _, _, _, err := ks.Rotate(context.Background(), r, false, ""); backends.KindOf(err) != backends.KindUnavailable {
 		t.Errorf("Rotate while waiting: %v, want unavailable", err)
@@ -128,7 +128,7 @@ func TestStartWithoutTheBackend(t *testing.T) {
 	}
 	before := healthChanges.Load()
 	ks.Tick(context.Background(), r)
-	if _, _, _, ok := ks.Waiting(r); ok {
+	if _, ok := ks.Waiting(r); ok {
 		t.Fatalf("still waiting after the backend answered: %v", ks.SigningProblems())
 	}
 	if healthChanges.Load() == before {

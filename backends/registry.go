@@ -40,6 +40,12 @@ type OpenOptions struct {
 	// logged it at warn, for metrics. Backends report through it rather than
 	// import a metrics library.
 	OnRecover func(action string)
+	// Timeout bounds what Open itself asks of the backend (Vault: logging
+	// in). The server sets backend_timeout; zero means BackgroundTimeout.
+	// A backend that does not answer then is opened all the same where it
+	// can be (Vault logs in in the background): a replica must start while
+	// its backend is down and serve the key set it has (docs/runbook.md).
+	Timeout time.Duration
 }
 
 // Opener opens a backend from its URI.

@@ -653,7 +653,8 @@ func (c *checker) services(sc scenario) {
 	// Each Service exposes one port, and the admin port only the metrics one.
 	want := map[string]string{c.fullname: "http"}
 	if sc.mtls {
-		want[c.fullname+"-grpc"] = "grpc"
+		// -peers: every ready replica, for a new one to ask (startup.peers).
+		want[c.fullname+"-grpc"], want[c.fullname+"-peers"] = "grpc", "grpc"
 	}
 	if c.has("monitoring.coreos.com/v1/ServiceMonitor") {
 		want[c.fullname+"-metrics"] = "admin"
@@ -669,6 +670,15 @@ func (c *checker) services(sc scenario) {
 		}
 		if len(s.Spec.Ports) != 1 || s.Spec.Ports[0].TargetPort.StrVal != port {
 			t.Errorf("Service %s exposes %+v, want only the %s port", name, s.Spec.Ports, port)
+		}
+	}
+	if s := byName[c.fullname+"-peers"]; s != nil {
+		if s.Spec.ClusterIP != corev1.ClusterIPNone || s.Spec.PublishNotReadyAddresses {
+			t.Errorf("the peers Service is not headless, or names replicas that are not ready")
+		}
+		if addrs := c.cfg.Peers.Addresses; len(addrs) != 1 || !strings.HasPrefix(addrs[0], s.Name+"."+s.Namespace+".svc:") ||
+			!strings.HasSuffix(addrs[0], fmt.Sprintf(":%d", c.containerPort("grpc"))) {
+			t.Errorf("peers.addresses %v: want the peers Service's name and the gRPC port", addrs)
 		}
 	}
 	if s := byName[c.fullname+"-metrics"]; s != nil && s.Spec.ClusterIP != corev1.ClusterIPNone {

@@ -58,6 +58,9 @@ func TestValuesSchemaRejectsTypos(t *testing.T) {
 		{"config: {grpc: {listen: '0.0.0.0:9443'}}", "grpc"},
 		{"config: {policy_file: /tmp/policy.yaml}", "policy_file"},
 		{"config: {http: {listen: '0.0.0.0:80'}}", "listen"},
+		{"config: {state_dir: /tmp}", "state_dir"},
+		{"config: {peers: {addresses: ['x:1']}}", "peers"},
+		{"startup: {peers: {identities: ['signet']}}", "identities"},
 		// Wrong kinds and values.
 		{"replicaCount: 0", "replicaCount"},
 		{"config: {backend_timeout: 5}", "backend_timeout"},
@@ -92,7 +95,7 @@ func TestValuesSchemaMatchesSignetConfig(t *testing.T) {
 	// offer: that signer serves kube-apiserver on its own control-plane
 	// host's Unix socket (docs/kubernetes.md), not from a Deployment.
 	chartOwned := map[string]bool{"grpc": true, "http.listen": true, "admin.listen": true, "policy_file": true,
-		"kubernetes_signer": true}
+		"kubernetes_signer": true, "state_dir": true, "peers": true}
 	want := yamlFields(reflect.TypeFor[config.Config](), "", chartOwned)
 	got := cfg.fields("")
 	slices.Sort(want)

@@ -65,6 +65,21 @@ type RingStatus struct {
 	BackendDown     *time.Time      `json:"backend_down_since,omitempty"`
 	NextRotation    *time.Time      `json:"next_rotation,omitempty"`
 	Versions        []VersionStatus `json:"versions"`
+
+	// Startup is set while the ring has not read its backend since this
+	// replica started (it then does not sign): why, and where the key set
+	// it publishes comes from.
+	Startup *StartupStatus `json:"startup,omitempty"`
+}
+
+// StartupStatus is a ring that started without its backend.
+type StartupStatus struct {
+	Reason string `json:"reason"`
+	// PublishedFrom is the disk snapshot or peer the published key set
+	// came from; empty: nothing is published for the ring.
+	PublishedFrom string `json:"published_from,omitempty"`
+	// ReadAt is when that key set was read from the backend.
+	ReadAt *time.Time `json:"read_at,omitempty"`
 }
 
 // VersionStatus is one version in /statusz.
@@ -101,6 +116,10 @@ func (s *Server) status() Status {
 		}
 		if r.LastError != nil {
 			rs.LastError = r.LastError.Error()
+		}
+		if r.Waiting {
+			rs.Startup = &StartupStatus{Reason: "the backend did not answer at start-up: " + r.WaitingReason.Error(),
+				PublishedFrom: r.Source, ReadAt: timePtr(r.ReadAt)}
 		}
 		for _, v := range r.Versions {
 			vs := versionStatus(v)

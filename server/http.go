@@ -45,19 +45,27 @@ func newHTTPHandler(ctx context.Context, svc *service, jwks *publisher, m *telem
 		return nil, err
 	}
 	// Ready means this replica can serve the JWKS, which it can from the
-	// moment it started (the key set was read before it listened) whatever
-	// its backends do: a backend outage must not take every replica out of
-	// the load balancer at once and the JWKS with them. Whether it can sign
+	// moment it started (the key set was read before it listened, or, for
+	// a ring whose backend did not answer, taken from the disk snapshot or
+	// a peer) whatever its backends do: a backend outage must not take
+	// every replica out of the load balancer at once and the JWKS with
+	// them. A replica that has some ring's key set from nowhere (no
+	// snapshot, no peer, backend down since start-up) is not ready: its
+	// JWKS would lack keys that verifiers need. Whether it can sign
 	// is the gRPC health of SignerService; the body says it too, and no
 	// more: why not (ring names, backend errors) is for the admin
 	// listener's /statusz and the log, never the public port.
 	if err := mux.HandlePath(http.MethodGet, "/readyz", func(w http.ResponseWriter, _ *http.Request, _ map[string]string) {
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("Cache-Control", "no-store")
+		ready := jwks.current() != nil && len(svc.ks.Unseeded()) == 0
+		if !ready {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
 		_ = json.NewEncoder(w).Encode(struct { // fails only if the client has gone
 			Ready   bool `json:"ready"`
 			Signing bool `json:"signing"`
-		}{jwks.current() != nil, len(svc.ks.SigningProblems()) == 0})
+		}{ready, len(svc.ks.SigningProblems()) == 0})
 	}); err != nil {
 		return nil, err
 	}

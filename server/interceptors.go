@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime/debug"
-	"strings"
 	"time"
 
 	"google.golang.org/grpc"
@@ -95,7 +94,7 @@ func peerOf(ctx context.Context) string {
 // change, the call fails closed instead of running as nobody.
 func requireCaller(a *authz.Authorizer) grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-		if a.MTLS() && strings.HasPrefix(info.FullMethod, "/"+signerServiceName+"/") {
+		if a.MTLS() && needsCaller(info.FullMethod) {
 			if _, ok := ctx.Value(callerKey{}).(string); !ok {
 				return nil, status.Error(codes.Unauthenticated, "no caller identity was established for this call")
 			}

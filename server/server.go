@@ -37,6 +37,7 @@ type Server struct {
 	authz    *authz.Authorizer
 	jwks     *publisher
 	svc      *service
+	state    *keyState // the key set outside the process: state_dir and peers (peers.go)
 	metrics  *telemetry.Metrics
 	health   *health.Server
 	// kube serves the ExternalJWTSigner API (kubernetes_signer); nil
@@ -86,7 +87,7 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err e
 			// of its own failure by as much again: evidence of an
 			// interrupted rotation seen for longer than that is a crash's.
 			b, err = backends.Open(ctx, rc.Backend, backends.OpenOptions{Logger: log, Getenv: opts.Getenv, Now: opts.Now,
-				OnBatch: s.metrics.ObserveBatch, TracerProvider: s.tp, RecoveryGrace: 2 * cfg.BackendTimeout.D(),
+				OnBatch: s.metrics.ObserveBatch, TracerProvider: s.tp, RecoveryGrace: 2 * cfg.BackendTimeout.D(), Timeout: cfg.BackendTimeout.D(),
 				OnRecover: func(action string) { s.metrics.Recovered(scheme, action) }})
 			if err != nil {
 				return nil, fmt.Errorf("key ring %q: opening backend: %w", rc.Name, err)
@@ -105,12 +106,17 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err e
 			VerifySignatures: rc.Verify(), AllowBroadKeyUsage: rc.AllowBroadKeyUsage, CA: rc.IsCA(), Certificates: certs})
 	}
 	s.jwks = &publisher{staleIfError: cfg.HTTP.JWKSStaleIfError.D(), log: log, metrics: s.metrics, spiffe: newSPIFFESetup(cfg)}
+	if s.state, err = newKeyState(cfg, log, opts.Now); err != nil {
+		return nil, err
+	}
 	s.ks, err = lifecycle.New(ctx, specs, lifecycle.Options{Logger: log, Now: opts.Now,
 		BackendTimeout: cfg.BackendTimeout.D(), OnChange: s.keysChanged, OnHealth: s.updateHealth,
-		OnKeyMismatch: s.metrics.KeyMismatch, OnCertificateProblem: s.metrics.CertificateProblem})
+		OnKeyMismatch: s.metrics.KeyMismatch, OnCertificateProblem: s.metrics.CertificateProblem,
+		Fallback: s.state.fallback})
 	if err != nil {
 		return nil, err
 	}
+	s.state.save(s.ks)
 	if err := s.jwks.start(s.ks); err != nil {
 		return nil, err
 	}
@@ -140,6 +146,9 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err e
 // snapshot: the JWKS and the ExternalJWTSigner's FetchKeys answer.
 func (s *Server) keysChanged() {
 	s.jwks.update()
+	if s.ks != nil { // nil during New, which saves once it has the key set
+		s.state.save(s.ks)
+	}
 	if k := s.kube.Load(); k != nil {
 		if err := k.update(); err != nil {
 			s.log.Error("cannot render the kubernetes_signer keys; serving the previous ones", "err", err)
@@ -253,6 +262,9 @@ func (s *Server) Serve(ctx context.Context, ready func(Addrs)) error {
 	gs := grpc.NewServer(opts...)
 	signetv1.RegisterSignerServiceServer(gs, s.svc)
 	signetv1.RegisterKeySetServiceServer(gs, s.svc)
+	if s.cfg.Peers.Enabled() { // mTLS only (config.validateStartup)
+		signetv1.RegisterPeerServiceServer(gs, &peerService{state: s.state, log: s.log})
+	}
 	healthpb.RegisterHealthServer(gs, s.health)
 	reflection.Register(gs)
 	s.metrics.GRPC.InitializeMetrics(gs)

@@ -92,8 +92,8 @@ func (c *limitedConn) Close() error {
 	return err
 }
 
-// authenticateTap establishes the caller's identity for SignerService
-// streams from the TLS connection's client certificate, in the transport,
+// authenticateTap establishes the caller's identity for SignerService and
+// PeerService streams from the TLS connection's client certificate, in the transport,
 // as the stream's headers arrive: a caller without a verified certificate
 // is answered Unauthenticated before any of its request is read, let alone
 // decoded. Health, reflection and the public key set need no identity.
@@ -101,7 +101,7 @@ func (c *limitedConn) Close() error {
 // AuditRefusal). It runs on the connection's reader: it must not block.
 func authenticateTap(a *authz.Authorizer, m *telemetry.Metrics) tap.ServerInHandle {
 	return func(ctx context.Context, info *tap.Info) (context.Context, error) {
-		if !strings.HasPrefix(info.FullMethodName, "/"+signerServiceName+"/") {
+		if !needsCaller(info.FullMethodName) {
 			return ctx, nil
 		}
 		var chain []*x509.Certificate
@@ -135,6 +135,12 @@ func authenticateTap(a *authz.Authorizer, m *telemetry.Metrics) tap.ServerInHand
 		}
 		return ctx, nil
 	}
+}
+
+// needsCaller reports whether method is of a service whose callers must
+// be authenticated: SignerService, and PeerService (peers.go).
+func needsCaller(method string) bool {
+	return strings.HasPrefix(method, "/"+signerServiceName+"/") || strings.HasPrefix(method, "/"+peerServiceName+"/")
 }
 
 func peerAddr(p *peer.Peer) netip.Addr {

@@ -282,7 +282,7 @@ func classify(err error, what string) error {
 	}
 	var ue *url.Error
 	if errors.As(err, &ue) {
-		return errorf(backends.KindUnavailable, "%s: cannot reach Vault: %v", what, ue.Err)
+		return errorf(backends.KindUnavailable, "%s: cannot reach Vault: %w", what, ue.Err)
 	}
 	return errorf(backends.KindUnknown, "%s: %v", what, err)
 }

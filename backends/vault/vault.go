@@ -4,10 +4,12 @@ import (
 	"context"
 	"crypto"
 	"crypto/ed25519"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -128,13 +130,41 @@ func Open(ctx context.Context, u *url.URL, opts backends.OpenOptions) (backends.
 	b.batches = newBatcher(b, o.batchSize, o.batchWait)
 	b.batches.observe = opts.OnBatch
 	if b.auth, err = newAuthenticator(client, o.query, getenv, b.log, b.ctx, &b.wg); err == nil {
-		err = b.auth.login(ctx)
+		timeout := opts.Timeout
+		if timeout <= 0 {
+			timeout = backends.BackgroundTimeout
+		}
+		lctx, cancel := context.WithTimeout(ctx, timeout)
+		err = b.auth.login(lctx)
+		cancel()
+	}
+	if backends.KindOf(err) == backends.KindUnavailable && ctx.Err() == nil && !untrusted(err) {
+		// Vault does not answer: open all the same and log in in the
+		// background, so that the replica starts and serves the key set it
+		// has; every call fails as unavailable (or is refused and logs in
+		// again: auth.call) until Vault answers. A certificate Signet does
+		// not trust is configuration, not an outage: Open fails.
+		b.log.Warn("Vault does not answer; logging in in the background", "auth", b.auth.method, "err", err)
+		b.wg.Go(func() { b.auth.relogin(nil) })
+		return b, nil
 	}
 	if err != nil {
 		_ = b.Close() // always nil; the login's error is the one to return
 		return nil, err
 	}
 	return b, nil
+}
+
+// untrusted reports whether err is Vault's TLS certificate failing
+// verification (a missing or wrong ca_file, a host name it does not name).
+func untrusted(err error) bool {
+	var (
+		verify   *tls.CertificateVerificationError
+		unknown  x509.UnknownAuthorityError
+		hostname x509.HostnameError
+		invalid  x509.CertificateInvalidError
+	)
+	return errors.As(err, &verify) || errors.As(err, &unknown) || errors.As(err, &hostname) || errors.As(err, &invalid)
 }
 
 // idleConnections is how many idle connections to Vault the backend keeps.

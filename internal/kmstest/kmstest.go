@@ -56,6 +56,7 @@ type Server struct {
 	lost         int
 	denied       map[string]bool
 	throttled    map[string]int
+	frozen       atomic.Pointer[chan struct{}] // non-nil: requests wait for it to close (Freeze)
 }
 
 // afterHook runs once an action has been carried out, before its answer is
@@ -106,8 +107,24 @@ func Start() *Server {
 
 // Close stops the server; clients then get connection errors.
 func (s *Server) Close() {
+	s.Thaw() // httptest's Close waits for the requests a freeze holds
 	s.srv.CloseClientConnections()
 	s.srv.Close()
+}
+
+// Freeze makes the server hold every request, unanswered, until Thaw or
+// until the client gives up: a KMS endpoint that stopped answering (the
+// connection is accepted, nothing comes back), as vaulttest's SIGSTOP.
+func (s *Server) Freeze() {
+	ch := make(chan struct{})
+	s.frozen.Store(&ch)
+}
+
+// Thaw answers the held requests and every one after them again.
+func (s *Server) Thaw() {
+	if ch := s.frozen.Swap(nil); ch != nil {
+		close(*ch)
+	}
 }
 
 // Calls reports how many times an action was called.
@@ -256,6 +273,13 @@ func fail(typ, format string, args ...any) *apiError {
 }
 
 func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
+	if ch := s.frozen.Load(); ch != nil {
+		select {
+		case <-*ch:
+		case <-r.Context().Done():
+			return
+		}
+	}
 	reply := func(v any, e *apiError) {
 		w.Header().Set("Content-Type", "application/x-amz-json-1.1")
 		w.Header().Set("x-amzn-RequestId", newID())

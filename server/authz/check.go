@@ -62,6 +62,9 @@ func CheckConfigWarnings(configYAML []byte, readFile func(path string) ([]byte, 
 	if err != nil {
 		return config.Config{}, nil, err
 	}
+	if _, err := ParsePeers(cfg.Peers.Identities); err != nil {
+		return config.Config{}, nil, err
+	}
 	var warnings []string
 	if cfg.PolicyFile != "" {
 		p, err := readPolicy(cfg.PolicyFile, readFile, cfg.TokenMaxTTLs())

@@ -79,6 +79,14 @@ type Config struct {
 	// KubernetesSigner, when set, serves the Kubernetes ExternalJWTSigner
 	// API on a Unix socket for one key ring (kubernetes.go).
 	KubernetesSigner *KubernetesSigner `yaml:"kubernetes_signer"`
+	// StateDir, when set, is where the replica keeps a snapshot of every
+	// ring's published key set, so that it restarts while a backend does
+	// not answer (startup.go). Empty: no snapshot.
+	StateDir string `yaml:"state_dir"`
+	// Peers are the other replicas a replica asks for the published key
+	// set when it starts without a snapshot and a backend does not answer,
+	// and the identities allowed to ask it (startup.go).
+	Peers Peers `yaml:"peers"`
 }
 
 // ProfileJWTSVID is the ring profile whose tokens are JWT-SVIDs.
@@ -407,6 +415,7 @@ func Default() Config {
 	c.BackendTimeout = Duration(5 * time.Second)
 	c.ShutdownTimeout = Duration(15 * time.Second)
 	c.Log.Level, c.Log.Format = "info", "text"
+	c.Peers.Timeout = Duration(5 * time.Second)
 	ring := DefaultRing
 	ring.Name, ring.Backend = "default", "local://./signet-data"
 	c.KeyRings = []RingConfig{ring}
@@ -567,6 +576,9 @@ func (c *Config) Validate() error {
 		if !slices.ContainsFunc(c.KeyRings, RingConfig.IsJWTSVID) {
 			return fmt.Errorf("spiffe.trust_domain %q: no key ring has profile: jwt-svid, so its bundle would hold no key", td)
 		}
+	}
+	if err := c.validateStartup(); err != nil {
+		return err
 	}
 	return c.validateKubernetesSigner()
 }

@@ -302,6 +302,9 @@ func (ks *KeySet) issue(ctx context.Context, r *Ring, v *Version, now time.Time)
 			return nil, "no_ca_certificate", fmt.Errorf("CA ring %q is not read yet", r.cert.CARing)
 		}
 		a := ks.current(ca).active
+		if ks.notStarted(ca) != nil {
+			return nil, "no_ca_certificate", fmt.Errorf("CA ring %q has not read its backend since start-up", ca.Name)
+		}
 		if a == nil || a.Chain == nil {
 			return nil, "no_ca_certificate", fmt.Errorf("CA ring %q has no active version with a valid CA certificate", ca.Name)
 		}

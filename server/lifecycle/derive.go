@@ -211,6 +211,15 @@ type snapshot struct {
 	active   *Version   // nil: nothing can sign
 	next     time.Time  // when a state changes by the clock alone; zero: never
 	read     uint64     // the ticket of the read the versions came from (slot.ticket)
+	origin   origin     // when the versions were read, and whether this replica read them from the backend
+}
+
+// origin is where a snapshot's versions come from: a read of the ring's
+// backend by this replica (seed empty), or a seed taken at start-up while
+// the backend did not answer (seed says from where: startup.go).
+type origin struct {
+	at   time.Time // when the versions were read from the backend; zero: never (a ring started empty)
+	seed string
 }
 
 // due reports whether the clock has passed the snapshot's next boundary, so

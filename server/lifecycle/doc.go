@@ -28,4 +28,7 @@
 //   - certificates.go: x5c chains (certify, issue).
 //   - keyset.go: New, the Ring and Version types, and the read API
 //     (Versions, Published, Status).
+//   - startup.go: starting a ring (read, first version, key usage), and a
+//     ring whose backend did not answer at start-up: seeded, never signing,
+//     retried until it starts; Saved, the versions for a snapshot.
 package lifecycle

@@ -74,6 +74,9 @@ func (ks *KeySet) SigningProblems() []string {
 // signingProblems lists why ring r cannot sign now; empty if it can.
 func (ks *KeySet) signingProblems(r *Ring) []string {
 	var why []string
+	if err := ks.notStarted(r); err != nil {
+		why = append(why, err.Error())
+	}
 	if cur := ks.current(r); cur.active == nil && !r.ca {
 		why = append(why, ks.noActive(r, cur).Error())
 	}

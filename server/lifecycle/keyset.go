@@ -77,11 +77,12 @@ type Ring struct {
 	ca       bool      // usage: ca: issues certificates, never signs tokens, never published
 	cert     *CertSpec // nil: no certificates
 
-	snap     slot      // the current snapshot: written by the store alone (store.go)
-	reads    readLog   // how the last reads of the backend went (refresh.go)
-	health   health    // what backend calls and signatures have shown (health.go)
-	rotation rotation  // one rotation at a time, and the request ids served (rotation.go)
-	certs    certState // one certify at a time, and why chains are missing (certificates.go)
+	snap     slot       // the current snapshot: written by the store alone (store.go)
+	reads    readLog    // how the last reads of the backend went (refresh.go)
+	health   health     // what backend calls and signatures have shown (health.go)
+	rotation rotation   // one rotation at a time, and the request ids served (rotation.go)
+	certs    certState  // one certify at a time, and why chains are missing (certificates.go)
+	start    startState // whether the ring has read its backend since the process started (startup.go)
 }
 
 // IsCA reports whether the ring is a CA ring (usage: ca).
@@ -136,6 +137,12 @@ type Options struct {
 	// obtain a version's certificate chain, with the reason (see
 	// CertProblem).
 	OnCertificateProblem func(ring, reason string)
+	// Fallback, if set, is asked for a ring's published key set when its
+	// backend does not answer at start-up (startup.go): versions an earlier
+	// read listed, from a source the caller has authenticated. An error
+	// says why there is none; the ring then publishes nothing until its
+	// backend answers.
+	Fallback func(ctx context.Context, ring string, alg backends.Algorithm) (Seed, error)
 }
 
 // RingSpec is what New needs to know of a ring.
@@ -165,8 +172,10 @@ type RingSpec struct {
 }
 
 // New reads every ring's versions and creates the first version of a ring
-// that has none enabled. It fails if a backend cannot be read: without a key
-// set there is nothing to serve.
+// that has none enabled. A ring whose backend does not answer (unavailable)
+// starts from Options.Fallback's key set, or with none, and does not sign
+// until its backend answers (startup.go); any other failure to read a
+// backend fails New.
 func New(ctx context.Context, specs []RingSpec, opts Options) (*KeySet, error) {
 	ks := &KeySet{log: opts.Logger, now: opts.Now, backendTimeout: opts.BackendTimeout, byName: map[string]*Ring{}}
 	if ks.log == nil {
@@ -193,24 +202,12 @@ func New(ctx context.Context, specs []RingSpec, opts Options) (*KeySet, error) {
 			return nil, err
 		}
 		ks.store.add(r)
-		if err := ks.Refresh(ctx, r); err != nil {
-			return nil, fmt.Errorf("key ring %q: reading versions: %w", r.Name, err)
-		}
-		// A ring with an enabled version that does not sign yet (an
-		// emergency rotation's, waiting for every replica to publish it)
-		// needs no new one; nor does one whose versions are withheld for
-		// want of a certificate chain.
-		if newestEnabled(r.snap.load().versions) == nil {
-			v, created, err := ks.createFirst(ctx, r)
-			if err != nil {
-				return nil, fmt.Errorf("key ring %q: creating its first version: %w", r.Name, err)
+		r.start.allowBroad = spec.AllowBroadKeyUsage
+		if err := ks.start(ctx, r); err != nil {
+			if backends.KindOf(err) != backends.KindUnavailable {
+				return nil, err
 			}
-			if created {
-				ks.log.Info("created the first version of a key ring", "key_ring", r.Name, "kid", v.Kid, "backend_id", v.ID)
-			}
-		}
-		if err := ks.checkKeyUsage(ctx, r, spec.AllowBroadKeyUsage); err != nil {
-			return nil, err
+			ks.wait(ctx, r, err, opts.Fallback) // startup.go
 		}
 		ks.rings = append(ks.rings, r)
 		ks.byName[r.Name] = r
@@ -219,7 +216,7 @@ func New(ctx context.Context, specs []RingSpec, opts Options) (*KeySet, error) {
 	// the rings they serve find their certificates.
 	for _, ca := range []bool{true, false} {
 		for _, r := range ks.rings {
-			if r.ca == ca {
+			if r.ca == ca && r.start.waiting.Load() == nil {
 				ks.certify(ctx, r)
 				if err := r.certs.permanent(); err != nil {
 					return nil, fmt.Errorf("key ring %q: x5c: %w", r.Name, err)
@@ -334,7 +331,9 @@ const answerMargin = time.Second
 func (ks *KeySet) current(r *Ring) *snapshot {
 	s := r.snap.load()
 	if now := ks.now(); s.due(now) {
-		return derive(s.versions, r.Schedule, r.cert, s.read, now)
+		d := derive(s.versions, r.Schedule, r.cert, s.read, now)
+		d.origin = s.origin
+		return d
 	}
 	return s
 }
@@ -385,6 +384,14 @@ type RingStatus struct {
 	// X5C: the ring has certificate chains (x5c or a CA ring); CA: it is a
 	// CA ring.
 	X5C, CA bool
+	// Waiting: the ring's backend has not answered since start-up
+	// (WaitingReason why), so it does not sign; it publishes the key set
+	// read from the backend at ReadAt, taken from Source ("" with none).
+	Waiting       bool
+	WaitingReason error
+	Source        string
+	// ReadAt is when the published versions were read from the backend.
+	ReadAt time.Time
 }
 
 // Status returns every ring's status, in configuration order.
@@ -398,6 +405,10 @@ func (ks *KeySet) Status() []RingStatus {
 		if d := r.health.down.Load(); d != nil {
 			st.Down, st.DownError = d.at, d.err
 		}
+		st.ReadAt = s.origin.at
+		var w StartWait
+		w, st.Waiting = ks.Waiting(r)
+		st.WaitingReason, st.Source = w.Reason, w.Source
 		out = append(out, st)
 	}
 	return out

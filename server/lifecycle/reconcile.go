@@ -49,8 +49,15 @@ func (ks *KeySet) run(ctx context.Context, r *Ring) {
 // then do what the new snapshot and the clock call for: obtain or renew
 // certificate chains (certify), and rotate if rotation_period has passed.
 // Run calls it every refresh_interval; tests call it directly.
+//
+// A ring that has not started (its backend did not answer at start-up)
+// tries to start instead of refreshing (finishStart).
 func (ks *KeySet) Tick(ctx context.Context, r *Ring) {
-	if err := ks.Refresh(ctx, r); err != nil {
+	read := ks.Refresh
+	if r.start.waiting.Load() != nil {
+		read = ks.finishStart
+	}
+	if err := read(ctx, r); err != nil {
 		if ctx.Err() == nil {
 			ks.log.Warn("cannot refresh key ring; serving the last good key set", "key_ring", r.Name, "err", err)
 		}

@@ -61,7 +61,7 @@ func (ks *KeySet) accept(ctx context.Context, r *Ring, ticket uint64, vs []backe
 	if err := ks.checkKeysUnchanged(ctx, r, converted); err != nil {
 		return err
 	}
-	if _, err := ks.store.put(r, ticket, converted); err != nil {
+	if _, err := ks.store.put(r, ticket, converted, origin{at: ks.now()}); err != nil {
 		return err
 	}
 	ks.setHealth(r, &r.health.keyChanged, nil) // a read in which no published key changed: the mismatch has passed
@@ -119,8 +119,12 @@ func (ks *KeySet) newVersions(r *Ring, vs []backends.Version) ([]*Version, error
 // A revoked version whose key the backend no longer shows keeps the kid
 // this ring knew it by (newVersions), so it is not a changed key. The last
 // good key set stays in force and the ring reports the mismatch.
+//
+// A seed (startup.go) is not compared: it was never checked against this
+// backend by this replica, and the backend's listing replaces it as a first
+// read at start-up would have.
 func (ks *KeySet) checkKeysUnchanged(ctx context.Context, r *Ring, vs []*Version) error {
-	if r.snap.load() == nil {
+	if s := r.snap.load(); s == nil || s.origin.seed != "" {
 		return nil
 	}
 	for _, old := range ks.current(r).versions {

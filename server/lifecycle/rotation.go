@@ -117,6 +117,11 @@ func replay(vs []*Version, mem requests, requestID string, revokePrevious bool, 
 // revokePrevious finishing the revocation of the versions older than it and
 // returning every older version that is revoked; replayed is true.
 func (ks *KeySet) Rotate(ctx context.Context, r *Ring, revokePrevious bool, requestID string) (created *Version, revoked []*Version, replayed bool, err error) {
+	// A ring that has not started rotates only once it has: its first
+	// version and key usage are decided on the backend's listing, not a seed.
+	if err := ks.finishStart(ctx, r); err != nil {
+		return nil, nil, false, err
+	}
 	r.rotation.mu.Lock()
 	defer r.rotation.mu.Unlock()
 	for attempt := 0; ; attempt++ {

@@ -26,6 +26,9 @@ func (ks *KeySet) Active(r *Ring) (*Version, error) {
 		return nil, backends.Errorf(backends.KindFailedPrecondition, "",
 			"key ring %q is a %w: it issues certificates and never signs tokens", r.Name, ErrCARing)
 	}
+	if err := ks.notStarted(r); err != nil {
+		return nil, err // never sign before the backend has been read and the key usage checked
+	}
 	s := ks.current(r)
 	if s.active != nil {
 		return s.active, nil

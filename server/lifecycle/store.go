@@ -47,17 +47,18 @@ func (st *store) add(r *Ring) {
 	st.rings = append(st.rings, r)
 }
 
-// put stores vs, the versions a read with ticket found, as r's snapshot,
-// unless a read that started later has been stored already (then it
-// reports false). It refuses versions of which two, in r or with a stored
-// version of another ring, share a kid.
-func (st *store) put(r *Ring, ticket uint64, vs []*Version) (bool, error) {
+// put stores vs, the versions a read with ticket found (o: when, and
+// whether from the backend or a seed), as r's snapshot, unless a read that
+// started later has been stored already (then it reports false). It
+// refuses versions of which two, in r or with a stored version of another
+// ring, share a kid.
+func (st *store) put(r *Ring, ticket uint64, vs []*Version, o origin) (bool, error) {
 	st.mu.Lock()
 	if err := st.checkKidsUnique(r, vs); err != nil {
 		st.mu.Unlock()
 		return false, err
 	}
-	old, cur := st.swap(r, ticket, vs)
+	old, cur := st.swap(r, ticket, vs, o)
 	st.mu.Unlock()
 	st.changed(r, old, cur)
 	return cur != nil, nil
@@ -70,7 +71,7 @@ func (st *store) rederive(r *Ring) {
 	var old, cur *snapshot
 	st.mu.Lock()
 	if s := r.snap.load(); s.due(st.now()) {
-		old, cur = st.swap(r, s.read, s.versions)
+		old, cur = st.swap(r, s.read, s.versions, s.origin)
 	}
 	st.mu.Unlock()
 	st.changed(r, old, cur)
@@ -79,12 +80,13 @@ func (st *store) rederive(r *Ring) {
 // swap is the one write of a snapshot: it returns the snapshot it
 // replaced and the one it stored (nil: a later read's is stored). Called
 // with mu held.
-func (st *store) swap(r *Ring, ticket uint64, vs []*Version) (old, cur *snapshot) {
+func (st *store) swap(r *Ring, ticket uint64, vs []*Version, o origin) (old, cur *snapshot) {
 	old = r.snap.load()
 	if old != nil && old.read > ticket {
 		return old, nil
 	}
 	cur = derive(vs, r.Schedule, r.cert, ticket, st.now())
+	cur.origin = o
 	r.snap.cur.Store(cur)
 	return old, cur
 }

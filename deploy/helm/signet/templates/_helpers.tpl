@@ -154,5 +154,29 @@ Signet's config file: the user's config with the fields the chart owns.
 {{- $admin := deepCopy (default dict (index .Values.config "admin")) }}
 {{- $_ := set $admin "listen" (printf "0.0.0.0:%d" (int .Values.ports.admin)) }}
 {{- $_ := set $c "admin" $admin }}
+{{- if .Values.startup.snapshot.enabled }}
+{{- $_ := set $c "state_dir" (include "signet.stateDir" .) }}
+{{- end }}
+{{- if include "signet.peers" . }}
+{{- $ids := .Values.startup.peers.identities }}
+{{- if not $ids }}
+{{- $ids = list (printf "dns:%s" (include "signet.grpcServiceName" .)) }}
+{{- end }}
+{{- $addr := printf "%s.%s.svc:%d" (include "signet.peersServiceName" .) .Release.Namespace (int .Values.ports.grpc) }}
+{{- $_ := set $c "peers" (dict "addresses" (list $addr) "identities" $ids "timeout" .Values.startup.peers.timeout) }}
+{{- end }}
 {{- toYaml $c }}
+{{- end }}
+
+{{/* Where the key set snapshot lives: an emptyDir. */}}
+{{- define "signet.stateDir" -}}/var/lib/signet{{- end }}
+
+{{/* Non-empty when replicas hand each other the key set (mTLS only). */}}
+{{- define "signet.peers" -}}
+{{- if and .Values.tls.enabled .Values.startup.peers.enabled }}true{{ end }}
+{{- end }}
+
+{{/* The headless Service that names every ready replica, for peers. */}}
+{{- define "signet.peersServiceName" -}}
+{{- printf "%s-peers" (include "signet.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}

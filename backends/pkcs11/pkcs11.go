@@ -692,7 +692,9 @@ func (b *Backend) CheckKeyUsage(ctx context.Context, ring backends.KeyRing) erro
 	return nil
 }
 
-// CreateVersion generates a key pair in the token as version latest+1.
+// CreateVersion generates a key pair in the token as version latest+1,
+// through the rotation protocol (backends.Rotate) over rotation's
+// primitives.
 func (b *Backend) CreateVersion(ctx context.Context, ring backends.KeyRing, latest string) (backends.Version, error) {
 	if !backends.Supports(b, ring.Algorithm) {
 		return backends.Version{}, errorf(backends.KindUnimplemented, "the token cannot generate and sign %q keys", ring.Algorithm)
@@ -700,90 +702,158 @@ func (b *Backend) CreateVersion(ctx context.Context, ring backends.KeyRing, late
 	if strings.Contains(ring.Name, "/") {
 		return backends.Version{}, errorf(backends.KindInvalidArgument, "key ring name %q contains '/'", ring.Name)
 	}
-	objs, _, err := b.list(ctx, ring)
+	return backends.Rotate(ctx, b.opts, Scheme, ring, latest, &rotation{b: b, ring: ring})
+}
+
+// rotation is PKCS#11's primitives of the rotation protocol
+// (backends.Protocol); the package documentation tells the whole race.
+// The claim is the slot's number in the candidate's CKA_ID, the candidate
+// a key pair whose public half is labelled pending (no Versions lists
+// it), the order the candidates' CKA_IDs as the token holds them. The
+// token cannot show a candidate before it is generated, so the settle
+// comes after the commit: Pick lets a candidate commit when no pair for
+// the slot has committed and no pending one orders before it, and Commit
+// relabels the public half (which makes it a version), then waits until no
+// pending candidate that orders before it is left undecided, and loses if
+// a committed one does. A loser destroys its pair.
+type rotation struct {
+	b    *Backend
+	ring backends.KeyRing
+
+	n         uint32 // the slot
+	id        []byte // the candidate's CKA_ID: n, then 4 random bytes
+	lbl       string // the final label
+	pubHandle p11.ObjectHandle
+	made      bool // the pair was generated
+}
+
+// Newest lists the ring's versions.
+func (r *rotation) Newest(ctx context.Context) (string, error) {
+	objs, _, err := r.b.list(ctx, r.ring)
 	if err != nil {
-		return backends.Version{}, err
+		return "", err
 	}
 	backends.Step(ctx, "list")
-	current := ""
-	if len(objs) > 0 {
-		current = hex.EncodeToString(objs[len(objs)-1].id)
+	r.n = 1
+	if len(objs) == 0 {
+		return "", nil
 	}
-	if err := backends.CheckNewest(Scheme, ring, current, latest); err != nil {
-		return backends.Version{}, err
-	}
-	var n uint32 = 1
-	if len(objs) > 0 {
-		n = objs[len(objs)-1].n + 1
-	}
-	id := make([]byte, idSize)
-	binary.BigEndian.PutUint32(id, n)
-	rand.Read(id[4:])
-	created := time.Now().UTC()
-	lbl := label(ring.Name, n, created)
+	r.n = objs[len(objs)-1].n + 1
+	return hex.EncodeToString(objs[len(objs)-1].id), nil
+}
 
-	pending := pendingPrefix + strings.TrimPrefix(lbl, "signet")
+// Claim draws the candidate's CKA_ID for the slot; the token is not
+// called.
+func (r *rotation) Claim(context.Context) error {
+	r.id = make([]byte, idSize)
+	binary.BigEndian.PutUint32(r.id, r.n)
+	rand.Read(r.id[4:])
+	r.lbl = label(r.ring.Name, r.n, time.Now().UTC())
+	return nil
+}
+
+// Create generates the pair, its public half labelled pending.
+func (r *rotation) Create(ctx context.Context) error {
+	pending := pendingPrefix + strings.TrimPrefix(r.lbl, "signet")
 	// Every usage attribute is set, none left to the token's defaults
 	// (SoftHSM2's let a private key decrypt and unwrap, and its public key
 	// encrypt and wrap): the private key signs and the public key verifies,
 	// nothing else.
 	pubTmpl := []*p11.Attribute{
 		p11.NewAttribute(p11.CKA_TOKEN, true), p11.NewAttribute(p11.CKA_PRIVATE, false),
-		p11.NewAttribute(p11.CKA_LABEL, pending), p11.NewAttribute(p11.CKA_ID, id),
+		p11.NewAttribute(p11.CKA_LABEL, pending), p11.NewAttribute(p11.CKA_ID, r.id),
 	}
 	pubTmpl = append(pubTmpl, usageTemplate(p11.CKA_VERIFY, publicUsages)...)
 	privTmpl := []*p11.Attribute{
 		p11.NewAttribute(p11.CKA_TOKEN, true), p11.NewAttribute(p11.CKA_PRIVATE, true), p11.NewAttribute(p11.CKA_SENSITIVE, true),
 		p11.NewAttribute(p11.CKA_EXTRACTABLE, false),
-		p11.NewAttribute(p11.CKA_LABEL, lbl), p11.NewAttribute(p11.CKA_ID, id),
+		p11.NewAttribute(p11.CKA_LABEL, r.lbl), p11.NewAttribute(p11.CKA_ID, r.id),
 	}
 	privTmpl = append(privTmpl, usageTemplate(p11.CKA_SIGN, privateUsages)...)
 	var mech uint
-	switch {
-	case ring.Algorithm.IsECDSA() || ring.Algorithm.IsEdDSA():
+	switch alg := r.ring.Algorithm; {
+	case alg.IsECDSA() || alg.IsEdDSA():
 		mech = p11.CKM_EC_KEY_PAIR_GEN
-		if ring.Algorithm.IsEdDSA() {
+		if alg.IsEdDSA() {
 			mech = ckmECEdwardsKeyPairGen
 		}
-		params, _ := asn1.Marshal(curveOIDs[ring.Algorithm])
+		params, _ := asn1.Marshal(curveOIDs[alg])
 		pubTmpl = append(pubTmpl, p11.NewAttribute(p11.CKA_EC_PARAMS, params))
 	default:
 		mech = p11.CKM_RSA_PKCS_KEY_PAIR_GEN
-		pubTmpl = append(pubTmpl, p11.NewAttribute(p11.CKA_MODULUS_BITS, ring.Algorithm.RSABits()),
+		pubTmpl = append(pubTmpl, p11.NewAttribute(p11.CKA_MODULUS_BITS, alg.RSABits()),
 			p11.NewAttribute(p11.CKA_PUBLIC_EXPONENT, []byte{1, 0, 1}))
 	}
-	var pubHandle p11.ObjectHandle
-	err = b.pool.with(ctx, func(sh p11.SessionHandle) error {
+	err := r.b.pool.with(ctx, func(sh p11.SessionHandle) error {
 		var err error
-		pubHandle, _, err = b.mod.ctx.GenerateKeyPair(sh, []*p11.Mechanism{p11.NewMechanism(mech, nil)}, pubTmpl, privTmpl)
+		r.pubHandle, _, err = r.b.mod.ctx.GenerateKeyPair(sh, []*p11.Mechanism{p11.NewMechanism(mech, nil)}, pubTmpl, privTmpl)
 		return err
 	})
 	if err != nil {
-		return backends.Version{}, classify(err, "generating a key pair for ring "+ring.Name)
+		return classify(err, "generating a key pair for ring "+r.ring.Name)
 	}
+	r.made = true
 	backends.Step(ctx, "GenerateKeyPair")
-	// The pair is a candidate for version n that no Versions lists. Commit
-	// it (its final label makes it a version) only if no other pair holds
-	// n or will win it.
-	_, won, err := b.settle(ctx, ring, n, id, false)
+	return nil
+}
+
+// Resolve has nothing to read back: the token is a library in this
+// process, which does not lose answers.
+func (r *rotation) Resolve(_ context.Context, err error) error { return err }
+
+// Settle does nothing before the commit (see rotation).
+func (r *rotation) Settle(context.Context) error { return nil }
+
+// Pick lets the candidate commit if no pair holds the slot or will win it.
+func (r *rotation) Pick(ctx context.Context) error {
+	_, won, err := r.b.settle(ctx, r.ring, r.n, r.id, false)
 	backends.Step(ctx, "list candidates")
-	if err != nil || !won {
-		return backends.Version{}, b.lose(ctx, ring, n, id, err)
+	switch {
+	case err != nil:
+		return err
+	case !won:
+		return backends.Lost("")
 	}
-	err = b.pool.with(ctx, func(sh p11.SessionHandle) error {
-		return b.mod.ctx.SetAttributeValue(sh, pubHandle, []*p11.Attribute{p11.NewAttribute(p11.CKA_LABEL, lbl)})
+	return nil
+}
+
+// Commit relabels the public half, then settles.
+func (r *rotation) Commit(ctx context.Context) (backends.Version, error) {
+	err := r.b.pool.with(ctx, func(sh p11.SessionHandle) error {
+		return r.b.mod.ctx.SetAttributeValue(sh, r.pubHandle, []*p11.Attribute{p11.NewAttribute(p11.CKA_LABEL, r.lbl)})
 	})
 	if err != nil {
-		return backends.Version{}, b.lose(ctx, ring, n, id, classify(err, "labelling the public key generated for ring "+ring.Name))
+		return backends.Version{}, classify(err, "labelling the public key generated for ring "+r.ring.Name)
 	}
 	backends.Step(ctx, "label public key")
-	v, won, err := b.settle(ctx, ring, n, id, true)
+	v, won, err := r.b.settle(ctx, r.ring, r.n, r.id, true)
 	backends.Step(ctx, "list again")
-	if err != nil || !won {
-		return backends.Version{}, b.lose(ctx, ring, n, id, err)
+	switch {
+	case err != nil:
+		return backends.Version{}, err
+	case !won:
+		return backends.Version{}, backends.Lost("")
 	}
-	return v.version(ring.Algorithm), nil
+	return v.version(r.ring.Algorithm), nil
 }
+
+// Abandon destroys the candidate pair: a lost race or a failed create
+// must not leave it for the grace (a committed candidate that has not
+// reported success may still be displaced).
+func (r *rotation) Abandon(ctx context.Context, _ bool) (string, error) {
+	if !r.made {
+		return backends.NothingMade, nil
+	}
+	what := fmt.Sprintf("the candidate for version %d made here", r.n)
+	if err := r.b.destroy(ctx, r.id, true); err != nil {
+		return what, classify(err, "destroying "+what)
+	}
+	backends.Step(ctx, "destroy candidate")
+	return what + " is destroyed", nil
+}
+
+// Release does nothing: the claim is the candidate.
+func (r *rotation) Release(context.Context) {}
 
 // settleWait is how often a committed candidate looks again while a
 // pending one that orders before it is still undecided.
@@ -849,21 +919,6 @@ func (b *Backend) settle(ctx context.Context, ring backends.KeyRing, n uint32, i
 		case <-time.After(settleWait):
 		}
 	}
-}
-
-// lose removes the candidate pair id for version n (on the detached
-// clean-up context: a lost race or a failed create must not leave it for
-// the grace) and returns why it is not a version: err, or a conflict.
-func (b *Backend) lose(ctx context.Context, ring backends.KeyRing, n uint32, id []byte, err error) error {
-	dctx, cancel := b.opts.Detached(ctx)
-	defer cancel()
-	if derr := b.destroy(dctx, id, true); derr == nil {
-		backends.Step(ctx, "destroy candidate")
-	}
-	if err != nil {
-		return err
-	}
-	return backends.LostRace(Scheme, ring, "", fmt.Sprintf("the candidate for version %d made here is destroyed", n))
 }
 
 // destroy removes the private (and, with both, the public) object of a version.

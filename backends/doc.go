@@ -18,21 +18,26 @@
 // # Rotation
 //
 // Replicas never talk to each other, so CreateVersion decides races in the
-// backend. Every backend follows one protocol, in steps that it maps onto
-// what its service offers:
+// backend. Every backend runs one protocol, written once as [Rotate] over
+// the backend's primitives ([Protocol]), called in this order:
 //
-//  1. check: the ring's newest version is still the caller's latest
-//     ([CheckNewest]), else KindConflict;
-//  2. claim the next slot and create a candidate for it that Versions does
-//     not list yet;
-//  3. settle: wait until any candidate that could order before this one
+//  1. Newest reads the ring; the newest version must still be the caller's
+//     latest ([CheckNewest]), else KindConflict;
+//  2. Claim takes the next slot (a lock re-checks the newest version
+//     under it);
+//  3. Create makes a candidate for the slot that Versions does not list
+//     yet, sent once; if it fails, Resolve reads back, on the detached
+//     context, whether it was carried out though its answer was lost;
+//  4. Settle waits until any candidate that could order before this one
 //     must be visible (nothing to wait for where the claim is atomic);
-//  4. pick the winner by a total order every replica reads alike from the
-//     backend, never from a replica's clock;
-//  5. commit: the winner becomes a version;
-//  6. losers remove or mark their own candidate and answer KindConflict
-//     ([LostRace]); what a dead replica left is reaped by any replica's
-//     Versions once seen for longer than the recovery grace (recovery.go).
+//  5. Pick decides by a total order every replica reads alike from the
+//     backend, never from a replica's clock ([Lost] when another won);
+//  6. Commit makes the winner a version and returns it;
+//  7. when no version was committed, Abandon removes or marks the
+//     candidate made here and the caller gets KindConflict ([LostRace]),
+//     or KindUnavailable if that failed; Release then gives up the claim.
+//     What a dead replica left is reaped by any replica's Versions once
+//     seen for longer than the recovery grace (recovery.go).
 //
 // Rules every backend keeps, which the conformance suite (package
 // signertest) checks in its race, crash and lost-answer cases:
@@ -44,27 +49,36 @@
 //     (a lock's release, a claim, a revocation): after a lost answer what
 //     the call did is found out by reading, or the caller gets an error it
 //     may retry (KindUnavailable or KindConflict).
-//   - Clean-up after a failed or lost create runs on one detached context
-//     ([OpenOptions.Detached]), so that it is over before another replica
-//     may act on what it leaves.
+//   - Clean-up after a failed or lost create (Resolve, Abandon, Release)
+//     runs on one detached context ([OpenOptions.Detached]), so that it
+//     is over before another replica may act on what it leaves.
 //
-// How each backend maps the steps (its package documentation says more):
+// How each backend maps the primitives (its rotation type says more):
 //
-//	backend  claim + candidate            settle             winner            commit                losers
-//	local    temp file, linked            none (link is      the link          the link              nothing made
-//	         exclusively as the version   atomic)
-//	vault    rotation lock key (create-   none (the lock)    the lock holder   transit rotate        lock refused:
-//	         if-absent, ticket read back)                                                            nothing made
-//	awskms   intent alias (CreateAlias    none (aliases)     the intent alias  version alias         key scheduled
-//	         is atomic), then the key                        holder                                  for deletion
-//	gcpkms   a new CryptoKeyVersion       poll until         lowest version    none: listed when     version
-//	         (listed at once: deviation)  ENABLED            number            enabled               destroyed
-//	azurekv  a disabled version tagged    Key Vault's clock  Key Vault's       enable, tag           tagged lost
-//	         creating with its sequence   past the window    created, then id  published             (disabled)
-//	pkcs11   a pair whose public half is  wait for pending   smallest CKA_ID   relabel the public    pair destroyed
-//	         labelled pending             that order first                     half
+//	backend  Claim              Create             Settle          Pick               Commit             Abandon; Release
+//	local    none (the link)    temporary file     none            none (the link)    link <n>.json      remove the file; none
+//	                                                                                  exclusively
+//	vault    rotation lock key  the key (first),   none            still holds the    read the version   nothing made; delete
+//	         (create-if-absent, or rotate; a lost                  lock (its ticket)  (rotate made it)   the lock key
+//	         ticket read back)  answer read back
+//	awskms   intent alias       CreateKey, intent  none            none (the intent   version alias      key scheduled for
+//	         (CreateAlias); a   moved onto it                      alias holder)      (CreateAlias)      deletion; intent
+//	         scan for the first                                                                          alias deleted
+//	gcpkms   none               CryptoKeyVersion   poll until      lowest live        none: listed once  a loser's version
+//	                            (listed at once:   ENABLED         number after       enabled            destroyed; none
+//	                            deviation)                         latest
+//	azurekv  next signet-seq    version, disabled, Key Vault's     first created (Key enable, tag        tagged lost (stays
+//	                            tagged creating    clock past the  Vault's time, then published          disabled); none
+//	                                               window          version id)
+//	pkcs11   number in the      pair, public half  after the       no committed pair, relabel, then wait pair destroyed;
+//	         CKA_ID             labelled pending   commit (Commit) no pending one     while a pending    none
+//	                                                               with a smaller ID  one orders first
 //
-// Cloud KMS cannot create a version that is not listed: a loser that dies
-// before destroying its version leaves it, an ordinary newer version (see
-// package gcpkms, KnownDeviations).
+// PKCS#11 settles after committing because the token shows a candidate
+// only once generated: one generated after this candidate's Pick may order
+// before it, so a committed candidate reports success only once no pending
+// one that orders before it is left undecided. Cloud KMS cannot create a
+// version that is not listed: a loser that dies before destroying its
+// version leaves it, an ordinary newer version (package gcpkms,
+// Deviations).
 package backends

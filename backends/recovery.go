@@ -99,9 +99,9 @@ func (opts OpenOptions) Grace() time.Duration {
 // did, removing or releasing what it made): it keeps ctx's values but not
 // its cancellation, since the caller's deadline passing is one way an
 // answer gets lost, and it ends after half the grace, the backend_timeout
-// the grace allows for it. Every backend uses this one rule, so that a
-// replica's own clean-up is over before any other replica may act on the
-// evidence it leaves.
+// the grace allows for it. Every backend uses this one rule (Rotate applies
+// it to Resolve, Abandon and Release), so that a replica's own clean-up is
+// over before any other replica may act on the evidence it leaves.
 func (opts OpenOptions) Detached(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.WithoutCancel(ctx), opts.Grace()/2)
 }

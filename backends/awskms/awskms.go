@@ -368,9 +368,10 @@ func (b *Backend) requestTag(ctx context.Context, arn, name string) (string, err
 	return requestID, nil
 }
 
-// CreateVersion creates a KMS key and claims the next alias for it; the
-// alias is the lock between replicas. recovery.go documents the intent
-// alias that makes an interrupted rotation's key findable.
+// CreateVersion creates a KMS key and claims the next alias for it,
+// through the rotation protocol (backends.Rotate) over rotation's
+// primitives. recovery.go documents the intent alias that makes an
+// interrupted rotation's key findable.
 func (b *Backend) CreateVersion(ctx context.Context, ring backends.KeyRing, latest string) (backends.Version, error) {
 	return b.createVersion(ctx, ring, latest, "")
 }
@@ -386,136 +387,199 @@ func (b *Backend) createVersion(ctx context.Context, ring backends.KeyRing, late
 	if !ok {
 		return backends.Version{}, errorf(backends.KindUnimplemented, "algorithm %q is not supported", ring.Algorithm)
 	}
-	ra, err := b.aliases(ctx, ring)
+	return backends.Rotate(ctx, b.opts, Scheme, ring, latest, &rotation{b: b, ring: ring, spec: spec, requestID: requestID})
+}
+
+// rotation is AWS KMS's primitives of the rotation protocol
+// (backends.Protocol). The claim is the ring's intent alias (CreateAlias is
+// atomic: one replica makes it, the others are refused), put on the newest
+// version's key; the candidate is a new key, which no version alias
+// reaches, with the intent alias moved onto it so that a live replica finds
+// it if this one dies; nothing to settle or pick (the intent alias holder
+// is the only candidate); the commit is the version alias (CreateAlias
+// again: atomic). A loser's key is scheduled for deletion. The ring's
+// first version has no key to put the intent alias on: its claim is a scan
+// that finds no key an earlier attempt left, and two replicas racing for
+// it are decided by the version alias alone.
+type rotation struct {
+	b         *Backend
+	ring      backends.KeyRing
+	spec      types.KeySpec
+	requestID string
+
+	ra     ringAliases
+	n      int    // the slot: the version number
+	arn    string // the candidate key, once created
+	intent bool   // this replica holds the intent alias
+	// keepIntent: the intent alias stays after the rotation, as the
+	// evidence that leads a live replica to a key it may have to delete
+	// (a CreateKey without an answer, a deletion that failed).
+	keepIntent bool
+	committed  bool // the version alias targets the candidate
+}
+
+func (r *rotation) name() string { return r.b.aliasPrefix(r.ring) + strconv.Itoa(r.n) }
+
+// Newest lists the ring's aliases and describes the newest version's key.
+func (r *rotation) Newest(ctx context.Context) (string, error) {
+	ra, err := r.b.aliases(ctx, r.ring)
 	if err != nil {
-		return backends.Version{}, err
+		return "", err
 	}
 	backends.Step(ctx, "ListAliases")
-	n := 1
-	if len(ra.versions) > 0 {
-		last := ra.versions[len(ra.versions)-1]
-		n = last.n + 1
-		d, err := b.client.DescribeKey(ctx, &kms.DescribeKeyInput{KeyId: aws.String(last.keyID)})
-		if err != nil {
-			return backends.Version{}, classify(err, "describing "+last.name)
-		}
-		backends.Step(ctx, "DescribeKey newest")
-		if err := backends.CheckNewest(Scheme, ring, aws.ToString(d.KeyMetadata.Arn), latest); err != nil {
-			return backends.Version{}, err
-		}
-	} else if err := backends.CheckNewest(Scheme, ring, "", latest); err != nil {
-		return backends.Version{}, err
+	r.ra, r.n = ra, 1
+	if len(ra.versions) == 0 {
+		return "", nil
 	}
-	intent := b.intentName(ring)
-	if n == 1 {
-		// No key exists to record the intent on: make sure no earlier
-		// attempt's key is left (a bounded scan, once per ring).
-		if err := b.recoverFirst(ctx, ring, true); err != nil {
-			return backends.Version{}, err
+	last := ra.versions[len(ra.versions)-1]
+	r.n = last.n + 1
+	d, err := r.b.client.DescribeKey(ctx, &kms.DescribeKeyInput{KeyId: aws.String(last.keyID)})
+	if err != nil {
+		return "", classify(err, "describing "+last.name)
+	}
+	backends.Step(ctx, "DescribeKey newest")
+	return aws.ToString(d.KeyMetadata.Arn), nil
+}
+
+// Claim creates the intent alias on the newest version's key: the lock
+// between rotating replicas, and the evidence that leads a live replica to
+// this rotation's key if it dies. The first version: no key exists to
+// record the intent on, so make sure no earlier attempt's key is left (a
+// bounded scan, once per ring).
+func (r *rotation) Claim(ctx context.Context) error {
+	if r.n == 1 {
+		if err := r.b.recoverFirst(ctx, r.ring, true); err != nil {
+			return err
 		}
 		backends.Step(ctx, "scan")
-	} else {
-		// The intent alias, on the newest version's key until the new key
-		// exists: the lock between rotating replicas, and the evidence
-		// that leads a live replica to this rotation's key if it dies.
-		_, err := b.client.CreateAlias(ctx, &kms.CreateAliasInput{AliasName: aws.String(intent), TargetKeyId: aws.String(ra.versions[len(ra.versions)-1].keyID)},
-			sendOnce)
-		var exists *types.AlreadyExistsException
-		if errors.As(err, &exists) {
-			return backends.Version{}, errorf(backends.KindConflict,
-				"key ring %q is being rotated by another replica (%s exists; if its rotation was interrupted, a live replica cleans up within 2 x backend_timeout)", ring.Name, intent)
-		}
-		if err != nil {
-			return backends.Version{}, classify(err, "claiming "+intent)
-		}
-		backends.Step(ctx, "CreateAlias intent")
+		return nil
 	}
-	name := b.aliasPrefix(ring) + strconv.Itoa(n)
-	tags := []types.Tag{{TagKey: aws.String(tagRing), TagValue: aws.String(ring.Name)},
-		{TagKey: aws.String(tagVersion), TagValue: aws.String(strconv.Itoa(n))},
-		{TagKey: aws.String(tagAliasPrefix), TagValue: aws.String(b.prefix)}}
-	if requestID != "" {
-		tags = append(tags, types.Tag{TagKey: aws.String(tagRequestID), TagValue: aws.String(requestID)})
+	intent := r.b.intentName(r.ring)
+	_, err := r.b.client.CreateAlias(ctx, &kms.CreateAliasInput{AliasName: aws.String(intent), TargetKeyId: aws.String(r.ra.versions[len(r.ra.versions)-1].keyID)},
+		sendOnce)
+	var exists *types.AlreadyExistsException
+	if errors.As(err, &exists) {
+		return errorf(backends.KindConflict,
+			"key ring %q is being rotated by another replica (%s exists; if its rotation was interrupted, a live replica cleans up within 2 x backend_timeout)", r.ring.Name, intent)
 	}
-	created, err := b.client.CreateKey(ctx, &kms.CreateKeyInput{
-		KeySpec:     spec,
+	if err != nil {
+		return classify(err, "claiming "+intent)
+	}
+	r.intent = true
+	backends.Step(ctx, "CreateAlias intent")
+	return nil
+}
+
+// Create creates the key, moves the intent alias onto it, and records its
+// public key in its description.
+func (r *rotation) Create(ctx context.Context) error {
+	tags := []types.Tag{{TagKey: aws.String(tagRing), TagValue: aws.String(r.ring.Name)},
+		{TagKey: aws.String(tagVersion), TagValue: aws.String(strconv.Itoa(r.n))},
+		{TagKey: aws.String(tagAliasPrefix), TagValue: aws.String(r.b.prefix)}}
+	if r.requestID != "" {
+		tags = append(tags, types.Tag{TagKey: aws.String(tagRequestID), TagValue: aws.String(r.requestID)})
+	}
+	created, err := r.b.client.CreateKey(ctx, &kms.CreateKeyInput{
+		KeySpec:     r.spec,
 		KeyUsage:    types.KeyUsageTypeSignVerify,
-		Description: aws.String(fmt.Sprintf("%s%d (%s)", b.descriptionPrefix(ring), n, ring.Algorithm)),
+		Description: aws.String(fmt.Sprintf("%s%d (%s)", r.b.descriptionPrefix(r.ring), r.n, r.ring.Algorithm)),
 		Tags:        tags,
 	}, sendOnce) // after a lost answer the intent alias leads to the key, not a second key
-
 	if err != nil {
 		// The intent alias stays: KMS may have created the key and the
 		// answer been lost. A live replica scans for it once it is stale.
-		return backends.Version{}, classify(err, "creating a key for "+name)
+		r.keepIntent = true
+		return classify(err, "creating a key for "+r.name())
 	}
 	backends.Step(ctx, "CreateKey")
-	arn := aws.ToString(created.KeyMetadata.Arn)
-	if n > 1 {
-		_, err = b.client.UpdateAlias(ctx, &kms.UpdateAliasInput{AliasName: aws.String(intent), TargetKeyId: aws.String(arn)})
-		if err == nil {
-			backends.Step(ctx, "UpdateAlias intent")
+	r.arn = aws.ToString(created.KeyMetadata.Arn)
+	if r.intent {
+		if _, err := r.b.client.UpdateAlias(ctx, &kms.UpdateAliasInput{AliasName: aws.String(r.b.intentName(r.ring)), TargetKeyId: aws.String(r.arn)}); err != nil {
+			return classify(err, "moving "+r.b.intentName(r.ring)+" to "+r.arn)
 		}
+		backends.Step(ctx, "UpdateAlias intent")
 	}
-	var pub *kms.GetPublicKeyOutput
-	if err == nil {
-		if pub, err = b.client.GetPublicKey(ctx, &kms.GetPublicKeyInput{KeyId: aws.String(arn)}); err == nil {
-			backends.Step(ctx, "GetPublicKey")
-		}
-	}
-	if err == nil {
-		_, err = b.client.UpdateKeyDescription(ctx, &kms.UpdateKeyDescriptionInput{KeyId: aws.String(arn),
-			Description: aws.String(describe(b.descriptionPrefix(ring), n, ring.Algorithm, pub.PublicKey))})
-		if err == nil {
-			backends.Step(ctx, "UpdateKeyDescription")
-		}
-	}
-	if err == nil {
-		_, err = b.client.CreateAlias(ctx, &kms.CreateAliasInput{AliasName: aws.String(name), TargetKeyId: aws.String(arn)}, sendOnce)
-		if err != nil && b.aliasTargets(ctx, name, arn) {
-			err = nil // the answer was lost, but the alias was created
-		}
-		if err == nil {
-			backends.Step(ctx, "CreateAlias version")
-		}
-	}
+	pub, err := r.b.client.GetPublicKey(ctx, &kms.GetPublicKeyInput{KeyId: aws.String(r.arn)})
 	if err != nil {
-		// Do not leave a key no alias reaches: schedule its deletion.
-		ownIntent := ""
-		if n > 1 {
-			ownIntent = intent
-		}
-		derr := b.rollBack(ctx, ring, arn, ownIntent)
-		var exists *types.AlreadyExistsException
-		switch {
-		case derr != nil:
-			return backends.Version{}, errorf(backends.KindUnavailable,
-				"created %s but could not claim %s (%v) nor schedule the key's deletion (%v); a live replica schedules it once %s is stale",
-				arn, name, err, derr, intent)
-		case errors.As(err, &exists):
-			return backends.Version{}, backends.LostRace(Scheme, ring, name, "the key created here is scheduled for deletion")
-		default:
-			return backends.Version{}, classify(err, "claiming "+name+" (the key created for it is scheduled for deletion)")
-		}
+		return classify(err, "reading the public key of "+r.arn)
 	}
-	if n > 1 {
-		// A failure here leaves the intent alias on a version's key, which
-		// a live replica deletes once it is stale.
-		if _, err := b.client.DeleteAlias(ctx, &kms.DeleteAliasInput{AliasName: aws.String(intent)}); err == nil {
-			backends.Step(ctx, "DeleteAlias intent")
-		} else {
-			b.opts.Logger.Warn("awskms: rotated, but could not delete the intent alias; a live replica deletes it once stale",
-				"alias", intent, "err", err)
-		}
+	backends.Step(ctx, "GetPublicKey")
+	if _, err := r.b.client.UpdateKeyDescription(ctx, &kms.UpdateKeyDescriptionInput{KeyId: aws.String(r.arn),
+		Description: aws.String(describe(r.b.descriptionPrefix(r.ring), r.n, r.ring.Algorithm, pub.PublicKey))}); err != nil {
+		return classify(err, "describing "+r.arn)
 	}
-	b.mu.Lock()
-	b.requests[arn] = requestID // as tagged: no need to read the tags back
-	b.mu.Unlock()
-	v, err := b.version(ctx, ring, alias{n: n, name: name, keyID: arn})
+	backends.Step(ctx, "UpdateKeyDescription")
+	return nil
+}
+
+// Resolve cannot read a lost CreateKey back (KMS lists keys by no name):
+// the intent alias leads a live replica's scan to it (recovery.go).
+func (r *rotation) Resolve(_ context.Context, err error) error { return err }
+
+// Settle does nothing: the intent alias is atomic.
+func (r *rotation) Settle(context.Context) error { return nil }
+
+// Pick does nothing: the intent alias holder is the only candidate, and
+// the version alias (Commit) decides between first versions.
+func (r *rotation) Pick(context.Context) error { return nil }
+
+// Commit creates the version alias, which fails if another replica's
+// exists; a lost answer is read back (aliasTargets).
+func (r *rotation) Commit(ctx context.Context) (backends.Version, error) {
+	name := r.name()
+	_, err := r.b.client.CreateAlias(ctx, &kms.CreateAliasInput{AliasName: aws.String(name), TargetKeyId: aws.String(r.arn)}, sendOnce)
+	if err != nil && r.b.aliasTargets(ctx, name, r.arn) {
+		err = nil // the answer was lost, but the alias was created
+	}
+	var exists *types.AlreadyExistsException
+	switch {
+	case errors.As(err, &exists):
+		return backends.Version{}, backends.Lost(name)
+	case err != nil:
+		return backends.Version{}, classify(err, "claiming "+name)
+	}
+	r.committed = true
+	backends.Step(ctx, "CreateAlias version")
+	r.b.mu.Lock()
+	r.b.requests[r.arn] = r.requestID // as tagged: no need to read the tags back
+	r.b.mu.Unlock()
+	v, err := r.b.version(ctx, r.ring, alias{n: r.n, name: name, keyID: r.arn})
 	if err == nil {
 		backends.Step(ctx, "DescribeKey version")
 	}
 	return v, err
+}
+
+// Abandon schedules the deletion of the key created here: no alias will
+// reach it. If that fails, the intent alias stays so that a live replica
+// finds and deletes it.
+func (r *rotation) Abandon(ctx context.Context, _ bool) (string, error) {
+	if r.committed || r.arn == "" {
+		return backends.NothingMade, nil
+	}
+	if err := r.b.scheduleDeletion(ctx, r.arn); err != nil {
+		r.keepIntent = true
+		return "the key created here (" + r.arn + ")", classify(err, "scheduling the deletion of "+r.arn)
+	}
+	return "the key created here is scheduled for deletion", nil
+}
+
+// Release deletes the intent alias, unless it stays as evidence. A
+// failure leaves it on a version's key or a key scheduled for deletion,
+// which a live replica deletes once it is stale.
+func (r *rotation) Release(ctx context.Context) {
+	if !r.intent || r.keepIntent {
+		return
+	}
+	intent := r.b.intentName(r.ring)
+	if err := r.b.deleteAlias(ctx, intent); err != nil {
+		r.b.opts.Logger.Warn("awskms: could not delete the intent alias; a live replica deletes it once stale",
+			"alias", intent, "key_ring", r.ring.Name, "err", err)
+		return
+	}
+	if r.committed {
+		backends.Step(ctx, "DeleteAlias intent")
+	}
 }
 
 // aliasTargets reports whether the alias exists and targets the key.
@@ -532,25 +596,6 @@ func (b *Backend) aliasTargets(ctx context.Context, alias, arn string) bool {
 // which reads as another replica's win. What the call did is read instead
 // (the intent alias, aliasTargets).
 func sendOnce(o *kms.Options) { o.Retryer = aws.NopRetryer{} }
-
-// rollBack schedules the deletion of a failed rotation's key (if arn is
-// set) and then deletes its intent alias (if intent is set).
-func (b *Backend) rollBack(ctx context.Context, ring backends.KeyRing, arn, intent string) error {
-	cctx, cancel := b.opts.Detached(ctx)
-	defer cancel()
-	if arn != "" {
-		if err := b.scheduleDeletion(cctx, arn); err != nil {
-			return err
-		}
-	}
-	if intent != "" {
-		if err := b.deleteAlias(cctx, intent); err != nil {
-			b.opts.Logger.Warn("awskms: could not delete the intent alias of a failed rotation; a live replica deletes it once stale",
-				"alias", intent, "key_ring", ring.Name, "err", err)
-		}
-	}
-	return nil
-}
 
 // scheduleDeletion schedules a key's deletion after KMS's shortest waiting
 // period; a key already pending deletion is not an error.

@@ -591,10 +591,8 @@ func pubFromTags(tags map[string]*string) ([]byte, bool) {
 }
 
 // CreateVersion creates a new version of the ring's key (the key itself
-// for the first), disabled and tagged with the ring, the next sequence
-// number and signet-state=creating; waits until Key Vault's clock says any
-// racing version that could win is listed; re-lists; and enables its
-// version only if it won (see doc.go). A decision is final: nothing that
+// for the first) through the rotation protocol (backends.Rotate) over
+// rotation's primitives (see doc.go). A decision is final: nothing that
 // appears later can win over a version once enabled.
 func (b *Backend) CreateVersion(ctx context.Context, ring backends.KeyRing, latest string) (backends.Version, error) {
 	spec, ok := specs[ring.Algorithm]
@@ -605,87 +603,138 @@ func (b *Backend) CreateVersion(ctx context.Context, ring backends.KeyRing, late
 	if err != nil {
 		return backends.Version{}, err
 	}
-	l, err := b.list(ctx, name)
+	return backends.Rotate(ctx, b.opts, Scheme, ring, latest, &rotation{b: b, ring: ring, spec: spec, name: name})
+}
+
+// rotation is Key Vault's primitives of the rotation protocol
+// (backends.Protocol). The claim is the next signet-seq; the candidate a
+// version created disabled and tagged creating with it (Versions lists
+// only enabled or published ones); the settle waits until Key Vault's
+// clock says any racing version that could win is listed; the pick is the
+// first created of the seq's versions by Key Vault's created time, then
+// version id (listing.winner); the commit enables it; a loser stays
+// disabled, tagged lost.
+type rotation struct {
+	b    *Backend
+	ring backends.KeyRing
+	spec keySpec
+	name string
+
+	seq        int
+	params     azkeys.CreateKeyParameters
+	kid, ver   string
+	pub        crypto.PublicKey
+	at         time.Time // Key Vault's created time of the candidate
+	date       time.Time // Key Vault's clock when it answered the create
+	answered   time.Time // this process's clock then
+	committing bool      // the enabling update was sent: the version is no longer this replica's to mark
+}
+
+// Newest lists the key's versions.
+func (r *rotation) Newest(ctx context.Context) (string, error) {
+	l, err := r.b.list(ctx, r.name)
 	if err != nil {
-		return backends.Version{}, err
+		return "", err
 	}
 	backends.Step(ctx, "ListVersions")
 	newest, _ := l.newest()
-	if err := backends.CheckNewest(Scheme, ring, newest.kid, latest); err != nil {
-		return backends.Version{}, err
-	}
-	seq := 1
+	r.seq = 1
 	for _, it := range l.versions {
-		seq = max(seq, it.seq+1)
+		r.seq = max(r.seq, it.seq+1)
 	}
 	for _, it := range l.creating {
-		if it.seq == seq {
-			return backends.Version{}, errorf(backends.KindConflict,
-				"key ring %q: version %s is being created by another replica (or was left by one that stopped, and is tagged lost once seen for longer than the recovery grace)", ring.Name, it.kid)
+		if it.seq == r.seq {
+			return "", errorf(backends.KindConflict,
+				"key ring %q: version %s is being created by another replica (or was left by one that stopped, and is tagged lost once seen for longer than the recovery grace)", r.ring.Name, it.kid)
 		}
 	}
-	params := b.createParams(ring, spec, seq)
-	// Never retried: after a lost answer a retry would make a second
-	// version (which would lose the race to the first, or both be left).
+	return newest.kid, nil
+}
+
+// Claim does nothing: the seq tag of the candidate is the claim, decided
+// by Pick.
+func (r *rotation) Claim(context.Context) error { return nil }
+
+// Create creates the version, disabled and tagged creating, never retried
+// (after a lost answer a retry would make a second version).
+func (r *rotation) Create(ctx context.Context) error {
+	r.params = r.b.createParams(r.ring, r.spec, r.seq)
 	var resp *http.Response
 	cctx := policy.WithCaptureResponse(policy.WithRetryOptions(ctx, policy.RetryOptions{MaxRetries: -1}), &resp)
-	created, err := b.client.CreateKey(cctx, name, params, nil)
-	answered := time.Now()
+	created, err := r.b.client.CreateKey(cctx, r.name, r.params, nil)
+	r.answered = time.Now()
 	if err != nil {
-		return backends.Version{}, b.classify(err, "creating a version of "+name, opCreate)
+		return r.b.classify(err, "creating a version of "+r.name, opCreate)
 	}
 	backends.Step(ctx, "CreateKey")
 	if created.Key == nil || created.Key.KID == nil || created.Attributes == nil || created.Attributes.Created == nil {
-		return backends.Version{}, errorf(backends.KindUnknown, "Key Vault's answer to creating a version of %s lacks its id or creation time", name)
+		return errorf(backends.KindUnknown, "Key Vault's answer to creating a version of %s lacks its id or creation time", r.name)
 	}
-	kid, ver, at := string(*created.Key.KID), created.Key.KID.Version(), *created.Attributes.Created
-	pub, err := checkBundle(ring, kid, created.KeyBundle)
-	if err != nil {
-		return backends.Version{}, b.giveUp(ctx, name, ver, params.Tags, err)
+	r.kid, r.ver, r.at = string(*created.Key.KID), created.Key.KID.Version(), *created.Attributes.Created
+	if r.pub, err = checkBundle(r.ring, r.kid, created.KeyBundle); err != nil {
+		return err
 	}
 	// Key Vault's clock when it answered: its Date header (whole seconds,
 	// so the clock was at least that).
-	var date time.Time
 	if resp != nil {
-		date, err = http.ParseTime(resp.Header.Get("Date"))
+		r.date, err = http.ParseTime(resp.Header.Get("Date"))
 	}
 	if resp == nil || err != nil {
-		return backends.Version{}, b.giveUp(ctx, name, ver, params.Tags,
-			errorf(backends.KindUnknown, "Key Vault's answer to creating %s has no valid Date header, which deciding a rotation race needs", kid))
+		return errorf(backends.KindUnknown, "Key Vault's answer to creating %s has no valid Date header, which deciding a rotation race needs", r.kid)
 	}
-	if late := date.Sub(at); late > CreateWindow {
-		return backends.Version{}, b.giveUp(ctx, name, ver, params.Tags, errorf(backends.KindUnavailable,
-			"Key Vault answered the creation of %s %v after stamping it, more than the %v a rotation race can be decided in", kid, late, CreateWindow))
+	if late := r.date.Sub(r.at); late > CreateWindow {
+		return errorf(backends.KindUnavailable,
+			"Key Vault answered the creation of %s %v after stamping it, more than the %v a rotation race can be decided in", r.kid, late, CreateWindow)
 	}
-	// Wait until Key Vault's clock is past at + 1 s + CreateWindow: a
-	// racing version created no later than this one was then listed if its
-	// replica can ever enable it. The margin covers clock rates.
-	wait := at.Add(time.Second+CreateWindow).Sub(date) - time.Since(answered) + 50*time.Millisecond
-	if wait > 0 {
-		timer := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			timer.Stop()
-			return backends.Version{}, b.giveUp(ctx, name, ver, params.Tags, errorf(backends.KindUnavailable,
-				"creating a version of %s: the deadline passed while waiting %v for racing rotations to show (raise backend_timeout)", name, wait.Round(time.Millisecond)))
-		case <-timer.C:
-		}
+	return nil
+}
+
+// Resolve cannot read a lost create back (the version's id is in the
+// answer): the version stays tagged creating, and a live replica tags it
+// lost once the grace has passed.
+func (r *rotation) Resolve(_ context.Context, err error) error { return err }
+
+// Settle waits until Key Vault's clock is past at + 1 s + CreateWindow: a
+// racing version created no later than this one was then listed if its
+// replica can ever enable it. The margin covers clock rates.
+func (r *rotation) Settle(ctx context.Context) error {
+	wait := r.at.Add(time.Second+CreateWindow).Sub(r.date) - time.Since(r.answered) + 50*time.Millisecond
+	if wait <= 0 {
+		return nil
 	}
-	after, err := b.list(ctx, name)
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	select {
+	case <-ctx.Done():
+		return errorf(backends.KindUnavailable,
+			"creating a version of %s: the deadline passed while waiting %v for racing rotations to show (raise backend_timeout)", r.name, wait.Round(time.Millisecond))
+	case <-timer.C:
+		return nil
+	}
+}
+
+// Pick lists the versions again: the candidate won if it is the seq's
+// winner.
+func (r *rotation) Pick(ctx context.Context) error {
+	after, err := r.b.list(ctx, r.name)
 	if err != nil {
-		return backends.Version{}, err
+		return err
 	}
 	backends.Step(ctx, "ListVersions after")
-	if w, _ := after.winner(seq); w.kid != kid {
-		err := backends.LostRace(Scheme, ring, w.kid, kid+" (made here) stays disabled, tagged lost")
-		return backends.Version{}, b.giveUp(ctx, name, ver, params.Tags, err)
+	if w, _ := after.winner(r.seq); w.kid != r.kid {
+		return backends.Lost(w.kid)
 	}
-	add, err := pubTags(pub)
+	return nil
+}
+
+// Commit enables the version and tags it published.
+func (r *rotation) Commit(ctx context.Context) (backends.Version, error) {
+	add, err := pubTags(r.pub)
 	if err != nil {
-		return backends.Version{}, errorf(backends.KindUnknown, "encoding the public key of %s: %v", kid, err)
+		return backends.Version{}, errorf(backends.KindUnknown, "encoding the public key of %s: %v", r.kid, err)
 	}
 	tags := map[string]*string{}
-	for k, v := range params.Tags {
+	for k, v := range r.params.Tags {
 		tags[k] = v
 	}
 	for k, v := range add {
@@ -696,33 +745,39 @@ func (b *Backend) CreateVersion(ctx context.Context, ring backends.KeyRing, late
 	// Vault stamped created: that is its creation time for Signet, so that
 	// publish_ahead counts from when verifiers can first see it. Key
 	// Vault's clock now, rounded up.
-	published := date.Add(time.Since(answered)).Truncate(time.Second).Add(time.Second)
+	published := r.date.Add(time.Since(r.answered)).Truncate(time.Second).Add(time.Second)
 	tags[tagPublished] = to(strconv.FormatInt(published.Unix(), 10))
-	if _, err := b.client.UpdateKey(ctx, name, ver, azkeys.UpdateKeyParameters{KeyAttributes: &azkeys.KeyAttributes{Enabled: to(true)}, Tags: tags}, nil); err != nil {
-		return backends.Version{}, b.classify(err, "enabling "+kid+", which won its rotation", opUpdate)
+	// From here on the version is not marked lost by this replica: should
+	// the update be carried out with its answer lost, it is a published
+	// version, and tagging it lost would drop its published tags.
+	r.committing = true
+	if _, err := r.b.client.UpdateKey(ctx, r.name, r.ver, azkeys.UpdateKeyParameters{KeyAttributes: &azkeys.KeyAttributes{Enabled: to(true)}, Tags: tags}, nil); err != nil {
+		return backends.Version{}, r.b.classify(err, "enabling "+r.kid+", which won its rotation", opUpdate)
 	}
 	backends.Step(ctx, "UpdateKey")
-	b.mu.Lock()
-	b.pubs[kid] = pub
-	b.mu.Unlock()
-	return backends.Version{ID: kid, Algorithm: ring.Algorithm, PublicKey: pub, Created: published}, nil
+	r.b.mu.Lock()
+	r.b.pubs[r.kid] = r.pub
+	r.b.mu.Unlock()
+	return backends.Version{ID: r.kid, Algorithm: r.ring.Algorithm, PublicKey: r.pub, Created: published}, nil
 }
 
-// giveUp tags a version this replica created lost and returns why, on the
-// detached clean-up context (why is often that ctx ended). If the tagging
-// fails the version stays tagged creating, and a live replica tags it lost
-// once the grace has passed.
-func (b *Backend) giveUp(ctx context.Context, name, ver string, tags map[string]*string, why error) error {
-	dctx, cancel := b.opts.Detached(ctx)
-	defer cancel()
-	if err := b.markLost(dctx, name, ver, tags); err != nil {
-		b.opts.Logger.Warn("azurekv: tagging a version this replica gave up lost failed; a live replica does it once the grace has passed",
-			"key", name, "version", ver, "err", err)
-		return why
+// Abandon tags the version made here lost (it stays disabled). If that
+// fails it stays tagged creating, and a live replica tags it lost once the
+// grace has passed.
+func (r *rotation) Abandon(ctx context.Context, _ bool) (string, error) {
+	if r.ver == "" || r.committing {
+		return backends.NothingMade, nil
+	}
+	what := r.kid + " (made here)"
+	if err := r.b.markLost(ctx, r.name, r.ver, r.params.Tags); err != nil {
+		return what, err
 	}
 	backends.Step(ctx, "UpdateKey lost")
-	return why
+	return what + " stays disabled, tagged lost", nil
 }
+
+// Release does nothing: the claim is the candidate.
+func (r *rotation) Release(context.Context) {}
 
 // createParams describes a new version of the ring's key: sign and verify
 // only, not exportable, disabled until it wins its race, tagged with the

@@ -393,8 +393,8 @@ var Deviations = []backends.Deviation{{
 }}
 
 // CreateVersion creates a CryptoKey (whose first version Cloud KMS makes)
-// or a CryptoKeyVersion, waits until Cloud KMS has generated it, and then
-// checks that it won any race with other replicas (see doc.go).
+// or a CryptoKeyVersion through the rotation protocol (backends.Rotate)
+// over rotation's primitives (see doc.go).
 func (b *Backend) CreateVersion(ctx context.Context, ring backends.KeyRing, latest string) (backends.Version, error) {
 	accepted, ok := algorithms[ring.Algorithm]
 	if !ok {
@@ -404,95 +404,154 @@ func (b *Backend) CreateVersion(ctx context.Context, ring backends.KeyRing, late
 	if err != nil {
 		return backends.Version{}, err
 	}
-	all, exists, err := b.list(ctx, key)
+	return backends.Rotate(ctx, b.opts, Scheme, ring, latest, &rotation{b: b, ring: ring, accepted: accepted, key: key, latestN: versionNumber(key, latest)})
+}
+
+// rotation is Cloud KMS's primitives of the rotation protocol
+// (backends.Protocol). Cloud KMS has no conditional create: the claim is
+// nothing, the candidate a new CryptoKeyVersion (or the CryptoKey, whose
+// creation is create-if-absent, with its first version), which Cloud KMS
+// lists at once (the declared deviation, Deviations); the settle waits
+// until Cloud KMS has generated it; the pick is the lowest-numbered live
+// version after latest, which every replica reads alike; the commit is
+// nothing more (the winner is listed once enabled); a loser schedules the
+// destruction of its own version.
+type rotation struct {
+	b        *Backend
+	ring     backends.KeyRing
+	accepted []kmspb.CryptoKeyVersion_CryptoKeyVersionAlgorithm
+	key      string
+	latestN  int
+
+	exists bool
+	name   string // the candidate version
+}
+
+// Newest lists the key's versions.
+func (r *rotation) Newest(ctx context.Context) (string, error) {
+	all, exists, err := r.b.list(ctx, r.key)
 	if err != nil {
-		return backends.Version{}, err
+		return "", err
 	}
 	backends.Step(ctx, "ListCryptoKeyVersions")
+	r.exists = exists
 	newest := ""
 	for _, v := range all {
 		if live(v) {
 			newest = v.GetName()
 		}
 	}
-	if err := backends.CheckNewest(Scheme, ring, newest, latest); err != nil {
-		return backends.Version{}, err
-	}
-	latestN := versionNumber(key, latest)
-	var name string
-	if !exists {
-		_, err := b.client.CreateCryptoKey(ctx, &kmspb.CreateCryptoKeyRequest{Parent: b.keyRing, CryptoKeyId: key[strings.LastIndex(key, "/")+1:],
+	return newest, nil
+}
+
+// Claim does nothing: Cloud KMS has no claim; Pick decides.
+func (r *rotation) Claim(context.Context) error { return nil }
+
+// Create creates the CryptoKey (its version 1) or a CryptoKeyVersion,
+// once (setRetries).
+func (r *rotation) Create(ctx context.Context) error {
+	if !r.exists {
+		_, err := r.b.client.CreateCryptoKey(ctx, &kmspb.CreateCryptoKeyRequest{Parent: r.b.keyRing, CryptoKeyId: r.key[strings.LastIndex(r.key, "/")+1:],
 			CryptoKey: &kmspb.CryptoKey{Purpose: kmspb.CryptoKey_ASYMMETRIC_SIGN,
-				VersionTemplate: &kmspb.CryptoKeyVersionTemplate{Algorithm: accepted[0], ProtectionLevel: b.level},
+				VersionTemplate: &kmspb.CryptoKeyVersionTemplate{Algorithm: r.accepted[0], ProtectionLevel: r.b.level},
 				Labels:          map[string]string{"managed-by": "signet"}}})
 		if status.Code(err) == codes.AlreadyExists {
-			return backends.Version{}, backends.LostRace(Scheme, ring, key, "its first version is that key's")
+			return backends.Lost(r.key) // its first version is that key's
 		}
 		if err != nil {
-			return backends.Version{}, classify(err, "creating "+key, "cloudkms.cryptoKeys.create")
+			return classify(err, "creating "+r.key, "cloudkms.cryptoKeys.create")
 		}
 		backends.Step(ctx, "CreateCryptoKey")
-		name = key + "/cryptoKeyVersions/1"
-	} else {
-		ck, err := b.client.GetCryptoKey(ctx, &kmspb.GetCryptoKeyRequest{Name: key})
-		if err != nil {
-			return backends.Version{}, classify(err, "reading "+key, "cloudkms.cryptoKeys.get")
-		}
-		backends.Step(ctx, "GetCryptoKey")
-		if ck.GetPurpose() != kmspb.CryptoKey_ASYMMETRIC_SIGN || !slices.Contains(accepted, ck.GetVersionTemplate().GetAlgorithm()) {
-			return backends.Version{}, errorf(backends.KindFailedPrecondition, "%s has purpose %s and version template %s; key ring %q needs ASYMMETRIC_SIGN with %s",
-				key, ck.GetPurpose(), ck.GetVersionTemplate().GetAlgorithm(), ring.Name, accepted[0])
-		}
-		v, err := b.client.CreateCryptoKeyVersion(ctx, &kmspb.CreateCryptoKeyVersionRequest{Parent: key, CryptoKeyVersion: &kmspb.CryptoKeyVersion{}})
-		if err != nil {
-			return backends.Version{}, classify(err, "creating a version of "+key, "cloudkms.cryptoKeyVersions.create")
-		}
-		backends.Step(ctx, "CreateCryptoKeyVersion")
-		name = v.GetName()
+		r.name = r.key + "/cryptoKeyVersions/1"
+		return nil
 	}
-	if err := b.waitEnabled(ctx, name); err != nil {
-		return backends.Version{}, err
+	ck, err := r.b.client.GetCryptoKey(ctx, &kmspb.GetCryptoKeyRequest{Name: r.key})
+	if err != nil {
+		return classify(err, "reading "+r.key, "cloudkms.cryptoKeys.get")
+	}
+	backends.Step(ctx, "GetCryptoKey")
+	if ck.GetPurpose() != kmspb.CryptoKey_ASYMMETRIC_SIGN || !slices.Contains(r.accepted, ck.GetVersionTemplate().GetAlgorithm()) {
+		return errorf(backends.KindFailedPrecondition, "%s has purpose %s and version template %s; key ring %q needs ASYMMETRIC_SIGN with %s",
+			r.key, ck.GetPurpose(), ck.GetVersionTemplate().GetAlgorithm(), r.ring.Name, r.accepted[0])
+	}
+	v, err := r.b.client.CreateCryptoKeyVersion(ctx, &kmspb.CreateCryptoKeyVersionRequest{Parent: r.key, CryptoKeyVersion: &kmspb.CryptoKeyVersion{}})
+	if err != nil {
+		return classify(err, "creating a version of "+r.key, "cloudkms.cryptoKeyVersions.create")
+	}
+	backends.Step(ctx, "CreateCryptoKeyVersion")
+	r.name = v.GetName()
+	return nil
+}
+
+// Resolve cannot read a lost create back: a version it made is listed
+// (the deviation) as an ordinary newer version.
+func (r *rotation) Resolve(_ context.Context, err error) error { return err }
+
+// Settle waits until Cloud KMS has generated the version.
+func (r *rotation) Settle(ctx context.Context) error {
+	if err := r.b.waitEnabled(ctx, r.name); err != nil {
+		return err
 	}
 	backends.Step(ctx, "GetCryptoKeyVersion")
+	return nil
+}
 
-	// Cloud KMS has no conditional create: replicas that all saw latest as
-	// the newest may each have made a version. Every one of them agrees
-	// that the lowest-numbered live version after latest won; the others
-	// destroy their own.
-	after, _, err := b.list(ctx, key)
+// Pick: replicas that all saw latest as the newest may each have made a
+// version; every one of them agrees that the lowest-numbered live version
+// after latest won.
+func (r *rotation) Pick(ctx context.Context) error {
+	after, _, err := r.b.list(ctx, r.key)
 	if err != nil {
-		return backends.Version{}, err
+		return err
 	}
 	backends.Step(ctx, "ListCryptoKeyVersions after")
 	winner := ""
 	for _, v := range after {
-		if n := versionNumber(key, v.GetName()); n > latestN && live(v) {
+		if n := versionNumber(r.key, v.GetName()); n > r.latestN && live(v) {
 			winner = v.GetName()
 			break
 		}
 	}
-	if winner != name {
-		if err := b.destroyLoser(ctx, name); err != nil {
-			return backends.Version{}, errorf(backends.KindUnavailable,
-				"key ring %q was rotated concurrently (%s won) and %s, made here, could not be scheduled for destruction: %v", ring.Name, winner, name, err)
-		}
-		backends.Step(ctx, "DestroyCryptoKeyVersion")
-		b.opts.Logger.Warn("gcpkms: another replica rotated the key ring at the same time; the version made here is scheduled for destruction",
-			"key_ring", ring.Name, "winner", winner, "destroyed", name)
-		return backends.Version{}, backends.LostRace(Scheme, ring, winner, name+" (made here) is scheduled for destruction")
+	if winner != r.name {
+		return backends.Lost(winner)
 	}
-	pub, err := b.publicKey(ctx, ring.Algorithm, name)
+	return nil
+}
+
+// Commit reads the version: it is listed already.
+func (r *rotation) Commit(ctx context.Context) (backends.Version, error) {
+	pub, err := r.b.publicKey(ctx, r.ring.Algorithm, r.name)
 	if err != nil {
 		return backends.Version{}, err
 	}
 	backends.Step(ctx, "GetPublicKey")
-	v, err := b.client.GetCryptoKeyVersion(ctx, &kmspb.GetCryptoKeyVersionRequest{Name: name})
+	v, err := r.b.client.GetCryptoKeyVersion(ctx, &kmspb.GetCryptoKeyVersionRequest{Name: r.name})
 	if err != nil {
-		return backends.Version{}, classify(err, "reading "+name, "cloudkms.cryptoKeyVersions.get")
+		return backends.Version{}, classify(err, "reading "+r.name, "cloudkms.cryptoKeyVersions.get")
 	}
-	return backends.Version{ID: name, Algorithm: ring.Algorithm, PublicKey: pub, Created: v.GetCreateTime().AsTime(),
+	return backends.Version{ID: r.name, Algorithm: r.ring.Algorithm, PublicKey: pub, Created: v.GetCreateTime().AsTime(),
 		Disabled: v.GetState() != kmspb.CryptoKeyVersion_ENABLED}, nil
 }
+
+// Abandon schedules the destruction of a version that lost. A version
+// whose rotation failed otherwise is left: Cloud KMS enables it, and it is
+// an ordinary newer version (the deviation).
+func (r *rotation) Abandon(ctx context.Context, lost bool) (string, error) {
+	if !lost || r.name == "" {
+		return backends.NothingMade, nil
+	}
+	what := r.name + " (made here)"
+	if err := r.b.destroyLoser(ctx, r.name); err != nil {
+		return what, err
+	}
+	backends.Step(ctx, "DestroyCryptoKeyVersion")
+	r.b.opts.Logger.Warn("gcpkms: another replica rotated the key ring at the same time; the version made here is scheduled for destruction",
+		"key_ring", r.ring.Name, "destroyed", r.name)
+	return what + " is scheduled for destruction", nil
+}
+
+// Release does nothing: there is no claim.
+func (r *rotation) Release(context.Context) {}
 
 // waitEnabled polls a new version until Cloud KMS has generated it (HSM
 // keys take seconds), within the caller's deadline.
@@ -520,11 +579,9 @@ func (b *Backend) waitEnabled(ctx context.Context, name string) error {
 	}
 }
 
-// destroyLoser schedules the destruction of a version that lost a race,
-// on the detached clean-up context.
-func (b *Backend) destroyLoser(ctx context.Context, name string) error {
-	cctx, cancel := b.opts.Detached(ctx)
-	defer cancel()
+// destroyLoser schedules the destruction of a version that lost a race;
+// ctx is the detached clean-up context.
+func (b *Backend) destroyLoser(cctx context.Context, name string) error {
 	_, err := b.client.DestroyCryptoKeyVersion(cctx, &kmspb.DestroyCryptoKeyVersionRequest{Name: name})
 	if status.Code(err) == codes.FailedPrecondition && b.gone(cctx, name) {
 		return nil // already scheduled: an earlier answer was lost

@@ -600,61 +600,126 @@ func (s *Store) createVersion(ctx context.Context, ring backends.KeyRing, latest
 		}
 		next = n + 1
 	}
-	existing, err := s.Versions(ctx, ring)
+	return backends.Rotate(ctx, s.opts, Scheme, ring, latest, &rotation{s: s, ring: ring, dir: dir, next: next, requestID: requestID})
+}
+
+// rotation is the local backend's primitives of the rotation protocol
+// (backends.Protocol). The candidate is a temporary file holding the whole
+// version, which Versions never reads as one; linking it as <n>.json,
+// exclusively, is the claim, the pick and the commit at once: the one link
+// that succeeds wins, and a version file appears whole or not at all.
+type rotation struct {
+	s         *Store
+	ring      backends.KeyRing
+	dir       string
+	next      uint64
+	requestID string
+	version   string // the slot: <next>
+	tmp       string // the candidate's temporary file, until it is removed
+}
+
+// Newest reads the ring's versions.
+func (r *rotation) Newest(ctx context.Context) (string, error) {
+	existing, err := r.s.Versions(ctx, r.ring)
 	if err != nil {
-		return backends.Version{}, err
-	}
-	newest := ""
-	if n := len(existing); n > 0 {
-		newest = existing[n-1].ID
-	}
-	if err := backends.CheckNewest(Scheme, ring, newest, latest); err != nil {
-		return backends.Version{}, err
+		return "", err
 	}
 	backends.Step(ctx, "read versions")
+	if n := len(existing); n > 0 {
+		return existing[n-1].ID, nil
+	}
+	return "", nil
+}
 
-	key, err := generate(ctx, ring.Algorithm)
+// Claim does nothing: the exclusive link (Commit) claims the slot.
+func (r *rotation) Claim(context.Context) error {
+	r.version = strconv.FormatUint(r.next, 10)
+	return nil
+}
+
+// Create writes the new version's file under a temporary name.
+func (r *rotation) Create(ctx context.Context) error {
+	key, err := generate(ctx, r.ring.Algorithm)
 	if err != nil {
-		return backends.Version{}, err
+		return err
 	}
 	pubDER, err := x509.MarshalPKIXPublicKey(key.Public())
 	if err != nil {
-		return backends.Version{}, errorf(backends.KindUnknown, "encoding public key: %w", err)
+		return errorf(backends.KindUnknown, "encoding public key: %w", err)
 	}
 	privDER, err := x509.MarshalPKCS8PrivateKey(key)
 	if err != nil {
-		return backends.Version{}, errorf(backends.KindUnknown, "encoding private key: %w", err)
+		return errorf(backends.KindUnknown, "encoding private key: %w", err)
 	}
 	f := file{
-		Ring: ring.Name, Version: strconv.FormatUint(next, 10), Algorithm: string(ring.Algorithm),
-		Created: s.now().UTC().Round(0), PublicKey: pubDER, RequestID: requestID,
+		Ring: r.ring.Name, Version: r.version, Algorithm: string(r.ring.Algorithm),
+		Created: r.s.now().UTC().Round(0), PublicKey: pubDER, RequestID: r.requestID,
 	}
-	nonce := make([]byte, s.kek.NonceSize())
+	nonce := make([]byte, r.s.kek.NonceSize())
 	if _, err := rand.Read(nonce); err != nil {
-		return backends.Version{}, err
+		return err
 	}
-	f.PrivateKey = s.kek.Seal(nonce, nonce, privDER, f.aad())
+	f.PrivateKey = r.s.kek.Seal(nonce, nonce, privDER, f.aad())
 	data, err := json.MarshalIndent(&f, "", "  ") // #nosec G117 -- PrivateKey is AES-256-GCM ciphertext under the KEK
 	if err != nil {
-		return backends.Version{}, err
+		return err
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return backends.Version{}, errorf(backends.KindUnavailable, "creating %s: %w", dir, err)
+	if err := os.MkdirAll(r.dir, 0o700); err != nil {
+		return errorf(backends.KindUnavailable, "creating %s: %w", r.dir, err)
 	}
-	if err := writeFileExclusive(ctx, s.path(ring, f.Version), data); err != nil {
+	if r.tmp, err = writeTemp(r.dir, data); err != nil {
+		return errorf(backends.KindUnavailable, "writing key file: %w", err)
+	}
+	backends.Step(ctx, "write temporary file")
+	return nil
+}
+
+// Resolve has nothing to read back: a file system call does not lose its
+// answer.
+func (r *rotation) Resolve(_ context.Context, err error) error { return err }
+
+// Settle does nothing: the link is atomic.
+func (r *rotation) Settle(context.Context) error { return nil }
+
+// Pick does nothing: the link decides (Commit).
+func (r *rotation) Pick(context.Context) error { return nil }
+
+// Commit links the temporary file as the version's file, which fails if
+// another replica's link made it first.
+func (r *rotation) Commit(ctx context.Context) (backends.Version, error) {
+	path := r.s.path(r.ring, r.version)
+	if err := os.Link(r.tmp, path); err != nil {
 		if errors.Is(err, fs.ErrExist) {
-			return backends.Version{}, backends.LostRace(Scheme, ring, f.Version, "nothing was made here")
+			return backends.Version{}, backends.Lost(r.version)
 		}
 		return backends.Version{}, errorf(backends.KindUnavailable, "writing key file: %w", err)
 	}
-	e, err := s.load(ring, f.Version)
+	backends.Step(ctx, "link version file")
+	err := os.Remove(r.tmp)
+	r.tmp = ""
+	if err == nil {
+		backends.Step(ctx, "remove temporary file")
+	}
+	e, err := r.s.load(r.ring, r.version)
 	if err != nil {
 		return backends.Version{}, err
 	}
 	backends.Step(ctx, "read version file")
-	s.remember(ring, e)
+	r.s.remember(r.ring, e)
 	return e.version, nil
 }
+
+// Abandon removes the temporary file; if that fails, Versions removes it
+// once stale.
+func (r *rotation) Abandon(context.Context, bool) (string, error) {
+	if r.tmp != "" {
+		_ = os.Remove(r.tmp) // #nosec G703 -- our temporary file
+	}
+	return backends.NothingMade, nil
+}
+
+// Release does nothing: there is no claim apart from the version file.
+func (r *rotation) Release(context.Context) {}
 
 // generate runs key generation (seconds for RSA-4096) so that a cancelled
 // context returns at once; the abandoned key is simply dropped.

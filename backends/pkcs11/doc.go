@@ -52,7 +52,7 @@
 // object's file when its label changes, and a list in that moment, or a
 // process killed in it, sees the label without the CKA_ID) is a candidate
 // whose place in the order cannot be read: it holds the number its label
-// names, as a pending one does.
+// names, as a pending one does, until it is reaped.
 //
 // Crash recovery: a pair that is not a version (the loser of such a race
 // whose replica died before destroying it, a candidate still labelled pending, a
@@ -60,7 +60,12 @@
 // stray: never listed, never signed with, and destroyed by Versions once
 // this process has seen it for longer than the recovery grace
 // (2 x backend_timeout), with a warning naming its CKA_ID and label;
-// Leftovers lists strays. A public half alone with a final label is a
+// Leftovers lists strays. Listing reads every object on the token and
+// picks the ring's by label, not by a class-and-CKA_ID template: an object
+// whose CKA_ID is empty, short or missing (or that has no key class) is
+// a stray of its own, named and destroyed by its object handle, since a
+// template search may never find it, and one that did would find every
+// key with an empty CKA_ID, another application's too. A public half alone with a final label is a
 // revoked version, as revocation leaves it.
 //
 // Revocation destroys the private key object (C_DestroyObject): the version

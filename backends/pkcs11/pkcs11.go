@@ -279,6 +279,12 @@ type stray struct {
 	id    []byte
 	label string
 	why   string
+	// handle, for an object whose CKA_ID is not one Signet gives (empty,
+	// short, or missing): a search by class and CKA_ID may never find it
+	// (SoftHSM2 killed while writing an object can leave it without a
+	// CKA_ID at all), so it is destroyed by its handle. 0 for a pair
+	// found by its CKA_ID.
+	handle p11.ObjectHandle
 	// slot is the version number a candidate for one holds (a pending
 	// pair, a labelled duplicate, or a labelled pair whose public key
 	// cannot be read, which may be a relabelling being written and so
@@ -325,57 +331,64 @@ func (b *Backend) list(ctx context.Context, ring backends.KeyRing) ([]*object, [
 	var unreadable []unreadableKey
 	err := b.pool.with(ctx, func(sh p11.SessionHandle) error {
 		out, strays, unreadable = nil, nil, nil
-		read := func(class uint) (map[string]half, []string, error) {
-			hs, err := findObjects(b.mod.ctx, sh, []*p11.Attribute{p11.NewAttribute(p11.CKA_CLASS, class)})
+		// Every object on the token, found by its label rather than by a
+		// template: an object a killed writer left may lack the attributes
+		// (CKA_ID, even CKA_CLASS) a template would match on.
+		hs, err := findObjects(b.mod.ctx, sh, nil)
+		if err != nil {
+			return err
+		}
+		pubs, privs := map[string]half{}, map[string]half{}
+		var pubOrder, privOrder []string
+		for _, h := range hs {
+			lbl, class, id, err := objectAttributes(b.mod.ctx, sh, h)
+			if isCode(err, p11.CKR_OBJECT_HANDLE_INVALID) {
+				continue // destroyed since it was found
+			}
 			if err != nil {
-				return nil, nil, err
+				return err
 			}
-			byID := map[string]half{}
-			var order []string
-			for _, h := range hs {
-				attrs, err := attributes(b.mod.ctx, sh, h, p11.CKA_LABEL, p11.CKA_ID)
-				if isCode(err, p11.CKR_OBJECT_HANDLE_INVALID) {
-					continue // destroyed since it was found
+			r, _, _, ok := parseLabel(lbl)
+			pr, _, _, pending := parseLabelAs(lbl, pendingPrefix)
+			hf := half{label: lbl, ok: ok && r == ring.Name, pending: pending && pr == ring.Name, h: h}
+			if isKey := class == p11.CKO_PUBLIC_KEY || class == p11.CKO_PRIVATE_KEY; !isKey || len(id) != idSize {
+				if !hf.ok && !hf.pending {
+					continue // not this ring's
 				}
-				if err != nil {
-					return nil, nil, err
+				// Signet gives every pair an 8-byte CKA_ID; a labelled
+				// object without one is a write SoftHSM2 has not finished:
+				// left so when its process was killed, or read while
+				// another process rewrites it (the relabelling that
+				// commits a candidate). A public half of the second kind
+				// is a candidate whose place in the order cannot be read,
+				// so it holds the number its label names as an undecided
+				// one (its CKA_ID orders first): settle never reports a win
+				// past it, and a left one holds the number until it is
+				// reaped by its handle, as a dead replica's pending pair is.
+				st := stray{id: id, label: lbl, handle: h, why: "its CKA_ID is not one Signet gives (an object write that was not finished)"}
+				switch class {
+				case p11.CKO_PUBLIC_KEY:
+					st.slot, st.pending = labelSlot(lbl), true
+				case p11.CKO_PRIVATE_KEY:
+				default:
+					st.why = "it has no key object class (an object write that was not finished)"
 				}
-				r, _, _, ok := parseLabel(string(attrs[0].Value))
-				pr, _, _, pending := parseLabelAs(string(attrs[0].Value), pendingPrefix)
-				id := string(attrs[1].Value)
-				if _, dup := byID[id]; !dup {
-					order = append(order, id)
-				}
-				byID[id] = half{label: string(attrs[0].Value), ok: ok && r == ring.Name, pending: pending && pr == ring.Name, h: h}
+				strays = append(strays, st)
+				continue
 			}
-			return byID, order, nil
-		}
-		pubs, pubOrder, err := read(p11.CKO_PUBLIC_KEY)
-		if err != nil {
-			return err
-		}
-		privs, privOrder, err := read(p11.CKO_PRIVATE_KEY)
-		if err != nil {
-			return err
+			byID, order := pubs, &pubOrder
+			if class == p11.CKO_PRIVATE_KEY {
+				byID, order = privs, &privOrder
+			}
+			if _, dup := byID[string(id)]; !dup {
+				*order = append(*order, string(id))
+			}
+			byID[string(id)] = hf
 		}
 		for _, id := range pubOrder {
 			pub, priv := pubs[id], privs[id]
 			_, hasPriv := privs[id]
 			switch {
-			case len(id) != idSize && (pub.ok || pub.pending):
-				// Signet gives every pair an 8-byte CKA_ID; a labelled object
-				// without one is a write SoftHSM2 has not finished: left so
-				// when its process was killed, or read while another process
-				// rewrites it (the relabelling that commits a candidate). In
-				// the second case it is a candidate whose place in the order
-				// cannot be read, so it holds the number its label names as
-				// an undecided one (its empty CKA_ID orders first): settle
-				// never reports a win past it, and a left one holds the
-				// number until it is reaped, as a dead replica's pending pair
-				// does.
-				strays = append(strays, stray{id: []byte(id), label: pub.label, why: "its CKA_ID is not one Signet gives (an object write that was not finished)",
-					slot: labelSlot(pub.label), pending: true})
-				continue
 			case pub.pending:
 				_, n, _, _ := parseLabelAs(pub.label, pendingPrefix)
 				strays = append(strays, stray{id: []byte(id), label: pub.label, why: "its generation was not completed (the public half's label is still pending)",
@@ -412,10 +425,6 @@ func (b *Backend) list(ctx context.Context, ring backends.KeyRing) ([]*object, [
 		}
 		for _, id := range privOrder {
 			if _, hasPub := pubs[id]; !hasPub && privs[id].ok {
-				if len(id) != idSize {
-					strays = append(strays, stray{id: []byte(id), label: privs[id].label, why: "its CKA_ID is not one Signet gives (an object write that was not finished)"})
-					continue
-				}
 				strays = append(strays, stray{id: []byte(id), label: privs[id].label, why: "its public half is missing"})
 			}
 		}
@@ -469,13 +478,48 @@ func (b *Backend) list(ctx context.Context, ring backends.KeyRing) ([]*object, [
 // tries again.
 func (b *Backend) recover(ctx context.Context, strays []stray) {
 	for _, s := range strays {
-		key := hex.EncodeToString(s.id)
-		_, err := b.opts.Reap(&b.seen, key, func() error { return b.destroy(ctx, s.id, true) },
-			Scheme, backends.RecoveredRemoved, fmt.Sprintf("key pair CKA_ID=%s label=%q", key, s.label), s.why)
+		key, object := s.name()
+		_, err := b.opts.Reap(&b.seen, key, func() error {
+			if s.handle != 0 {
+				return b.destroyHandle(ctx, s.handle, s.label)
+			}
+			return b.destroy(ctx, s.id, true)
+		}, Scheme, backends.RecoveredRemoved, object, s.why)
 		if err != nil && ctx.Err() == nil {
-			b.opts.Logger.Warn("pkcs11: cannot destroy a stray key pair; the next refresh tries again", "cka_id", key, "err", err)
+			b.opts.Logger.Warn("pkcs11: cannot destroy a stray object; the next refresh tries again", "object", object, "err", err)
 		}
 	}
+}
+
+// name is what identifies a stray: the key its sightings are kept under,
+// and how logs and Leftovers name it. A stray found by its handle (its
+// CKA_ID unusable, perhaps the same empty one as another's) is named by
+// the handle and label, which SoftHSM2 keeps for an object's life.
+func (s stray) name() (key, object string) {
+	id := hex.EncodeToString(s.id)
+	if s.handle != 0 {
+		return fmt.Sprintf("handle %d %q", s.handle, s.label), fmt.Sprintf("handle=%d CKA_ID=%s label=%s", s.handle, id, s.label)
+	}
+	return id, "CKA_ID=" + id + " label=" + s.label
+}
+
+// destroyHandle destroys the object h if it still carries label: a handle
+// names one object for the module's life, and the check keeps a stale
+// listing from destroying anything else.
+func (b *Backend) destroyHandle(ctx context.Context, h p11.ObjectHandle, label string) error {
+	return b.pool.with(ctx, func(sh p11.SessionHandle) error {
+		now, _, _, err := objectAttributes(b.mod.ctx, sh, h)
+		if isCode(err, p11.CKR_OBJECT_HANDLE_INVALID) {
+			return nil // destroyed already
+		}
+		if err != nil {
+			return err
+		}
+		if now != label {
+			return nil // not the object listed
+		}
+		return b.mod.ctx.DestroyObject(sh, h)
+	})
 }
 
 // Leftovers lists the ring's stray objects on the token.
@@ -486,8 +530,8 @@ func (b *Backend) Leftovers(ctx context.Context, ring backends.KeyRing) ([]backe
 	}
 	var out []backends.Leftover
 	for _, s := range strays {
-		l := backends.Leftover{ID: "CKA_ID=" + hex.EncodeToString(s.id) + " label=" + s.label, Kind: "key pair object that is not a version: " + s.why,
-			State: "awaiting clean-up"}
+		_, object := s.name()
+		l := backends.Leftover{ID: object, Kind: "key pair object that is not a version: " + s.why, State: "awaiting clean-up"}
 		if _, _, created, ok := parseLabel(s.label); ok {
 			l.Created = created
 		}
@@ -502,6 +546,45 @@ func (b *Backend) Leftovers(ctx context.Context, ring backends.KeyRing) ([]backe
 			Kind: "certificate objects of a chain whose writing was interrupted", State: "awaiting clean-up"})
 	}
 	return out, nil
+}
+
+// objectAttributes reads an object's label, class and CKA_ID, each of which
+// may be missing from an object whose writing was interrupted: a missing
+// label reads as "", a missing class as ^0 (no class), a missing CKA_ID as
+// empty.
+func objectAttributes(ctx *p11.Ctx, sh p11.SessionHandle, h p11.ObjectHandle) (label string, class uint, id []byte, err error) {
+	attrs, err := attributes(ctx, sh, h, p11.CKA_LABEL, p11.CKA_CLASS, p11.CKA_ID)
+	if err == nil {
+		return string(attrs[0].Value), classOf(attrs[1].Value), attrs[2].Value, nil
+	}
+	if !isCode(err, p11.CKR_ATTRIBUTE_TYPE_INVALID) {
+		return "", 0, nil, err
+	}
+	// One at a time: the token fills none of them when one is missing.
+	vals := make([][]byte, 3)
+	for i, t := range []uint{p11.CKA_LABEL, p11.CKA_CLASS, p11.CKA_ID} {
+		a, err := attributes(ctx, sh, h, t)
+		switch {
+		case isCode(err, p11.CKR_ATTRIBUTE_TYPE_INVALID):
+		case err != nil:
+			return "", 0, nil, err
+		default:
+			vals[i] = a[0].Value
+		}
+	}
+	return string(vals[0]), classOf(vals[1]), vals[2], nil
+}
+
+// classOf decodes a CKA_CLASS value (a CK_ULONG in the host's byte order);
+// ^0 when it is missing or malformed.
+func classOf(v []byte) uint {
+	switch len(v) {
+	case 8:
+		return uint(binary.NativeEndian.Uint64(v))
+	case 4:
+		return uint(binary.NativeEndian.Uint32(v))
+	}
+	return ^uint(0)
 }
 
 // attributes reads attributes of an object. The token lists every object,
@@ -692,7 +775,9 @@ func (b *Backend) CheckKeyUsage(ctx context.Context, ring backends.KeyRing) erro
 	return nil
 }
 
-// CreateVersion generates a key pair in the token as version latest+1.
+// CreateVersion generates a key pair in the token as version latest+1,
+// through the rotation protocol (backends.Rotate) over rotation's
+// primitives.
 func (b *Backend) CreateVersion(ctx context.Context, ring backends.KeyRing, latest string) (backends.Version, error) {
 	if !backends.Supports(b, ring.Algorithm) {
 		return backends.Version{}, errorf(backends.KindUnimplemented, "the token cannot generate and sign %q keys", ring.Algorithm)
@@ -700,90 +785,158 @@ func (b *Backend) CreateVersion(ctx context.Context, ring backends.KeyRing, late
 	if strings.Contains(ring.Name, "/") {
 		return backends.Version{}, errorf(backends.KindInvalidArgument, "key ring name %q contains '/'", ring.Name)
 	}
-	objs, _, err := b.list(ctx, ring)
+	return backends.Rotate(ctx, b.opts, Scheme, ring, latest, &rotation{b: b, ring: ring})
+}
+
+// rotation is PKCS#11's primitives of the rotation protocol
+// (backends.Protocol); the package documentation tells the whole race.
+// The claim is the slot's number in the candidate's CKA_ID, the candidate
+// a key pair whose public half is labelled pending (no Versions lists
+// it), the order the candidates' CKA_IDs as the token holds them. The
+// token cannot show a candidate before it is generated, so the settle
+// comes after the commit: Pick lets a candidate commit when no pair for
+// the slot has committed and no pending one orders before it, and Commit
+// relabels the public half (which makes it a version), then waits until no
+// pending candidate that orders before it is left undecided, and loses if
+// a committed one does. A loser destroys its pair.
+type rotation struct {
+	b    *Backend
+	ring backends.KeyRing
+
+	n         uint32 // the slot
+	id        []byte // the candidate's CKA_ID: n, then 4 random bytes
+	lbl       string // the final label
+	pubHandle p11.ObjectHandle
+	made      bool // the pair was generated
+}
+
+// Newest lists the ring's versions.
+func (r *rotation) Newest(ctx context.Context) (string, error) {
+	objs, _, err := r.b.list(ctx, r.ring)
 	if err != nil {
-		return backends.Version{}, err
+		return "", err
 	}
 	backends.Step(ctx, "list")
-	current := ""
-	if len(objs) > 0 {
-		current = hex.EncodeToString(objs[len(objs)-1].id)
+	r.n = 1
+	if len(objs) == 0 {
+		return "", nil
 	}
-	if err := backends.CheckNewest(Scheme, ring, current, latest); err != nil {
-		return backends.Version{}, err
-	}
-	var n uint32 = 1
-	if len(objs) > 0 {
-		n = objs[len(objs)-1].n + 1
-	}
-	id := make([]byte, idSize)
-	binary.BigEndian.PutUint32(id, n)
-	rand.Read(id[4:])
-	created := time.Now().UTC()
-	lbl := label(ring.Name, n, created)
+	r.n = objs[len(objs)-1].n + 1
+	return hex.EncodeToString(objs[len(objs)-1].id), nil
+}
 
-	pending := pendingPrefix + strings.TrimPrefix(lbl, "signet")
+// Claim draws the candidate's CKA_ID for the slot; the token is not
+// called.
+func (r *rotation) Claim(context.Context) error {
+	r.id = make([]byte, idSize)
+	binary.BigEndian.PutUint32(r.id, r.n)
+	rand.Read(r.id[4:])
+	r.lbl = label(r.ring.Name, r.n, time.Now().UTC())
+	return nil
+}
+
+// Create generates the pair, its public half labelled pending.
+func (r *rotation) Create(ctx context.Context) error {
+	pending := pendingPrefix + strings.TrimPrefix(r.lbl, "signet")
 	// Every usage attribute is set, none left to the token's defaults
 	// (SoftHSM2's let a private key decrypt and unwrap, and its public key
 	// encrypt and wrap): the private key signs and the public key verifies,
 	// nothing else.
 	pubTmpl := []*p11.Attribute{
 		p11.NewAttribute(p11.CKA_TOKEN, true), p11.NewAttribute(p11.CKA_PRIVATE, false),
-		p11.NewAttribute(p11.CKA_LABEL, pending), p11.NewAttribute(p11.CKA_ID, id),
+		p11.NewAttribute(p11.CKA_LABEL, pending), p11.NewAttribute(p11.CKA_ID, r.id),
 	}
 	pubTmpl = append(pubTmpl, usageTemplate(p11.CKA_VERIFY, publicUsages)...)
 	privTmpl := []*p11.Attribute{
 		p11.NewAttribute(p11.CKA_TOKEN, true), p11.NewAttribute(p11.CKA_PRIVATE, true), p11.NewAttribute(p11.CKA_SENSITIVE, true),
 		p11.NewAttribute(p11.CKA_EXTRACTABLE, false),
-		p11.NewAttribute(p11.CKA_LABEL, lbl), p11.NewAttribute(p11.CKA_ID, id),
+		p11.NewAttribute(p11.CKA_LABEL, r.lbl), p11.NewAttribute(p11.CKA_ID, r.id),
 	}
 	privTmpl = append(privTmpl, usageTemplate(p11.CKA_SIGN, privateUsages)...)
 	var mech uint
-	switch {
-	case ring.Algorithm.IsECDSA() || ring.Algorithm.IsEdDSA():
+	switch alg := r.ring.Algorithm; {
+	case alg.IsECDSA() || alg.IsEdDSA():
 		mech = p11.CKM_EC_KEY_PAIR_GEN
-		if ring.Algorithm.IsEdDSA() {
+		if alg.IsEdDSA() {
 			mech = ckmECEdwardsKeyPairGen
 		}
-		params, _ := asn1.Marshal(curveOIDs[ring.Algorithm])
+		params, _ := asn1.Marshal(curveOIDs[alg])
 		pubTmpl = append(pubTmpl, p11.NewAttribute(p11.CKA_EC_PARAMS, params))
 	default:
 		mech = p11.CKM_RSA_PKCS_KEY_PAIR_GEN
-		pubTmpl = append(pubTmpl, p11.NewAttribute(p11.CKA_MODULUS_BITS, ring.Algorithm.RSABits()),
+		pubTmpl = append(pubTmpl, p11.NewAttribute(p11.CKA_MODULUS_BITS, alg.RSABits()),
 			p11.NewAttribute(p11.CKA_PUBLIC_EXPONENT, []byte{1, 0, 1}))
 	}
-	var pubHandle p11.ObjectHandle
-	err = b.pool.with(ctx, func(sh p11.SessionHandle) error {
+	err := r.b.pool.with(ctx, func(sh p11.SessionHandle) error {
 		var err error
-		pubHandle, _, err = b.mod.ctx.GenerateKeyPair(sh, []*p11.Mechanism{p11.NewMechanism(mech, nil)}, pubTmpl, privTmpl)
+		r.pubHandle, _, err = r.b.mod.ctx.GenerateKeyPair(sh, []*p11.Mechanism{p11.NewMechanism(mech, nil)}, pubTmpl, privTmpl)
 		return err
 	})
 	if err != nil {
-		return backends.Version{}, classify(err, "generating a key pair for ring "+ring.Name)
+		return classify(err, "generating a key pair for ring "+r.ring.Name)
 	}
+	r.made = true
 	backends.Step(ctx, "GenerateKeyPair")
-	// The pair is a candidate for version n that no Versions lists. Commit
-	// it (its final label makes it a version) only if no other pair holds
-	// n or will win it.
-	_, won, err := b.settle(ctx, ring, n, id, false)
+	return nil
+}
+
+// Resolve has nothing to read back: the token is a library in this
+// process, which does not lose answers.
+func (r *rotation) Resolve(_ context.Context, err error) error { return err }
+
+// Settle does nothing before the commit (see rotation).
+func (r *rotation) Settle(context.Context) error { return nil }
+
+// Pick lets the candidate commit if no pair holds the slot or will win it.
+func (r *rotation) Pick(ctx context.Context) error {
+	_, won, err := r.b.settle(ctx, r.ring, r.n, r.id, false)
 	backends.Step(ctx, "list candidates")
-	if err != nil || !won {
-		return backends.Version{}, b.lose(ctx, ring, n, id, err)
+	switch {
+	case err != nil:
+		return err
+	case !won:
+		return backends.Lost("")
 	}
-	err = b.pool.with(ctx, func(sh p11.SessionHandle) error {
-		return b.mod.ctx.SetAttributeValue(sh, pubHandle, []*p11.Attribute{p11.NewAttribute(p11.CKA_LABEL, lbl)})
+	return nil
+}
+
+// Commit relabels the public half, then settles.
+func (r *rotation) Commit(ctx context.Context) (backends.Version, error) {
+	err := r.b.pool.with(ctx, func(sh p11.SessionHandle) error {
+		return r.b.mod.ctx.SetAttributeValue(sh, r.pubHandle, []*p11.Attribute{p11.NewAttribute(p11.CKA_LABEL, r.lbl)})
 	})
 	if err != nil {
-		return backends.Version{}, b.lose(ctx, ring, n, id, classify(err, "labelling the public key generated for ring "+ring.Name))
+		return backends.Version{}, classify(err, "labelling the public key generated for ring "+r.ring.Name)
 	}
 	backends.Step(ctx, "label public key")
-	v, won, err := b.settle(ctx, ring, n, id, true)
+	v, won, err := r.b.settle(ctx, r.ring, r.n, r.id, true)
 	backends.Step(ctx, "list again")
-	if err != nil || !won {
-		return backends.Version{}, b.lose(ctx, ring, n, id, err)
+	switch {
+	case err != nil:
+		return backends.Version{}, err
+	case !won:
+		return backends.Version{}, backends.Lost("")
 	}
-	return v.version(ring.Algorithm), nil
+	return v.version(r.ring.Algorithm), nil
 }
+
+// Abandon destroys the candidate pair: a lost race or a failed create
+// must not leave it for the grace (a committed candidate that has not
+// reported success may still be displaced).
+func (r *rotation) Abandon(ctx context.Context, _ bool) (string, error) {
+	if !r.made {
+		return backends.NothingMade, nil
+	}
+	what := fmt.Sprintf("the candidate for version %d made here", r.n)
+	if err := r.b.destroy(ctx, r.id, true); err != nil {
+		return what, classify(err, "destroying "+what)
+	}
+	backends.Step(ctx, "destroy candidate")
+	return what + " is destroyed", nil
+}
+
+// Release does nothing: the claim is the candidate.
+func (r *rotation) Release(context.Context) {}
 
 // settleWait is how often a committed candidate looks again while a
 // pending one that orders before it is still undecided.
@@ -849,21 +1002,6 @@ func (b *Backend) settle(ctx context.Context, ring backends.KeyRing, n uint32, i
 		case <-time.After(settleWait):
 		}
 	}
-}
-
-// lose removes the candidate pair id for version n (on the detached
-// clean-up context: a lost race or a failed create must not leave it for
-// the grace) and returns why it is not a version: err, or a conflict.
-func (b *Backend) lose(ctx context.Context, ring backends.KeyRing, n uint32, id []byte, err error) error {
-	dctx, cancel := b.opts.Detached(ctx)
-	defer cancel()
-	if derr := b.destroy(dctx, id, true); derr == nil {
-		backends.Step(ctx, "destroy candidate")
-	}
-	if err != nil {
-		return err
-	}
-	return backends.LostRace(Scheme, ring, "", fmt.Sprintf("the candidate for version %d made here is destroyed", n))
 }
 
 // destroy removes the private (and, with both, the public) object of a version.

@@ -4,6 +4,7 @@ package pkcs11
 
 import (
 	"context"
+	"crypto/ecdsa"
 	"encoding/asn1"
 	"encoding/hex"
 	"fmt"
@@ -712,5 +713,110 @@ func generateTornPair(t *testing.T, b *Backend, ring backends.KeyRing, n uint32)
 		return err
 	}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// An object a killed writer left with the ring's final label and an empty
+// CKA_ID (SoftHSM2 can leave one so, even without the attribute) is reaped
+// by its handle once the grace has passed, each such object on its own,
+// and an object of another application that also has an empty CKA_ID is
+// left alone. (Listing grouped objects by CKA_ID, so all empty ones were
+// one; such an object was never reaped, or the search by class and CKA_ID
+// that destroyed it destroyed every key with an empty CKA_ID.)
+func TestObjectWithoutCKAIDIsReapedByItsHandle(t *testing.T) {
+	tok := softhsmtest.New(t)
+	ring := backends.KeyRing{Name: "noid", Algorithm: backends.ES256}
+	s := open(t, tok.URI())
+	v1 := signertest.CreateVersion(t, s, ring, "")
+
+	key, err := backends.GenerateKey(backends.ES256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub := key.Public().(*ecdsa.PublicKey)
+	point, err := pub.Bytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ecPoint, _ := asn1.Marshal(point)
+	params, _ := asn1.Marshal(curveOIDs[backends.ES256])
+	d, err := key.(*ecdsa.PrivateKey).Bytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	lbl := label(ring.Name, 2, time.Now())
+	publicObject := func(label string) []*p11.Attribute {
+		return []*p11.Attribute{p11.NewAttribute(p11.CKA_CLASS, p11.CKO_PUBLIC_KEY), p11.NewAttribute(p11.CKA_KEY_TYPE, p11.CKK_EC),
+			p11.NewAttribute(p11.CKA_TOKEN, true), p11.NewAttribute(p11.CKA_LABEL, label),
+			p11.NewAttribute(p11.CKA_EC_PARAMS, params), p11.NewAttribute(p11.CKA_EC_POINT, ecPoint)}
+	}
+	objects := map[string][]*p11.Attribute{ // none with a CKA_ID
+		"ring public": publicObject(lbl),
+		"ring private": {p11.NewAttribute(p11.CKA_CLASS, p11.CKO_PRIVATE_KEY), p11.NewAttribute(p11.CKA_KEY_TYPE, p11.CKK_EC),
+			p11.NewAttribute(p11.CKA_TOKEN, true), p11.NewAttribute(p11.CKA_PRIVATE, true), p11.NewAttribute(p11.CKA_SENSITIVE, true),
+			p11.NewAttribute(p11.CKA_LABEL, lbl), p11.NewAttribute(p11.CKA_EC_PARAMS, params), p11.NewAttribute(p11.CKA_VALUE, d)},
+		"foreign public": publicObject("another application's key"),
+	}
+	handles := map[string]p11.ObjectHandle{}
+	err = s.pool.with(context.Background(), func(sh p11.SessionHandle) error {
+		for name, tmpl := range objects {
+			h, err := s.mod.ctx.CreateObject(sh, tmpl)
+			if err != nil {
+				return fmt.Errorf("creating the %s object: %w", name, err)
+			}
+			handles[name] = h
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	exists := func(name string) bool {
+		t.Helper()
+		var found bool
+		err := s.pool.with(context.Background(), func(sh p11.SessionHandle) error {
+			_, err := attributes(s.mod.ctx, sh, handles[name], p11.CKA_LABEL)
+			if isCode(err, p11.CKR_OBJECT_HANDLE_INVALID) {
+				return nil
+			}
+			found = err == nil
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return found
+	}
+
+	live, clock, recovered := liveReplica(t, tok.URI())
+	vs, err := live.Versions(context.Background(), ring)
+	if err != nil || len(vs) != 1 || vs[0].ID != v1.ID {
+		t.Fatalf("Versions with objects without a CKA_ID on the token: %+v, %v; want only %s", vs, err, v1.ID)
+	}
+	left, err := live.Leftovers(context.Background(), ring)
+	if err != nil || len(left) != 2 {
+		t.Fatalf("leftovers: %+v, %v; want the ring's two objects without a CKA_ID", left, err)
+	}
+	clock.Advance(2 * time.Minute)
+	if _, err := live.Versions(context.Background(), ring); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"ring public", "ring private"} {
+		if exists(name) {
+			t.Errorf("after the grace the %s object without a CKA_ID is still on the token", name)
+		}
+	}
+	if !exists("foreign public") {
+		t.Error("another application's key without a CKA_ID was destroyed")
+	}
+	if n := recovered.Load(); n != 2 {
+		t.Errorf("%d clean-ups reported, want 2", n)
+	}
+	if left, _ := live.Leftovers(context.Background(), ring); len(left) != 0 {
+		t.Errorf("leftovers after the clean-up: %+v", left)
+	}
+	v2 := signertest.CreateVersion(t, live, ring, v1.ID)
+	if err := signertest.SignAndVerify(context.Background(), live, ring, v2, []byte("eyJhbGciOiJFUzI1NiJ9.e30")); err != nil {
+		t.Errorf("the version made after the clean-up does not sign: %v", err)
 	}
 }

@@ -68,6 +68,12 @@
 // rather than claim a version that may be the other's), and deletes the
 // lock key. A lock left by a dead replica is deleted by a refresh once
 // seen for longer than the recovery grace; Leftovers lists it meanwhile.
+// Transit's delete has no condition either: a release sets the lock key's
+// deletion_allowed, reads the ticket again, and deletes only if the lock is
+// still its own (a new lock key is created undeletable, and a setting that
+// landed on another replica's new lock is taken back), so a late release
+// leaves the lock another replica took meanwhile (releaseLock says what
+// is left).
 //
 // Lost answers: the calls that change Vault's state (creating the key,
 // rotating it, taking and deleting the lock key, config and certificate

@@ -3,9 +3,11 @@ package vault
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/vault/api"
@@ -94,8 +96,24 @@ func lockTicket(s *api.Secret) int64 {
 }
 
 // releaseLock deletes the lock key if it is still the one with ticket: a
-// holder that outlived the grace (its release late after a failure) must
-// not delete the lock another replica took after a refresh removed its own.
+// holder that outlived the grace (its release late after a failure), or a
+// second replica reaping the same stale lock, must not delete the lock
+// another replica took after the first removed it.
+//
+// Transit has no conditional delete; what makes this one safe is that a
+// lock key can be deleted only once deletion_allowed is set on it, and a
+// new lock key is created without. So the ticket is checked after setting
+// it, not only before: when the lock still holds ticket, the setting landed
+// on this lock key (a ticket is never reused, so the key was not replaced
+// in between); when it does not, the setting may have landed on another
+// replica's new lock, and is taken back (false is always safe to write: at
+// worst it keeps a lock that is being released, which is then reaped after
+// the grace). A lock replaced between that check and the delete was
+// created without deletion_allowed, and Vault refuses to delete it. What
+// is left: the delete removes a new lock only if a second releaser's
+// setting, landed on it from a check made before the old lock went, is not
+// taken back yet: two releases of one stale lock, both late, around a new
+// lock's creation, within one round trip.
 func (b *Backend) releaseLock(ctx context.Context, ring backends.KeyRing, ticket int64) error {
 	name := b.lockName(ring)
 	_, current, err := b.readLock(ctx, ring)
@@ -106,19 +124,58 @@ func (b *Backend) releaseLock(ctx context.Context, ring backends.KeyRing, ticket
 	if current != ticket {
 		return nil // gone, or another replica's
 	}
-	if _, err := b.call(once(ctx), func(ctx context.Context) (*api.Secret, error) {
-		return b.client.Logical().WriteWithContext(ctx, b.path("keys", name, "config"), map[string]any{"deletion_allowed": true})
-	}); err != nil {
+	if err := b.setLockDeletable(ctx, name, true); err != nil {
 		return b.classify(err, "releasing the rotation lock (allowing deletion of Transit key %q)", name)
 	}
 	backends.Step(ctx, "allow lock deletion")
+	_, current, err = b.readLock(ctx, ring)
+	if err != nil {
+		return err
+	}
+	backends.Step(ctx, "read lock again")
+	if current != ticket {
+		if current != 0 {
+			// Another replica's lock, perhaps made deletable above.
+			if err := b.setLockDeletable(ctx, name, false); err != nil {
+				return b.classify(err, "leaving another replica's rotation lock (Transit key %q) undeletable", name)
+			}
+		}
+		return nil
+	}
 	if _, err := b.call(once(ctx), func(ctx context.Context) (*api.Secret, error) {
 		return b.client.Logical().DeleteWithContext(ctx, b.path("keys", name))
 	}); err != nil {
+		if deletionRefused(err) {
+			return nil // gone since the check, or replaced by a new lock, which keeps its deletion_allowed false
+		}
 		return b.classify(err, "releasing the rotation lock (deleting Transit key %q)", name)
 	}
 	backends.Step(ctx, "release lock")
 	return nil
+}
+
+// setLockDeletable writes the lock key's deletion_allowed.
+func (b *Backend) setLockDeletable(ctx context.Context, name string, allowed bool) error {
+	_, err := b.call(once(ctx), func(ctx context.Context) (*api.Secret, error) {
+		return b.client.Logical().WriteWithContext(ctx, b.path("keys", name, "config"), map[string]any{"deletion_allowed": allowed})
+	})
+	return err
+}
+
+// deletionRefused reports whether Vault refused to delete a Transit key
+// because its deletion_allowed is not set, or found no key to delete (both
+// answered as errors from Transit's key manager, with these words).
+func deletionRefused(err error) bool {
+	var re *api.ResponseError
+	if !errors.As(err, &re) {
+		return false
+	}
+	for _, e := range re.Errors {
+		if strings.Contains(e, "deletion is not allowed") || strings.Contains(e, "could not delete key; not found") {
+			return true
+		}
+	}
+	return false
 }
 
 // readLock reads the lock key: when it was created and its ticket, or the

@@ -374,10 +374,9 @@ func parsePublicKey(alg backends.Algorithm, s string) (crypto.PublicKey, error) 
 	return pub, nil
 }
 
-// CreateVersion creates the Transit key (first version) or rotates it.
-// Vault has no conditional rotate, so a rotation holds the ring's rotation
-// lock (lock.go) from before it checks that latest is still the newest
-// version until after it rotated: replicas racing create one version.
+// CreateVersion creates the Transit key (first version) or rotates it,
+// through the rotation protocol (backends.Rotate) over rotation's
+// primitives.
 func (b *Backend) CreateVersion(ctx context.Context, ring backends.KeyRing, latest string) (backends.Version, error) {
 	if err := b.checkOpen(); err != nil {
 		return backends.Version{}, err
@@ -386,119 +385,178 @@ func (b *Backend) CreateVersion(ctx context.Context, ring backends.KeyRing, late
 	if !ok {
 		return backends.Version{}, errorf(backends.KindUnimplemented, "algorithm %q is not supported", ring.Algorithm)
 	}
-	k, err := b.readKey(ctx, ring)
+	return backends.Rotate(ctx, b.opts, Scheme, ring, latest, &rotation{b: b, ring: ring, latest: latest, typ: typ})
+}
+
+// rotation is Vault's primitives of the rotation protocol
+// (backends.Protocol). Transit offers two atomic calls and no condition:
+// creating a key is create-if-absent, and a rotate always makes a
+// version. So the ring's first version is claimed, created, picked and
+// committed by creating the key (replicas racing for it all find that one
+// version), and a rotation is claimed with the rotation lock (lock.go):
+// its holder checks the newest version again under it, then rotates
+// (create and commit in one call; nothing to settle, and the winner is the
+// lock holder). A loser makes nothing. The rotate is never sent twice
+// (once): a lost answer is resolved by reading the key under the lock.
+type rotation struct {
+	b      *Backend
+	ring   backends.KeyRing
+	latest string
+	typ    string
+
+	k        *transitKey // the key as read (under the lock, for a rotation)
+	ticket   int64       // the rotation lock's ticket while this replica holds it
+	lostErr  error       // the error of a create whose answer was lost, when reading found it carried out
+	resolved backends.Version
+}
+
+func (r *rotation) first() bool { return r.k == nil }
+
+// Newest reads the Transit key.
+func (r *rotation) Newest(ctx context.Context) (string, error) {
+	k, err := r.b.readKey(ctx, r.ring)
 	if err != nil {
-		return backends.Version{}, err
+		return "", err
 	}
 	backends.Step(ctx, "read key")
-	name := b.keyName(ring)
-	if err := backends.CheckNewest(Scheme, ring, newestVersion(k), latest); err != nil {
-		return backends.Version{}, err
+	r.k = k
+	return newestVersion(k), nil
+}
+
+// Claim takes the ring's rotation lock and reads the key again under it;
+// the first version needs no claim (creating the key is create-if-absent).
+func (r *rotation) Claim(ctx context.Context) error {
+	if r.first() {
+		return nil
 	}
-	if k == nil {
-		// Creating the key is create-if-absent: replicas racing to make
-		// the first version all find that one version.
-		_, err = b.call(once(ctx), func(ctx context.Context) (*api.Secret, error) {
-			return b.client.Logical().WriteWithContext(ctx, b.path("keys", name), map[string]any{"type": typ, "exportable": false,
+	ticket, err := r.b.acquireLock(ctx, r.ring)
+	if err != nil {
+		return err
+	}
+	r.ticket = ticket
+	backends.Step(ctx, "take lock")
+	k, err := r.b.readKey(ctx, r.ring)
+	if err != nil {
+		return err
+	}
+	backends.Step(ctx, "read key under lock")
+	if err := backends.CheckNewest(Scheme, r.ring, newestVersion(k), r.latest); err != nil {
+		return err
+	}
+	r.k = k
+	return nil
+}
+
+// Create creates the key (its version 1) or rotates it, once.
+func (r *rotation) Create(ctx context.Context) error {
+	name := r.b.keyName(r.ring)
+	if r.first() {
+		_, err := r.b.call(once(ctx), func(ctx context.Context) (*api.Secret, error) {
+			return r.b.client.Logical().WriteWithContext(ctx, r.b.path("keys", name), map[string]any{"type": r.typ, "exportable": false,
 				"allow_plaintext_backup": false})
 		})
 		if err != nil {
-			// The answer may be lost rather than the key not created:
-			// whether version 1 exists is read, not created again.
-			err = b.classify(err, "creating a version of Transit key %q", name)
-			dctx, cancel := b.opts.Detached(ctx)
-			defer cancel()
-			if v, rerr := b.findVersion(dctx, ring, 1); rerr == nil {
-				return v, nil
-			}
-			return backends.Version{}, err
+			return r.b.classify(err, "creating a version of Transit key %q", name)
 		}
 		backends.Step(ctx, "create key")
-		return b.findVersion(ctx, ring, 1)
+		return nil
 	}
-	// Rotating is not conditional in Transit: take the ring's rotation
-	// lock (lock.go), then check the newest version again under it.
-	ticket, err := b.acquireLock(ctx, ring)
-	if err != nil {
-		return backends.Version{}, err
+	if _, err := r.b.call(once(ctx), func(ctx context.Context) (*api.Secret, error) {
+		return r.b.client.Logical().WriteWithContext(ctx, r.b.path("keys", name, "rotate"), nil)
+	}); err != nil {
+		return r.b.classify(err, "creating a version of Transit key %q", name)
 	}
-	backends.Step(ctx, "take lock")
-	v, err := b.rotateLocked(ctx, ring, latest, ticket)
-	rctx, cancel := b.opts.Detached(ctx)
-	defer cancel()
-	if rerr := b.releaseLock(rctx, ring, ticket); rerr != nil && err == nil {
-		// The version exists; a live replica deletes the lock key after the grace.
-		b.log.Warn("vault: could not release the rotation lock; a replica removes it after the recovery grace", "err", rerr)
+	backends.Step(ctx, "rotate")
+	return nil
+}
+
+// want is the version this rotation makes.
+func (r *rotation) want() int {
+	if r.first() {
+		return 1
+	}
+	return r.k.LatestVersion + 1
+}
+
+// Resolve finds out, by reading the key, what a create whose answer did
+// not arrive did. The first version: whether version 1 exists. A rotate:
+// whether the newest version is the one after the one read under the
+// lock; Pick then checks that the lock still holds this replica's ticket,
+// since then no other replica held the lock (and so rotated) from the
+// moment this one took it. Otherwise the caller gets the create's error,
+// which is never a success and is safe to retry: a retry that finds the
+// version made meanwhile answers Conflict, never a second version for one
+// call.
+func (r *rotation) Resolve(ctx context.Context, err error) error {
+	if r.first() {
+		v, rerr := r.b.findVersion(ctx, r.ring, 1)
+		if rerr != nil {
+			return err
+		}
+		r.resolved = v
+	} else {
+		k, rerr := r.b.readKey(ctx, r.ring)
+		if rerr != nil || k == nil || k.LatestVersion != r.want() {
+			return err
+		}
+	}
+	r.lostErr = err
+	return nil
+}
+
+// Settle does nothing: the key's creation and the lock are atomic.
+func (r *rotation) Settle(context.Context) error { return nil }
+
+// Pick: the lock holder won, if it still holds the lock after rotating.
+// The version after the one checked is this rotation's only if no other
+// replica rotated in between: if the lock was removed as stale while this
+// replica stalled, another may have checked the same version and rotated
+// first, and both would report its version. Once the lock does not hold
+// the ticket it never will again (a ticket is never reused).
+func (r *rotation) Pick(ctx context.Context) error {
+	if r.first() {
+		return nil
+	}
+	if _, held, err := r.b.readLock(ctx, r.ring); err == nil && held == r.ticket {
+		return nil
+	}
+	if r.lostErr != nil {
+		return r.lostErr
+	}
+	return errorf(backends.KindUnavailable,
+		"Transit key %q was rotated, but the rotation lock was removed as stale meanwhile: which version this rotation made is unknown", r.b.keyName(r.ring))
+}
+
+// Commit reads the version made: the rotate (or the key's creation) made
+// it a version already.
+func (r *rotation) Commit(ctx context.Context) (backends.Version, error) {
+	if r.resolved.ID != "" {
+		return r.resolved, nil
+	}
+	v, err := r.b.findVersion(ctx, r.ring, r.want())
+	if err != nil && r.lostErr != nil {
+		return backends.Version{}, r.lostErr
+	}
+	if err == nil && r.lostErr != nil {
+		r.b.log.Warn("vault: the answer to a rotate was lost; reading the key found the version it made", "key", r.b.keyName(r.ring),
+			"version", v.ID, "err", r.lostErr)
 	}
 	return v, err
 }
 
-// rotateLocked rotates the ring's Transit key if its newest version is
-// still latest; the caller holds the rotation lock, whose ticket is ticket.
-func (b *Backend) rotateLocked(ctx context.Context, ring backends.KeyRing, latest string, ticket int64) (backends.Version, error) {
-	name := b.keyName(ring)
-	k, err := b.readKey(ctx, ring)
-	if err != nil {
-		return backends.Version{}, err
-	}
-	backends.Step(ctx, "read key under lock")
-	if err := backends.CheckNewest(Scheme, ring, newestVersion(k), latest); err != nil {
-		return backends.Version{}, err
-	}
-	if _, err := b.call(once(ctx), func(ctx context.Context) (*api.Secret, error) {
-		return b.client.Logical().WriteWithContext(ctx, b.path("keys", name, "rotate"), nil)
-	}); err != nil {
-		return b.resolveRotate(ctx, ring, k.LatestVersion, ticket, b.classify(err, "creating a version of Transit key %q", name))
-	}
-	backends.Step(ctx, "rotate")
-	// The version after the one checked is this rotation's only if no other
-	// replica rotated in between: if the lock was removed as stale while
-	// this replica stalled, another may have checked the same version and
-	// rotated first, and both would report its version.
-	if !b.holdsLock(ctx, ring, ticket) {
-		return backends.Version{}, errorf(backends.KindUnavailable,
-			"Transit key %q was rotated, but the rotation lock was removed as stale meanwhile: which version this rotation made is unknown", name)
-	}
-	return b.findVersion(ctx, ring, k.LatestVersion+1)
-}
+// Abandon has nothing to remove: a rotation that makes no version made
+// nothing (Transit cannot delete a version, and never needs to here).
+func (r *rotation) Abandon(context.Context, bool) (string, error) { return backends.NothingMade, nil }
 
-// holdsLock reports whether the ring's rotation lock still holds ticket.
-// Once it does not, it never will again (a ticket is never reused), so a
-// true answer means no other replica held the lock, and so rotated, since
-// this one took it.
-func (b *Backend) holdsLock(ctx context.Context, ring backends.KeyRing, ticket int64) bool {
-	_, held, err := b.readLock(ctx, ring)
-	return err == nil && held == ticket
-}
-
-// resolveRotate finds out, by reading the key, what a rotate whose answer
-// did not arrive did: a newest version past before is the one it made if
-// the rotation lock still holds ticket after the key was read, since then
-// no other replica held the lock (and so rotated) from the moment this one
-// took it; a lock removed as stale while this replica stalled, then taken
-// by another that rotated, would otherwise hand both replicas the same
-// version. When it holds, the caller gets the version. Otherwise (not
-// made, lock lost, or a read fails too) the caller gets the rotate's error,
-// which is never a success and is safe to retry: a retry that finds the
-// version made meanwhile answers Conflict, never a second version for one
-// call.
-func (b *Backend) resolveRotate(ctx context.Context, ring backends.KeyRing, before int, ticket int64, rotateErr error) (backends.Version, error) {
-	dctx, cancel := b.opts.Detached(ctx)
-	defer cancel()
-	k, err := b.readKey(dctx, ring)
-	if err != nil || k == nil || k.LatestVersion != before+1 {
-		return backends.Version{}, rotateErr
+// Release deletes the rotation lock if this replica holds it.
+func (r *rotation) Release(ctx context.Context) {
+	if r.ticket == 0 {
+		return
 	}
-	if !b.holdsLock(dctx, ring, ticket) {
-		return backends.Version{}, rotateErr
+	if err := r.b.releaseLock(ctx, r.ring, r.ticket); err != nil {
+		// A live replica deletes the lock key after the grace.
+		r.b.log.Warn("vault: could not release the rotation lock; a replica removes it after the recovery grace", "err", err)
 	}
-	v, err := b.findVersion(dctx, ring, before+1)
-	if err != nil {
-		return backends.Version{}, rotateErr
-	}
-	b.log.Warn("vault: the answer to a rotate was lost; reading the key found the version it made", "key", b.keyName(ring),
-		"version", v.ID, "err", rotateErr)
-	return v, nil
 }
 
 // findVersion reads the versions and returns version want.

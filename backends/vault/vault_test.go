@@ -598,3 +598,52 @@ func TestLateReleaseLeavesAnotherReplicasLock(t *testing.T) {
 		t.Fatalf("the holder's release left the lock (%v, %v)", created, err)
 	}
 }
+
+// A release whose lock is removed and taken by another replica between the
+// release's check of the ticket and its delete (a holder that stalled past
+// the grace, or two replicas reaping the same stale lock) must leave the
+// new lock: Transit's delete is not conditional, and the release used to
+// make whatever lock key it found deletable and delete it.
+func TestReleaseRacingATakeoverLeavesTheNewLock(t *testing.T) {
+	t.Parallel()
+	srv := vaulttest.Start(t)
+	for _, at := range []string{"read lock", "allow lock deletion", "read lock again"} {
+		t.Run(strings.ReplaceAll(at, " ", "_"), func(t *testing.T) {
+			ring := backends.KeyRing{Name: "takeover-" + strings.ReplaceAll(at, " ", "-"), Algorithm: backends.ES256}
+			a := mustOpen(t, uriFor(srv, ""), rootEnv)
+			b := mustOpen(t, uriFor(srv, ""), rootEnv)
+			old, err := a.acquireLock(context.Background(), ring)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var held int64
+			ctx := backends.WithStepHook(context.Background(), func(step string) {
+				if step != at || held != 0 {
+					return
+				}
+				// Meanwhile: another replica reaps the old lock and a third takes it.
+				if err := b.releaseLock(context.Background(), ring, old); err != nil {
+					t.Errorf("reaping the old lock: %v", err)
+				}
+				if held, err = b.acquireLock(context.Background(), ring); err != nil {
+					t.Errorf("taking the lock: %v", err)
+				}
+			})
+			if err := a.releaseLock(ctx, ring, old); err != nil {
+				t.Fatalf("the late release: %v", err)
+			}
+			if held == 0 {
+				t.Fatalf("the release never reached step %q: the test proves nothing", at)
+			}
+			if _, ticket, err := b.readLock(context.Background(), ring); err != nil || ticket != held {
+				t.Fatalf("after the late release the lock's ticket is %d (%v), want %d: the new holder's lock was deleted", ticket, err, held)
+			}
+			if err := b.releaseLock(context.Background(), ring, held); err != nil {
+				t.Fatal(err)
+			}
+			if created, _, err := b.readLock(context.Background(), ring); err != nil || !created.IsZero() {
+				t.Fatalf("the new holder's release left the lock (%v, %v)", created, err)
+			}
+		})
+	}
+}

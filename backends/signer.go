@@ -111,6 +111,25 @@ type Signer interface {
 	Close() error
 }
 
+// PrefixDisabler is implemented by backends that can revoke every version
+// older than a given one in one step (Vault Transit: one write of
+// min_encryption_version). The key set uses it for Rotate with
+// revoke_previous; without it, it calls DisableVersion for each older
+// version, a few at a time.
+type PrefixDisabler interface {
+	// DisableVersionsBefore makes every version that Versions lists
+	// before versionID unable to sign, permanently, and leaves versionID
+	// and every newer one as they are. Versions already disabled are not
+	// an error, so an interrupted call is finished by calling it again; it
+	// has the crash safety of DisableVersion (Signer), and it never makes
+	// a disabled version sign again, whatever other replicas revoke
+	// meanwhile. A versionID the ring does not have is KindNotFound. A
+	// wrapper that passes the method through (the server's instrumented
+	// backend) answers KindUnimplemented when the backend it wraps has
+	// none: the caller then disables the versions one by one.
+	DisableVersionsBefore(ctx context.Context, ring KeyRing, versionID string) error
+}
+
 // RemovalChecker is implemented by backends that take a version out of
 // Versions' list once it is removed (Cloud KMS with destroy_on_revoke:
 // versions scheduled for destruction or destroyed). The key set asks it

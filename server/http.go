@@ -57,7 +57,7 @@ func newHTTPHandler(ctx context.Context, svc *service, jwks *publisher, m *telem
 		_ = json.NewEncoder(w).Encode(struct { // fails only if the client has gone
 			Ready   bool `json:"ready"`
 			Signing bool `json:"signing"`
-		}{jwks.current() != nil, len(svc.ks.SigningProblems()) == 0})
+		}{jwks.current() != nil, signing(svc.ks, svc.authz).serving()})
 	}); err != nil {
 		return nil, err
 	}

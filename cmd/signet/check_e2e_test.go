@@ -90,6 +90,15 @@ func TestHealthProbe(t *testing.T) {
 	if out := runCLIFail(t, "health", "--server", plain.grpcAddr, "--service", "signet.v1.Nothing"); !strings.Contains(out, "NotFound") {
 		t.Errorf("health of an unknown service: %s", out)
 	}
+	if out := runCLI(t, "health", "--server", plain.grpcAddr, "--ring", "default"); out != "signet.v1.SignerService/default: SERVING\n" {
+		t.Errorf("health of ring default: %q", out)
+	}
+	if out := runCLIFail(t, "health", "--server", plain.grpcAddr, "--ring", "nothing"); !strings.Contains(out, "NotFound") {
+		t.Errorf("health of an unknown ring: %s", out)
+	}
+	if out := runCLIFail(t, "health", "--server", plain.grpcAddr, "--ring", "default", "--service", ""); !strings.Contains(out, "not both") {
+		t.Errorf("health with --ring and --service: %s", out)
+	}
 
 	certs := filepath.Join(t.TempDir(), "certs")
 	runCLI(t, "dev-certs", "--dir", certs)

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -279,11 +280,15 @@ func TestInterruptedRevocationIsFinishedByTheRetry(t *testing.T) {
 	if _, _, _, err := ks1.Rotate(context.Background(), r1, false, ""); err != nil {
 		t.Fatal(err)
 	}
-	// The emergency rotation dies once the first older version is disabled.
+	// The emergency rotation dies once an older version is disabled: its
+	// disabling calls run in parallel, and every one stops at its next step.
 	crashed, release, done := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	var dead atomic.Bool
+	var crash sync.Once
 	ctx := backends.WithStepHook(context.Background(), func(step string) {
-		if step == "rename over version file" {
-			close(crashed)
+		if step == "rename over version file" || dead.Load() {
+			dead.Store(true)
+			crash.Do(func() { close(crashed) })
 			<-release
 			runtime.Goexit()
 		}
@@ -297,8 +302,14 @@ func TestInterruptedRevocationIsFinishedByTheRetry(t *testing.T) {
 
 	ks2, r2 := replica()
 	vs := ks2.Versions(r2)
-	if len(vs) != 3 || !vs[0].Disabled || vs[1].Disabled || vs[2].Disabled {
-		t.Fatalf("after the crash: %d versions, disabled %v; want 3: revoked, enabled, enabled (the new one)", len(vs), disabledFlags(vs))
+	if len(vs) != 3 || !vs[0].Disabled && !vs[1].Disabled || vs[2].Disabled {
+		t.Fatalf("after the crash: %d versions, disabled %v; want 3: one or both older ones revoked, the new one enabled", len(vs), disabledFlags(vs))
+	}
+	left := 0 // older versions the crash left enabled
+	for _, v := range vs[:2] {
+		if !v.Disabled {
+			left++
+		}
 	}
 	created, revoked, _, err := ks2.Rotate(context.Background(), r2, true, "")
 	if err != nil {
@@ -310,8 +321,8 @@ func TestInterruptedRevocationIsFinishedByTheRetry(t *testing.T) {
 			t.Errorf("after the retry, version %s disabled=%v (created %s)", v.ID, v.Disabled, created.ID)
 		}
 	}
-	if len(vs) != 4 || len(revoked) != 2 {
-		t.Errorf("after the retry: %d versions, %d revoked by it; want 4 and 2 (the old one left enabled and the crashed rotation's)", len(vs), len(revoked))
+	if len(vs) != 4 || len(revoked) != left+1 {
+		t.Errorf("after the retry: %d versions, %d revoked by it; want 4 and %d (the old ones left enabled and the crashed rotation's)", len(vs), len(revoked), left+1)
 	}
 	// The emergency version signs once every replica has had time to
 	// publish it.

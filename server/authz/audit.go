@@ -32,10 +32,10 @@ import (
 // is refused (no token leaves without its audit line), and the server
 // reports SignerService NOT_SERVING so that callers go to other replicas.
 // Such a replica gets no Sign to find out that writing works again, so
-// recover (from Authorizer.Run, every second) tries to write the record
+// tryEndOutage (from Authorizer.Run, every second) tries to write the record
 // that ends the outage: when it began and how many records, and Sign
 // requests among them, were refused meanwhile. The outage ends when that
-// record is written, by recover or before the next record of a request.
+// record is written, by tryEndOutage or before the next record of a request.
 type auditLog struct {
 	mu     sync.Mutex
 	path   string    // "" for standard output, which is never reopened
@@ -188,9 +188,9 @@ func (a *auditLog) endOutageLocked() (ended bool, err error) {
 	return true, nil
 }
 
-// recover tries to end an outage (endOutageLocked): Authorizer.Run's call
+// tryEndOutage tries to end an outage (endOutageLocked): Authorizer.Run's call
 // every interval, so that the outage ends without a request arriving.
-func (a *auditLog) recover() {
+func (a *auditLog) tryEndOutage() {
 	if a == nil {
 		return
 	}

@@ -152,7 +152,7 @@ func (a *Authorizer) Run(ctx context.Context, every time.Duration) {
 		case <-t.C:
 			a.watcher.poll()
 			a.audit.reopenIfMoved()
-			a.audit.recover()
+			a.audit.tryEndOutage()
 			if now := a.now(); now.Sub(last) >= RefusalSummaryInterval {
 				last = now
 				a.auditSummary()

@@ -169,7 +169,9 @@ func TestRevokeFiftyVersionsInOneWrite(t *testing.T) {
 	sequential := backends.KeyRing{Name: "revoke-sequential", Algorithm: backends.ES256}
 	makeVersions(t, srv, sequential.Name, n+1)
 	root := srv.Root(t)
-	root.SetAddress(p.URL)
+	if err := root.SetAddress(p.URL); err != nil {
+		t.Fatal(err)
+	}
 	p.take()
 	start := time.Now()
 	for v := 1; v <= n; v++ {

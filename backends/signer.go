@@ -49,8 +49,9 @@ type Version struct {
 // use, take a context first and honour its deadline. Errors are classified
 // with [Error] so that callers can tell "not found" from "unavailable".
 //
-// Crash safety: after a crash at any point of CreateVersion or
-// DisableVersion, a live replica converges, with no operator action, to a
+// Crash safety: after a crash at any point of CreateVersion,
+// DisableVersion or DisableVersionsBefore (PrefixDisabler), a live
+// replica converges, with no operator action, to a
 // state where every backend object Signet created is either a published
 // version of its ring or removed (or, where the backend cannot remove at
 // once, scheduled for removal), within 2 × backend_timeout +

@@ -39,8 +39,8 @@ import (
 // once seen for longer than the grace.
 //
 // Step boundaries. A backend calls Step(ctx, name) right after each backend
-// call of CreateVersion, DisableVersion and a multi-call PutCertificates
-// returns. In production the
+// call of CreateVersion, DisableVersion, DisableVersionsBefore
+// (PrefixDisabler) and a multi-call PutCertificates returns. In production the
 // context carries no hook and Step does nothing but look it up; the
 // conformance suite (backends/signertest) installs one with WithStepHook to
 // stop the operation there as a crash would, and to stop one replica's

@@ -49,8 +49,9 @@ type Version struct {
 // use, take a context first and honour its deadline. Errors are classified
 // with [Error] so that callers can tell "not found" from "unavailable".
 //
-// Crash safety: after a crash at any point of CreateVersion or
-// DisableVersion, a live replica converges, with no operator action, to a
+// Crash safety: after a crash at any point of CreateVersion,
+// DisableVersion or DisableVersionsBefore (PrefixDisabler), a live
+// replica converges, with no operator action, to a
 // state where every backend object Signet created is either a published
 // version of its ring or removed (or, where the backend cannot remove at
 // once, scheduled for removal), within 2 × backend_timeout +
@@ -109,6 +110,25 @@ type Signer interface {
 
 	// Close releases the backend's resources. Calling it twice is safe.
 	Close() error
+}
+
+// PrefixDisabler is implemented by backends that can revoke every version
+// older than a given one in one step (Vault Transit: one write of
+// min_encryption_version). The key set uses it for Rotate with
+// revoke_previous; without it, it calls DisableVersion for each older
+// version, a few at a time.
+type PrefixDisabler interface {
+	// DisableVersionsBefore makes every version that Versions lists
+	// before versionID unable to sign, permanently, and leaves versionID
+	// and every newer one as they are. Versions already disabled are not
+	// an error, so an interrupted call is finished by calling it again; it
+	// has the crash safety of DisableVersion (Signer), and it never makes
+	// a disabled version sign again, whatever other replicas revoke
+	// meanwhile. A versionID the ring does not have is KindNotFound. A
+	// wrapper that passes the method through (the server's instrumented
+	// backend) answers KindUnimplemented when the backend it wraps has
+	// none: the caller then disables the versions one by one.
+	DisableVersionsBefore(ctx context.Context, ring KeyRing, versionID string) error
 }
 
 // RemovalChecker is implemented by backends that take a version out of

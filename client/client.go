@@ -248,7 +248,8 @@ func (c *Client) Keys(ctx context.Context, keyRing string, states ...signetv1.Ke
 }
 
 // Health asks Signet's grpc.health.v1 service for service's status
-// ("signet.v1.SignerService": can every key ring sign; "": the server).
+// ("signet.v1.SignerService/RING": can that key ring sign;
+// "signet.v1.SignerService": can at least one; "": the server).
 func (c *Client) Health(ctx context.Context, service string) (healthpb.HealthCheckResponse_ServingStatus, error) {
 	resp, err := healthpb.NewHealthClient(c.conn).Check(ctx, &healthpb.HealthCheckRequest{Service: service})
 	if err != nil {

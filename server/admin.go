@@ -6,6 +6,8 @@ import (
 	"net/http/pprof"
 	"time"
 
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
 	"github.com/signet-dev/signet/server/lifecycle"
 )
 
@@ -39,11 +41,17 @@ func (s *Server) adminHandler() http.Handler {
 
 // Status is the document /statusz serves and `signet status` prints.
 type Status struct {
-	Issuer          string       `json:"issuer"`
-	Signing         bool         `json:"signing"`
-	SigningProblems []string     `json:"signing_problems,omitempty"`
-	JWKS            JWKSStatus   `json:"jwks"`
-	KeyRings        []RingStatus `json:"key_rings"`
+	Issuer string `json:"issuer"`
+	// Signing is the gRPC health of signet.v1.SignerService: at least one
+	// ring can sign and the audit log can be written. SigningProblems
+	// lists every reason a ring cannot sign, the audit log's first.
+	Signing         bool     `json:"signing"`
+	SigningProblems []string `json:"signing_problems,omitempty"`
+	// AuditProblem says why the audit log cannot be written (every Sign
+	// and Rotate is refused meanwhile); empty while it can.
+	AuditProblem string       `json:"audit_problem,omitempty"`
+	JWKS         JWKSStatus   `json:"jwks"`
+	KeyRings     []RingStatus `json:"key_rings"`
 }
 
 // JWKSStatus identifies the JWKS this replica serves: replicas that agree
@@ -65,6 +73,11 @@ type RingStatus struct {
 	BackendDown     *time.Time      `json:"backend_down_since,omitempty"`
 	NextRotation    *time.Time      `json:"next_rotation,omitempty"`
 	Versions        []VersionStatus `json:"versions"`
+	// Health is the gRPC health of signet.v1.SignerService/NAME: SERVING
+	// or NOT_SERVING; empty for a CA ring, which has none. SigningProblems
+	// says why the ring cannot sign.
+	Health          string   `json:"health,omitempty"`
+	SigningProblems []string `json:"signing_problems,omitempty"`
 
 	// Startup is set while the ring has not read its backend since this
 	// replica started (it then does not sign): why, and where the key set
@@ -99,17 +112,23 @@ type VersionStatus struct {
 }
 
 func (s *Server) status() Status {
-	problems := s.ks.SigningProblems()
+	sg := signing(s.ks, s.authz)
 	doc := s.jwks.current()
-	st := Status{Issuer: s.cfg.Issuer, Signing: len(problems) == 0, SigningProblems: problems,
+	st := Status{Issuer: s.cfg.Issuer, Signing: sg.serving(), SigningProblems: sg.problems(), AuditProblem: sg.audit,
 		JWKS: JWKSStatus{ETag: doc.ETag, Keys: len(doc.msg.GetKeys())}}
-	for _, r := range s.ks.Status() {
+	for i, r := range s.ks.Status() {
 		rs := RingStatus{Name: r.Name, RefreshFailures: r.RefreshFailures, LastRefresh: timePtr(r.LastRefresh),
 			BackendDown: timePtr(r.Down), NextRotation: timePtr(r.NextRotation), Versions: []VersionStatus{}}
 		ring := s.ks.Ring(r.Name)
 		rs.Algorithm = string(ring.Algorithm())
-		if r.CA {
+		rs.SigningProblems = sg.ringProblems(sg.rings[i])
+		switch {
+		case r.CA:
 			rs.Usage = "ca"
+		case sg.ringServing(sg.rings[i]):
+			rs.Health = healthpb.HealthCheckResponse_SERVING.String()
+		default:
+			rs.Health = healthpb.HealthCheckResponse_NOT_SERVING.String()
 		}
 		if r.Active != nil {
 			rs.ActiveKid = r.Active.Kid

@@ -65,7 +65,7 @@ func newHTTPHandler(ctx context.Context, svc *service, jwks *publisher, m *telem
 		_ = json.NewEncoder(w).Encode(struct { // fails only if the client has gone
 			Ready   bool `json:"ready"`
 			Signing bool `json:"signing"`
-		}{ready, len(svc.ks.SigningProblems()) == 0})
+		}{ready, signing(svc.ks, svc.authz).serving()})
 	}); err != nil {
 		return nil, err
 	}

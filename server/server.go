@@ -40,6 +40,8 @@ type Server struct {
 	state    *keyState // the key set outside the process: state_dir and peers (peers.go)
 	metrics  *telemetry.Metrics
 	health   *health.Server
+	// healthPub sets health's SignerService statuses (health.go).
+	healthPub healthPublisher
 	// kube serves the ExternalJWTSigner API (kubernetes_signer); nil
 	// without one. Atomic: the key set's OnChange may read it while New
 	// is still setting it.
@@ -123,7 +125,7 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err e
 	t := cfg.GRPC.TLS
 	s.authz, err = authz.New(authz.Config{CertFile: t.CertFile, KeyFile: t.KeyFile, ClientCAFile: t.ClientCAFile,
 		PolicyFile: cfg.PolicyFile, AuditPath: cfg.Audit.Path, Rings: cfg.TokenMaxTTLs(), Now: opts.Now, Logger: log,
-		OnReload: s.metrics.Reloaded})
+		OnReload: s.metrics.Reloaded, OnAuditHealth: s.updateHealth})
 	if err != nil {
 		return nil, err
 	}
@@ -137,7 +139,7 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err e
 		}
 		s.kube.Store(k)
 	}
-	s.health.SetServingStatus(signetv1.KeySetService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	s.health.SetServingStatus(keySetServiceName, healthpb.HealthCheckResponse_SERVING)
 	s.updateHealth()
 	return s, nil
 }
@@ -154,22 +156,6 @@ func (s *Server) keysChanged() {
 			s.log.Error("cannot render the kubernetes_signer keys; serving the previous ones", "err", err)
 		}
 	}
-}
-
-// updateHealth sets the gRPC health of SignerService: SERVING while every
-// ring can sign, NOT_SERVING while a backend does not answer or a ring has
-// no version to sign with, so that gRPC clients with health checking route
-// around this replica. The JWKS (KeySetService, /readyz) is never affected.
-func (s *Server) updateHealth() {
-	if s.ks == nil {
-		return // during New: set once the key set is in place
-	}
-	st := healthpb.HealthCheckResponse_SERVING
-	if problems := s.ks.SigningProblems(); len(problems) > 0 {
-		st = healthpb.HealthCheckResponse_NOT_SERVING
-		s.log.Warn("signing is not ready; the JWKS is still served", "problems", problems)
-	}
-	s.health.SetServingStatus(signerServiceName, st)
 }
 
 // Reopen opens the audit file afresh and re-reads the policy and
@@ -265,7 +251,7 @@ func (s *Server) Serve(ctx context.Context, ready func(Addrs)) error {
 	if s.cfg.Peers.Enabled() { // mTLS only (config.validateStartup)
 		signetv1.RegisterPeerServiceServer(gs, &peerService{state: s.state, log: s.log})
 	}
-	healthpb.RegisterHealthServer(gs, s.health)
+	healthpb.RegisterHealthServer(gs, healthService{s.health})
 	reflection.Register(gs)
 	s.metrics.GRPC.InitializeMetrics(gs)
 

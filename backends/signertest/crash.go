@@ -48,6 +48,8 @@ type crashScenario struct {
 	op    func(ctx context.Context, s backends.Signer, ring backends.KeyRing, before []backends.Version) error
 	// disables: the operation disables before[0] rather than creating.
 	disables bool
+	// prefix: the operation is DisableVersionsBefore (backends.PrefixDisabler only).
+	prefix bool
 	// certificates: the operation stores a certificate chain for
 	// before[0] (backends.CertificateStore only); after the crash the
 	// version has that whole chain or none, never a part.
@@ -77,6 +79,14 @@ var crashScenarios = []crashScenario{
 		op: func(ctx context.Context, s backends.Signer, ring backends.KeyRing, before []backends.Version) error {
 			return s.DisableVersion(ctx, ring, before[0].ID)
 		}},
+	{name: "DisableBefore", disables: true, prefix: true,
+		setup: func(t *testing.T, s backends.Signer, ring backends.KeyRing) []backends.Version {
+			v1 := CreateVersion(t, s, ring, "")
+			return []backends.Version{v1, CreateVersion(t, s, ring, v1.ID)}
+		},
+		op: func(ctx context.Context, s backends.Signer, ring backends.KeyRing, before []backends.Version) error {
+			return s.(backends.PrefixDisabler).DisableVersionsBefore(ctx, ring, before[1].ID)
+		}},
 	{name: "PutCertificates", certificates: true,
 		setup: func(t *testing.T, s backends.Signer, ring backends.KeyRing) []backends.Version {
 			return []backends.Version{CreateVersion(t, s, ring, "")}
@@ -97,9 +107,10 @@ func (h Harness) testCrash(t *testing.T, alg backends.Algorithm, run func(t *tes
 		t.Fatal("the crash cases need Harness.OpenWith")
 	}
 	_, stores := h.open(t).(backends.CertificateStore)
+	_, prefixes := h.open(t).(backends.PrefixDisabler)
 	for _, sc := range crashScenarios {
-		if sc.certificates && !stores {
-			continue // the backend keeps no certificates
+		if sc.certificates && !stores || sc.prefix && !prefixes {
+			continue // the backend keeps no certificates, or revokes one version at a time
 		}
 		steps := h.recordSteps(t, alg, sc)
 		if len(steps) == 0 && sc.certificates {

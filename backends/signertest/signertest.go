@@ -115,6 +115,9 @@ func Run(t *testing.T, h Harness) {
 	parallel("UnsupportedAlgorithm", h.testUnsupported)
 	parallel("VersionPinning", func(t *testing.T) { h.testVersionPinning(t, first) })
 	parallel("ListAndDisable", func(t *testing.T) { h.testListAndDisable(t, first) })
+	if _, ok := h.open(t).(backends.PrefixDisabler); ok {
+		parallel("DisableBefore", func(t *testing.T) { h.testDisableBefore(t, first) })
+	}
 	parallel("CreateConflict", func(t *testing.T) { h.testCreateConflict(t, first) })
 	parallel("Reopen", func(t *testing.T) { h.testReopen(t, first) })
 	parallel("RevokedFreshInstance", func(t *testing.T) { h.testRevokedFresh(t, first) })
@@ -411,6 +414,41 @@ func (h Harness) testListAndDisable(t *testing.T, alg backends.Algorithm) {
 	input := signingInput(alg, "{}")
 	if err := Verify(alg, vs2[2], input, sign(t, s, ring, vs2[2].ID, input)); err != nil {
 		t.Errorf("the newest version no longer signs after disabling the oldest: %v", err)
+	}
+}
+
+// testDisableBefore: DisableVersionsBefore (backends.PrefixDisabler)
+// revokes every older version and nothing else, again is not an error,
+// and an unknown version is not found.
+func (h Harness) testDisableBefore(t *testing.T, alg backends.Algorithm) {
+	s := h.open(t)
+	pd := s.(backends.PrefixDisabler)
+	ring := newRing(alg)
+	ctx := ctxFor(t)
+	v1 := CreateVersion(t, s, ring, "")
+	v2 := CreateVersion(t, s, ring, v1.ID)
+	v3 := CreateVersion(t, s, ring, v2.ID)
+	for range 2 { // the second call finds the work done
+		if err := pd.DisableVersionsBefore(ctx, ring, v3.ID); err != nil {
+			t.Fatalf("DisableVersionsBefore(%s): %v", v3.ID, err)
+		}
+	}
+	vs, err := s.Versions(ctx, ring)
+	if err != nil || len(vs) != 3 {
+		t.Fatalf("Versions after DisableVersionsBefore = %d versions, %v", len(vs), err)
+	}
+	if !vs[0].Disabled || !vs[1].Disabled || vs[2].Disabled {
+		t.Errorf("after DisableVersionsBefore(%s): disabled flags are %v %v %v, want true true false", v3.ID, vs[0].Disabled, vs[1].Disabled, vs[2].Disabled)
+	}
+	input := signingInput(alg, "{}")
+	if _, err := s.Sign(ctx, ring, v2.ID, input); backends.KindOf(err) != backends.KindFailedPrecondition {
+		t.Errorf("Sign with a version disabled by DisableVersionsBefore: %v (%v), want failed precondition", err, backends.KindOf(err))
+	}
+	if err := SignAndVerify(ctx, s, ring, vs[2], input); err != nil {
+		t.Errorf("the version DisableVersionsBefore was given no longer signs: %v", err)
+	}
+	if err := pd.DisableVersionsBefore(ctx, ring, "no-such-version"); backends.KindOf(err) != backends.KindNotFound {
+		t.Errorf("DisableVersionsBefore of an unknown version: %v (%v), want not found", err, backends.KindOf(err))
 	}
 }
 

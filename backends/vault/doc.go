@@ -50,7 +50,12 @@
 //
 // Revocation: DisableVersion(N) raises the key's min_encryption_version to
 // N+1, so Vault refuses to sign with version N or any older one (Transit can
-// only disable a prefix of versions, which is what emergency rotation needs).
+// only disable a prefix of versions, which is what emergency rotation needs);
+// DisableVersionsBefore(N) (backends.PrefixDisabler) raises it to N, which
+// revokes every older version in one write however many there are. The
+// minimum only ever rises: a revocation that finds it below its target
+// takes the rotation lock, reads the key again and writes only a higher
+// one, so two replicas revoking at once cannot lower it (revoke.go).
 // Their key material stays in Vault's storage and their public keys stay
 // listed, so ListKeys shows them as revoked. Vault does not let
 // min_encryption_version go below min_decryption_version, and an operator

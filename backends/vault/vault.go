@@ -582,40 +582,6 @@ func newestVersion(k *transitKey) string {
 	return strconv.Itoa(k.LatestVersion)
 }
 
-// DisableVersion raises min_encryption_version past the version, so Vault
-// refuses to sign with it or any older version.
-func (b *Backend) DisableVersion(ctx context.Context, ring backends.KeyRing, versionID string) error {
-	if err := b.checkOpen(); err != nil {
-		return err
-	}
-	n, err := strconv.Atoi(versionID)
-	if err != nil || n < 1 {
-		return errorf(backends.KindNotFound, "Transit key %q has no version %q", b.keyName(ring), versionID)
-	}
-	k, err := b.readKey(ctx, ring)
-	if err != nil {
-		return err
-	}
-	backends.Step(ctx, "read key")
-	name := b.keyName(ring)
-	switch {
-	case k == nil || n > k.LatestVersion:
-		return errorf(backends.KindNotFound, "Transit key %q has no version %d", name, n)
-	case k.MinEncryptionVersion > n:
-		return nil // already disabled
-	case n == k.LatestVersion:
-		return errorf(backends.KindFailedPrecondition, "cannot disable version %d of Transit key %q: it is the newest, and Transit only disables older versions (rotate first)", n, name)
-	}
-	_, err = b.call(once(ctx), func(ctx context.Context) (*api.Secret, error) {
-		return b.client.Logical().WriteWithContext(ctx, b.path("keys", name, "config"), map[string]any{"min_encryption_version": n + 1})
-	})
-	if err != nil {
-		return b.classify(err, "disabling version %d of Transit key %q", n, name)
-	}
-	backends.Step(ctx, "write min_encryption_version")
-	return nil
-}
-
 // Leftovers lists the ring's rotation lock key while it exists: held by a
 // rotation under way, or left by one whose replica died (a refresh deletes
 // it once the grace has passed). A Transit key holds nothing else but its

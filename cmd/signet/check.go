@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -129,9 +130,11 @@ func runVersion(_ context.Context, args []string, stdout, stderr io.Writer) erro
 const signerService = "signet.v1.SignerService"
 
 func runHealth(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("health", "[--config signet.yaml] [--server HOST:PORT] [--service NAME]",
+	fs := newFlagSet("health", "[--config signet.yaml] [--server HOST:PORT] [--service NAME | --ring NAME]",
 		"Asks a Signet's gRPC health service (grpc.health.v1) whether a service is SERVING and exits\n"+
-			"1 if not: by default signet.v1.SignerService, which is SERVING while every key ring can sign.\n"+
+			"1 if not: by default signet.v1.SignerService, which is SERVING while at least one key ring can\n"+
+			"sign and the audit log can be written; --ring NAME asks for one key ring\n"+
+			"(signet.v1.SignerService/NAME: that ring can sign and the audit log can be written).\n"+
 			"It reads the same config as the server: the address is grpc.listen (an unspecified host\n"+
 			"such as 0.0.0.0 means loopback) and, with grpc.tls, it speaks TLS and trusts exactly the\n"+
 			"certificate in grpc.tls.cert_file, with no client certificate (health needs none).\n"+
@@ -139,12 +142,21 @@ func runHealth(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	configPath := fs.String("config", "", "the server's YAML config file (default: built-in development config)")
 	server := fs.String("server", "", "gRPC address (default: from grpc.listen)")
 	service := fs.String("service", signerService, "health service name; empty asks for the server as a whole")
+	ring := fs.String("ring", "", "key ring whose signing health to ask for (signet.v1.SignerService/NAME)")
 	timeout := fs.Duration("timeout", 5*time.Second, "deadline for the check")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("health takes no arguments, got %q", fs.Args())
+	}
+	if *ring != "" {
+		set := false
+		fs.Visit(func(f *flag.Flag) { set = set || f.Name == "service" })
+		if set {
+			return fmt.Errorf("health: give --service or --ring, not both")
+		}
+		*service = signerService + "/" + *ring
 	}
 	cfg := config.Default()
 	if *configPath != "" {

@@ -8,6 +8,8 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+
+	signetv1 "github.com/signet-dev/signet/gen/signet/v1"
 )
 
 // TestCheckConfigBinary: the binary's exit status and output, for
@@ -90,6 +92,15 @@ func TestHealthProbe(t *testing.T) {
 	if out := runCLIFail(t, "health", "--server", plain.grpcAddr, "--service", "signet.v1.Nothing"); !strings.Contains(out, "NotFound") {
 		t.Errorf("health of an unknown service: %s", out)
 	}
+	if out := runCLI(t, "health", "--server", plain.grpcAddr, "--ring", "default"); out != "signet.v1.SignerService/default: SERVING\n" {
+		t.Errorf("health of ring default: %q", out)
+	}
+	if out := runCLIFail(t, "health", "--server", plain.grpcAddr, "--ring", "nothing"); !strings.Contains(out, "NotFound") {
+		t.Errorf("health of an unknown ring: %s", out)
+	}
+	if out := runCLIFail(t, "health", "--server", plain.grpcAddr, "--ring", "default", "--service", ""); !strings.Contains(out, "not both") {
+		t.Errorf("health with --ring and --service: %s", out)
+	}
 
 	certs := filepath.Join(t.TempDir(), "certs")
 	runCLI(t, "dev-certs", "--dir", certs)
@@ -132,6 +143,37 @@ func TestDialAddress(t *testing.T) {
 	} {
 		if got := dialAddress(listen); got != want {
 			t.Errorf("dialAddress(%q) = %q, want %q", listen, got, want)
+		}
+	}
+}
+
+// TestRingHealthCLI: with one ring in its emergency rotation's wait and
+// another signing, `signet health --ring` and `signet status` tell them
+// apart, and the overall health stays SERVING.
+func TestRingHealthCLI(t *testing.T) {
+	t.Parallel()
+	data := t.TempDir()
+	p := startSignetWith(t, configHead+"key_rings:\n"+
+		"  - {name: waiting, backend: 'local://"+data+"'}\n"+
+		"  - {name: signing, backend: 'local://"+data+"', algorithm: EdDSA}\n")
+	if _, err := p.client.Rotate(ctxT(t), &signetv1.RotateRequest{KeyRing: "waiting", RevokePrevious: true}); err != nil {
+		t.Fatal(err)
+	}
+	// The new version waits 2 × refresh_interval (a minute) before it signs.
+	if out := runCLI(t, "health", "--server", p.grpcAddr); out != "signet.v1.SignerService: SERVING\n" {
+		t.Errorf("overall health with one ring signing: %q", out)
+	}
+	if out := runCLI(t, "health", "--server", p.grpcAddr, "--ring", "signing"); out != "signet.v1.SignerService/signing: SERVING\n" {
+		t.Errorf("health of the signing ring: %q", out)
+	}
+	if out := runCLIFail(t, "health", "--server", p.grpcAddr, "--ring", "waiting"); !strings.Contains(out, "NOT_SERVING") {
+		t.Errorf("health of the waiting ring: %s", out)
+	}
+	status := runCLI(t, "status", "--admin", strings.TrimPrefix(p.adminURL, "http://"))
+	for _, want := range []string{"signing:  yes, with 1 of 2 key rings", "key ring waiting (ES256)", "  health NOT_SERVING: key ring \"waiting\"",
+		"emergency rotation", "key ring signing (EdDSA)", "  health SERVING\n"} {
+		if !strings.Contains(status, want) {
+			t.Errorf("signet status does not show %q:\n%s", want, status)
 		}
 	}
 }

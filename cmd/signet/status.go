@@ -18,7 +18,8 @@ const defaultAdmin = "127.0.0.1:9091"
 func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("status", "[--admin HOST:PORT] [--json]",
 		"Prints what a running Signet says of itself on its admin listener ("+server.StatusPath+"): whether it\n"+
-			"can sign, the JWKS it serves, and every key ring's versions, refreshes and backend health.", stderr)
+			"can sign, the JWKS it serves, and every key ring's signing health (and why not), versions,\n"+
+			"refreshes and backend health.", stderr)
 	admin := fs.String("admin", envOr("SIGNET_ADMIN", defaultAdmin), "Signet admin listener address (env SIGNET_ADMIN)")
 	timeout := fs.Duration("timeout", 10*time.Second, "deadline for the request")
 	asJSON := fs.Bool("json", false, "print the status document as it is")
@@ -55,17 +56,41 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 }
 
 func printStatus(w io.Writer, st server.Status) error {
-	signing := "yes"
-	if !st.Signing {
-		signing = "NO: " + strings.Join(st.SigningProblems, "; ")
+	serving, rings := 0, 0
+	for _, r := range st.KeyRings {
+		if r.Health != "" {
+			rings++
+		}
+		if r.Health == "SERVING" {
+			serving++
+		}
 	}
-	fmt.Fprintf(w, "issuer:   %s\nsigning:  %s\njwks:     %d keys, etag %s\n", st.Issuer, signing, st.JWKS.Keys, st.JWKS.ETag)
+	signing := "yes"
+	switch {
+	case !st.Signing:
+		signing = "NO: " + strings.Join(st.SigningProblems, "; ")
+	case serving < rings:
+		signing = fmt.Sprintf("yes, with %d of %d key rings (see each ring's health)", serving, rings)
+	}
+	fmt.Fprintf(w, "issuer:   %s\nsigning:  %s\n", st.Issuer, signing)
+	if st.AuditProblem != "" {
+		fmt.Fprintf(w, "audit:    CANNOT BE WRITTEN, every Sign and Rotate is refused: %s\n", st.AuditProblem)
+	}
+	fmt.Fprintf(w, "jwks:     %d keys, etag %s\n", st.JWKS.Keys, st.JWKS.ETag)
 	for _, r := range st.KeyRings {
 		kind := r.Algorithm
 		if r.Usage == "ca" {
 			kind += ", CA ring: issues certificates, never signs tokens"
 		}
 		fmt.Fprintf(w, "\nkey ring %s (%s): active %s\n", r.Name, kind, orDash(r.ActiveKid))
+		switch {
+		case r.Health == "SERVING":
+			fmt.Fprintf(w, "  health SERVING\n")
+		case r.Health != "":
+			fmt.Fprintf(w, "  health %s: %s\n", r.Health, strings.Join(r.SigningProblems, "; "))
+		case len(r.SigningProblems) > 0:
+			fmt.Fprintf(w, "  problems: %s\n", strings.Join(r.SigningProblems, "; "))
+		}
 		fmt.Fprintf(w, "  last refresh %s, failed refreshes since: %d", formatStatusTime(r.LastRefresh), r.RefreshFailures)
 		if r.LastError != "" {
 			fmt.Fprintf(w, " (last: %s)", r.LastError)

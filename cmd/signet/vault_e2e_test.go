@@ -34,7 +34,7 @@ func TestEndToEndVault(t *testing.T) {
 	}
 
 	// Vault freezes: Sign is Unavailable within the caller's deadline and
-	// signing health goes NOT_SERVING at once, while the replica stays
+	// the ring's signing health goes NOT_SERVING at once, while the replica stays
 	// ready and serves the JWKS; failed refreshes are counted. Thawing
 	// resumes signing and resets the count.
 	jwksBefore := p.jwks(t)
@@ -50,7 +50,7 @@ func TestEndToEndVault(t *testing.T) {
 		t.Errorf("refresh failures with Vault frozen: %v, want them to rise", failures())
 	}
 	v.Thaw(t)
-	p.waitSigning(t, healthpb.HealthCheckResponse_SERVING)
+	p.waitSigning(t, "default", healthpb.HealthCheckResponse_SERVING)
 	if !waitFor(30*time.Second, func() bool { return failures() == 0 }) {
 		t.Errorf("refresh failures after the thaw: %v, want 0", failures())
 	}

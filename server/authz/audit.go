@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -26,25 +27,48 @@ import (
 // copytruncate) keeps its name and its records; the path is compared with
 // the open file every second (reopenIfMoved, from Authorizer.Run) and on
 // SIGHUP (reopen), and a new file is opened there.
+//
+// While records cannot be written the log is in an outage: every action
+// is refused (no token leaves without its audit line), and the server
+// reports SignerService NOT_SERVING so that callers go to other replicas.
+// Such a replica gets no Sign to find out that writing works again, so
+// tryEndOutage (from Authorizer.Run, every second) tries to write the record
+// that ends the outage: when it began and how many records, and Sign
+// requests among them, were refused meanwhile. The outage ends when that
+// record is written, by tryEndOutage or before the next record of a request.
 type auditLog struct {
-	mu   sync.Mutex
-	path string    // "" for standard output, which is never reopened
-	w    io.Writer // f, or standard output
-	f    *os.File
-	log  *slog.Logger
+	mu     sync.Mutex
+	path   string    // "" for standard output, which is never reopened
+	w      io.Writer // f, or standard output
+	f      *os.File
+	log    *slog.Logger
+	now    func() time.Time
+	outage *auditOutage // nil while records are written
+	// onHealth is told, without mu held, when an outage starts or ends.
+	onHealth func()
+}
+
+// auditOutage is a time during which no record could be written.
+type auditOutage struct {
+	since     time.Time
+	err       error // the last failure
+	unwritten int64 // records not written: each an action refused, or a refusal not on record
+	signs     int64 // of which Sign requests
 }
 
 // openAudit opens the audit sink: "-" is standard output, anything else a
 // file opened for appending (created 0600).
 func openAudit(path string, log *slog.Logger) (*auditLog, error) {
+	a := &auditLog{w: os.Stdout, log: log, now: time.Now, onHealth: func() {}}
 	if path == "-" {
-		return &auditLog{w: os.Stdout, log: log}, nil
+		return a, nil
 	}
 	f, err := openAuditFile(path)
 	if err != nil {
 		return nil, err
 	}
-	return &auditLog{path: path, w: f, f: f, log: log}, nil
+	a.path, a.w, a.f = path, f, f
+	return a, nil
 }
 
 func openAuditFile(path string) (*os.File, error) {
@@ -82,6 +106,13 @@ type Record struct {
 	// unauthenticated callers since the last summary that the per-peer
 	// rate kept from a line of their own.
 	Summarized int64 `json:"summarized,omitempty"`
+	// OutageSince, Unwritten and RefusedSigns are on the record that ends
+	// an audit outage: when records stopped being written (RFC 3339), how
+	// many were not, and how many of those were Sign requests (each
+	// refused: no token leaves without its audit line).
+	OutageSince  string `json:"outage_since,omitempty"`
+	Unwritten    int64  `json:"unwritten,omitempty"`
+	RefusedSigns int64  `json:"refused_signs,omitempty"`
 }
 
 // ClaimsDigest is what the audit log keeps of a token's custom claims.
@@ -104,8 +135,86 @@ func (a *auditLog) write(r Record) error {
 	}
 	line = append(line, '\n')
 	a.mu.Lock()
+	ended, err := a.endOutageLocked()
+	if err == nil {
+		err = a.writeLocked(line)
+	}
+	started := err != nil && a.outage == nil
+	if err != nil {
+		a.failedLocked(err, r)
+	}
+	a.mu.Unlock()
+	if ended || started {
+		a.onHealth()
+	}
+	return err
+}
+
+// failedLocked counts record r, which could not be written, in the
+// outage, starting one if there is none.
+func (a *auditLog) failedLocked(err error, r Record) {
+	if a.outage == nil {
+		a.outage = &auditOutage{since: a.now()}
+		a.log.Error("audit log cannot be written: refusing every action until it can; SignerService is NOT_SERVING", "path", a.path, "err", err)
+	}
+	a.outage.err = err
+	a.outage.unwritten++
+	if r.RPC == "Sign" || strings.HasSuffix(r.RPC, "/Sign") {
+		a.outage.signs++
+	}
+}
+
+// endOutageLocked writes the record that ends the outage, if there is
+// one, and reports whether it did. The outage goes on if it cannot.
+func (a *auditLog) endOutageLocked() (ended bool, err error) {
+	o := a.outage
+	if o == nil {
+		return false, nil
+	}
+	rec := Record{Time: a.now().UTC(), Caller: "signet", RPC: "audit", Outcome: "recovered",
+		Reason:      "the audit log could not be written: every action meanwhile was refused",
+		OutageSince: o.since.UTC().Format(time.RFC3339Nano), Unwritten: o.unwritten, RefusedSigns: o.signs}
+	line, err := rec.appendJSON(make([]byte, 0, 512))
+	if err != nil {
+		return false, err
+	}
+	if err := a.writeLocked(append(line, '\n')); err != nil {
+		o.err = err
+		return false, err
+	}
+	a.outage = nil
+	a.log.Warn("audit log can be written again; the outage is on record", "path", a.path, "since", o.since.UTC(),
+		"unwritten", o.unwritten, "refused_signs", o.signs)
+	return true, nil
+}
+
+// tryEndOutage tries to end an outage (endOutageLocked): Authorizer.Run's call
+// every interval, so that the outage ends without a request arriving.
+func (a *auditLog) tryEndOutage() {
+	if a == nil {
+		return
+	}
+	a.mu.Lock()
+	ended, _ := a.endOutageLocked() // the outage goes on; it says why
+	a.mu.Unlock()
+	if ended {
+		a.onHealth()
+	}
+}
+
+// problem says why records cannot be written now; "" while they can.
+func (a *auditLog) problem() string {
+	if a == nil {
+		return ""
+	}
+	a.mu.Lock()
 	defer a.mu.Unlock()
-	return a.writeLocked(line)
+	o := a.outage
+	if o == nil {
+		return ""
+	}
+	return fmt.Sprintf("audit log cannot be written since %s (%d records, %d of them Sign requests, refused): %v",
+		o.since.UTC().Format(time.RFC3339), o.unwritten, o.signs, o.err)
 }
 
 func (a *auditLog) writeLocked(line []byte) error {
@@ -233,9 +342,17 @@ func (r *Record) appendJSON(b []byte) ([]byte, error) {
 	str("reason", r.Reason, true)
 	str("claims_sha256", r.ClaimsSHA256, true)
 	str("trace_id", r.TraceID, true)
-	if r.Summarized != 0 {
-		b = append(b, `,"summarized":`...)
-		b = strconv.AppendInt(b, r.Summarized, 10)
+	count := func(name string, n int64) {
+		if n != 0 {
+			b = append(b, ',', '"')
+			b = append(b, name...)
+			b = append(b, '"', ':')
+			b = strconv.AppendInt(b, n, 10)
+		}
 	}
+	count("summarized", r.Summarized)
+	str("outage_since", r.OutageSince, true)
+	count("unwritten", r.Unwritten)
+	count("refused_signs", r.RefusedSigns)
 	return append(b, '}'), nil
 }

@@ -17,6 +17,8 @@ func TestAuditLineIsMarshal(t *testing.T) {
 		{Time: time.Unix(0, 0).UTC(), Caller: "unauthenticated", RPC: "/signet.v1.SignerService/Sign", Outcome: "denied",
 			Reason: "audience \"hr\" is not allowed\n\u2028\xff", Aud: []string{}},
 		{Time: time.Date(1999, 1, 2, 3, 4, 5, 0, time.FixedZone("x", 3600)), Caller: "c", RPC: "Rotate", Outcome: "authorized", Exp: -5},
+		{Time: time.Unix(5, 0).UTC(), Caller: "signet", RPC: "audit", Outcome: "recovered", Reason: "r", Summarized: 2,
+			OutageSince: "2026-12-08T00:00:00Z", Unwritten: 7, RefusedSigns: 3},
 	}
 	chars := []rune{'a', '"', '\\', '<', '\n', 0, 'é', '\u2028', 0x7f}
 	str := func(r *rand.Rand) string {

@@ -36,6 +36,10 @@ type Config struct {
 	// OnReload, if set, is told of every reload of "policy" or
 	// "certificates" after their files changed, and its error.
 	OnReload func(file string, err error)
+	// OnAuditHealth, if set, is told when the audit log stops being
+	// writable and when it can be written again (AuditProblem says
+	// which). It is called with no lock of the Authorizer held.
+	OnAuditHealth func()
 }
 
 // Authorizer is who may call what: caller authentication (mTLS), the policy
@@ -78,6 +82,10 @@ func New(cfg Config) (*Authorizer, error) {
 		var err error
 		if a.audit, err = openAudit(cfg.AuditPath, a.watcher.log); err != nil {
 			return nil, err
+		}
+		a.audit.now = a.now
+		if cfg.OnAuditHealth != nil {
+			a.audit.onHealth = cfg.OnAuditHealth
 		}
 	}
 	if cfg.CertFile == "" && cfg.KeyFile == "" && cfg.ClientCAFile == "" {
@@ -130,8 +138,8 @@ func (a *Authorizer) ServerTLS() *tls.Config {
 
 // Run, every interval until ctx ends: reloads the policy and the
 // certificates when their files change, reopens the audit file when log
-// rotation moved it, and writes the summary of unaudited refusals every
-// RefusalSummaryInterval. It writes that summary once more when ctx ends.
+// rotation moved it, tries to end an audit outage (AuditProblem), and
+// writes the summary of unaudited refusals every RefusalSummaryInterval. It writes that summary once more when ctx ends.
 func (a *Authorizer) Run(ctx context.Context, every time.Duration) {
 	t := time.NewTicker(every)
 	defer t.Stop()
@@ -144,6 +152,7 @@ func (a *Authorizer) Run(ctx context.Context, every time.Duration) {
 		case <-t.C:
 			a.watcher.poll()
 			a.audit.reopenIfMoved()
+			a.audit.tryEndOutage()
 			if now := a.now(); now.Sub(last) >= RefusalSummaryInterval {
 				last = now
 				a.auditSummary()
@@ -406,6 +415,12 @@ func (a *Authorizer) Audit(r Record) error {
 	r.Time = a.now().UTC()
 	return a.audit.write(r)
 }
+
+// AuditProblem says why the audit log cannot be written now, while every
+// action is refused for it; "" while it can (or there is none). Run ends
+// such an outage, within an interval of the log being writable again,
+// by writing a record of it.
+func (a *Authorizer) AuditProblem() string { return a.audit.problem() }
 
 // IsDenial reports whether err is a refusal of the caller's request by the
 // policy or its rate limits (as opposed to a failure).

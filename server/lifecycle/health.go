@@ -71,6 +71,12 @@ func (ks *KeySet) SigningProblems() []string {
 	return why
 }
 
+// RingProblems lists why ring r cannot sign now (its backend does not
+// answer, a key mismatch, no version that signs: an emergency rotation's
+// wait, every version revoked or withheld); empty if it can. A CA ring's
+// lists only its backend's and its keys' problems: it never signs tokens.
+func (ks *KeySet) RingProblems(r *Ring) []string { return ks.signingProblems(r) }
+
 // signingProblems lists why ring r cannot sign now; empty if it can.
 func (ks *KeySet) signingProblems(r *Ring) []string {
 	var why []string

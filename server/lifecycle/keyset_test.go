@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -279,11 +280,15 @@ func TestInterruptedRevocationIsFinishedByTheRetry(t *testing.T) {
 	if _, _, _, err := ks1.Rotate(context.Background(), r1, false, ""); err != nil {
 		t.Fatal(err)
 	}
-	// The emergency rotation dies once the first older version is disabled.
+	// The emergency rotation dies once an older version is disabled: its
+	// disabling calls run in parallel, and every one stops at its next step.
 	crashed, release, done := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	var dead atomic.Bool
+	var crash sync.Once
 	ctx := backends.WithStepHook(context.Background(), func(step string) {
-		if step == "rename over version file" {
-			close(crashed)
+		if step == "rename over version file" || dead.Load() {
+			dead.Store(true)
+			crash.Do(func() { close(crashed) })
 			<-release
 			runtime.Goexit()
 		}
@@ -297,9 +302,10 @@ func TestInterruptedRevocationIsFinishedByTheRetry(t *testing.T) {
 
 	ks2, r2 := replica()
 	vs := ks2.Versions(r2)
-	if len(vs) != 3 || !vs[0].Disabled || vs[1].Disabled || vs[2].Disabled {
-		t.Fatalf("after the crash: %d versions, disabled %v; want 3: revoked, enabled, enabled (the new one)", len(vs), disabledFlags(vs))
+	if len(vs) != 3 || !vs[0].Disabled && !vs[1].Disabled || vs[2].Disabled {
+		t.Fatalf("after the crash: %d versions, disabled %v; want 3: one or both older ones revoked, the new one enabled", len(vs), disabledFlags(vs))
 	}
+	crashedVersion := vs[2].ID
 	created, revoked, _, err := ks2.Rotate(context.Background(), r2, true, "")
 	if err != nil {
 		t.Fatalf("retrying the emergency rotation: %v", err)
@@ -310,8 +316,11 @@ func TestInterruptedRevocationIsFinishedByTheRetry(t *testing.T) {
 			t.Errorf("after the retry, version %s disabled=%v (created %s)", v.ID, v.Disabled, created.ID)
 		}
 	}
-	if len(vs) != 4 || len(revoked) != 2 {
-		t.Errorf("after the retry: %d versions, %d revoked by it; want 4 and 2 (the old one left enabled and the crashed rotation's)", len(vs), len(revoked))
+	// The retry revoked the crashed rotation's version, and whichever
+	// older one the crash left enabled (a disabling call may still finish
+	// after the crash was seen: the crash stops each at its next step).
+	if len(vs) != 4 || len(revoked) == 0 || len(revoked) > 3 || revoked[len(revoked)-1].ID != crashedVersion {
+		t.Errorf("after the retry: %d versions, revoked by it %v; want 4, and the crashed rotation's version %s revoked last", len(vs), revoked, crashedVersion)
 	}
 	// The emergency version signs once every replica has had time to
 	// publish it.
@@ -516,10 +525,15 @@ func TestRetriedEmergencyRotationWithRequestID(t *testing.T) {
 		t.Fatal(err)
 	}
 	const id = "5e6f7a8b-9c0d-4e1f-8a2b-3c4d5e6f7a8b"
+	// The disabling calls run in parallel: the crash stops every one at
+	// its next step once one version is disabled.
 	crashed, release, done := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	var dead atomic.Bool
+	var crash sync.Once
 	ctx := backends.WithStepHook(context.Background(), func(step string) {
-		if step == "rename over version file" {
-			close(crashed)
+		if step == "rename over version file" || dead.Load() {
+			dead.Store(true)
+			crash.Do(func() { close(crashed) })
 			<-release
 			runtime.Goexit()
 		}
@@ -533,8 +547,8 @@ func TestRetriedEmergencyRotationWithRequestID(t *testing.T) {
 
 	ks2, r2 := replica()
 	vs := ks2.Versions(r2)
-	if len(vs) != 3 || !vs[0].Disabled || vs[1].Disabled || vs[2].RequestID != id {
-		t.Fatalf("after the crash: %d versions, disabled %v; want 3: revoked, enabled, and the new one with the request id", len(vs), disabledFlags(vs))
+	if len(vs) != 3 || !vs[0].Disabled && !vs[1].Disabled || vs[2].Disabled || vs[2].RequestID != id {
+		t.Fatalf("after the crash: %d versions, disabled %v; want 3: one or both older ones revoked, and the new one with the request id", len(vs), disabledFlags(vs))
 	}
 	created, revoked, replayed, err := ks2.Rotate(context.Background(), r2, true, id)
 	if err != nil || !replayed {

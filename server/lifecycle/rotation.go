@@ -3,7 +3,6 @@ package lifecycle
 import (
 	"context"
 	"errors"
-	"fmt"
 	"sync"
 	"time"
 
@@ -148,26 +147,9 @@ func (ks *KeySet) Rotate(ctx context.Context, r *Ring, revokePrevious bool, requ
 		break
 	}
 	if revokePrevious {
-		vs := r.snap.load().versions
-		for _, v := range vs {
-			if v.ID == created.ID {
-				break // versions are oldest first: the rest are newer
-			}
-			if v.Disabled {
-				if replayed {
-					revoked = append(revoked, v)
-				}
-				continue
-			}
-			bctx, cancel := ks.backendContext(ctx)
-			err := r.backend.DisableVersion(bctx, r.key, v.ID)
-			cancel()
-			ks.observe(r, err)
-			if err != nil {
-				_ = ks.Refresh(ctx, r) // to show what was revoked; the revocation's error is the one to return
-				return created, revoked, replayed, fmt.Errorf("created version %s but revoking version %s failed (call Rotate with revoke_previous again): %w", created.ID, v.ID, err)
-			}
-			revoked = append(revoked, v)
+		if revoked, err = ks.revokeOlder(ctx, r, created, replayed); err != nil {
+			_ = ks.Refresh(ctx, r) // to show what was revoked; the revocation's error is the one to return
+			return created, revoked, replayed, err
 		}
 		if err := ks.Refresh(ctx, r); err != nil {
 			return created, revoked, replayed, err

@@ -38,7 +38,7 @@ type instrumented struct {
 // operations are the backend operations as the metrics name them.
 var operations = [...]string{opVersions: "versions", opSign: "sign", opCreateVersion: "create_version",
 	opDisableVersion: "disable_version", opLeftovers: "leftovers", opCheckKeyUsage: "check_key_usage",
-	opPutCertificates: "put_certificates"}
+	opPutCertificates: "put_certificates", opDisableVersionsBefore: "disable_versions_before"}
 
 const (
 	opVersions = iota
@@ -48,6 +48,7 @@ const (
 	opLeftovers
 	opCheckKeyUsage
 	opPutCertificates
+	opDisableVersionsBefore
 )
 
 // call is one backend call in progress.
@@ -123,6 +124,19 @@ func (i *instrumented) DisableVersion(ctx context.Context, ring backends.KeyRing
 	ctx, c := i.begin(ctx, opDisableVersion, ring)
 	defer c.end(&err)
 	return i.Signer.DisableVersion(ctx, ring, id)
+}
+
+// DisableVersionsBefore revokes every version older than id in one step
+// if the backend can (backends.PrefixDisabler); otherwise the error is
+// KindUnimplemented and the caller disables them one by one.
+func (i *instrumented) DisableVersionsBefore(ctx context.Context, ring backends.KeyRing, id string) (err error) {
+	pd, ok := i.Signer.(backends.PrefixDisabler)
+	if !ok {
+		return backends.Errorf(backends.KindUnimplemented, i.scheme, "this backend cannot revoke several versions in one step")
+	}
+	ctx, c := i.begin(ctx, opDisableVersionsBefore, ring)
+	defer c.end(&err)
+	return pd.DisableVersionsBefore(ctx, ring, id)
 }
 
 // Leftovers lists what the backend holds for the ring that is not a

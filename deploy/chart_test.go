@@ -34,10 +34,6 @@ import (
 	_ "github.com/signet-dev/signet/backends/vault"
 )
 
-// imageBinary is where deploy/Dockerfile puts the binary (its ENTRYPOINT;
-// TestDockerfileInvariants checks it).
-const imageBinary = "/signet"
-
 // scenario is one `helm install -f values.yaml` the chart must accept.
 type scenario struct {
 	name     string

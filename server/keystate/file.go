@@ -107,7 +107,7 @@ func writeAll(w io.Writer, data []byte) error {
 }
 
 func syncDir(dir string) error {
-	d, err := os.Open(dir)
+	d, err := os.Open(dir) // #nosec G304 -- the configured state_dir, opened only to fsync the rename into it
 	if err != nil {
 		return err
 	}
